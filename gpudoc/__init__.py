@@ -1,0 +1,3 @@
+"""gpudoc: diagnostics and ops for deep-learning GPU boxes."""
+
+__version__ = "0.1.0"

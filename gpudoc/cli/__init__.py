@@ -1,0 +1,123 @@
+"""The ``gpudoc`` command line: one group, lazily loaded subcommands, one error path."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from typing import NoReturn
+
+import click
+
+from gpudoc import __version__
+from gpudoc.cli.common import Settings
+from gpudoc.errors import ExitCode, GpudocError
+from gpudoc.output import print_error
+
+# Subcommand name -> "module:attribute". Command modules keep heavy imports (torch,
+# tensorflow, textual) inside their functions, so listing commands stays fast.
+COMMANDS = {
+    "doctor": "gpudoc.cli.doctor:doctor",
+}
+
+# Module-level so the error path can honour --debug after the command has failed.
+_settings = Settings()
+
+
+class GpudocGroup(click.Group):
+    """The root group: imports a subcommand only when it is listed or run, and turns every
+    failure into one ``gpudoc: error: …`` line and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def main(  # type: ignore[override]
+        self,
+        args: list[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: object,
+    ) -> int:
+        code = self._run(args, prog_name or "gpudoc", complete_var, extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(
+        self,
+        args: list[str] | None,
+        prog_name: str,
+        complete_var: str | None,
+        extra: dict[str, object],
+    ) -> int:
+        _settings.debug = bool(os.environ.get("GPUDOC_DEBUG"))
+        _settings.simulate = None
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            print_error(f"{exc.format_message()}{hint}")
+            return ExitCode.USAGE
+        except click.ClickException as exc:
+            print_error(exc.format_message())
+            return ExitCode.USAGE
+        except (KeyboardInterrupt, click.Abort):
+            print_error("interrupted")
+            return ExitCode.INTERRUPTED
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return ExitCode.FINDINGS
+        except GpudocError as exc:
+            if _settings.debug:
+                traceback.print_exc()
+            print_error(str(exc))
+            return exc.exit_code
+        except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
+            if _settings.debug:
+                traceback.print_exc()
+            print_error(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(rerun with --debug for the traceback, and please report it)"
+            )
+            return ExitCode.INTERNAL
+        return int(result) if isinstance(result, int) else ExitCode.OK
+
+
+@click.group(
+    cls=GpudocGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "-V", "--version", prog_name="gpudoc", message="%(prog)s %(version)s")
+@click.option("--debug", is_flag=True, envvar="GPUDOC_DEBUG", help="Show the traceback of an error.")
+@click.option(
+    "--simulate",
+    metavar="SCENARIO",
+    envvar="GPUDOC_SIMULATE",
+    help="Use simulated GPUs instead of NVML: a built-in scenario (workstation, dgx, faults) "
+    "or a JSON/YAML scenario file.",
+)
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, simulate: str | None) -> None:
+    """Diagnostics and ops for deep-learning GPU boxes.
+
+    Exit codes: 0 ok, 1 problems found, 2 bad usage or input, 3 environment missing,
+    70 internal error, 130 interrupted.
+    """
+    _settings.debug = debug
+    _settings.simulate = simulate
+    ctx.obj = _settings
+
+
+def main() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(cli.main(prog_name="gpudoc", standalone_mode=False))

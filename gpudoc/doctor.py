@@ -1,0 +1,345 @@
+"""Environment checks: Python, gpudoc, the NVIDIA driver and GPUs, device files, PID
+namespace, torch and TensorFlow. Each failed check carries the fix."""
+
+from __future__ import annotations
+
+import enum
+import getpass
+import glob
+import grp
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import stat
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpudoc import __version__
+from gpudoc.errors import ExitCode
+from gpudoc.gpu import GpuBackend, GpuDevice, GpuError, GpuSnapshot, NvmlLibraryNotFound, available
+from gpudoc.output import format_bytes
+
+
+class Status(str, enum.Enum):
+    """A check's outcome. PROBLEM makes the exit code 1, MISSING makes it 3."""
+
+    OK = "ok"
+    INFO = "info"
+    WARN = "warn"
+    PROBLEM = "problem"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """All checks, in order, and the exit code they imply."""
+
+    checks: tuple[Check, ...]
+    exit_code: ExitCode = field(init=False)
+
+    def __post_init__(self) -> None:
+        statuses = {c.status for c in self.checks}
+        code = (
+            ExitCode.ENVIRONMENT if Status.MISSING in statuses
+            else ExitCode.FINDINGS if Status.PROBLEM in statuses
+            else ExitCode.OK
+        )
+        object.__setattr__(self, "exit_code", code)
+
+
+_TORCH_PROBE = """
+import json, os
+out = {}
+try:
+    import torch
+    out["version"] = torch.__version__
+    out["cuda_build"] = torch.version.cuda
+    out["available"] = torch.cuda.is_available()
+    out["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if out["available"] else []
+    if not out["available"] and out["cuda_build"]:
+        try:
+            torch.cuda.init()
+        except Exception as exc:
+            out["cuda_error"] = str(exc).strip().splitlines()[0]
+except Exception as exc:
+    out["error"] = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+print(json.dumps(out))
+"""
+
+_TF_PROBE = """
+import json, os
+out = {}
+try:
+    import tensorflow as tf
+    out["version"] = tf.__version__
+    out["cuda_build"] = tf.test.is_built_with_cuda()
+    out["cuda_version"] = tf.sysconfig.get_build_info().get("cuda_version")
+    out["devices"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+except Exception as exc:
+    out["error"] = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+print(json.dumps(out))
+"""
+
+_FRAMEWORK_PROBES = {"torch": _TORCH_PROBE, "tensorflow": _TF_PROBE}
+FRAMEWORKS = tuple(_FRAMEWORK_PROBES)
+
+
+def probe_frameworks(names: Iterable[str], timeout: float) -> dict[str, dict[str, object]]:
+    """Import each installed framework in its own subprocess, all at once, with a deadline.
+
+    A framework that is not installed is absent from the result; one whose probe crashed or
+    overran has an ``error`` entry. Subprocesses keep a crashing or slow import (TensorFlow
+    aborting on an old CPU, a wedged CUDA init) away from gpudoc.
+    """
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+    running = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", _FRAMEWORK_PROBES[name]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        for name in names
+        if importlib.util.find_spec(name) is not None
+    }
+    results: dict[str, dict[str, object]] = {}
+    for name, proc in running.items():
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            results[name] = {"error": f"'import {name}' did not finish within {timeout:g} s"}
+            continue
+        lines = out.strip().splitlines()
+        try:
+            results[name] = json.loads(lines[-1]) if lines else {}
+        except json.JSONDecodeError:
+            results[name] = {}
+        if not results[name]:
+            tail = err.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            results[name] = {"error": f"the import crashed: {tail[0]}"}
+    return results
+
+
+def _dependencies() -> Check:
+    try:
+        requirements = importlib.metadata.requires("gpudoc") or []
+    except importlib.metadata.PackageNotFoundError:
+        return Check("gpudoc", Status.WARN, f"{__version__}, running from a source tree that is not installed",
+                     "pip install -e . (or pip install gpudoc)")
+    missing = []
+    for requirement in requirements:
+        if "extra ==" in requirement:
+            continue
+        name = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        return Check("gpudoc", Status.MISSING, f"{__version__}, missing dependencies: {', '.join(missing)}",
+                     f"pip install {' '.join(missing)}")
+    return Check("gpudoc", Status.OK, f"{__version__}, all dependencies installed")
+
+
+def _device_files(pattern: str, driver_ok: bool, driver_present: bool) -> Check:
+    files = sorted(glob.glob(pattern))
+    if not files:
+        if driver_ok:
+            return Check("device files", Status.PROBLEM, f"no {pattern} although the driver answers",
+                         "in a container, start it with --gpus all (NVIDIA Container Toolkit); on the "
+                         "host, run 'sudo nvidia-modprobe -u -c=0' or 'sudo nvidia-smi' once")
+        status = Status.MISSING if driver_present else Status.INFO
+        return Check("device files", status, f"no {pattern}")
+    denied = [f for f in files if not os.access(f, os.R_OK | os.W_OK)]
+    names = ", ".join(os.path.basename(f) for f in files)
+    if denied:
+        return Check("device files", Status.PROBLEM,
+                     f"{getpass.getuser()} cannot open {', '.join(_describe_file(f) for f in denied)}",
+                     "add the user to the owning group (sudo usermod -aG GROUP USER, then log in "
+                     "again), or fix the udev rule that sets the mode")
+    return Check("device files", Status.OK, f"{len(files)} readable and writable: {names}")
+
+
+def _describe_file(path: str) -> str:
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return f"{path} ({exc.strerror})"
+    try:
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        group = str(info.st_gid)
+    return f"{path} ({stat.filemode(info.st_mode)} group {group})"
+
+
+def _pid_namespace(snapshot: GpuSnapshot | None, proc_root: Path) -> Check:
+    nested = False
+    try:
+        for line in (proc_root / "self" / "status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                nested = len(line.split()) > 2
+    except OSError:
+        pass
+    pids = sorted({p.pid for d in (snapshot.devices if snapshot else ()) for p in d.processes})
+    unseen = [pid for pid in pids if not (proc_root / str(pid)).exists()]
+    where = "a container's PID namespace" if nested else "the host PID namespace"
+    if unseen:
+        shown = ", ".join(map(str, unseen[:5])) + (" …" if len(unseen) > 5 else "")
+        return Check("PID namespace", Status.WARN,
+                     f"in {where}; NVML lists PIDs with no /proc entry here ({shown}): "
+                     "GPU processes cannot be matched to processes",
+                     "run the container with --pid=host to see (and reap) the host's GPU processes"
+                     if nested else "if this repeats, the processes live in another PID namespace")
+    if pids:
+        return Check("PID namespace", Status.OK, f"in {where}; all {len(pids)} NVML PIDs found in /proc")
+    return Check("PID namespace", Status.INFO if nested else Status.OK,
+                 f"in {where}" + ("; NVML lists no process to compare" if nested else ""))
+
+
+def _cuda_major(version: object) -> int | None:
+    match = re.match(r"(\d+)", str(version)) if version else None
+    return int(match.group(1)) if match else None
+
+
+def _wheel_tag(driver_cuda: object) -> str:
+    """The PyTorch wheel index for the newest CUDA a driver supports (cu118 or cu12x)."""
+    match = re.match(r"(\d+)\.(\d+)", str(driver_cuda))
+    if not match:
+        return "cu124"
+    major, minor = int(match.group(1)), int(match.group(2))
+    return "cu118" if major < 12 else f"cu{major}{min(minor, 8)}"
+
+
+def _torch_check(result: dict[str, object] | None, gpus: int, driver_cuda: object) -> Check:
+    if result is None:
+        return Check("torch", Status.INFO, "not installed (optional)", "pip install 'gpudoc[torch]'")
+    if "error" in result:
+        return Check("torch", Status.PROBLEM, f"installed but unusable: {result['error']}",
+                     "reinstall it: pip install --force-reinstall torch")
+    version, cuda = result["version"], result.get("cuda_build")
+    devices = result.get("devices") or []
+    if result.get("available"):
+        return Check("torch", Status.OK, f"{version} (CUDA {cuda}), sees {len(devices)} GPU(s): {', '.join(map(str, devices))}")
+    index_url = f"pip install torch --index-url https://download.pytorch.org/whl/{_wheel_tag(driver_cuda)}"
+    if not cuda:
+        if gpus:
+            return Check("torch", Status.PROBLEM, f"{version} is a CPU-only build but {gpus} GPU(s) are present", index_url)
+        return Check("torch", Status.OK, f"{version}, CPU-only build (no GPU here)")
+    if not gpus:
+        return Check("torch", Status.INFO, f"{version} (CUDA {cuda}) runs on the CPU: no GPU here")
+    reason = result.get("cuda_error") or "torch.cuda.is_available() is False"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        fix = f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU: unset it"
+    elif (_cuda_major(cuda) or 0) > (_cuda_major(driver_cuda) or 99):
+        fix = f"the driver supports CUDA {driver_cuda} but torch needs CUDA {cuda}: upgrade the driver, or {index_url}"
+    else:
+        fix = "check the driver with 'nvidia-smi'; reinstall a CUDA build: " + index_url
+    return Check("torch", Status.PROBLEM, f"{version} (CUDA {cuda}) sees no GPU: {reason}", fix)
+
+
+def _tensorflow_check(result: dict[str, object] | None, gpus: int) -> Check:
+    if result is None:
+        return Check("tensorflow", Status.INFO, "not installed (optional)", "pip install 'gpudoc[tensorflow]'")
+    if "error" in result:
+        return Check("tensorflow", Status.PROBLEM, f"installed but unusable: {result['error']}",
+                     "reinstall it: pip install --force-reinstall tensorflow")
+    version, devices = result["version"], result.get("devices") or []
+    build = f"CUDA {result.get('cuda_version')}" if result.get("cuda_build") else "CPU-only build"
+    if devices:
+        return Check("tensorflow", Status.OK, f"{version} ({build}), sees {len(devices)} GPU(s)")
+    if not gpus:
+        return Check("tensorflow", Status.OK, f"{version} ({build}), no GPU here")
+    if not result.get("cuda_build"):
+        return Check("tensorflow", Status.PROBLEM, f"{version} is a CPU-only build but {gpus} GPU(s) are present",
+                     "pip uninstall tensorflow-cpu && pip install 'tensorflow[and-cuda]'")
+    return Check("tensorflow", Status.PROBLEM, f"{version} ({build}) sees no GPU",
+                 "install the CUDA libraries it was built for: pip install 'tensorflow[and-cuda]'; "
+                 "check 'ldconfig -p | grep -E \"cudnn|cublas\"'")
+
+
+def diagnose(
+    backend: GpuBackend,
+    *,
+    require_gpu: bool = False,
+    device_glob: str = "/dev/nvidia*",
+    proc_root: Path = Path("/proc"),
+    frameworks: Sequence[str] = FRAMEWORKS,
+    framework_timeout: float = 120.0,
+) -> DoctorReport:
+    """Run every check. With ``require_gpu``, a machine without an NVIDIA driver fails (3);
+    otherwise GPU checks are skipped there and only what is present is judged."""
+    checks = [
+        Check("Python", Status.OK, f"{platform.python_version()} ({sys.executable})"),
+        _dependencies(),
+    ]
+    driver_present = (
+        require_gpu
+        or (proc_root / "driver" / "nvidia" / "version").exists()
+        or bool(glob.glob(device_glob))
+    )
+    snapshot: GpuSnapshot | None = None
+    driver_cuda: object = None
+    driver_ok = False
+    gpus = 0
+    try:
+        driver = backend.driver()
+        driver_ok = True
+        driver_cuda = driver.cuda_version
+        checks.append(Check("NVIDIA driver", Status.OK,
+                            f"{driver.driver_version} (supports CUDA {driver.cuda_version}; NVML {driver.nvml_version})"))
+        gpus = backend.device_count()
+    except NvmlLibraryNotFound as exc:
+        if driver_present:
+            checks.append(Check("NVIDIA driver", Status.MISSING, exc.message, exc.fix))
+        else:
+            checks.append(Check("NVIDIA driver", Status.INFO,
+                                "not installed (no libnvidia-ml, no /proc/driver/nvidia): a CPU-only "
+                                "machine, GPU checks skipped (--require-gpu makes this an error)"))
+    except GpuError as exc:
+        checks.append(Check("GPUs" if driver_ok else "NVIDIA driver", Status.MISSING, exc.message, exc.fix))
+    if gpus:
+        snapshot = backend.snapshot()
+        for device in snapshot.devices:
+            checks.append(_gpu_check(device))
+    checks.append(_device_files(device_glob, driver_ok=driver_ok, driver_present=driver_present))
+    checks.append(_pid_namespace(snapshot, proc_root))
+    results = probe_frameworks(frameworks, framework_timeout)
+    if "torch" in frameworks:
+        checks.append(_torch_check(results.get("torch"), gpus, driver_cuda))
+    if "tensorflow" in frameworks:
+        checks.append(_tensorflow_check(results.get("tensorflow"), gpus))
+    return DoctorReport(tuple(checks))
+
+
+def _gpu_check(device: GpuDevice) -> Check:
+    name = f"GPU {device.index}"
+    if device.error:
+        return Check(name, Status.PROBLEM, device.error)
+    parts = [str(device.name)]
+    if available(device.memory_total) and available(device.memory_used):
+        parts.append(f"{format_bytes(device.memory_used)} / {format_bytes(device.memory_total)} used")
+    if available(device.temperature):
+        parts.append(f"{device.temperature} °C")
+    parts.append(f"{len(device.processes)} process(es)")
+    return Check(name, Status.OK, ", ".join(parts))

@@ -1,0 +1,216 @@
+"""GPU backend over NVML (nvidia-ml-py, imported as ``pynvml``)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gpudoc.gpu.backend import GpuBackend
+from gpudoc.gpu.bounded import BoundedCaller
+from gpudoc.gpu.errors import (
+    FIELD_UNAVAILABLE_CODES,
+    NVML_ERROR_DRIVER_NOT_LOADED,
+    NVML_ERROR_FUNCTION_NOT_FOUND,
+    NVML_ERROR_UNINITIALIZED,
+    GpuError,
+    NoDevices,
+    map_nvml_error,
+)
+from gpudoc.gpu.model import NA, DriverInfo, GpuDevice, GpuProcess, NotAvailable, ProcessType
+
+T = TypeVar("T")
+
+# PIDs that garbage or mismatched bindings report; never real processes.
+_IMPOSSIBLE_PIDS = frozenset({0, 0xFFFFFFFF})
+_UNAVAILABLE_U64 = 0xFFFFFFFFFFFFFFFF
+_PROCESS_LISTS = (
+    (ProcessType.COMPUTE, "nvmlDeviceGetComputeRunningProcesses"),
+    (ProcessType.GRAPHICS, "nvmlDeviceGetGraphicsRunningProcesses"),
+    (ProcessType.MPS, "nvmlDeviceGetMPSComputeRunningProcesses"),
+)
+
+
+def read_pid_max(path: Path = Path("/proc/sys/kernel/pid_max")) -> int:
+    """The kernel's largest PID (4194304 when it cannot be read)."""
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return 4_194_304
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _cuda_version(encoded: int) -> str:
+    """NVML encodes CUDA 12.4 as 12040."""
+    return f"{encoded // 1000}.{encoded % 1000 // 10}"
+
+
+def _merge_type(old: ProcessType, new: ProcessType) -> ProcessType:
+    if old == new:
+        return old
+    if {old, new} <= {ProcessType.COMPUTE, ProcessType.GRAPHICS, ProcessType.COMPUTE_GRAPHICS}:
+        return ProcessType.COMPUTE_GRAPHICS
+    return old
+
+
+class NvmlBackend(GpuBackend):
+    """Reads GPUs through NVML.
+
+    ``nvml`` is the module to call (``pynvml`` by default; the simulated backend passes its
+    own). Every device read runs under a deadline of ``timeout`` seconds, so a GPU whose
+    driver hangs is reported as such while the others keep answering. Failures in NVML
+    initialisation are retried on the next call, so the backend recovers after a driver
+    reload.
+    """
+
+    name = "nvml"
+
+    def __init__(self, *, nvml: Any = None, timeout: float = 2.0, pid_max: int | None = None):
+        if nvml is None:
+            import pynvml as nvml
+        self._nvml = nvml
+        self._caller = BoundedCaller(timeout)
+        self._init_lock = threading.Lock()
+        self._initialized = False
+        self._pid_max = read_pid_max() if pid_max is None else pid_max
+
+    def _nvml_error_code(self, exc: BaseException) -> int | None:
+        if isinstance(exc, self._nvml.NVMLError):
+            return int(exc.value)
+        return None
+
+    def _call(self, key: object, label: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` bounded, turning NVML errors into gpudoc errors."""
+        try:
+            return self._caller.call(key, label, fn, *args)
+        except GpuError:
+            raise
+        except Exception as exc:
+            code = self._nvml_error_code(exc)
+            if code is None:
+                raise
+            if code in (NVML_ERROR_UNINITIALIZED, NVML_ERROR_DRIVER_NOT_LOADED):
+                self._initialized = False
+            raise map_nvml_error(code, label, str(exc)) from None
+
+    def _ensure_init(self) -> None:
+        with self._init_lock:
+            if not self._initialized:
+                self._call("init", "NVML initialisation", self._nvml.nvmlInit)
+                self._initialized = True
+
+    def driver(self) -> DriverInfo:
+        self._ensure_init()
+        return self._call("system", "NVML system query", self._read_driver)
+
+    def device_count(self) -> int:
+        """The number of GPUs; :class:`NoDevices` when the driver answers but sees none."""
+        self._ensure_init()
+        count = int(self._call("system", "NVML device count", self._nvml.nvmlDeviceGetCount))
+        if count == 0:
+            raise NoDevices(
+                "the NVIDIA driver answers but sees no GPU",
+                "check 'nvidia-smi -L', 'lspci | grep -i nvidia' and 'dmesg | grep -i nvidia'",
+            )
+        return count
+
+    def device(self, index: int) -> GpuDevice:
+        self._ensure_init()
+        return self._call(("gpu", index), f"GPU {index}", self._read_device, index)
+
+    def close(self) -> None:
+        with self._init_lock:
+            if self._initialized:
+                try:
+                    self._call("init", "NVML shutdown", self._nvml.nvmlShutdown)
+                except GpuError:
+                    pass
+                self._initialized = False
+        self._caller.close()
+
+    def _optional(self, fn: Callable[..., T], *args: Any) -> T | NotAvailable:
+        """A field read: unsupported or forbidden fields become ``NA``; GPU loss propagates."""
+        try:
+            return fn(*args)
+        except self._nvml.NVMLError as exc:
+            if int(exc.value) in FIELD_UNAVAILABLE_CODES:
+                return NA
+            raise
+
+    def _read_driver(self) -> DriverInfo:
+        nv = self._nvml
+        driver = self._optional(nv.nvmlSystemGetDriverVersion)
+        cuda = self._optional(nv.nvmlSystemGetCudaDriverVersion)
+        nvml_version = self._optional(nv.nvmlSystemGetNVMLVersion)
+        return DriverInfo(
+            driver_version=_text(driver) if driver is not NA else NA,
+            cuda_version=_cuda_version(int(cuda)) if cuda is not NA else NA,
+            nvml_version=_text(nvml_version) if nvml_version is not NA else NA,
+        )
+
+    def _read_device(self, index: int) -> GpuDevice:
+        nv = self._nvml
+        handle = nv.nvmlDeviceGetHandleByIndex(index)
+        opt = self._optional
+        name = opt(nv.nvmlDeviceGetName, handle)
+        uuid = opt(nv.nvmlDeviceGetUUID, handle)
+        pci = opt(nv.nvmlDeviceGetPciInfo, handle)
+        memory = opt(nv.nvmlDeviceGetMemoryInfo, handle)
+        rates = opt(nv.nvmlDeviceGetUtilizationRates, handle)
+        power = opt(nv.nvmlDeviceGetPowerUsage, handle)
+        limit = opt(nv.nvmlDeviceGetEnforcedPowerLimit, handle)
+        tx = opt(nv.nvmlDeviceGetPcieThroughput, handle, nv.NVML_PCIE_UTIL_TX_BYTES)
+        rx = opt(nv.nvmlDeviceGetPcieThroughput, handle, nv.NVML_PCIE_UTIL_RX_BYTES)
+        return GpuDevice(
+            index=index,
+            name=_text(name) if name is not NA else NA,
+            uuid=_text(uuid) if uuid is not NA else NA,
+            pci_bus_id=_text(pci.busId) if pci is not NA else NA,
+            memory_total=int(memory.total) if memory is not NA else NA,
+            memory_used=int(memory.used) if memory is not NA else NA,
+            memory_free=int(memory.free) if memory is not NA else NA,
+            utilization_gpu=int(rates.gpu) if rates is not NA else NA,
+            utilization_memory=int(rates.memory) if rates is not NA else NA,
+            temperature=opt(nv.nvmlDeviceGetTemperature, handle, nv.NVML_TEMPERATURE_GPU),
+            power_draw=power / 1000.0 if power is not NA else NA,
+            power_limit=limit / 1000.0 if limit is not NA else NA,
+            fan_speed=opt(nv.nvmlDeviceGetFanSpeed, handle),
+            clock_sm=opt(nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_SM),
+            clock_memory=opt(nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_MEM),
+            pcie_tx=tx * 1024 if tx is not NA else NA,
+            pcie_rx=rx * 1024 if rx is not NA else NA,
+            processes=self._read_processes(index, handle),
+        )
+
+    def _read_processes(self, index: int, handle: Any) -> tuple[GpuProcess, ...]:
+        """Compute, graphics and MPS lists merged per PID; impossible PIDs dropped."""
+        found: dict[int, GpuProcess] = {}
+        for kind, fn_name in _PROCESS_LISTS:
+            fn = getattr(self._nvml, fn_name, None)
+            if fn is None:
+                continue
+            try:
+                entries = fn(handle)
+            except self._nvml.NVMLError as exc:
+                if int(exc.value) in FIELD_UNAVAILABLE_CODES | {NVML_ERROR_FUNCTION_NOT_FOUND}:
+                    continue
+                raise
+            for entry in entries:
+                pid = int(entry.pid)
+                if pid in _IMPOSSIBLE_PIDS or pid > self._pid_max:
+                    continue
+                used = entry.usedGpuMemory
+                memory: int | NotAvailable = (
+                    NA if used is None or used == _UNAVAILABLE_U64 else int(used)
+                )
+                if pid in found:
+                    old = found[pid]
+                    merged_memory = old.used_memory if old.used_memory is not NA else memory
+                    found[pid] = GpuProcess(pid, index, _merge_type(old.type, kind), merged_memory)
+                else:
+                    found[pid] = GpuProcess(pid, index, kind, memory)
+        return tuple(sorted(found.values(), key=lambda p: p.pid))

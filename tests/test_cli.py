@@ -1,0 +1,86 @@
+"""The gpudoc CLI: version, help, exit codes, the one error path, JSON output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gpudoc import __version__
+from gpudoc.cli import cli
+from gpudoc.errors import ExitCode
+
+SKIP_FRAMEWORKS = ["--skip", "torch", "--skip", "tensorflow"]
+
+
+def invoke(*args: str, env: dict | None = None):
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+def test_version_and_help() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"gpudoc {__version__}"
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "doctor" in result.output and "--simulate" in result.output
+
+
+@pytest.mark.parametrize("args", [["no-such-command"], ["doctor", "--no-such-flag"], ["doctor", "--skip", "jax"]])
+def test_usage_errors_exit_2_with_one_line(args: list[str]) -> None:
+    result = invoke(*args)
+    assert result.exit_code == ExitCode.USAGE
+    assert result.stderr.startswith("gpudoc: error: ")
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_scenario_is_bad_input_and_debug_shows_traceback(tmp_path) -> None:
+    result = invoke("--simulate", "nope", "doctor", *SKIP_FRAMEWORKS)
+    assert result.exit_code == ExitCode.USAGE
+    assert result.stderr.strip().startswith("gpudoc: error: no scenario file or built-in scenario named 'nope'")
+    assert "Traceback" not in result.stderr
+    result = invoke("--debug", "--simulate", "nope", "doctor", *SKIP_FRAMEWORKS)
+    assert result.exit_code == ExitCode.USAGE and "Traceback" in result.stderr
+
+
+def test_internal_error_and_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args, **kwargs):
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr("gpudoc.cli.doctor.diagnose", boom)
+    result = invoke("doctor")
+    assert result.exit_code == ExitCode.INTERNAL
+    assert result.stderr.startswith("gpudoc: error: internal error: RuntimeError: kaput")
+    assert "Traceback" not in result.stderr
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("gpudoc.cli.doctor.diagnose", interrupted)
+    result = invoke("doctor")
+    assert result.exit_code == ExitCode.INTERRUPTED
+    assert result.stderr.strip() == "gpudoc: error: interrupted"
+
+
+def test_doctor_json_on_this_machine() -> None:
+    result = invoke("doctor", "--json", *SKIP_FRAMEWORKS)
+    report = json.loads(result.stdout)
+    assert result.exit_code == report["exit_code"]
+    names = [c["name"] for c in report["checks"]]
+    assert names[:2] == ["Python", "gpudoc"] and "NVIDIA driver" in names
+    assert {c["status"] for c in report["checks"]} <= {"ok", "info", "warn", "problem", "missing"}
+
+
+def test_doctor_on_simulated_faults_exits_3() -> None:
+    result = invoke("--simulate", "faults", "doctor", *SKIP_FRAMEWORKS)
+    assert result.exit_code == ExitCode.ENVIRONMENT
+    assert "✗ NVIDIA driver  NVIDIA driver/library version mismatch" in result.stdout
+    assert "fix: the driver was upgraded" in result.stdout
+
+
+def test_simulate_from_environment() -> None:
+    result = invoke("doctor", "--json", *SKIP_FRAMEWORKS, env={"GPUDOC_SIMULATE": "dgx"})
+    report = json.loads(result.stdout)
+    gpus = [c for c in report["checks"] if c["name"].startswith("GPU ")]
+    assert len(gpus) == 8 and all("H100" in c["detail"] for c in gpus)
