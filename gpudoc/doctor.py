@@ -7,7 +7,6 @@ import enum
 import getpass
 import glob
 import grp
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -141,6 +140,8 @@ def probe_frameworks(names: Iterable[str], timeout: float) -> dict[str, dict[str
 
 
 def _dependencies() -> Check:
+    import importlib.metadata
+
     try:
         requirements = importlib.metadata.requires("gpudoc") or []
     except importlib.metadata.PackageNotFoundError:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from gpudoc.cli.common import Settings, json_option, pass_settings
 from gpudoc.doctor import FRAMEWORKS, DoctorReport, Status, diagnose
 from gpudoc.errors import ExitCode
 from gpudoc.output import emit_json
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _MARKS = {
     Status.OK: "[green]✓[/]",
@@ -24,6 +26,8 @@ _MARKS = {
 
 def render(report: DoctorReport, console: Console) -> None:
     """The checklist: one line per check, its fix indented below."""
+    from rich.markup import escape
+
     width = max(len(c.name) for c in report.checks)
     for check in report.checks:
         console.print(f"{_MARKS[check.status]} {check.name:<{width}}  {escape(check.detail)}")
@@ -54,6 +58,8 @@ def doctor(settings: Settings, require_gpu: bool, skipped: tuple[str, ...], as_j
     Prints a checklist with a fix for each failed check. Exit 0 when nothing is wrong with
     what is installed, 1 when a check found a problem, 3 when a required piece is missing.
     """
+    from rich.console import Console
+
     frameworks = [f for f in FRAMEWORKS if f not in skipped]
     status_console = Console(stderr=True)
     with settings.gpu_backend() as backend:

@@ -1,0 +1,30 @@
+"""The examples run as a user would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_probe_gpus_on_a_simulated_workstation() -> None:
+    out = run(str(EXAMPLES / "probe_gpus.py"), "--simulate", "workstation")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "driver 550.120, CUDA 12.4"
+    assert sum(line.startswith("GPU ") and "RTX 4090" in line for line in lines) == 2
+    assert any("pid    1873  graphics" in line for line in lines)
+    assert lines[-1].startswith("host: ")
+
+
+def test_probe_gpus_on_this_machine_reports_instead_of_crashing() -> None:
+    out = run(str(EXAMPLES / "probe_gpus.py"))
+    assert out.returncode in (0, 1), out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stdout.splitlines()[-1].startswith("host: ")
