@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gpudoc import __version__
 from gpudoc.errors import ExitCode
@@ -70,7 +71,8 @@ try:
     out["version"] = torch.__version__
     out["cuda_build"] = torch.version.cuda
     out["available"] = torch.cuda.is_available()
-    out["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if out["available"] else []
+    count = torch.cuda.device_count() if out["available"] else 0
+    out["devices"] = [torch.cuda.get_device_name(i) for i in range(count)]
     if not out["available"] and out["cuda_build"]:
         try:
             torch.cuda.init()
@@ -99,7 +101,7 @@ _FRAMEWORK_PROBES = {"torch": _TORCH_PROBE, "tensorflow": _TF_PROBE}
 FRAMEWORKS = tuple(_FRAMEWORK_PROBES)
 
 
-def probe_frameworks(names: Iterable[str], timeout: float) -> dict[str, dict[str, object]]:
+def probe_frameworks(names: Iterable[str], timeout: float) -> dict[str, dict[str, Any]]:
     """Import each installed framework in its own subprocess, all at once, with a deadline.
 
     A framework that is not installed is absent from the result; one whose probe crashed or
@@ -119,7 +121,7 @@ def probe_frameworks(names: Iterable[str], timeout: float) -> dict[str, dict[str
         for name in names
         if importlib.util.find_spec(name) is not None
     }
-    results: dict[str, dict[str, object]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for name, proc in running.items():
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -231,7 +233,7 @@ def _wheel_tag(driver_cuda: object) -> str:
     return "cu118" if major < 12 else f"cu{major}{min(minor, 8)}"
 
 
-def _torch_check(result: dict[str, object] | None, gpus: int, driver_cuda: object) -> Check:
+def _torch_check(result: dict[str, Any] | None, gpus: int, driver_cuda: object) -> Check:
     if result is None:
         return Check("torch", Status.INFO, "not installed (optional)", "pip install 'gpudoc[torch]'")
     if "error" in result:
@@ -240,11 +242,13 @@ def _torch_check(result: dict[str, object] | None, gpus: int, driver_cuda: objec
     version, cuda = result["version"], result.get("cuda_build")
     devices = result.get("devices") or []
     if result.get("available"):
-        return Check("torch", Status.OK, f"{version} (CUDA {cuda}), sees {len(devices)} GPU(s): {', '.join(map(str, devices))}")
+        names = ", ".join(map(str, devices))
+        return Check("torch", Status.OK, f"{version} (CUDA {cuda}), sees {len(devices)} GPU(s): {names}")
     index_url = f"pip install torch --index-url https://download.pytorch.org/whl/{_wheel_tag(driver_cuda)}"
     if not cuda:
         if gpus:
-            return Check("torch", Status.PROBLEM, f"{version} is a CPU-only build but {gpus} GPU(s) are present", index_url)
+            return Check("torch", Status.PROBLEM,
+                         f"{version} is a CPU-only build but {gpus} GPU(s) are present", index_url)
         return Check("torch", Status.OK, f"{version}, CPU-only build (no GPU here)")
     if not gpus:
         return Check("torch", Status.INFO, f"{version} (CUDA {cuda}) runs on the CPU: no GPU here")
@@ -259,7 +263,7 @@ def _torch_check(result: dict[str, object] | None, gpus: int, driver_cuda: objec
     return Check("torch", Status.PROBLEM, f"{version} (CUDA {cuda}) sees no GPU: {reason}", fix)
 
 
-def _tensorflow_check(result: dict[str, object] | None, gpus: int) -> Check:
+def _tensorflow_check(result: dict[str, Any] | None, gpus: int) -> Check:
     if result is None:
         return Check("tensorflow", Status.INFO, "not installed (optional)", "pip install 'gpudoc[tensorflow]'")
     if "error" in result:
@@ -308,7 +312,8 @@ def diagnose(
         driver_ok = True
         driver_cuda = driver.cuda_version
         checks.append(Check("NVIDIA driver", Status.OK,
-                            f"{driver.driver_version} (supports CUDA {driver.cuda_version}; NVML {driver.nvml_version})"))
+                            f"{driver.driver_version} (supports CUDA {driver.cuda_version}; "
+                            f"NVML {driver.nvml_version})"))
         gpus = backend.device_count()
     except NvmlLibraryNotFound as exc:
         if driver_present:
@@ -338,7 +343,7 @@ def _gpu_check(device: GpuDevice) -> Check:
     if device.error:
         return Check(name, Status.PROBLEM, device.error)
     parts = [str(device.name)]
-    if available(device.memory_total) and available(device.memory_used):
+    if isinstance(device.memory_used, int) and isinstance(device.memory_total, int):
         parts.append(f"{format_bytes(device.memory_used)} / {format_bytes(device.memory_total)} used")
     if available(device.temperature):
         parts.append(f"{device.temperature} °C")

@@ -58,7 +58,7 @@ class HostProcess:
     @property
     def command(self) -> str:
         """The command line, or the process name when it cannot be read or is empty."""
-        if self.cmdline:
+        if isinstance(self.cmdline, tuple) and self.cmdline:
             return " ".join(self.cmdline)
         return f"[{self.name}]"
 

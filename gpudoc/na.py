@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class NotAvailable:
@@ -39,3 +41,8 @@ NA = NotAvailable()
 def available(value: T | NotAvailable) -> bool:
     """True when ``value`` is a real reading (``0`` included), not ``NA``."""
     return value is not NA
+
+
+def na_map(value: T | NotAvailable, fn: Callable[[T], U]) -> U | NotAvailable:
+    """``fn(value)``, or ``NA`` when ``value`` is ``NA``."""
+    return NA if isinstance(value, NotAvailable) else fn(value)

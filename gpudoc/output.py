@@ -60,6 +60,3 @@ def print_error(message: str) -> None:
     print(f"gpudoc: error: {message}", file=sys.stderr, flush=True)
 
 
-def print_warning(message: str) -> None:
-    """``gpudoc: warning: message`` on stderr."""
-    print(f"gpudoc: warning: {message}", file=sys.stderr, flush=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -132,7 +131,6 @@ def test_tensorflow_check_logic() -> None:
     assert _tensorflow_check({**gpu_build, "devices": ["/physical_device:GPU:0"]}, 1).status is Status.OK
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is part of the test extra")
 def test_real_framework_probes_report_what_is_installed() -> None:
     import tensorflow as tf
     import torch

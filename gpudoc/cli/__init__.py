@@ -82,7 +82,7 @@ class GpudocGroup(click.Group):
                 traceback.print_exc()
             print_error(str(exc))
             return exc.exit_code
-        except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
+        except Exception as exc:  # the one place that turns bugs into one line
             if _settings.debug:
                 traceback.print_exc()
             print_error(

@@ -31,7 +31,7 @@ class _Worker:
                 continue
             try:
                 future.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            except BaseException as exc:  # handed to the waiting caller
                 future.set_exception(exc)
 
 

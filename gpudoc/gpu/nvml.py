@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,13 +13,13 @@ from gpudoc.gpu.bounded import BoundedCaller
 from gpudoc.gpu.errors import (
     FIELD_UNAVAILABLE_CODES,
     NVML_ERROR_DRIVER_NOT_LOADED,
-    NVML_ERROR_FUNCTION_NOT_FOUND,
     NVML_ERROR_UNINITIALIZED,
     GpuError,
     NoDevices,
     map_nvml_error,
 )
-from gpudoc.gpu.model import NA, DriverInfo, GpuDevice, GpuProcess, NotAvailable, ProcessType
+from gpudoc.gpu.model import DriverInfo, GpuDevice, GpuProcess, ProcessType
+from gpudoc.na import NA, NotAvailable, na_map
 
 T = TypeVar("T")
 
@@ -46,6 +47,7 @@ def _text(value: str | bytes) -> str:
 
 def _cuda_version(encoded: int) -> str:
     """NVML encodes CUDA 12.4 as 12040."""
+    encoded = int(encoded)
     return f"{encoded // 1000}.{encoded % 1000 // 10}"
 
 
@@ -71,7 +73,9 @@ class NvmlBackend(GpuBackend):
 
     def __init__(self, *, nvml: Any = None, timeout: float = 2.0, pid_max: int | None = None):
         if nvml is None:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         self._nvml = nvml
         self._caller = BoundedCaller(timeout)
         self._init_lock = threading.Lock()
@@ -125,10 +129,8 @@ class NvmlBackend(GpuBackend):
     def close(self) -> None:
         with self._init_lock:
             if self._initialized:
-                try:
+                with contextlib.suppress(GpuError):
                     self._call("init", "NVML shutdown", self._nvml.nvmlShutdown)
-                except GpuError:
-                    pass
                 self._initialized = False
         self._caller.close()
 
@@ -143,13 +145,10 @@ class NvmlBackend(GpuBackend):
 
     def _read_driver(self) -> DriverInfo:
         nv = self._nvml
-        driver = self._optional(nv.nvmlSystemGetDriverVersion)
-        cuda = self._optional(nv.nvmlSystemGetCudaDriverVersion)
-        nvml_version = self._optional(nv.nvmlSystemGetNVMLVersion)
         return DriverInfo(
-            driver_version=_text(driver) if driver is not NA else NA,
-            cuda_version=_cuda_version(int(cuda)) if cuda is not NA else NA,
-            nvml_version=_text(nvml_version) if nvml_version is not NA else NA,
+            driver_version=na_map(self._optional(nv.nvmlSystemGetDriverVersion), _text),
+            cuda_version=na_map(self._optional(nv.nvmlSystemGetCudaDriverVersion), _cuda_version),
+            nvml_version=na_map(self._optional(nv.nvmlSystemGetNVMLVersion), _text),
         )
 
     def _read_device(self, index: int) -> GpuDevice:
@@ -167,22 +166,22 @@ class NvmlBackend(GpuBackend):
         rx = opt(nv.nvmlDeviceGetPcieThroughput, handle, nv.NVML_PCIE_UTIL_RX_BYTES)
         return GpuDevice(
             index=index,
-            name=_text(name) if name is not NA else NA,
-            uuid=_text(uuid) if uuid is not NA else NA,
-            pci_bus_id=_text(pci.busId) if pci is not NA else NA,
-            memory_total=int(memory.total) if memory is not NA else NA,
-            memory_used=int(memory.used) if memory is not NA else NA,
-            memory_free=int(memory.free) if memory is not NA else NA,
-            utilization_gpu=int(rates.gpu) if rates is not NA else NA,
-            utilization_memory=int(rates.memory) if rates is not NA else NA,
+            name=na_map(name, _text),
+            uuid=na_map(uuid, _text),
+            pci_bus_id=na_map(pci, lambda p: _text(p.busId)),
+            memory_total=na_map(memory, lambda m: int(m.total)),
+            memory_used=na_map(memory, lambda m: int(m.used)),
+            memory_free=na_map(memory, lambda m: int(m.free)),
+            utilization_gpu=na_map(rates, lambda r: int(r.gpu)),
+            utilization_memory=na_map(rates, lambda r: int(r.memory)),
             temperature=opt(nv.nvmlDeviceGetTemperature, handle, nv.NVML_TEMPERATURE_GPU),
-            power_draw=power / 1000.0 if power is not NA else NA,
-            power_limit=limit / 1000.0 if limit is not NA else NA,
+            power_draw=na_map(power, lambda mw: mw / 1000.0),
+            power_limit=na_map(limit, lambda mw: mw / 1000.0),
             fan_speed=opt(nv.nvmlDeviceGetFanSpeed, handle),
             clock_sm=opt(nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_SM),
             clock_memory=opt(nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_MEM),
-            pcie_tx=tx * 1024 if tx is not NA else NA,
-            pcie_rx=rx * 1024 if rx is not NA else NA,
+            pcie_tx=na_map(tx, lambda kib: kib * 1024),
+            pcie_rx=na_map(rx, lambda kib: kib * 1024),
             processes=self._read_processes(index, handle),
         )
 
@@ -196,7 +195,7 @@ class NvmlBackend(GpuBackend):
             try:
                 entries = fn(handle)
             except self._nvml.NVMLError as exc:
-                if int(exc.value) in FIELD_UNAVAILABLE_CODES | {NVML_ERROR_FUNCTION_NOT_FOUND}:
+                if int(exc.value) in FIELD_UNAVAILABLE_CODES:
                     continue
                 raise
             for entry in entries:

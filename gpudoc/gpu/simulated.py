@@ -27,6 +27,7 @@ Scenario fields (JSON or YAML; times in seconds since the scenario started):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import time
@@ -95,7 +96,7 @@ class Signal:
             points = self.keyframes
             if t <= points[0][0]:
                 return points[0][1]
-            for (t0, v0), (t1, v1) in zip(points, points[1:]):
+            for (t0, v0), (t1, v1) in itertools.pairwise(points):
                 if t <= t1:
                     return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
             return points[-1][1]
@@ -118,7 +119,7 @@ def parse_signal(spec: Any, where: str) -> Signal:
             if not (isinstance(point, list) and len(point) == 2):
                 raise ScenarioError(f"{where}[{i}]: expected a [t, value] pair, got {point!r}")
             points.append((_number(point[0], f"{where}[{i}][0]"), _number(point[1], f"{where}[{i}][1]")))
-        if any(b[0] < a[0] for a, b in zip(points, points[1:])):
+        if any(b[0] < a[0] for a, b in itertools.pairwise(points)):
             raise ScenarioError(f"{where}: keyframe times must not decrease")
         return Signal(keyframes=tuple(points))
     if isinstance(spec, dict):
@@ -343,10 +344,11 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             f"no scenario file or built-in scenario named {str(name_or_path)!r}; "
             f"built-in: {', '.join(builtin_scenarios())}"
         )
+    is_yaml = source.endswith((".yaml", ".yml"))
     try:
-        data = yaml.safe_load(text) if source.endswith((".yaml", ".yml")) else json.loads(text)
+        data = yaml.safe_load(text) if is_yaml else json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"{source}: not valid {'YAML' if source.endswith(('yaml', 'yml')) else 'JSON'}: {exc}") from None
+        raise ScenarioError(f"{source}: not valid {'YAML' if is_yaml else 'JSON'}: {exc}") from None
     return Scenario.from_dict(data, source)
 
 
@@ -535,7 +537,8 @@ class SimulatedNvml:
             for p in self._processes_at(handle, t) if p.type == kind
         ]
         if kind == "compute":
-            for fault in self._faults("garbage_pids", t, handle) + self._faults("vanished_pids", t, handle):
+            extra = self._faults("garbage_pids", t, handle) + self._faults("vanished_pids", t, handle)
+            for fault in extra:
                 listed += [
                     SimpleNamespace(pid=pid, usedGpuMemory=int(fault.memory_mib * MIB))
                     for pid in fault.pids

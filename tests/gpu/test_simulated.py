@@ -95,7 +95,8 @@ def test_init_failure_then_recovery() -> None:
 
 def test_gpu_lost_mid_run_and_back() -> None:
     clock = ManualClock(0)
-    backend = SimulatedBackend(_scenario(faults=[{"kind": "gpu_lost", "gpu": 1, "from_s": 1, "until_s": 2}]), clock=clock)
+    lost = [{"kind": "gpu_lost", "gpu": 1, "from_s": 1, "until_s": 2}]
+    backend = SimulatedBackend(_scenario(faults=lost), clock=clock)
     assert backend.snapshot().devices[1].error is None
     clock.advance(1)
     snap = backend.snapshot()
