@@ -164,14 +164,14 @@ def _dependencies() -> Check:
     return Check("gpudoc", Status.OK, f"{__version__}, all dependencies installed")
 
 
-def _device_files(pattern: str, driver_ok: bool, driver_present: bool) -> Check:
+def _device_files(pattern: str, driver_ok: bool, gpu_expected: bool) -> Check:
     files = sorted(glob.glob(pattern))
     if not files:
         if driver_ok:
             return Check("device files", Status.PROBLEM, f"no {pattern} although the driver answers",
                          "in a container, start it with --gpus all (NVIDIA Container Toolkit); on the "
                          "host, run 'sudo nvidia-modprobe -u -c=0' or 'sudo nvidia-smi' once")
-        status = Status.MISSING if driver_present else Status.INFO
+        status = Status.MISSING if gpu_expected else Status.INFO
         return Check("device files", status, f"no {pattern}")
     denied = [f for f in files if not os.access(f, os.R_OK | os.W_OK)]
     names = ", ".join(os.path.basename(f) for f in files)
@@ -298,7 +298,7 @@ def diagnose(
         Check("Python", Status.OK, f"{platform.python_version()} ({sys.executable})"),
         _dependencies(),
     ]
-    driver_present = (
+    gpu_expected = (
         require_gpu
         or (proc_root / "driver" / "nvidia" / "version").exists()
         or bool(glob.glob(device_glob))
@@ -316,7 +316,7 @@ def diagnose(
                             f"NVML {driver.nvml_version})"))
         gpus = backend.device_count()
     except NvmlLibraryNotFound as exc:
-        if driver_present:
+        if gpu_expected:
             checks.append(Check("NVIDIA driver", Status.MISSING, exc.message, exc.fix))
         else:
             checks.append(Check("NVIDIA driver", Status.INFO,
@@ -328,7 +328,7 @@ def diagnose(
         snapshot = backend.snapshot()
         for device in snapshot.devices:
             checks.append(_gpu_check(device))
-    checks.append(_device_files(device_glob, driver_ok=driver_ok, driver_present=driver_present))
+    checks.append(_device_files(device_glob, driver_ok=driver_ok, gpu_expected=gpu_expected))
     checks.append(_pid_namespace(snapshot, proc_root))
     results = probe_frameworks(frameworks, framework_timeout)
     if "torch" in frameworks:
