@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gpudoc.gpu.backend import GpuBackend
-from gpudoc.gpu.bounded import BoundedCaller
+from gpudoc.bounded import BoundedCaller
 from gpudoc.gpu.errors import (
     FIELD_UNAVAILABLE_CODES,
+    BackendTimeout,
     NVML_ERROR_DRIVER_NOT_LOADED,
     NVML_ERROR_UNINITIALIZED,
     GpuError,
@@ -77,7 +78,7 @@ class NvmlBackend(GpuBackend):
 
             nvml = pynvml
         self._nvml = nvml
-        self._caller = BoundedCaller(timeout)
+        self._caller = BoundedCaller(timeout, BackendTimeout)
         self._init_lock = threading.Lock()
         self._initialized = False
         self._pid_max = read_pid_max() if pid_max is None else pid_max

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-from gpudoc.gpu.errors import BackendTimeout
+from gpudoc.errors import GpudocError
 
 T = TypeVar("T")
 
@@ -40,11 +40,12 @@ class BoundedCaller:
 
     A call that overruns is abandoned to its (daemon) thread, which is replaced; the key it
     was made under is then refused at once until that call returns, so a wedged device costs
-    one thread and one timeout, not one per poll.
+    one thread and one timeout, not one per poll. Overruns raise ``error``.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, error: type[GpudocError]) -> None:
         self.timeout = timeout
+        self._error = error
         self._lock = threading.Lock()
         self._worker: _Worker | None = None
         self._stuck: dict[Hashable, Future] = {}
@@ -54,7 +55,7 @@ class BoundedCaller:
         with self._lock:
             pending = self._stuck.get(key)
             if pending is not None and not pending.done():
-                raise BackendTimeout(
+                raise self._error(
                     f"{label}: an earlier call has not returned after {self.timeout:g} s",
                     "the driver may be hung: check 'dmesg | grep -i xid'",
                 )
@@ -69,7 +70,7 @@ class BoundedCaller:
         except FutureTimeout:
             with self._lock:
                 self._abandon(worker, key, future)
-            raise BackendTimeout(
+            raise self._error(
                 f"{label}: no answer within {self.timeout:g} s; gave up waiting"
             ) from None
 

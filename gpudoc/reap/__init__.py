@@ -1,0 +1,1 @@
+"""Find processes holding GPU device files and end the orphaned ones safely."""
