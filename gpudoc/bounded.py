@@ -40,12 +40,14 @@ class BoundedCaller:
 
     A call that overruns is abandoned to its (daemon) thread, which is replaced; the key it
     was made under is then refused at once until that call returns, so a wedged device costs
-    one thread and one timeout, not one per poll. Overruns raise ``error``.
+    one thread and one timeout, not one per poll. Overruns raise ``error``; ``hint`` is the
+    fix offered when a key is refused because its earlier call is still stuck.
     """
 
-    def __init__(self, timeout: float, error: type[GpudocError]) -> None:
+    def __init__(self, timeout: float, error: type[GpudocError], hint: str) -> None:
         self.timeout = timeout
         self._error = error
+        self._hint = hint
         self._lock = threading.Lock()
         self._worker: _Worker | None = None
         self._stuck: dict[Hashable, Future] = {}
@@ -57,7 +59,7 @@ class BoundedCaller:
             if pending is not None and not pending.done():
                 raise self._error(
                     f"{label}: an earlier call has not returned after {self.timeout:g} s",
-                    "the driver may be hung: check 'dmesg | grep -i xid'",
+                    self._hint,
                 )
             self._stuck.pop(key, None)
             if self._worker is None:

@@ -10,31 +10,31 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "GpuBackend": "backend",
-    "BackendTimeout": "errors",
-    "DriverLibraryMismatch": "errors",
-    "DriverNotLoaded": "errors",
-    "GpuError": "errors",
-    "GpuLost": "errors",
-    "NoDevices": "errors",
-    "NvmlCallFailed": "errors",
-    "NvmlLibraryNotFound": "errors",
-    "NvmlPermissionDenied": "errors",
-    "DriverInfo": "model",
-    "GpuDevice": "model",
-    "GpuProcess": "model",
-    "GpuSnapshot": "model",
-    "ProcessType": "model",
-    "NvmlBackend": "nvml",
-    "ManualClock": "simulated",
-    "Scenario": "simulated",
-    "ScenarioError": "simulated",
-    "SimulatedBackend": "simulated",
-    "builtin_scenarios": "simulated",
-    "load_scenario": "simulated",
-    "NA": "na",
-    "NotAvailable": "na",
-    "available": "na",
+    "GpuBackend": "gpudoc.gpu.backend",
+    "BackendTimeout": "gpudoc.gpu.errors",
+    "DriverLibraryMismatch": "gpudoc.gpu.errors",
+    "DriverNotLoaded": "gpudoc.gpu.errors",
+    "GpuError": "gpudoc.gpu.errors",
+    "GpuLost": "gpudoc.gpu.errors",
+    "NoDevices": "gpudoc.gpu.errors",
+    "NvmlCallFailed": "gpudoc.gpu.errors",
+    "NvmlLibraryNotFound": "gpudoc.gpu.errors",
+    "NvmlPermissionDenied": "gpudoc.gpu.errors",
+    "DriverInfo": "gpudoc.gpu.model",
+    "GpuDevice": "gpudoc.gpu.model",
+    "GpuProcess": "gpudoc.gpu.model",
+    "GpuSnapshot": "gpudoc.gpu.model",
+    "ProcessType": "gpudoc.gpu.model",
+    "NvmlBackend": "gpudoc.gpu.nvml",
+    "ManualClock": "gpudoc.gpu.simulated",
+    "Scenario": "gpudoc.gpu.simulated",
+    "ScenarioError": "gpudoc.gpu.simulated",
+    "SimulatedBackend": "gpudoc.gpu.simulated",
+    "builtin_scenarios": "gpudoc.gpu.simulated",
+    "load_scenario": "gpudoc.gpu.simulated",
+    "NA": "gpudoc.na",
+    "NotAvailable": "gpudoc.na",
+    "available": "gpudoc.na",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -44,8 +44,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'gpudoc.gpu' has no attribute {name!r}")
-    package = "gpudoc" if module == "na" else "gpudoc.gpu"
-    value = getattr(importlib.import_module(f"{package}.{module}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -78,7 +78,9 @@ class NvmlBackend(GpuBackend):
 
             nvml = pynvml
         self._nvml = nvml
-        self._caller = BoundedCaller(timeout, BackendTimeout)
+        self._caller = BoundedCaller(
+            timeout, BackendTimeout, "the driver may be hung: check 'dmesg | grep -i xid'"
+        )
         self._init_lock = threading.Lock()
         self._initialized = False
         self._pid_max = read_pid_max() if pid_max is None else pid_max

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpudoc.bounded import BoundedCaller
-from gpudoc.errors import GpudocError
+from gpudoc.errors import EnvironmentMissing, GpudocError
 
 DEFAULT_DEVICE_GLOB = "/dev/nvidia*"
 
@@ -102,15 +102,29 @@ def scan(
     if not devices:
         return DeviceScan(listed, (), (), ())
     prefix = os.path.commonprefix(sorted(devices)).encode()  # noqa: RUF071 - a byte-prefix prefilter
-    caller = BoundedCaller(read_timeout, ProcReadTimeout)
     root = str(proc_root)
-    holders, unreadable, stuck = [], [], []
-    own = os.getpid()
     try:
-        entries = [int(e) for e in os.listdir(root) if e.isdigit()]
+        entries = sorted(int(e) for e in os.listdir(root) if e.isdigit())
     except OSError as exc:
-        raise ProcReadTimeout(f"cannot list {root}: {exc.strerror}") from None
-    for pid in sorted(entries):
+        raise EnvironmentMissing(f"cannot list {root}: {exc.strerror}", "mount procfs at /proc") from None
+    caller = BoundedCaller(
+        read_timeout, ProcReadTimeout, "the process is probably stuck in D state (uninterruptible)"
+    )
+    try:
+        holders, unreadable, stuck = _scan_pids(entries, root, devices, prefix, caller)
+    finally:
+        caller.close()
+    return DeviceScan(listed, holders, unreadable, stuck)
+
+
+def _scan_pids(
+    entries: list[int], root: str, devices: frozenset[str], prefix: bytes, caller: BoundedCaller
+) -> tuple[tuple[Holder, ...], tuple[int, ...], tuple[int, ...]]:
+    holders: list[Holder] = []
+    unreadable: list[int] = []
+    stuck: list[int] = []
+    own = os.getpid()
+    for pid in entries:
         if pid == own:
             continue
         base = f"{root}/{pid}"
@@ -153,5 +167,4 @@ def scan(
                     thread_only=thread_only,
                 )
             )
-    caller.close()
-    return DeviceScan(listed, tuple(holders), tuple(unreadable), tuple(stuck))
+    return tuple(holders), tuple(unreadable), tuple(stuck)
