@@ -13,11 +13,20 @@ from typing import Any, TextIO
 from gpudoc.na import NotAvailable
 
 
+_PLAIN = frozenset({str, int, bool})
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, enums, paths, tuples and ``NA`` as plain JSON values (``NA`` → null).
 
     Non-finite floats become null as well, so the output is always strict JSON.
     """
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind in _FIELDS:
+        return {name: to_jsonable(getattr(value, name)) for name in _FIELDS[kind]}
     if isinstance(value, NotAvailable) or value is None:
         return None
     if isinstance(value, enum.Enum):
@@ -27,7 +36,8 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
+        return to_jsonable(value)
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -48,10 +58,11 @@ def format_bytes(n: float) -> str:
 
 
 def emit_json(value: Any, stream: TextIO | None = None) -> None:
-    """Write ``value`` as indented JSON and a newline to stdout (or ``stream``)."""
+    """Write ``value`` as JSON and a newline to stdout (or ``stream``): indented for a
+    person at a terminal, one compact line for a program (several times faster to encode)."""
     out = stream or sys.stdout
-    json.dump(to_jsonable(value), out, indent=2, allow_nan=False, ensure_ascii=False)
-    out.write("\n")
+    indent = 2 if out.isatty() else None
+    out.write(json.dumps(to_jsonable(value), indent=indent, allow_nan=False, ensure_ascii=False) + "\n")
     out.flush()
 
 

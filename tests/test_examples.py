@@ -28,3 +28,11 @@ def test_probe_gpus_on_this_machine_reports_instead_of_crashing() -> None:
     assert out.returncode in (0, 1), out.stderr
     assert "Traceback" not in out.stderr
     assert out.stdout.splitlines()[-1].startswith("host: ")
+
+
+def test_find_orphans_makes_finds_and_ends_an_orphan() -> None:
+    out = run(str(EXAMPLES / "find_orphans.py"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    verdict_line, action_line = out.stdout.splitlines()
+    assert "orphan" in verdict_line and "process-group leader" in verdict_line
+    assert verdict_line.split()[0] == action_line.split()[0] and "ended by SIGTERM" in action_line

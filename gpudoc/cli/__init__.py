@@ -19,6 +19,7 @@ from gpudoc.output import print_error
 # tensorflow, textual) inside their functions, so listing commands stays fast.
 COMMANDS = {
     "doctor": "gpudoc.cli.doctor:doctor",
+    "reap": "gpudoc.cli.reap:reap",
 }
 
 # Module-level so the error path can honour --debug after the command has failed.

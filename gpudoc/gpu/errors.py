@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes.util
 import os
 import re
 from pathlib import Path
@@ -79,6 +78,8 @@ def kernel_module_version(version_file: Path = _PROC_VERSION) -> str | None:
 
 def nvml_library_version() -> str | None:
     """The user-space NVML library's version, from the file libnvidia-ml.so.1 resolves to."""
+    import ctypes.util
+
     name = ctypes.util.find_library("nvidia-ml")
     candidates = [name] if name and os.path.isabs(name) else []
     candidates += [

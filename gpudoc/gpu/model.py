@@ -41,7 +41,8 @@ class GpuDevice:
     """One GPU at one moment.
 
     Memory in bytes, utilisation and fan in percent, temperature in °C, power in watts,
-    clocks in MHz, PCIe throughput in bytes/s. ``error`` is set (and the readings are ``NA``)
+    clocks in MHz, PCIe throughput in bytes/s. ``minor_number`` is N in the GPU's device
+    file ``/dev/nvidiaN`` (not always equal to ``index``). ``error`` is set (and the readings are ``NA``)
     when the device could not be read at all, e.g. it fell off the bus.
     """
 
@@ -49,6 +50,7 @@ class GpuDevice:
     name: str | NotAvailable = NA
     uuid: str | NotAvailable = NA
     pci_bus_id: str | NotAvailable = NA
+    minor_number: int | NotAvailable = NA
     memory_total: int | NotAvailable = NA
     memory_used: int | NotAvailable = NA
     memory_free: int | NotAvailable = NA

@@ -63,9 +63,10 @@ def _merge_type(old: ProcessType, new: ProcessType) -> ProcessType:
 class NvmlBackend(GpuBackend):
     """Reads GPUs through NVML.
 
-    ``nvml`` is the module to call (``pynvml`` by default; the simulated backend passes its
-    own). Every device read runs under a deadline of ``timeout`` seconds, so a GPU whose
-    driver hangs is reported as such while the others keep answering. Failures in NVML
+    ``nvml`` is the module to call (``pynvml`` by default, imported on first use as it is
+    large; the simulated backend passes its own). Every device read runs under a deadline of
+    ``timeout`` seconds, so a GPU whose driver hangs is reported as such while the others
+    keep answering. Failures in NVML
     initialisation are retried on the next call, so the backend recovers after a driver
     reload.
     """
@@ -73,17 +74,21 @@ class NvmlBackend(GpuBackend):
     name = "nvml"
 
     def __init__(self, *, nvml: Any = None, timeout: float = 2.0, pid_max: int | None = None):
-        if nvml is None:
-            import pynvml
-
-            nvml = pynvml
-        self._nvml = nvml
+        self._module = nvml
         self._caller = BoundedCaller(
             timeout, BackendTimeout, "the driver may be hung: check 'dmesg | grep -i xid'"
         )
         self._init_lock = threading.Lock()
         self._initialized = False
         self._pid_max = read_pid_max() if pid_max is None else pid_max
+
+    @property
+    def _nvml(self) -> Any:
+        if self._module is None:
+            import pynvml
+
+            self._module = pynvml
+        return self._module
 
     def _nvml_error_code(self, exc: BaseException) -> int | None:
         if isinstance(exc, self._nvml.NVMLError):
@@ -161,6 +166,7 @@ class NvmlBackend(GpuBackend):
         name = opt(nv.nvmlDeviceGetName, handle)
         uuid = opt(nv.nvmlDeviceGetUUID, handle)
         pci = opt(nv.nvmlDeviceGetPciInfo, handle)
+        minor = opt(nv.nvmlDeviceGetMinorNumber, handle)
         memory = opt(nv.nvmlDeviceGetMemoryInfo, handle)
         rates = opt(nv.nvmlDeviceGetUtilizationRates, handle)
         power = opt(nv.nvmlDeviceGetPowerUsage, handle)
@@ -172,6 +178,7 @@ class NvmlBackend(GpuBackend):
             name=na_map(name, _text),
             uuid=na_map(uuid, _text),
             pci_bus_id=na_map(pci, lambda p: _text(p.busId)),
+            minor_number=na_map(minor, int),
             memory_total=na_map(memory, lambda m: int(m.total)),
             memory_used=na_map(memory, lambda m: int(m.used)),
             memory_free=na_map(memory, lambda m: int(m.free)),

@@ -493,6 +493,10 @@ class SimulatedNvml:
     def nvmlDeviceGetPciInfo(self, handle: int) -> SimpleNamespace:
         return SimpleNamespace(busId=self._gpu(handle)[0].pci_bus_id)
 
+    def nvmlDeviceGetMinorNumber(self, handle: int) -> int:
+        self._gpu(handle)
+        return handle
+
     def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:
         gpu, t = self._gpu(handle)
         total = gpu.memory_total_mib * MIB

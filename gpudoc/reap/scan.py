@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpudoc.bounded import BoundedCaller
 from gpudoc.errors import EnvironmentMissing, GpudocError
+from gpudoc.na import NA, NotAvailable
+from gpudoc.reap.proc import ProcStat, read_bytes, read_cgroup, read_cmdline, read_link, read_stat, read_uid
 
 DEFAULT_DEVICE_GLOB = "/dev/nvidia*"
+_MAX_LANES = 2
 
 
 class ProcReadTimeout(GpudocError):
@@ -20,25 +26,34 @@ class ProcReadTimeout(GpudocError):
 
 @dataclass(frozen=True)
 class Holder:
-    """A process that holds at least one device file.
+    """A process that holds at least one device file, with the facts reap classifies it by.
 
     ``fds`` counts descriptors on device files (in every thread's table, deduplicated per
-    table); ``mapped`` is true when a device is mapped into memory; ``thread_only`` marks a
+    table); ``mapped_only`` marks a holder found only through a memory mapping (its
+    descriptors closed; ``maps`` is read only for processes with no device descriptor, as
+    that read is the scan's most expensive); ``thread_only`` marks a
     holder whose descriptors are visible only under ``/proc/PID/task/TID/fd`` (a zombie
-    thread-group leader with live threads: fuser and lsof miss it).
+    thread-group leader with live threads: fuser and lsof miss it). ``pid_ns`` is the PID
+    namespace link (``pid:[…]``); ``cgroup``, the cgroup path, is read only for a holder in
+    another PID namespace than gpudoc's (a container), to name it.
     """
 
     pid: int
     devices: tuple[str, ...]
     fds: int
-    mapped: bool
+    mapped_only: bool
     thread_only: bool
+    stat: ProcStat
+    uid: int | NotAvailable
+    cmdline: tuple[str, ...] | NotAvailable
+    pid_ns: str | NotAvailable
+    cgroup: str | NotAvailable
 
 
 @dataclass(frozen=True)
 class DeviceScan:
     """Holders of ``devices``; ``unreadable`` lists PIDs whose descriptors or maps could not be
-    read (another user's process without root), ``stuck`` those whose maps read timed out."""
+    read (another user's process without root), ``stuck`` those whose reads timed out."""
 
     devices: tuple[str, ...]
     holders: tuple[Holder, ...]
@@ -51,14 +66,15 @@ def device_files(pattern: str = DEFAULT_DEVICE_GLOB) -> tuple[str, ...]:
     return tuple(sorted(p for p in glob.glob(pattern) if not os.path.isdir(p)))
 
 
-def _fd_targets(fd_dir: str, devices: frozenset[str]) -> tuple[list[str], bool]:
-    """Device paths open in one descriptor table, and whether the table could be read."""
+def _fd_targets(fd_dir: str, devices: frozenset[str]) -> tuple[list[str], bool, bool]:
+    """Device paths open in one descriptor table, whether it could be read, and whether
+    it was empty."""
     try:
         names = os.listdir(fd_dir)
     except PermissionError:
-        return [], False
+        return [], False, True
     except OSError:
-        return [], True
+        return [], True, True
     found = []
     for name in names:
         try:
@@ -67,12 +83,11 @@ def _fd_targets(fd_dir: str, devices: frozenset[str]) -> tuple[list[str], bool]:
             continue
         if target in devices:
             found.append(target)
-    return found, True
+    return found, True, not names
 
 
 def _mapped(maps_file: str, devices: frozenset[str], prefix: bytes) -> set[str]:
-    with open(maps_file, "rb") as handle:
-        data = handle.read()
+    data = read_bytes(maps_file)
     if prefix not in data:
         return set()
     found = set()
@@ -85,6 +100,131 @@ def _mapped(maps_file: str, devices: frozenset[str], prefix: bytes) -> set[str]:
     return found
 
 
+_Result = tuple[str, int, Holder | None]
+
+
+class _PidScanner:
+    """What one PID's scan reads; every step is a plain blocking /proc read."""
+
+    def __init__(self, root: str, devices: frozenset[str], prefix: bytes) -> None:
+        self.root = root
+        self.devices = devices
+        self.prefix = prefix
+        self.own_ns = read_link(f"{root}/self/ns/pid")
+
+    def __call__(self, pid: int) -> _Result:
+        base = f"{self.root}/{pid}"
+        open_paths, readable, empty = _fd_targets(f"{base}/fd", self.devices)
+        thread_only = False
+        if empty:
+            try:
+                tids = [t for t in os.listdir(f"{base}/task") if t != str(pid)]
+            except OSError:
+                tids = []
+            for tid in tids:
+                found, task_readable, _ = _fd_targets(f"{base}/task/{tid}/fd", self.devices)
+                readable = readable or task_readable
+                if found:
+                    open_paths, thread_only = found, True
+                    break
+        mapped: set[str] = set()
+        if not open_paths:
+            try:
+                mapped = _mapped(f"{base}/maps", self.devices, self.prefix)
+            except PermissionError:
+                readable = False
+            except OSError:
+                pass
+        if not open_paths and not mapped:
+            return ("none" if readable else "unreadable", pid, None)
+        stat = read_stat(pid, self.root)
+        if stat is None:
+            return ("none", pid, None)
+        pid_ns = read_link(f"{base}/ns/pid")
+        holder = Holder(
+            pid=pid,
+            devices=tuple(sorted(set(open_paths) | mapped)),
+            fds=len(open_paths),
+            mapped_only=bool(mapped),
+            thread_only=thread_only,
+            stat=stat,
+            uid=read_uid(pid, self.root),
+            cmdline=read_cmdline(pid, self.root),
+            pid_ns=pid_ns,
+            cgroup=read_cgroup(pid, self.root) if pid_ns != self.own_ns else NA,
+        )
+        return ("holder", pid, holder)
+
+
+class _Lane(threading.Thread):
+    """A daemon thread scanning PIDs from its own queue and saying which one it is on, so
+    the watcher can abandon it on a read that never returns."""
+
+    def __init__(self, pids: deque[int], work: Callable[[int], _Result]) -> None:
+        super().__init__(name="gpudoc-scan", daemon=True)
+        self.pids = pids
+        self.work = work
+        self.results: list[_Result] = []
+        self.lock = threading.Lock()
+        self.current: int | None = None
+        self.since = 0.0
+        self.abandoned = False
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while True:
+                with self.lock:
+                    if self.abandoned or not self.pids:
+                        return
+                    self.current, self.since = self.pids.popleft(), time.monotonic()
+                    pid = self.current
+                try:
+                    result = self.work(pid)
+                except OSError:
+                    result = ("none", pid, None)
+                with self.lock:
+                    if self.abandoned:
+                        return
+                    self.results.append(result)
+                    self.current = None
+        finally:
+            self.finished.set()
+
+
+def _run_lanes(
+    pids: list[int], work: Callable[[int], _Result], timeout: float
+) -> tuple[list[_Result], list[int]]:
+    """Scan ``pids`` on a few threads; a PID whose reads take over ``timeout`` seconds is
+    given up (its thread is left behind) and the rest of its lane continues on a new one."""
+    count = max(1, min(_MAX_LANES, os.cpu_count() or 1, len(pids) // 64 + 1))
+    active = [_Lane(deque(pids[i::count]), work) for i in range(count)]
+    for lane in active:
+        lane.start()
+    results: list[_Result] = []
+    stuck: list[int] = []
+    while active:
+        lane = active[0]
+        with lane.lock:
+            since, current = lane.since, lane.current
+        wait = max(0.0, since + timeout - time.monotonic()) if current is not None else timeout
+        if lane.finished.wait(wait):
+            results.extend(lane.results)
+            active.pop(0)
+            continue
+        with lane.lock:
+            if lane.current != current or lane.since != since or current is None:
+                continue
+            lane.abandoned = True
+            results.extend(lane.results)
+            remaining = lane.pids
+        stuck.append(current)
+        replacement = _Lane(remaining, work)
+        replacement.start()
+        active[0] = replacement
+    return results, stuck
+
+
 def scan(
     device_glob: str = DEFAULT_DEVICE_GLOB,
     *,
@@ -93,9 +233,9 @@ def scan(
 ) -> DeviceScan:
     """Every process under ``proc_root`` holding a file ``device_glob`` matches.
 
-    Descriptor links are read without touching the devices (no ``stat``, which can block);
-    ``maps`` reads, which take the process's memory lock and can hang on a stuck process, are
-    bounded by ``read_timeout`` seconds each.
+    Descriptor links are read without touching the devices (no ``stat``, which can block).
+    Reads of ``maps`` and ``cmdline`` take the process's memory lock and can hang on a stuck
+    process: a PID that does not answer within ``read_timeout`` seconds is listed as stuck.
     """
     listed = device_files(device_glob)
     devices = frozenset(listed) | frozenset(os.path.realpath(p) for p in listed)
@@ -104,67 +244,11 @@ def scan(
     prefix = os.path.commonprefix(sorted(devices)).encode()  # noqa: RUF071 - a byte-prefix prefilter
     root = str(proc_root)
     try:
-        entries = sorted(int(e) for e in os.listdir(root) if e.isdigit())
+        own = os.getpid()
+        entries = [int(e) for e in os.listdir(root) if e.isdigit() and int(e) != own]
     except OSError as exc:
         raise EnvironmentMissing(f"cannot list {root}: {exc.strerror}", "mount procfs at /proc") from None
-    caller = BoundedCaller(
-        read_timeout, ProcReadTimeout, "the process is probably stuck in D state (uninterruptible)"
-    )
-    try:
-        holders, unreadable, stuck = _scan_pids(entries, root, devices, prefix, caller)
-    finally:
-        caller.close()
-    return DeviceScan(listed, holders, unreadable, stuck)
-
-
-def _scan_pids(
-    entries: list[int], root: str, devices: frozenset[str], prefix: bytes, caller: BoundedCaller
-) -> tuple[tuple[Holder, ...], tuple[int, ...], tuple[int, ...]]:
-    holders: list[Holder] = []
-    unreadable: list[int] = []
-    stuck: list[int] = []
-    own = os.getpid()
-    for pid in entries:
-        if pid == own:
-            continue
-        base = f"{root}/{pid}"
-        open_paths, readable = _fd_targets(f"{base}/fd", devices)
-        thread_only = False
-        if not open_paths:
-            thread_paths: list[str] = []
-            try:
-                tids = [t for t in os.listdir(f"{base}/task") if t != str(pid)]
-            except OSError:
-                tids = []
-            for tid in tids:
-                found, task_readable = _fd_targets(f"{base}/task/{tid}/fd", devices)
-                readable = readable or task_readable
-                if found:
-                    thread_paths = found
-                    break
-            if thread_paths:
-                open_paths, thread_only = thread_paths, True
-        try:
-            mapped = caller.call(pid, f"/proc/{pid}/maps", _mapped, f"{base}/maps", devices, prefix)
-        except ProcReadTimeout:
-            stuck.append(pid)
-            mapped = set()
-        except PermissionError:
-            readable = False
-            mapped = set()
-        except OSError:
-            mapped = set()
-        if not readable and not open_paths and not mapped:
-            unreadable.append(pid)
-            continue
-        if open_paths or mapped:
-            holders.append(
-                Holder(
-                    pid=pid,
-                    devices=tuple(sorted(set(open_paths) | mapped)),
-                    fds=len(open_paths),
-                    mapped=bool(mapped),
-                    thread_only=thread_only,
-                )
-            )
-    return tuple(holders), tuple(unreadable), tuple(stuck)
+    results, stuck = _run_lanes(entries, _PidScanner(root, devices, prefix), read_timeout)
+    holders = sorted((h for kind, _, h in results if kind == "holder" and h is not None), key=lambda h: h.pid)
+    unreadable = sorted(pid for kind, pid, _ in results if kind == "unreadable")
+    return DeviceScan(listed, tuple(holders), tuple(unreadable), tuple(sorted(stuck)))

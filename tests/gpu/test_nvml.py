@@ -57,6 +57,7 @@ def fake_gpus(monkeypatch: pytest.MonkeyPatch) -> dict:
       lambda h: SimpleNamespace(total=81920 * MIB, used=30_500 * MIB, free=51420 * MIB))
     p(pynvml, "nvmlDeviceGetUtilizationRates", lambda h: SimpleNamespace(gpu=97, memory=61))
     p(pynvml, "nvmlDeviceGetTemperature", lambda h, s: 64)
+    p(pynvml, "nvmlDeviceGetMinorNumber", lambda h: h)
     p(pynvml, "nvmlDeviceGetPowerUsage", lambda h: 312_456)
     p(pynvml, "nvmlDeviceGetEnforcedPowerLimit", lambda h: 400_000)
     p(pynvml, "nvmlDeviceGetFanSpeed", lambda h: state["fan"](h))
@@ -82,6 +83,7 @@ def test_readings_units_and_unsupported_fields(fake_gpus: dict) -> None:
     assert gpu.fan_speed is NA
     assert (gpu.clock_sm, gpu.clock_memory) == (1410, 1593)
     assert (gpu.pcie_tx, gpu.pcie_rx) == (100 * 1024, 300 * 1024)
+    assert gpu.minor_number == 0
     assert [(p.pid, p.used_memory, p.type) for p in gpu.processes] == [
         (4242, 30_000 * MIB, ProcessType.COMPUTE)
     ]

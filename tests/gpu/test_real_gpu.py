@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +31,7 @@ def test_real_snapshot_has_readings_and_matches_nvidia_smi() -> None:
         assert (device.index, device.name) == (int(index), name)
         assert device.memory_total // (1024 * 1024) == int(total_mib)
         assert 0 <= device.utilization_gpu <= 100
+        assert os.path.exists(f"/dev/nvidia{device.minor_number}")
     assert snap.driver.driver_version and snap.driver.cuda_version
 
 
@@ -40,3 +44,36 @@ def test_doctor_reports_the_gpus() -> None:
     assert checks["NVIDIA driver"]["status"] == "ok"
     assert checks["GPU 0"]["status"] == "ok"
     assert out.returncode == report["exit_code"]
+
+
+def test_reap_finds_and_ends_a_real_orphaned_device_holder() -> None:
+    """A "trainer" opens the real devices through NVML, forks a worker and exits: the worker
+    holds /dev/nvidiactl and a GPU's file, is not in NVML's list, and is ended."""
+    script = textwrap.dedent("""
+        import os, time, pynvml
+        pynvml.nvmlInit()
+        pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0))
+        child = os.fork()
+        if child == 0:
+            time.sleep(120)
+            os._exit(0)
+        print(child, flush=True)
+        os._exit(0)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         start_new_session=True)
+    worker = int(out.stdout)
+    try:
+        found = subprocess.run([sys.executable, "-m", "gpudoc", "reap", "--json", "--window", "0.3"],
+                               capture_output=True, text=True)
+        rows = {row["pid"]: row for row in json.loads(found.stdout)}
+        assert rows[worker]["verdict"] == "orphan" and "/dev/nvidiactl" in rows[worker]["devices"]
+        assert rows[worker]["in_nvml"] is False
+        ended = subprocess.run([sys.executable, "-m", "gpudoc", "reap", "--json", "--yes", "--window", "0.3"],
+                               capture_output=True, text=True)
+        assert {row["pid"]: row for row in json.loads(ended.stdout)}[worker]["outcome"] == "ended"
+        stat = Path(f"/proc/{worker}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    finally:
+        if os.path.exists(f"/proc/{worker}"):
+            os.kill(worker, 9)

@@ -86,7 +86,7 @@ def test_open_descriptors_are_found(dev: Path, holders: Holders) -> None:
     assert bystander.pid not in found
     h = found[holder.pid]
     assert h.devices == (str(dev / "nvidia0"), str(dev / "nvidiactl"))
-    assert (h.fds, h.mapped, h.thread_only) == (3, False, False)
+    assert (h.fds, h.mapped_only, h.thread_only) == (3, False, False)
 
 
 def test_mapping_only_holder_is_found_through_maps(dev: Path, holders: Holders) -> None:
@@ -102,7 +102,7 @@ def test_mapping_only_holder_is_found_through_maps(dev: Path, holders: Holders) 
     """)
     h = by_pid(scan(str(dev / "nvidia*")))[holder.pid]
     assert h.devices == (str(dev / "nvidia1"),)
-    assert (h.fds, h.mapped) == (0, True)
+    assert (h.fds, h.mapped_only) == (0, True)
 
 
 @pytest.mark.skipif(platform.machine() not in SYS_EXIT, reason="raw exit syscall number unknown here")
