@@ -158,3 +158,29 @@ def test_other_users_processes_are_unreadable_not_fatal(holders: Holders) -> Non
 def test_no_matching_devices_means_no_holders(tmp_path: Path) -> None:
     result = scan(str(tmp_path / "nvidia*"))
     assert result.devices == () and result.holders == ()
+
+
+def test_a_read_that_never_returns_is_given_up_and_the_scan_goes_on(tmp_path: Path) -> None:
+    """A fake /proc where one process's maps is a FIFO nobody writes: reading it blocks like
+    a process stuck in D state. That PID is listed as stuck; the holder after it is found."""
+    device = tmp_path / "nvidia0"
+    device.write_bytes(b"")
+    root = tmp_path / "proc"
+    (root / "self" / "ns").mkdir(parents=True)
+    (root / "self" / "ns" / "pid").symlink_to("pid:[1]")
+    stuck = root / "100"
+    (stuck / "fd").mkdir(parents=True)
+    (stuck / "fd" / "0").symlink_to("/dev/null")
+    os.mkfifo(stuck / "maps")
+    holder = root / "200"
+    (holder / "fd").mkdir(parents=True)
+    (holder / "fd" / "3").symlink_to(device)
+    (holder / "stat").write_text("200 (python) S 1 200 200 0 -1 0 0 0 0 0 1 1 0 0 20 0 1 0 77 0 0\n")
+    (holder / "cmdline").write_bytes(b"python\0train.py\0")
+    try:
+        result = scan(str(tmp_path / "nvidia*"), proc_root=root, read_timeout=0.3)
+    finally:
+        os.close(os.open(stuck / "maps", os.O_WRONLY | os.O_NONBLOCK))  # lets the abandoned reader finish
+    assert result.stuck == (100,)
+    (found,) = result.holders
+    assert (found.pid, found.devices, found.cmdline) == (200, (str(device),), ("python", "train.py"))
