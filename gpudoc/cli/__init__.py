@@ -20,6 +20,8 @@ from gpudoc.output import print_error
 COMMANDS = {
     "doctor": "gpudoc.cli.doctor:doctor",
     "reap": "gpudoc.cli.reap:reap",
+    "serve": "gpudoc.cli.serve:serve",
+    "tui": "gpudoc.cli.tui:tui",
 }
 
 # Module-level so the error path can honour --debug after the command has failed.

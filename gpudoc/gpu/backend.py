@@ -30,6 +30,11 @@ class GpuBackend(ABC):
     def close(self) -> None:
         """Release the backend's resources."""
 
+    def process_info(self, pid: int) -> tuple[str | None, str | None]:
+        """User and command of a process the backend itself describes (a simulated one);
+        real backends know nothing beyond NVML's list, and /proc tells the rest."""
+        return None, None
+
     def snapshot(self) -> GpuSnapshot:
         """Poll everything; a failing GPU or backend is reported in ``error`` fields."""
         stamp = time.time()

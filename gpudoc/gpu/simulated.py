@@ -583,3 +583,10 @@ class SimulatedBackend(NvmlBackend):
         self.scenario = scenario
         self.nvml = SimulatedNvml(scenario, clock or _WallClock(scenario.loop_s))
         super().__init__(nvml=self.nvml, timeout=timeout, pid_max=4_194_304)
+
+    def process_info(self, pid: int) -> tuple[str | None, str | None]:
+        """The scenario's user and command for its simulated PIDs."""
+        for process in self.scenario.processes:
+            if process.pid == pid:
+                return process.user, process.command
+        return None, None

@@ -1,0 +1,45 @@
+"""``gpudoc serve --prometheus``: the monitor's figures as Prometheus metrics."""
+
+from __future__ import annotations
+
+import threading
+
+import click
+
+from gpudoc.cli.common import Settings, pass_settings
+from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
+
+
+@click.command()
+@click.option("--prometheus", is_flag=True, required=True, help="Serve Prometheus metrics on /metrics.")
+@click.option("--port", type=click.IntRange(0, 65535), default=9400, show_default=True,
+              help="TCP port (9400 is dcgm-exporter's; pick another to run both).")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address to bind; 0.0.0.0 exposes it to the network.")
+@click.option("--device-glob", default=DEFAULT_DEVICE_GLOB, show_default=True, envvar="GPUDOC_DEVICE_GLOB",
+              help="Device files whose holders are counted.")
+@pass_settings
+def serve(settings: Settings, prometheus: bool, port: int, address: str, device_glob: str) -> int:
+    """Expose GPU, host and orphaned-holder figures for Prometheus to scrape.
+
+    GPU readings use NVIDIA dcgm-exporter's metric names (DCGM_FI_DEV_GPU_UTIL,
+    DCGM_FI_DEV_FB_USED, …) so existing dashboards work; gpudoc adds gpudoc_host_*,
+    gpudoc_device_holders{verdict} and gpudoc_orphan_holders{user}. Runs until interrupted.
+    """
+    from gpudoc.exporter import serve as start
+    from gpudoc.monitor import Monitor
+
+    monitor = Monitor(settings.gpu_backend(), device_glob=device_glob, holder_interval=30.0)
+    try:
+        server, _ = start(monitor, port=port, address=address)
+    except OSError as exc:
+        from gpudoc.errors import InputError
+
+        raise InputError(f"cannot listen on {address}:{port}: {exc.strerror}", "choose another --port") from None
+    click.echo(f"serving metrics on http://{address}:{server.server_port}/metrics (Ctrl-C stops)", err=True)
+    try:
+        threading.Event().wait()
+    finally:
+        server.shutdown()
+        monitor.close()
+    return 0

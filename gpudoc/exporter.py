@@ -1,0 +1,151 @@
+"""Prometheus metrics from a :class:`Monitor`: GPU readings under NVIDIA DCGM exporter's
+names (so existing Grafana dashboards work), plus host and device-holder figures."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gpudoc.monitor import Monitor, MonitorSample
+from gpudoc.na import NotAvailable
+from gpudoc.reap.classify import Verdict
+
+MIB = 1024 * 1024
+_GPU_LABELS = ["gpu", "UUID", "device", "modelName", "Hostname", "pci_bus_id"]
+# (metric name, help, reading → value); names and units follow dcgm-exporter's defaults.
+_GPU_METRICS: list[tuple[str, str, Callable[[Any], Any]]] = [
+    ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", lambda d: d.utilization_gpu),
+    ("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", lambda d: d.utilization_memory),
+    ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", lambda d: _mib(d.memory_used)),
+    ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", lambda d: _mib(d.memory_free)),
+    ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", lambda d: d.temperature),
+    ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", lambda d: d.power_draw),
+    ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", lambda d: d.clock_sm),
+    ("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).", lambda d: d.clock_memory),
+    ("gpudoc_gpu_power_limit_watts", "Enforced power limit (in W).", lambda d: d.power_limit),
+    ("gpudoc_gpu_fan_speed_percent", "Fan speed (in %).", lambda d: d.fan_speed),
+    ("gpudoc_gpu_pcie_tx_bytes_per_second", "PCIe transmit throughput.", lambda d: d.pcie_tx),
+    ("gpudoc_gpu_pcie_rx_bytes_per_second", "PCIe receive throughput.", lambda d: d.pcie_rx),
+]
+
+
+def _mib(value: Any) -> Any:
+    return value / MIB if isinstance(value, int) else value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, NotAvailable) or value is None or isinstance(value, bool):
+        return None
+    return float(value)
+
+
+class MonitorCollector(Collector):
+    """Samples the monitor on scrape, at most every ``min_interval`` seconds (several
+    Prometheus servers scraping one machine share a sample)."""
+
+    def __init__(self, monitor: Monitor, *, min_interval: float = 1.0, host_name: str | None = None) -> None:
+        self.monitor = monitor
+        self.min_interval = min_interval
+        self.host_name = host_name or socket.gethostname()
+        self._lock = threading.Lock()
+        self._sample: MonitorSample | None = None
+        self._taken = 0.0
+
+    def _current(self) -> MonitorSample:
+        with self._lock:
+            now = time.monotonic()
+            if self._sample is None or now - self._taken >= self.min_interval:
+                self._sample, self._taken = self.monitor.sample(), now
+            return self._sample
+
+    def collect(self) -> Iterator[Metric]:
+        sample = self._current()
+        yield from self._gpu_metrics(sample)
+        yield from self._host_metrics(sample)
+        yield from self._holder_metrics(sample)
+
+    def _gpu_metrics(self, sample: MonitorSample) -> Iterator[Metric]:
+        up = GaugeMetricFamily("gpudoc_nvml_up", "1 when NVML answered the last sample.")
+        up.add_metric([], 0.0 if sample.gpus.error else 1.0)
+        yield up
+        families = {name: GaugeMetricFamily(name, doc, labels=_GPU_LABELS) for name, doc, _ in _GPU_METRICS}
+        gpu_up = GaugeMetricFamily("gpudoc_gpu_up", "1 when the GPU could be read.", labels=_GPU_LABELS)
+        memory = GaugeMetricFamily(
+            "gpudoc_gpu_process_memory_bytes", "GPU memory NVML reports per process.", labels=["gpu", "pid", "user"]
+        )
+        users = {row.pid: row.user for row in sample.processes}
+        for device in sample.gpus.devices:
+            minor = device.minor_number if isinstance(device.minor_number, int) else device.index
+            labels = [
+                str(device.index), str(device.uuid), f"nvidia{minor}", str(device.name), self.host_name,
+                str(device.pci_bus_id),
+            ]
+            gpu_up.add_metric(labels, 0.0 if device.error else 1.0)
+            for name, _, read in _GPU_METRICS:
+                value = _number(read(device))
+                if value is not None:
+                    families[name].add_metric(labels, value)
+            for process in device.processes:
+                value = _number(process.used_memory)
+                if value is not None:
+                    memory.add_metric([str(device.index), str(process.pid), str(users.get(process.pid, ""))], value)
+        yield gpu_up
+        yield from families.values()
+        yield memory
+
+    def _host_metrics(self, sample: MonitorSample) -> Iterator[Metric]:
+        host = sample.host
+        readings = [
+            ("gpudoc_host_cpu_percent", "Host CPU use over the last sample (in %).", host.cpu_percent),
+            ("gpudoc_host_memory_total_bytes", "Host memory.", host.memory_total),
+            ("gpudoc_host_memory_used_bytes", "Host memory in use.", host.memory_used),
+            ("gpudoc_host_swap_used_bytes", "Swap in use.", host.swap_used),
+            ("gpudoc_host_disk_read_bytes_per_second", "Disk reads.", host.disk_read_rate),
+            ("gpudoc_host_disk_write_bytes_per_second", "Disk writes.", host.disk_write_rate),
+            ("gpudoc_host_network_receive_bytes_per_second", "Network receive.", host.net_rx_rate),
+            ("gpudoc_host_network_transmit_bytes_per_second", "Network transmit.", host.net_tx_rate),
+        ]
+        if not isinstance(host.load_average, NotAvailable):
+            readings.append(("gpudoc_host_load1", "1-minute load average.", host.load_average[0]))
+        for name, doc, value in readings:
+            number = _number(value)
+            if number is not None:
+                family = GaugeMetricFamily(name, doc)
+                family.add_metric([], number)
+                yield family
+
+    def _holder_metrics(self, sample: MonitorSample) -> Iterator[Metric]:
+        holders = GaugeMetricFamily(
+            "gpudoc_device_holders", "Processes holding GPU device files, by reap verdict.", labels=["verdict"]
+        )
+        orphans = GaugeMetricFamily(
+            "gpudoc_orphan_holders", "Orphaned GPU device holders (what `gpudoc reap` would end), by user.",
+            labels=["user"],
+        )
+        report = sample.holders
+        counts = Counter(h.verdict.value for h in report.holders) if report else Counter()
+        for verdict in Verdict:
+            holders.add_metric([verdict.value], float(counts.get(verdict.value, 0)))
+        per_user = Counter(
+            str(h.user) for h in (report.holders if report else ()) if h.verdict is Verdict.ORPHAN
+        )
+        for user, count in sorted(per_user.items()):
+            orphans.add_metric([user], float(count))
+        yield holders
+        yield orphans
+
+
+def serve(monitor: Monitor, *, port: int = 9400, address: str = "127.0.0.1") -> tuple[Any, threading.Thread]:
+    """Serve ``/metrics`` on a background thread; returns the server (``.server_port``,
+    ``.shutdown()``) and its thread."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MonitorCollector(monitor))
+    return start_http_server(port, address, registry)

@@ -1,0 +1,198 @@
+"""The monitor app driven by Pilot on simulated GPUs, with real processes for the actions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpudoc.gpu import ManualClock, SimulatedBackend
+from gpudoc.host import HostProbe, HostSnapshot
+from gpudoc.monitor import Monitor
+from gpudoc.tui.app import GpudocApp
+from gpudoc.tui.screens import ConfirmScreen, HelpScreen
+from gpudoc.tui.widgets import ProcessTable
+
+from reap.conftest import Spawner, alive, dev, spawn, subreaper, trainer_script  # noqa: F401
+
+SIZE = (130, 48)
+
+
+class FixedHost(HostProbe):
+    """A host that always reads the same, so screens are reproducible."""
+
+    def sample(self) -> HostSnapshot:
+        return HostSnapshot(
+            timestamp=0.0, cpu_percent=37.5, cpu_per_core=(12.0, 63.0, 90.0, 0.0), memory_total=64 << 30,
+            memory_used=20 << 30, memory_available=44 << 30, swap_total=8 << 30, swap_used=1 << 30,
+            load_average=(1.5, 1.25, 0.75), disk_read_rate=10 << 20, disk_write_rate=2 << 20,
+            net_rx_rate=5 << 20, net_tx_rate=1 << 20,
+        )
+
+
+def make_app(scenario: str, clock: ManualClock, glob: str = "/nonexistent/nvidia*", **kwargs: Any) -> GpudocApp:
+    monitor = Monitor(SimulatedBackend(scenario, clock=clock), device_glob=glob, host=FixedHost(),
+                      holder_interval=0.0, window=0.1)
+    return GpudocApp(monitor, interval=3600, host_name="testhost", **kwargs)
+
+
+async def refresh(app: GpudocApp, pilot: Any) -> None:
+    """Take a sample now and let the UI show it."""
+    app.poll()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def text_of(app: GpudocApp, selector: str) -> str:
+    return str(app.query_one(selector).render())
+
+
+async def test_panels_show_the_scenarios_readings() -> None:
+    clock = ManualClock(5)
+    app = make_app("workstation", clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        gpu0 = text_of(app, "#gpu-0-text")
+        assert "NVIDIA GeForce RTX 4090" in gpu0 and "/ 24.0 GiB" in gpu0 and "W" in gpu0
+        assert "2 GPU(s) via simulated" in text_of(app, "#status")
+        assert "load 1.50 1.25 0.75" in text_of(app, "#host") and "20.0 GiB / 64.0 GiB" in text_of(app, "#host")
+        table = app.query_one(ProcessTable)
+        assert set(table.rows_by_pid) == {48213, 1873, 2410}
+        assert table.rows_by_pid[48213].user == "alice" and "train.py" in table.rows_by_pid[48213].command
+
+
+async def test_a_process_appearing_and_vanishing_updates_the_table() -> None:
+    clock = ManualClock(5)
+    app = make_app("workstation", clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        table = app.query_one(ProcessTable)
+        assert 51007 not in table.rows_by_pid
+        clock.advance(30)
+        await refresh(app, pilot)
+        assert 51007 in table.rows_by_pid
+        clock.advance(50)
+        await refresh(app, pilot)
+        assert 51007 not in table.rows_by_pid
+
+
+async def test_nvml_faults_show_on_the_panel_and_the_app_keeps_running() -> None:
+    clock = ManualClock(1)
+    app = make_app("faults", clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        assert "No GPU shown" in text_of(app, "#status") and "mismatch" in text_of(app, "#status")
+        clock.advance(11)
+        await refresh(app, pilot)
+        assert "lost" in text_of(app, "#gpu-1-text").lower()
+        assert app.query_one("#gpu-1").has_class("failed")
+        assert "A100" in text_of(app, "#gpu-0-text")
+        clock.advance(10)
+        await refresh(app, pilot)
+        assert not app.query_one("#gpu-1").has_class("failed") and "A100" in text_of(app, "#gpu-1-text")
+        assert app.is_running
+
+
+async def test_sort_and_filters() -> None:
+    app = make_app("workstation", ManualClock(40))
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        table = app.query_one(ProcessTable)
+        first = table.selected
+        assert first is not None and first.pid == max(table.rows_by_pid.values(), key=lambda r: r.gpu_memory).pid
+        await pilot.press("u")
+        assert {r.user for r in table.rows_by_pid.values()} == {"alice"}
+        await pilot.press("u", "g")
+        assert all(0 in r.gpus for r in table.rows_by_pid.values())
+        await pilot.press("s")
+        assert table.sort_name == "cpu"
+
+
+async def test_help_screen_opens_and_closes() -> None:
+    app = make_app("workstation", ManualClock(5))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def _select(app: GpudocApp, pilot: Any, pid: int) -> None:
+    table = app.query_one(ProcessTable)
+    table.move_cursor(row=table.get_row_index(str(pid)))
+    await pilot.pause()
+    assert table.selected is not None and table.selected.pid == pid
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_confirmed_kill_ends_a_real_orphan(dev: Path, spawn: Spawner) -> None:  # noqa: F811
+    trainer, (worker,) = spawn.start(trainer_script(dev, exits=True))
+    trainer.wait()
+    app = make_app("workstation", ManualClock(5), glob=str(dev / "nvidia*"))
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        row = app.query_one(ProcessTable).rows_by_pid[worker]
+        assert row.verdict.value == "orphan" and not row.in_nvml
+        await _select(app, pilot, worker)
+        await pilot.press("k")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert alive(worker)
+        await pilot.press("k")
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not alive(worker)
+        await refresh(app, pilot)
+        assert worker not in app.query_one(ProcessTable).rows_by_pid
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_reap_key_ends_orphans_and_spares_active_holders(dev: Path, spawn: Spawner) -> None:  # noqa: F811
+    trainer, (orphan,) = spawn.start(trainer_script(dev, exits=True))
+    trainer.wait()
+    live, (live_worker,) = spawn.start(trainer_script(dev, exits=False))
+    app = make_app("workstation", ManualClock(5), glob=str(dev / "nvidia*"))
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        await pilot.press("r")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not alive(orphan)
+        assert alive(live.pid) and alive(live_worker)
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_readonly_offers_no_kill(dev: Path, spawn: Spawner) -> None:  # noqa: F811
+    trainer, (worker,) = spawn.start(trainer_script(dev, exits=True))
+    trainer.wait()
+    app = make_app("workstation", ManualClock(5), glob=str(dev / "nvidia*"), readonly=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        await _select(app, pilot, worker)
+        await pilot.press("k", "t", "r")
+        assert not isinstance(app.screen, ConfirmScreen)
+        enabled = {active.binding.action: active.enabled for active in app.active_bindings.values()}
+        assert enabled["quit"] and not any(enabled.get(a) for a in ("kill", "terminate", "reap"))
+        assert alive(worker)
+
+
+def test_main_screen_snapshot(snap_compare: Any) -> None:
+    async def sample(pilot: Any) -> None:
+        await refresh(pilot.app, pilot)
+
+    assert snap_compare(make_app("dgx", ManualClock(30)), terminal_size=SIZE, run_before=sample)
+
+
+def test_fault_screen_snapshot(snap_compare: Any) -> None:
+    async def sample(pilot: Any) -> None:
+        await refresh(pilot.app, pilot)
+
+    assert snap_compare(make_app("faults", ManualClock(12)), terminal_size=SIZE, run_before=sample)
+
+
+def test_help_screen_snapshot(snap_compare: Any) -> None:
+    assert snap_compare(make_app("workstation", ManualClock(5)), terminal_size=SIZE, press=["question_mark"])

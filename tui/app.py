@@ -1,0 +1,192 @@
+"""The live monitor: GPU panels, host panel and process table over a :class:`Monitor`.
+
+Sampling runs on a worker thread that only posts messages, so NVML or /proc stalls never
+freeze the screen; a poll still running when the next is due is simply skipped.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Footer, Header, Static
+
+from gpudoc.monitor import Monitor, MonitorSample, ProcessRow
+from gpudoc.output import format_bytes
+from gpudoc.reap.end import Outcome
+
+from .messages import ActionFinished, SampleFailed, Sampled
+from .screens import ConfirmScreen, HelpScreen
+from .widgets import GpuPanel, HostPanel, ProcessTable
+
+_ACTIONS = ("terminate", "kill", "reap")
+
+
+class GpudocApp(App[None]):
+    """``monitor`` is sampled every ``interval`` seconds; ``readonly`` removes every action
+    that signals a process; ``host_name`` titles the screen (this machine's by default)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "gpudoc"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("s", "sort", "Sort"),
+        Binding("u", "filter_user", "User"),
+        Binding("g", "filter_gpu", "GPU"),
+        Binding("t", "terminate", "Terminate"),
+        Binding("k", "kill", "Kill"),
+        Binding("r", "reap", "Reap orphans"),
+    ]
+
+    def __init__(
+        self, monitor: Monitor, *, interval: float = 1.0, readonly: bool = False, host_name: str | None = None
+    ) -> None:
+        super().__init__()
+        self.host_name = host_name or socket.gethostname()
+        self.monitor = monitor
+        self.interval = interval
+        self.readonly = readonly
+        self.sample: MonitorSample | None = None
+        self.samples = 0
+        self._polling = threading.Lock()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="top"):
+            yield Static("waiting for the first sample…", id="status")
+            yield VerticalScroll(id="gpus")
+            yield HostPanel(id="host")
+        yield ProcessTable()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.host_name + ("  [read-only]" if self.readonly else "")
+        self.query_one(ProcessTable).focus()
+        self.poll()
+        self.set_interval(self.interval, self.poll)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Signal actions do not exist in read-only mode (hidden from the footer too)."""
+        return not (self.readonly and action in _ACTIONS)
+
+    @work(thread=True, group="poll")
+    def poll(self) -> None:
+        """Take one sample on a worker thread; skipped while the previous one still runs."""
+        if not self._polling.acquire(blocking=False):
+            return
+        try:
+            self.post_message(Sampled(self.monitor.sample()))
+        except Exception as exc:  # the monitor must survive anything a poll meets
+            self.post_message(SampleFailed(f"{type(exc).__name__}: {exc}"))
+        finally:
+            self._polling.release()
+
+    def on_sampled(self, message: Sampled) -> None:
+        self.sample = sample = message.sample
+        self.samples += 1
+        gpus = sample.gpus
+        status = self.query_one("#status", Static)
+        if gpus.error:
+            status.update(f"[b]No GPU shown:[/b] {gpus.error}")
+        else:
+            used = sum(d.memory_used for d in gpus.devices if isinstance(d.memory_used, int))
+            status.update(
+                f"{len(gpus.devices)} GPU(s) via {gpus.backend}  driver {gpus.driver.driver_version}  "
+                f"CUDA {gpus.driver.cuda_version}  {format_bytes(used)} GPU memory in use"
+            )
+        status.set_class(bool(gpus.error), "error")
+        self._show_gpus(sample)
+        self.query_one(HostPanel).show(sample.host)
+        self.query_one(ProcessTable).show(sample.processes)
+
+    def _show_gpus(self, sample: MonitorSample) -> None:
+        container = self.query_one("#gpus", VerticalScroll)
+        panels = {p.index: p for p in container.query(GpuPanel)}
+        wanted = {d.index for d in sample.gpus.devices}
+        for index in set(panels) - wanted:
+            panels.pop(index).remove()
+        for device in sample.gpus.devices:
+            if device.index in panels:
+                panels[device.index].show(device)
+        new = [GpuPanel(d) for d in sample.gpus.devices if d.index not in panels]
+        if new:
+            container.mount_all(new)
+
+    def on_sample_failed(self, message: SampleFailed) -> None:
+        self.query_one("#status", Static).update(f"[b]sampling failed:[/b] {message.error} (retrying)")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_sort(self) -> None:
+        self.notify(f"sorted by {self.query_one(ProcessTable).cycle_sort()}")
+
+    def action_filter_user(self) -> None:
+        self.notify(f"showing {self.query_one(ProcessTable).cycle_user()}")
+
+    def action_filter_gpu(self) -> None:
+        self.notify(f"showing {self.query_one(ProcessTable).cycle_gpu()}")
+
+    def action_terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def action_kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        row = self.query_one(ProcessTable).selected
+        if row is None:
+            self.notify("no process selected", severity="warning")
+            return
+        verdict = getattr(row.verdict, "value", "-")
+        question = f"Send {sig.name} to {row.pid} ({row.user}, {verdict})?\n{row.command[:200]}"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._send(row, sig)
+
+        self.push_screen(ConfirmScreen(question), answered)
+
+    @work(thread=True, group="action")
+    def _send(self, row: ProcessRow, sig: signal.Signals) -> None:
+        action = self.monitor.signal(row, sig)
+        ok = action.outcome in (Outcome.ENDED, Outcome.GONE)
+        self.post_message(ActionFinished(f"{row.pid}: {action.action}", ok))
+
+    def action_reap(self) -> None:
+        sample = self.sample
+        orphans = [r for r in sample.processes if getattr(r.verdict, "value", None) == "orphan"] if sample else []
+        if not orphans:
+            self.notify("no orphaned GPU holder in the last scan")
+            return
+        listing = "\n".join(f"  {r.pid} {r.user} {r.command[:60]}" for r in orphans[:10])
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._reap()
+
+        self.push_screen(
+            ConfirmScreen(f"End {len(orphans)} orphan(s) you own (SIGTERM, then SIGKILL)?\n{listing}"), answered
+        )
+
+    @work(thread=True, group="action")
+    def _reap(self) -> None:
+        result = self.monitor.reap_orphans()
+        if result is None:
+            self.post_message(ActionFinished("nothing of yours to reap", True))
+            return
+        ended = [pid for pid, a in result.actions.items() if a.outcome is Outcome.ENDED]
+        done = (Outcome.ENDED, Outcome.GONE)
+        failed = [f"{pid}: {a.action}" for pid, a in result.actions.items() if a.outcome not in done]
+        summary = f"ended {len(ended)}, freed {sum(result.freed_fds.values())} descriptor(s)"
+        self.post_message(ActionFinished("; ".join([summary, *failed]), not failed))
+
+    def on_action_finished(self, message: ActionFinished) -> None:
+        self.notify(message.summary, severity="information" if message.ok else "error")
+        self.poll()

@@ -1,0 +1,74 @@
+"""Modal screens: the confirmation before any signal, and the keyboard help."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Asks before acting; "No" has the focus, Escape answers No."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,n", "answer(False)", "No"),
+        Binding("y", "answer(True)", "Yes"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(self.question, id="question")
+            with Horizontal(id="buttons"):
+                yield Button("Yes", variant="error", id="yes")
+                yield Button("No", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+HELP = """\
+[b]gpudoc monitor[/b]
+
+  [b]↑ ↓[/b] / mouse   select a process
+  [b]s[/b]             sort by GPU memory → CPU → PID → age → user
+  [b]u[/b]             show one user's processes (cycles)
+  [b]g[/b]             show one GPU's processes (cycles)
+  [b]t[/b]             terminate the selected process (SIGTERM)
+  [b]k[/b]             kill the selected process (SIGKILL)
+  [b]r[/b]             reap: end your orphaned GPU holders (as `gpudoc reap --yes`)
+  [b]?[/b]             this help
+  [b]q[/b]             quit
+
+Verdicts come from `gpudoc reap`: [red]orphan[/] (parent gone, idle, no CUDA context),
+[yellow]detached[/] (parent gone, still working), [green]active[/], [cyan]protected[/].
+Every action asks first; only your own processes can be signalled unless you are root.
+With --readonly, t, k and r are off.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """The keys, and what the verdicts mean."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help"):
+            yield Static(HELP)
+            yield Static("[dim]Escape closes[/]")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
