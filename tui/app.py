@@ -11,11 +11,12 @@ import socket
 import threading
 from typing import ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header
 
 from gpudoc.monitor import Monitor, MonitorSample, ProcessRow
 from gpudoc.output import format_bytes
@@ -23,7 +24,7 @@ from gpudoc.reap.end import Outcome
 
 from .messages import ActionFinished, SampleFailed, Sampled
 from .screens import ConfirmScreen, HelpScreen
-from .widgets import GpuPanel, HostPanel, ProcessTable
+from .widgets import GpuPanel, HostPanel, ProcessTable, TextPanel
 
 _ACTIONS = ("terminate", "kill", "reap")
 
@@ -60,7 +61,7 @@ class GpudocApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="top"):
-            yield Static("waiting for the first sample…", id="status")
+            yield TextPanel(id="status")
             yield VerticalScroll(id="gpus")
             yield HostPanel(id="host")
         yield ProcessTable()
@@ -92,15 +93,15 @@ class GpudocApp(App[None]):
         self.sample = sample = message.sample
         self.samples += 1
         gpus = sample.gpus
-        status = self.query_one("#status", Static)
+        status = self.query_one("#status", TextPanel)
         if gpus.error:
-            status.update(f"[b]No GPU shown:[/b] {gpus.error}")
+            status.set_text(Text.assemble(("No GPU shown: ", "bold"), gpus.error))
         else:
             used = sum(d.memory_used for d in gpus.devices if isinstance(d.memory_used, int))
-            status.update(
+            status.set_text(Text(
                 f"{len(gpus.devices)} GPU(s) via {gpus.backend}  driver {gpus.driver.driver_version}  "
                 f"CUDA {gpus.driver.cuda_version}  {format_bytes(used)} GPU memory in use"
-            )
+            ))
         status.set_class(bool(gpus.error), "error")
         self._show_gpus(sample)
         self.query_one(HostPanel).show(sample.host)
@@ -120,7 +121,9 @@ class GpudocApp(App[None]):
             container.mount_all(new)
 
     def on_sample_failed(self, message: SampleFailed) -> None:
-        self.query_one("#status", Static).update(f"[b]sampling failed:[/b] {message.error} (retrying)")
+        self.query_one("#status", TextPanel).set_text(
+            Text.assemble(("sampling failed: ", "bold"), f"{message.error} (retrying)")
+        )
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -49,3 +49,13 @@ def bar(percent: Any, width: int = 20) -> Text:
     text.append("░" * (width - filled), style="dim")
     text.append(f" {value:3.0f}%")
     return text
+
+
+_LEVELS = " ▁▂▃▄▅▆▇█"
+
+
+def history(values: Any, style: str, width: int = 50) -> Text:
+    """The last ``width`` percentages as a one-line block chart, oldest first."""
+    points = list(values)[-width:]
+    chart = "".join(_LEVELS[round(max(0.0, min(100.0, v)) / 100 * (len(_LEVELS) - 1))] for v in points)
+    return Text(chart.rjust(width, " "), style=style)

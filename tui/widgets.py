@@ -7,9 +7,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Sparkline, Static
+from textual.widgets import DataTable, Static
 
 from gpudoc.gpu.model import GpuDevice
 from gpudoc.host import HostSnapshot
@@ -17,9 +15,9 @@ from gpudoc.monitor import ProcessRow
 from gpudoc.na import NotAvailable
 from gpudoc.reap.classify import Verdict
 
-from .format import NA_TEXT, bar, duration, na, rate, size
+from .format import NA_TEXT, bar, duration, history, na, rate, size
 
-HISTORY = 60
+HISTORY = 50
 VERDICT_STYLES = {
     Verdict.ORPHAN: "bold red",
     Verdict.DETACHED: "yellow",
@@ -34,44 +32,53 @@ def _percent(used: Any, total: Any) -> float | None:
     return None
 
 
-class GpuPanel(Vertical):
-    """One GPU: readings, utilisation and memory bars, and their recent history."""
+class TextPanel(Static):
+    """A Static that redraws only when its text changed, and lays out again only when its
+    line count did (a monitor redraws every second; layout is the costly part)."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._shown: tuple[str, tuple[Any, ...]] | None = None
+
+    def set_text(self, text: Text) -> None:
+        key = (text.plain, tuple(text.spans))
+        if key == self._shown:
+            return
+        relayout = self._shown is None or self._shown[0].count("\n") != text.plain.count("\n")
+        self._shown = key
+        self.update(text, layout=relayout)
+
+
+class GpuPanel(TextPanel):
+    """One GPU: readings, utilisation and memory bars, and their recent history drawn with
+    block characters (one text widget per GPU keeps a redraw cheap)."""
 
     def __init__(self, device: GpuDevice) -> None:
         super().__init__(id=f"gpu-{device.index}", classes="gpu")
         self.index = device.index
+        self.util_history: deque[float] = deque(maxlen=HISTORY)
+        self.memory_history: deque[float] = deque(maxlen=HISTORY)
         self._first = device
-        self.util_history: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
-        self.memory_history: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
-
-    def compose(self) -> ComposeResult:
-        yield Static(id=f"gpu-{self.index}-text", classes="gpu-text")
-        with Horizontal(classes="history"):
-            yield Sparkline(list(self.util_history), id=f"gpu-{self.index}-util", classes="spark")
-            yield Sparkline(list(self.memory_history), id=f"gpu-{self.index}-mem", classes="spark")
 
     def on_mount(self) -> None:
         self.show(self._first)
 
     def show(self, device: GpuDevice) -> None:
         """Show ``device``'s readings (or its error, keeping the history)."""
-        text = self.query_one(f"#gpu-{self.index}-text", Static)
         self.set_class(device.error is not None, "failed")
         if device.error is not None:
-            text.update(Text.assemble((f"GPU {self.index}  ", "bold"), (device.error, "red")))
+            self.set_text(Text.assemble((f"GPU {self.index}  ", "bold"), (device.error, "red")))
             return
         memory_percent = _percent(device.memory_used, device.memory_total)
         util = device.utilization_gpu if isinstance(device.utilization_gpu, int) else None
         self.util_history.append(float(util or 0))
         self.memory_history.append(memory_percent or 0.0)
-        self.query_one(f"#gpu-{self.index}-util", Sparkline).data = list(self.util_history)
-        self.query_one(f"#gpu-{self.index}-mem", Sparkline).data = list(self.memory_history)
         power = (
             f"{device.power_draw:.0f}/{device.power_limit:.0f} W"
             if isinstance(device.power_draw, float) and isinstance(device.power_limit, float)
             else f"{na(device.power_draw, '{:.0f}')} W"
         )
-        lines = Text.assemble(
+        self.set_text(Text.assemble(
             (f"GPU {self.index}  ", "bold"), (na(device.name), "bold"),
             f"   {na(device.temperature, '{}°C')}  fan {na(device.fan_speed, '{}%')}  {power}\n",
             "util ", bar(device.utilization_gpu), "   mem ", bar(memory_percent),
@@ -79,14 +86,15 @@ class GpuPanel(Vertical):
             (
                 f"SM {na(device.clock_sm, '{} MHz')}  MEM {na(device.clock_memory, '{} MHz')}  "
                 f"PCIe rx {rate(device.pcie_rx)} tx {rate(device.pcie_tx)}  "
-                f"{len(device.processes)} process(es)",
+                f"{len(device.processes)} process(es)\n",
                 "dim",
             ),
-        )
-        text.update(lines)
+            ("util ", "dim"), history(self.util_history, "green"),
+            ("   mem ", "dim"), history(self.memory_history, "magenta"),
+        ))
 
 
-class HostPanel(Static):
+class HostPanel(TextPanel):
     """CPU per core, memory, swap, load, disk and network rates."""
 
     def show(self, host: HostSnapshot) -> None:
@@ -111,7 +119,7 @@ class HostPanel(Static):
         )
         summary.append("\n")
         summary.append_text(cores)
-        self.update(summary)
+        self.set_text(summary)
 
 
 SortKey = Callable[[ProcessRow], Any]
@@ -136,13 +144,15 @@ class ProcessTable(DataTable[Any]):
     def __init__(self) -> None:
         super().__init__(id="processes", cursor_type="row", zebra_stripes=True)
         self.rows_by_pid: dict[int, ProcessRow] = {}
+        self._cells: dict[str, tuple[Any, ...]] = {}
+        self._column_keys: list[Any] = []
         self.sort_name = "gpu-mem"
         self.user_filter: str | None = None
         self.gpu_filter: int | None = None
         self._all: tuple[ProcessRow, ...] = ()
 
     def on_mount(self) -> None:
-        self.add_columns(*self.COLUMNS)
+        self._column_keys = self.add_columns(*self.COLUMNS)
 
     def show(self, rows: tuple[ProcessRow, ...]) -> None:
         """Replace the rows, keeping the cursor on the same PID when it is still there."""
@@ -156,23 +166,22 @@ class ProcessTable(DataTable[Any]):
             if (self.user_filter is None or r.user == self.user_filter)
             and (self.gpu_filter is None or self.gpu_filter in r.gpus)
         ]
-        key, reverse = self.SORTS[self.sort_name]
-        rows.sort(key=key, reverse=reverse)
+        order, reverse = self.SORTS[self.sort_name]
+        rows.sort(key=order, reverse=reverse)
         self.rows_by_pid = {r.pid: r for r in rows}
-        self.clear()
-        for r in rows:
-            verdict = (
-                Text(r.verdict.value, style=VERDICT_STYLES.get(r.verdict, ""))
-                if isinstance(r.verdict, Verdict) else Text("-", style="dim")
-            )
-            self.add_row(
-                str(r.pid), na(r.user), ",".join(map(str, r.gpus)) or "-",
-                size(r.gpu_memory) if not isinstance(r.gpu_memory, NotAvailable) else "-",
-                na(r.cpu_percent, "{:.0f}"), size(r.rss), duration(r.age), verdict, r.command,
-                key=str(r.pid),
-            )
-        if selected is not None and selected.pid in self.rows_by_pid:
-            self.move_cursor(row=self.get_row_index(str(selected.pid)))
+        cells = {str(r.pid): _cells(r) for r in rows}
+        if list(cells) == list(self._cells):
+            for key, values in cells.items():
+                for column, old, new in zip(self._column_keys, self._cells[key], values):
+                    if old != new:
+                        self.update_cell(key, column, new)
+        else:
+            self.clear()
+            for key, values in cells.items():
+                self.add_row(*values, key=key)
+            if selected is not None and selected.pid in self.rows_by_pid:
+                self.move_cursor(row=self.get_row_index(str(selected.pid)))
+        self._cells = cells
 
     @property
     def selected(self) -> ProcessRow | None:
@@ -206,3 +215,15 @@ class ProcessTable(DataTable[Any]):
 def _next(options: list[Any], current: Any) -> Any:
     """The option after ``current`` (the first when ``current`` is gone)."""
     return options[(options.index(current) + 1) % len(options)] if current in options else options[0]
+
+
+def _cells(r: ProcessRow) -> tuple[Any, ...]:
+    verdict = (
+        Text(r.verdict.value, style=VERDICT_STYLES.get(r.verdict, ""))
+        if isinstance(r.verdict, Verdict) else Text("-", style="dim")
+    )
+    return (
+        str(r.pid), na(r.user), ",".join(map(str, r.gpus)) or "-",
+        size(r.gpu_memory) if not isinstance(r.gpu_memory, NotAvailable) else "-",
+        na(r.cpu_percent, "{:.0f}"), size(r.rss), duration(r.age), verdict, r.command,
+    )

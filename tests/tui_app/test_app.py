@@ -53,7 +53,7 @@ async def test_panels_show_the_scenarios_readings() -> None:
     app = make_app("workstation", clock)
     async with app.run_test(size=SIZE) as pilot:
         await refresh(app, pilot)
-        gpu0 = text_of(app, "#gpu-0-text")
+        gpu0 = text_of(app, "#gpu-0")
         assert "NVIDIA GeForce RTX 4090" in gpu0 and "/ 24.0 GiB" in gpu0 and "W" in gpu0
         assert "2 GPU(s) via simulated" in text_of(app, "#status")
         assert "load 1.50 1.25 0.75" in text_of(app, "#host") and "20.0 GiB / 64.0 GiB" in text_of(app, "#host")
@@ -85,12 +85,12 @@ async def test_nvml_faults_show_on_the_panel_and_the_app_keeps_running() -> None
         assert "No GPU shown" in text_of(app, "#status") and "mismatch" in text_of(app, "#status")
         clock.advance(11)
         await refresh(app, pilot)
-        assert "lost" in text_of(app, "#gpu-1-text").lower()
+        assert "lost" in text_of(app, "#gpu-1").lower()
         assert app.query_one("#gpu-1").has_class("failed")
-        assert "A100" in text_of(app, "#gpu-0-text")
+        assert "A100" in text_of(app, "#gpu-0")
         clock.advance(10)
         await refresh(app, pilot)
-        assert not app.query_one("#gpu-1").has_class("failed") and "A100" in text_of(app, "#gpu-1-text")
+        assert not app.query_one("#gpu-1").has_class("failed") and "A100" in text_of(app, "#gpu-1")
         assert app.is_running
 
 

@@ -1,0 +1,115 @@
+"""CPU cost and time to first frame of the live monitor, measured from outside, next to nvitop.
+
+Each monitor runs on its own pseudo-terminal (120x40, output drained as a terminal would);
+after a warm-up, the CPU time of its whole process tree is read over ``--seconds`` and
+reported as percent of one core. Time to first frame is from spawn until the first GPU name
+is drawn. gpudoc runs ``tui --demo dgx`` (8 simulated H100s, 1 s interval); nvitop needs a
+real NVML and is reported as not runnable where there is none.
+
+    python benchmarks/tui_cpu.py --seconds 60 --peer-bin /tmp/peers/bin
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+
+class Drained:
+    """A command on a pty whose output is read continuously."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.main, child = os.openpty()
+        os.set_blocking(self.main, False)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env.update(TERM="xterm-256color", COLORTERM="truecolor", COLUMNS="120", LINES="40")
+        self.start = time.perf_counter()
+        self.proc = subprocess.Popen(argv, stdin=child, stdout=child, stderr=child, env=env)
+        os.close(child)
+        self.seen = b""
+
+    def pump(self, seconds: float, until: bytes | None = None) -> float | None:
+        """Read output for ``seconds``; the time since spawn at which ``until`` appeared."""
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            ready, _, _ = select.select([self.main], [], [], 0.05)
+            if ready:
+                try:
+                    self.seen += os.read(self.main, 1 << 16)[-4096:]
+                except OSError:
+                    return None
+                if until and until in self.seen:
+                    return time.perf_counter() - self.start
+            if self.proc.poll() is not None:
+                return None
+        return None
+
+    def cpu_seconds(self) -> float:
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        os.close(self.main)
+
+
+def measure(argv: list[str], marker: bytes, seconds: float) -> tuple[float | None, float | None]:
+    run = Drained(argv)
+    try:
+        first = run.pump(30, until=marker)
+        if first is None:
+            return None, None
+        run.pump(3)
+        before, t0 = run.cpu_seconds(), time.perf_counter()
+        run.pump(seconds)
+        used, elapsed = run.cpu_seconds() - before, time.perf_counter() - t0
+        if run.proc.poll() is not None:
+            return None, None
+        return first, 100.0 * used / elapsed
+    finally:
+        run.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--peer-bin", type=Path)
+    args = parser.parse_args()
+    gpudoc = str(Path(sys.executable).with_name("gpudoc"))
+    nvitop = str(args.peer_bin / "nvitop") if args.peer_bin else shutil.which("nvitop")
+    cases = {"gpudoc tui --demo dgx": ([gpudoc, "tui", "--demo", "dgx"], b"H100")}
+    if nvitop:
+        cases["nvitop"] = ([nvitop], b"NVIDIA")
+    print("| monitor | first frame s | CPU % of one core |")
+    print("|---|---:|---:|")
+    for name, (argv, marker) in cases.items():
+        first, cpu = measure(argv, marker, args.seconds)
+        if first is None or cpu is None:
+            print(f"| {name} | not runnable here | |")
+        else:
+            print(f"| {name} | {first:.2f} | {cpu:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
