@@ -196,3 +196,20 @@ def test_fault_screen_snapshot(snap_compare: Any) -> None:
 
 def test_help_screen_snapshot(snap_compare: Any) -> None:
     assert snap_compare(make_app("workstation", ManualClock(5)), terminal_size=SIZE, press=["question_mark"])
+
+
+async def test_mouse_selects_a_row_and_a_resize_keeps_everything_on_screen() -> None:
+    app = make_app("workstation", ManualClock(40))
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        table = app.query_one(ProcessTable)
+        assert table.row_count >= 3
+        await pilot.click(ProcessTable, offset=(2, 3))
+        await pilot.pause()
+        assert table.cursor_row == 2 and table.selected is not None
+        chosen = table.selected.pid
+        await pilot.resize_terminal(80, 30)
+        await refresh(app, pilot)
+        assert app.size == (80, 30)
+        assert table.region.bottom <= 30 and table.region.height >= 3
+        assert table.selected is not None and table.selected.pid == chosen
