@@ -36,3 +36,12 @@ def test_find_orphans_makes_finds_and_ends_an_orphan() -> None:
     verdict_line, action_line = out.stdout.splitlines()
     assert "orphan" in verdict_line and "process-group leader" in verdict_line
     assert verdict_line.split()[0] == action_line.split()[0] and "ended by SIGTERM" in action_line
+
+
+def test_mask_rules_example_shows_where_rules_differ() -> None:
+    out = run(str(EXAMPLES / "mask_rules.py"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split(None, 1) == ["ge", "[[0, 0, 1, 1], [1, 1, 0, 0]]"]
+    assert lines[1].split(None, 1) == ["gt", "[[0, 0, 1, 1], [0, 1, 0, 0]]"]
+    assert "tf.cast(x + 0.5, tf.int32)                   differs on 1" in out.stdout

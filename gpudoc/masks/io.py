@@ -1,0 +1,104 @@
+"""Reading probability maps and masks (png, tif, npy, npz; files or directories) and
+writing masks atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from gpudoc.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+ARRAY_SUFFIXES = (".npy", ".npz")
+SUFFIXES = IMAGE_SUFFIXES + ARRAY_SUFFIXES
+
+
+def expand(paths: list[str]) -> list[Path]:
+    """Files as given, and the supported files of directories (sorted by name)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw.split(":", 1)[0] if ".npz:" in raw else raw)
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+            if not inside:
+                raise InputError(f"{path}: no png, tif, npy or npz file in this directory")
+            found.extend(inside)
+        elif not path.exists():
+            raise InputError(f"{path}: no such file or directory")
+        else:
+            found.append(Path(raw))
+    return found
+
+
+def read_array(path: Path) -> np.ndarray:
+    """One image or array; errors name the file and what is wrong."""
+    name, _, key = str(path).partition(".npz:")
+    if key:
+        name += ".npz"
+    file = Path(name)
+    suffix = file.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(file, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(file, allow_pickle=False) as bundle:
+                names = list(bundle.files)
+                if key:
+                    if key not in names:
+                        raise InputError(f"{file}: no array {key!r} (it has {', '.join(names)})")
+                    return bundle[key]
+                if len(names) != 1:
+                    raise InputError(
+                        f"{file}: {len(names)} arrays ({', '.join(names)})", f"choose one as {file}:NAME"
+                    )
+                return bundle[names[0]]
+        if suffix in IMAGE_SUFFIXES:
+            from PIL import Image
+
+            with Image.open(file) as image:
+                if image.mode not in ("1", "L", "I", "I;16", "F"):
+                    raise InputError(
+                        f"{file}: a {image.mode} image; a probability map or mask has one channel",
+                        "save a single-channel (grayscale) image",
+                    )
+                return np.asarray(image)
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{file}: cannot read it ({exc})") from None
+    raise InputError(f"{file}: unsupported file type {suffix or '(none)'}", "use png, tif, npy or npz")
+
+
+def read_truth(path: Path) -> np.ndarray:
+    """A ground-truth mask as bool: 0/1 or 0/255 values only."""
+    values = read_array(path)
+    present = np.unique(values)
+    if set(present.tolist()) <= {0, 1}:
+        return values.astype(bool)
+    if set(present.tolist()) <= {0, 255}:
+        return values == 255
+    raise InputError(f"{path}: a mask holds 0/1 or 0/255 only; found values such as {present[:5].tolist()}")
+
+
+def write_mask(mask: np.ndarray, dest: Path, *, force: bool = False) -> None:
+    """A 0/1 mask as a 0/255 PNG or a 0/1 uint8 .npy, written to a temporary file and
+    renamed into place; an existing file is replaced only with ``force``."""
+    if dest.exists() and not force:
+        raise InputError(f"{dest}: exists", "pass --force to replace it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            if dest.suffix.lower() == ".npy":
+                np.save(out, mask.astype(np.uint8))
+            else:
+                from PIL import Image
+
+                Image.fromarray(mask.astype(np.uint8) * 255).save(out, format="PNG")
+        os.replace(temp, dest)
+    except BaseException:
+        os.unlink(temp)
+        raise
