@@ -19,6 +19,7 @@ from gpudoc.output import print_error
 # tensorflow, textual) inside their functions, so listing commands stays fast.
 COMMANDS = {
     "doctor": "gpudoc.cli.doctor:doctor",
+    "events": "gpudoc.cli.events:events",
     "mask": "gpudoc.cli.mask:mask",
     "reap": "gpudoc.cli.reap:reap",
     "serve": "gpudoc.cli.serve:serve",

@@ -1,0 +1,178 @@
+"""``gpudoc events info|trim``: lossless TensorBoard event-file tools."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from gpudoc.cli.common import json_option
+from gpudoc.errors import ExitCode, InputError
+
+KIND_NAMES = ["scalar", "histogram", "image", "audio", "text", "pr_curve", "tensor", "hparams", "graph",
+              "run_metadata", "session_log", "file_version", "log_message", "source_metadata", "metadata"]
+
+
+def _time(text: str | None, option: str) -> float | None:
+    """Seconds since the epoch, or an ISO date/time (local time unless it has a zone)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise InputError(f"{option} {text!r}: give seconds since the epoch or an ISO date/time") from None
+
+
+def _patterns(values: tuple[str, ...], option: str) -> tuple[re.Pattern[str], ...]:
+    try:
+        return tuple(re.compile(v) for v in values)
+    except re.error as exc:
+        raise InputError(f"{option}: bad regular expression ({exc})") from None
+
+
+@click.group()
+def events() -> None:
+    """Inspect, trim and export TensorBoard event files without losing anything."""
+
+
+@events.command()
+@click.argument("paths", nargs=-1, required=True)
+@json_option
+def info(paths: tuple[str, ...], as_json: bool) -> int:
+    """Per run: files, records, steps, wall time, tags by kind, restarts, duplicates, damage.
+
+    PATH is an event file, a run directory or a logdir. Exit 1 when a file is damaged or ends
+    in an incomplete record.
+    """
+    from gpudoc.events import RunInfo, discover, run_info
+    from gpudoc.output import emit_json
+
+    infos: list[tuple[str, RunInfo]] = []
+    for path in paths:
+        root, runs = discover(path)
+        infos.extend((path, run_info(run, root)) for run in runs)
+    if as_json:
+        emit_json([{"path": p, **_jsonable(i)} for p, i in infos])
+    else:
+        for path, item in infos:
+            _print_info(path, item)
+    return ExitCode.FINDINGS if any(i.problems for _, i in infos) else ExitCode.OK
+
+
+def _jsonable(value: object) -> dict[str, object]:
+    from gpudoc.output import to_jsonable
+
+    data: dict[str, object] = to_jsonable(value)
+    return data
+
+
+def _print_info(path: str, item: object) -> None:
+    from gpudoc.events.info import RunInfo
+    from gpudoc.output import format_bytes
+
+    assert isinstance(item, RunInfo)
+    span = ""
+    if item.wall_start is not None and item.wall_end is not None:
+        start = datetime.fromtimestamp(item.wall_start).isoformat(timespec="seconds")
+        span = f", {start} + {item.wall_end - item.wall_start:.0f} s"
+    click.echo(f"run {item.run} ({path}): {len(item.files)} file(s), {item.records} records, "
+               f"{format_bytes(item.bytes)}, steps {item.step_min}..{item.step_max}{span}")
+    click.echo("  kinds: " + ", ".join(f"{k} {n}" for k, n in item.kinds.items()))
+    for tag in item.tags:
+        duplicates = f", {tag.duplicate_steps} duplicated step(s)" if tag.duplicate_steps else ""
+        click.echo(f"  {tag.kind:<10} {tag.tag:<40} {tag.count:>8} values, steps {tag.step_min}..{tag.step_max}"
+                   f"{duplicates}")
+    for restart in item.restarts:
+        where = f" ({restart.tag})" if restart.tag else ""
+        click.echo(f"  restart at step {restart.step}{where}, {restart.file} record {restart.record}: "
+                   f"{restart.resolution}")
+    for file in item.files:
+        for damage in file.damage:
+            click.echo(f"  DAMAGED {file.path} bytes {damage.start}..{damage.end}: {damage.reason}")
+        if file.partial_bytes:
+            click.echo(f"  INCOMPLETE {file.path}: the last {file.partial_bytes} bytes are a partial record "
+                       "(cut off, or still being written)")
+
+
+@events.command("trim")
+@click.argument("src")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Destination logdir (mirrors SRC's layout); not inside SRC's runs.")
+@click.option("--steps", help="Inclusive step range A:B; open ends allowed (80:, :100).")
+@click.option("--tags", multiple=True, help="Keep only tags matching this regular expression (repeatable).")
+@click.option("--exclude-tags", multiple=True, help="Drop tags matching this regular expression (repeatable).")
+@click.option("--kinds", help=f"Keep only these kinds, comma-separated ({', '.join(KIND_NAMES[:7])}, …).")
+@click.option("--start", help="Drop records before this wall time (epoch seconds or ISO time).")
+@click.option("--end", help="Drop records after this wall time.")
+@click.option("--drop-run-level", is_flag=True, help="Filter file_version/graph/hparams records like the rest.")
+@click.option("--dry-run", is_flag=True, help="Print what would be kept, per kind and tag; write nothing.")
+@click.option("--salvage", is_flag=True,
+              help="Skip damaged records (and an incomplete last record) instead of failing.")
+@click.option("--force", is_flag=True, help="Write into a destination that is not empty.")
+@click.option("--in-place", is_flag=True, help="Rewrite SRC's files (needs --backup).")
+@click.option("--backup", type=click.Path(path_type=Path), help="With --in-place: copy the originals here first.")
+@json_option
+def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[str, ...], exclude_tags: tuple[str, ...],
+                 kinds: str | None, start: str | None, end: str | None, drop_run_level: bool, dry_run: bool,
+                 salvage: bool, force: bool, in_place: bool, backup: Path | None, as_json: bool) -> int:
+    """Keep part of a run, losslessly: a step range, tags, kinds or a time window.
+
+    Kept records are copied byte for byte (wall times, every value kind, metadata); a tag
+    whose first value (which carries its metadata) is cut gets that metadata on its first
+    kept value. Output is verified before it replaces anything.
+    """
+    from gpudoc.events import TrimSpec, discover, parse_steps, trim
+    from gpudoc.events.model import Kind
+    from gpudoc.events.trim import check_destination
+    from gpudoc.output import emit_json
+
+    first, last = parse_steps(steps) if steps else (None, None)
+    kind_set = None
+    if kinds:
+        names = [k.strip() for k in kinds.split(",") if k.strip()]
+        unknown = [n for n in names if n not in KIND_NAMES]
+        if unknown:
+            raise InputError(f"--kinds: unknown kind {unknown[0]!r}", f"choose from {', '.join(KIND_NAMES)}")
+        kind_set = frozenset(Kind(n) for n in names)
+    spec = TrimSpec(first, last, _patterns(tags, "--tags"), _patterns(exclude_tags, "--exclude-tags"), kind_set,
+                    _time(start, "--start"), _time(end, "--end"), keep_run_level=not drop_run_level)
+    root, runs = discover(src)
+    if in_place:
+        if output is not None:
+            raise click.UsageError("--in-place and --output exclude each other")
+        if backup is None:
+            raise click.UsageError("--in-place needs --backup DIR (the originals are copied there first)")
+        if backup.resolve() == root.resolve() or root.resolve() in backup.resolve().parents:
+            raise InputError(f"{backup}: inside the source; TensorBoard would read the backups",
+                             "choose another --backup")
+    elif output is None and not dry_run:
+        raise click.UsageError("give -o/--output DIR (or --in-place --backup DIR, or --dry-run)")
+    elif output is not None:
+        check_destination(root, runs, output, force=force)
+    report = trim(root, runs, None if in_place else output, spec, salvage=salvage, dry_run=dry_run,
+                  backup=backup if in_place else None)
+    if as_json:
+        emit_json({
+            "files": [{"source": s, "output": d, "records_in": i, "records_out": o} for s, d, i, o in report.files],
+            "reencoded": report.reencoded, "metadata_reattached": report.reattached,
+            "values": [{"run": r, "kind": k, "tag": t, "before": n, "after": report.after.get((r, k, t), 0)}
+                       for (r, k, t), n in sorted(report.before.items())],
+            "damage": [{"file": f, "start": d.start, "end": d.end, "reason": d.reason} for f, d in report.damage],
+            "dry_run": dry_run,
+        })
+        return 0
+    for (run, kind, tag), n in sorted(report.before.items()):
+        click.echo(f"{run:<20} {kind:<14} {tag or '-':<40} {n:>8} → {report.after.get((run, kind, tag), 0)}")
+    for source, dest, records_in, records_out in report.files:
+        verb = "would write" if dry_run else "wrote"
+        click.echo(f"{source}: {records_in} records → {verb} {records_out} to {dest}")
+    click.echo(f"{report.reencoded} event(s) re-encoded, {report.reattached} tag metadata re-attached")
+    for file, damage in report.damage:
+        click.echo(f"skipped damaged bytes {damage.start}..{damage.end} of {file}: {damage.reason}", err=True)
+    return 0

@@ -1,0 +1,47 @@
+"""Event files under a path, grouped into runs as TensorBoard groups them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpudoc.errors import InputError
+
+
+def is_event_file(path: Path) -> bool:
+    """TensorBoard reads files whose name contains ``tfevents``."""
+    return "tfevents" in path.name and path.is_file()
+
+
+@dataclass(frozen=True)
+class Run:
+    """A directory's event files in TensorBoard's (lexicographic) order. ``name`` is the
+    directory relative to the root that was given (``.`` for the root itself)."""
+
+    name: str
+    directory: Path
+    files: tuple[Path, ...]
+
+
+def discover(path: str | Path) -> tuple[Path, list[Run]]:
+    """The root and its runs: a file is a one-file run; a directory contributes every
+    directory below it (itself included) that holds event files."""
+    root = Path(path)
+    if not root.exists():
+        raise InputError(f"{root}: no such file or directory")
+    if root.is_file():
+        if not is_event_file(root):
+            raise InputError(f"{root}: not an event file (the name has no 'tfevents')")
+        return root.parent, [Run(".", root.parent, (root,))]
+    runs = []
+    for directory, subdirs, names in os.walk(root):
+        subdirs.sort()
+        files = sorted(Path(directory) / n for n in names if "tfevents" in n)
+        files = [f for f in files if f.is_file()]
+        if files:
+            rel = os.path.relpath(directory, root)
+            runs.append(Run(rel, Path(directory), tuple(files)))
+    if not runs:
+        raise InputError(f"{root}: no event files (names containing 'tfevents') under it")
+    return root, runs

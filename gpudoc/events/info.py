@@ -1,0 +1,154 @@
+"""``events info``: what a run holds, where it restarts, what is duplicated or damaged."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tensorboard.compat.proto import event_pb2
+
+from gpudoc.events.discover import Run
+from gpudoc.events.model import Kind, TagPlugins, event_kinds, is_start
+from gpudoc.events.records import Damage, RecordReader
+
+
+@dataclass
+class TagStats:
+    """One tag: its kind and plugin, how many values, their step range, repeated steps."""
+
+    tag: str
+    kind: str
+    plugin: str
+    count: int = 0
+    step_min: int | None = None
+    step_max: int | None = None
+    duplicate_steps: int = 0
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A writer restart: a SessionLog.START (``start``) or a tag whose steps went back
+    (``backwards``), with the points written earlier at steps at or after it."""
+
+    file: str
+    record: int
+    step: int
+    cause: str
+    tag: str | None
+    earlier_points: int
+    resolution: str
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    bytes: int
+    records: int
+    partial_bytes: int
+    damage: tuple[Damage, ...]
+
+
+@dataclass
+class RunInfo:
+    """A run's summary. ``kinds`` counts records (and summary values) by kind."""
+
+    run: str
+    files: list[FileInfo] = field(default_factory=list)
+    records: int = 0
+    bytes: int = 0
+    step_min: int | None = None
+    step_max: int | None = None
+    wall_start: float | None = None
+    wall_end: float | None = None
+    kinds: dict[str, int] = field(default_factory=dict)
+    tags: list[TagStats] = field(default_factory=list)
+    restarts: list[Restart] = field(default_factory=list)
+
+    @property
+    def problems(self) -> int:
+        """Damaged stretches and incomplete tails."""
+        return sum(len(f.damage) + (1 if f.partial_bytes else 0) for f in self.files)
+
+
+def _start_resolution(earlier: int, step: int) -> str:
+    if not earlier:
+        return "no earlier point at or after this step: nothing to resolve"
+    return (
+        f"TensorBoard drops the {earlier} earlier point(s) at steps ≥ {step} (purge); readers that "
+        "ignore SessionLog.START (tbparse, the plugin event accumulator) keep both as duplicates"
+    )
+
+
+def _backwards_resolution(earlier: int, step: int) -> str:
+    return (
+        f"no SessionLog.START: TensorBoard keeps the {earlier} earlier point(s) at steps ≥ {step} and the new "
+        "ones (duplicated steps); 'gpudoc events export --on-restart purge' keeps only the new ones"
+    )
+
+
+def run_info(run: Run, root: Path) -> RunInfo:
+    """Read every file of ``run`` in salvage mode (so damage is reported, not fatal)."""
+    info = RunInfo(run=run.name)
+    plugins = TagPlugins()
+    stats: dict[str, TagStats] = {}
+    steps_seen: dict[str, set[int]] = {}
+    last_step: dict[str, int] = {}
+    kinds: Counter[str] = Counter()
+    for path in run.files:
+        reader = RecordReader(path, salvage=True)
+        index = -1
+        for _, data, _ in reader:
+            index += 1
+            event = event_pb2.Event.FromString(data)
+            step, wall = event.step, event.wall_time
+            if wall:
+                info.wall_start = wall if info.wall_start is None else min(info.wall_start, wall)
+                info.wall_end = wall if info.wall_end is None else max(info.wall_end, wall)
+            kind = event_kinds(event)
+            if kind is not None:
+                kinds[kind.value] += 1
+                if is_start(event):
+                    earlier = sum(sum(1 for s in seen if s >= step) for seen in steps_seen.values())
+                    info.restarts.append(Restart(
+                        str(path.relative_to(root) if path.is_relative_to(root) else path), index, step,
+                        "start", None, earlier, _start_resolution(earlier, step),
+                    ))
+                    last_step.clear()
+                continue
+            _step_range(info, step)
+            for value in plugins.values(event):
+                kinds[value.kind.value] += 1
+                tag = stats.setdefault(value.tag, TagStats(value.tag, value.kind.value, value.plugin))
+                if value.kind is not Kind.METADATA:
+                    tag.kind, tag.plugin = value.kind.value, value.plugin
+                tag.count += 1
+                tag.step_min = step if tag.step_min is None else min(tag.step_min, step)
+                tag.step_max = step if tag.step_max is None else max(tag.step_max, step)
+                seen = steps_seen.setdefault(value.tag, set())
+                if step in seen:
+                    tag.duplicate_steps += 1
+                previous = last_step.get(value.tag)
+                if previous is not None and step < previous:
+                    earlier = sum(1 for s in seen if s >= step)
+                    info.restarts.append(Restart(
+                        str(path.relative_to(root) if path.is_relative_to(root) else path), index, step,
+                        "backwards", value.tag, earlier, _backwards_resolution(earlier, step),
+                    ))
+                seen.add(step)
+                last_step[value.tag] = step
+        size = path.stat().st_size
+        info.files.append(FileInfo(
+            str(path.relative_to(root) if path.is_relative_to(root) else path), size,
+            reader.state.records, reader.state.partial, tuple(reader.state.damage),
+        ))
+        info.records += reader.state.records
+        info.bytes += size
+    info.kinds = dict(sorted(kinds.items()))
+    info.tags = sorted(stats.values(), key=lambda t: (t.kind, t.tag))
+    return info
+
+
+def _step_range(info: RunInfo, step: int) -> None:
+    info.step_min = step if info.step_min is None else min(info.step_min, step)
+    info.step_max = step if info.step_max is None else max(info.step_max, step)

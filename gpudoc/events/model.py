@@ -1,0 +1,142 @@
+"""What an event record holds, decoding only as much as a question needs.
+
+``step`` and ``wall_time`` come straight from the record's first bytes (protobuf writes fields
+in number order, so they lead); the full ``Event`` is parsed only to learn tags and kinds.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from tensorboard.compat.proto import event_pb2
+
+_DOUBLE = struct.Struct("<d")
+
+
+class Kind(str, enum.Enum):
+    """What a record or summary value is."""
+
+    SCALAR = "scalar"
+    HISTOGRAM = "histogram"
+    IMAGE = "image"
+    AUDIO = "audio"
+    TEXT = "text"
+    PR_CURVE = "pr_curve"
+    TENSOR = "tensor"
+    HPARAMS = "hparams"
+    GRAPH = "graph"
+    RUN_METADATA = "run_metadata"
+    SESSION_LOG = "session_log"
+    FILE_VERSION = "file_version"
+    LOG_MESSAGE = "log_message"
+    SOURCE_METADATA = "source_metadata"
+    METADATA = "metadata"
+
+
+# Records that describe the run rather than a step: kept by a trim unless asked otherwise.
+RUN_LEVEL = frozenset({Kind.FILE_VERSION, Kind.GRAPH, Kind.HPARAMS, Kind.SOURCE_METADATA})
+_PLUGIN_KINDS = {
+    "scalars": Kind.SCALAR,
+    "histograms": Kind.HISTOGRAM,
+    "images": Kind.IMAGE,
+    "audio": Kind.AUDIO,
+    "text": Kind.TEXT,
+    "pr_curves": Kind.PR_CURVE,
+    "hparams": Kind.HPARAMS,
+}
+
+
+def peek(data: bytes) -> tuple[int, float, int] | None:
+    """``(step, wall_time, what)`` from the leading fields — ``what`` is the number of the
+    Event field that follows (3 file_version, 4 graph_def, 5 summary, 6 log_message,
+    7 session_log, 8 tagged_run_metadata, 9 meta_graph_def, 10 source_metadata; 0 none) —
+    or None when the record does not start in canonical field order (then parse it)."""
+    pos, wall, step = 0, 0.0, 0
+    size = len(data)
+    if size >= 9 and data[0] == 0x09:
+        (wall,) = _DOUBLE.unpack_from(data, 1)
+        pos = 9
+    if pos < size and data[pos] == 0x10:
+        pos += 1
+        shift = 0
+        while True:
+            if pos >= size:
+                return None
+            byte = data[pos]
+            pos += 1
+            step |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        if step >= 1 << 63:
+            step -= 1 << 64
+    if pos < size and data[pos] in (0x09, 0x10):
+        return None
+    return step, wall, (data[pos] >> 3 if pos < size else 0)
+
+
+@dataclass(frozen=True)
+class ValueInfo:
+    """One summary value: its tag, kind, plugin, and whether it carries the tag's metadata."""
+
+    tag: str
+    kind: Kind
+    plugin: str
+    has_metadata: bool
+
+
+def value_kind(value: event_pb2.Summary.Value, plugin: str) -> Kind:
+    """The kind of a summary value; ``plugin`` is the tag's plugin (from its first value)."""
+    which = value.WhichOneof("value")
+    if which == "simple_value":
+        return Kind.SCALAR
+    if which == "histo":
+        return Kind.HISTOGRAM
+    if which == "image":
+        return Kind.IMAGE
+    if which == "audio":
+        return Kind.AUDIO
+    if which is None:
+        return Kind.HPARAMS if value.tag.startswith("_hparams_/") or plugin == "hparams" else Kind.METADATA
+    return _PLUGIN_KINDS.get(plugin, Kind.TENSOR)
+
+
+def event_kinds(event: event_pb2.Event) -> Kind | None:
+    """The record's kind when it is not a summary (None for a summary)."""
+    which = event.WhichOneof("what")
+    if which == "summary":
+        return None
+    return {
+        "file_version": Kind.FILE_VERSION,
+        "graph_def": Kind.GRAPH,
+        "meta_graph_def": Kind.GRAPH,
+        "tagged_run_metadata": Kind.RUN_METADATA,
+        "session_log": Kind.SESSION_LOG,
+        "log_message": Kind.LOG_MESSAGE,
+    }.get(which or "", Kind.SOURCE_METADATA if event.HasField("source_metadata") else Kind.METADATA)
+
+
+class TagPlugins:
+    """Remembers each tag's plugin and metadata, which only its first value carries."""
+
+    def __init__(self) -> None:
+        self.plugins: dict[str, str] = {}
+        self.metadata: dict[str, bytes] = {}
+
+    def values(self, event: event_pb2.Event) -> list[ValueInfo]:
+        found = []
+        for value in event.summary.value:
+            has = value.HasField("metadata")
+            if has and value.tag not in self.plugins:
+                self.plugins[value.tag] = value.metadata.plugin_data.plugin_name
+                self.metadata[value.tag] = value.metadata.SerializeToString()
+            plugin = self.plugins.get(value.tag, "")
+            found.append(ValueInfo(value.tag, value_kind(value, plugin), plugin, has))
+        return found
+
+
+def is_start(event: event_pb2.Event) -> bool:
+    """Whether the record is a SessionLog.START (a writer restart)."""
+    return event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START

@@ -1,0 +1,201 @@
+"""TFRecord framing as TensorBoard event files use it, with both CRCs verified.
+
+A record is ``u64le length | u32le masked_crc32c(length bytes) | data | u32le masked_crc32c(data)``.
+Reading is strict by default (a bad record is an error naming the file, byte offset and record
+index); salvage mode skips bad records, resynchronising after a damaged length, and lists what
+it skipped. An incomplete last record — a writer still at work, or a cut-off file — ends the
+records without being read, and the reader can resume from that offset later.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import google_crc32c
+
+from gpudoc.errors import ExitCode, GpudocError
+
+_HEADER = struct.Struct("<QI")
+_FOOTER = struct.Struct("<I")
+_MASK_DELTA = 0xA282EAD8
+_CHUNK = 1 << 22
+# A record longer than this is taken as a damaged length, not read (TensorBoard's own
+# writers stay far below: a large image summary is a few MB).
+MAX_RECORD = 1 << 31
+
+
+def masked_crc(data: bytes | memoryview) -> int:
+    """TFRecord's masked CRC-32C of ``data``."""
+    crc = google_crc32c.value(bytes(data))
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame(data: bytes) -> bytes:
+    """One record: ``data`` with its length and both CRCs."""
+    length = struct.pack("<Q", len(data))
+    return length + _FOOTER.pack(masked_crc(length)) + data + _FOOTER.pack(masked_crc(data))
+
+
+class CorruptRecord(GpudocError):
+    """A record failed its length or data CRC (or its length is impossible)."""
+
+    exit_code = ExitCode.FINDINGS
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A stretch of bytes salvage mode skipped: ``start``/``end`` offsets and why."""
+
+    start: int
+    end: int
+    reason: str
+
+
+@dataclass
+class ReadState:
+    """Where reading stopped: ``offset`` after the last complete record, ``records`` read,
+    ``partial`` bytes of an incomplete last record, ``damage`` skipped in salvage mode."""
+
+    offset: int = 0
+    records: int = 0
+    partial: int = 0
+    damage: list[Damage] = field(default_factory=list)
+
+
+def _valid_header(buffer: bytes, at: int) -> int | None:
+    """The data length of a record header at ``at`` whose length CRC checks, else None."""
+    length_bytes = buffer[at : at + 8]
+    length, crc = _HEADER.unpack_from(buffer, at)
+    if masked_crc(length_bytes) != crc or length > MAX_RECORD:
+        return None
+    return length
+
+
+class RecordReader:
+    """Iterates ``(offset, data, framed)`` over a file's records from ``state.offset``;
+    ``framed`` is the record's bytes as stored (length, CRCs and data), for byte-exact copies.
+
+    ``salvage`` skips bad records instead of raising :class:`CorruptRecord`. Reading the
+    same reader again continues where it stopped (tailing a file that is being written).
+    """
+
+    def __init__(self, path: str | Path, *, salvage: bool = False, state: ReadState | None = None) -> None:
+        self.path = Path(path)
+        self.salvage = salvage
+        self.state = state or ReadState()
+
+    def __iter__(self) -> Iterator[tuple[int, bytes, bytes]]:
+        with open(self.path, "rb") as handle:
+            yield from self._records(handle)
+
+    def _error(self, offset: int, message: str) -> CorruptRecord:
+        return CorruptRecord(
+            f"{self.path}: record {self.state.records} at byte {offset}: {message}",
+            "the file is damaged; '--salvage' reads the records that are intact",
+        )
+
+    def _records(self, handle: BinaryIO) -> Iterator[tuple[int, bytes, bytes]]:
+        state = self.state
+        handle.seek(state.offset)
+        buffer = b""
+        base = state.offset
+        at = 0
+        eof = False
+        state.partial = 0
+        while True:
+            if len(buffer) - at < _HEADER.size + 4 or (not eof and len(buffer) - at < _CHUNK // 2):
+                chunk = handle.read(_CHUNK)
+                if chunk:
+                    buffer = buffer[at:] + chunk
+                    base += at
+                    at = 0
+                else:
+                    eof = True
+            available = len(buffer) - at
+            if available < _HEADER.size:
+                state.partial = available
+                return
+            length, length_crc = _HEADER.unpack_from(buffer, at)
+            if masked_crc(buffer[at : at + 8]) != length_crc or length > MAX_RECORD:
+                if not self.salvage:
+                    raise self._error(base + at, "length CRC mismatch (the length field is damaged)")
+                skip = self._resync(buffer, at + 1)
+                if skip is None and eof:
+                    state.damage.append(Damage(base + at, base + len(buffer), "damaged length; no record after it"))
+                    state.offset = base + len(buffer)
+                    return
+                if skip is None:
+                    skip = len(buffer) - _HEADER.size + 1
+                state.damage.append(Damage(base + at, base + skip, "damaged length; skipped to the next record"))
+                at = skip
+                state.offset = base + at
+                continue
+            end = at + _HEADER.size + length + 4
+            if end > len(buffer):
+                if eof:
+                    state.partial = available
+                    return
+                more = handle.read(max(_CHUNK, end - len(buffer)))
+                if not more:
+                    eof = True
+                    state.partial = available
+                    return
+                buffer = buffer[at:] + more
+                base += at
+                at = 0
+                continue
+            data = buffer[at + _HEADER.size : end - 4]
+            (data_crc,) = _FOOTER.unpack_from(buffer, end - 4)
+            if masked_crc(data) != data_crc:
+                if not self.salvage:
+                    raise self._error(base + at, "data CRC mismatch (the record's contents are damaged)")
+                state.damage.append(Damage(base + at, base + end, "data CRC mismatch; record skipped"))
+            else:
+                yield base + at, data, buffer[at:end]
+            state.records += 1
+            at = end
+            state.offset = base + at
+
+    def _resync(self, buffer: bytes, start: int) -> int | None:
+        """The next offset in ``buffer`` where an intact record starts (or a valid header
+        whose record runs past the buffer: reading on will check it)."""
+        limit = len(buffer) - _HEADER.size
+        for candidate in range(start, limit + 1):
+            length = _valid_header(buffer, candidate)
+            if length is None:
+                continue
+            end = candidate + _HEADER.size + length + 4
+            if end > len(buffer):
+                return candidate
+            (crc,) = _FOOTER.unpack_from(buffer, end - 4)
+            if masked_crc(buffer[candidate + _HEADER.size : end - 4]) == crc:
+                return candidate
+        return None
+
+
+def read_records(path: str | Path, *, salvage: bool = False) -> tuple[list[bytes], ReadState]:
+    """Every record's data, and how reading ended."""
+    reader = RecordReader(path, salvage=salvage)
+    records = [data for _, data, _ in reader]
+    return records, reader.state
+
+
+class RecordWriter:
+    """Appends framed records to a binary file object."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.count = 0
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(frame(data))
+        self.count += 1
+
+    def write_framed(self, framed: bytes | memoryview) -> None:
+        """A record already framed (copied byte for byte from an input)."""
+        self.handle.write(framed)
+        self.count += 1

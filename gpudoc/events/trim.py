@@ -1,0 +1,265 @@
+"""``events trim``: keep a step range, tags, kinds or a time window of a run — losslessly.
+
+Kept records are copied byte for byte; an Event is re-encoded only when some of its values
+are dropped or when it must carry a tag's SummaryMetadata whose first value was dropped.
+Output goes to temporary files that are re-read with their CRCs checked before they are
+renamed into place, so an interrupted or failed trim leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tensorboard.compat.proto import event_pb2
+
+from gpudoc.errors import InputError
+from gpudoc.events.discover import Run
+from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, event_kinds, peek
+from gpudoc.events.records import CorruptRecord, Damage, RecordReader, RecordWriter, frame
+
+# Event fields (after step) that describe the run, not a step.
+_RUN_LEVEL_FIELDS = {3, 4, 9, 10}
+_SUMMARY_FIELD = 5
+_HPARAMS = b"_hparams_/"
+
+
+@dataclass(frozen=True)
+class TrimSpec:
+    """What to keep. Steps and times are inclusive; None leaves that end open."""
+
+    first_step: int | None = None
+    last_step: int | None = None
+    tags: tuple[re.Pattern[str], ...] = ()
+    exclude_tags: tuple[re.Pattern[str], ...] = ()
+    kinds: frozenset[Kind] | None = None
+    start: float | None = None
+    end: float | None = None
+    keep_run_level: bool = True
+
+    @property
+    def filters_values(self) -> bool:
+        """Whether single values (not whole records) may be dropped."""
+        return bool(self.tags or self.exclude_tags or self.kinds is not None)
+
+    def in_range(self, step: int, wall: float) -> bool:
+        if self.first_step is not None and step < self.first_step:
+            return False
+        if self.last_step is not None and step > self.last_step:
+            return False
+        if self.start is not None and wall < self.start:
+            return False
+        return self.end is None or wall <= self.end
+
+    def keeps_tag(self, tag: str) -> bool:
+        if self.tags and not any(p.search(tag) for p in self.tags):
+            return False
+        return not any(p.search(tag) for p in self.exclude_tags)
+
+
+def parse_steps(text: str) -> tuple[int | None, int | None]:
+    """``A:B``, ``A:`` or ``:B`` (inclusive) as a pair."""
+    first, sep, last = text.partition(":")
+    if not sep:
+        raise InputError(f"--steps {text!r}: expected A:B, A: or :B")
+    try:
+        a = int(first) if first.strip() else None
+        b = int(last) if last.strip() else None
+    except ValueError:
+        raise InputError(f"--steps {text!r}: steps are integers") from None
+    if a is not None and b is not None and a > b:
+        raise InputError(f"--steps {text!r}: the first step is after the last")
+    return a, b
+
+
+@dataclass
+class TrimReport:
+    """Records in and out per file, values re-encoded, metadata re-attached, and (on a dry
+    run or when values are filtered) per (run, kind, tag) counts before and after."""
+
+    files: list[tuple[str, str, int, int]] = field(default_factory=list)
+    reencoded: int = 0
+    reattached: int = 0
+    before: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    after: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    damage: list[tuple[str, Damage]] = field(default_factory=list)
+
+
+class _Trimmer:
+    """Trims the files of one run, carrying tag metadata across its files."""
+
+    def __init__(self, run: str, spec: TrimSpec, report: TrimReport, count: bool) -> None:
+        self.run = run
+        self.spec = spec
+        self.report = report
+        self.count = count
+        self.plugins = TagPlugins()
+        self.emitted: set[str] = set()
+        self.pending: set[str] = set()
+
+    def record(self, data: bytes, framed: bytes) -> bytes | None:
+        """The framed bytes to write for one record, or None to drop it."""
+        spec = self.spec
+        peeked = peek(data)
+        fast = peeked is not None and not spec.filters_values and not self.count
+        if fast and peeked is not None:
+            step, wall, what = peeked
+            if what in _RUN_LEVEL_FIELDS:
+                return framed if spec.keep_run_level else None
+            if what != _SUMMARY_FIELD:
+                return framed if spec.in_range(step, wall) else None
+            if _HPARAMS not in data and spec.in_range(step, wall) and not self.pending:
+                return framed
+        kept = self._slow(event_pb2.Event.FromString(data), framed)
+        self.pending = {tag for tag in self.plugins.metadata if tag not in self.emitted}
+        return kept
+
+    def _slow(self, event: event_pb2.Event, framed: bytes) -> bytes | None:
+        spec = self.spec
+        kind = event_kinds(event)
+        if kind is not None:
+            keep = spec.keep_run_level if kind in RUN_LEVEL else spec.in_range(event.step, event.wall_time)
+            if self.count:
+                self.report.before[(self.run, kind.value, "")] += 1
+                if keep:
+                    self.report.after[(self.run, kind.value, "")] += 1
+            return framed if keep else None
+        infos = self.plugins.values(event)
+        in_range = spec.in_range(event.step, event.wall_time)
+        kept = []
+        for value, info in zip(event.summary.value, infos):
+            run_level = info.kind is Kind.HPARAMS
+            keep = (spec.keep_run_level and run_level) or (
+                in_range and spec.keeps_tag(info.tag) and (spec.kinds is None or info.kind in spec.kinds)
+            )
+            if self.count:
+                self.report.before[(self.run, info.kind.value, info.tag)] += 1
+                if keep:
+                    self.report.after[(self.run, info.kind.value, info.tag)] += 1
+            if keep:
+                kept.append(value)
+        if not kept:
+            return None
+        changed = len(kept) != len(event.summary.value)
+        for value in kept:
+            if value.HasField("metadata"):
+                self.emitted.add(value.tag)
+            elif value.tag in self.plugins.metadata and value.tag not in self.emitted:
+                value.metadata.ParseFromString(self.plugins.metadata[value.tag])
+                self.emitted.add(value.tag)
+                self.report.reattached += 1
+                changed = True
+        if not changed:
+            return framed
+        self.report.reencoded += 1
+        out = event_pb2.Event()
+        out.CopyFrom(event)
+        del out.summary.value[:]
+        out.summary.value.extend(kept)
+        return frame(out.SerializeToString())
+
+
+def check_destination(src_root: Path, runs: list[Run], dst: Path, *, force: bool) -> None:
+    """Refuse a destination TensorBoard would merge with the source, or one in use."""
+    target = dst.resolve()
+    for run in runs:
+        directory = run.directory.resolve()
+        if target == directory or directory in target.parents:
+            raise InputError(
+                f"{dst}: inside the source run {run.directory}; TensorBoard would merge the trimmed copy with it",
+                "write to a directory outside the source runs",
+            )
+    if target == src_root.resolve():
+        raise InputError(f"{dst}: the source itself", "write to another directory, or use --in-place with --backup")
+    if dst.exists() and any(dst.iterdir()) and not force:
+        raise InputError(f"{dst}: exists and is not empty", "pass --force to write into it")
+
+
+def trim(
+    src_root: Path,
+    runs: list[Run],
+    dst: Path | None,
+    spec: TrimSpec,
+    *,
+    salvage: bool = False,
+    dry_run: bool = False,
+    backup: Path | None = None,
+) -> TrimReport:
+    """Trim ``runs`` into ``dst`` (mirroring paths below ``src_root``), or in place
+    (``dst`` None) after copying each original to ``backup``. A dry run writes nothing."""
+    report = TrimReport()
+    temps: list[tuple[Path, Path, tuple[int, int]]] = []
+    # Staged in one hidden directory (no 'tfevents' in any name, so a TensorBoard watching
+    # the destination reads nothing early), moved into place only once all are verified.
+    created = dst is not None and not dst.exists()
+    staging = (src_root if dst is None else dst) / f".gpudoc-trim-{os.getpid()}"
+    done = False
+    try:
+        for run in runs:
+            trimmer = _Trimmer(run.name, spec, report, count=dry_run or spec.filters_values)
+            for path in run.files:
+                relative = path.relative_to(src_root)
+                dest = path if dst is None else dst / relative
+                temp = staging / f"{len(temps)}.tmp"
+                written = _trim_file(path, temp, trimmer, report, salvage, dry_run)
+                if written is not None:
+                    temps.append((temp, dest, written))
+                    report.files.append((str(path), str(dest), written[0], written[1]))
+        if dry_run:
+            done = True
+            return report
+        for temp, _, (_, out) in temps:
+            check = RecordReader(temp)
+            if sum(1 for _ in check) != out or check.state.partial:
+                raise InputError(f"{temp}: the written file does not read back intact; nothing was replaced")
+        for temp, dest, _ in temps:
+            if backup is not None:
+                copy = backup / dest.relative_to(src_root)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(dest, copy)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, dest)
+        done = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not done and created and dst is not None and dst.exists() and not any(dst.iterdir()):
+            dst.rmdir()
+    return report
+
+
+def _trim_file(
+    path: Path, temp: Path, trimmer: _Trimmer, report: TrimReport, salvage: bool, dry_run: bool
+) -> tuple[int, int] | None:
+    reader = RecordReader(path, salvage=salvage)
+    records_in = records_out = 0
+    if dry_run:
+        for _, data, framed in reader:
+            records_in += 1
+            records_out += trimmer.record(data, framed) is not None
+    else:
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(temp, "wb") as handle:
+                writer = RecordWriter(handle)
+                for _, data, framed in reader:
+                    records_in += 1
+                    kept = trimmer.record(data, framed)
+                    if kept is not None:
+                        writer.write_framed(kept)
+                records_out = writer.count
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+    if reader.state.partial and not salvage:
+        temp.unlink(missing_ok=True)
+        raise CorruptRecord(
+            f"{path}: ends in an incomplete record ({reader.state.partial} bytes at byte {reader.state.offset}): "
+            "cut off, or still being written",
+            "wait for the writer to finish, or pass --salvage to keep the complete records",
+        )
+    report.damage.extend((str(path), d) for d in reader.state.damage)
+    return records_in, records_out

@@ -1,0 +1,86 @@
+"""Real event files: tensorboardX (every value kind, hparams, a purge_step restart) and
+TensorFlow's own tf.summary (tensor scalars whose metadata only the first value carries)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_CACHE: dict[str, Path] = {}
+
+
+def _tensorboardx_logdir(root: Path) -> Path:
+    from tensorboardX import SummaryWriter
+
+    logdir = root / "tbx"
+    rng = np.random.default_rng(0)
+    writer = SummaryWriter(str(logdir / "run1"))
+    for step in range(0, 101):
+        writer.add_scalar("loss", 1 / (step + 1), step)
+        writer.add_scalar("acc", step / 100, step)
+        if step % 10 == 0:
+            writer.add_histogram("weights", rng.normal(size=100), step)
+            writer.add_text("note", f"step {step}", step)
+            writer.add_image("img", rng.random((3, 8, 8)), step)
+            writer.add_pr_curve("pr", rng.integers(0, 2, 50), rng.random(50), step)
+    writer.add_hparams({"lr": 0.1, "bs": 32}, {"hparam/acc": 0.9})
+    writer.close()
+    restart = SummaryWriter(str(logdir / "run1"), purge_step=80, filename_suffix=".restart")
+    for step in range(80, 121):
+        restart.add_scalar("loss", 2 / (step + 1), step)
+    restart.close()
+    _torch_run(logdir / "run2", rng)
+    return logdir
+
+
+def _torch_run(directory: Path, rng: np.random.Generator) -> None:
+    """torch.utils.tensorboard: audio (its encoder needs no extra package) and a graph."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(directory))
+    writer.add_graph(torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.ReLU()), torch.zeros(1, 4))
+    for step in range(0, 100):
+        writer.add_scalar("loss", 1 / (step + 1), step)
+        if step % 20 == 0:
+            audio = torch.from_numpy(rng.uniform(-1, 1, 800).astype(np.float32))
+            writer.add_audio("sound", audio, step, sample_rate=8000)
+    writer.close()
+
+
+def _tf_logdir(root: Path) -> Path:
+    import tensorflow as tf
+
+    logdir = root / "tf"
+    writer = tf.summary.create_file_writer(str(logdir / "run"))
+    with writer.as_default():
+        for step in range(0, 60):
+            tf.summary.scalar("loss", 1.0 / (step + 1), step=step)
+            if step % 5 == 0:
+                tf.summary.text("log", f"at {step}", step=step)
+                tf.summary.histogram("w", tf.random.normal([50], seed=step), step=step)
+    writer.close()
+    return logdir
+
+
+@pytest.fixture(scope="session")
+def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if not _CACHE:
+        root = tmp_path_factory.mktemp("events")
+        _CACHE["tbx"] = _tensorboardx_logdir(root)
+        _CACHE["tf"] = _tf_logdir(root)
+    return _CACHE
+
+
+@pytest.fixture
+def tbx(written: dict[str, Path], tmp_path: Path) -> Path:
+    """A private copy of the tensorboardX logdir (tests may damage it)."""
+    return Path(shutil.copytree(written["tbx"], tmp_path / "tbx"))
+
+
+@pytest.fixture
+def tfdir(written: dict[str, Path], tmp_path: Path) -> Path:
+    return Path(shutil.copytree(written["tf"], tmp_path / "tf"))

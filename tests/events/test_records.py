@@ -1,0 +1,151 @@
+"""The record reader on damaged, truncated, growing and random files; info on restarts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
+from gpudoc.cli import cli
+from gpudoc.errors import GpudocError
+from gpudoc.events import CorruptRecord, RecordReader, RecordWriter, frame, masked_crc
+from gpudoc.events.records import ReadState, read_records
+
+
+def gpudoc(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["events", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def main_file(root: Path) -> Path:
+    return sorted(p for p in (root / "run1").iterdir() if p.is_file() and not p.name.endswith(".restart"))[0]
+
+
+def test_framing_matches_tensorboards_reader(tbx: Path) -> None:
+    path = main_file(tbx)
+    ours, state = read_records(path)
+    assert ours == list(RawEventFileLoader(str(path)).Load())
+    assert state.partial == 0 and not state.damage
+    assert b"".join(frame(r) for r in ours) == path.read_bytes()
+    assert masked_crc(b"") == 0xA282EAD8
+
+
+def test_a_flipped_bit_is_reported_with_its_offset_and_salvage_skips_it(tbx: Path, tmp_path: Path) -> None:
+    path = main_file(tbx)
+    records, _ = read_records(path)
+    offsets = [offset for offset, _, _ in RecordReader(path)]
+    data = bytearray(path.read_bytes())
+    data[offsets[100] + 20] ^= 0x04
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptRecord, match=f"record 100 at byte {offsets[100]}: data CRC mismatch"):
+        read_records(path)
+    salvaged, state = read_records(path, salvage=True)
+    assert salvaged == records[:100] + records[101:]
+    assert [(d.start, d.reason) for d in state.damage] == [(offsets[100], "data CRC mismatch; record skipped")]
+    code, out, _ = gpudoc("info", str(tbx), "--json")
+    assert code == 1 and any(f["damage"] for run in json.loads(out) for f in run["files"])
+    code, _, err = gpudoc("trim", str(tbx), "-o", str(tmp_path / "out"), "--steps", "1:50")
+    assert code == 1 and f"at byte {offsets[100]}" in err and "--salvage" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+    code, _, _ = gpudoc("trim", str(tbx), "-o", str(tmp_path / "saved"), "--steps", "1:50", "--salvage")
+    assert code == 0 and any((tmp_path / "saved").rglob("*tfevents*"))
+
+
+def test_a_damaged_length_resynchronises(tmp_path: Path) -> None:
+    path = tmp_path / "events.out.tfevents.x"
+    payloads = [f"record {i}".encode() * (i + 1) for i in range(20)]
+    blob = bytearray(b"".join(frame(p) for p in payloads))
+    start = sum(len(frame(p)) for p in payloads[:7])
+    blob[start + 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    salvaged, state = read_records(path, salvage=True)
+    assert salvaged == payloads[:7] + payloads[8:]
+    assert state.damage[0].start == start and "damaged length" in state.damage[0].reason
+
+
+def test_truncation_is_an_incomplete_record_not_an_error_when_reading(tbx: Path, tmp_path: Path) -> None:
+    path = main_file(tbx)
+    complete, _ = read_records(path)
+    path.write_bytes(path.read_bytes()[:-7])
+    records, state = read_records(path)
+    assert state.partial > 0 and records == complete[:-1]
+    code, out, _ = gpudoc("info", str(path))
+    assert code == 1 and "INCOMPLETE" in out
+    code, _, err = gpudoc("trim", str(tbx), "-o", str(tmp_path / "out"))
+    assert code == 1 and "incomplete record" in err
+    assert not any((tmp_path / "out").rglob("*tfevents*")) if (tmp_path / "out").exists() else True
+
+
+def test_garbage_file_gives_a_clear_error(tmp_path: Path) -> None:
+    run = tmp_path / "logs" / "run"
+    run.mkdir(parents=True)
+    (run / "events.out.tfevents.garbage").write_bytes(b"this is not an event file at all, just text\n" * 10)
+    code, out, _ = gpudoc("info", str(tmp_path / "logs"))
+    assert code == 1 and "DAMAGED" in out
+    code, _, err = gpudoc("trim", str(tmp_path / "logs"), "-o", str(tmp_path / "out"))
+    assert code == 1 and "record 0 at byte 0: length CRC mismatch" in err
+
+
+def test_tailing_a_growing_file_yields_each_record_once(tmp_path: Path) -> None:
+    path = tmp_path / "events.out.tfevents.live"
+    payloads = [f"event {i}".encode() for i in range(50)]
+    blob = b"".join(frame(p) for p in payloads)
+    state = ReadState()
+    seen: list[bytes] = []
+    cuts = [0, 5, 33, 34, 200, 201, 202, 399, len(blob)]
+    for cut in cuts:
+        path.write_bytes(blob[:cut])
+        seen.extend(data for _, data, _ in RecordReader(path, state=state))
+    assert seen == payloads and state.partial == 0 and state.offset == len(blob)
+
+
+def test_writer_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "events.out.tfevents.w"
+    with open(path, "wb") as handle:
+        writer = RecordWriter(handle)
+        for i in range(3):
+            writer.write(bytes([i]) * i)
+    assert read_records(path)[0] == [b"", b"\x01", b"\x02\x02"]
+    assert list(RawEventFileLoader(str(path)).Load()) == [b"", b"\x01", b"\x02\x02"]
+
+
+def test_info_reports_the_restart_as_tensorboard_resolves_it(tbx: Path) -> None:
+    code, out, _ = gpudoc("info", str(tbx / "run1"), "--json")
+    assert code == 0
+    run = next(r for r in json.loads(out) if r["run"] == ".")
+    (restart,) = run["restarts"]
+    assert restart["step"] == 80 and restart["cause"] == "start" and restart["earlier_points"] > 0
+    loss = next(t for t in run["tags"] if t["tag"] == "loss")
+    assert (loss["count"], loss["step_min"], loss["step_max"], loss["duplicate_steps"]) == (142, 0, 120, 21)
+    kinds = {t["tag"]: t["kind"] for t in run["tags"]}
+    assert kinds["weights"] == "histogram" and kinds["img"] == "image" and kinds["pr"] == "pr_curve"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=600), salvage=st.booleans())
+def test_fuzz_random_bytes_raise_only_gpudocs_errors(tmp_path: Path, blob: bytes, salvage: bool) -> None:
+    path = tmp_path / "events.out.tfevents.fuzz"
+    path.write_bytes(blob)
+    with contextlib.suppress(GpudocError):
+        read_records(path, salvage=salvage)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.integers(min_value=0, max_value=10_000), value=st.integers(0, 255), cut=st.integers(0, 64))
+def test_fuzz_mutated_valid_files(tmp_path: Path, position: int, value: int, cut: int) -> None:
+    payloads = [bytes([i]) * (i * 7 % 40) for i in range(40)]
+    blob = bytearray(b"".join(frame(p) for p in payloads))
+    blob[position % len(blob)] = value
+    path = tmp_path / "events.out.tfevents.mutated"
+    path.write_bytes(bytes(blob[: len(blob) - cut]))
+    try:
+        records, _ = read_records(path)
+    except CorruptRecord:
+        records, _ = read_records(path, salvage=True)
+    assert all(r in payloads for r in records)

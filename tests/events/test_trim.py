@@ -1,0 +1,128 @@
+"""Trim, checked with TensorBoard's own loaders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from tensorboard.backend.event_processing import plugin_event_accumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+from gpudoc.cli import cli
+
+
+def gpudoc(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["events", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if "tfevents" in p.name)
+
+
+def events_of(path: Path) -> list:
+    return list(EventFileLoader(str(path)).Load())
+
+
+def test_full_range_trim_reproduces_every_byte(tbx: Path, tmp_path: Path) -> None:
+    code, _, _ = gpudoc("trim", str(tbx), "-o", str(tmp_path / "out"))
+    assert code == 0
+    sources = files(tbx)
+    assert len(sources) == 4
+    for source in sources:
+        assert (tmp_path / "out" / source.relative_to(tbx)).read_bytes() == source.read_bytes()
+
+
+def test_step_trim_keeps_every_kind_and_tensorboard_reads_the_same_values(tbx: Path, tmp_path: Path) -> None:
+    code, out, _ = gpudoc("trim", str(tbx), "-o", str(tmp_path / "out"), "--steps", "50:90", "--json")
+    assert code == 0, out
+    for source in files(tbx):
+        run_level = ("_hparams_/", "__run_graph__")  # TensorBoard's loader turns graph_def into this tag
+        expected = [e for e in events_of(source)
+                    if not e.HasField("summary") or 50 <= e.step <= 90 or any(
+                        v.tag.startswith(run_level) for v in e.summary.value)]
+        expected = [e for e in expected if not e.HasField("session_log") or 50 <= e.step <= 90]
+        got = events_of(tmp_path / "out" / source.relative_to(tbx))
+        assert got == expected, source.name
+    code, out, _ = gpudoc("trim", str(tbx), "-o", str(tmp_path / "dry"), "--steps", "50:90", "--json", "--dry-run")
+    report = json.loads(out)
+    kinds = {v["kind"] for v in report["values"] if v["after"]}
+    assert {"scalar", "histogram", "image", "audio", "text", "pr_curve", "hparams"} <= kinds
+
+
+def test_tf_summary_trim_by_step_and_tag_reads_back_identically(tfdir: Path, tmp_path: Path) -> None:
+    code, _, _ = gpudoc("trim", str(tfdir), "-o", str(tmp_path / "out"), "--steps", "10:", "--tags", "^(loss|log)$")
+    assert code == 0
+    accumulator = plugin_event_accumulator.EventAccumulator(str(tmp_path / "out" / "run"), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    assert accumulator.PluginTagToContent("scalars").keys() == {"loss"}
+    assert accumulator.PluginTagToContent("text").keys() == {"log"}
+    steps = [t.step for t in accumulator.Tensors("loss")]
+    assert steps == list(range(10, 60))
+    source = plugin_event_accumulator.EventAccumulator(str(tfdir / "run"), size_guidance={"tensors": 0})
+    source.Reload()
+    original = {t.step: (t.wall_time, t.tensor_proto) for t in source.Tensors("loss")}
+    assert all(original[t.step] == (t.wall_time, t.tensor_proto) for t in accumulator.Tensors("loss"))
+    assert "w" not in accumulator.Tags()["tensors"]
+
+
+def test_dry_run_writes_nothing_and_reports_before_and_after(tbx: Path, tmp_path: Path) -> None:
+    code, out, _ = gpudoc("trim", str(tbx), "-o", str(tmp_path / "out"), "--steps", ":9", "--kinds", "scalar",
+                          "--dry-run")
+    assert code == 0 and not (tmp_path / "out").exists()
+    loss = next(line for line in out.splitlines() if line.startswith("run1 ") and " loss " in line)
+    assert loss.split()[-3:] == ["142", "→", "10"]
+
+
+def test_destination_inside_a_source_run_or_not_empty_is_refused(tbx: Path, tmp_path: Path) -> None:
+    code, _, err = gpudoc("trim", str(tbx), "-o", str(tbx / "run1" / "trimmed"), "--steps", "1:2")
+    assert code == 2 and "TensorBoard would merge" in err
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    code, _, err = gpudoc("trim", str(tbx), "-o", str(tmp_path / "busy"), "--steps", "1:2")
+    assert code == 2 and "--force" in err
+
+
+def test_in_place_needs_a_backup_outside_and_keeps_the_originals(tbx: Path, tmp_path: Path) -> None:
+    original = {p.relative_to(tbx): p.read_bytes() for p in files(tbx)}
+    code, _, err = gpudoc("trim", str(tbx), "--in-place", "--steps", "0:10")
+    assert code == 2 and "--backup" in err
+    code, _, _ = gpudoc("trim", str(tbx), "--in-place", "--backup", str(tmp_path / "bak"), "--steps", "0:10")
+    assert code == 0
+    assert {p.relative_to(tmp_path / "bak"): p.read_bytes() for p in files(tmp_path / "bak")} == original
+    assert max(e.step for e in events_of(next(iter(files(tbx))))) <= 10
+
+
+def test_bad_step_range_is_a_usage_error(tbx: Path, tmp_path: Path) -> None:
+    code, _, err = gpudoc("trim", str(tbx), "-o", str(tmp_path / "o"), "--steps", "9:1")
+    assert code == 2 and "after the last" in err
+
+
+def test_metadata_on_a_dropped_first_value_is_re_attached(tmp_path: Path) -> None:
+    """Writers that put a tag's SummaryMetadata on its first value only (TF1's, many custom
+    ones): cutting that value must move the metadata, or TensorBoard loses the plugin."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.util import tensor_util
+
+    from gpudoc.events import RecordWriter
+
+    run = tmp_path / "src" / "run"
+    run.mkdir(parents=True)
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text"))
+    with open(run / "events.out.tfevents.1.host", "wb") as handle:
+        writer = RecordWriter(handle)
+        writer.write(event_pb2.Event(wall_time=1.0, file_version="brain.Event:2").SerializeToString())
+        for step in range(10):
+            value = summary_pb2.Summary.Value(tag="notes", tensor=tensor_util.make_tensor_proto(f"at {step}"))
+            if step == 0:
+                value.metadata.CopyFrom(metadata)
+            event = event_pb2.Event(wall_time=2.0 + step, step=step, summary=summary_pb2.Summary(value=[value]))
+            writer.write(event.SerializeToString())
+    code, out, _ = gpudoc("trim", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--steps", "5:")
+    assert code == 0 and "1 event(s) re-encoded, 1 tag metadata re-attached" in out
+    accumulator = plugin_event_accumulator.EventAccumulator(str(tmp_path / "out" / "run"), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    assert accumulator.PluginTagToContent("text").keys() == {"notes"}
+    assert [t.step for t in accumulator.Tensors("notes")] == [5, 6, 7, 8, 9]
+    assert [t.wall_time for t in accumulator.Tensors("notes")] == [7.0, 8.0, 9.0, 10.0, 11.0]
