@@ -1,4 +1,4 @@
-"""``gpudoc events info|trim``: lossless TensorBoard event-file tools."""
+"""``gpudoc events info|trim|export``: lossless TensorBoard event-file tools."""
 
 from __future__ import annotations
 
@@ -175,4 +175,43 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
     click.echo(f"{report.reencoded} event(s) re-encoded, {report.reattached} tag metadata re-attached")
     for file, damage in report.damage:
         click.echo(f"skipped damaged bytes {damage.start}..{damage.end} of {file}: {damage.reason}", err=True)
+    return 0
+
+
+@events.command("export")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Table file to write.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
+              help="Default: from the output's suffix (.csv, .jsonl, .parquet), else csv.")
+@click.option("--kinds", default="scalar", show_default=True,
+              help="Comma-separated: scalar, histogram, tensor, text, pr_curve.")
+@click.option("--on-restart", type=click.Choice(["keep", "purge"]), default="keep", show_default=True,
+              help="keep: every value as written; purge: drop values a restarted writer superseded "
+              "(as TensorBoard shows them).")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@json_option
+def export_command(paths: tuple[str, ...], output: Path, fmt: str | None, kinds: str, on_restart: str,
+                   force: bool, as_json: bool) -> int:
+    """Every value as a long table: run, tag, kind, step, wall_time, value — never sampled."""
+    from gpudoc.events import discover
+    from gpudoc.events.export import export
+    from gpudoc.events.model import Kind
+    from gpudoc.output import emit_json
+
+    if output.exists() and not force:
+        raise InputError(f"{output}: exists", "pass --force to replace it")
+    chosen = fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(output.suffix.lower(), "csv")
+    names = [k.strip() for k in kinds.split(",") if k.strip()]
+    unknown = [n for n in names if n not in KIND_NAMES]
+    if unknown:
+        raise InputError(f"--kinds: unknown kind {unknown[0]!r}")
+    runs = [run for path in paths for run in discover(path)[1]]
+    report = export(runs, output, fmt=chosen, kinds=frozenset(Kind(n) for n in names),
+                    purge=on_restart == "purge")
+    if as_json:
+        emit_json({"output": str(output), "format": chosen, "rows": report.rows, "purged": report.purged})
+    else:
+        click.echo(f"{report.rows} rows → {output} ({chosen})")
+        for run, count in report.purged.items():
+            click.echo(f"run {run}: {count} value(s) superseded by a restart left out (--on-restart purge)")
     return 0

@@ -106,6 +106,10 @@ class RecordReader:
         at = 0
         eof = False
         state.partial = 0
+        crc32c = google_crc32c.value
+        header = _HEADER.unpack_from
+        footer = _FOOTER.unpack_from
+        delta = _MASK_DELTA
         while True:
             if len(buffer) - at < _HEADER.size + 4 or (not eof and len(buffer) - at < _CHUNK // 2):
                 chunk = handle.read(_CHUNK)
@@ -119,8 +123,9 @@ class RecordReader:
             if available < _HEADER.size:
                 state.partial = available
                 return
-            length, length_crc = _HEADER.unpack_from(buffer, at)
-            if masked_crc(buffer[at : at + 8]) != length_crc or length > MAX_RECORD:
+            length, length_crc = header(buffer, at)
+            c = crc32c(buffer[at : at + 8])
+            if ((((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF) != length_crc or length > MAX_RECORD:
                 if not self.salvage:
                     raise self._error(base + at, "length CRC mismatch (the length field is damaged)")
                 skip = self._resync(buffer, at + 1)
@@ -148,9 +153,10 @@ class RecordReader:
                 base += at
                 at = 0
                 continue
-            data = buffer[at + _HEADER.size : end - 4]
-            (data_crc,) = _FOOTER.unpack_from(buffer, end - 4)
-            if masked_crc(data) != data_crc:
+            data = buffer[at + 12 : end - 4]
+            (data_crc,) = footer(buffer, end - 4)
+            c = crc32c(data)
+            if ((((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF) != data_crc:
                 if not self.salvage:
                     raise self._error(base + at, "data CRC mismatch (the record's contents are damaged)")
                 state.damage.append(Damage(base + at, base + end, "data CRC mismatch; record skipped"))
@@ -185,17 +191,31 @@ def read_records(path: str | Path, *, salvage: bool = False) -> tuple[list[bytes
 
 
 class RecordWriter:
-    """Appends framed records to a binary file object."""
+    """Appends framed records to a binary file object, keeping a CRC-32C of everything
+    written (``crc``, ``size``) so the file can be checked after it is written."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle
         self.count = 0
+        self.crc = 0
+        self.size = 0
 
     def write(self, data: bytes) -> None:
-        self.handle.write(frame(data))
-        self.count += 1
+        self.write_framed(frame(data))
 
-    def write_framed(self, framed: bytes | memoryview) -> None:
+    def write_framed(self, framed: bytes) -> None:
         """A record already framed (copied byte for byte from an input)."""
         self.handle.write(framed)
+        self.crc = google_crc32c.extend(self.crc, framed)
+        self.size += len(framed)
         self.count += 1
+
+
+def file_crc(path: str | Path) -> tuple[int, int]:
+    """CRC-32C and size of a whole file, read back in large blocks."""
+    crc, size = 0, 0
+    with open(path, "rb") as handle:
+        while block := handle.read(_CHUNK):
+            crc = google_crc32c.extend(crc, block)
+            size += len(block)
+    return crc, size

@@ -2,8 +2,9 @@
 
 Kept records are copied byte for byte; an Event is re-encoded only when some of its values
 are dropped or when it must carry a tag's SummaryMetadata whose first value was dropped.
-Output goes to temporary files that are re-read with their CRCs checked before they are
-renamed into place, so an interrupted or failed trim leaves nothing behind.
+Output goes to temporary files that are read back and checked against the CRC-32C of what
+was written (every record in it was CRC-checked on the way in or freshly framed) before they
+are renamed into place, so an interrupted or failed trim leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from tensorboard.compat.proto import event_pb2
 from gpudoc.errors import InputError
 from gpudoc.events.discover import Run
 from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, event_kinds, peek
-from gpudoc.events.records import CorruptRecord, Damage, RecordReader, RecordWriter, frame
+from gpudoc.events.records import CorruptRecord, Damage, RecordReader, RecordWriter, file_crc, frame
 
 # Event fields (after step) that describe the run, not a step.
 _RUN_LEVEL_FIELDS = {3, 4, 9, 10}
 _SUMMARY_FIELD = 5
 _HPARAMS = b"_hparams_/"
+_METADATA_KEY = b"\x4a"
 
 
 @dataclass(frozen=True)
@@ -100,20 +102,26 @@ class _Trimmer:
         self.plugins = TagPlugins()
         self.emitted: set[str] = set()
         self.pending: set[str] = set()
+        self.fast = not spec.filters_values and not count
 
     def record(self, data: bytes, framed: bytes) -> bytes | None:
         """The framed bytes to write for one record, or None to drop it."""
         spec = self.spec
-        peeked = peek(data)
-        fast = peeked is not None and not spec.filters_values and not self.count
-        if fast and peeked is not None:
+        peeked = peek(data) if self.fast else None
+        if peeked is not None:
             step, wall, what = peeked
             if what in _RUN_LEVEL_FIELDS:
                 return framed if spec.keep_run_level else None
             if what != _SUMMARY_FIELD:
                 return framed if spec.in_range(step, wall) else None
-            if _HPARAMS not in data and spec.in_range(step, wall) and not self.pending:
-                return framed
+            if _HPARAMS not in data:
+                if not spec.in_range(step, wall):
+                    # Dropped; parsed only if it may carry a tag's metadata (Value field 9,
+                    # key byte 0x4a), which the first kept value of that tag must then get.
+                    if _METADATA_KEY not in data:
+                        return None
+                elif not self.pending:
+                    return framed
         kept = self._slow(event_pb2.Event.FromString(data), framed)
         self.pending = {tag for tag in self.plugins.metadata if tag not in self.emitted}
         return kept
@@ -192,7 +200,7 @@ def trim(
     """Trim ``runs`` into ``dst`` (mirroring paths below ``src_root``), or in place
     (``dst`` None) after copying each original to ``backup``. A dry run writes nothing."""
     report = TrimReport()
-    temps: list[tuple[Path, Path, tuple[int, int]]] = []
+    temps: list[tuple[Path, Path, tuple[int, int, int, int]]] = []
     # Staged in one hidden directory (no 'tfevents' in any name, so a TensorBoard watching
     # the destination reads nothing early), moved into place only once all are verified.
     created = dst is not None and not dst.exists()
@@ -206,15 +214,13 @@ def trim(
                 dest = path if dst is None else dst / relative
                 temp = staging / f"{len(temps)}.tmp"
                 written = _trim_file(path, temp, trimmer, report, salvage, dry_run)
-                if written is not None:
-                    temps.append((temp, dest, written))
-                    report.files.append((str(path), str(dest), written[0], written[1]))
+                temps.append((temp, dest, written))
+                report.files.append((str(path), str(dest), written[0], written[1]))
         if dry_run:
             done = True
             return report
-        for temp, _, (_, out) in temps:
-            check = RecordReader(temp)
-            if sum(1 for _ in check) != out or check.state.partial:
+        for temp, _, (_, _, crc, size) in temps:
+            if file_crc(temp) != (crc, size):
                 raise InputError(f"{temp}: the written file does not read back intact; nothing was replaced")
         for temp, dest, _ in temps:
             if backup is not None:
@@ -233,9 +239,10 @@ def trim(
 
 def _trim_file(
     path: Path, temp: Path, trimmer: _Trimmer, report: TrimReport, salvage: bool, dry_run: bool
-) -> tuple[int, int] | None:
+) -> tuple[int, int, int, int]:
+    """Records in, records out, and the CRC-32C and size of the bytes written."""
     reader = RecordReader(path, salvage=salvage)
-    records_in = records_out = 0
+    records_in = records_out = crc = size = 0
     if dry_run:
         for _, data, framed in reader:
             records_in += 1
@@ -250,7 +257,7 @@ def _trim_file(
                     kept = trimmer.record(data, framed)
                     if kept is not None:
                         writer.write_framed(kept)
-                records_out = writer.count
+                records_out, crc, size = writer.count, writer.crc, writer.size
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -262,4 +269,4 @@ def _trim_file(
             "wait for the writer to finish, or pass --salvage to keep the complete records",
         )
     report.damage.extend((str(path), d) for d in reader.state.damage)
-    return records_in, records_out
+    return records_in, records_out, crc, size

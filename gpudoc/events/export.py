@@ -1,0 +1,142 @@
+"""``events export``: a long table (run, tag, step, wall_time, value) of every value — no
+sampling, no cap — with an explicit policy for restarted writers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tensorboard.compat.proto import event_pb2
+from tensorboard.util import tensor_util
+
+from gpudoc.errors import EnvironmentMissing, InputError
+from gpudoc.events.discover import Run
+from gpudoc.events.model import Kind, TagPlugins, is_start
+from gpudoc.events.records import RecordReader
+
+EXPORTABLE = frozenset({Kind.SCALAR, Kind.HISTOGRAM, Kind.TENSOR, Kind.TEXT, Kind.PR_CURVE})
+FORMATS = ("csv", "jsonl", "parquet")
+
+
+@dataclass
+class ExportReport:
+    """Rows written, and rows dropped by ``--on-restart purge`` per run."""
+
+    rows: int = 0
+    purged: dict[str, int] = field(default_factory=dict)
+
+
+def _value(value: event_pb2.Summary.Value, kind: Kind) -> Any:
+    if value.WhichOneof("value") == "simple_value":
+        return float(value.simple_value)
+    if kind is Kind.HISTOGRAM and value.HasField("histo"):
+        h = value.histo
+        return {"min": h.min, "max": h.max, "num": h.num, "sum": h.sum, "sum_squares": h.sum_squares,
+                "bucket_limit": list(h.bucket_limit), "bucket": list(h.bucket)}
+    array = tensor_util.make_ndarray(value.tensor)
+    if array.dtype.kind in "SO":
+        decoded = [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in array.ravel().tolist()]
+        return decoded[0] if array.size == 1 else decoded
+    return array.item() if array.size == 1 else array.tolist()
+
+
+def rows_of(run: Run, kinds: frozenset[Kind], purge: bool, report: ExportReport) -> Iterator[tuple[Any, ...]]:
+    """``(run, tag, kind, step, wall_time, value)`` in file order; with ``purge``, the rows a
+    restart supersedes (steps at or after it, written before it) are left out."""
+    plugins = TagPlugins()
+    rows: list[tuple[Any, ...]] = []
+    last: dict[str, int] = {}
+    dropped = 0
+    for path in run.files:
+        for _, data, _ in RecordReader(path):
+            event = event_pb2.Event.FromString(data)
+            if is_start(event) and purge:
+                before = len(rows)
+                rows = [r for r in rows if r[3] < event.step]
+                dropped += before - len(rows)
+                last.clear()
+                continue
+            if not event.HasField("summary"):
+                continue
+            for value, info in zip(event.summary.value, plugins.values(event)):
+                if info.kind not in kinds:
+                    continue
+                previous = last.get(info.tag)
+                if purge and previous is not None and event.step < previous:
+                    before = len(rows)
+                    rows = [r for r in rows if r[1] != info.tag or r[3] < event.step]
+                    dropped += before - len(rows)
+                last[info.tag] = event.step
+                row = (run.name, info.tag, info.kind.value, event.step, event.wall_time, _value(value, info.kind))
+                if purge:
+                    rows.append(row)
+                else:
+                    yield row
+    if dropped:
+        report.purged[run.name] = dropped
+    yield from rows
+
+
+def export(runs: list[Run], dest: Path, *, fmt: str, kinds: frozenset[Kind], purge: bool) -> ExportReport:
+    """Write every run's values to ``dest`` (atomically)."""
+    unsupported = kinds - EXPORTABLE
+    if unsupported:
+        names = ", ".join(sorted(k.value for k in unsupported))
+        raise InputError(f"--kinds: {names} cannot be exported as table values (binary or run-level)",
+                         "trim keeps them; export takes scalar, histogram, tensor, text, pr_curve")
+    report = ExportReport()
+    rows = (r for run in runs for r in rows_of(run, kinds, purge, report))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    os.close(handle)
+    try:
+        if fmt == "parquet":
+            _parquet(rows, Path(temp), report)
+        else:
+            with open(temp, "w", newline="", encoding="utf-8") as out:
+                _text(rows, out, fmt, report)
+        os.replace(temp, dest)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return report
+
+
+_COLUMNS = ("run", "tag", "kind", "step", "wall_time", "value")
+
+
+def _text(rows: Iterator[tuple[Any, ...]], out: io.TextIOBase, fmt: str, report: ExportReport) -> None:
+    if fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(_COLUMNS)
+        for row in rows:
+            value = row[5]
+            writer.writerow((*row[:5], value if isinstance(value, float | int | str) else json.dumps(value)))
+            report.rows += 1
+    else:
+        for row in rows:
+            out.write(json.dumps(dict(zip(_COLUMNS, row)), ensure_ascii=False) + "\n")
+            report.rows += 1
+
+
+def _parquet(rows: Iterator[tuple[Any, ...]], path: Path, report: ExportReport) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise EnvironmentMissing(
+            "Parquet export needs pyarrow", "pip install pyarrow, or use --format csv|jsonl"
+        ) from None
+    columns: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
+    for row in rows:
+        for name, item in zip(_COLUMNS, row):
+            columns[name].append(item if name != "value" or isinstance(item, float | int) else json.dumps(item))
+        report.rows += 1
+    pq.write_table(pa.table(columns), path)

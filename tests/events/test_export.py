@@ -1,0 +1,49 @@
+"""Export against TensorBoard's accumulator, with both restart policies."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from tensorboard.backend.event_processing import event_accumulator
+
+from gpudoc.cli import cli
+
+
+def gpudoc(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["events", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_purge_matches_tensorboards_view_and_keep_keeps_everything(tbx: Path, tmp_path: Path) -> None:
+    code, out, _ = gpudoc("export", str(tbx / "run1"), "-o", str(tmp_path / "purged.jsonl"), "--on-restart", "purge",
+                          "--json")
+    assert code == 0 and json.loads(out)["purged"]["."] > 0
+    rows = [json.loads(line) for line in (tmp_path / "purged.jsonl").read_text().splitlines()]
+    ours = [(r["step"], r["wall_time"], r["value"]) for r in rows if r["run"] == "." and r["tag"] == "loss"]
+    accumulator = event_accumulator.EventAccumulator(str(tbx / "run1"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    theirs = [(s.step, s.wall_time, s.value) for s in accumulator.Scalars("loss")]
+    assert [(s, w) for s, w, _ in ours] == [(s, w) for s, w, _ in theirs]
+    assert all(abs(a - b) < 1e-6 for (_, _, a), (_, _, b) in zip(ours, theirs))
+    assert len(ours) == 121
+
+    code, _, _ = gpudoc("export", str(tbx), "-o", str(tmp_path / "all.csv"))
+    with open(tmp_path / "all.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    loss = [r for r in table if r["run"] == "run1" and r["tag"] == "loss"]
+    assert code == 0 and len(loss) == 142 and {r["kind"] for r in table} == {"scalar"}
+
+
+def test_other_kinds_and_refusals(tbx: Path, tmp_path: Path) -> None:
+    code, _, _ = gpudoc("export", str(tbx), "-o", str(tmp_path / "h.jsonl"), "--kinds", "histogram,text")
+    rows = [json.loads(line) for line in (tmp_path / "h.jsonl").read_text().splitlines()]
+    assert code == 0 and {r["kind"] for r in rows} == {"histogram", "text"}
+    assert next(r for r in rows if r["kind"] == "text")["value"] == "step 0"
+    assert next(r for r in rows if r["kind"] == "histogram")["value"]["num"] == 100
+    code, _, err = gpudoc("export", str(tbx), "-o", str(tmp_path / "i.csv"), "--kinds", "image")
+    assert code == 2 and "cannot be exported" in err and not (tmp_path / "i.csv").exists()
+    code, _, err = gpudoc("export", str(tbx), "-o", str(tmp_path / "h.jsonl"))
+    assert code == 2 and "exists" in err
