@@ -1,4 +1,4 @@
-"""``gpudoc events info|trim|export``: lossless TensorBoard event-file tools."""
+"""``gpudoc events info|trim|export|merge|replay``: lossless TensorBoard event-file tools."""
 
 from __future__ import annotations
 
@@ -214,4 +214,60 @@ def export_command(paths: tuple[str, ...], output: Path, fmt: str | None, kinds:
         click.echo(f"{report.rows} rows → {output} ({chosen})")
         for run, count in report.purged.items():
             click.echo(f"run {run}: {count} value(s) superseded by a restart left out (--on-restart purge)")
+    return 0
+
+
+@events.command("merge")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Destination run directory (one merged event file is written there).")
+@click.option("--overlap", type=click.Choice(["keep-last", "keep-first", "error"]), default="error",
+              show_default=True, help="Which run's value wins where runs share a (tag, step).")
+@click.option("--force", is_flag=True, help="Write into a destination that is not empty.")
+@json_option
+def merge_command(runs: tuple[str, ...], output: Path, overlap: str, force: bool, as_json: bool) -> int:
+    """Merge runs (e.g. a training run and its resumption) into one, in the order given."""
+    from gpudoc.events import discover
+    from gpudoc.events.merge import merge
+    from gpudoc.output import emit_json
+
+    found = [run for path in runs for run in discover(path)[1]]
+    for run in found:
+        if output.resolve() == run.directory.resolve() or run.directory.resolve() in output.resolve().parents:
+            raise InputError(f"{output}: inside the source run {run.directory}", "write to a new directory")
+    if output.exists() and any(output.iterdir()) and not force:
+        raise InputError(f"{output}: exists and is not empty", "pass --force to write into it")
+    name = f"events.out.tfevents.{int(min(f.stat().st_mtime for r in found for f in r.files))}.gpudoc-merge"
+    report = merge(found, output / name, overlap=overlap)
+    if as_json:
+        emit_json({"output": str(output / name), "records_in": report.records_in, "records_out": report.records_out,
+                   "overlaps_dropped": report.overlaps, "repeated_run_level_dropped": report.repeated_run_level})
+    else:
+        click.echo(f"{report.records_in} records from {len(found)} run(s) → {report.records_out} in {output / name}")
+        for directory, count in report.overlaps.items():
+            if count:
+                click.echo(f"run {directory}: {count} overlapping value(s) dropped ({overlap})")
+    return 0
+
+
+@events.command("replay")
+@click.argument("src")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Destination run directory.")
+@click.option("--speed", type=float, help="Replay wall-time gaps this many times faster (10 = ten times).")
+@click.option("--rate", type=float, help="Instead, a fixed number of records per second.")
+@click.option("--steps", help="Inclusive step range A:B to replay (run-level records always).")
+def replay_command(src: str, output: Path, speed: float | None, rate: float | None, steps: str | None) -> int:
+    """Re-emit a recorded run into a new directory in real time, byte for byte, so a
+    dashboard (or gpudoc's own tailing reader) watches it as if it were live."""
+    from gpudoc.events import discover, parse_steps
+    from gpudoc.events.merge import replay
+
+    if speed is None and rate is None:
+        speed = 1.0
+    first, last = parse_steps(steps) if steps else (None, None)
+    _, found = discover(src)
+    if len(found) != 1:
+        raise InputError(f"{src}: {len(found)} runs; replay one run directory or file at a time")
+    written = replay(found[0], output, speed=speed, rate=rate, first_step=first, last_step=last)
+    click.echo(f"replayed {written} records into {output}", err=True)
     return 0

@@ -1,0 +1,175 @@
+"""``events merge`` (several runs into one, with an explicit policy for overlapping steps)
+and ``events replay`` (re-emit a run in real time, byte for byte)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tensorboard.compat.proto import event_pb2
+
+from gpudoc.errors import ExitCode, GpudocError, InputError
+from gpudoc.events.discover import Run
+from gpudoc.events.model import RUN_LEVEL, event_kinds, peek
+from gpudoc.events.records import RecordReader, RecordWriter, file_crc, frame
+
+OVERLAP_POLICIES = ("keep-last", "keep-first", "error")
+
+
+class OverlapError(GpudocError):
+    """Runs given to merge share (tag, step) pairs and the policy is ``error``."""
+
+    exit_code = ExitCode.FINDINGS
+
+
+@dataclass
+class MergeReport:
+    """Records in and out, values dropped as overlaps per run, and run-level records dropped
+    as exact repeats (every input starts with its own file_version; a resumed run repeats
+    its graph)."""
+
+    records_in: int = 0
+    records_out: int = 0
+    overlaps: dict[str, int] = field(default_factory=dict)
+    repeated_run_level: int = 0
+
+
+def _summary_keys(runs: list[Run]) -> list[set[tuple[str, int]]]:
+    """For each run, the (tag, step) pairs of its summary values."""
+    keys = []
+    for run in runs:
+        found: set[tuple[str, int]] = set()
+        for path in run.files:
+            for _, data, _ in RecordReader(path):
+                peeked = peek(data)
+                if peeked is not None and peeked[2] != 5:
+                    continue
+                event = event_pb2.Event.FromString(data)
+                found.update((v.tag, event.step) for v in event.summary.value)
+        keys.append(found)
+    return keys
+
+
+def merge(runs: list[Run], dest: Path, *, overlap: str) -> MergeReport:
+    """Write ``runs`` (in the order given) as one event file ``dest``."""
+    if overlap not in OVERLAP_POLICIES:
+        raise InputError(f"--overlap {overlap!r}: one of {', '.join(OVERLAP_POLICIES)}")
+    keys = _summary_keys(runs)
+    drop: list[set[tuple[str, int]]] = []
+    for i, own in enumerate(keys):
+        others_after = set().union(*keys[i + 1 :]) if i + 1 < len(keys) else set()
+        others_before = set().union(*keys[:i]) if i else set()
+        if overlap == "error" and own & others_after:
+            tag, step = min(own & others_after)
+            raise OverlapError(
+                f"run {runs[i].directory} and a later one both have {len(own & others_after)} (tag, step) pair(s), "
+                f"e.g. {tag!r} at step {step}",
+                "choose --overlap keep-last (a resumed run wins) or keep-first",
+            )
+        drop.append(own & (others_after if overlap == "keep-last" else others_before))
+    report = MergeReport()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temp = dest.parent / f".gpudoc-merge-{os.getpid()}.tmp"
+    try:
+        with open(temp, "wb") as handle:
+            writer = RecordWriter(handle)
+            seen_run_level: set[bytes] = set()
+            for run, dropped in zip(runs, drop):
+                count = 0
+                for path in run.files:
+                    for _, data, framed in RecordReader(path):
+                        report.records_in += 1
+                        out, removed = _merge_record(data, framed, dropped, seen_run_level, report)
+                        count += removed
+                        if out is not None:
+                            writer.write_framed(out)
+                report.overlaps[str(run.directory)] = count
+            report.records_out = writer.count
+        if file_crc(temp) != (writer.crc, writer.size):
+            raise InputError(f"{temp}: the merged file does not read back intact; nothing was written")
+        os.replace(temp, dest)
+    finally:
+        temp.unlink(missing_ok=True)
+    return report
+
+
+def _merge_record(
+    data: bytes, framed: bytes, dropped: set[tuple[str, int]], seen: set[bytes], report: MergeReport
+) -> tuple[bytes | None, int]:
+    event = event_pb2.Event.FromString(data)
+    kind = event_kinds(event)
+    if kind is not None:
+        if kind in RUN_LEVEL:
+            which = event.WhichOneof("what") or "source_metadata"
+            payload = getattr(event, which)
+            content = payload if isinstance(payload, bytes) else (
+                payload.encode() if isinstance(payload, str) else payload.SerializeToString()
+            )
+            signature = which.encode() + b"\0" + content
+            if signature in seen:
+                report.repeated_run_level += 1
+                return None, 0
+            seen.add(signature)
+        return framed, 0
+    kept = [v for v in event.summary.value if (v.tag, event.step) not in dropped]
+    removed = len(event.summary.value) - len(kept)
+    if not removed:
+        return framed, 0
+    if not kept:
+        return None, removed
+    del event.summary.value[:]
+    event.summary.value.extend(kept)
+    return frame(event.SerializeToString()), removed
+
+
+def replay(
+    run: Run,
+    dest_dir: Path,
+    *,
+    speed: float | None = None,
+    rate: float | None = None,
+    first_step: int | None = None,
+    last_step: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Copy ``run``'s records into ``dest_dir`` one at a time, flushed, waiting the
+    recorded wall-time gap divided by ``speed`` (or 1/``rate`` s) between them. Records
+    outside the step range are skipped (run-level records are always copied). Returns the
+    number of records written."""
+    if (speed is None) == (rate is None):
+        raise InputError("give exactly one of --speed and --rate")
+    if (speed is not None and speed <= 0) or (rate is not None and rate <= 0):
+        raise InputError("--speed and --rate must be positive")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
+    previous: float | None = None
+    for path in run.files:
+        target = dest_dir / path.name
+        if target.exists():
+            raise InputError(f"{target}: exists", "replay into an empty directory")
+        with open(target, "wb") as handle:
+            writer = RecordWriter(handle)
+            for _, data, framed in RecordReader(path):
+                peeked = peek(data)
+                step, wall, what = peeked if peeked is not None else (0, 0.0, 0)
+                run_level = what in (3, 4, 9, 10)
+                if not run_level and (
+                    (first_step is not None and step < first_step) or (last_step is not None and step > last_step)
+                ):
+                    continue
+                if rate is not None:
+                    wait = 1.0 / rate if written else 0.0
+                else:
+                    assert speed is not None
+                    wait = max(0.0, (wall - previous) / speed) if previous is not None and wall else 0.0
+                if wait:
+                    sleep(wait)
+                writer.write_framed(framed)
+                handle.flush()
+                written += 1
+                if wall:
+                    previous = wall
+    return written

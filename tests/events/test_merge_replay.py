@@ -1,0 +1,86 @@
+"""Merging a run with its resumption; replaying a run in real time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.compat.proto import event_pb2, summary_pb2
+
+from gpudoc.cli import cli
+from gpudoc.events import ReadState, RecordReader, RecordWriter, discover
+from gpudoc.events.merge import replay
+
+
+def gpudoc(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["events", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def write_run(directory: Path, steps: range, value: float, wall0: float) -> None:
+    directory.mkdir(parents=True)
+    with open(directory / f"events.out.tfevents.{int(wall0)}.host", "wb") as handle:
+        writer = RecordWriter(handle)
+        writer.write(event_pb2.Event(wall_time=wall0, file_version="brain.Event:2").SerializeToString())
+        for step in steps:
+            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="loss", simple_value=value)])
+            writer.write(event_pb2.Event(wall_time=wall0 + step, step=step, summary=summary).SerializeToString())
+
+
+def scalars(run: Path) -> list[tuple[int, float]]:
+    accumulator = event_accumulator.EventAccumulator(str(run), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return [(s.step, s.value) for s in accumulator.Scalars("loss")]
+
+
+def test_merge_policies(tmp_path: Path) -> None:
+    write_run(tmp_path / "first", range(0, 100), 1.0, 1000.0)
+    write_run(tmp_path / "resumed", range(80, 150), 2.0, 5000.0)
+    code, _, err = gpudoc("merge", str(tmp_path / "first"), str(tmp_path / "resumed"), "-o", str(tmp_path / "e"))
+    assert code == 1 and "20 (tag, step) pair(s)" in err and not (tmp_path / "e").exists()
+    code, out, _ = gpudoc("merge", str(tmp_path / "first"), str(tmp_path / "resumed"), "-o", str(tmp_path / "last"),
+                          "--overlap", "keep-last", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["repeated_run_level_dropped"] == 1
+    assert report["overlaps_dropped"] == {str(tmp_path / "first"): 20, str(tmp_path / "resumed"): 0}
+    merged = scalars(tmp_path / "last")
+    assert [s for s, _ in merged] == list(range(0, 150))
+    assert dict(merged)[79] == 1.0 and dict(merged)[80] == 2.0
+    code, _, _ = gpudoc("merge", str(tmp_path / "first"), str(tmp_path / "resumed"), "-o", str(tmp_path / "firstw"),
+                        "--overlap", "keep-first")
+    assert code == 0 and dict(scalars(tmp_path / "firstw"))[99] == 1.0
+
+
+def test_replay_is_byte_for_byte_and_paced(tmp_path: Path) -> None:
+    write_run(tmp_path / "src", range(0, 20), 1.0, 1000.0)
+    (run,) = discover(tmp_path / "src")[1]
+    waits: list[float] = []
+    assert replay(run, tmp_path / "live", speed=4.0, sleep=waits.append) == 21
+    (source,) = run.files
+    assert (tmp_path / "live" / source.name).read_bytes() == source.read_bytes()
+    assert waits == [0.25] * 19
+
+
+def test_a_tailing_reader_sees_a_replay_exactly_once(tmp_path: Path) -> None:
+    write_run(tmp_path / "src", range(0, 30), 1.0, 1000.0)
+    (run,) = discover(tmp_path / "src")[1]
+    live = tmp_path / "live" / run.files[0].name
+    state = ReadState()
+    seen: list[bytes] = []
+
+    def tail_between_records(_: float) -> None:
+        if live.exists():
+            seen.extend(data for _, data, _ in RecordReader(live, state=state))
+
+    replay(run, tmp_path / "live", rate=1000.0, first_step=5, last_step=24, sleep=tail_between_records)
+    tail_between_records(0)
+    expected = [data for _, data, _ in RecordReader(run.files[0])]
+    assert seen == expected[:1] + expected[6:26]
+
+
+def test_replay_command_with_rate(tmp_path: Path) -> None:
+    write_run(tmp_path / "src", range(0, 5), 1.0, 1000.0)
+    code, _, err = gpudoc("replay", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--rate", "500")
+    assert code == 0 and "replayed 6 records" in err
