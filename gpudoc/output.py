@@ -6,9 +6,13 @@ import dataclasses
 import enum
 import json
 import math
+import os
 import sys
-from pathlib import PurePath
-from typing import Any, TextIO
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePath
+from typing import IO, Any, TextIO
 
 from gpudoc.na import NotAvailable
 
@@ -64,6 +68,32 @@ def emit_json(value: Any, stream: TextIO | None = None) -> None:
     indent = 2 if out.isatty() else None
     out.write(json.dumps(to_jsonable(value), indent=indent, allow_nan=False, ensure_ascii=False) + "\n")
     out.flush()
+
+
+@contextmanager
+def atomic_file(dest: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A file that appears at ``dest`` whole or not at all: written to a hidden temporary file
+    beside it, renamed into place when the block succeeds, removed when it fails."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        text = "b" not in mode
+        with os.fdopen(handle, mode, encoding="utf-8" if text else None, newline="" if text else None) as out:
+            yield out
+        os.replace(temp, dest)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def format_duration(seconds: float) -> str:
+    """``4m07s``, ``2h03m``, ``3d04h``: the two largest units."""
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def print_error(message: str) -> None:

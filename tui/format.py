@@ -7,7 +7,7 @@ from typing import Any
 from rich.text import Text
 
 from gpudoc.na import NotAvailable
-from gpudoc.output import format_bytes
+from gpudoc.output import format_bytes, format_duration
 
 NA_TEXT = "N/A"
 
@@ -28,14 +28,7 @@ def rate(value: Any) -> str:
 
 
 def duration(seconds: Any) -> str:
-    if isinstance(seconds, NotAvailable) or seconds is None:
-        return NA_TEXT
-    s = int(seconds)
-    if s < 3600:
-        return f"{s // 60}:{s % 60:02d}"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    return NA_TEXT if isinstance(seconds, NotAvailable) or seconds is None else format_duration(seconds)
 
 
 def bar(percent: Any, width: int = 20) -> Text:

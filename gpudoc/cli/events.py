@@ -51,25 +51,18 @@ def info(paths: tuple[str, ...], as_json: bool) -> int:
     in an incomplete record.
     """
     from gpudoc.events import RunInfo, discover, run_info
-    from gpudoc.output import emit_json
+    from gpudoc.output import emit_json, to_jsonable
 
     infos: list[tuple[str, RunInfo]] = []
     for path in paths:
         root, runs = discover(path)
         infos.extend((path, run_info(run, root)) for run in runs)
     if as_json:
-        emit_json([{"path": p, **_jsonable(i)} for p, i in infos])
+        emit_json([{"path": p, **to_jsonable(i)} for p, i in infos])
     else:
         for path, item in infos:
             _print_info(path, item)
     return ExitCode.FINDINGS if any(i.problems for _, i in infos) else ExitCode.OK
-
-
-def _jsonable(value: object) -> dict[str, object]:
-    from gpudoc.output import to_jsonable
-
-    data: dict[str, object] = to_jsonable(value)
-    return data
 
 
 def _print_info(path: str, item: object) -> None:

@@ -114,7 +114,7 @@ def audit_command(inputs: tuple[str, ...], t: float, rule: str, scale: str, as_j
     common idioms (tf.where, tf.cast(x + 0.5), tf.round, uint8 casts) disagree."""
     from gpudoc.masks import audit
     from gpudoc.masks.io import expand, read_array
-    from gpudoc.output import emit_json
+    from gpudoc.output import emit_json, to_jsonable
 
     reports = []
     for source in expand(list(inputs)):
@@ -123,7 +123,7 @@ def audit_command(inputs: tuple[str, ...], t: float, rule: str, scale: str, as_j
             report = _per_file(source, audit, values, t, rule, scale=_declared(scale))
         reports.append((source, report))
     if as_json:
-        emit_json([{"input": str(s), **_plain(r)} for s, r in reports])
+        emit_json([{"input": str(s), **to_jsonable(r)} for s, r in reports])
         return 0
     for source, r in reports:
         click.echo(f"{source}: {r.values} values, {r.dtype}, scale {r.scale}, range [{r.minimum:g}, {r.maximum:g}]")
@@ -135,12 +135,6 @@ def audit_command(inputs: tuple[str, ...], t: float, rule: str, scale: str, as_j
             mark = "same" if idiom.differs == 0 else f"{idiom.differs} pixel(s) differ"
             click.echo(f"  {idiom.idiom:<42} {mark:<22} {idiom.note}")
     return 0
-
-
-def _plain(value: Any) -> Any:
-    from gpudoc.output import to_jsonable
-
-    return to_jsonable(value)
 
 
 @mask.command("sweep")

@@ -13,7 +13,7 @@ import click
 
 from gpudoc.cli.common import Settings, json_option, pass_settings
 from gpudoc.errors import ExitCode, InputError
-from gpudoc.output import emit_json, format_bytes, to_jsonable
+from gpudoc.output import emit_json, format_bytes, format_duration, to_jsonable
 from gpudoc.reap.classify import HolderReport, ReapReport, Verdict
 from gpudoc.reap.end import Action, Outcome, Scope, plan
 from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB, device_files
@@ -44,14 +44,7 @@ def _uid_of(user: str) -> int:
 
 
 def _age(seconds: Any) -> str:
-    if not isinstance(seconds, float):
-        return "N/A"
-    s = int(seconds)
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    return format_duration(seconds) if isinstance(seconds, float) else "N/A"
 
 
 def _printable(text: str) -> str:

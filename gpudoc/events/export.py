@@ -4,14 +4,11 @@ sampling, no cap — with an explicit policy for restarted writers."""
 from __future__ import annotations
 
 import csv
-import io
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
@@ -20,6 +17,7 @@ from gpudoc.errors import EnvironmentMissing, InputError
 from gpudoc.events.discover import Run
 from gpudoc.events.model import Kind, TagPlugins, is_start
 from gpudoc.events.records import RecordReader
+from gpudoc.output import atomic_file
 
 EXPORTABLE = frozenset({Kind.SCALAR, Kind.HISTOGRAM, Kind.TENSOR, Kind.TEXT, Kind.PR_CURVE})
 FORMATS = ("csv", "jsonl", "parquet")
@@ -93,26 +91,18 @@ def export(runs: list[Run], dest: Path, *, fmt: str, kinds: frozenset[Kind], pur
                          "trim keeps them; export takes scalar, histogram, tensor, text, pr_curve")
     report = ExportReport()
     rows = (r for run in runs for r in rows_of(run, kinds, purge, report))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    os.close(handle)
-    try:
+    with atomic_file(dest, "wb" if fmt == "parquet" else "w") as out:
         if fmt == "parquet":
-            _parquet(rows, Path(temp), report)
+            _parquet(rows, out, report)
         else:
-            with open(temp, "w", newline="", encoding="utf-8") as out:
-                _text(rows, out, fmt, report)
-        os.replace(temp, dest)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+            _text(rows, out, fmt, report)
     return report
 
 
 _COLUMNS = ("run", "tag", "kind", "step", "wall_time", "value")
 
 
-def _text(rows: Iterator[tuple[Any, ...]], out: io.TextIOBase, fmt: str, report: ExportReport) -> None:
+def _text(rows: Iterator[tuple[Any, ...]], out: IO[Any], fmt: str, report: ExportReport) -> None:
     if fmt == "csv":
         writer = csv.writer(out)
         writer.writerow(_COLUMNS)
@@ -126,7 +116,7 @@ def _text(rows: Iterator[tuple[Any, ...]], out: io.TextIOBase, fmt: str, report:
             report.rows += 1
 
 
-def _parquet(rows: Iterator[tuple[Any, ...]], path: Path, report: ExportReport) -> None:
+def _parquet(rows: Iterator[tuple[Any, ...]], out: IO[Any], report: ExportReport) -> None:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -139,4 +129,4 @@ def _parquet(rows: Iterator[tuple[Any, ...]], path: Path, report: ExportReport) 
         for name, item in zip(_COLUMNS, row):
             columns[name].append(item if name != "value" or isinstance(item, float | int) else json.dumps(item))
         report.rows += 1
-    pq.write_table(pa.table(columns), path)
+    pq.write_table(pa.table(columns), out)

@@ -3,13 +3,12 @@ writing masks atomically."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from gpudoc.errors import InputError
+from gpudoc.output import atomic_file
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -88,17 +87,10 @@ def write_mask(mask: np.ndarray, dest: Path, *, force: bool = False) -> None:
     renamed into place; an existing file is replaced only with ``force``."""
     if dest.exists() and not force:
         raise InputError(f"{dest}: exists", "pass --force to replace it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            if dest.suffix.lower() == ".npy":
-                np.save(out, mask.astype(np.uint8))
-            else:
-                from PIL import Image
+    with atomic_file(dest) as out:
+        if dest.suffix.lower() == ".npy":
+            np.save(out, mask.astype(np.uint8))
+        else:
+            from PIL import Image
 
-                Image.fromarray(mask.astype(np.uint8) * 255).save(out, format="PNG")
-        os.replace(temp, dest)
-    except BaseException:
-        os.unlink(temp)
-        raise
+            Image.fromarray(mask.astype(np.uint8) * 255).save(out, format="PNG")

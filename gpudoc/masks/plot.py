@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from gpudoc.masks.sweep import SweepResult
+from gpudoc.output import atomic_file
 
 WIDTH, HEIGHT, MARGIN = 720, 420, 50
 COLOURS = {"dice": (31, 119, 180), "iou": (255, 127, 14), "best": (214, 39, 40), "axis": (60, 60, 60)}
@@ -40,12 +39,5 @@ def write_plot(result: SweepResult, dest: Path) -> None:
     draw.text((left + 88, top + 6), f"best {result.metric} {result.best_score:.3f} at t={result.best_threshold:g}",
               fill=COLOURS["best"])
     draw.text(((left + right) // 2 - 30, HEIGHT - 20), "threshold", fill=COLOURS["axis"])
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            image.save(out, format="PNG")
-        os.replace(temp, dest)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    with atomic_file(dest) as out:
+        image.save(out, format="PNG")
