@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -34,6 +37,21 @@ def _patterns(values: tuple[str, ...], option: str) -> tuple[re.Pattern[str], ..
         return tuple(re.compile(v) for v in values)
     except re.error as exc:
         raise InputError(f"{option}: bad regular expression ({exc})") from None
+
+
+@contextmanager
+def _progress(label: str, total: int, *, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A byte progress bar on stderr when it is a terminal (and the output is not JSON)."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.advance(task, done)
 
 
 @click.group()
@@ -148,8 +166,10 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
         raise click.UsageError("give -o/--output DIR (or --in-place --backup DIR, or --dry-run)")
     elif output is not None:
         check_destination(root, runs, output, force=force)
-    report = trim(root, runs, None if in_place else output, spec, salvage=salvage, dry_run=dry_run,
-                  backup=backup if in_place else None)
+    total = sum(f.stat().st_size for run in runs for f in run.files)
+    with _progress("trimming", total, quiet=as_json) as advance:
+        report = trim(root, runs, None if in_place else output, spec, salvage=salvage, dry_run=dry_run,
+                      backup=backup if in_place else None, progress=advance)
     if as_json:
         emit_json({
             "files": [{"source": s, "output": d, "records_in": i, "records_out": o} for s, d, i, o in report.files],
@@ -199,8 +219,10 @@ def export_command(paths: tuple[str, ...], output: Path, fmt: str | None, kinds:
     if unknown:
         raise InputError(f"--kinds: unknown kind {unknown[0]!r}")
     runs = [run for path in paths for run in discover(path)[1]]
-    report = export(runs, output, fmt=chosen, kinds=frozenset(Kind(n) for n in names),
-                    purge=on_restart == "purge")
+    total = sum(f.stat().st_size for run in runs for f in run.files)
+    with _progress("exporting", total, quiet=as_json) as advance:
+        report = export(runs, output, fmt=chosen, kinds=frozenset(Kind(n) for n in names),
+                        purge=on_restart == "purge", progress=advance)
     if as_json:
         emit_json({"output": str(output), "format": chosen, "rows": report.rows, "purged": report.purged})
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -45,7 +45,13 @@ def _value(value: event_pb2.Summary.Value, kind: Kind) -> Any:
     return array.item() if array.size == 1 else array.tolist()
 
 
-def rows_of(run: Run, kinds: frozenset[Kind], purge: bool, report: ExportReport) -> Iterator[tuple[Any, ...]]:
+def rows_of(
+    run: Run,
+    kinds: frozenset[Kind],
+    purge: bool,
+    report: ExportReport,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[Any, ...]]:
     """``(run, tag, kind, step, wall_time, value)`` in file order; with ``purge``, the rows a
     restart supersedes (steps at or after it, written before it) are left out."""
     plugins = TagPlugins()
@@ -77,20 +83,31 @@ def rows_of(run: Run, kinds: frozenset[Kind], purge: bool, report: ExportReport)
                     rows.append(row)
                 else:
                     yield row
+        if progress is not None:
+            progress(path.stat().st_size)
     if dropped:
         report.purged[run.name] = dropped
     yield from rows
 
 
-def export(runs: list[Run], dest: Path, *, fmt: str, kinds: frozenset[Kind], purge: bool) -> ExportReport:
-    """Write every run's values to ``dest`` (atomically)."""
+def export(
+    runs: list[Run],
+    dest: Path,
+    *,
+    fmt: str,
+    kinds: frozenset[Kind],
+    purge: bool,
+    progress: Callable[[int], None] | None = None,
+) -> ExportReport:
+    """Write every run's values to ``dest`` (atomically); ``progress`` gets each file's size
+    once it is read."""
     unsupported = kinds - EXPORTABLE
     if unsupported:
         names = ", ".join(sorted(k.value for k in unsupported))
         raise InputError(f"--kinds: {names} cannot be exported as table values (binary or run-level)",
                          "trim keeps them; export takes scalar, histogram, tensor, text, pr_curve")
     report = ExportReport()
-    rows = (r for run in runs for r in rows_of(run, kinds, purge, report))
+    rows = (r for run in runs for r in rows_of(run, kinds, purge, report, progress))
     with atomic_file(dest, "wb" if fmt == "parquet" else "w") as out:
         if fmt == "parquet":
             _parquet(rows, out, report)

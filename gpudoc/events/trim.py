@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,9 +197,11 @@ def trim(
     salvage: bool = False,
     dry_run: bool = False,
     backup: Path | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> TrimReport:
     """Trim ``runs`` into ``dst`` (mirroring paths below ``src_root``), or in place
-    (``dst`` None) after copying each original to ``backup``. A dry run writes nothing."""
+    (``dst`` None) after copying each original to ``backup``. A dry run writes nothing.
+    ``progress`` is called with each file's size once that file is done."""
     report = TrimReport()
     temps: list[tuple[Path, Path, tuple[int, int, int, int]]] = []
     # Staged in one hidden directory (no 'tfevents' in any name, so a TensorBoard watching
@@ -214,6 +217,8 @@ def trim(
                 dest = path if dst is None else dst / relative
                 temp = staging / f"{len(temps)}.tmp"
                 written = _trim_file(path, temp, trimmer, report, salvage, dry_run)
+                if progress is not None:
+                    progress(path.stat().st_size)
                 temps.append((temp, dest, written))
                 report.files.append((str(path), str(dest), written[0], written[1]))
         if dry_run:

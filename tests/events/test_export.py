@@ -47,3 +47,33 @@ def test_other_kinds_and_refusals(tbx: Path, tmp_path: Path) -> None:
     assert code == 2 and "cannot be exported" in err and not (tmp_path / "i.csv").exists()
     code, _, err = gpudoc("export", str(tbx), "-o", str(tmp_path / "h.jsonl"))
     assert code == 2 and "exists" in err
+
+
+def test_progress_bar_on_a_terminal_only(tbx: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    main, child = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpudoc", "events", "trim", str(tbx), "-o", str(tmp_path / "out"), "--steps", "1:5"],
+        stdin=child, stdout=subprocess.DEVNULL, stderr=child, env={**os.environ, "TERM": "xterm-256color"},
+    )
+    os.close(child)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    proc.wait(60)
+    assert proc.returncode == 0 and b"trimming" in seen
+    quiet = subprocess.run(
+        [sys.executable, "-m", "gpudoc", "events", "trim", str(tbx), "-o", str(tmp_path / "out2"), "--steps", "1:5"],
+        capture_output=True, timeout=60,
+    )
+    assert quiet.returncode == 0 and b"trimming" not in quiet.stderr
