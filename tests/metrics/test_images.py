@@ -1,0 +1,101 @@
+"""Metrics against scikit-image, TensorFlow and the reference values in shared/reference/metrics.md."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+
+from gpudoc.metrics import MetricInputError, RangeWarning, image_metrics, to_y
+
+
+def pair(seed: int, shape: tuple[int, ...], noise: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, 256, shape).astype(np.uint8)
+    pred = np.clip(target + rng.normal(0, noise, shape), 0, 255).astype(np.uint8)
+    return pred, target
+
+
+def test_reference_values() -> None:
+    x = np.zeros((8, 8), np.uint8)
+    y = x.copy()
+    y[0, 0] = 255
+    m = image_metrics(y, x, data_range=255)
+    assert m["mse"].pooled == pytest.approx(1016.015625) and m["psnr"].pooled == pytest.approx(18.0618, abs=1e-4)
+    unit = image_metrics(y / 255, x / 255, data_range=1)
+    assert unit["mse"].pooled == pytest.approx(0.015625) and unit["psnr"].pooled == pytest.approx(18.0618, abs=1e-4)
+    assert image_metrics(y / 255, x / 255, data_range=255)["psnr"].pooled == pytest.approx(66.1926, abs=1e-4)
+    a = np.full((16, 16), 100, np.uint8)
+    b = a + 10
+    at255 = image_metrics(b, a, data_range=255)
+    assert (at255["mae"].pooled, at255["mse"].pooled) == (10, 100)
+    assert at255["psnr"].pooled == pytest.approx(28.1308, abs=1e-4)
+    at1 = image_metrics(b / 255, a / 255, data_range=1)
+    assert at1["mae"].pooled == pytest.approx(0.039216, abs=1e-6) and at1["mse"].pooled < at1["mae"].pooled
+    assert image_metrics(np.array([[0, 1], [2, 3.0]]), np.array([[3, 2], [1, 0.0]]), data_range=3)["psnr"].pooled \
+        == pytest.approx(2.5527, abs=1e-4)
+
+
+def test_mean_of_per_image_psnr_differs_from_pooled() -> None:
+    first = np.zeros((8, 8))
+    first_pred = first.copy()
+    first_pred[0, 0] = 1.0
+    second = np.zeros((8, 8))
+    second_pred = np.full((8, 8), 0.01)
+    m = image_metrics(np.stack([first_pred, second_pred]), np.stack([first, second]), data_range=1)
+    assert m["psnr"].per_image == pytest.approx((18.0618, 40.0), abs=1e-4)
+    assert m["psnr"].mean == pytest.approx(29.0309, abs=1e-4) and m["psnr"].pooled == pytest.approx(21.0444, abs=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(48, 40), (48, 40, 3)])
+def test_against_scikit_image(shape: tuple[int, ...]) -> None:
+    pred, target = pair(1, shape)
+    channel_axis = -1 if len(shape) == 3 else None
+    m = image_metrics(pred, target, data_range=255)
+    assert m["mse"].pooled == pytest.approx(mean_squared_error(target, pred), abs=1e-6)
+    assert m["psnr"].pooled == pytest.approx(peak_signal_noise_ratio(target, pred, data_range=255), abs=1e-6)
+    wang = structural_similarity(target, pred, data_range=255, channel_axis=channel_axis, gaussian_weights=True,
+                                 sigma=1.5, use_sample_covariance=False)
+    assert m["ssim"].pooled == pytest.approx(wang, abs=1e-6)
+    default = structural_similarity(target, pred, data_range=255, channel_axis=channel_axis)
+    assert image_metrics(pred, target, data_range=255, ssim_preset="skimage")["ssim"].pooled == pytest.approx(
+        default, abs=1e-6)
+
+
+def test_against_tensorflow_psnr_and_a_batch() -> None:
+    pred, target = pair(2, (4, 32, 32, 3))
+    m = image_metrics(pred, target, data_range=255)
+    tf_psnr = tf.image.psnr(tf.constant(pred), tf.constant(target), max_val=255).numpy()
+    assert m["psnr"].per_image == pytest.approx(tuple(tf_psnr.tolist()), abs=1e-4)
+    singles = [image_metrics(pred[i], target[i], data_range=255)["ssim"].pooled for i in range(4)]
+    assert m["ssim"].per_image == pytest.approx(tuple(singles), abs=1e-12)
+
+
+def test_uint8_inputs_do_not_wrap_around() -> None:
+    pred = np.array([[10]], np.uint8)
+    target = np.array([[250]], np.uint8)
+    assert image_metrics(np.tile(pred, (8, 8)), np.tile(target, (8, 8)), data_range=255)["mae"].pooled == 240
+
+
+def test_y_channel_and_crop_border() -> None:
+    rgb = np.zeros((1, 2, 2, 3))
+    rgb[..., 0] = 1.0
+    assert to_y(rgb, 1.0)[0, 0, 0, 0] == pytest.approx((16 + 65.481) / 255)
+    pred, target = pair(3, (20, 20, 3))
+    cropped = image_metrics(pred, target, data_range=255, crop_border=4, y_channel=True)
+    y_pred, y_target = to_y(pred[None].astype(float), 255)[0, 4:-4, 4:-4, 0], to_y(target[None].astype(float), 255)[
+        0, 4:-4, 4:-4, 0]
+    assert cropped["mse"].pooled == pytest.approx(float(np.mean((y_pred - y_target) ** 2)))
+
+
+def test_range_is_required_or_inferred_with_a_warning_and_bad_inputs_fail() -> None:
+    pred, target = pair(4, (16, 16))
+    with pytest.warns(RangeWarning, match="inferred 255"):
+        image_metrics(pred, target, data_range=None)
+    with pytest.raises(MetricInputError, match="differ in shape"):
+        image_metrics(pred, target[:8], data_range=255)
+    with pytest.raises(MetricInputError, match="NaN"):
+        image_metrics(np.full((8, 8), np.nan), np.zeros((8, 8)), data_range=1)
+    with pytest.raises(MetricInputError, match="cannot infer"):
+        image_metrics(np.full((8, 8), -3.0), np.full((8, 8), 300.0), data_range=None)
