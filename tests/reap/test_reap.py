@@ -78,7 +78,7 @@ def test_detached_job_that_is_working_is_not_an_orphan(dev: Path, spawn: Spawner
     worker = orphaned_worker(spawn, dev, worker="while True: pass")
     code, rows, _ = reap(dev, "--yes")
     assert code == 0 and rows[worker]["verdict"] == "detached"
-    assert "busy" in rows[worker]["reason"] and rows[worker]["cpu_percent"] > 50
+    assert "busy" in rows[worker]["reason"] and rows[worker]["cpu_percent"] >= 5
     assert alive(worker)
 
 
