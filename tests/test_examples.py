@@ -45,3 +45,9 @@ def test_mask_rules_example_shows_where_rules_differ() -> None:
     assert lines[0].split(None, 1) == ["ge", "[[0, 0, 1, 1], [1, 1, 0, 0]]"]
     assert lines[1].split(None, 1) == ["gt", "[[0, 0, 1, 1], [0, 1, 0, 0]]"]
     assert "tf.cast(x + 0.5, tf.int32)                   differs on 1" in out.stdout
+
+
+def test_metric_scale_example_is_a_passing_pytest_file() -> None:
+    out = run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "test_metric_scale.py"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 passed" in out.stdout

@@ -21,6 +21,7 @@ COMMANDS = {
     "doctor": "gpudoc.cli.doctor:doctor",
     "events": "gpudoc.cli.events:events",
     "mask": "gpudoc.cli.mask:mask",
+    "metrics-check": "gpudoc.cli.metrics:metrics_check",
     "reap": "gpudoc.cli.reap:reap",
     "serve": "gpudoc.cli.serve:serve",
     "tui": "gpudoc.cli.tui:tui",

@@ -1,29 +1,45 @@
 """Image and regression metrics at an explicit data range, batched.
 
 Inputs are cast to float64 before anything is subtracted (no uint8 wrap-around). Batches are
-``(N, H, W)`` or ``(N, H, W, C)``; a single ``(H, W[, C])`` image is a batch of one. Every
-metric is reported per image, as the mean of the per-image values, and pooled (computed
-once over all pixels: PSNR of the pooled MSE differs from the mean of per-image PSNRs).
+``(N, H, W)`` or ``(N, H, W, C)`` (numpy and TensorFlow), ``(N, C, H, W)`` for torch tensors;
+a single image is a batch of one. Every metric is reported per image, as the mean of the
+per-image values, and pooled over all images (PSNR of the pooled MSE differs from the mean of
+per-image PSNRs).
 
 SSIM follows Wang et al. (2004) by default: an 11-tap Gaussian window with sigma = 1.5,
 K1 = 0.01, K2 = 0.03, population covariances — or scikit-image's defaults with
-``preset="skimage"`` (7x7 uniform window, sample covariances); both crop ``(win - 1) / 2``
-pixels from each border before averaging the SSIM map, and average over channels.
+``ssim_preset="skimage"`` (7x7 uniform window, sample covariances). The SSIM map is averaged
+over the pixels whose window lies inside the image (scikit-image crops ``(win - 1) / 2``
+pixels, TensorFlow filters with VALID padding: the same pixels), then over channels.
+MS-SSIM is TensorFlow's ``ssim_multiscale`` (five scales, Wang et al. 2003 weights, 2x2
+average pooling) at the same settings.
+
+The windows are applied as banded matrix products (BLAS) a few images at a time; torch
+tensors are computed on their own device with the same arithmetic.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, TypeVar
 
 import numpy as np
 
 from gpudoc.errors import InputError
 
 SSIM_PRESETS = ("wang", "skimage")
-_BT601 = np.array([65.481, 128.553, 24.966])
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+_BT601 = (65.481, 128.553, 24.966)
+_BLOCK = 32
+_CHUNK_PIXELS = 1 << 18
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class RangeWarning(UserWarning):
@@ -32,75 +48,6 @@ class RangeWarning(UserWarning):
 
 class MetricInputError(InputError, ValueError):
     """Inputs that cannot be compared: shapes, NaN, empty, unknown range."""
-
-
-def as_batch(x: Any) -> np.ndarray:
-    """A float64 ``(N, H, W, C)`` array from a numpy array, torch tensor or TF tensor. A 3-D
-    input is one ``(H, W, C)`` image when its last axis has 1, 3 or 4 entries, else a
-    ``(N, H, W)`` batch of grey images."""
-    if type(x).__module__.startswith("torch"):
-        x = x.detach().cpu().numpy()
-    elif hasattr(x, "numpy") and not isinstance(x, np.ndarray):
-        x = x.numpy()
-    array = np.asarray(x)
-    if array.ndim == 2:
-        array = array[None, :, :, None]
-    elif array.ndim == 3:
-        array = array[None] if array.shape[-1] in (1, 3, 4) else array[..., None]
-    if array.ndim != 4:
-        raise MetricInputError(f"expected images (H, W[, C]) or a batch (N, H, W[, C]), got shape {array.shape}")
-    return array.astype(np.float64)
-
-
-def infer_range(x: np.ndarray, dtype: np.dtype[Any]) -> float:
-    """The stated rule: uint8 → 255, uint16 → 65535, floats within [0, 1] → 1, other
-    floats within [0, 255] → 255; anything else cannot be guessed."""
-    if dtype == np.uint8:
-        return 255.0
-    if dtype == np.uint16:
-        return 65535.0
-    low, high = float(np.min(x)), float(np.max(x))
-    if low >= 0 and high <= 1:
-        return 1.0
-    if low >= 0 and high <= 255:
-        return 255.0
-    raise MetricInputError(f"cannot infer the data range of values in [{low:g}, {high:g}]", "declare data_range")
-
-
-def to_y(batch: np.ndarray, data_range: float) -> np.ndarray:
-    """BT.601 luma (Y of YCbCr, 16..235 at 8 bits) of RGB images, at the same range."""
-    if batch.shape[-1] != 3:
-        raise MetricInputError(f"the Y channel needs RGB images, got {batch.shape[-1]} channel(s)")
-    unit = batch / data_range
-    y = (16.0 + unit @ _BT601) / 255.0
-    return (y * data_range)[..., None]
-
-
-def _prepare(pred: Any, target: Any, data_range: float | None, y_channel: bool, crop_border: int
-             ) -> tuple[np.ndarray, np.ndarray, float]:
-    p_raw, t_raw = np.asarray(pred) if isinstance(pred, np.ndarray) else pred, target
-    p, t = as_batch(p_raw), as_batch(t_raw)
-    if p.shape != t.shape:
-        raise MetricInputError(f"prediction {p.shape} and target {t.shape} differ in shape")
-    if p.size == 0:
-        raise MetricInputError("no pixels to compare")
-    if not (np.isfinite(p).all() and np.isfinite(t).all()):
-        raise MetricInputError("inputs contain NaN or infinity")
-    if data_range is None:
-        dtype = np.asarray(t_raw).dtype if isinstance(t_raw, np.ndarray) else np.dtype(np.float64)
-        data_range = infer_range(t, dtype)
-        warnings.warn(f"data_range not given; inferred {data_range:g} from the target's dtype and values",
-                      RangeWarning, stacklevel=3)
-    if data_range <= 0:
-        raise MetricInputError(f"data_range must be positive, got {data_range}")
-    if y_channel:
-        p, t = to_y(p, data_range), to_y(t, data_range)
-    if crop_border:
-        if 2 * crop_border >= min(p.shape[1:3]):
-            raise MetricInputError(f"crop_border {crop_border} leaves no pixels of {p.shape[1:3]} images")
-        p = p[:, crop_border:-crop_border, crop_border:-crop_border]
-        t = t[:, crop_border:-crop_border, crop_border:-crop_border]
-    return p, t, float(data_range)
 
 
 @dataclass(frozen=True)
@@ -112,50 +59,268 @@ class Metric:
     pooled: float
 
 
-def _psnr(mse: np.ndarray | float, data_range: float) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return np.asarray(10 * np.log10(data_range**2 / np.asarray(mse, dtype=np.float64)))
+@dataclass(frozen=True)
+class _Window:
+    taps: tuple[float, ...]
+    cov_norm: float
+
+    @property
+    def size(self) -> int:
+        return len(self.taps)
 
 
-def _gaussian_taps(sigma: float, radius: int) -> np.ndarray:
+def _gaussian_taps(sigma: float, radius: int) -> tuple[float, ...]:
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     taps = np.exp(-0.5 * (x / sigma) ** 2)
-    return taps / taps.sum()
+    return tuple((taps / taps.sum()).tolist())
 
 
-def ssim_maps(p: np.ndarray, t: np.ndarray, data_range: float, preset: str = "wang") -> tuple[np.ndarray, int]:
-    """The SSIM maps of ``(K, H, W)`` planes (images times channels, contiguous), and the border
-    width to crop from them."""
-    from scipy import ndimage
-
+def window(preset: str) -> _Window:
+    """The SSIM window of a preset: its taps (one axis) and covariance normalisation."""
     if preset == "wang":
-        radius = int(3.5 * 1.5 + 0.5)
-        taps = _gaussian_taps(1.5, radius)
+        return _Window(_gaussian_taps(1.5, 5), 1.0)
+    if preset == "skimage":
+        return _Window((1 / 7,) * 7, 49 / 48)
+    raise MetricInputError(f"SSIM preset {preset!r} not one of {', '.join(SSIM_PRESETS)}")
 
-        def smooth(a: np.ndarray) -> np.ndarray:
-            return ndimage.correlate1d(ndimage.correlate1d(a, taps, axis=-2, mode="reflect"), taps, axis=-1,
-                                       mode="reflect")
 
-        win, norm = 2 * radius + 1, 1.0
-    elif preset == "skimage":
-        win = 7
+def is_torch(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor (without importing torch)."""
+    return type(x).__module__.startswith("torch")
 
-        def smooth(a: np.ndarray) -> np.ndarray:
-            return ndimage.uniform_filter1d(ndimage.uniform_filter1d(a, win, axis=-2, mode="reflect"), win, axis=-1,
-                                            mode="reflect")
 
-        norm = win * win / (win * win - 1.0)
-    else:
-        raise MetricInputError(f"SSIM preset {preset!r} not one of {', '.join(SSIM_PRESETS)}")
-    if min(p.shape[-2:]) < win:
-        raise MetricInputError(f"SSIM needs images of at least {win}x{win} pixels, got {p.shape[-2:]}")
+def is_tensorflow(x: Any) -> bool:
+    """Whether ``x`` is a TensorFlow tensor or variable (without importing TensorFlow)."""
+    return type(x).__module__.startswith(("tensorflow", "tf.", "keras"))
+
+
+def _host(x: Any) -> np.ndarray:
+    if is_torch(x):
+        return np.asarray(x.detach().cpu().numpy())
+    if is_tensorflow(x):
+        return np.asarray(x.numpy())
+    return np.asarray(x)
+
+
+def _planes(x: Any, channels_first: bool | None) -> Any:
+    """An ``(N, C, H, W)`` view of ``x`` (numpy array or torch tensor, not yet cast)."""
+    torch_input = is_torch(x)
+    array: Any = x if torch_input else _host(x)
+    first = torch_input if channels_first is None else channels_first
+    ndim = array.ndim
+    if ndim == 2:
+        return array[None, None]
+    if ndim == 3:
+        if first and array.shape[0] in (1, 3, 4):
+            return array[None]
+        if not first and array.shape[-1] in (1, 3, 4):
+            return array.permute(2, 0, 1)[None] if torch_input else array.transpose(2, 0, 1)[None]
+        return array[:, None]
+    if ndim == 4:
+        if first:
+            return array
+        return array.permute(0, 3, 1, 2) if torch_input else array.transpose(0, 3, 1, 2)
+    raise MetricInputError(f"expected images (H, W[, C]) or a batch (N, H, W[, C]), got shape {tuple(array.shape)}")
+
+
+def as_batch(x: Any, channels_first: bool | None = None) -> np.ndarray:
+    """A float64 ``(N, H, W, C)`` host array from a numpy array, torch tensor or TF tensor."""
+    planes = _planes(x, channels_first)
+    return _host(planes).transpose(0, 2, 3, 1).astype(np.float64)
+
+
+def infer_range(x: Any, dtype: Any) -> float:
+    """The stated rule: uint8 → 255, uint16 → 65535, floats within [0, 1] → 1, other
+    floats within [0, 255] → 255; anything else cannot be guessed."""
+    name = str(dtype).rsplit(".", 1)[-1]
+    if name == "uint8":
+        return 255.0
+    if name == "uint16":
+        return 65535.0
+    low, high = (float(v) for v in (_host(x.min()), _host(x.max())))
+    if low >= 0 and high <= 1:
+        return 1.0
+    if low >= 0 and high <= 255:
+        return 255.0
+    raise MetricInputError(f"cannot infer the data range of values in [{low:g}, {high:g}]", "declare data_range")
+
+
+def to_y(batch: np.ndarray, data_range: float) -> np.ndarray:
+    """BT.601 luma (Y of YCbCr, 16..235 at 8 bits) of ``(N, H, W, 3)`` RGB images, at the same range."""
+    if batch.shape[-1] != 3:
+        raise MetricInputError(f"the Y channel needs RGB images, got {batch.shape[-1]} channel(s)")
+    y = (16.0 + (batch / data_range) @ np.array(_BT601)) / 255.0
+    return (y * data_range)[..., None]
+
+
+class _Numpy:
+    """Array operations for host arrays: windows as banded BLAS products."""
+
+    def __init__(self) -> None:
+        self.lib = np
+
+    def cast(self, planes: Any) -> np.ndarray:
+        return np.ascontiguousarray(planes, dtype=np.float64)
+
+    def moments(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``[x, y, x² + y², xy]`` stacked, for one filter pass."""
+        out = np.empty((4, *x.shape))
+        out[0], out[1] = x, y
+        np.multiply(x, x, out=out[2])
+        np.multiply(y, y, out=out[3])
+        out[2] += out[3]
+        np.multiply(x, y, out=out[3])
+        return out
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        """``fn`` over ``items`` on one thread per core, BLAS single-threaded meanwhile (numpy
+        releases the GIL in the products and element-wise passes)."""
+        workers = min(len(items), os.cpu_count() or 1)
+        if workers < 2:
+            return [fn(item) for item in items]
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, items))
+
+    def finite(self, x: Any) -> bool:
+        return bool(np.isfinite(x).all())
+
+    def filter(self, a: np.ndarray, taps: tuple[float, ...]) -> np.ndarray:
+        """Valid correlation of ``(..., H, W)`` with ``taps`` along both image axes."""
+        k = len(taps)
+        band = _band(taps)
+        h, w = a.shape[-2:]
+        oh, ow = h - k + 1, w - k + 1
+        flat = a.reshape(-1, w)
+        rows = np.empty((flat.shape[0], ow))
+        for s in range(0, ow, _BLOCK):
+            e = min(ow, s + _BLOCK)
+            np.matmul(flat[:, s : e + k - 1], band[: e - s + k - 1, : e - s], out=rows[:, s:e])
+        across = rows.reshape(-1, h, ow)
+        out = np.empty((across.shape[0], oh, ow))
+        for s in range(0, oh, _BLOCK):
+            e = min(oh, s + _BLOCK)
+            np.matmul(band[: e - s + k - 1, : e - s].T, across[:, s : e + k - 1], out=out[:, s:e])
+        return out.reshape(*a.shape[:-2], oh, ow)
+
+    def pool2(self, a: np.ndarray) -> np.ndarray:
+        """2x2 average pooling; an odd edge is first padded by repeating it (TF's SYMMETRIC)."""
+        h, w = a.shape[-2:]
+        if h % 2 or w % 2:
+            a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, h % 2), (0, w % 2)], mode="symmetric")
+            h, w = a.shape[-2:]
+        return a.reshape(*a.shape[:-2], h // 2, 2, w // 2, 2).mean(axis=(-3, -1))
+
+
+@lru_cache(maxsize=8)
+def _band(taps: tuple[float, ...]) -> np.ndarray:
+    k = len(taps)
+    band = np.zeros((_BLOCK + k - 1, _BLOCK))
+    for j in range(_BLOCK):
+        band[j : j + k, j] = taps
+    return band
+
+
+class _Torch:
+    """The same operations on torch tensors, on their device, in float64."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.lib = torch
+
+    def cast(self, planes: Any) -> Any:
+        return planes.detach().to(self.lib.float64).contiguous()
+
+    def moments(self, x: Any, y: Any) -> Any:
+        return self.lib.stack([x, y, x * x + y * y, x * y])
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x.detach().cpu().numpy())
+
+    def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        return [fn(item) for item in items]
+
+    def finite(self, x: Any) -> bool:
+        return bool(self.lib.isfinite(x).all())
+
+    def filter(self, a: Any, taps: tuple[float, ...]) -> Any:
+        functional = self.lib.nn.functional
+        k = len(taps)
+        kernel = self.lib.tensor(taps, dtype=a.dtype, device=a.device)
+        flat = a.reshape(-1, 1, *a.shape[-2:])
+        flat = functional.conv2d(flat, kernel.view(1, 1, 1, k))
+        flat = functional.conv2d(flat, kernel.view(1, 1, k, 1))
+        return flat.reshape(*a.shape[:-2], *flat.shape[-2:])
+
+    def pool2(self, a: Any) -> Any:
+        functional = self.lib.nn.functional
+        h, w = a.shape[-2:]
+        flat = a.reshape(-1, 1, h, w)
+        if h % 2 or w % 2:
+            flat = self.lib.cat([flat, flat[..., -1:, :]], dim=-2) if h % 2 else flat
+            flat = self.lib.cat([flat, flat[..., -1:]], dim=-1) if w % 2 else flat
+        pooled = functional.avg_pool2d(flat, 2)
+        return pooled.reshape(*a.shape[:-2], *pooled.shape[-2:])
+
+
+def _ssim_cs(ops: Any, x: Any, y: Any, data_range: float, win: _Window) -> tuple[np.ndarray, np.ndarray]:
+    """Mean SSIM and mean contrast-structure term of each ``(H, W)`` plane of ``x`` vs ``y``."""
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = smooth(p), smooth(t)
-    vx = norm * (smooth(p * p) - mx * mx)
-    vy = norm * (smooth(t * t) - my * my)
-    vxy = norm * (smooth(p * t) - mx * my)
-    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s, (win - 1) // 2
+    mx, my, squares, cross = ops.filter(ops.moments(x, y), win.taps)
+    mxy = mx * my
+    msq = mx * mx
+    msq += my * my
+    cs = cross
+    cs -= mxy
+    cs *= 2 * win.cov_norm
+    cs += c2
+    den = squares
+    den -= msq
+    den *= win.cov_norm
+    den += c2
+    cs /= den
+    luminance = mxy
+    luminance *= 2
+    luminance += c1
+    msq += c1
+    luminance /= msq
+    luminance *= cs
+    return ops.to_numpy(luminance.mean(axis=(-2, -1))), ops.to_numpy(cs.mean(axis=(-2, -1)))
+
+
+@dataclass(frozen=True)
+class _ChunkStats:
+    mae: np.ndarray
+    mse: np.ndarray
+    ssim: np.ndarray | None
+    ms_ssim: np.ndarray | None
+
+
+def _chunks(n: int, plane_pixels: int) -> Iterator[tuple[int, int]]:
+    step = max(1, _CHUNK_PIXELS // max(1, plane_pixels))
+    for start in range(0, n, step):
+        yield start, min(n, start + step)
+
+
+def _to_y(ops: Any, planes: Any, data_range: float) -> Any:
+    r, g, b = planes[:, 0], planes[:, 1], planes[:, 2]
+    return ((16.0 * data_range + _BT601[0] * r + _BT601[1] * g + _BT601[2] * b) / 255.0)[:, None]
+
+
+def _ms_ssim(ops: Any, x: Any, y: Any, data_range: float, win: _Window) -> np.ndarray:
+    factors: list[np.ndarray] = []
+    for scale, weight in enumerate(MS_SSIM_WEIGHTS):
+        if scale:
+            x, y = ops.pool2(x), ops.pool2(y)
+        ssim, cs = _ssim_cs(ops, x, y, data_range, win)
+        term = ssim if scale == len(MS_SSIM_WEIGHTS) - 1 else cs
+        factors.append(np.maximum(term, 0.0) ** weight)
+    return np.prod(factors, axis=0)
 
 
 def image_metrics(
@@ -167,37 +332,89 @@ def image_metrics(
     crop_border: int = 0,
     ssim_preset: str = "wang",
     ssim: bool | None = None,
+    ms_ssim: bool = False,
+    channels_first: bool | None = None,
 ) -> dict[str, Metric]:
-    """MAE, MSE, RMSE, PSNR and SSIM of ``pred`` against ``target`` at ``data_range``.
+    """MAE, MSE, RMSE, PSNR, SSIM (and MS-SSIM) of ``pred`` against ``target`` at ``data_range``.
 
     ``data_range`` None infers it by the rule of :func:`infer_range` and warns. ``ssim``
     None computes SSIM when the images are at least as large as its window (11 or 7 pixels)
-    and leaves it out otherwise; True requires it.
+    and leaves it out otherwise; True requires it. ``channels_first`` None means
+    ``(N, C, H, W)`` for torch tensors and ``(N, H, W, C)`` otherwise. Torch tensors stay on
+    their device; TensorFlow tensors are read through ``.numpy()``.
     """
-    p, t, rng = _prepare(pred, target, data_range, y_channel, crop_border)
-    diff = p - t
-    axes = (1, 2, 3)
-    mae = np.mean(np.abs(diff), axis=axes)
-    mse = np.mean(diff * diff, axis=axes)
-    pooled_mse = float(np.mean(diff * diff))
+    win = window(ssim_preset)
+    ops: Any = _Torch() if is_torch(pred) and is_torch(target) else _Numpy()
+    if isinstance(ops, _Numpy):
+        pred, target = _host(pred), _host(target)
+    p_all, t_all = _planes(pred, channels_first), _planes(target, channels_first)
+    if tuple(p_all.shape) != tuple(t_all.shape):
+        raise MetricInputError(f"prediction {tuple(p_all.shape)} and target {tuple(t_all.shape)} differ in shape")
+    n, channels, height, width = (int(v) for v in p_all.shape)
+    if p_all.numel() == 0 if is_torch(p_all) else p_all.size == 0:
+        raise MetricInputError("no pixels to compare")
+    if data_range is None:
+        data_range = infer_range(t_all, t_all.dtype)
+        warnings.warn(f"data_range not given; inferred {data_range:g} from the target's dtype and values",
+                      RangeWarning, stacklevel=2)
+    if not data_range > 0:
+        raise MetricInputError(f"data_range must be positive, got {data_range}")
+    if y_channel and channels != 3:
+        raise MetricInputError(f"the Y channel needs RGB images, got {channels} channel(s)")
+    if crop_border and 2 * crop_border >= min(height, width):
+        raise MetricInputError(f"crop_border {crop_border} leaves no pixels of {(height, width)} images")
+    if crop_border:
+        p_all = p_all[..., crop_border:-crop_border, crop_border:-crop_border]
+        t_all = t_all[..., crop_border:-crop_border, crop_border:-crop_border]
+        height, width = height - 2 * crop_border, width - 2 * crop_border
+    want_ssim = bool(ssim) or (ssim is None and min(height, width) >= win.size)
+    if want_ssim and min(height, width) < win.size:
+        raise MetricInputError(f"SSIM needs images of at least {win.size}x{win.size} pixels, got {(height, width)}")
+    smallest = (win.size - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1
+    if ms_ssim and min(height, width) < smallest:
+        raise MetricInputError(f"MS-SSIM needs images of at least {smallest}x{smallest} pixels (5 scales of a "
+                               f"{win.size}-pixel window), got {(height, width)}")
+    rng = float(data_range)
+
+    def chunk(bounds: tuple[int, int]) -> _ChunkStats:
+        start, stop = bounds
+        p, t = ops.cast(p_all[start:stop]), ops.cast(t_all[start:stop])
+        if not (ops.finite(p) and ops.finite(t)):
+            raise MetricInputError(f"inputs contain NaN or infinity (image {start} to {stop - 1})")
+        if y_channel:
+            p, t = _to_y(ops, p, rng), _to_y(ops, t, rng)
+        diff = p - t
+        mae = ops.to_numpy(abs(diff).mean(axis=(-3, -2, -1)))
+        diff *= diff
+        mse = ops.to_numpy(diff.mean(axis=(-3, -2, -1)))
+        del diff
+        k = p.shape[1]
+        planes_p, planes_t = p.reshape(-1, *p.shape[-2:]), t.reshape(-1, *t.shape[-2:])
+        return _ChunkStats(
+            mae, mse,
+            _ssim_cs(ops, planes_p, planes_t, rng, win)[0].reshape(-1, k) if want_ssim else None,
+            _ms_ssim(ops, planes_p, planes_t, rng, win).reshape(-1, k) if ms_ssim else None,
+        )
+
+    rng = float(data_range)
+    parts = ops.map(chunk, list(_chunks(n, channels * height * width)))
+    mae, mse = np.concatenate([c.mae for c in parts]), np.concatenate([c.mse for c in parts])
+    pooled_mse = float(mse.mean())
     psnr = _psnr(mse, rng)
     found = {
-        "mae": Metric(tuple(mae.tolist()), float(mae.mean()), float(np.mean(np.abs(diff)))),
+        "mae": Metric(tuple(mae.tolist()), float(mae.mean()), float(mae.mean())),
         "mse": Metric(tuple(mse.tolist()), float(mse.mean()), pooled_mse),
         "rmse": Metric(tuple(np.sqrt(mse).tolist()), float(np.sqrt(mse).mean()), math.sqrt(pooled_mse)),
         "psnr": Metric(tuple(psnr.tolist()), float(psnr.mean()), float(_psnr(pooled_mse, rng))),
     }
-    window = 11 if ssim_preset == "wang" else 7
-    if ssim or (ssim is None and min(p.shape[1:3]) >= window):
-        # One image at a time, as contiguous channel planes: its maps stay in cache, which
-        # beats one pass over the whole batch.
-        sums = []
-        for i in range(p.shape[0]):
-            planes_p = np.ascontiguousarray(p[i].transpose(2, 0, 1))
-            planes_t = np.ascontiguousarray(t[i].transpose(2, 0, 1))
-            s, pad = ssim_maps(planes_p, planes_t, rng, ssim_preset)
-            sums.append(s[:, pad : s.shape[1] - pad, pad : s.shape[2] - pad].mean(axis=(1, 2)))
-        per_channel = np.array(sums)
-        per_image = per_channel.mean(axis=1)
-        found["ssim"] = Metric(tuple(per_image.tolist()), float(per_image.mean()), float(per_channel.mean()))
+    for name, wanted in (("ssim", want_ssim), ("ms_ssim", ms_ssim)):
+        if wanted:
+            per_channel = np.concatenate([getattr(c, name) for c in parts])
+            per_image = per_channel.mean(axis=1)
+            found[name] = Metric(tuple(per_image.tolist()), float(per_image.mean()), float(per_channel.mean()))
     return found
+
+
+def _psnr(mse: np.ndarray | float, data_range: float) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.asarray(10 * np.log10(data_range**2 / np.asarray(mse, dtype=np.float64)))

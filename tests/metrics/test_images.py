@@ -99,3 +99,66 @@ def test_range_is_required_or_inferred_with_a_warning_and_bad_inputs_fail() -> N
         image_metrics(np.full((8, 8), np.nan), np.zeros((8, 8)), data_range=1)
     with pytest.raises(MetricInputError, match="cannot infer"):
         image_metrics(np.full((8, 8), -3.0), np.full((8, 8), 300.0), data_range=None)
+
+
+def test_ms_ssim_against_tensorflow() -> None:
+    pred, target = pair(5, (2, 181, 200, 3), noise=30)
+    m = image_metrics(pred, target, data_range=255, ms_ssim=True)
+    ref = tf.image.ssim_multiscale(tf.constant(pred, tf.float64), tf.constant(target, tf.float64), max_val=255.0)
+    # TensorFlow builds its Gaussian window in float32, which moves its values by ~1e-6.
+    assert m["ms_ssim"].per_image == pytest.approx(tuple(ref.numpy().tolist()), abs=1e-5)
+    ssim_ref = tf.image.ssim(tf.constant(pred, tf.float64), tf.constant(target, tf.float64), max_val=255.0)
+    assert m["ssim"].per_image == pytest.approx(tuple(ssim_ref.numpy().tolist()), abs=5e-6)
+    with pytest.raises(MetricInputError, match="MS-SSIM needs images of at least 161x161"):
+        image_metrics(pred[:, :160], target[:, :160], data_range=255, ms_ssim=True)
+
+
+def test_against_torchmetrics_psnr_and_its_ssim_map() -> None:
+    torch = pytest.importorskip("torch")
+    functional = pytest.importorskip("torchmetrics.functional.image")
+    pred, target = pair(6, (3, 40, 48, 3))
+    tp = torch.from_numpy(pred).permute(0, 3, 1, 2).double()
+    tt = torch.from_numpy(target).permute(0, 3, 1, 2).double()
+    m = image_metrics(pred, target, data_range=255)
+    psnr = functional.peak_signal_noise_ratio(tp, tt, data_range=255.0, reduction="none", dim=(1, 2, 3))
+    assert m["psnr"].per_image == pytest.approx(tuple(psnr.tolist()), abs=1e-6)
+    # torchmetrics averages its reflect-padded map over the whole image; over the pixels whose
+    # window lies inside the image (what scikit-image and TF average) it is the same SSIM.
+    _, full = functional.structural_similarity_index_measure(tp, tt, data_range=255.0, return_full_image=True,
+                                                             reduction="none")
+    inside = full[..., 5:-5, 5:-5].mean(dim=(1, 2, 3))
+    assert m["ssim"].per_image == pytest.approx(tuple(inside.tolist()), abs=1e-6)
+
+
+def test_torch_tensors_are_computed_on_their_device_with_the_same_values() -> None:
+    torch = pytest.importorskip("torch")
+    pred, target = pair(7, (2, 176, 180, 3))
+    ref = image_metrics(pred, target, data_range=255, ms_ssim=True)
+    nchw = image_metrics(torch.from_numpy(pred).permute(0, 3, 1, 2), torch.from_numpy(target).permute(0, 3, 1, 2),
+                         data_range=255, ms_ssim=True)
+    nhwc = image_metrics(torch.from_numpy(pred), torch.from_numpy(target), data_range=255, ms_ssim=True,
+                         channels_first=False)
+    for name, metric in ref.items():
+        assert nchw[name].per_image == pytest.approx(metric.per_image, abs=1e-12), name
+        assert nhwc[name].per_image == pytest.approx(metric.per_image, abs=1e-12), name
+    skimage_preset = image_metrics(pred, target, data_range=255, ssim_preset="skimage", y_channel=True)
+    on_torch = image_metrics(torch.from_numpy(pred), torch.from_numpy(target), data_range=255,
+                             ssim_preset="skimage", y_channel=True, channels_first=False)
+    assert on_torch["ssim"].mean == pytest.approx(skimage_preset["ssim"].mean, abs=1e-12)
+
+
+def test_tensorflow_tensors_and_a_chw_numpy_batch() -> None:
+    pred, target = pair(8, (2, 24, 24, 3))
+    ref = image_metrics(pred, target, data_range=255)
+    from_tf = image_metrics(tf.constant(pred), tf.constant(target), data_range=255)
+    assert from_tf["ssim"].per_image == ref["ssim"].per_image
+    chw = image_metrics(pred.transpose(0, 3, 1, 2), target.transpose(0, 3, 1, 2), data_range=255, channels_first=True)
+    assert chw["psnr"].per_image == ref["psnr"].per_image
+
+
+def test_large_batches_in_chunks_equal_one_image_at_a_time() -> None:
+    pred, target = pair(9, (5, 300, 300))
+    batch = image_metrics(pred, target, data_range=255)
+    singles = [image_metrics(pred[i], target[i], data_range=255) for i in range(5)]
+    assert batch["ssim"].per_image == pytest.approx(tuple(s["ssim"].pooled for s in singles), abs=1e-12)
+    assert batch["mse"].pooled == pytest.approx(np.mean((pred.astype(float) - target) ** 2))

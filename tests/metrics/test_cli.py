@@ -1,0 +1,143 @@
+"""`gpudoc metrics-check` on logs and on image files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from gpudoc.cli import cli
+from gpudoc.metrics.lint import PEAK_255_DB
+
+from .test_logs import SEED_LOG, at_unit_scale
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["metrics-check", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> tuple[Path, Path]:
+    good, bad = tmp_path / "good.log", tmp_path / "bad.log"
+    good.write_text(SEED_LOG)
+    bad.write_text(at_unit_scale(SEED_LOG))
+    return good, bad
+
+
+def test_clean_and_flagged_logs(logs: tuple[Path, Path]) -> None:
+    good, bad = logs
+    code, out, _ = run(str(good), "--range", "255")
+    assert code == 0 and out.strip() == "1 checked: 0 error(s), 0 warning(s)"
+    code, out, _ = run(str(good), str(bad), "--range", "255")
+    assert code == 1
+    assert f"{bad}:2 (step 1, train): error [unit-scale] MSE 0.0069 < MAE 0.0744" in out
+    assert "fix: convert prediction and target back to [0,255]" in out and "(3 steps)" in out
+
+
+def test_json_junit_and_github(logs: tuple[Path, Path], tmp_path: Path) -> None:
+    good, bad = logs
+    report = tmp_path / "report.xml"
+    code, out, _ = run(str(good), str(bad), "--range", "255", "--json", "--junit", str(report))
+    data = json.loads(out)
+    assert code == 1 and data["range"] == 255
+    assert [f["file"] for f in data["files"]] == [str(good), str(bad)]
+    assert {(f["rule"], f["severity"]) for f in data["findings"]} == {("unit-scale", "error")}
+    assert all(set(f) >= {"rule", "severity", "where", "message"} for f in data["findings"])
+    suite = ElementTree.parse(report).getroot()
+    assert suite.get("failures") == "1" and int(suite.get("tests") or 0) == 2 * 7
+    failed = [c for c in suite if c.find("failure") is not None]
+    assert [(c.get("classname"), c.get("name", "").split(":")[0]) for c in failed] == [(str(bad), "unit-scale")]
+    code, out, _ = run(str(bad), "--range", "255", "--github")
+    lines = out.splitlines()
+    assert code == 1 and len(lines) == 2
+    assert lines[0].startswith(f"::error file={bad},line=2,title=gpudoc unit-scale::MSE 0.0069 < MAE 0.0744")
+
+
+def test_bad_usage_and_inputs(tmp_path: Path) -> None:
+    assert run()[0] == 2
+    assert run("--pred", "x")[0] == 2
+    empty = tmp_path / "empty.log"
+    empty.write_text("nothing to see\n")
+    code, _, err = run(str(empty))
+    assert code == 2 and err.startswith(f"gpudoc: error: {empty}: no metric values found")
+    code, _, err = run(str(tmp_path / "missing.csv"))
+    assert code == 2 and "no such file" in err and "Traceback" not in err
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> tuple[Path, Path, list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(3)
+    pred_dir, target_dir = tmp_path / "pred", tmp_path / "target"
+    pred_dir.mkdir()
+    target_dir.mkdir()
+    preds, targets = [], []
+    for i in range(3):
+        target = rng.integers(0, 256, (40, 48, 3)).astype(np.uint8)
+        pred = np.clip(target + rng.normal(0, 12, target.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(target).save(target_dir / f"im{i}.png")
+        Image.fromarray(pred).save(pred_dir / f"im{i}.png")
+        preds.append(pred)
+        targets.append(target)
+    return pred_dir, target_dir, preds, targets
+
+
+def test_compute_mode_matches_scikit_image(images: tuple[Path, Path, list[np.ndarray], list[np.ndarray]]) -> None:
+    pred_dir, target_dir, preds, targets = images
+    code, out, err = run("--pred", str(pred_dir), "--target", str(target_dir), "--range", "255", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    psnr = np.mean([peak_signal_noise_ratio(t, p, data_range=255) for p, t in zip(preds, targets)])
+    ssim = np.mean([structural_similarity(t, p, data_range=255, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                          use_sample_covariance=False) for p, t in zip(preds, targets)])
+    assert data["metrics"]["psnr"] == pytest.approx(psnr, abs=1e-6)
+    assert data["metrics"]["ssim"] == pytest.approx(ssim, abs=1e-6)
+    assert set(data["metrics"]) >= {"mae", "mse", "rmse", "psnr", "ssim"} and data["images"] == ["im0", "im1", "im2"]
+    assert data["findings"] == [] and data["scale"]["scale"] == "[0,255]"
+
+
+def test_reported_numbers_at_the_wrong_scale_are_named(
+        images: tuple[Path, Path, list[np.ndarray], list[np.ndarray]], tmp_path: Path) -> None:
+    pred_dir, target_dir, preds, targets = images
+    unit = [(p / 255, t / 255) for p, t in zip(preds, targets)]
+    wrong_psnr = np.mean([peak_signal_noise_ratio(t, p, data_range=255) for p, t in unit])
+    wrong_ssim = np.mean([structural_similarity(t, p, data_range=255, channel_axis=-1, gaussian_weights=True,
+                                                sigma=1.5, use_sample_covariance=False) for p, t in unit])
+    reported = tmp_path / "eval.csv"
+    reported.write_text(f"epoch,val_psnr,val_ssim\n9,{wrong_psnr:.4f},{wrong_ssim:.6f}\n")
+    code, out, _ = run("--pred", str(pred_dir), "--target", str(target_dir), "--range", "255",
+                       "--reported", str(reported), "--json")
+    data = json.loads(out)
+    assert code == 1
+    by_metric = {f["message"].split()[1]: f for f in data["findings"]}
+    assert f"reported PSNR is {PEAK_255_DB:.2f} dB above the 255-peak value: computed with peak 255 on [0,1] data" \
+        in by_metric["psnr"]["cause"]
+    assert "matches data_range 65025" in by_metric["ssim"]["cause"]
+    right = tmp_path / "right.json"
+    right.write_text(json.dumps({"psnr": data["metrics"]["psnr"], "ssim": data["metrics"]["ssim"]}))
+    assert run("--pred", str(pred_dir), "--target", str(target_dir), "--range", "255", "--reported", str(right))[0] == 0
+
+
+def test_compute_mode_bad_inputs(images: tuple[Path, Path, list[np.ndarray], list[np.ndarray]],
+                                 tmp_path: Path) -> None:
+    pred_dir, target_dir, _, _ = images
+    (pred_dir / "extra.png").write_bytes((pred_dir / "im0.png").read_bytes())
+    code, _, err = run("--pred", str(pred_dir), "--target", str(target_dir))
+    assert code == 2 and "extra (prediction only)" in err
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(a, np.zeros((8, 8)))
+    np.save(b, np.zeros((8, 9)))
+    code, _, err = run("--pred", str(a), "--target", str(b), "--range", "1")
+    assert code == 2 and "differ in shape" in err
+    np.save(b, np.full((8, 8), np.nan))
+    code, _, err = run("--pred", str(a), "--target", str(b), "--range", "1")
+    assert code == 2 and "NaN" in err
+    np.save(b, np.full((8, 8), 900.0))
+    code, _, err = run("--pred", str(a), "--target", str(b))
+    assert code == 2 and "cannot infer the data range" in err
