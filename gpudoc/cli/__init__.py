@@ -22,6 +22,7 @@ COMMANDS = {
     "events": "gpudoc.cli.events:events",
     "mask": "gpudoc.cli.mask:mask",
     "metrics-check": "gpudoc.cli.metrics:metrics_check",
+    "oom": "gpudoc.cli.oom:oom",
     "reap": "gpudoc.cli.reap:reap",
     "serve": "gpudoc.cli.serve:serve",
     "tui": "gpudoc.cli.tui:tui",

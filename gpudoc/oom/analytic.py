@@ -1,0 +1,148 @@
+"""Analytic estimates, labelled with their expected error: PyTorch models that cannot be traced
+on fake tensors, and Keras/TensorFlow models (parameters, trainable vs frozen, per-layer
+activations at the batch and input size, optimizer slots, mixed-precision policy)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from gpudoc.errors import InputError
+from gpudoc.oom.devices import Device
+from gpudoc.oom.estimate import Estimate, verdict
+from gpudoc.oom.trace import TraceConfig, parse_input
+
+ANALYTIC_ERROR = 0.30
+# Adam/AdamW keep two moments per trainable value, SGD with momentum one, plain SGD none.
+SLOTS = {"adam": 2, "adamw": 2, "momentum": 1, "sgd": 0, "rmsprop": 1, "adagrad": 1, "nadam": 2, "adamax": 2,
+         "lion": 1, "adafactor": 1}
+ALLOCATOR_OVERHEAD = 0.10
+
+
+def _finish(name: str, config: TraceConfig, device: Device, parts: dict[str, int], parameters: int,
+            trainable: int, top: list[tuple[str, int]], notes: list[str]) -> Estimate:
+    allocated = sum(parts.values())
+    reserved = int(allocated * (1 + ALLOCATOR_OVERHEAD))
+    total = reserved + device.context + device.cudnn_margin
+    breakdown = dict(parts)
+    breakdown["allocator overhead (reserved - allocated)"] = reserved - allocated
+    breakdown["CUDA context"] = device.context
+    breakdown["cuDNN workspace margin"] = device.cudnn_margin
+    return Estimate(name, config, device.name, "analytic", allocated, reserved, total, device.capacity,
+                    verdict(total, device.capacity, False), device.capacity - total, breakdown, top, parameters,
+                    trainable, notes)
+
+
+def torch_analytic(name: str, factory: Callable[[], Any], config: TraceConfig, device: Device,
+                   reason: str) -> Estimate:
+    """Parameters, gradients and optimizer state from the model; activations as the sum of
+    every leaf module's output in one real batch-1 CPU forward, scaled to the batch."""
+    import torch
+
+    shape, tokens = parse_input(config.input, 1)
+    model = factory()
+    frozen = re.compile(config.freeze) if config.freeze else None
+    params = list(model.named_parameters())
+    trainable = [p for n, p in params if not config.inference and not (frozen and frozen.search(n))]
+    outputs: dict[str, int] = {}
+
+    def hook(module_name: str) -> Callable[..., None]:
+        def record(_: Any, __: Any, out: Any) -> None:
+            tensors = [out] if isinstance(out, torch.Tensor) else [t for t in out if isinstance(t, torch.Tensor)] \
+                if isinstance(out, (tuple, list)) else []
+            outputs[module_name] = outputs.get(module_name, 0) + sum(t.numel() * t.element_size() for t in tensors)
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if not list(m.children())]
+    with torch.no_grad():
+        model(torch.zeros(shape, dtype=torch.long) if tokens else torch.zeros(shape))
+    for h in handles:
+        h.remove()
+    scale = config.batch * (0.5 if config.precision != "fp32" else 1.0)
+    activations = 0 if config.inference else int(sum(outputs.values()) * scale)
+    n_trainable = sum(p.numel() for p in trainable)
+    slots = SLOTS.get(config.optimizer.lower(), 2)
+    parts = {"parameters": sum(p.numel() * p.element_size() for _, p in params),
+             "gradients": n_trainable * 4, "optimizer state": n_trainable * 4 * slots,
+             "activations": activations, "cuBLAS workspace": device.cublas_workspace}
+    top = sorted(((n, int(v * scale)) for n, v in outputs.items()), key=lambda kv: -kv[1])[:8]
+    notes = [f"analytic (expected error ±{ANALYTIC_ERROR:.0%}): the model cannot run on fake tensors ({reason})"]
+    return _finish(name, config, device, parts, sum(p.numel() for _, p in params), n_trainable, top, notes)
+
+
+def keras_estimate(name: str, model: Any, config: TraceConfig, device: Device) -> Estimate:
+    """A Keras model's training memory: variables, gradients and optimizer slots of the
+    trainable weights, and every layer's output at the batch (kept for the backward pass) in
+    the compute dtype of the precision policy."""
+    layers = list(_layers(model))
+    frozen = re.compile(config.freeze) if config.freeze else None
+    if frozen is not None and not any(frozen.search(layer.name) for layer in layers):
+        raise InputError(f"--freeze {config.freeze!r} matches no layer name",
+                         "names look like " + ", ".join(layer.name for layer in layers[:3]))
+    trainable = 0
+    total_params = 0
+    for layer in layers:
+        count = sum(int(math.prod(w.shape)) for w in layer.weights)
+        if not layer.weights:
+            continue
+        total_params += count
+        if not config.inference and not (frozen and frozen.search(layer.name)) and layer.trainable:
+            trainable += sum(int(math.prod(w.shape)) for w in layer.trainable_weights)
+    policy = str(getattr(getattr(model, "dtype_policy", None), "name", "float32"))
+    compute_bytes = 2 if config.precision in ("amp", "bf16") or policy.startswith("mixed_") else 4
+    outputs: dict[str, int] = {}
+    for layer in layers:
+        for out in _outputs(layer):
+            dims = [d for d in tuple(out.shape)[1:]]
+            if any(d is None for d in dims):
+                raise InputError(f"{name}: layer {layer.name} has an unknown output size {tuple(out.shape)}",
+                                 "build the model with a fixed input size (--input)")
+            outputs[layer.name] = outputs.get(layer.name, 0) + int(math.prod(dims)) * config.batch * compute_bytes
+    activations = sum(outputs.values()) if not config.inference else max(outputs.values(), default=0) * 2
+    slots = SLOTS.get(config.optimizer.lower(), 2)
+    parts = {"parameters": total_params * 4, "gradients": trainable * 4, "optimizer state": trainable * 4 * slots,
+             "activations": activations}
+    top = sorted(outputs.items(), key=lambda kv: -kv[1])[:8]
+    notes = [f"analytic Keras estimate (expected error ±{ANALYTIC_ERROR:.0%}): layer outputs kept for the backward "
+             "pass, no allocator or XLA fusion modelled"]
+    if policy.startswith("mixed_") and config.precision == "fp32":
+        notes.append(f"the model's dtype policy is {policy}: activations counted at 2 bytes")
+    if device.kind == "tpu":
+        notes.append("TPU: per core; the global batch is split across cores (batch = per-core batch here)")
+    return _finish(name, config, device, parts, total_params, trainable, top, notes)
+
+
+def _layers(model: Any) -> Any:
+    for layer in model.layers:
+        inner = getattr(layer, "layers", None)
+        if inner:
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def _outputs(layer: Any) -> list[Any]:
+    try:
+        out = layer.output
+    except (AttributeError, ValueError):
+        return []
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def load_keras(source: Any, input_spec: str | None) -> Any:
+    """A Keras model from a ``.keras`` file (its graph rebuilt at ``input_spec``, ``HxWxC``,
+    when given) or a zoo factory taking the input shape."""
+    import keras
+
+    shape = parse_input(input_spec, 1)[0][1:] if input_spec else None
+    if not isinstance(source, str):
+        return source(shape)
+    try:
+        model = keras.models.load_model(source, compile=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{source}: cannot load this Keras model ({exc})") from None
+    if shape is not None and tuple(model.input_shape[1:]) != shape:
+        model = keras.models.clone_model(model, input_tensors=keras.Input(shape))
+    return model

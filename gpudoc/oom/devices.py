@@ -1,0 +1,93 @@
+"""Accelerators an estimate is checked against: memory the framework can use, and the constant
+costs that are not tensors (CUDA context, cuBLAS workspace, cuDNN workspace margin)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gpudoc.errors import EnvironmentMissing, InputError
+
+MiB = 1024**2
+GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class Device:
+    """One accelerator (or one TPU core). ``capacity`` is the total memory NVML reports;
+    ``context`` what the CUDA context takes from it before any tensor (lazy module loading);
+    ``cublas_workspace`` what cuBLAS takes through the caching allocator on the first matmul;
+    ``cudnn_margin`` room kept for convolution workspaces."""
+
+    name: str
+    capacity: int
+    context: int
+    cublas_workspace: int
+    cudnn_margin: int
+    kind: str = "gpu"
+    aliases: tuple[str, ...] = ()
+
+
+def _gpu(name: str, mib: int, context_mib: int, hopper: bool = False, *aliases: str) -> Device:
+    return Device(name, mib * MiB, context_mib * MiB, (32 if hopper else 8) * MiB + (0 if hopper else 128 * 1024),
+                  64 * MiB, "gpu", aliases)
+
+
+# Capacities as NVML reports them on these boards; contexts measured with CUDA 12 lazy loading
+# and PyTorch 2.x (they grow with eager loading: ~650 MiB).
+CATALOG: tuple[Device, ...] = (
+    _gpu("V100-16GB", 16160, 300, False, "v100", "v100-16", "tesla v100-sxm2-16gb", "tesla v100-pcie-16gb"),
+    _gpu("V100-32GB", 32510, 300, False, "v100-32", "tesla v100-sxm2-32gb", "tesla v100-pcie-32gb"),
+    _gpu("A100-40GB", 40536, 420, False, "a100-40", "a100-sxm4-40gb", "a100-pcie-40gb"),
+    _gpu("A100-80GB", 81251, 420, False, "a100", "a100-80", "a100-sxm4-80gb", "a100 80gb pcie"),
+    _gpu("H100-80GB", 81559, 520, True, "h100", "h100-80", "h100 80gb hbm3", "nvidia h100 80gb hbm3", "h100 pcie"),
+    _gpu("H200-141GB", 143771, 520, True, "h200", "nvidia h200"),
+    _gpu("L4", 23034, 350, False, "nvidia l4"),
+    _gpu("T4", 15360, 300, False, "tesla t4"),
+    _gpu("RTX-3090", 24576, 350, False, "3090", "geforce rtx 3090", "nvidia geforce rtx 3090"),
+    _gpu("RTX-4090", 24564, 350, False, "4090", "geforce rtx 4090", "nvidia geforce rtx 4090"),
+    Device("TPU-v2-core", 8 * GiB, 0, 0, 0, "tpu", ("tpu v2", "tpu-v2", "tpu-v2-8")),
+    Device("TPU-v3-core", 16 * GiB, 0, 0, 0, "tpu", ("tpu v3", "tpu-v3", "tpu-v3-8")),
+)
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_]+", "-", name.strip().lower())
+
+
+def find_device(name: str) -> Device:
+    """A catalog entry by name or alias (case and spaces ignored), or ``local`` for GPU 0 of
+    this machine through NVML."""
+    if name.strip().lower() == "local":
+        return local_device()
+    wanted = _norm(name)
+    for device in CATALOG:
+        if wanted in {_norm(device.name), *(_norm(a) for a in device.aliases)}:
+            return device
+    names = ", ".join(d.name for d in CATALOG)
+    raise InputError(f"--gpu {name!r}: not a known device", f"use one of {names}, or local")
+
+
+def local_device(index: int = 0) -> Device:
+    """GPU ``index`` of this machine, with its catalog constants when its name is known."""
+    from gpudoc.gpu import NvmlBackend
+
+    try:
+        with NvmlBackend() as gpus:
+            snap = gpus.snapshot()
+    except Exception as exc:  # NVML missing or broken: say so, in one line
+        raise EnvironmentMissing(f"--gpu local: cannot read this machine's GPUs ({exc})",
+                                 "name a device such as A100-80GB") from None
+    devices = [d for d in snap.devices if d.index == index]
+    if not devices or not isinstance(devices[0].memory_total, int):
+        raise EnvironmentMissing(f"--gpu local: no GPU {index} with a memory reading on this machine",
+                                 "name a device such as A100-80GB")
+    gpu = devices[0]
+    total = gpu.memory_total
+    assert isinstance(total, int)
+    name = str(gpu.name)
+    try:
+        known = find_device(name.removeprefix("NVIDIA ").removeprefix("Tesla "))
+    except InputError:
+        known = Device(name, 0, 450 * MiB, 8 * MiB + 128 * 1024, 64 * MiB)
+    return Device(name, total, known.context, known.cublas_workspace, known.cudnn_margin, "gpu")

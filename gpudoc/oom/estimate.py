@@ -1,0 +1,234 @@
+"""Peak GPU memory of a training step: the trace replayed through the caching-allocator
+simulation, plus the device's constant costs; a verdict, the largest safe batch, and remedies
+ranked by the memory they save."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gpudoc.oom.allocator import CachingAllocator, OutOfMemory
+from gpudoc.oom.devices import Device
+from gpudoc.oom.trace import Trace, TraceConfig
+
+TIGHT = 0.10
+_PHASE_CATEGORY = {"parameters": "parameters", "inputs": "inputs", "activations": "activations",
+                   "backward": "backward temporaries", "optimizer": "optimizer temporaries", "setup": "other"}
+
+
+@dataclass(frozen=True)
+class Replay:
+    """One pass of a trace through the allocator simulation."""
+
+    peak_allocated: int
+    peak_reserved: int
+    breakdown: dict[str, int]
+    top_modules: list[tuple[str, int]]
+    out_of_memory: bool
+
+
+@dataclass
+class Estimate:
+    """The estimate for one configuration on one device."""
+
+    model: str
+    config: TraceConfig
+    device: str
+    method: str
+    peak_allocated_bytes: int
+    peak_reserved_bytes: int
+    total_bytes: int
+    capacity_bytes: int
+    verdict: str
+    headroom_bytes: int
+    breakdown: dict[str, int]
+    top_modules: list[tuple[str, int]]
+    parameters: int
+    trainable_parameters: int
+    notes: list[str] = field(default_factory=list)
+    remedies: list[Remedy] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """A change, the estimate with it, and what it saves."""
+
+    name: str
+    change: str
+    total_bytes: int
+    saved_bytes: int
+    verdict: str
+
+
+def _module_group(path: str) -> str:
+    return ".".join(path.split(".")[:2])
+
+
+def replay(trace: Trace, device: Device, capacity: int | None = None) -> Replay:
+    """Peak allocated and reserved, and what was live at the allocated peak (by category, and
+    activations by module). ``capacity`` makes the simulated device run out."""
+    allocator = CachingAllocator(capacity)
+    sizes: dict[int, tuple[int, str, str]] = {}
+    live: dict[str, int] = defaultdict(int)
+    by_module: dict[str, int] = defaultdict(int)
+    snapshot: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    peak = -1
+    workspace = -1
+    try:
+        if device.cublas_workspace:
+            allocator.malloc(workspace, device.cublas_workspace)
+            live["cuBLAS workspace"] += device.cublas_workspace
+        for event in trace.events:
+            if event.nbytes:
+                category = trace.roles.get(event.handle) or _PHASE_CATEGORY.get(event.phase, "other")
+                allocator.malloc(event.handle, event.nbytes)
+                sizes[event.handle] = (event.nbytes, category, event.module)
+                live[category] += event.nbytes
+                if category == "activations":
+                    by_module[_module_group(event.module) or "(model)"] += event.nbytes
+                if allocator.stats.allocated > peak:
+                    peak = allocator.stats.allocated
+                    snapshot = (dict(live), dict(by_module))
+            elif event.handle in sizes:
+                nbytes, category, module = sizes.pop(event.handle)
+                allocator.free(event.handle)
+                live[category] -= nbytes
+                if category == "activations":
+                    by_module[_module_group(module) or "(model)"] -= nbytes
+        oom = False
+    except OutOfMemory:
+        oom = True
+    stats = allocator.stats
+    breakdown = {k: v for k, v in snapshot[0].items() if v > 0}
+    top = sorted(((k, v) for k, v in snapshot[1].items() if v > 0), key=lambda kv: -kv[1])[:8]
+    return Replay(stats.peak_allocated, stats.peak_reserved, breakdown, top, oom)
+
+
+def verdict(total: int, capacity: int, simulated_oom: bool) -> str:
+    """``oom`` when it does not fit, ``tight`` with less than 10% headroom, else ``fits``."""
+    if simulated_oom or total > capacity:
+        return "oom"
+    return "tight" if capacity - total < TIGHT * capacity else "fits"
+
+
+def from_trace(name: str, trace: Trace, config: TraceConfig, device: Device, notes: list[str]) -> Estimate:
+    """An :class:`Estimate` from a trace on ``device``."""
+    free = replay(trace, device)
+    usable = device.capacity - device.context - device.cudnn_margin
+    limited = replay(trace, device, usable) if device.capacity else free
+    total = free.peak_reserved + device.context + device.cudnn_margin
+    breakdown = dict(free.breakdown)
+    breakdown["allocator overhead (reserved - allocated)"] = free.peak_reserved - free.peak_allocated
+    breakdown["CUDA context"] = device.context
+    breakdown["cuDNN workspace margin"] = device.cudnn_margin
+    return Estimate(
+        name, config, device.name, "trace", free.peak_allocated, free.peak_reserved, total, device.capacity,
+        verdict(total, device.capacity, limited.out_of_memory), device.capacity - total, breakdown, free.top_modules,
+        trace.parameters, trace.trainable, notes)
+
+
+def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device: Device) -> Estimate:
+    """Trace ``factory``'s model under ``config`` and estimate it on ``device``; a model that
+    cannot be traced (data-dependent ops) gets the analytic estimate, labelled."""
+    from gpudoc.oom.trace import TraceImpossible, trace_training
+
+    try:
+        trace = trace_training(factory, config)
+    except TraceImpossible as exc:
+        from gpudoc.oom.analytic import torch_analytic
+
+        return torch_analytic(name, factory, config, device, str(exc))
+    notes = []
+    if config.precision != "fp32":
+        notes.append(f"{config.precision}: CUDA autocast's casting rules emulated on CPU")
+    if config.accumulate > 1:
+        notes.append(f"gradient accumulation: micro-batch {max(1, config.batch // config.accumulate)}")
+    return from_trace(name, trace, config, device, notes)
+
+
+REMEDIES: tuple[tuple[str, str], ...] = (
+    ("amp", "mixed precision (fp16 autocast + GradScaler)"),
+    ("bf16", "bf16 autocast"),
+    ("checkpointing", "gradient checkpointing of every block"),
+    ("accumulate", "gradient accumulation: half the micro-batch (x2 steps)"),
+    ("freeze", "frozen backbone (train the head only)"),
+    ("sgd", "SGD with momentum instead of Adam (one state tensor instead of two)"),
+    ("smaller-input", "input at 75% of the side length"),
+)
+
+
+def _remedy_config(config: TraceConfig, remedy: str, backbone: str | None) -> TraceConfig | None:
+    if remedy in ("amp", "bf16"):
+        return replace(config, precision=remedy) if config.precision == "fp32" else None
+    if remedy == "checkpointing":
+        return None if config.checkpointing or config.inference else replace(config, checkpointing=True)
+    if remedy == "accumulate":
+        return replace(config, accumulate=config.accumulate * 2) if config.batch // config.accumulate >= 2 else None
+    if remedy == "freeze":
+        return replace(config, freeze=backbone) if backbone and not config.freeze and not config.inference else None
+    if remedy == "sgd":
+        return replace(config, optimizer="momentum") if config.optimizer.lower() in ("adam", "adamw") else None
+    if remedy == "smaller-input":
+        if config.input.startswith("tokens:"):
+            return replace(config, input=f"tokens:{max(1, int(config.input.split(':')[1]) * 3 // 4)}")
+        dims = config.input.lower().split("x")
+        if len(dims) < 3:
+            return None
+        scaled = [dims[0], *(str(max(1, int(d) * 3 // 4)) for d in dims[1:])]
+        return replace(config, input="x".join(scaled))
+    return None
+
+
+def remedies(name: str, factory: Callable[[], Any], base: Estimate, device: Device, backbone: str | None,
+             progress: Callable[[str], None] | None = None) -> list[Remedy]:
+    """Each applicable remedy re-estimated, largest saving first."""
+    found = []
+    for remedy, change in REMEDIES:
+        config = _remedy_config(base.config, remedy, backbone)
+        if config is None:
+            continue
+        if progress is not None:
+            progress(remedy)
+        other = estimate(name, factory, config, device)
+        found.append(Remedy(remedy, change, other.total_bytes, base.total_bytes - other.total_bytes, other.verdict))
+    return sorted(found, key=lambda r: -r.saved_bytes)
+
+
+def max_batch(name: str, factory: Callable[[], Any], config: TraceConfig, device: Device,
+              progress: Callable[[int, str], None] | None = None, limit: float = 1.0 - TIGHT) -> tuple[int, Estimate]:
+    """The largest batch whose estimate stays within ``limit`` of the device: trace two sizes,
+    solve the line through them, then confirm by tracing (stepping down until it fits)."""
+    target = int(device.capacity * limit)
+
+    def at(batch: int) -> Estimate:
+        if progress is not None:
+            progress(batch, "tracing")
+        return estimate(name, factory, replace(config, batch=batch), device)
+
+    low = at(1)
+    if low.total_bytes > target:
+        return 0, low
+    probe = max(2, config.batch)
+    high = at(probe)
+    slope = max(1.0, (high.total_bytes - low.total_bytes) / (probe - 1))
+    guess = max(1, int(1 + (target - low.total_bytes) / slope))
+    best_batch, best = (probe, high) if high.total_bytes <= target else (1, low)
+    for _ in range(6):
+        if guess == best_batch:
+            break
+        trial = at(guess)
+        if trial.total_bytes <= target and trial.verdict != "oom":
+            best_batch, best = guess, trial
+            step = max(1, int((target - trial.total_bytes) / slope))
+            if step < max(1, guess // 50):
+                break
+            guess += step
+        else:
+            over = trial.total_bytes - target
+            guess = max(best_batch, guess - max(1, math.ceil(over / slope)))
+            if guess == best_batch:
+                break
+    return best_batch, best

@@ -1,0 +1,355 @@
+"""Two real PyTorch training steps on fake CPU tensors (no memory, no GPU), recording every
+storage allocation and free, for the allocator simulation.
+
+The model is built inside ``FakeTensorMode``; a dispatch mode below autograd sees every op's
+outputs and records each new storage (views share theirs), and a weak reference on the storage
+records its free. CUDA's autocast is emulated above autograd with its own op lists (CPU autocast
+casts different ops, and autocast is ignored on meta tensors). Step 1 creates the optimizer
+state lazily; step 2 is the steady state.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpudoc.errors import InputError
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+PRECISIONS = ("fp32", "amp", "bf16")
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """What one training step does."""
+
+    batch: int
+    input: str
+    precision: str = "fp32"
+    optimizer: str = "adam"
+    freeze: str | None = None
+    checkpointing: bool = False
+    accumulate: int = 1
+    inference: bool = False
+
+
+@dataclass
+class Event:
+    """A storage allocated (``nbytes`` > 0) or freed (``nbytes`` == 0) by handle."""
+
+    handle: int
+    nbytes: int
+    phase: str
+    module: str
+
+
+@dataclass
+class Trace:
+    """The event stream, and the handles that turned out to be gradients or optimizer state."""
+
+    events: list[Event] = field(default_factory=list)
+    roles: dict[int, str] = field(default_factory=dict)
+    parameters: int = 0
+    trainable: int = 0
+    parameter_bytes: int = 0
+
+
+class _Recorder:
+    """Storage-level allocation log; ``phase`` and the current module label new allocations."""
+
+    def __init__(self) -> None:
+        self.trace = Trace()
+        self.phase = "setup"
+        self.modules: list[str] = []
+        self._handles: dict[int, int] = {}
+        self._refs: dict[int, Any] = {}
+        self._next = 0
+
+    def track(self, tensor: Any, phase: str | None = None) -> None:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self._handles:
+            return
+        handle = self._next
+        self._next += 1
+        self._handles[key] = handle
+        nbytes = storage.nbytes()
+        self.trace.events.append(Event(handle, max(nbytes, 1), phase or self.phase,
+                                       self.modules[-1] if self.modules else ""))
+
+        def freed(_: Any, key: int = key, handle: int = handle) -> None:
+            self._handles.pop(key, None)
+            self._refs.pop(key, None)
+            self.trace.events.append(Event(handle, 0, "", ""))
+
+        self._refs[key] = weakref.ref(storage, freed)
+
+    def handle_of(self, tensor: Any) -> int | None:
+        return self._handles.get(tensor.untyped_storage()._cdata)
+
+
+def _dispatch_mode(recorder: _Recorder) -> Any:
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class Recording(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            for item in tree_flatten(out)[0]:
+                if isinstance(item, torch.Tensor):
+                    recorder.track(item)
+            return out
+
+    return Recording()
+
+
+def _cuda_autocast(dtype: Any) -> Any:
+    """CUDA autocast's casting rules as a torch-function mode: matmul/conv/linear/attention to
+    ``dtype``; reductions, norms, softmax, losses and exp/log/pow to float32."""
+    import torch
+    from torch.nn import functional
+    from torch.overrides import TorchFunctionMode
+
+    lower = {functional.linear, functional.conv1d, functional.conv2d, functional.conv3d, functional.conv_transpose1d,
+             functional.conv_transpose2d, functional.conv_transpose3d, functional.scaled_dot_product_attention,
+             functional.prelu, torch.matmul, torch.mm, torch.bmm, torch.addmm, torch.baddbmm, torch.addbmm,
+             torch.mv, torch.addmv, torch.einsum, torch.Tensor.__matmul__, torch.Tensor.matmul, torch.Tensor.mm,
+             torch.Tensor.bmm}
+    full = {functional.softmax, functional.log_softmax, functional.layer_norm, functional.group_norm,
+            functional.cross_entropy, functional.nll_loss, functional.mse_loss, functional.l1_loss,
+            functional.smooth_l1_loss, functional.binary_cross_entropy_with_logits, functional.kl_div,
+            functional.normalize, functional.softplus, functional.cosine_similarity, torch.exp, torch.log,
+            torch.log1p, torch.pow, torch.sum, torch.prod, torch.cumsum, torch.norm, torch.rsqrt, torch.softmax,
+            torch.log_softmax, torch.Tensor.softmax, torch.Tensor.log_softmax, torch.Tensor.sum,
+            torch.Tensor.pow, torch.Tensor.exp, torch.Tensor.log, torch.Tensor.norm, torch.Tensor.cumsum}
+
+    def cast(value: Any, to: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != to:
+            return value.to(to)
+        if isinstance(value, (list, tuple)):
+            return type(value)(cast(v, to) for v in value)
+        return value
+
+    class Autocast(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            target = dtype if func in lower else torch.float32 if func in full else None
+            if target is not None:
+                args = tuple(cast(a, target) for a in args)
+                kwargs = {k: cast(v, target) for k, v in kwargs.items()}
+            return func(*args, **kwargs)
+
+    return Autocast()
+
+
+def parse_input(spec: str, batch: int) -> tuple[tuple[int, ...], bool]:
+    """``3x224x224`` → ((batch, 3, 224, 224), False); ``tokens:1024`` → ((batch, 1024), True)."""
+    text = spec.strip().lower()
+    tokens = text.startswith("tokens:")
+    body = text.removeprefix("tokens:")
+    try:
+        dims = tuple(int(d) for d in re.split(r"[x,]", body) if d)
+    except ValueError:
+        raise InputError(f"--input {spec!r}: expected sizes such as 3x224x224, or tokens:1024") from None
+    if not dims or any(d <= 0 for d in dims) or (tokens and len(dims) != 1):
+        raise InputError(f"--input {spec!r}: expected sizes such as 3x224x224, or tokens:1024")
+    return (batch, *dims), tokens
+
+
+def _optimizer(name: str, params: list[Any]) -> Any:
+    import torch
+
+    # foreach=True: the default on CUDA (multi-tensor kernels and their temporaries), while
+    # CPU tensors would get the per-parameter loop.
+    lowered = name.lower()
+    if lowered == "sgd":
+        return torch.optim.SGD(params, lr=0.1, foreach=True)
+    if lowered == "momentum":
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9, foreach=True)
+    if lowered == "adam":
+        return torch.optim.Adam(params, foreach=True)
+    if lowered == "adamw":
+        return torch.optim.AdamW(params, foreach=True)
+    cls = getattr(torch.optim, name, None)
+    if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer):
+        make: Callable[..., Any] = cls
+        return make(params)
+    raise InputError(f"--optimizer {name!r}: not sgd, momentum, adam, adamw or a torch.optim class name")
+
+
+def _checkpoint_blocks(model: Any) -> int:
+    """Wrap every block of the model's block containers (Sequential/ModuleList of two or more
+    modules that hold parameters) in non-reentrant activation checkpointing."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    wrapped = 0
+
+    def wrap(module: Any) -> None:
+        forward = module.forward
+
+        def checkpointed(*args: Any, **kwargs: Any) -> Any:
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+        module.forward = checkpointed
+
+    for container in model.modules():
+        if not isinstance(container, (torch.nn.Sequential, torch.nn.ModuleList)):
+            continue
+        blocks = [m for m in container.children() if any(True for _ in m.parameters())
+                  and not isinstance(m, (torch.nn.Sequential, torch.nn.ModuleList)) and len(list(m.children())) > 0]
+        if len(blocks) >= 2:
+            for block in blocks:
+                wrap(block)
+                wrapped += 1
+    return wrapped
+
+
+def _loss(output: Any, tokens: bool, target: Any) -> Any:
+    import torch
+    from torch.nn import functional
+
+    if isinstance(output, dict):
+        output = output.get("logits", next(iter(output.values())))
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if tokens and output.dim() == 3:
+        return functional.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+    if output.dim() == 2 and target is not None and target.dtype == torch.long:
+        return functional.cross_entropy(output, target)
+    return functional.mse_loss(output, torch.zeros_like(output))
+
+
+@contextmanager
+def _module_labels(model: Any, recorder: _Recorder) -> Iterator[None]:
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def pre(_: Any, __: Any, name: str = name) -> None:
+            recorder.modules.append(name)
+
+        def post(_: Any, __: Any, ___: Any) -> None:
+            if recorder.modules:
+                recorder.modules.pop()
+
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def trace_training(factory: Callable[[], Any], config: TraceConfig) -> Trace:
+    """Build the model and run two training steps (or one forward in inference mode) on fake
+    CPU tensors, recording storages. Raises :class:`TraceImpossible` for data-dependent ops."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    if config.precision not in PRECISIONS:
+        raise InputError(f"--precision {config.precision!r}: not one of {', '.join(PRECISIONS)}")
+    shape, tokens = parse_input(config.input, config.batch)
+    micro = max(1, config.batch // max(1, config.accumulate))
+    micro_shape = (micro, *shape[1:])
+    recorder = _Recorder()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        try:
+            model = factory()
+        except Exception as exc:  # the user's factory: report its error in one line
+            raise InputError(f"calling the model factory failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(model, torch.nn.Module):
+            raise InputError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
+        params = list(model.parameters())
+        frozen = re.compile(config.freeze) if config.freeze else None
+        for name, p in model.named_parameters():
+            if config.inference or (frozen is not None and frozen.search(name)):
+                p.requires_grad_(False)
+        trainable = [p for p in params if p.requires_grad]
+        if frozen is not None and not config.inference and len(trainable) == len(params):
+            raise InputError(f"--freeze {config.freeze!r} matches no parameter name",
+                             "names look like " + ", ".join(n for n, _ in list(model.named_parameters())[:3]))
+        recorder.trace.parameters = sum(p.numel() for p in params)
+        recorder.trace.trainable = sum(p.numel() for p in trainable)
+        if config.checkpointing and not config.inference:
+            _checkpoint_blocks(model)
+        model.train(not config.inference)
+        low = {"amp": torch.float16, "bf16": torch.bfloat16}.get(config.precision)
+        optimizer = _optimizer(config.optimizer, trainable) if trainable and not config.inference else None
+        mode = _dispatch_mode(recorder)
+        try:
+            with mode, _module_labels(model, recorder):
+                for p in params:
+                    recorder.track(p, "parameters")
+                for b in model.buffers():
+                    recorder.track(b, "parameters")
+                recorder.trace.parameter_bytes = sum(e.nbytes for e in recorder.trace.events)
+                def mark_gradients() -> None:
+                    for p in trainable:
+                        if p.grad is not None and (h := recorder.handle_of(p.grad)) is not None:
+                            recorder.trace.roles[h] = "gradients"
+
+                for _ in range(1 if config.inference else 2):
+                    _step(model, optimizer, recorder, micro_shape, tokens, low,
+                          1 if config.inference else min(config.accumulate, 2), config.inference, mark_gradients)
+                if optimizer is not None:
+                    for state in optimizer.state.values():
+                        for value in state.values():
+                            if isinstance(value, torch.Tensor) and (h := recorder.handle_of(value)) is not None:
+                                recorder.trace.roles[h] = "optimizer state"
+        except (RuntimeError, NotImplementedError) as exc:
+            if type(exc).__name__ in ("DataDependentOutputException", "DynamicOutputShapeException",
+                                      "UnsupportedOperatorException") or "data-dependent" in str(exc):
+                raise TraceImpossible(str(exc).splitlines()[0]) from None
+            raise
+        del optimizer, model, params
+    return recorder.trace
+
+
+class TraceImpossible(Exception):
+    """The model uses an op whose output depends on tensor values (``.item()``, ``nonzero``)."""
+
+
+def _step(model: Any, optimizer: Any, recorder: _Recorder, shape: tuple[int, ...], tokens: bool, low: Any,
+          micro_steps: int, inference: bool, after_backward: Callable[[], None]) -> None:
+    import torch
+
+    for _ in range(micro_steps):
+        recorder.phase = "inputs"
+        if tokens:
+            x = torch.zeros(shape, dtype=torch.long)
+            target = torch.zeros(shape, dtype=torch.long)
+        else:
+            x = torch.zeros(shape)
+            target = torch.zeros(shape[0], dtype=torch.long)
+        recorder.phase = "activations"
+        autocast = _cuda_autocast(low) if low is not None else None
+        if inference:
+            with torch.no_grad(), autocast or _nothing():
+                out = model(x)
+            del out
+            return
+        with autocast or _nothing():
+            out = model(x)
+            loss = _loss(out, tokens, target)
+        del out
+        recorder.phase = "backward"
+        loss.backward()
+        after_backward()
+        del loss, x, target
+    recorder.phase = "optimizer"
+    optimizer.step()
+    recorder.phase = "backward"
+    optimizer.zero_grad(set_to_none=True)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield

@@ -1,0 +1,122 @@
+"""Trace-based estimates on CPU: orderings the physics demands, and MemTracker as a peer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from gpudoc.oom.devices import find_device  # noqa: E402
+from gpudoc.oom.estimate import Estimate, estimate, max_batch, remedies, replay  # noqa: E402
+from gpudoc.oom.trace import TraceConfig, trace_training  # noqa: E402
+from gpudoc.oom.zoo import ZOO, gpt2_small, resnet18, resnet50, unet, vit_b16  # noqa: E402
+
+T4 = find_device("T4")
+SMALL = "3x128x128"
+
+
+def est(factory: object = resnet18, **changes: object) -> Estimate:
+    config = dataclasses.replace(TraceConfig(32, SMALL), **changes)
+    return estimate("m", factory, config, T4)  # type: ignore[arg-type]
+
+
+def test_zoo_parameter_counts_match_the_papers() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    expected = {resnet18: 11_689_512, resnet50: 25_557_032, vit_b16: 86_567_656, unet: 31_037_633,
+                gpt2_small: 124_439_808}
+    with FakeTensorMode():
+        for factory, count in expected.items():
+            assert sum(p.numel() for p in factory().parameters()) == count, factory.__name__
+
+
+def test_monotonic_in_batch_and_ordered_by_remedy() -> None:
+    sizes = [est(batch=b, optimizer="sgd", input="3x128x128") for b in (4, 8, 16, 32)]
+    for key in ("peak_allocated_bytes", "peak_reserved_bytes", "total_bytes"):
+        values = [getattr(e, key) for e in sizes]
+        assert values == sorted(values) and len(set(values)) == 4, key
+    base = est()
+    assert est(precision="amp").peak_allocated_bytes < base.peak_allocated_bytes
+    assert est(precision="bf16").peak_allocated_bytes < base.peak_allocated_bytes
+    assert est(freeze=r"^(?!10\.)").peak_allocated_bytes < base.peak_allocated_bytes
+    assert est(checkpointing=True).breakdown["activations"] < base.breakdown["activations"]
+    assert est(accumulate=4).breakdown["activations"] < base.breakdown["activations"]
+    assert est(optimizer="sgd").peak_allocated_bytes < est(optimizer="momentum").peak_allocated_bytes \
+        < base.peak_allocated_bytes
+    assert est(inference=True).peak_allocated_bytes < base.peak_allocated_bytes
+    assert base.parameters == base.trainable_parameters == 11_689_512
+    assert est(freeze=r"^(?!10\.)").trainable_parameters == 513_000
+
+
+def test_breakdown_names_the_parts() -> None:
+    e = est(batch=32)
+    assert e.breakdown["parameters"] == pytest.approx(11_689_512 * 4 + 9600 * 4 + 20 * 8, rel=0.01)
+    assert {"activations", "inputs", "cuBLAS workspace", "CUDA context"} <= set(e.breakdown)
+    assert e.peak_reserved_bytes >= e.peak_allocated_bytes
+    assert e.total_bytes == e.peak_reserved_bytes + T4.context + T4.cudnn_margin
+    assert e.top_modules and e.top_modules[0][0].startswith("4")  # the first stage's blocks
+
+
+@pytest.mark.parametrize(("factory", "shape", "batch"), [
+    (resnet18, SMALL, 8), (unet, "3x64x64", 2), (vit_b16, "3x224x224", 2), (gpt2_small, "tokens:128", 2)])
+def test_within_ten_percent_of_memtracker(factory: object, shape: str, batch: int) -> None:
+    """PyTorch's MemTracker on the same two steps (fake CPU tensors): a peer, not ground truth."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    from gpudoc.oom.trace import _loss, parse_input
+
+    dims, tokens = parse_input(shape, batch)
+    with FakeTensorMode():
+        model = factory()  # type: ignore[operator]
+        optimizer = torch.optim.Adam(model.parameters(), foreach=True)
+        tracker = MemTracker()
+        tracker.track_external(model, optimizer)
+        with tracker:
+            for step in range(2):
+                if step:
+                    tracker.reset_mod_stats()
+                x = torch.zeros(dims, dtype=torch.long) if tokens else torch.zeros(dims)
+                target = torch.zeros(dims if tokens else dims[:1], dtype=torch.long)
+                loss = _loss(model(x), tokens, target)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                del loss, x, target
+        peer = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
+    no_workspace = dataclasses.replace(T4, cublas_workspace=0)
+    ours = replay(trace_training(factory, TraceConfig(batch, shape)), no_workspace).peak_allocated  # type: ignore[arg-type]
+    assert ours == pytest.approx(peer, rel=0.10)
+
+
+def test_max_batch_and_remedies() -> None:
+    config = TraceConfig(16, "3x224x224")
+    best, at_best = max_batch("resnet18", resnet18, config, T4)
+    target = 0.9 * T4.capacity
+    assert best > 16 and at_best.total_bytes <= target and at_best.config.batch == best
+    over = estimate("resnet18", resnet18, dataclasses.replace(config, batch=int(best * 1.05) + 1), T4)
+    assert over.total_bytes > target
+    base = estimate("resnet18", resnet18, dataclasses.replace(config, batch=512), T4)
+    assert base.verdict == "oom"
+    ranked = remedies("resnet18", resnet18, base, T4, ZOO["resnet18"].backbone)
+    assert [r.saved_bytes for r in ranked] == sorted((r.saved_bytes for r in ranked), reverse=True)
+    assert {"amp", "checkpointing", "accumulate", "freeze", "sgd", "smaller-input"} <= {r.name for r in ranked}
+    assert all(r.saved_bytes > 0 for r in ranked)
+
+
+def test_data_dependent_models_fall_back_to_the_analytic_estimate() -> None:
+    class Gate(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Linear(64, 64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.a(x)
+            return y * float(y.mean().item() > 0)
+
+    e = estimate("gate", Gate, TraceConfig(4, "64"), T4)
+    assert e.method == "analytic" and "cannot run on fake tensors" in e.notes[0]
+    assert e.breakdown["parameters"] == (64 * 64 + 64) * 4 and e.breakdown["optimizer state"] == 2 * e.breakdown[
+        "gradients"]
