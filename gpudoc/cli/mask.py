@@ -70,7 +70,8 @@ def threshold_command(inputs: tuple[str, ...], output: Path, t: float, rule: str
                       fmt: str | None, force: bool, as_json: bool) -> int:
     """Write the binary mask of each input (png, tif, npy, npz, or directories of them)."""
     from gpudoc.masks import threshold
-    from gpudoc.masks.io import expand, read_array, write_mask
+    from gpudoc.imagefiles import read_array
+    from gpudoc.masks.io import expand, write_mask
     from gpudoc.output import emit_json
 
     files = expand(list(inputs))
@@ -90,7 +91,7 @@ def threshold_command(inputs: tuple[str, ...], output: Path, t: float, rule: str
     results = []
     for source, dest in zip(files, targets):
         with _warnings_to_stderr():
-            values = _per_file(source, read_array, source)
+            values = _per_file(source, read_array, source, single_channel=True)
             binary = _per_file(source, threshold, values, t, rule, scale=_declared(scale))
         write_mask(binary, dest, force=True)
         results.append({"input": str(source), "output": str(dest), "pixels": int(binary.size),
@@ -113,13 +114,14 @@ def audit_command(inputs: tuple[str, ...], t: float, rule: str, scale: str, as_j
     """What thresholding each input at --t does: values at and near it, where rules and
     common idioms (tf.where, tf.cast(x + 0.5), tf.round, uint8 casts) disagree."""
     from gpudoc.masks import audit
-    from gpudoc.masks.io import expand, read_array
+    from gpudoc.imagefiles import read_array
+    from gpudoc.masks.io import expand
     from gpudoc.output import emit_json, to_jsonable
 
     reports = []
     for source in expand(list(inputs)):
         with _warnings_to_stderr():
-            values = _per_file(source, read_array, source)
+            values = _per_file(source, read_array, source, single_channel=True)
             report = _per_file(source, audit, values, t, rule, scale=_declared(scale))
         reports.append((source, report))
     if as_json:
@@ -158,7 +160,8 @@ def sweep_command(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...], th
     import numpy as np
 
     from gpudoc.masks import sweep
-    from gpudoc.masks.io import expand, read_array, read_truth
+    from gpudoc.imagefiles import read_array
+    from gpudoc.masks.io import expand, read_truth
     from gpudoc.masks.rules import Scale, resolve_scale
     from gpudoc.output import emit_json
 
@@ -170,7 +173,7 @@ def sweep_command(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...], th
     maps, masks = [], []
     for source in probs_files:
         with _warnings_to_stderr():
-            values = _per_file(source, read_array, source)
+            values = _per_file(source, read_array, source, single_channel=True)
             found = _per_file(source, resolve_scale, values, _declared(scale))
         p = values.astype(np.float64)
         if found is Scale.BYTE:

@@ -185,7 +185,7 @@ def _compute(pred: Path, target: Path, reported: Path | None, declared: float | 
         "images": names,
         "scale": scale,
         "metrics": summary(metrics),
-        "pooled": {k: (m.pooled if abs(m.pooled) != float("inf") else None) for k, m in metrics.items()},
+        "pooled": summary(metrics, "pooled"),
         "reported": values or None,
     }
     return result, findings, [str(reported or pred)]

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from gpudoc.errors import InputError
+from gpudoc.imagefiles import ARRAY_SUFFIXES, read_array
 from gpudoc.output import atomic_file
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
-ARRAY_SUFFIXES = (".npy", ".npz")
-SUFFIXES = IMAGE_SUFFIXES + ARRAY_SUFFIXES
+SUFFIXES = (".png", ".tif", ".tiff", *ARRAY_SUFFIXES)
 
 
 def expand(paths: list[str]) -> list[Path]:
@@ -32,48 +31,9 @@ def expand(paths: list[str]) -> list[Path]:
     return found
 
 
-def read_array(path: Path) -> np.ndarray:
-    """One image or array; errors name the file and what is wrong."""
-    name, _, key = str(path).partition(".npz:")
-    if key:
-        name += ".npz"
-    file = Path(name)
-    suffix = file.suffix.lower()
-    try:
-        if suffix == ".npy":
-            return np.load(file, allow_pickle=False)
-        if suffix == ".npz":
-            with np.load(file, allow_pickle=False) as bundle:
-                names = list(bundle.files)
-                if key:
-                    if key not in names:
-                        raise InputError(f"{file}: no array {key!r} (it has {', '.join(names)})")
-                    return bundle[key]
-                if len(names) != 1:
-                    raise InputError(
-                        f"{file}: {len(names)} arrays ({', '.join(names)})", f"choose one as {file}:NAME"
-                    )
-                return bundle[names[0]]
-        if suffix in IMAGE_SUFFIXES:
-            from PIL import Image
-
-            with Image.open(file) as image:
-                if image.mode not in ("1", "L", "I", "I;16", "F"):
-                    raise InputError(
-                        f"{file}: a {image.mode} image; a probability map or mask has one channel",
-                        "save a single-channel (grayscale) image",
-                    )
-                return np.asarray(image)
-    except InputError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{file}: cannot read it ({exc})") from None
-    raise InputError(f"{file}: unsupported file type {suffix or '(none)'}", "use png, tif, npy or npz")
-
-
 def read_truth(path: Path) -> np.ndarray:
     """A ground-truth mask as bool: 0/1 or 0/255 values only."""
-    values = read_array(path)
+    values = read_array(path, single_channel=True)
     present = np.unique(values)
     if set(present.tolist()) <= {0, 1}:
         return values.astype(bool)

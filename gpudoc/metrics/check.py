@@ -130,6 +130,8 @@ def assert_scale(
     return metrics
 
 
-def summary(metrics: Mapping[str, Metric]) -> dict[str, float | None]:
-    """Means over images, as plain numbers (None for an infinite PSNR of identical images)."""
-    return {name: (m.mean if np.isfinite(m.mean) else None) for name, m in metrics.items()}
+def summary(metrics: Mapping[str, Metric], reduction: str = "mean") -> dict[str, float | None]:
+    """Means over images (or the ``pooled`` values), as plain numbers; None for the infinite
+    PSNR of identical images."""
+    values = {name: float(getattr(m, reduction)) for name, m in metrics.items()}
+    return {name: (v if np.isfinite(v) else None) for name, v in values.items()}

@@ -14,8 +14,8 @@ pixels, TensorFlow filters with VALID padding: the same pixels), then over chann
 MS-SSIM is TensorFlow's ``ssim_multiscale`` (five scales, Wang et al. 2003 weights, 2x2
 average pooling) at the same settings.
 
-The windows are applied as banded matrix products (BLAS) a few images at a time; torch
-tensors are computed on their own device with the same arithmetic.
+The windows are applied as banded matrix products (BLAS) a few images at a time; torch and
+TensorFlow tensors are computed on their own device with the same arithmetic (convolutions).
 """
 
 from __future__ import annotations
@@ -102,31 +102,32 @@ def _host(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _permute(array: Any, order: tuple[int, ...]) -> Any:
+    if is_torch(array):
+        return array.permute(*order)
+    if is_tensorflow(array):
+        import tensorflow as tf
+
+        return tf.transpose(array, order)
+    return array.transpose(order)
+
+
 def _planes(x: Any, channels_first: bool | None) -> Any:
-    """An ``(N, C, H, W)`` view of ``x`` (numpy array or torch tensor, not yet cast)."""
-    torch_input = is_torch(x)
-    array: Any = x if torch_input else _host(x)
-    first = torch_input if channels_first is None else channels_first
-    ndim = array.ndim
+    """An ``(N, C, H, W)`` view of ``x`` (numpy array, torch or TF tensor, not yet cast)."""
+    array: Any = x if is_torch(x) or is_tensorflow(x) else _host(x)
+    first = is_torch(x) if channels_first is None else channels_first
+    ndim = len(array.shape)
     if ndim == 2:
         return array[None, None]
     if ndim == 3:
         if first and array.shape[0] in (1, 3, 4):
             return array[None]
         if not first and array.shape[-1] in (1, 3, 4):
-            return array.permute(2, 0, 1)[None] if torch_input else array.transpose(2, 0, 1)[None]
+            return _permute(array, (2, 0, 1))[None]
         return array[:, None]
     if ndim == 4:
-        if first:
-            return array
-        return array.permute(0, 3, 1, 2) if torch_input else array.transpose(0, 3, 1, 2)
+        return array if first else _permute(array, (0, 3, 1, 2))
     raise MetricInputError(f"expected images (H, W[, C]) or a batch (N, H, W[, C]), got shape {tuple(array.shape)}")
-
-
-def as_batch(x: Any, channels_first: bool | None = None) -> np.ndarray:
-    """A float64 ``(N, H, W, C)`` host array from a numpy array, torch tensor or TF tensor."""
-    planes = _planes(x, channels_first)
-    return _host(planes).transpose(0, 2, 3, 1).astype(np.float64)
 
 
 def infer_range(x: Any, dtype: Any) -> float:
@@ -137,7 +138,12 @@ def infer_range(x: Any, dtype: Any) -> float:
         return 255.0
     if name == "uint16":
         return 65535.0
-    low, high = (float(v) for v in (_host(x.min()), _host(x.max())))
+    if is_tensorflow(x):
+        import tensorflow as tf
+
+        low, high = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+    else:
+        low, high = float(x.min()), float(x.max())
     if low >= 0 and high <= 1:
         return 1.0
     if low >= 0 and high <= 255:
@@ -174,6 +180,12 @@ class _Numpy:
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x)
+
+    def mean(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return x.mean(axis=axes)
+
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return x.reshape(shape)
 
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         """``fn`` over ``items`` on one thread per core, BLAS single-threaded meanwhile (numpy
@@ -242,6 +254,12 @@ class _Torch:
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x.detach().cpu().numpy())
 
+    def mean(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return x.mean(dim=axes)
+
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return x.reshape(shape)
+
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         return [fn(item) for item in items]
 
@@ -268,6 +286,55 @@ class _Torch:
         return pooled.reshape(*a.shape[:-2], *pooled.shape[-2:])
 
 
+class _TensorFlow:
+    """The same operations on TensorFlow tensors, on their device, in float64."""
+
+    def __init__(self) -> None:
+        import tensorflow as tf
+
+        self.lib = tf
+
+    def cast(self, planes: Any) -> Any:
+        return self.lib.cast(planes, self.lib.float64)
+
+    def moments(self, x: Any, y: Any) -> Any:
+        return self.lib.stack([x, y, x * x + y * y, x * y])
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x.numpy())
+
+    def finite(self, x: Any) -> bool:
+        return bool(self.lib.reduce_all(self.lib.math.is_finite(x)))
+
+    def mean(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return self.lib.reduce_mean(x, axis=list(axes))
+
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return self.lib.reshape(x, shape)
+
+    def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        return [fn(item) for item in items]
+
+    def filter(self, a: Any, taps: tuple[float, ...]) -> Any:
+        tf = self.lib
+        k = len(taps)
+        kernel = tf.constant(taps, dtype=a.dtype)
+        lead, (h, w) = a.shape[:-2], a.shape[-2:]
+        flat = tf.reshape(a, (-1, h, w, 1))
+        flat = tf.nn.conv2d(flat, tf.reshape(kernel, (1, k, 1, 1)), 1, "VALID")
+        flat = tf.nn.conv2d(flat, tf.reshape(kernel, (k, 1, 1, 1)), 1, "VALID")
+        return tf.reshape(flat, (*lead, h - k + 1, w - k + 1))
+
+    def pool2(self, a: Any) -> Any:
+        tf = self.lib
+        lead, (h, w) = a.shape[:-2], a.shape[-2:]
+        flat = tf.reshape(a, (-1, h, w, 1))
+        if h % 2 or w % 2:
+            flat = tf.pad(flat, [[0, 0], [0, h % 2], [0, w % 2], [0, 0]], mode="SYMMETRIC")
+        pooled = tf.nn.avg_pool2d(flat, 2, 2, "VALID")
+        return tf.reshape(pooled, (*lead, *pooled.shape[1:3]))
+
+
 def _ssim_cs(ops: Any, x: Any, y: Any, data_range: float, win: _Window) -> tuple[np.ndarray, np.ndarray]:
     """Mean SSIM and mean contrast-structure term of each ``(H, W)`` plane of ``x`` vs ``y``."""
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
@@ -290,7 +357,7 @@ def _ssim_cs(ops: Any, x: Any, y: Any, data_range: float, win: _Window) -> tuple
     msq += c1
     luminance /= msq
     luminance *= cs
-    return ops.to_numpy(luminance.mean(axis=(-2, -1))), ops.to_numpy(cs.mean(axis=(-2, -1)))
+    return ops.to_numpy(ops.mean(luminance, (-2, -1))), ops.to_numpy(ops.mean(cs, (-2, -1)))
 
 
 @dataclass(frozen=True)
@@ -340,18 +407,22 @@ def image_metrics(
     ``data_range`` None infers it by the rule of :func:`infer_range` and warns. ``ssim``
     None computes SSIM when the images are at least as large as its window (11 or 7 pixels)
     and leaves it out otherwise; True requires it. ``channels_first`` None means
-    ``(N, C, H, W)`` for torch tensors and ``(N, H, W, C)`` otherwise. Torch tensors stay on
-    their device; TensorFlow tensors are read through ``.numpy()``.
+    ``(N, C, H, W)`` for torch tensors and ``(N, H, W, C)`` otherwise. Torch and TensorFlow
+    tensors are computed on their own device; only per-image results are copied to the host.
     """
     win = window(ssim_preset)
-    ops: Any = _Torch() if is_torch(pred) and is_torch(target) else _Numpy()
-    if isinstance(ops, _Numpy):
+    ops: Any = _Numpy()
+    if is_torch(pred) and is_torch(target):
+        ops = _Torch()
+    elif is_tensorflow(pred) and is_tensorflow(target):
+        ops = _TensorFlow()
+    else:
         pred, target = _host(pred), _host(target)
     p_all, t_all = _planes(pred, channels_first), _planes(target, channels_first)
     if tuple(p_all.shape) != tuple(t_all.shape):
         raise MetricInputError(f"prediction {tuple(p_all.shape)} and target {tuple(t_all.shape)} differ in shape")
     n, channels, height, width = (int(v) for v in p_all.shape)
-    if p_all.numel() == 0 if is_torch(p_all) else p_all.size == 0:
+    if n * channels * height * width == 0:
         raise MetricInputError("no pixels to compare")
     if data_range is None:
         data_range = infer_range(t_all, t_all.dtype)
@@ -384,12 +455,13 @@ def image_metrics(
         if y_channel:
             p, t = _to_y(ops, p, rng), _to_y(ops, t, rng)
         diff = p - t
-        mae = ops.to_numpy(abs(diff).mean(axis=(-3, -2, -1)))
+        mae = ops.to_numpy(ops.mean(abs(diff), (-3, -2, -1)))
         diff *= diff
-        mse = ops.to_numpy(diff.mean(axis=(-3, -2, -1)))
+        mse = ops.to_numpy(ops.mean(diff, (-3, -2, -1)))
         del diff
-        k = p.shape[1]
-        planes_p, planes_t = p.reshape(-1, *p.shape[-2:]), t.reshape(-1, *t.shape[-2:])
+        k = int(p.shape[1])
+        planes_p = ops.reshape(p, (-1, *(int(d) for d in p.shape[-2:])))
+        planes_t = ops.reshape(t, (-1, *(int(d) for d in t.shape[-2:])))
         return _ChunkStats(
             mae, mse,
             _ssim_cs(ops, planes_p, planes_t, rng, win)[0].reshape(-1, k) if want_ssim else None,

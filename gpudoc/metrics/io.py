@@ -8,40 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from gpudoc.errors import InputError
+from gpudoc.imagefiles import ARRAY_SUFFIXES, IMAGE_SUFFIXES, read_array
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-SUFFIXES = (*IMAGE_SUFFIXES, ".npy", ".npz")
-
-
-def read_image(path: Path) -> np.ndarray:
-    """One image as stored: uint8/uint16 for image files (palette and alpha images as RGB), any
-    numeric dtype for npy/npz (an npz must hold one array)."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as bundle:
-                if len(bundle.files) != 1:
-                    raise InputError(f"{path}: {len(bundle.files)} arrays ({', '.join(bundle.files)}); "
-                                     "expected one image or batch")
-                array = bundle[bundle.files[0]]
-        elif suffix in IMAGE_SUFFIXES:
-            from PIL import Image
-
-            with Image.open(path) as image:
-                rgb = image.mode in ("P", "RGBA", "LA", "CMYK", "YCbCr")
-                array = np.asarray(image.convert("RGB") if rgb else image)
-        else:
-            raise InputError(f"{path}: unsupported file type {suffix or '(none)'}",
-                             "use png, jpg, tif, bmp, npy or npz")
-    except InputError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read it ({exc})") from None
-    if array.dtype.kind not in "biuf":
-        raise InputError(f"{path}: {array.dtype} values are not numbers")
-    return array
+SUFFIXES = (*IMAGE_SUFFIXES, *ARRAY_SUFFIXES)
 
 
 def _files(path: Path) -> dict[str, Path]:
@@ -73,7 +42,7 @@ def load(pred: Path, target: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The matched images stacked into two batches (each file one image, or an npy batch)."""
     names, preds, targets = [], [], []
     for name, pf, tf in pairs(pred, target):
-        a, b = read_image(pf), read_image(tf)
+        a, b = read_array(pf, single_channel=False), read_array(tf, single_channel=False)
         if a.shape != b.shape:
             raise InputError(f"{pf} {a.shape} and {tf} {b.shape} differ in shape")
         for file, array in ((pf, a), (tf, b)):

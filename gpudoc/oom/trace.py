@@ -182,13 +182,11 @@ def _optimizer(name: str, params: list[Any]) -> Any:
     raise InputError(f"--optimizer {name!r}: not sgd, momentum, adam, adamw or a torch.optim class name")
 
 
-def _checkpoint_blocks(model: Any) -> int:
+def _checkpoint_blocks(model: Any) -> None:
     """Wrap every block of the model's block containers (Sequential/ModuleList of two or more
     modules that hold parameters) in non-reentrant activation checkpointing."""
     import torch
     from torch.utils.checkpoint import checkpoint
-
-    wrapped = 0
 
     def wrap(module: Any) -> None:
         forward = module.forward
@@ -206,8 +204,6 @@ def _checkpoint_blocks(model: Any) -> int:
         if len(blocks) >= 2:
             for block in blocks:
                 wrap(block)
-                wrapped += 1
-    return wrapped
 
 
 def _loss(output: Any, tokens: bool, target: Any) -> Any:

@@ -147,11 +147,15 @@ def test_torch_tensors_are_computed_on_their_device_with_the_same_values() -> No
     assert on_torch["ssim"].mean == pytest.approx(skimage_preset["ssim"].mean, abs=1e-12)
 
 
-def test_tensorflow_tensors_and_a_chw_numpy_batch() -> None:
-    pred, target = pair(8, (2, 24, 24, 3))
+def test_tensorflow_tensors_are_computed_in_tensorflow_with_the_same_values() -> None:
+    pred, target = pair(8, (2, 170, 165, 3))
+    ref = image_metrics(pred, target, data_range=255, ms_ssim=True, y_channel=True)
+    from_tf = image_metrics(tf.constant(pred), tf.constant(target), data_range=255, ms_ssim=True, y_channel=True)
+    for name, metric in ref.items():
+        assert from_tf[name].per_image == pytest.approx(metric.per_image, abs=1e-12), name
+    with pytest.warns(RangeWarning, match="inferred 255"):
+        image_metrics(tf.constant(pred), tf.constant(target), data_range=None)
     ref = image_metrics(pred, target, data_range=255)
-    from_tf = image_metrics(tf.constant(pred), tf.constant(target), data_range=255)
-    assert from_tf["ssim"].per_image == ref["ssim"].per_image
     chw = image_metrics(pred.transpose(0, 3, 1, 2), target.transpose(0, 3, 1, 2), data_range=255, channels_first=True)
     assert chw["psnr"].per_image == ref["psnr"].per_image
 
