@@ -4,8 +4,9 @@ Generates a file of tiny scalars (default 2M events, ~100 MB) and an image-heavy
 (~100 MB), then times: `gpudoc events trim` (CRCs verified, output staged and re-verified)
 keeping everything and keeping half the steps; TensorBoard's RawEventFileLoader reading every
 record (read only; it uses TensorFlow's C++ record reader when TensorFlow is installed, a
-pure-Python one otherwise); tbparse reading the scalars (read only). Wall time and peak RSS per
-command, each in its own process.
+pure-Python one otherwise); tbparse reading the scalars (read only); and, on the image file, the
+least any Python trim with the same guarantees does (block read and CRC, write, re-read and CRC,
+rename: no record framing at all). Wall time and peak RSS per command, each in its own process.
 
     python benchmarks/events_trim.py --events 2000000 --peer-python /tmp/peers/bin/python
 """
@@ -29,6 +30,24 @@ RAW = """
 import sys
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 print(sum(1 for _ in RawEventFileLoader(sys.argv[1]).Load()))
+"""
+# The least a trim that keeps its guarantees can do in Python: read in 4 MiB blocks and CRC
+# them, write them while keeping the output's CRC, re-read and CRC the output, rename.
+FLOOR = """
+import os, sys, google_crc32c
+src, dst = sys.argv[1], sys.argv[2]
+crc = 0
+with open(src, "rb") as f, open(dst + ".tmp", "wb") as o:
+    while block := f.read(4 << 20):
+        google_crc32c.value(block)
+        crc = google_crc32c.extend(crc, block)
+        o.write(block)
+check = 0
+with open(dst + ".tmp", "rb") as f:
+    while block := f.read(4 << 20):
+        check = google_crc32c.extend(check, block)
+assert check == crc
+os.replace(dst + ".tmp", dst)
 """
 TBPARSE = """
 import sys
@@ -94,6 +113,8 @@ def main() -> int:
             ("images", image_count, heavy, "gpudoc events trim (all kept)",
              [gpudoc, "events", "trim", str(heavy.parent.parent), "-o", str(work / "o3")]),
             ("images", image_count, heavy, "RawEventFileLoader (read only)", [sys.executable, "-c", RAW, str(heavy)]),
+            ("images", image_count, heavy, "pure-Python floor: block read + CRC, write, re-read + CRC",
+             [sys.executable, "-c", FLOOR, str(heavy), str(work / "floor")]),
         ]
         if args.peer_python:
             cases.insert(3, ("tiny scalars", args.events, tiny, "tbparse .scalars (read only)",

@@ -253,7 +253,9 @@ def merge_command(runs: tuple[str, ...], output: Path, overlap: str, force: bool
     if output.exists() and any(output.iterdir()) and not force:
         raise InputError(f"{output}: exists and is not empty", "pass --force to write into it")
     name = f"events.out.tfevents.{int(min(f.stat().st_mtime for r in found for f in r.files))}.gpudoc-merge"
-    report = merge(found, output / name, overlap=overlap)
+    total = sum(f.stat().st_size for r in found for f in r.files)
+    with _progress("merging", total, quiet=as_json) as advance:
+        report = merge(found, output / name, overlap=overlap, progress=advance)
     if as_json:
         emit_json({"output": str(output / name), "records_in": report.records_in, "records_out": report.records_out,
                    "overlaps_dropped": report.overlaps, "repeated_run_level_dropped": report.repeated_run_level})
@@ -283,6 +285,9 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
     _, found = discover(src)
     if len(found) != 1:
         raise InputError(f"{src}: {len(found)} runs; replay one run directory or file at a time")
-    written = replay(found[0], output, speed=speed, rate=rate, first_step=first, last_step=last)
+    total = sum(f.stat().st_size for f in found[0].files)
+    with _progress("replaying", total, quiet=False) as advance:
+        written = replay(found[0], output, speed=speed, rate=rate, first_step=first, last_step=last,
+                         progress=advance)
     click.echo(f"replayed {written} records into {output}", err=True)
     return 0

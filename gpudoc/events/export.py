@@ -144,6 +144,10 @@ def _parquet(rows: Iterator[tuple[Any, ...]], out: IO[Any], report: ExportReport
     columns: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
     for row in rows:
         for name, item in zip(_COLUMNS, row):
-            columns[name].append(item if name != "value" or isinstance(item, float | int) else json.dumps(item))
+            columns[name].append(item)
         report.rows += 1
+    # One type per column: numbers as float64 when every value is one, else each value as JSON.
+    values = columns["value"]
+    numeric = all(isinstance(v, float | int) and not isinstance(v, bool) for v in values)
+    columns["value"] = pa.array(values, pa.float64()) if numeric else pa.array([json.dumps(v) for v in values])
     pq.write_table(pa.table(columns), out)

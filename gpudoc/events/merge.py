@@ -53,8 +53,10 @@ def _summary_keys(runs: list[Run]) -> list[set[tuple[str, int]]]:
     return keys
 
 
-def merge(runs: list[Run], dest: Path, *, overlap: str) -> MergeReport:
-    """Write ``runs`` (in the order given) as one event file ``dest``."""
+def merge(runs: list[Run], dest: Path, *, overlap: str,
+          progress: Callable[[int], None] | None = None) -> MergeReport:
+    """Write ``runs`` (in the order given) as one event file ``dest``; ``progress`` gets each
+    file's size once it is merged."""
     if overlap not in OVERLAP_POLICIES:
         raise InputError(f"--overlap {overlap!r}: one of {', '.join(OVERLAP_POLICIES)}")
     keys = _summary_keys(runs)
@@ -86,6 +88,8 @@ def merge(runs: list[Run], dest: Path, *, overlap: str) -> MergeReport:
                         count += removed
                         if out is not None:
                             writer.write_framed(out)
+                    if progress is not None:
+                        progress(path.stat().st_size)
                 report.overlaps[str(run.directory)] = count
             report.records_out = writer.count
         if file_crc(temp) != (writer.crc, writer.size):
@@ -134,11 +138,12 @@ def replay(
     first_step: int | None = None,
     last_step: int | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Copy ``run``'s records into ``dest_dir`` one at a time, flushed, waiting the
     recorded wall-time gap divided by ``speed`` (or 1/``rate`` s) between them. Records
-    outside the step range are skipped (run-level records are always copied). Returns the
-    number of records written."""
+    outside the step range are skipped (run-level records are always copied). ``progress``
+    gets the size of each record read. Returns the number of records written."""
     if (speed is None) == (rate is None):
         raise InputError("give exactly one of --speed and --rate")
     if (speed is not None and speed <= 0) or (rate is not None and rate <= 0):
@@ -153,6 +158,8 @@ def replay(
         with open(target, "wb") as handle:
             writer = RecordWriter(handle)
             for _, data, framed in RecordReader(path):
+                if progress is not None:
+                    progress(len(framed))
                 peeked = peek(data)
                 step, wall, what = peeked if peeked is not None else (0, 0.0, 0)
                 run_level = what in (3, 4, 9, 10)

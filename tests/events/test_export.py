@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -49,16 +50,24 @@ def test_other_kinds_and_refusals(tbx: Path, tmp_path: Path) -> None:
     assert code == 2 and "exists" in err
 
 
-def test_progress_bar_on_a_terminal_only(tbx: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "label"), [
+    (["trim", "{src}", "-o", "{out}", "--steps", "1:5"], b"trimming"),
+    (["merge", "{src}/run1", "-o", "{out}", "--overlap", "keep-last"], b"merging"),
+    (["replay", "{file}", "-o", "{out}", "--rate", "100000"], b"replaying"),
+])
+def test_progress_bar_on_a_terminal_only(tbx: Path, tmp_path: Path, command: list[str], label: bytes) -> None:
     import os
     import subprocess
     import sys
 
+    def args(out: str) -> list[str]:
+        file = sorted((tbx / "run1").glob("*tfevents*"))[0]
+        return [sys.executable, "-m", "gpudoc", "events",
+                *(a.format(src=tbx, file=file, out=tmp_path / out) for a in command)]
+
     main, child = os.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpudoc", "events", "trim", str(tbx), "-o", str(tmp_path / "out"), "--steps", "1:5"],
-        stdin=child, stdout=subprocess.DEVNULL, stderr=child, env={**os.environ, "TERM": "xterm-256color"},
-    )
+    proc = subprocess.Popen(args("out"), stdin=child, stdout=subprocess.DEVNULL, stderr=child,
+                            env={**os.environ, "TERM": "xterm-256color"})
     os.close(child)
     seen = b""
     while True:
@@ -71,9 +80,22 @@ def test_progress_bar_on_a_terminal_only(tbx: Path, tmp_path: Path) -> None:
         seen += chunk
     os.close(main)
     proc.wait(60)
-    assert proc.returncode == 0 and b"trimming" in seen
-    quiet = subprocess.run(
-        [sys.executable, "-m", "gpudoc", "events", "trim", str(tbx), "-o", str(tmp_path / "out2"), "--steps", "1:5"],
-        capture_output=True, timeout=60,
-    )
-    assert quiet.returncode == 0 and b"trimming" not in quiet.stderr
+    assert proc.returncode == 0 and label in seen
+    quiet = subprocess.run(args("out2"), capture_output=True, timeout=60)
+    assert quiet.returncode == 0 and label not in quiet.stderr
+
+
+def test_parquet_has_the_csv_rows_and_one_type_per_column(tbx: Path, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    assert gpudoc("export", str(tbx), "-o", str(tmp_path / "s.csv"))[0] == 0
+    assert gpudoc("export", str(tbx), "-o", str(tmp_path / "s.parquet"), "--format", "parquet")[0] == 0
+    with open(tmp_path / "s.csv", newline="") as handle:
+        expected = [(r["run"], r["tag"], int(r["step"]), float(r["value"])) for r in csv.DictReader(handle)]
+    table = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert [(r["run"], r["tag"], r["step"], r["value"]) for r in table] == expected
+    code, _, _ = gpudoc("export", str(tbx), "-o", str(tmp_path / "m.parquet"), "--format", "parquet",
+                        "--kinds", "scalar,histogram")
+    mixed = pq.read_table(tmp_path / "m.parquet")
+    assert code == 0 and str(mixed.schema.field("value").type) == "string"
+    histogram = next(r for r in mixed.to_pylist() if r["kind"] == "histogram")
+    assert json.loads(histogram["value"])["num"] == 100

@@ -107,18 +107,24 @@ def spawn() -> Iterator[Spawner]:
 
 
 def trainer_script(
-    dev: Path, *, exits: bool, worker: str = "time.sleep(120)", files: tuple[str, ...] = ("nvidiactl", "nvidia0")
+    dev: Path, *, exits: bool, worker: str = "time.sleep(120)", files: tuple[str, ...] = ("nvidiactl", "nvidia0"),
+    setup: str = "pass",
 ) -> str:
-    """A trainer that opens device files, forks one worker (which inherits them) and either
-    exits (leaving the worker orphaned) or stays."""
+    """A trainer that opens device files, forks one worker (which inherits them, runs
+    ``setup``, tells the trainer, then runs ``worker``) and either exits (leaving the worker
+    orphaned) or stays. "ready" is printed once the worker's setup is done."""
     opens = ", ".join(f"open({str(dev / f)!r}, 'rb')" for f in files)
     return f"""
         import os, signal, sys, time
         held = [{opens}]
+        done_r, done_w = os.pipe()
         child = os.fork()
         if child == 0:
+            {setup}
+            os.write(done_w, b"1")
             {worker}
             os._exit(0)
+        os.read(done_r, 1)
         print(f"pid {{child}}", flush=True)
         print("ready", flush=True)
         {"os._exit(0)" if exits else "time.sleep(120)"}

@@ -97,21 +97,18 @@ def test_another_users_orphan_needs_all_users(dev: Path, spawn: Spawner) -> None
 
 
 def test_sigterm_ignored_escalates_to_sigkill(dev: Path, spawn: Spawner) -> None:
-    worker = orphaned_worker(
-        spawn, dev, worker="signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
-    )
+    worker = orphaned_worker(spawn, dev, setup="signal.signal(signal.SIGTERM, signal.SIG_IGN)")
     code, rows, _ = reap(dev, "--yes", "--timeout", "0.3")
     assert code == 0 and "SIGKILL" in rows[worker]["action"] and rows[worker]["outcome"] == "ended"
     assert not alive(worker)
 
 
 def test_mapping_only_orphan_is_found_and_ended(dev: Path, spawn: Spawner) -> None:
-    worker = orphaned_worker(spawn, dev, files=(), worker=(
+    worker = orphaned_worker(spawn, dev, files=(), setup=(
         "import ctypes; libc = ctypes.CDLL(None); libc.mmap.restype = ctypes.c_void_p; "
         "libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, "
         "ctypes.c_int, ctypes.c_long]; "
-        f"fd = os.open({str(dev / 'nvidia1')!r}, os.O_RDWR); libc.mmap(None, 4096, 1, 1, fd, 0); os.close(fd); "
-        "time.sleep(120)"
+        f"fd = os.open({str(dev / 'nvidia1')!r}, os.O_RDWR); libc.mmap(None, 4096, 1, 1, fd, 0); os.close(fd)"
     ))
     code, rows, _ = reap(dev, "--yes")
     assert rows[worker]["mapped_only"] and rows[worker]["gpus"] == [1]
