@@ -33,7 +33,7 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--precision", type=click.Choice(["fp32", "amp", "bf16"]), default="fp32", show_default=True,
                      help="amp: fp16 autocast (CUDA's rules); bf16: bf16 autocast."),
         click.option("--optimizer", default="adam", show_default=True,
-                     help="sgd, momentum, adam, adamw, or a torch.optim class name."),
+                     help="sgd, momentum, adam, adamw, a torch.optim class name, or module:OptimizerClass."),
         click.option("--freeze", metavar="REGEX", help="Freeze parameters whose name matches (torch; Keras: layer "
                      "names), e.g. '^backbone\\.'."),
         click.option("--checkpointing", is_flag=True, help="Gradient checkpointing of every block."),
@@ -76,6 +76,13 @@ def _run(model: str, batch: int, input_spec: str | None, precision: str, optimiz
     shape = input_spec or spec.default_input
     if shape is None and spec.framework == "torch":
         raise InputError(f"{model}: --input is required for this model (e.g. 3x224x224 or tokens:1024)")
+    if shape is None:
+        from gpudoc.oom.analytic import load_keras
+
+        dims = load_keras(spec.source, None).input_shape[1:]
+        if any(d is None for d in dims):
+            raise InputError(f"{model}: its input size is open ({dims})", "give one with --input, e.g. 224x224x3")
+        shape = "x".join(str(d) for d in dims)
     config = TraceConfig(batch, shape or "", precision, optimizer, freeze, checkpointing, accumulate, inference)
 
     def run(cfg: TraceConfig) -> Any:
@@ -140,18 +147,17 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
     efficientnetv2_l), package.module:factory, path/to/file.py:factory, or a .keras file.
     Exit 1 when the verdict is OOM.
     """
-    spec, device, config, run = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
-                                     accumulate, inference, gpu_name)
+    spec, _, config, run = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
+                                accumulate, inference, gpu_name)
     with _status(as_json) as status:
         status(f"tracing {spec.name} at batch {batch}")
         est = run(config)
-        wanted = with_remedies or (with_remedies is None and est.verdict != "fits")
-        if wanted and spec.framework == "torch":
+        if with_remedies or (with_remedies is None and est.verdict != "fits"):
             from gpudoc.oom.estimate import remedies
 
-            assert callable(spec.source)
-            est.remedies = remedies(spec.name, spec.source, est, device, spec.backbone,
-                                    lambda r: status(f"re-estimating with {r}"))
+            # The analytic Keras estimate does not model checkpointing.
+            skip = frozenset({"checkpointing"}) if spec.framework == "keras" else frozenset()
+            est.remedies = remedies(est, run, spec.backbone, lambda r: status(f"re-estimating with {r}"), skip)
     if as_json:
         from gpudoc.output import emit_json
 
@@ -168,20 +174,14 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
 def max_batch_command(model: str, batch: int, input_spec: str | None, precision: str, optimizer: str,
                       freeze: str | None, checkpointing: bool, accumulate: int, inference: bool,
                       gpu_name: str | None, as_json: bool) -> int:
-    """The largest batch of MODEL whose estimate leaves 10% of the GPU free: trace batch 1 and
-    --batch, solve, confirm by tracing. Exit 1 when not even batch 1 fits."""
-    from gpudoc.errors import InputError
-
-    spec, device, config, _ = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
-                                   accumulate, inference, gpu_name)
-    if spec.framework != "torch":
-        raise InputError(f"{model}: max-batch traces PyTorch models; for Keras, use estimate at a few batches")
+    """The largest batch of MODEL whose estimate leaves 10% of the GPU free: estimate batch 1
+    and --batch, solve, confirm. Exit 1 when not even batch 1 fits."""
     from gpudoc.oom.estimate import max_batch
 
-    assert callable(spec.source)
+    _, device, config, run = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
+                                  accumulate, inference, gpu_name)
     with _status(as_json) as status:
-        best_batch, est = max_batch(spec.name, spec.source, config, device,
-                                    lambda b, what: status(f"{what} batch {b}"))
+        best_batch, est = max_batch(config, device, run, lambda b: status(f"estimating batch {b}"))
     if as_json:
         from gpudoc.output import emit_json, to_jsonable
 

@@ -182,31 +182,31 @@ def _remedy_config(config: TraceConfig, remedy: str, backbone: str | None) -> Tr
     return None
 
 
-def remedies(name: str, factory: Callable[[], Any], base: Estimate, device: Device, backbone: str | None,
-             progress: Callable[[str], None] | None = None) -> list[Remedy]:
-    """Each applicable remedy re-estimated, largest saving first."""
+def remedies(base: Estimate, run: Callable[[TraceConfig], Estimate], backbone: str | None,
+             progress: Callable[[str], None] | None = None, skip: frozenset[str] = frozenset()) -> list[Remedy]:
+    """Each applicable remedy (less ``skip``) re-estimated with ``run``, largest saving first."""
     found = []
     for remedy, change in REMEDIES:
         config = _remedy_config(base.config, remedy, backbone)
-        if config is None:
+        if config is None or remedy in skip:
             continue
         if progress is not None:
             progress(remedy)
-        other = estimate(name, factory, config, device)
+        other = run(config)
         found.append(Remedy(remedy, change, other.total_bytes, base.total_bytes - other.total_bytes, other.verdict))
     return sorted(found, key=lambda r: -r.saved_bytes)
 
 
-def max_batch(name: str, factory: Callable[[], Any], config: TraceConfig, device: Device,
-              progress: Callable[[int, str], None] | None = None, limit: float = 1.0 - TIGHT) -> tuple[int, Estimate]:
-    """The largest batch whose estimate stays within ``limit`` of the device: trace two sizes,
-    solve the line through them, then confirm by tracing (stepping down until it fits)."""
+def max_batch(config: TraceConfig, device: Device, run: Callable[[TraceConfig], Estimate],
+              progress: Callable[[int], None] | None = None, limit: float = 1.0 - TIGHT) -> tuple[int, Estimate]:
+    """The largest batch whose estimate (by ``run``) stays within ``limit`` of the device:
+    estimate two sizes, solve the line through them, then confirm (stepping down until it fits)."""
     target = int(device.capacity * limit)
 
     def at(batch: int) -> Estimate:
         if progress is not None:
-            progress(batch, "tracing")
-        return estimate(name, factory, replace(config, batch=batch), device)
+            progress(batch)
+        return run(replace(config, batch=batch))
 
     low = at(1)
     if low.total_bytes > target:

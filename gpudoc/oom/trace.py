@@ -10,6 +10,7 @@ state lazily; step 2 is the steady state.
 
 from __future__ import annotations
 
+import importlib
 import re
 import weakref
 from collections.abc import Callable, Iterator
@@ -175,11 +176,19 @@ def _optimizer(name: str, params: list[Any]) -> Any:
         return torch.optim.Adam(params, foreach=True)
     if lowered == "adamw":
         return torch.optim.AdamW(params, foreach=True)
-    cls = getattr(torch.optim, name, None)
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr, None)
+        except ImportError as exc:
+            raise InputError(f"--optimizer {name!r}: cannot import {module!r} ({exc})") from None
+    else:
+        cls = getattr(torch.optim, name, None)
     if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer):
         make: Callable[..., Any] = cls
         return make(params)
-    raise InputError(f"--optimizer {name!r}: not sgd, momentum, adam, adamw or a torch.optim class name")
+    raise InputError(f"--optimizer {name!r}: not sgd, momentum, adam, adamw, a torch.optim class name or "
+                     "module:OptimizerClass")
 
 
 def _checkpoint_blocks(model: Any) -> None:

@@ -113,6 +113,35 @@ def test_ms_ssim_against_tensorflow() -> None:
         image_metrics(pred[:, :160], target[:, :160], data_range=255, ms_ssim=True)
 
 
+def reference_ms_ssim(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
+    """MS-SSIM of two float64 planes assembled from scikit-image's full SSIM maps: the
+    contrast-structure map is the SSIM map divided by the luminance term (from scipy's Gaussian
+    filter with scikit-image's settings); 2x2 average pooling, an odd edge repeated."""
+    from scipy import ndimage
+
+    c1 = (0.01 * data_range) ** 2
+    terms = []
+    for scale in range(5):
+        if scale:
+            x, y = (np.pad(a, [(0, a.shape[0] % 2), (0, a.shape[1] % 2)], mode="symmetric") for a in (x, y))
+            x, y = (a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).mean(axis=(1, 3)) for a in (x, y))
+        _, full = structural_similarity(x, y, data_range=data_range, gaussian_weights=True, sigma=1.5,
+                                        use_sample_covariance=False, full=True)
+        mx, my = (ndimage.gaussian_filter(a, 1.5, truncate=3.5, mode="reflect") for a in (x, y))
+        cs = full / ((2 * mx * my + c1) / (mx * mx + my * my + c1))
+        term = (full if scale == 4 else cs)[5:-5, 5:-5].mean()
+        terms.append(max(term, 0.0) ** (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)[scale])
+    return float(np.prod(terms))
+
+
+def test_ms_ssim_against_a_scikit_image_reference() -> None:
+    pred, target = pair(10, (2, 181, 197, 3), noise=25)
+    m = image_metrics(pred, target, data_range=255, ms_ssim=True)
+    expected = [np.mean([reference_ms_ssim(pred[i, ..., c].astype(float), target[i, ..., c].astype(float), 255)
+                         for c in range(3)]) for i in range(2)]
+    assert m["ms_ssim"].per_image == pytest.approx(tuple(expected), abs=1e-6)
+
+
 def test_against_torchmetrics_psnr_and_its_ssim_map() -> None:
     torch = pytest.importorskip("torch")
     functional = pytest.importorskip("torchmetrics.functional.image")

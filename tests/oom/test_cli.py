@@ -73,3 +73,32 @@ def test_missing_framework_exits_three(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
     code, _, err = run("estimate", "resnet18", "--batch", "4", "--gpu", "T4")
     assert code == 3 and "pip install 'gpudoc[torch]'" in err
+
+
+def test_keras_file_estimate_remedies_and_max_batch(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
+    outputs = keras.layers.Dense(10, name="head")(keras.layers.GlobalAveragePooling2D(name="pool")(x))
+    path = tmp_path / "m.keras"
+    keras.Model(inputs, outputs).save(path)
+    code, out, err = run("estimate", str(path), "--batch", "32768", "--gpu", "T4", "--json")
+    data = json.loads(out)
+    assert code == 1, err
+    assert data["verdict"] == "oom" and "analytic Keras estimate" in data["notes"][0]
+    names = [r["name"] for r in data["remedies"]]
+    assert "checkpointing" not in names and {"amp", "sgd", "smaller-input", "accumulate"} <= set(names)
+    code, out, err = run("max-batch", str(path), "--gpu", "T4", "--json")
+    best = json.loads(out)
+    assert code == 0, err
+    assert 0 < best["max_batch"] < 32768 and best["total_bytes"] <= 0.9 * best["capacity_bytes"]
+
+
+def test_optimizer_by_module_and_class() -> None:
+    code, out, err = run("estimate", "resnet18", "--batch", "8", "--input", "3x64x64", "--gpu", "T4",
+                         "--optimizer", "torch.optim.adagrad:Adagrad", "--json")
+    assert code == 0, err
+    assert json.loads(out)["breakdown"]["optimizer state"] > 0
+    code, _, err = run("estimate", "resnet18", "--batch", "8", "--gpu", "T4", "--optimizer", "json:loads")
+    assert code == 2 and "module:OptimizerClass" in err

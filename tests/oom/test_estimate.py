@@ -93,14 +93,17 @@ def test_within_ten_percent_of_memtracker(factory: object, shape: str, batch: in
 
 def test_max_batch_and_remedies() -> None:
     config = TraceConfig(16, "3x224x224")
-    best, at_best = max_batch("resnet18", resnet18, config, T4)
+    def run(cfg: TraceConfig) -> Estimate:
+        return estimate("resnet18", resnet18, cfg, T4)
+
+    best, at_best = max_batch(config, T4, run)
     target = 0.9 * T4.capacity
     assert best > 16 and at_best.total_bytes <= target and at_best.config.batch == best
     over = estimate("resnet18", resnet18, dataclasses.replace(config, batch=int(best * 1.05) + 1), T4)
     assert over.total_bytes > target
     base = estimate("resnet18", resnet18, dataclasses.replace(config, batch=512), T4)
     assert base.verdict == "oom"
-    ranked = remedies("resnet18", resnet18, base, T4, ZOO["resnet18"].backbone)
+    ranked = remedies(base, run, ZOO["resnet18"].backbone)
     assert [r.saved_bytes for r in ranked] == sorted((r.saved_bytes for r in ranked), reverse=True)
     assert {"amp", "checkpointing", "accumulate", "freeze", "sgd", "smaller-input"} <= {r.name for r in ranked}
     assert all(r.saved_bytes > 0 for r in ranked)
