@@ -15,6 +15,7 @@ from gpudoc.oom.devices import Device
 from gpudoc.oom.trace import Trace, TraceConfig
 
 TIGHT = 0.10
+_TOP_LEVEL = "(top level: loss, glue code)"
 _PHASE_CATEGORY = {"parameters": "parameters", "inputs": "inputs", "activations": "activations",
                    "backward": "backward temporaries", "optimizer": "optimizer temporaries", "setup": "other"}
 
@@ -88,7 +89,7 @@ def replay(trace: Trace, device: Device, capacity: int | None = None) -> Replay:
                 sizes[event.handle] = (event.nbytes, category, event.module)
                 live[category] += event.nbytes
                 if category == "activations":
-                    by_module[_module_group(event.module) or "(model)"] += event.nbytes
+                    by_module[_module_group(event.module) or _TOP_LEVEL] += event.nbytes
                 if allocator.stats.allocated > peak:
                     peak = allocator.stats.allocated
                     snapshot = (dict(live), dict(by_module))
@@ -97,7 +98,7 @@ def replay(trace: Trace, device: Device, capacity: int | None = None) -> Replay:
                 allocator.free(event.handle)
                 live[category] -= nbytes
                 if category == "activations":
-                    by_module[_module_group(module) or "(model)"] -= nbytes
+                    by_module[_module_group(module) or _TOP_LEVEL] -= nbytes
         oom = False
     except OutOfMemory:
         oom = True
