@@ -273,21 +273,26 @@ def merge_command(runs: tuple[str, ...], output: Path, overlap: str, force: bool
 @click.option("--speed", type=float, help="Replay wall-time gaps this many times faster (10 = ten times).")
 @click.option("--rate", type=float, help="Instead, a fixed number of records per second.")
 @click.option("--steps", help="Inclusive step range A:B to replay (run-level records always).")
-def replay_command(src: str, output: Path, speed: float | None, rate: float | None, steps: str | None) -> int:
-    """Re-emit a recorded run into a new directory in real time, byte for byte, so a
-    dashboard (or gpudoc's own tailing reader) watches it as if it were live."""
+@json_option
+def replay_command(src: str, output: Path, speed: float | None, rate: float | None, steps: str | None,
+                   as_json: bool) -> int:
+    """Re-emit a recorded run (or every run of a logdir, mirrored, interleaved by wall time)
+    into a new directory in real time, byte for byte, so a dashboard (or gpudoc's own tailing
+    reader) watches it as if it were live."""
     from gpudoc.events import discover, parse_steps
     from gpudoc.events.merge import replay
+    from gpudoc.output import emit_json
 
     if speed is None and rate is None:
         speed = 1.0
     first, last = parse_steps(steps) if steps else (None, None)
     _, found = discover(src)
-    if len(found) != 1:
-        raise InputError(f"{src}: {len(found)} runs; replay one run directory or file at a time")
-    total = sum(f.stat().st_size for f in found[0].files)
-    with _progress("replaying", total, quiet=False) as advance:
-        written = replay(found[0], output, speed=speed, rate=rate, first_step=first, last_step=last,
+    total = sum(f.stat().st_size for run in found for f in run.files)
+    with _progress("replaying", total, quiet=as_json) as advance:
+        written = replay(found, output, speed=speed, rate=rate, first_step=first, last_step=last,
                          progress=advance)
-    click.echo(f"replayed {written} records into {output}", err=True)
+    if as_json:
+        emit_json({"output": str(output), "runs": [run.name for run in found], "records": written})
+    else:
+        click.echo(f"replayed {written} records from {len(found)} run(s) into {output}", err=True)
     return 0

@@ -3,11 +3,13 @@ and ``events replay`` (re-emit a run in real time, byte for byte)."""
 
 from __future__ import annotations
 
+import heapq
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from tensorboard.compat.proto import event_pb2
 
@@ -129,9 +131,21 @@ def _merge_record(
     return frame(event.SerializeToString()), removed
 
 
+def _stream(run: Run) -> Iterator[tuple[float, Path, bytes, int, bool]]:
+    """``(wall, file, framed, step, run_level)`` of a run's records in its file order; a
+    record without a wall time gets the previous one's."""
+    wall = 0.0
+    for path in run.files:
+        for _, data, framed in RecordReader(path):
+            peeked = peek(data)
+            step, own, what = peeked if peeked is not None else (0, 0.0, 0)
+            wall = own or wall
+            yield wall, path, framed, step, what in (3, 4, 9, 10)
+
+
 def replay(
-    run: Run,
-    dest_dir: Path,
+    runs: list[Run],
+    dest: Path,
     *,
     speed: float | None = None,
     rate: float | None = None,
@@ -140,43 +154,57 @@ def replay(
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Copy ``run``'s records into ``dest_dir`` one at a time, flushed, waiting the
-    recorded wall-time gap divided by ``speed`` (or 1/``rate`` s) between them. Records
-    outside the step range are skipped (run-level records are always copied). ``progress``
-    gets the size of each record read. Returns the number of records written."""
+    """Copy the runs' records into ``dest`` (each run into ``dest/<run name>``, mirroring the
+    logdir) one at a time, flushed, in wall-time order across runs, waiting the recorded gap
+    divided by ``speed`` (or 1/``rate`` s) between them. Records outside the step range are
+    skipped (run-level records are always copied). ``progress`` gets the size of each record
+    read. Returns the number of records written."""
     if (speed is None) == (rate is None):
         raise InputError("give exactly one of --speed and --rate")
     if (speed is not None and speed <= 0) or (rate is not None and rate <= 0):
         raise InputError("--speed and --rate must be positive")
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    written = 0
-    previous: float | None = None
-    for path in run.files:
-        target = dest_dir / path.name
+    targets = {path: dest / run.name / path.name for run in runs for path in run.files}
+    for target in targets.values():
         if target.exists():
             raise InputError(f"{target}: exists", "replay into an empty directory")
-        with open(target, "wb") as handle:
-            writer = RecordWriter(handle)
-            for _, data, framed in RecordReader(path):
-                if progress is not None:
-                    progress(len(framed))
-                peeked = peek(data)
-                step, wall, what = peeked if peeked is not None else (0, 0.0, 0)
-                run_level = what in (3, 4, 9, 10)
-                if not run_level and (
-                    (first_step is not None and step < first_step) or (last_step is not None and step > last_step)
-                ):
-                    continue
-                if rate is not None:
-                    wait = 1.0 / rate if written else 0.0
-                else:
-                    assert speed is not None
-                    wait = max(0.0, (wall - previous) / speed) if previous is not None and wall else 0.0
-                if wait:
-                    sleep(wait)
-                writer.write_framed(framed)
-                handle.flush()
-                written += 1
-                if wall:
-                    previous = wall
+    streams = [_stream(run) for run in runs]
+    heap: list[tuple[float, int, tuple[float, Path, bytes, int, bool]]] = []
+    for order, stream in enumerate(streams):
+        first = next(stream, None)
+        if first is not None:
+            heapq.heappush(heap, (first[0], order, first))
+    handles: dict[Path, tuple[BinaryIO, RecordWriter]] = {}
+    written = 0
+    previous: float | None = None
+    try:
+        while heap:
+            _, order, (wall, path, framed, step, run_level) = heapq.heappop(heap)
+            following = next(streams[order], None)
+            if following is not None:
+                heapq.heappush(heap, (following[0], order, following))
+            if progress is not None:
+                progress(len(framed))
+            if not run_level and ((first_step is not None and step < first_step)
+                                  or (last_step is not None and step > last_step)):
+                continue
+            if rate is not None:
+                wait = 1.0 / rate if written else 0.0
+            else:
+                assert speed is not None
+                wait = max(0.0, (wall - previous) / speed) if previous is not None and wall else 0.0
+            if wait:
+                sleep(wait)
+            if path not in handles:
+                targets[path].parent.mkdir(parents=True, exist_ok=True)
+                opened: BinaryIO = open(targets[path], "wb")  # noqa: SIM115 - closed in the finally below
+                handles[path] = (opened, RecordWriter(opened))
+            out, writer = handles[path]
+            writer.write_framed(framed)
+            out.flush()
+            written += 1
+            if wall:
+                previous = wall
+    finally:
+        for opened, _ in handles.values():
+            opened.close()
     return written

@@ -57,7 +57,7 @@ def test_replay_is_byte_for_byte_and_paced(tmp_path: Path) -> None:
     write_run(tmp_path / "src", range(0, 20), 1.0, 1000.0)
     (run,) = discover(tmp_path / "src")[1]
     waits: list[float] = []
-    assert replay(run, tmp_path / "live", speed=4.0, sleep=waits.append) == 21
+    assert replay([run], tmp_path / "live", speed=4.0, sleep=waits.append) == 21
     (source,) = run.files
     assert (tmp_path / "live" / source.name).read_bytes() == source.read_bytes()
     assert waits == [0.25] * 19
@@ -74,7 +74,7 @@ def test_a_tailing_reader_sees_a_replay_exactly_once(tmp_path: Path) -> None:
         if live.exists():
             seen.extend(data for _, data, _ in RecordReader(live, state=state))
 
-    replay(run, tmp_path / "live", rate=1000.0, first_step=5, last_step=24, sleep=tail_between_records)
+    replay([run], tmp_path / "live", rate=1000.0, first_step=5, last_step=24, sleep=tail_between_records)
     tail_between_records(0)
     expected = [data for _, data, _ in RecordReader(run.files[0])]
     assert seen == expected[:1] + expected[6:26]
@@ -83,4 +83,28 @@ def test_a_tailing_reader_sees_a_replay_exactly_once(tmp_path: Path) -> None:
 def test_replay_command_with_rate(tmp_path: Path) -> None:
     write_run(tmp_path / "src", range(0, 5), 1.0, 1000.0)
     code, _, err = gpudoc("replay", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--rate", "500")
-    assert code == 0 and "replayed 6 records" in err
+    assert code == 0 and "replayed 6 records from 1 run(s)" in err
+
+
+def test_a_logdir_replays_mirrored_and_interleaved_by_wall_time(tmp_path: Path) -> None:
+    write_run(tmp_path / "logs" / "a", range(0, 4), 1.0, 1000.0)
+    write_run(tmp_path / "logs" / "b", range(0, 4), 2.0, 1000.5)
+    order: list[str] = []
+    waits: list[float] = []
+    runs = discover(tmp_path / "logs")[1]
+    live = tmp_path / "live"
+
+    def note(wait: float) -> None:
+        waits.append(wait)
+        order.append(",".join(sorted(f"{p.parent.name}:{len(list(RecordReader(p)))}" for p in live.rglob("*tfev*"))))
+
+    assert replay(runs, live, speed=1.0, sleep=note) == 10
+    for run in runs:
+        (source,) = run.files
+        assert (live / run.name / source.name).read_bytes() == source.read_bytes()
+    # file_version and step 0 of a run share a wall time: no wait between them.
+    assert waits == [0.5] * 7
+    assert order[:3] == ["a:2", "a:2,b:2", "a:3,b:2"]
+    code, out, _ = gpudoc("replay", str(tmp_path / "logs"), "-o", str(tmp_path / "again"), "--rate", "1000",
+                          "--json")
+    assert code == 0 and json.loads(out) == {"output": str(tmp_path / "again"), "runs": ["a", "b"], "records": 10}
