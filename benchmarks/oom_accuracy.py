@@ -42,7 +42,7 @@ def sample():
         time.sleep(0.005)
 threading.Thread(target=sample, daemon=True).start()
 from gpudoc.oom.models import resolve
-from gpudoc.oom.trace import _loss, parse_input
+from gpudoc.oom.trace import parse_input, training_loss
 spec = resolve(name)
 dims, tokens = parse_input(shape, batch)
 result = {"oom": False}
@@ -55,7 +55,7 @@ try:
         x = torch.zeros(dims, dtype=torch.long, device="cuda") if tokens else torch.zeros(dims, device="cuda")
         target = torch.zeros(dims if tokens else dims[:1], dtype=torch.long, device="cuda")
         with torch.autocast("cuda", dtype=low or torch.float32, enabled=low is not None):
-            loss = _loss(model(x), tokens, target)
+            loss = training_loss(model(x), tokens, target)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

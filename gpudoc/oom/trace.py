@@ -215,7 +215,9 @@ def _checkpoint_blocks(model: Any) -> None:
                 wrap(block)
 
 
-def _loss(output: Any, tokens: bool, target: Any) -> Any:
+def training_loss(output: Any, tokens: bool, target: Any) -> Any:
+    """The loss a step takes: cross entropy for token models (over the vocabulary) and for
+    ``(N, classes)`` outputs with class targets, else MSE against zeros (dense outputs)."""
     import torch
     from torch.nn import functional
 
@@ -343,7 +345,7 @@ def _step(model: Any, optimizer: Any, recorder: _Recorder, shape: tuple[int, ...
             return
         with autocast or _nothing():
             out = model(x)
-            loss = _loss(out, tokens, target)
+            loss = training_loss(out, tokens, target)
         del out
         recorder.phase = "backward"
         loss.backward()

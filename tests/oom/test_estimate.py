@@ -66,7 +66,7 @@ def test_within_ten_percent_of_memtracker(factory: object, shape: str, batch: in
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    from gpudoc.oom.trace import _loss, parse_input
+    from gpudoc.oom.trace import parse_input, training_loss
 
     dims, tokens = parse_input(shape, batch)
     with FakeTensorMode():
@@ -80,7 +80,7 @@ def test_within_ten_percent_of_memtracker(factory: object, shape: str, batch: in
                     tracker.reset_mod_stats()
                 x = torch.zeros(dims, dtype=torch.long) if tokens else torch.zeros(dims)
                 target = torch.zeros(dims if tokens else dims[:1], dtype=torch.long)
-                loss = _loss(model(x), tokens, target)
+                loss = training_loss(model(x), tokens, target)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad()
