@@ -31,7 +31,7 @@ def _finish(name: str, config: TraceConfig, device: Device, parts: dict[str, int
     breakdown["CUDA context"] = device.context
     breakdown["cuDNN workspace margin"] = device.cudnn_margin
     return Estimate(name, config, device.name, "analytic", allocated, reserved, total, device.capacity,
-                    verdict(total, device.capacity, False), device.capacity - total, breakdown, top, parameters,
+                    verdict(total, device.capacity), device.capacity - total, breakdown, top, parameters,
                     trainable, notes)
 
 

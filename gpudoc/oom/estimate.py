@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpudoc.oom.allocator import CachingAllocator, OutOfMemory
+from gpudoc.oom.allocator import CachingAllocator
 from gpudoc.oom.devices import Device
 from gpudoc.oom.trace import Trace, TraceConfig
 
@@ -28,7 +28,6 @@ class Replay:
     peak_reserved: int
     breakdown: dict[str, int]
     top_modules: list[tuple[str, int]]
-    out_of_memory: bool
 
 
 @dataclass
@@ -68,49 +67,45 @@ def _module_group(path: str) -> str:
     return ".".join(path.split(".")[:2])
 
 
-def replay(trace: Trace, device: Device, capacity: int | None = None) -> Replay:
+def replay(trace: Trace, device: Device) -> Replay:
     """Peak allocated and reserved, and what was live at the allocated peak (by category, and
-    activations by module). ``capacity`` makes the simulated device run out."""
-    allocator = CachingAllocator(capacity)
+    activations by module)."""
+    allocator = CachingAllocator()
     sizes: dict[int, tuple[int, str, str]] = {}
     live: dict[str, int] = defaultdict(int)
     by_module: dict[str, int] = defaultdict(int)
     snapshot: tuple[dict[str, int], dict[str, int]] = ({}, {})
     peak = -1
     workspace = -1
-    try:
-        if device.cublas_workspace:
-            allocator.malloc(workspace, device.cublas_workspace)
-            live["cuBLAS workspace"] += device.cublas_workspace
-        for event in trace.events:
-            if event.nbytes:
-                category = trace.roles.get(event.handle) or _PHASE_CATEGORY.get(event.phase, "other")
-                allocator.malloc(event.handle, event.nbytes)
-                sizes[event.handle] = (event.nbytes, category, event.module)
-                live[category] += event.nbytes
-                if category == "activations":
-                    by_module[_module_group(event.module) or _TOP_LEVEL] += event.nbytes
-                if allocator.stats.allocated > peak:
-                    peak = allocator.stats.allocated
-                    snapshot = (dict(live), dict(by_module))
-            elif event.handle in sizes:
-                nbytes, category, module = sizes.pop(event.handle)
-                allocator.free(event.handle)
-                live[category] -= nbytes
-                if category == "activations":
-                    by_module[_module_group(module) or _TOP_LEVEL] -= nbytes
-        oom = False
-    except OutOfMemory:
-        oom = True
+    if device.cublas_workspace:
+        allocator.malloc(workspace, device.cublas_workspace)
+        live["cuBLAS workspace"] += device.cublas_workspace
+    for event in trace.events:
+        if event.nbytes:
+            category = trace.roles.get(event.handle) or _PHASE_CATEGORY.get(event.phase, "other")
+            allocator.malloc(event.handle, event.nbytes)
+            sizes[event.handle] = (event.nbytes, category, event.module)
+            live[category] += event.nbytes
+            if category == "activations":
+                by_module[_module_group(event.module) or _TOP_LEVEL] += event.nbytes
+            if allocator.stats.allocated > peak:
+                peak = allocator.stats.allocated
+                snapshot = (dict(live), dict(by_module))
+        elif event.handle in sizes:
+            nbytes, category, module = sizes.pop(event.handle)
+            allocator.free(event.handle)
+            live[category] -= nbytes
+            if category == "activations":
+                by_module[_module_group(module) or _TOP_LEVEL] -= nbytes
     stats = allocator.stats
     breakdown = {k: v for k, v in snapshot[0].items() if v > 0}
     top = sorted(((k, v) for k, v in snapshot[1].items() if v > 0), key=lambda kv: -kv[1])[:8]
-    return Replay(stats.peak_allocated, stats.peak_reserved, breakdown, top, oom)
+    return Replay(stats.peak_allocated, stats.peak_reserved, breakdown, top)
 
 
-def verdict(total: int, capacity: int, simulated_oom: bool) -> str:
+def verdict(total: int, capacity: int) -> str:
     """``oom`` when it does not fit, ``tight`` with less than 10% headroom, else ``fits``."""
-    if simulated_oom or total > capacity:
+    if total > capacity:
         return "oom"
     return "tight" if capacity - total < TIGHT * capacity else "fits"
 
@@ -118,8 +113,6 @@ def verdict(total: int, capacity: int, simulated_oom: bool) -> str:
 def from_trace(name: str, trace: Trace, config: TraceConfig, device: Device, notes: list[str]) -> Estimate:
     """An :class:`Estimate` from a trace on ``device``."""
     free = replay(trace, device)
-    usable = device.capacity - device.context - device.cudnn_margin
-    limited = replay(trace, device, usable) if device.capacity else free
     total = free.peak_reserved + device.context + device.cudnn_margin
     breakdown = dict(free.breakdown)
     breakdown["allocator overhead (reserved - allocated)"] = free.peak_reserved - free.peak_allocated
@@ -127,7 +120,7 @@ def from_trace(name: str, trace: Trace, config: TraceConfig, device: Device, not
     breakdown["cuDNN workspace margin"] = device.cudnn_margin
     return Estimate(
         name, config, device.name, "trace", free.peak_allocated, free.peak_reserved, total, device.capacity,
-        verdict(total, device.capacity, limited.out_of_memory), device.capacity - total, breakdown, free.top_modules,
+        verdict(total, device.capacity), device.capacity - total, breakdown, free.top_modules,
         trace.parameters, trace.trainable, notes)
 
 

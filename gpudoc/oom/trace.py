@@ -56,7 +56,6 @@ class Trace:
     roles: dict[int, str] = field(default_factory=dict)
     parameters: int = 0
     trainable: int = 0
-    parameter_bytes: int = 0
 
 
 class _Recorder:
@@ -297,7 +296,7 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig) -> Trace:
                     recorder.track(p, "parameters")
                 for b in model.buffers():
                     recorder.track(b, "parameters")
-                recorder.trace.parameter_bytes = sum(e.nbytes for e in recorder.trace.events)
+
                 def mark_gradients() -> None:
                     for p in trainable:
                         if p.grad is not None and (h := recorder.handle_of(p.grad)) is not None:
