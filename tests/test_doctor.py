@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from gpudoc.doctor import Status, _tensorflow_check, _torch_check, diagnose, probe_frameworks
+from gpudoc.doctor import (
+    DoctorReport,
+    Status,
+    _numba_check,
+    _tensorflow_check,
+    _torch_check,
+    diagnose,
+    probe_frameworks,
+)
 from gpudoc.errors import ExitCode
 from gpudoc.gpu import ManualClock, SimulatedBackend
 
@@ -141,6 +149,19 @@ def test_real_framework_probes_report_what_is_installed() -> None:
     assert results["torch"]["available"] == torch.cuda.is_available()
     assert results["tensorflow"]["version"] == tf.__version__
     assert results["tensorflow"]["cuda_build"] == tf.test.is_built_with_cuda()
+
+
+def test_numba_is_probed_and_optional() -> None:
+    import numba
+
+    result = probe_frameworks(["numba"], timeout=120)["numba"]
+    assert result == {"version": numba.__version__}
+    assert _numba_check(result).status is Status.OK
+    absent = _numba_check(None)
+    assert absent.status is Status.INFO and "gpudoc[fast]" in absent.fix
+    broken = _numba_check({"error": "ImportError: Numba needs NumPy 2.3 or less. Got NumPy 2.5."})
+    assert broken.status is Status.WARN and "NumPy 2.3" in broken.detail
+    assert DoctorReport((broken,)).exit_code == ExitCode.OK
 
 
 def test_crashing_framework_import_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,7 +53,7 @@ def render(report: DoctorReport, console: Console) -> None:
 @json_option
 @pass_settings
 def doctor(settings: Settings, require_gpu: bool, skipped: tuple[str, ...], as_json: bool) -> int:
-    """Check Python, the NVIDIA driver and GPUs, device files, torch and TensorFlow.
+    """Check Python, the NVIDIA driver and GPUs, device files, torch, TensorFlow and numba.
 
     Prints a checklist with a fix for each failed check. Exit 0 when nothing is wrong with
     what is installed, 1 when a check found a problem, 3 when a required piece is missing.

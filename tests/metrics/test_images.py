@@ -7,7 +7,9 @@ import pytest
 import tensorflow as tf
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
+from gpudoc.errors import EnvironmentMissing
 from gpudoc.metrics import MetricInputError, RangeWarning, image_metrics, to_y
+from gpudoc.metrics import images as images_module
 
 
 def pair(seed: int, shape: tuple[int, ...], noise: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
@@ -48,19 +50,61 @@ def test_mean_of_per_image_psnr_differs_from_pooled() -> None:
     assert m["psnr"].mean == pytest.approx(29.0309, abs=1e-4) and m["psnr"].pooled == pytest.approx(21.0444, abs=1e-4)
 
 
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
 @pytest.mark.parametrize("shape", [(48, 40), (48, 40, 3)])
-def test_against_scikit_image(shape: tuple[int, ...]) -> None:
+def test_against_scikit_image(shape: tuple[int, ...], engine: str) -> None:
     pred, target = pair(1, shape)
     channel_axis = -1 if len(shape) == 3 else None
-    m = image_metrics(pred, target, data_range=255)
+    m = image_metrics(pred, target, data_range=255, engine=engine)
     assert m["mse"].pooled == pytest.approx(mean_squared_error(target, pred), abs=1e-6)
     assert m["psnr"].pooled == pytest.approx(peak_signal_noise_ratio(target, pred, data_range=255), abs=1e-6)
     wang = structural_similarity(target, pred, data_range=255, channel_axis=channel_axis, gaussian_weights=True,
                                  sigma=1.5, use_sample_covariance=False)
     assert m["ssim"].pooled == pytest.approx(wang, abs=1e-6)
     default = structural_similarity(target, pred, data_range=255, channel_axis=channel_axis)
-    assert image_metrics(pred, target, data_range=255, ssim_preset="skimage")["ssim"].pooled == pytest.approx(
-        default, abs=1e-6)
+    assert image_metrics(pred, target, data_range=255, ssim_preset="skimage", engine=engine)["ssim"].pooled \
+        == pytest.approx(default, abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "bool", "float16", "float32", ">f8", "float64"])
+def test_the_compiled_kernel_equals_the_blas_path_for_every_dtype_and_layout(dtype: str) -> None:
+    pred, target = pair(11, (3, 172, 169, 3), noise=30)
+    if dtype == "bool":
+        pred, target = pred > 127, target > 127
+    elif dtype.startswith(("float", ">")):
+        pred, target = pred.astype(dtype) / 255, target.astype(dtype) / 255
+    else:
+        pred, target = pred.astype(dtype), target.astype(dtype)
+    data_range = 255.0 if dtype in ("uint8", "uint16", "int32") else 1.0
+    for options in ({}, {"ssim_preset": "skimage", "crop_border": 3}, {"y_channel": True, "ms_ssim": True}):
+        compiled = image_metrics(pred, target, data_range=data_range, engine="numba", **options)
+        blas = image_metrics(pred, target, data_range=data_range, engine="numpy", **options)
+        assert compiled.keys() == blas.keys()
+        for name, metric in blas.items():
+            assert compiled[name].per_image == pytest.approx(metric.per_image, rel=1e-12, abs=1e-13), (name, options)
+    channels_first = image_metrics(pred.transpose(0, 3, 1, 2)[:, :2], target.transpose(0, 3, 1, 2)[:, :2],
+                                   data_range=data_range, channels_first=True, engine="numba")
+    assert channels_first["ssim"].per_image == pytest.approx(
+        image_metrics(pred[..., :2], target[..., :2], data_range=data_range, engine="numpy")["ssim"].per_image,
+        abs=1e-13)
+
+
+def test_engines_report_the_image_with_nan_and_numba_is_required_only_when_asked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pred, target = pair(12, (4, 16, 16))
+    bad = pred.astype(float)
+    bad[2, 5, 5] = np.inf
+    with pytest.raises(MetricInputError, match=r"NaN or infinity \(image 2\)"):
+        image_metrics(bad, target, data_range=255, engine="numba")
+    with pytest.raises(MetricInputError, match="NaN or infinity"):
+        image_metrics(bad, target, data_range=255, engine="numpy")
+    with pytest.raises(MetricInputError, match="engine 'cuda' not one of auto, numba, numpy"):
+        image_metrics(pred, target, data_range=255, engine="cuda")
+    monkeypatch.setattr(images_module, "_compiled", lambda: None)
+    with pytest.raises(EnvironmentMissing, match=r"gpudoc\[fast\]"):
+        image_metrics(pred, target, data_range=255, engine="numba")
+    assert image_metrics(pred, target, data_range=255)["ssim"].per_image == pytest.approx(
+        image_metrics(pred, target, data_range=255, engine="numpy")["ssim"].per_image, abs=0)
 
 
 def test_against_tensorflow_psnr_and_a_batch() -> None:
