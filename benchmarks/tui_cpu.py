@@ -3,8 +3,11 @@
 Each monitor runs on its own pseudo-terminal (120x40, output drained as a terminal would);
 after a warm-up, the CPU time of its whole process tree is read over ``--seconds`` and
 reported as percent of one core. Time to first frame is from spawn until the first GPU name
-is drawn. gpudoc runs ``tui --demo dgx`` (8 simulated H100s, 1 s interval); nvitop needs a
-real NVML and is reported as not runnable where there is none.
+is drawn. gpudoc runs ``tui --demo dgx`` (8 simulated H100s, 1 s interval). nvitop reads a real
+NVML where the machine has one; elsewhere (or with ``--peer-simulated``) it runs on the same
+simulated GPUs through ``benchmarks/nvml_shim`` (a stand-in ``pynvml`` answering from gpudoc's
+SimulatedNvml; the peer's environment needs pyyaml for it), so both monitors draw the same
+scenario at the same size.
 
     python benchmarks/tui_cpu.py --seconds 60 --peer-bin /tmp/peers/bin
 """
@@ -12,11 +15,15 @@ real NVML and is reported as not runnable where there is none.
 from __future__ import annotations
 
 import argparse
+import ctypes.util
+import fcntl
 import os
 import select
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -26,11 +33,12 @@ import psutil
 class Drained:
     """A command on a pty whose output is read continuously."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], extra_env: dict[str, str]) -> None:
         self.main, child = os.openpty()
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         os.set_blocking(self.main, False)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env.update(TERM="xterm-256color", COLORTERM="truecolor", COLUMNS="120", LINES="40")
+        env.update(TERM="xterm-256color", COLORTERM="truecolor", COLUMNS="120", LINES="40", **extra_env)
         self.start = time.perf_counter()
         self.proc = subprocess.Popen(argv, stdin=child, stdout=child, stderr=child, env=env)
         os.close(child)
@@ -73,8 +81,8 @@ class Drained:
         os.close(self.main)
 
 
-def measure(argv: list[str], marker: bytes, seconds: float) -> tuple[float | None, float | None]:
-    run = Drained(argv)
+def measure(argv: list[str], marker: bytes, seconds: float, env: dict[str, str]) -> tuple[float | None, float | None]:
+    run = Drained(argv, env)
     try:
         first = run.pump(30, until=marker)
         if first is None:
@@ -94,16 +102,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--peer-bin", type=Path)
+    parser.add_argument("--peer-simulated", action="store_true",
+                        help="run nvitop on the simulated GPUs even where a real NVML exists")
     args = parser.parse_args()
     gpudoc = str(Path(sys.executable).with_name("gpudoc"))
     nvitop = str(args.peer_bin / "nvitop") if args.peer_bin else shutil.which("nvitop")
-    cases = {"gpudoc tui --demo dgx": ([gpudoc, "tui", "--demo", "dgx"], b"H100")}
+    cases = {"gpudoc tui --demo dgx": ([gpudoc, "tui", "--demo", "dgx"], b"H100", {})}
     if nvitop:
-        cases["nvitop"] = ([nvitop], b"NVIDIA")
+        version = subprocess.run([nvitop, "--version"], capture_output=True, text=True, check=False).stdout.split()
+        name = f"nvitop {version[-1] if version else ''}".strip()
+        env: dict[str, str] = {}
+        if args.peer_simulated or ctypes.util.find_library("nvidia-ml") is None:
+            root = Path(__file__).resolve().parent
+            env = {"PYTHONPATH": f"{root / 'nvml_shim'}{os.pathsep}{root.parent}", "GPUDOC_SHIM_SCENARIO": "dgx"}
+            name += " (on the simulated dgx GPUs via benchmarks/nvml_shim)"
+        cases[name] = ([nvitop], b"Driver", env)
     print("| monitor | first frame s | CPU % of one core |")
     print("|---|---:|---:|")
-    for name, (argv, marker) in cases.items():
-        first, cpu = measure(argv, marker, args.seconds)
+    for name, (argv, marker, env) in cases.items():
+        first, cpu = measure(argv, marker, args.seconds, env)
         if first is None or cpu is None:
             print(f"| {name} | not runnable here | |")
         else:

@@ -76,20 +76,25 @@ def _run(model: str, batch: int, input_spec: str | None, precision: str, optimiz
     shape = input_spec or spec.default_input
     if shape is None and spec.framework == "torch":
         raise InputError(f"{model}: --input is required for this model (e.g. 3x224x224 or tokens:1024)")
+    keras_models: dict[str, Any] = {}  # by input size: remedies and max-batch estimate many times
     if shape is None:
         from gpudoc.oom.analytic import load_keras
 
-        dims = load_keras(spec.source, None).input_shape[1:]
+        loaded = load_keras(spec.source, None)
+        dims = loaded.input_shape[1:]
         if any(d is None for d in dims):
             raise InputError(f"{model}: its input size is open ({dims})", "give one with --input, e.g. 224x224x3")
         shape = "x".join(str(d) for d in dims)
+        keras_models[shape] = loaded
     config = TraceConfig(batch, shape or "", precision, optimizer, freeze, checkpointing, accumulate, inference)
 
     def run(cfg: TraceConfig) -> Any:
         if spec.framework == "keras":
             from gpudoc.oom.analytic import keras_estimate, load_keras
 
-            return keras_estimate(spec.name, load_keras(spec.source, cfg.input or None), cfg, device)
+            if cfg.input not in keras_models:
+                keras_models[cfg.input] = load_keras(spec.source, cfg.input or None)
+            return keras_estimate(spec.name, keras_models[cfg.input], cfg, device)
         from gpudoc.oom.estimate import estimate
 
         assert callable(spec.source)

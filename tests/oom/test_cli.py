@@ -75,8 +75,18 @@ def test_missing_framework_exits_three(monkeypatch: pytest.MonkeyPatch) -> None:
     assert code == 3 and "pip install 'gpudoc[torch]'" in err
 
 
-def test_keras_file_estimate_remedies_and_max_batch(tmp_path: Path) -> None:
+def test_keras_file_estimate_remedies_and_max_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     keras = pytest.importorskip("keras")
+    from gpudoc.oom import analytic
+
+    loads: list[str | None] = []
+    real_load = analytic.load_keras
+
+    def counted(source: object, input_spec: str | None) -> object:
+        loads.append(input_spec)
+        return real_load(source, input_spec)
+
+    monkeypatch.setattr(analytic, "load_keras", counted)
     inputs = keras.Input((64, 64, 3))
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(inputs)
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
@@ -89,9 +99,12 @@ def test_keras_file_estimate_remedies_and_max_batch(tmp_path: Path) -> None:
     assert data["verdict"] == "oom" and "analytic Keras estimate" in data["notes"][0]
     names = [r["name"] for r in data["remedies"]]
     assert "checkpointing" not in names and {"amp", "sgd", "smaller-input", "accumulate"} <= set(names)
+    assert len(loads) == len(set(loads)) == 2  # its own input size, and the smaller-input remedy's
+    loads.clear()
     code, out, err = run("max-batch", str(path), "--gpu", "T4", "--json")
     best = json.loads(out)
     assert code == 0, err
+    assert loads == [None]  # one load for every batch size tried
     assert 0 < best["max_batch"] < 32768 and best["total_bytes"] <= 0.9 * best["capacity_bytes"]
 
 
