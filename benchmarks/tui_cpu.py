@@ -7,7 +7,7 @@ is drawn. gpudoc runs ``tui --demo dgx`` (8 simulated H100s, 1 s interval). nvit
 NVML where the machine has one; elsewhere (or with ``--peer-simulated``) it runs on the same
 simulated GPUs through ``benchmarks/nvml_shim`` (a stand-in ``pynvml`` answering from gpudoc's
 SimulatedNvml; the peer's environment needs pyyaml for it), so both monitors draw the same
-scenario at the same size.
+scenario at the same size. nvitop is measured at gpudoc's 1 s interval and at its own default (2 s).
 
     python benchmarks/tui_cpu.py --seconds 60 --peer-bin /tmp/peers/bin
 """
@@ -116,7 +116,8 @@ def main() -> int:
             root = Path(__file__).resolve().parent
             env = {"PYTHONPATH": f"{root / 'nvml_shim'}{os.pathsep}{root.parent}", "GPUDOC_SHIM_SCENARIO": "dgx"}
             name += " (on the simulated dgx GPUs via benchmarks/nvml_shim)"
-        cases[name] = ([nvitop], b"Driver", env)
+        cases[f"{name}, --interval 1 (gpudoc's interval)"] = ([nvitop, "--interval", "1"], b"Driver", env)
+        cases[f"{name}, its default interval (2 s)"] = ([nvitop], b"Driver", env)
     print("| monitor | first frame s | CPU % of one core |")
     print("|---|---:|---:|")
     for name, (argv, marker, env) in cases.items():
