@@ -89,12 +89,23 @@ def resolve(model: str) -> ModelSpec:
                 raise InputError(f"{model}: cannot import {where!r} ({exc})") from None
             factory = _attribute(module, attr, where)
         return ModelSpec(model, _framework_of(factory), factory, None, None)
+    broken: list[str] = []
     for package in ("torchvision.models", "timm"):
         if importlib.util.find_spec(package.split(".")[0]) is None:
             continue
-        found = importlib.import_module(package)
+        try:
+            found = importlib.import_module(package)
+        except Exception as exc:  # a build that does not match torch fails with anything
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            broken.append(f"{package.split('.')[0]} ({type(exc).__name__}: {first})")
+            continue
         if model in found.list_models():
             return ModelSpec(model, "torch", _hub_factory(found, package, model), "3x224x224", None)
     names = ", ".join(sorted(ZOO))
+    if broken:
+        raise EnvironmentMissing(
+            f"MODEL {model!r} is not built in, and {' and '.join(broken)} is installed but cannot be imported",
+            "install the build that matches your torch (e.g. from the same index), or name the model as "
+            "module:factory")
     raise InputError(f"MODEL {model!r}: not a built-in model, module:factory, file.py:factory or .keras file",
                      f"built-in: {names}")

@@ -115,3 +115,17 @@ def test_optimizer_by_module_and_class() -> None:
     assert json.loads(out)["breakdown"]["optimizer state"] > 0
     code, _, err = run("estimate", "resnet18", "--batch", "8", "--gpu", "T4", "--optimizer", "json:loads")
     assert code == 2 and "module:OptimizerClass" in err
+
+
+def test_a_model_hub_that_cannot_import_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A torchvision/timm build that does not match torch fails on import (e.g. "operator
+    # torchvision::nms does not exist"): a model name not in the zoo reports it, exit 3.
+    fake = tmp_path / "timm"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('raise RuntimeError("operator timm::fake does not exist")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = run("estimate", "convnext_atto", "--batch", "8", "--gpu", "T4")
+    assert code == 3 and "timm (RuntimeError: operator timm::fake does not exist)" in err
+    assert "cannot be imported" in err and "Traceback" not in err
+    code, _, err = run("estimate", "resnet18", "--batch", "8", "--input", "3x32x32", "--gpu", "T4")
+    assert code == 0, err
