@@ -14,29 +14,6 @@ import argparse
 import time
 
 
-def memtracker_peak(factory: object, batch: int) -> int:
-    import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.distributed._tools.mem_tracker import MemTracker
-
-    with FakeTensorMode():
-        model = factory()  # type: ignore[operator]
-        optimizer = torch.optim.Adam(model.parameters(), foreach=True)
-        tracker = MemTracker()
-        tracker.track_external(model, optimizer)
-        with tracker:
-            for step in range(2):
-                if step:
-                    tracker.reset_mod_stats()
-                x = torch.zeros(batch, 3, 224, 224)
-                loss = torch.nn.functional.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long))
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-                del loss, x
-        return int(tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -46,7 +23,7 @@ def main() -> int:
 
     from gpudoc.oom.devices import find_device
     from gpudoc.oom.estimate import estimate
-    from gpudoc.oom.trace import TraceConfig
+    from gpudoc.oom.trace import TraceConfig, memtracker_peak
     from gpudoc.oom.zoo import resnet18, resnet50
 
     imported = time.perf_counter() - start
@@ -57,7 +34,7 @@ def main() -> int:
         ours = estimate(name, factory, TraceConfig(args.batch, "3x224x224"), device)
         ours_s = time.perf_counter() - start
         start = time.perf_counter()
-        peer = memtracker_peak(factory, args.batch)
+        peer = memtracker_peak(factory, "3x224x224", args.batch)
         peer_s = time.perf_counter() - start
         rows.append((name, ours_s, ours.peak_allocated_bytes, ours.peak_reserved_bytes, peer_s, peer))
     print(f"import torch: {imported:.2f} s; batch {args.batch}, 3x224x224, Adam, fp32")

@@ -359,3 +359,31 @@ def _step(model: Any, optimizer: Any, recorder: _Recorder, shape: tuple[int, ...
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+def memtracker_peak(factory: Callable[[], Any], input_spec: str, batch: int) -> int:
+    """Peak tensor bytes PyTorch's MemTracker sees over two Adam steps of ``factory``'s model
+    on fake CPU tensors, with the loss of :func:`training_loss`: a peer to check a trace
+    against (tensor bytes only: no allocator rounding, no cuBLAS workspace)."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    dims, tokens = parse_input(input_spec, batch)
+    with FakeTensorMode():
+        model = factory()
+        optimizer = torch.optim.Adam(model.parameters(), foreach=True)
+        tracker = MemTracker()
+        tracker.track_external(model, optimizer)
+        with tracker:
+            for step in range(2):
+                if step:
+                    tracker.reset_mod_stats()
+                x = torch.zeros(dims, dtype=torch.long) if tokens else torch.zeros(dims)
+                target = torch.zeros(dims if tokens else dims[:1], dtype=torch.long)
+                loss = training_loss(model(x), tokens, target)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                del loss, x, target
+        return int(tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"])

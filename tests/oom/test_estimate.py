@@ -63,29 +63,9 @@ def test_breakdown_names_the_parts() -> None:
     (resnet18, SMALL, 8), (unet, "3x64x64", 2), (vit_b16, "3x224x224", 2), (gpt2_small, "tokens:128", 2)])
 def test_within_ten_percent_of_memtracker(factory: object, shape: str, batch: int) -> None:
     """PyTorch's MemTracker on the same two steps (fake CPU tensors): a peer, not ground truth."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.distributed._tools.mem_tracker import MemTracker
+    from gpudoc.oom.trace import memtracker_peak
 
-    from gpudoc.oom.trace import parse_input, training_loss
-
-    dims, tokens = parse_input(shape, batch)
-    with FakeTensorMode():
-        model = factory()  # type: ignore[operator]
-        optimizer = torch.optim.Adam(model.parameters(), foreach=True)
-        tracker = MemTracker()
-        tracker.track_external(model, optimizer)
-        with tracker:
-            for step in range(2):
-                if step:
-                    tracker.reset_mod_stats()
-                x = torch.zeros(dims, dtype=torch.long) if tokens else torch.zeros(dims)
-                target = torch.zeros(dims if tokens else dims[:1], dtype=torch.long)
-                loss = training_loss(model(x), tokens, target)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-                del loss, x, target
-        peer = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
+    peer = memtracker_peak(factory, shape, batch)  # type: ignore[arg-type]
     no_workspace = dataclasses.replace(T4, cublas_workspace=0)
     ours = replay(trace_training(factory, TraceConfig(batch, shape)), no_workspace).peak_allocated  # type: ignore[arg-type]
     assert ours == pytest.approx(peer, rel=0.10)
