@@ -222,7 +222,8 @@ class _Numpy:
             np.matmul(band[: e - s + k - 1, : e - s].T, across[:, s : e + k - 1], out=out[:, s:e])
         return out.reshape(*a.shape[:-2], oh, ow)
 
-    def pool2(self, a: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def pool2(a: np.ndarray) -> np.ndarray:
         """2x2 average pooling; an odd edge is first padded by repeating it (TF's SYMMETRIC)."""
         h, w = a.shape[-2:]
         if h % 2 or w % 2:
@@ -378,31 +379,36 @@ def _compiled_chunk(kernel: Callable[..., None], p: np.ndarray, t: np.ndarray, d
         t = _to_y(t.astype(np.float64), data_range)
     p, t = _kernel_input(p), _kernel_input(t)
     taps = np.array(win.taps)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    stats = np.empty((*p.shape[:2], 5))
-    kernel(p, t, taps, win.cov_norm, c1, c2, ssim or ms_ssim, stats)
+    c1, c2 = _stabilisers(data_range)
+
+    def stats_of(x: np.ndarray, y: np.ndarray, with_ssim: bool) -> np.ndarray:
+        out = np.empty((*x.shape[:2], 5))
+        kernel(x, y, taps, win.cov_norm, c1, c2, with_ssim, out)
+        return out
+
+    stats = stats_of(p, t, ssim or ms_ssim)
     if stats[..., NONFINITE].any():
         bad = first + int(np.flatnonzero(stats[..., NONFINITE].any(axis=1))[0])
         raise MetricInputError(f"inputs contain NaN or infinity (image {bad})")
     pixels = int(np.prod(p.shape[1:]))
-    ms = None
-    if ms_ssim:
-        factors = [np.maximum(stats[..., CS], 0.0) ** MS_SSIM_WEIGHTS[0]]
-        x, y, pool = p.astype(np.float64), t.astype(np.float64), _Numpy().pool2
-        for scale, weight in enumerate(MS_SSIM_WEIGHTS[1:], start=1):
-            x, y = pool(x), pool(y)
-            scaled = np.empty((*x.shape[:2], 5))
-            kernel(x, y, taps, win.cov_norm, c1, c2, True, scaled)
-            term = scaled[..., SSIM] if scale == len(MS_SSIM_WEIGHTS) - 1 else scaled[..., CS]
-            factors.append(np.maximum(term, 0.0) ** weight)
-        ms = np.prod(factors, axis=0)
+
+    def ssim_cs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scaled = stats_of(x, y, True)
+        return scaled[..., SSIM], scaled[..., CS]
+
+    ms = _ms_ssim(ssim_cs, _Numpy.pool2, p, t, (stats[..., SSIM], stats[..., CS])) if ms_ssim else None
     return _ChunkStats(stats[..., ABS].sum(axis=1) / pixels, stats[..., SQUARES].sum(axis=1) / pixels,
                        stats[..., SSIM].copy() if ssim else None, ms)
 
 
+def _stabilisers(data_range: float) -> tuple[float, float]:
+    """SSIM's C1 and C2 (K1 = 0.01, K2 = 0.03) at ``data_range``."""
+    return (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+
+
 def _ssim_cs(ops: Any, x: Any, y: Any, data_range: float, win: _Window) -> tuple[np.ndarray, np.ndarray]:
     """Mean SSIM and mean contrast-structure term of each ``(H, W)`` plane of ``x`` vs ``y``."""
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    c1, c2 = _stabilisers(data_range)
     mx, my, squares, cross = ops.filter(ops.moments(x, y), win.taps)
     mxy = mx * my
     msq = mx * mx
@@ -444,12 +450,14 @@ def _to_y(planes: Any, data_range: float) -> Any:
     return ((16.0 * data_range + _BT601[0] * r + _BT601[1] * g + _BT601[2] * b) / 255.0)[:, None]
 
 
-def _ms_ssim(ops: Any, x: Any, y: Any, data_range: float, win: _Window) -> np.ndarray:
-    factors: list[np.ndarray] = []
-    for scale, weight in enumerate(MS_SSIM_WEIGHTS):
-        if scale:
-            x, y = ops.pool2(x), ops.pool2(y)
-        ssim, cs = _ssim_cs(ops, x, y, data_range, win)
+def _ms_ssim(ssim_cs: Callable[[Any, Any], tuple[np.ndarray, np.ndarray]], pool: Callable[[Any], Any], x: Any,
+             y: Any, finest: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """MS-SSIM from the finest scale's ``(ssim, cs)``, already computed, and ``ssim_cs`` of
+    each coarser scale that ``pool`` makes of ``x`` and ``y``."""
+    factors = [np.maximum(finest[1], 0.0) ** MS_SSIM_WEIGHTS[0]]
+    for scale, weight in enumerate(MS_SSIM_WEIGHTS[1:], start=1):
+        x, y = pool(x), pool(y)
+        ssim, cs = ssim_cs(x, y)
         term = ssim if scale == len(MS_SSIM_WEIGHTS) - 1 else cs
         factors.append(np.maximum(term, 0.0) ** weight)
     return np.prod(factors, axis=0)
@@ -535,11 +543,13 @@ def image_metrics(
         k = int(p.shape[1])
         planes_p = ops.reshape(p, (-1, *(int(d) for d in p.shape[-2:])))
         planes_t = ops.reshape(t, (-1, *(int(d) for d in t.shape[-2:])))
-        return _ChunkStats(
-            mae, mse,
-            _ssim_cs(ops, planes_p, planes_t, rng, win)[0].reshape(-1, k) if want_ssim else None,
-            _ms_ssim(ops, planes_p, planes_t, rng, win).reshape(-1, k) if ms_ssim else None,
-        )
+        if not (want_ssim or ms_ssim):
+            return _ChunkStats(mae, mse, None, None)
+        finest = _ssim_cs(ops, planes_p, planes_t, rng, win)
+        ms = _ms_ssim(lambda a, b: _ssim_cs(ops, a, b, rng, win), ops.pool2, planes_p, planes_t, finest) \
+            if ms_ssim else None
+        return _ChunkStats(mae, mse, finest[0].reshape(-1, k) if want_ssim else None,
+                           ms.reshape(-1, k) if ms is not None else None)
 
     parts = ops.map(chunk, list(_chunks(n, channels * height * width)))
     mae, mse = np.concatenate([c.mae for c in parts]), np.concatenate([c.mse for c in parts])
