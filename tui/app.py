@@ -1,7 +1,7 @@
 """The live monitor: GPU panels, host panel and process table over a :class:`Monitor`.
 
-Sampling runs on a worker thread that only posts messages, so NVML or /proc stalls never
-freeze the screen; a poll still running when the next is due is simply skipped.
+Sampling runs on one long-lived thread that only posts messages, so NVML or /proc
+stalls never freeze the screen, and the UI thread does nothing between samples.
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ from __future__ import annotations
 import signal
 import socket
 import threading
+import time
 from typing import ClassVar
 
-from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.content import Content
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Footer, Header
 
@@ -24,7 +25,7 @@ from gpudoc.reap.end import Outcome
 
 from .messages import ActionFinished, SampleFailed, Sampled
 from .screens import ConfirmScreen, HelpScreen
-from .widgets import GpuPanel, HostPanel, ProcessTable, TextPanel
+from .widgets import GpuPanel, HostPanel, LinePanel, ProcessTable, TextPanel
 
 _ACTIONS = ("terminate", "kill", "reap")
 
@@ -56,7 +57,8 @@ class GpudocApp(App[None]):
         self.readonly = readonly
         self.sample: MonitorSample | None = None
         self.samples = 0
-        self._polling = threading.Lock()
+        self._sampling = threading.Lock()
+        self._stopped = threading.Event()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -70,24 +72,49 @@ class GpudocApp(App[None]):
     def on_mount(self) -> None:
         self.sub_title = self.host_name + ("  [read-only]" if self.readonly else "")
         self.query_one(ProcessTable).focus()
-        self.poll()
-        self.set_interval(self.interval, self.poll)
+        self.watch(self.query_one("#gpus", VerticalScroll), "scroll_y", self._reveal_panels_soon, init=False)
+        threading.Thread(target=self._sample_periodically, name="gpudoc-sampler", daemon=True).start()
+
+    def on_unmount(self) -> None:
+        self._stopped.set()
+
+    def on_resize(self) -> None:
+        self._reveal_panels_soon()
+
+    def _reveal_panels_soon(self) -> None:
+        self.call_after_refresh(self._reveal_panels)
+
+    def _reveal_panels(self) -> None:
+        """Draw the panels that changed while out of view and are in view now (called once
+        a scroll or resize is laid out)."""
+        for panel in self.query(LinePanel):
+            panel.reveal()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Signal actions do not exist in read-only mode (hidden from the footer too)."""
         return not (self.readonly and action in _ACTIONS)
 
+    def _sample_periodically(self) -> None:
+        """The sampler thread: a sample every ``interval`` seconds until the app exits."""
+        due = time.monotonic()
+        while True:
+            self._sample()
+            due = max(due + self.interval, time.monotonic())
+            if self._stopped.wait(due - time.monotonic()):
+                return
+
     @work(thread=True, group="poll")
     def poll(self) -> None:
-        """Take one sample on a worker thread; skipped while the previous one still runs."""
-        if not self._polling.acquire(blocking=False):
-            return
-        try:
-            self.post_message(Sampled(self.monitor.sample()))
-        except Exception as exc:  # the monitor must survive anything a poll meets
-            self.post_message(SampleFailed(f"{type(exc).__name__}: {exc}"))
-        finally:
-            self._polling.release()
+        """Take one sample now, on a worker thread (after an action)."""
+        self._sample()
+
+    def _sample(self) -> None:
+        """Take a sample and post it (one at a time: every backend call is bounded)."""
+        with self._sampling:
+            try:
+                self.post_message(Sampled(self.monitor.sample()))
+            except Exception as exc:  # the monitor must survive anything a sample meets
+                self.post_message(SampleFailed(f"{type(exc).__name__}: {exc}"))
 
     def on_sampled(self, message: Sampled) -> None:
         self.sample = sample = message.sample
@@ -95,10 +122,10 @@ class GpudocApp(App[None]):
         gpus = sample.gpus
         status = self.query_one("#status", TextPanel)
         if gpus.error:
-            status.set_text(Text.assemble(("No GPU shown: ", "bold"), gpus.error))
+            status.set_text(Content.assemble(("No GPU shown: ", "bold"), gpus.error))
         else:
             used = sum(d.memory_used for d in gpus.devices if isinstance(d.memory_used, int))
-            status.set_text(Text(
+            status.set_text(Content(
                 f"{len(gpus.devices)} GPU(s) via {gpus.backend}  driver {gpus.driver.driver_version}  "
                 f"CUDA {gpus.driver.cuda_version}  {format_bytes(used)} GPU memory in use"
             ))
@@ -122,7 +149,7 @@ class GpudocApp(App[None]):
 
     def on_sample_failed(self, message: SampleFailed) -> None:
         self.query_one("#status", TextPanel).set_text(
-            Text.assemble(("sampling failed: ", "bold"), f"{message.error} (retrying)")
+            Content.assemble(("sampling failed: ", "bold"), f"{message.error} (retrying)")
         )
 
     def action_help(self) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from rich.segment import Segment
 from rich.text import Text
+from textual.content import Content
+from textual.geometry import Region, Size
+from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from gpudoc.gpu.model import GpuDevice
@@ -15,9 +19,8 @@ from gpudoc.monitor import ProcessRow
 from gpudoc.na import NotAvailable
 from gpudoc.reap.classify import Verdict
 
-from .format import NA_TEXT, bar, duration, history, na, rate, size
+from .format import MUTED, NA_TEXT, History, bar, clean, duration, na, rate, size
 
-HISTORY = 50
 VERDICT_STYLES = {
     Verdict.ORPHAN: "bold red",
     Verdict.DETACHED: "yellow",
@@ -38,88 +41,197 @@ class TextPanel(Static):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self._shown: tuple[str, tuple[Any, ...]] | None = None
+        self._shown: Content | None = None
 
-    def set_text(self, text: Text) -> None:
-        key = (text.plain, tuple(text.spans))
-        if key == self._shown:
+    def set_text(self, text: Content) -> None:
+        shown = self._shown
+        if shown is not None and shown.plain == text.plain and shown.spans == text.spans:
             return
-        relayout = self._shown is None or self._shown[0].count("\n") != text.plain.count("\n")
-        self._shown = key
+        relayout = shown is None or shown.plain.count("\n") != text.plain.count("\n")
+        self._shown = text
         self.update(text, layout=relayout)
 
 
-class GpuPanel(TextPanel):
+class LinePanel(Widget):
+    """Lines of text drawn through Textual's line API, for panels redrawn every sample.
+
+    ``set_lines`` marks dirty only the lines whose text or styles changed (borders and
+    unchanged lines keep their cached rendering), and a line becomes segments only when it
+    is drawn, without a wrapping pass or per-cell offsets. A panel out of its container's
+    view (a GPU panel scrolled away) is not repainted at all, only marked stale: ``reveal``
+    draws it once it is in view again (repainting hidden widgets makes Textual arrange the
+    whole screen again on every frame). A line wider than the panel is wrapped.
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._source: tuple[Content, ...] = ()
+        self.lines: tuple[Content, ...] = ()
+        self.stale = False
+        self._strips: dict[int, Strip] = {}
+
+    def set_lines(self, lines: Sequence[Content]) -> None:
+        """Show ``lines`` (each without a newline)."""
+        self._source = tuple(lines)
+        self._update(self._wrapped(self.size.width))
+
+    def reveal(self) -> None:
+        """Draw a stale panel if it is in view now."""
+        if self.stale and self._in_view():
+            self.stale = False
+            self._strips.clear()
+            self.refresh()
+
+    def _in_view(self) -> bool:
+        parent = self.parent
+        return isinstance(parent, Widget) and self.region.overlaps(parent.region)
+
+    def _wrapped(self, width: int) -> tuple[Content, ...]:
+        if width <= 0 or all(line.cell_length <= width for line in self._source):
+            return self._source
+        return tuple(
+            part for line in self._source for part in (line.wrap(width) if line.cell_length > width else [line])
+        )
+
+    def _update(self, lines: tuple[Content, ...]) -> None:
+        old, self.lines = self.lines, lines
+        if len(old) != len(lines) or not self.is_mounted:
+            self._strips.clear()
+            self.stale = False
+            self.refresh(layout=True)
+            return
+        changed = [
+            y for y, (before, after) in enumerate(zip(old, lines))
+            if before.plain != after.plain or before.spans != after.spans
+        ]
+        if not changed:
+            return
+        if not self._in_view():
+            self.stale = True
+            self._strips.clear()
+            return
+        if self.stale:
+            self.reveal()
+            return
+        for y in changed:
+            self._strips.pop(y, None)
+        width = self.size.width
+        self.refresh(*(Region(0, y, width, 1) for y in changed))
+
+    def on_resize(self) -> None:
+        self._update(self._wrapped(self.size.width))
+
+    def notify_style_update(self) -> None:
+        """Styles (a theme switch) changed: every line is drawn again."""
+        super().notify_style_update()
+        self._strips.clear()
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._wrapped(width))
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        return max((line.cell_length for line in self._source), default=0)
+
+    def render(self) -> Content:
+        """The panel's text (what ``render_line`` draws)."""
+        return Content("\n").join(self.lines)
+
+    def render_line(self, y: int) -> Strip:
+        strip = self._strips.get(y)
+        if strip is None:
+            if y >= len(self.lines):
+                return Strip.blank(self.size.width, self.rich_style)
+            base = self.visual_style
+            segments = [
+                Segment(text, style.rich_style)
+                for text, style in self.lines[y].render(base, end="", parse_style=self._get_style)
+            ]
+            strip = self._strips[y] = Strip(segments)
+        return strip
+
+
+class GpuPanel(LinePanel):
     """One GPU: readings, utilisation and memory bars, and their recent history drawn with
-    block characters (one text widget per GPU keeps a redraw cheap)."""
+    block characters; on a failed device, its error (the history is kept)."""
 
     def __init__(self, device: GpuDevice) -> None:
         super().__init__(id=f"gpu-{device.index}", classes="gpu")
         self.index = device.index
-        self.util_history: deque[float] = deque(maxlen=HISTORY)
-        self.memory_history: deque[float] = deque(maxlen=HISTORY)
-        self._first = device
-
-    def on_mount(self) -> None:
-        self.show(self._first)
+        self.util_history = History()
+        self.memory_history = History()
+        self.show(device)
 
     def show(self, device: GpuDevice) -> None:
         """Show ``device``'s readings (or its error, keeping the history)."""
         self.set_class(device.error is not None, "failed")
         if device.error is not None:
-            self.set_text(Text.assemble((f"GPU {self.index}  ", "bold"), (device.error, "red")))
+            self.set_lines([Content.assemble((f"GPU {self.index}  ", "bold"), (clean(device.error), "$error"))])
             return
-        memory_percent = _percent(device.memory_used, device.memory_total)
-        util = device.utilization_gpu if isinstance(device.utilization_gpu, int) else None
-        self.util_history.append(float(util or 0))
-        self.memory_history.append(memory_percent or 0.0)
+        util = device.utilization_gpu
+        memory = _percent(device.memory_used, device.memory_total)
+        self.util_history.append(util if isinstance(util, int) else 0.0)
+        self.memory_history.append(memory or 0.0)
         power = (
             f"{device.power_draw:.0f}/{device.power_limit:.0f} W"
             if isinstance(device.power_draw, float) and isinstance(device.power_limit, float)
             else f"{na(device.power_draw, '{:.0f}')} W"
         )
-        self.set_text(Text.assemble(
-            (f"GPU {self.index}  ", "bold"), (na(device.name), "bold"),
-            f"   {na(device.temperature, '{}°C')}  fan {na(device.fan_speed, '{}%')}  {power}\n",
-            "util ", bar(device.utilization_gpu), "   mem ", bar(memory_percent),
-            f" {size(device.memory_used)} / {size(device.memory_total)}\n",
-            (
-                f"SM {na(device.clock_sm, '{} MHz')}  MEM {na(device.clock_memory, '{} MHz')}  "
-                f"PCIe rx {rate(device.pcie_rx)} tx {rate(device.pcie_tx)}  "
-                f"{len(device.processes)} process(es)\n",
-                "dim",
+        self.set_lines([
+            Content.assemble(
+                (f"GPU {self.index}  {clean(na(device.name))}", "bold"),
+                f"   {na(device.temperature, '{}°C')}  fan {na(device.fan_speed, '{}%')}  {power}",
+                strip_control_codes=False,
             ),
-            ("util ", "dim"), history(self.util_history, "green"),
-            ("   mem ", "dim"), history(self.memory_history, "magenta"),
-        ))
+            Content.assemble(
+                "util ", bar(util), "   mem ", bar(memory),
+                f" {size(device.memory_used)} / {size(device.memory_total)}",
+                strip_control_codes=False,
+            ),
+            Content.styled(
+                f"SM {na(device.clock_sm, '{} MHz')}  MEM {na(device.clock_memory, '{} MHz')}  "
+                f"PCIe rx {rate(device.pcie_rx)} tx {rate(device.pcie_tx)}  {len(device.processes)} process(es)",
+                MUTED,
+                strip_control_codes=False,
+            ),
+            Content.assemble(
+                ("util ", MUTED), (str(self.util_history), "$success"),
+                ("   mem ", MUTED), (str(self.memory_history), "$secondary"),
+                strip_control_codes=False,
+            ),
+        ])
 
 
-class HostPanel(TextPanel):
+class HostPanel(LinePanel):
     """CPU per core, memory, swap, load, disk and network rates."""
 
     def show(self, host: HostSnapshot) -> None:
-        cores = Text()
-        for i, percent in enumerate(host.cpu_per_core):
-            cores.append(f"{i:>3} ")
-            cores.append_text(bar(percent, 10))
-            cores.append("\n" if i % 4 == 3 else "  ")
         load = host.load_average
         load_text = " ".join(f"{v:.2f}" for v in load) if not isinstance(load, NotAvailable) else NA_TEXT
-        summary = Text.assemble(
-            ("CPU ", "bold"), bar(host.cpu_percent), f"   load {load_text}\n",
-            ("MEM ", "bold"), bar(_percent(host.memory_used, host.memory_total)),
-            f" {size(host.memory_used)} / {size(host.memory_total)}   ",
-            ("SWP ", "bold"), bar(_percent(host.swap_used, host.swap_total), 10),
-            f" {size(host.swap_used)} / {size(host.swap_total)}\n",
-            (
+        lines = [
+            Content.assemble(
+                ("CPU ", "bold"), bar(host.cpu_percent), f"   load {load_text}", strip_control_codes=False
+            ),
+            Content.assemble(
+                ("MEM ", "bold"), bar(_percent(host.memory_used, host.memory_total)),
+                f" {size(host.memory_used)} / {size(host.memory_total)}   ",
+                ("SWP ", "bold"), bar(_percent(host.swap_used, host.swap_total), 10),
+                f" {size(host.swap_used)} / {size(host.swap_total)}",
+                strip_control_codes=False,
+            ),
+            Content.styled(
                 f"disk read {rate(host.disk_read_rate)} write {rate(host.disk_write_rate)}   "
                 f"net rx {rate(host.net_rx_rate)} tx {rate(host.net_tx_rate)}",
-                "dim",
+                MUTED,
+                strip_control_codes=False,
             ),
-        )
-        summary.append("\n")
-        summary.append_text(cores)
-        self.set_text(summary)
+        ]
+        cores = host.cpu_per_core
+        for first in range(0, len(cores), 4):
+            parts: list[str | Content] = []
+            for i in range(first, min(first + 4, len(cores))):
+                parts += ["  " if i > first else "", f"{i:>3} ", bar(cores[i], 10)]
+            lines.append(Content.assemble(*parts, strip_control_codes=False))
+        self.set_lines(lines)
 
 
 SortKey = Callable[[ProcessRow], Any]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,8 @@ from gpudoc.host import HostProbe, HostSnapshot
 from gpudoc.monitor import Monitor
 from gpudoc.tui.app import GpudocApp
 from gpudoc.tui.screens import ConfirmScreen, HelpScreen
-from gpudoc.tui.widgets import ProcessTable
+from gpudoc.tui.widgets import GpuPanel, ProcessTable
+from textual.containers import VerticalScroll
 
 from reap.conftest import Spawner, alive, dev, spawn, subreaper, trainer_script  # noqa: F401
 
@@ -213,3 +216,59 @@ async def test_mouse_selects_a_row_and_a_resize_keeps_everything_on_screen() -> 
         assert app.size == (80, 30)
         assert table.region.bottom <= 30 and table.region.height >= 3
         assert table.selected is not None and table.selected.pid == chosen
+
+
+def screen_text(app: GpudocApp) -> str:
+    """What the terminal shows, as plain text (from Textual's SVG screenshot)."""
+    svg = app.export_screenshot()
+    return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
+
+
+async def test_panels_out_of_view_are_not_repainted_and_are_drawn_fresh_when_scrolled_to() -> None:
+    clock = ManualClock(5)
+    app = make_app("dgx", clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        gpus = app.query_one("#gpus", VerticalScroll)
+        first, last = app.query_one("#gpu-0", GpuPanel), app.query_one("#gpu-7", GpuPanel)
+        gpus.scroll_end(animate=False)
+        await pilot.pause()
+        before = last.lines[2].plain
+        assert before in screen_text(app)
+        gpus.scroll_home(animate=False)
+        await pilot.pause()
+        clock.advance(7)
+        await refresh(app, pilot)
+        assert last.stale and not first.stale
+        after = last.lines[2].plain
+        assert after != before
+        gpus.scroll_end(animate=False)
+        await pilot.pause()
+        assert not last.stale
+        shown = screen_text(app)
+        assert after in shown and before not in shown
+
+
+async def test_panel_lines_wrap_on_a_narrow_terminal() -> None:
+    app = make_app("dgx", ManualClock(30))
+    async with app.run_test(size=(60, 40)) as pilot:
+        await refresh(app, pilot)
+        panel = app.query_one("#gpu-0", GpuPanel)
+        width = panel.size.width
+        assert len(panel.lines) > 4 and all(line.cell_length <= width for line in panel.lines)
+        assert panel.size.height == len(panel.lines)
+        await pilot.resize_terminal(130, 40)
+        await refresh(app, pilot)
+        assert len(panel.lines) == 4 and panel.size.height == 4
+
+
+async def test_a_theme_switch_redraws_the_panels_in_the_new_colours() -> None:
+    app = make_app("workstation", ManualClock(5))
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        panel = app.query_one("#gpu-0", GpuPanel)
+        dark = {segment.style.bgcolor for segment in panel.render_line(0) if segment.style}
+        app.theme = "textual-light"
+        await pilot.pause()
+        light = {segment.style.bgcolor for segment in panel.render_line(0) if segment.style}
+        assert light and light.isdisjoint(dark)
