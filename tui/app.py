@@ -59,6 +59,7 @@ class GpudocApp(App[None]):
         self.samples = 0
         self._sampling = threading.Lock()
         self._stopped = threading.Event()
+        self._gpu_panels: dict[int, GpuPanel] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -135,17 +136,19 @@ class GpudocApp(App[None]):
         self.query_one(ProcessTable).show(sample.processes)
 
     def _show_gpus(self, sample: MonitorSample) -> None:
-        container = self.query_one("#gpus", VerticalScroll)
-        panels = {p.index: p for p in container.query(GpuPanel)}
+        panels = self._gpu_panels
         wanted = {d.index for d in sample.gpus.devices}
         for index in set(panels) - wanted:
             panels.pop(index).remove()
+        new = []
         for device in sample.gpus.devices:
             if device.index in panels:
                 panels[device.index].show(device)
-        new = [GpuPanel(d) for d in sample.gpus.devices if d.index not in panels]
+            else:
+                panels[device.index] = panel = GpuPanel(device)
+                new.append(panel)
         if new:
-            container.mount_all(new)
+            self.query_one("#gpus", VerticalScroll).mount_all(new)
 
     def on_sample_failed(self, message: SampleFailed) -> None:
         self.query_one("#status", TextPanel).set_text(

@@ -55,12 +55,13 @@ class TextPanel(Static):
 class LinePanel(Widget):
     """Lines of text drawn through Textual's line API, for panels redrawn every sample.
 
-    ``set_lines`` marks dirty only the lines whose text or styles changed (borders and
+    A subclass says what to show in ``build_lines`` and calls ``changed`` when its data
+    changed. Only the lines whose text or styles changed are marked dirty (borders and
     unchanged lines keep their cached rendering), and a line becomes segments only when it
     is drawn, without a wrapping pass or per-cell offsets. A panel out of its container's
-    view (a GPU panel scrolled away) is not repainted at all, only marked stale: ``reveal``
-    draws it once it is in view again (repainting hidden widgets makes Textual arrange the
-    whole screen again on every frame). A line wider than the panel is wrapped.
+    view (a GPU panel scrolled away) builds and repaints nothing, it is only marked stale:
+    ``reveal`` draws it once it is in view again (repainting hidden widgets would make
+    Textual arrange the whole screen again on every frame). Lines wider than the panel wrap.
     """
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
@@ -70,17 +71,26 @@ class LinePanel(Widget):
         self.stale = False
         self._strips: dict[int, Strip] = {}
 
-    def set_lines(self, lines: Sequence[Content]) -> None:
-        """Show ``lines`` (each without a newline)."""
-        self._source = tuple(lines)
+    def build_lines(self) -> Sequence[Content]:
+        """The lines to show now, each without a newline."""
+        raise NotImplementedError
+
+    def changed(self, *, relayout: bool = False) -> None:
+        """The data behind the lines changed; ``relayout`` when the line count may have."""
+        if self.is_mounted and not relayout and not self._in_view():
+            self.stale = True
+            return
+        self._source = tuple(self.build_lines())
         self._update(self._wrapped(self.size.width))
 
     def reveal(self) -> None:
         """Draw a stale panel if it is in view now."""
         if self.stale and self._in_view():
             self.stale = False
+            self._source = tuple(self.build_lines())
             self._strips.clear()
-            self.refresh()
+            self.lines = self._wrapped(self.size.width)
+            self.refresh(layout=True)
 
     def _in_view(self) -> bool:
         parent = self.parent
@@ -95,31 +105,24 @@ class LinePanel(Widget):
 
     def _update(self, lines: tuple[Content, ...]) -> None:
         old, self.lines = self.lines, lines
-        if len(old) != len(lines) or not self.is_mounted:
-            self._strips.clear()
+        if self.stale or len(old) != len(lines) or not self.is_mounted:
             self.stale = False
-            self.refresh(layout=True)
+            self._strips.clear()
+            self.refresh(layout=len(old) != len(lines) or not self.is_mounted)
             return
         changed = [
             y for y, (before, after) in enumerate(zip(old, lines))
             if before.plain != after.plain or before.spans != after.spans
         ]
-        if not changed:
-            return
-        if not self._in_view():
-            self.stale = True
-            self._strips.clear()
-            return
-        if self.stale:
-            self.reveal()
-            return
         for y in changed:
             self._strips.pop(y, None)
-        width = self.size.width
-        self.refresh(*(Region(0, y, width, 1) for y in changed))
+        if changed:
+            width = self.size.width
+            self.refresh(*(Region(0, y, width, 1) for y in changed))
 
     def on_resize(self) -> None:
-        self._update(self._wrapped(self.size.width))
+        if not self.stale:
+            self._update(self._wrapped(self.size.width))
 
     def notify_style_update(self) -> None:
         """Styles (a theme switch) changed: every line is drawn again."""
@@ -159,31 +162,39 @@ class GpuPanel(LinePanel):
         self.index = device.index
         self.util_history = History()
         self.memory_history = History()
+        self.device = device
         self.show(device)
 
     def show(self, device: GpuDevice) -> None:
         """Show ``device``'s readings (or its error, keeping the history)."""
-        self.set_class(device.error is not None, "failed")
+        failed = device.error is not None
+        relayout = failed != (self.device.error is not None)
+        self.device = device
+        self.set_class(failed, "failed")
+        if not failed:
+            util = device.utilization_gpu
+            self.util_history.append(util if isinstance(util, int) else 0.0)
+            self.memory_history.append(_percent(device.memory_used, device.memory_total) or 0.0)
+        self.changed(relayout=relayout)
+
+    def build_lines(self) -> list[Content]:
+        device = self.device
         if device.error is not None:
-            self.set_lines([Content.assemble((f"GPU {self.index}  ", "bold"), (clean(device.error), "$error"))])
-            return
-        util = device.utilization_gpu
-        memory = _percent(device.memory_used, device.memory_total)
-        self.util_history.append(util if isinstance(util, int) else 0.0)
-        self.memory_history.append(memory or 0.0)
+            return [Content.assemble((f"GPU {self.index}  ", "bold"), (clean(device.error), "$error"))]
         power = (
             f"{device.power_draw:.0f}/{device.power_limit:.0f} W"
             if isinstance(device.power_draw, float) and isinstance(device.power_limit, float)
             else f"{na(device.power_draw, '{:.0f}')} W"
         )
-        self.set_lines([
+        return [
             Content.assemble(
                 (f"GPU {self.index}  {clean(na(device.name))}", "bold"),
                 f"   {na(device.temperature, '{}°C')}  fan {na(device.fan_speed, '{}%')}  {power}",
                 strip_control_codes=False,
             ),
             Content.assemble(
-                "util ", bar(util), "   mem ", bar(memory),
+                "util ", bar(device.utilization_gpu), "   mem ",
+                bar(_percent(device.memory_used, device.memory_total)),
                 f" {size(device.memory_used)} / {size(device.memory_total)}",
                 strip_control_codes=False,
             ),
@@ -198,13 +209,24 @@ class GpuPanel(LinePanel):
                 ("   mem ", MUTED), (str(self.memory_history), "$secondary"),
                 strip_control_codes=False,
             ),
-        ])
+        ]
 
 
 class HostPanel(LinePanel):
     """CPU per core, memory, swap, load, disk and network rates."""
 
+    host: HostSnapshot | None = None
+
     def show(self, host: HostSnapshot) -> None:
+        """Show ``host``; lays out again when the number of cores changed."""
+        relayout = self.host is None or len(self.host.cpu_per_core) != len(host.cpu_per_core)
+        self.host = host
+        self.changed(relayout=relayout)
+
+    def build_lines(self) -> list[Content]:
+        host = self.host
+        if host is None:
+            return []
         load = host.load_average
         load_text = " ".join(f"{v:.2f}" for v in load) if not isinstance(load, NotAvailable) else NA_TEXT
         lines = [
@@ -231,7 +253,7 @@ class HostPanel(LinePanel):
             for i in range(first, min(first + 4, len(cores))):
                 parts += ["  " if i > first else "", f"{i:>3} ", bar(cores[i], 10)]
             lines.append(Content.assemble(*parts, strip_control_codes=False))
-        self.set_lines(lines)
+        return lines
 
 
 SortKey = Callable[[ProcessRow], Any]
