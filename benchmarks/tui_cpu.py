@@ -8,6 +8,8 @@ NVML where the machine has one; elsewhere (or with ``--peer-simulated``) it runs
 simulated GPUs through ``benchmarks/nvml_shim`` (a stand-in ``pynvml`` answering from gpudoc's
 SimulatedNvml; the peer's environment needs pyyaml for it), so both monitors draw the same
 scenario at the same size. nvitop is measured at gpudoc's 1 s interval and at its own default (2 s).
+A last row calibrates the machine: ``textual_floor.py``, a Textual app that redraws one line a
+second and does nothing else.
 
     python benchmarks/tui_cpu.py --seconds 60 --peer-bin /tmp/peers/bin
 """
@@ -118,6 +120,8 @@ def main() -> int:
             name += " (on the simulated dgx GPUs via benchmarks/nvml_shim)"
         cases[f"{name}, --interval 1 (gpudoc's interval)"] = ([nvitop, "--interval", "1"], b"Driver", env)
         cases[f"{name}, its default interval (2 s)"] = ([nvitop], b"Driver", env)
+    floor = str(Path(__file__).resolve().with_name("textual_floor.py"))
+    cases["Textual itself: an app redrawing one line a second (calibration)"] = ([sys.executable, floor], b"floor", {})
     print("| monitor | first frame s | CPU % of one core |")
     print("|---|---:|---:|")
     for name, (argv, marker, env) in cases.items():

@@ -28,6 +28,7 @@ from .screens import ConfirmScreen, HelpScreen
 from .widgets import GpuPanel, HostPanel, LinePanel, ProcessTable, TextPanel
 
 _ACTIONS = ("terminate", "kill", "reap")
+FIRST_SAMPLE_WAIT = 0.5
 
 
 class GpudocApp(App[None]):
@@ -59,7 +60,14 @@ class GpudocApp(App[None]):
         self.samples = 0
         self._sampling = threading.Lock()
         self._stopped = threading.Event()
+        self._first_taken = threading.Event()
         self._gpu_panels: dict[int, GpuPanel] = {}
+
+    def on_load(self) -> None:
+        """Start sampling, and give the first sample a moment: when it is in the queue before
+        the screen is first drawn, the GPU panels are laid out and painted once, not twice."""
+        threading.Thread(target=self._sample_periodically, name="gpudoc-sampler", daemon=True).start()
+        self._first_taken.wait(FIRST_SAMPLE_WAIT)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,7 +82,6 @@ class GpudocApp(App[None]):
         self.sub_title = self.host_name + ("  [read-only]" if self.readonly else "")
         self.query_one(ProcessTable).focus()
         self.watch(self.query_one("#gpus", VerticalScroll), "scroll_y", self._reveal_panels_soon, init=False)
-        threading.Thread(target=self._sample_periodically, name="gpudoc-sampler", daemon=True).start()
 
     def on_unmount(self) -> None:
         self._stopped.set()
@@ -116,6 +123,8 @@ class GpudocApp(App[None]):
                 self.post_message(Sampled(self.monitor.sample()))
             except Exception as exc:  # the monitor must survive anything a sample meets
                 self.post_message(SampleFailed(f"{type(exc).__name__}: {exc}"))
+            finally:
+                self._first_taken.set()
 
     def on_sampled(self, message: Sampled) -> None:
         self.sample = sample = message.sample

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from gpudoc.gpu import ManualClock, SimulatedBackend
 from gpudoc.host import HostProbe, HostSnapshot
-from gpudoc.monitor import Monitor
+from gpudoc.monitor import Monitor, MonitorSample
 from gpudoc.tui.app import GpudocApp
 from gpudoc.tui.screens import ConfirmScreen, HelpScreen
 from gpudoc.tui.widgets import GpuPanel, ProcessTable
@@ -272,3 +273,27 @@ async def test_a_theme_switch_redraws_the_panels_in_the_new_colours() -> None:
         await pilot.pause()
         light = {segment.style.bgcolor for segment in panel.render_line(0) if segment.style}
         assert light and light.isdisjoint(dark)
+
+
+class GatedMonitor(Monitor):
+    """A monitor whose samples wait until the test opens the gate (a stalled driver)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+
+    def sample(self) -> MonitorSample:
+        self.gate.wait(30)
+        return super().sample()
+
+
+async def test_the_screen_comes_up_while_the_first_sample_is_stalled() -> None:
+    monitor = GatedMonitor(SimulatedBackend("workstation", clock=ManualClock(5)), device_glob="/nonexistent/nvidia*",
+                           host=FixedHost(), holder_interval=0.0, window=0.1)
+    app = GpudocApp(monitor, interval=3600, host_name="testhost")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.samples == 0 and not app.query(GpuPanel) and app.query_one(ProcessTable).is_mounted
+        monitor.gate.set()
+        await refresh(app, pilot)
+        assert app.samples >= 1 and "RTX 4090" in text_of(app, "#gpu-0")
