@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from gpudoc.cli.common import json_option
 from gpudoc.errors import ExitCode, InputError
+
+if TYPE_CHECKING:
+    from gpudoc.events.discover import Run
 
 KIND_NAMES = ["scalar", "histogram", "image", "audio", "text", "pr_curve", "tensor", "hparams", "graph",
               "run_metadata", "session_log", "file_version", "log_message", "source_metadata", "metadata"]
@@ -40,11 +44,13 @@ def _patterns(values: tuple[str, ...], option: str) -> tuple[re.Pattern[str], ..
 
 
 @contextmanager
-def _progress(label: str, total: int, *, quiet: bool) -> Iterator[Callable[[int], None] | None]:
-    """A byte progress bar on stderr when it is a terminal (and the output is not JSON)."""
+def _progress(label: str, runs: Sequence[Run], *, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar over the bytes of ``runs``' files, on stderr when it is a terminal (and
+    the output is not JSON)."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
+    total = sum(f.stat().st_size for run in runs for f in run.files)
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -166,8 +172,7 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
         raise click.UsageError("give -o/--output DIR (or --in-place --backup DIR, or --dry-run)")
     elif output is not None:
         check_destination(root, runs, output, force=force)
-    total = sum(f.stat().st_size for run in runs for f in run.files)
-    with _progress("trimming", total, quiet=as_json) as advance:
+    with _progress("trimming", runs, quiet=as_json) as advance:
         report = trim(root, runs, None if in_place else output, spec, salvage=salvage, dry_run=dry_run,
                       backup=backup if in_place else None, progress=advance)
     if as_json:
@@ -219,8 +224,7 @@ def export_command(paths: tuple[str, ...], output: Path, fmt: str | None, kinds:
     if unknown:
         raise InputError(f"--kinds: unknown kind {unknown[0]!r}")
     runs = [run for path in paths for run in discover(path)[1]]
-    total = sum(f.stat().st_size for run in runs for f in run.files)
-    with _progress("exporting", total, quiet=as_json) as advance:
+    with _progress("exporting", runs, quiet=as_json) as advance:
         report = export(runs, output, fmt=chosen, kinds=frozenset(Kind(n) for n in names),
                         purge=on_restart == "purge", progress=advance)
     if as_json:
@@ -253,8 +257,7 @@ def merge_command(runs: tuple[str, ...], output: Path, overlap: str, force: bool
     if output.exists() and any(output.iterdir()) and not force:
         raise InputError(f"{output}: exists and is not empty", "pass --force to write into it")
     name = f"events.out.tfevents.{int(min(f.stat().st_mtime for r in found for f in r.files))}.gpudoc-merge"
-    total = sum(f.stat().st_size for r in found for f in r.files)
-    with _progress("merging", total, quiet=as_json) as advance:
+    with _progress("merging", found, quiet=as_json) as advance:
         report = merge(found, output / name, overlap=overlap, progress=advance)
     if as_json:
         emit_json({"output": str(output / name), "records_in": report.records_in, "records_out": report.records_out,
@@ -287,8 +290,7 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
         speed = 1.0
     first, last = parse_steps(steps) if steps else (None, None)
     _, found = discover(src)
-    total = sum(f.stat().st_size for run in found for f in run.files)
-    with _progress("replaying", total, quiet=as_json) as advance:
+    with _progress("replaying", found, quiet=as_json) as advance:
         written = replay(found, output, speed=speed, rate=rate, first_step=first, last_step=last,
                          progress=advance)
     if as_json:
