@@ -35,6 +35,11 @@ def _percent(used: Any, total: Any) -> float | None:
     return None
 
 
+def _same(a: Content, b: Content) -> bool:
+    """Same text and styles (``Content.__eq__`` compares the text only)."""
+    return a.plain == b.plain and a.spans == b.spans
+
+
 class TextPanel(Static):
     """A Static that redraws only when its text changed, and lays out again only when its
     line count did (a monitor redraws every second; layout is the costly part)."""
@@ -45,7 +50,7 @@ class TextPanel(Static):
 
     def set_text(self, text: Content) -> None:
         shown = self._shown
-        if shown is not None and shown.plain == text.plain and shown.spans == text.spans:
+        if shown is not None and _same(shown, text):
             return
         relayout = shown is None or shown.plain.count("\n") != text.plain.count("\n")
         self._shown = text
@@ -80,17 +85,16 @@ class LinePanel(Widget):
         if self.is_mounted and not relayout and not self._in_view():
             self.stale = True
             return
-        self._source = tuple(self.build_lines())
-        self._update(self._wrapped(self.size.width))
+        self._rebuild()
 
     def reveal(self) -> None:
         """Draw a stale panel if it is in view now."""
         if self.stale and self._in_view():
-            self.stale = False
-            self._source = tuple(self.build_lines())
-            self._strips.clear()
-            self.lines = self._wrapped(self.size.width)
-            self.refresh(layout=True)
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._source = tuple(self.build_lines())
+        self._update(self._wrapped(self.size.width))
 
     def _in_view(self) -> bool:
         parent = self.parent
@@ -105,15 +109,13 @@ class LinePanel(Widget):
 
     def _update(self, lines: tuple[Content, ...]) -> None:
         old, self.lines = self.lines, lines
-        if self.stale or len(old) != len(lines) or not self.is_mounted:
+        relayout = len(old) != len(lines) or not self.is_mounted
+        if self.stale or relayout:
             self.stale = False
             self._strips.clear()
-            self.refresh(layout=len(old) != len(lines) or not self.is_mounted)
+            self.refresh(layout=relayout)
             return
-        changed = [
-            y for y, (before, after) in enumerate(zip(old, lines))
-            if before.plain != after.plain or before.spans != after.spans
-        ]
+        changed = [y for y, (before, after) in enumerate(zip(old, lines)) if not _same(before, after)]
         for y in changed:
             self._strips.pop(y, None)
         if changed:
