@@ -16,7 +16,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header
 
 from gpudoc.monitor import Monitor, MonitorSample, ProcessRow
@@ -71,10 +71,9 @@ class GpudocApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with Vertical(id="top"):
-            yield TextPanel(id="status")
-            yield VerticalScroll(id="gpus")
-            yield HostPanel(id="host")
+        yield TextPanel(id="status")
+        yield VerticalScroll(id="gpus")
+        yield HostPanel(id="host")
         yield ProcessTable()
         yield Footer()
 

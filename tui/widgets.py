@@ -6,7 +6,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
+from textual.color import Color
 from textual.content import Content
 from textual.geometry import Region, Size
 from textual.strip import Strip
@@ -35,6 +37,10 @@ def _percent(used: Any, total: Any) -> float | None:
     return None
 
 
+FRAME = "line-panel--frame"
+_EDGES = 4  # "│ " and " │" around every line
+
+
 def _same(a: Content, b: Content) -> bool:
     """Same text and styles (``Content.__eq__`` compares the text only)."""
     return a.plain == b.plain and a.spans == b.spans
@@ -58,15 +64,24 @@ class TextPanel(Static):
 
 
 class LinePanel(Widget):
-    """Lines of text drawn through Textual's line API, for panels redrawn every sample.
+    """Lines of text in a rounded frame, drawn through Textual's line API, for panels redrawn
+    every sample.
 
     A subclass says what to show in ``build_lines`` and calls ``changed`` when its data
-    changed. Only the lines whose text or styles changed are marked dirty (borders and
+    changed. Only the lines whose text or styles changed are marked dirty (the frame and
     unchanged lines keep their cached rendering), and a line becomes segments only when it
-    is drawn, without a wrapping pass or per-cell offsets. A panel out of its container's
-    view (a GPU panel scrolled away) builds and repaints nothing, it is only marked stale:
-    ``reveal`` draws it once it is in view again (repainting hidden widgets would make
-    Textual arrange the whole screen again on every frame). Lines wider than the panel wrap.
+    is drawn, without a wrapping pass or per-cell offsets. The panel draws its frame itself,
+    coloured by the ``line-panel--frame`` component class: a CSS border and padding would
+    triple the cost of every repainted line. A panel out of its container's view (a GPU
+    panel scrolled away) builds and repaints nothing, it is only marked stale: ``reveal``
+    draws it once it is in view again (repainting hidden widgets would make Textual arrange
+    the whole screen again on every frame). Lines wider than the panel wrap.
+    """
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {FRAME}
+    DEFAULT_CSS = """
+    LinePanel { height: auto; }
+    LinePanel > .line-panel--frame { color: $primary; }
     """
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
@@ -75,6 +90,9 @@ class LinePanel(Widget):
         self.lines: tuple[Content, ...] = ()
         self.stale = False
         self._strips: dict[int, Strip] = {}
+        self._width = 0
+        self._styles: dict[str, Style] = {}
+        self._background: Color | None = None
 
     def build_lines(self) -> Sequence[Content]:
         """The lines to show now, each without a newline."""
@@ -94,7 +112,7 @@ class LinePanel(Widget):
 
     def _rebuild(self) -> None:
         self._source = tuple(self.build_lines())
-        self._update(self._wrapped(self.size.width))
+        self._update(self._wrapped(self.size.width - _EDGES))
 
     def _in_view(self) -> bool:
         parent = self.parent
@@ -117,42 +135,116 @@ class LinePanel(Widget):
             return
         changed = [y for y, (before, after) in enumerate(zip(old, lines)) if not _same(before, after)]
         for y in changed:
-            self._strips.pop(y, None)
+            self._strips.pop(y + 1, None)
         if changed:
             width = self.size.width
-            self.refresh(*(Region(0, y, width, 1) for y in changed))
+            self.refresh(*(Region(0, y + 1, width, 1) for y in changed))
 
     def on_resize(self) -> None:
         if not self.stale:
-            self._update(self._wrapped(self.size.width))
+            self._update(self._wrapped(self.size.width - _EDGES))
 
     def notify_style_update(self) -> None:
         """Styles (a theme switch) changed: every line is drawn again."""
         super().notify_style_update()
         self._strips.clear()
+        self._styles.clear()
+        self._background = None
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return len(self._wrapped(width))
+        return len(self._wrapped(width - _EDGES)) + 2
 
     def get_content_width(self, container: Size, viewport: Size) -> int:
-        return max((line.cell_length for line in self._source), default=0)
+        return max((line.cell_length for line in self._source), default=0) + _EDGES
 
     def render(self) -> Content:
         """The panel's text (what ``render_line`` draws)."""
         return Content("\n").join(self.lines)
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The rows in ``crop`` from this panel's own cache. Every row is already as wide as
+        the panel and carries its background, so Textual's per-line styling pass (no border,
+        padding, tint or opacity here) would add nothing but its cost; the app's line
+        filters (colour conversion, NO_COLOR) are still applied."""
+        width = self.size.width
+        strips = [self._row(y, width) for y in crop.line_range]
+        filters = self.get_line_filters()
+        if filters:
+            background = self._background
+            if background is None:
+                background = self._background = self.background_colors[1]
+            for line_filter in filters:
+                strips = [strip.apply_filter(line_filter, background) for strip in strips]
+        x1, x2 = crop.column_span
+        if (x1, x2) != (0, width):
+            strips = [strip.crop(x1, x2) for strip in strips]
+        return strips
+
     def render_line(self, y: int) -> Strip:
+        return self._row(y, self.size.width)
+
+    def _row(self, y: int, width: int) -> Strip:
+        if width != self._width:  # rows are drawn as wide as the panel
+            self._strips.clear()
+            self._width = width
         strip = self._strips.get(y)
         if strip is None:
-            if y >= len(self.lines):
-                return Strip.blank(self.size.width, self.rich_style)
-            base = self.visual_style
-            segments = [
-                Segment(text, style.rich_style)
-                for text, style in self.lines[y].render(base, end="", parse_style=self._get_style)
-            ]
-            strip = self._strips[y] = Strip(segments)
+            strip = self._strips[y] = self._draw(y, width)
         return strip
+
+    def _draw(self, y: int, width: int) -> Strip:
+        """Row ``y``: the frame's top or bottom, or a line between its edges."""
+        last = len(self.lines) + 1
+        if y > last or width < _EDGES:
+            return Strip.blank(width, self._style(""))
+        frame = self._style(FRAME)
+        if y in (0, last):
+            left, right = ("╭", "╮") if y == 0 else ("╰", "╯")
+            return Strip([Segment(f"{left}{'─' * (width - 2)}{right}", frame)], width)
+        line, plain = self.lines[y - 1], self._style("")
+        room = width - _EDGES - line.cell_length
+        if room < 0:  # only before a resize has wrapped the lines again
+            inner = list(Strip(self._segments(line)).crop(0, width - _EDGES))
+        else:
+            inner = self._segments(line)
+            if room:
+                inner.append(Segment(" " * room, plain))
+        return Strip([Segment("│ ", frame), *inner, Segment(" │", frame)], width)
+
+    def _segments(self, line: Content) -> list[Segment]:
+        """``line`` as segments. Lines built from styled pieces have spans in order and
+        without overlap, so each span is one segment in a style resolved once per theme;
+        anything else goes through ``Content.render``."""
+        text, plain, pos, segments = line.plain, self._style(""), 0, []
+        for start, end, style in line.spans:
+            if start < pos or not isinstance(style, str):
+                base = self.visual_style
+                return [
+                    Segment(part, part_style.rich_style)
+                    for part, part_style in line.render(base, end="", parse_style=self._get_style)
+                ]
+            if start > pos:
+                segments.append(Segment(text[pos:start], plain))
+            if end > start:
+                segments.append(Segment(text[start:end], self._style(style)))
+            pos = end
+        if pos < len(text):
+            segments.append(Segment(text[pos:], plain))
+        return segments
+
+    def _style(self, name: str) -> Style:
+        """The Rich style for a Content style name ("" is the panel's own, ``FRAME`` the
+        frame's), kept until the styles change (Textual forgets its own on every refresh)."""
+        style = self._styles.get(name)
+        if style is None:
+            if name == FRAME:
+                style = self.get_component_rich_style(FRAME)
+            elif name:
+                style = (self.visual_style + self._get_style(name)).rich_style
+            else:
+                style = self.visual_style.rich_style
+            self._styles[name] = style
+        return style
 
 
 class GpuPanel(LinePanel):

@@ -15,7 +15,7 @@ from gpudoc.host import HostProbe, HostSnapshot
 from gpudoc.monitor import Monitor, MonitorSample
 from gpudoc.tui.app import GpudocApp
 from gpudoc.tui.screens import ConfirmScreen, HelpScreen
-from gpudoc.tui.widgets import GpuPanel, ProcessTable
+from gpudoc.tui.widgets import GpuPanel, HostPanel, ProcessTable
 from textual.containers import VerticalScroll
 
 from reap.conftest import Spawner, alive, dev, spawn, subreaper, trainer_script  # noqa: F401
@@ -255,12 +255,19 @@ async def test_panel_lines_wrap_on_a_narrow_terminal() -> None:
     async with app.run_test(size=(60, 40)) as pilot:
         await refresh(app, pilot)
         panel = app.query_one("#gpu-0", GpuPanel)
-        width = panel.size.width
-        assert len(panel.lines) > 4 and all(line.cell_length <= width for line in panel.lines)
-        assert panel.size.height == len(panel.lines)
-        await pilot.resize_terminal(130, 40)
-        await refresh(app, pilot)
-        assert len(panel.lines) == 4 and panel.size.height == 4
+        inside = panel.size.width - 4
+        assert len(panel.lines) > 4 and all(line.cell_length <= inside for line in panel.lines)
+        assert panel.size.height == len(panel.lines) + 2
+        rows = [panel.render_line(y).text for y in range(panel.size.height)]
+        assert rows[0].startswith("╭") and rows[-1].startswith("╰")
+        assert all(len(row) == panel.size.width and row[0] == row[-1] == "│" for row in rows[1:-1])
+        for width in (130, 121):
+            await pilot.resize_terminal(width, 40)
+            await refresh(app, pilot)
+            assert len(panel.lines) == 4 and panel.size.height == 6
+            rows = [panel.render_line(y).text for y in range(panel.size.height)]
+            assert rows[0].endswith("╮") and rows[-1].endswith("╯")
+            assert all(len(row) == panel.size.width and row[-1] == "│" for row in rows[1:-1])
 
 
 async def test_a_theme_switch_redraws_the_panels_in_the_new_colours() -> None:
@@ -273,6 +280,27 @@ async def test_a_theme_switch_redraws_the_panels_in_the_new_colours() -> None:
         await pilot.pause()
         light = {segment.style.bgcolor for segment in panel.render_line(0) if segment.style}
         assert light and light.isdisjoint(dark)
+
+
+async def test_panel_rows_are_drawn_as_content_render_draws_them() -> None:
+    """The panels turn their lines into segments themselves; the result must be what
+    Textual's own ``Content.render`` makes of them (in the panel's styles)."""
+    app = make_app("faults", ManualClock(12))
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        panels = [*app.query(GpuPanel), app.query_one("#host", HostPanel)]
+        failed = [panel for panel in panels if panel.has_class("failed")]
+        assert failed and len(failed) < len(panels)
+        frame_colours = {p.has_class("failed"): next(iter(p.render_line(0))).style.color for p in app.query(GpuPanel)}
+        assert frame_colours[True] != frame_colours[False]
+        for panel in panels:
+            for line in panel.lines:
+                expected = [
+                    (text, style.rich_style)
+                    for text, style in line.render(panel.visual_style, end="", parse_style=panel._get_style)
+                    if text
+                ]
+                assert [(s.text, s.style) for s in panel._segments(line)] == expected
 
 
 class GatedMonitor(Monitor):
