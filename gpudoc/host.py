@@ -135,6 +135,8 @@ class HostProbe:
 
     def _read(self, pid: int) -> HostProcess | None:
         cached = self._processes.get(pid)
+        if cached is None and not psutil.pid_exists(pid):  # e.g. NVML's host PIDs in a container
+            return None
         first_sight = cached is None or not cached.is_running()
         try:
             proc = psutil.Process(pid) if first_sight or cached is None else cached
