@@ -219,6 +219,17 @@ async def test_mouse_selects_a_row_and_a_resize_keeps_everything_on_screen() -> 
         assert table.selected is not None and table.selected.pid == chosen
 
 
+async def test_host_panel_and_table_stay_in_view_with_eight_gpus() -> None:
+    app = make_app("dgx", ManualClock(30))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await refresh(app, pilot)
+        gpus, host, table = app.query_one("#gpus"), app.query_one("#host", HostPanel), app.query_one(ProcessTable)
+        assert gpus.max_scroll_y > 0
+        assert gpus.region.bottom <= host.region.y and host.region.bottom <= table.region.y
+        assert table.region.bottom <= 39 and table.region.height >= 5
+        assert "load 1.50 1.25 0.75" in screen_text(app)
+
+
 def screen_text(app: GpudocApp) -> str:
     """What the terminal shows, as plain text (from Textual's SVG screenshot)."""
     svg = app.export_screenshot()
