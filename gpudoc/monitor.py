@@ -27,7 +27,7 @@ from gpudoc.reap.service import ReapResult, end_targets, inspect_holders
 class ProcessRow:
     """A process using the GPUs. ``verdict``/``reason`` come from the last holder scan (NA
     when the process holds no device file gpudoc can see); ``start_ticks`` identifies it
-    for a later signal."""
+    for a later signal; ``sid`` is its session (a run gpudoc started is one session)."""
 
     pid: int
     user: str | NotAvailable
@@ -41,6 +41,7 @@ class ProcessRow:
     reason: str | NotAvailable
     in_nvml: bool
     start_ticks: int | NotAvailable
+    sid: int | NotAvailable
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class Monitor:
             reason=holder.reason if holder else NA,
             in_nvml=bool(listed),
             start_ticks=stat.start_ticks if stat else NA,
+            sid=stat.sid if stat else NA,
         )
 
     def signal(self, row: ProcessRow, sig: signal.Signals, timeout: float = 3.0) -> Action:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gpudoc.train import Run, RunState
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -51,3 +53,15 @@ def test_metric_scale_example_is_a_passing_pytest_file() -> None:
     out = run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "test_metric_scale.py"))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "2 passed" in out.stdout
+
+
+def test_toy_training_run_under_the_supervisor() -> None:
+    status = Run([sys.executable, str(EXAMPLES / "toy_train.py"), "--epochs", "4", "--step-time", "0"]).wait(60)
+    assert status.state is RunState.SUCCEEDED, status.lines
+    assert len(status.lines) == 4 and all(line.startswith(f"epoch   {i} |####################| 50/50  loss")
+                                          for i, line in enumerate(status.lines, 1))
+    losses = [float(line.split("loss ")[1].split()[0]) for line in status.lines]
+    assert losses[-1] < losses[0] / 10
+    failed = Run([sys.executable, str(EXAMPLES / "toy_train.py"), "--oom-at", "2", "--step-time", "0"]).wait(60)
+    assert failed.state is RunState.FAILED and failed.returncode == 1
+    assert failed.oom is not None and failed.oom.startswith("torch.OutOfMemoryError: CUDA out of memory")

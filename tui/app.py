@@ -6,6 +6,7 @@ stalls never freeze the screen, and the UI thread does nothing between samples.
 
 from __future__ import annotations
 
+import shlex
 import signal
 import socket
 import threading
@@ -22,18 +23,22 @@ from textual.widgets import Footer, Header
 from gpudoc.monitor import Monitor, MonitorSample, ProcessRow
 from gpudoc.output import format_bytes
 from gpudoc.reap.end import Outcome
+from gpudoc.train import Run, RunState, RunStatus, describe
 
 from .messages import ActionFinished, SampleFailed, Sampled
 from .screens import ConfirmScreen, HelpScreen
-from .widgets import GpuPanel, HostPanel, LinePanel, ProcessTable, TextPanel
+from .widgets import GpuPanel, HostPanel, LinePanel, ProcessTable, RunPanel, TextPanel
 
-_ACTIONS = ("terminate", "kill", "reap")
+_ACTIONS = ("terminate", "kill", "reap", "stop_run")
 FIRST_SAMPLE_WAIT = 0.5
+STOP_GRACE = 10.0
 
 
 class GpudocApp(App[None]):
     """``monitor`` is sampled every ``interval`` seconds; ``readonly`` removes every action
-    that signals a process; ``host_name`` titles the screen (this machine's by default)."""
+    that signals a process; ``host_name`` titles the screen (this machine's by default).
+    With a ``run`` (a command gpudoc started), its panel shows how it goes, its processes are
+    marked in the table, ``x`` stops it, and quitting stops it first (after asking)."""
 
     CSS_PATH = "app.tcss"
     TITLE = "gpudoc"
@@ -46,12 +51,21 @@ class GpudocApp(App[None]):
         Binding("t", "terminate", "Terminate"),
         Binding("k", "kill", "Kill"),
         Binding("r", "reap", "Reap orphans"),
+        Binding("x", "stop_run", "Stop run"),
     ]
 
     def __init__(
-        self, monitor: Monitor, *, interval: float = 1.0, readonly: bool = False, host_name: str | None = None
+        self,
+        monitor: Monitor,
+        *,
+        interval: float = 1.0,
+        readonly: bool = False,
+        host_name: str | None = None,
+        run: Run | None = None,
     ) -> None:
         super().__init__()
+        self.training_run = run
+        self._run_state = RunState.RUNNING
         self.host_name = host_name or socket.gethostname()
         self.monitor = monitor
         self.interval = interval
@@ -74,6 +88,8 @@ class GpudocApp(App[None]):
         yield TextPanel(id="status")
         yield VerticalScroll(id="gpus")
         yield HostPanel(id="host")
+        if self.training_run is not None:
+            yield RunPanel(id="run")
         yield ProcessTable()
         yield Footer()
 
@@ -98,7 +114,10 @@ class GpudocApp(App[None]):
             panel.reveal()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Signal actions do not exist in read-only mode (hidden from the footer too)."""
+        """Signal actions do not exist in read-only mode, nor "stop run" without a run
+        (hidden from the footer too)."""
+        if action == "stop_run" and self.training_run is None:
+            return False
         return not (self.readonly and action in _ACTIONS)
 
     def _sample_periodically(self) -> None:
@@ -141,7 +160,17 @@ class GpudocApp(App[None]):
         status.set_class(bool(gpus.error), "error")
         self._show_gpus(sample)
         self.query_one(HostPanel).show(sample.host)
-        self.query_one(ProcessTable).show(sample.processes)
+        run = self.training_run
+        self.query_one(ProcessTable).show(sample.processes, run.pid if run else None)
+        if run is not None:
+            self._show_run(run.status())
+
+    def _show_run(self, status: RunStatus) -> None:
+        self.query_one(RunPanel).show(status)
+        if status.state is not self._run_state:
+            self._run_state = status.state
+            ok = status.state is RunState.SUCCEEDED
+            self.notify(f"the run {describe(status)}", severity="information" if ok else "warning", timeout=10)
 
     def _show_gpus(self, sample: MonitorSample) -> None:
         panels = self._gpu_panels
@@ -226,6 +255,47 @@ class GpudocApp(App[None]):
         done = (Outcome.ENDED, Outcome.GONE)
         failed = [f"{pid}: {a.action}" for pid, a in result.actions.items() if a.outcome not in done]
         summary = f"ended {len(ended)}, freed {sum(result.freed_fds.values())} descriptor(s)"
+        self.post_message(ActionFinished("; ".join([summary, *failed]), not failed))
+
+    def action_stop_run(self) -> None:
+        run = self.training_run
+        if run is None or not run.running:
+            self.notify("the run has ended")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._stop_run(quit_after=False)
+
+        self.push_screen(ConfirmScreen(
+            f"Stop the run and every process it started (SIGTERM, then SIGKILL after {STOP_GRACE:g} s)?\n"
+            f"{shlex.join(run.command)[:200]}"
+        ), answered)
+
+    async def action_quit(self) -> None:
+        """Quit; a run still going is stopped first (after asking), not left behind."""
+        run = self.training_run
+        if run is None or not run.running:
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._stop_run(quit_after=True)
+
+        self.push_screen(ConfirmScreen("The run is still going. Stop it and quit?"), answered)
+
+    @work(thread=True, group="action")
+    def _stop_run(self, quit_after: bool) -> None:
+        assert self.training_run is not None
+        self.call_from_thread(self.notify, "stopping the run…")
+        actions = self.training_run.stop(STOP_GRACE)
+        if quit_after:
+            self.call_from_thread(self.exit)
+            return
+        done = (Outcome.ENDED, Outcome.GONE)
+        failed = [f"{pid}: {a.action}" for pid, a in actions.items() if a.outcome not in done]
+        summary = f"stopped the run ({len(actions)} process(es))"
         self.post_message(ActionFinished("; ".join([summary, *failed]), not failed))
 
     def on_action_finished(self, message: ActionFinished) -> None:

@@ -50,13 +50,14 @@ HELP = """\
   [b]t[/b]             terminate the selected process (SIGTERM)
   [b]k[/b]             kill the selected process (SIGKILL)
   [b]r[/b]             reap: end your orphaned GPU holders (as `gpudoc reap --yes`)
+  [b]x[/b]             stop the run (`gpudoc tui -- COMMAND`) and all its processes
   [b]?[/b]             this help
-  [b]q[/b]             quit
+  [b]q[/b]             quit (a run still going is stopped, after asking)
 
 Verdicts come from `gpudoc reap`: [red]orphan[/] (parent gone, idle, no CUDA context),
 [yellow]detached[/] (parent gone, still working), [green]active[/], [cyan]protected[/].
 Every action asks first; only your own processes can be signalled unless you are root.
-With --readonly, t, k and r are off.
+With --readonly, t, k, r and x are off.
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ from gpudoc.host import HostSnapshot
 from gpudoc.monitor import ProcessRow
 from gpudoc.na import NotAvailable
 from gpudoc.reap.classify import Verdict
+from gpudoc.train import RunState, RunStatus, describe
 
 from .format import MUTED, NA_TEXT, History, bar, clean, duration, na, rate, size
 
@@ -350,6 +352,44 @@ class HostPanel(LinePanel):
         return lines
 
 
+class RunPanel(LinePanel):
+    """The run gpudoc started: its command, state, an out-of-memory message if one was
+    printed, and its last output lines."""
+
+    SHOWN = 3
+    STATE_STYLES: ClassVar[dict[RunState, str]] = {
+        RunState.RUNNING: "$success", RunState.SUCCEEDED: "$success",
+        RunState.FAILED: "$error", RunState.STOPPED: "$warning",
+    }
+
+    status: RunStatus | None = None
+
+    def show(self, status: RunStatus) -> None:
+        relayout = self.status is None or (self.status.oom is None) != (status.oom is None)
+        self.status = status
+        self.changed(relayout=relayout)
+
+    def build_lines(self) -> list[Content]:
+        status = self.status
+        if status is None:
+            return []
+        lines = [
+            Content.assemble(
+                ("RUN ", "bold"), (describe(status), self.STATE_STYLES[status.state]),
+                (f"  pid {status.pid}  ", MUTED), clean(shlex.join(status.command)), strip_control_codes=False,
+            )
+        ]
+        if status.oom is not None:
+            lines.append(Content.assemble(
+                ("out of memory: ", "bold $error"), (clean(status.oom), "$error"),
+                ("  (gpudoc oom max-batch finds a batch size that fits)", MUTED), strip_control_codes=False,
+            ))
+        shown = status.lines[-self.SHOWN:]
+        lines += [Content.styled(clean(line), MUTED, strip_control_codes=False) for line in shown]
+        lines += [Content("")] * (self.SHOWN - len(shown))
+        return lines
+
+
 SortKey = Callable[[ProcessRow], Any]
 
 
@@ -378,13 +418,16 @@ class ProcessTable(DataTable[Any]):
         self.user_filter: str | None = None
         self.gpu_filter: int | None = None
         self._all: tuple[ProcessRow, ...] = ()
+        self.run_sid: int | None = None
 
     def on_mount(self) -> None:
         self._column_keys = self.add_columns(*self.COLUMNS)
 
-    def show(self, rows: tuple[ProcessRow, ...]) -> None:
-        """Replace the rows, keeping the cursor on the same PID when it is still there."""
+    def show(self, rows: tuple[ProcessRow, ...], run_sid: int | None = None) -> None:
+        """Replace the rows, keeping the cursor on the same PID when it is still there;
+        processes in session ``run_sid`` (the run gpudoc started) are marked."""
         self._all = rows
+        self.run_sid = run_sid
         self._render_rows()
 
     def _render_rows(self) -> None:
@@ -397,7 +440,7 @@ class ProcessTable(DataTable[Any]):
         order, reverse = self.SORTS[self.sort_name]
         rows.sort(key=order, reverse=reverse)
         self.rows_by_pid = {r.pid: r for r in rows}
-        cells = {str(r.pid): _cells(r) for r in rows}
+        cells = {str(r.pid): _cells(r, r.sid == self.run_sid) for r in rows}
         if list(cells) == list(self._cells):
             for key, values in cells.items():
                 for column, old, new in zip(self._column_keys, self._cells[key], values):
@@ -445,13 +488,14 @@ def _next(options: list[Any], current: Any) -> Any:
     return options[(options.index(current) + 1) % len(options)] if current in options else options[0]
 
 
-def _cells(r: ProcessRow) -> tuple[Any, ...]:
+def _cells(r: ProcessRow, in_run: bool) -> tuple[Any, ...]:
     verdict = (
         Text(r.verdict.value, style=VERDICT_STYLES.get(r.verdict, ""))
         if isinstance(r.verdict, Verdict) else Text("-", style="dim")
     )
+    command = Text.assemble(("run ", "bold magenta"), r.command) if in_run else r.command
     return (
         str(r.pid), na(r.user), ",".join(map(str, r.gpus)) or "-",
         size(r.gpu_memory) if not isinstance(r.gpu_memory, NotAvailable) else "-",
-        na(r.cpu_percent, "{:.0f}"), size(r.rss), duration(r.age), verdict, r.command,
+        na(r.cpu_percent, "{:.0f}"), size(r.rss), duration(r.age), verdict, command,
     )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from gpudoc.cli.common import Settings, pass_settings
+from gpudoc.errors import ExitCode, InputError
 from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
 
 
-@click.command()
+@click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--demo", metavar="[SCENARIO]", is_flag=False, flag_value="workstation", default=None,
               help="Run on simulated GPUs: a built-in scenario (workstation, dgx, faults) or a scenario file; "
               "no GPU needed.")
@@ -17,21 +21,49 @@ from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
 @click.option("--readonly", is_flag=True, help="No terminate, kill or reap actions.")
 @click.option("--device-glob", default=DEFAULT_DEVICE_GLOB, show_default=True, envvar="GPUDOC_DEVICE_GLOB",
               help="Device files whose holders are shown with their reap verdict.")
+@click.option("--log", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append the run's whole output to this file (with a COMMAND).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_settings
-def tui(settings: Settings, demo: str | None, interval: float, readonly: bool, device_glob: str) -> int:
-    """Watch the GPUs, their processes (orphaned device holders included) and the host.
+def tui(
+    settings: Settings, demo: str | None, interval: float, readonly: bool, device_glob: str, log: Path | None,
+    command: tuple[str, ...],
+) -> int:
+    """Watch the GPUs, their processes (orphaned device holders included) and the host;
+    with a COMMAND (after --), run it and watch it too.
 
-    Keys: s sort, u/g filter by user/GPU, t terminate, k kill, r reap orphans, ? help, q quit.
-    Every action asks first and follows `gpudoc reap`'s rules.
+    Keys: s sort, u/g filter by user/GPU, t terminate, k kill, r reap orphans, x stop the run,
+    ? help, q quit. Every action asks first and follows `gpudoc reap`'s rules.
+
+    The run gets a session of its own: its panel shows its state, last output lines and any
+    out-of-memory message, its processes are marked in the table, and stopping it (x, or
+    quitting while it runs) ends every process of it — SIGTERM, then SIGKILL after 10 s.
+    Exit status: 0, or with a COMMAND 0 when it succeeded, 1 when it failed, 130 when you
+    stopped it.
     """
     from gpudoc.monitor import Monitor
+    from gpudoc.train import Run, RunState, describe
     from gpudoc.tui.app import GpudocApp
 
+    if log is not None and not command:
+        raise InputError("--log needs a command to run", "gpudoc tui --log run.log -- python train.py")
     if demo:
         settings.simulate = demo
-    monitor = Monitor(settings.gpu_backend(), device_glob=device_glob)
+    run = Run(command, log=log) if command else None
     try:
-        GpudocApp(monitor, interval=interval, readonly=readonly).run()
+        monitor = Monitor(settings.gpu_backend(), device_glob=device_glob)
+        try:
+            GpudocApp(monitor, interval=interval, readonly=readonly, run=run).run()
+        finally:
+            monitor.close()
     finally:
-        monitor.close()
-    return 0
+        if run is not None and run.running:
+            run.stop()
+    if run is None:
+        return ExitCode.OK
+    status = run.wait(1.0)
+    oom = f"; out of memory: {status.oom}" if status.oom else ""
+    print(f"gpudoc: the run {describe(status)}{oom}", file=sys.stderr)
+    if status.state is RunState.SUCCEEDED:
+        return ExitCode.OK
+    return ExitCode.INTERRUPTED if status.state is RunState.STOPPED else ExitCode.FINDINGS

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
+import sys
+import textwrap
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ import pytest
 from gpudoc.gpu import ManualClock, SimulatedBackend
 from gpudoc.host import HostProbe, HostSnapshot
 from gpudoc.monitor import Monitor, MonitorSample
+from gpudoc.train import Run
 from gpudoc.tui.app import GpudocApp
 from gpudoc.tui.screens import ConfirmScreen, HelpScreen
 from gpudoc.tui.widgets import GpuPanel, HostPanel, ProcessTable
@@ -336,3 +340,76 @@ async def test_the_screen_comes_up_while_the_first_sample_is_stalled() -> None:
         monitor.gate.set()
         await refresh(app, pilot)
         assert app.samples >= 1 and "RTX 4090" in text_of(app, "#gpu-0")
+
+
+def start_run(code: str) -> Run:
+    return Run([sys.executable, "-c", textwrap.dedent(code)])
+
+
+async def wait_for_output(app: GpudocApp, pilot: Any, run: Run, text: str) -> None:
+    for _ in range(200):
+        if any(text in line for line in run.status().lines):
+            break
+        await asyncio.sleep(0.05)
+    await refresh(app, pilot)
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_a_run_is_shown_marked_in_the_table_and_stopped_whole(dev: Path) -> None:  # noqa: F811
+    run = start_run(f"print('epoch 1 loss 0.25', flush=True)\n{textwrap.dedent(trainer_script(dev, exits=False))}")
+    try:
+        app = make_app("workstation", ManualClock(5), glob=str(dev / "nvidia*"), run=run)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_output(app, pilot, run, "ready")
+            shown = text_of(app, "#run")
+            assert "RUN running" in shown and f"pid {run.pid}" in shown and "epoch 1 loss 0.25" in shown
+            members = {s.pid for s in run.members()}
+            table = app.query_one(ProcessTable)
+            assert len(members) == 2 and members <= set(table.rows_by_pid)
+            commands = {pid: str(table.get_cell(str(pid), table._column_keys[-1])) for pid in members}
+            assert all(command.startswith("run ") for command in commands.values())
+            await pilot.press("x")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await app.workers.wait_for_complete()
+            await refresh(app, pilot)
+            assert not any(alive(pid) for pid in members)
+            assert "RUN stopped after" in text_of(app, "#run")
+    finally:
+        run.stop(grace=1)
+
+
+async def test_quitting_while_a_run_is_going_asks_and_stops_it() -> None:
+    run = start_run("import time\nprint('working', flush=True)\ntime.sleep(60)")
+    try:
+        app = make_app("workstation", ManualClock(5), run=run)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_output(app, pilot, run, "working")
+            await pilot.press("q")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n")
+            assert app.is_running and run.running
+            await pilot.press("q", "y")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        assert not run.running and not alive(run.pid)
+    finally:
+        run.stop(grace=1)
+
+
+async def test_a_run_out_of_memory_says_so_and_the_end_is_notified() -> None:
+    run = start_run("""
+        print("step 1")
+        print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 8.00 GiB")
+        raise SystemExit(1)
+    """)
+    app = make_app("workstation", ManualClock(5), run=run)
+    async with app.run_test(size=SIZE) as pilot:
+        run.wait(20)
+        await refresh(app, pilot)
+        shown = text_of(app, "#run")
+        assert "failed (exit 1)" in shown and "out of memory: torch.OutOfMemoryError" in shown
+        assert "oom max-batch" in shown
+        assert any("the run failed (exit 1)" in str(n.message) for n in app._notifications)
+        await pilot.press("q")
+        assert not isinstance(app.screen, ConfirmScreen)

@@ -1,0 +1,202 @@
+"""The run supervisor: a training command started by gpudoc, watched, and ended whole.
+
+The command runs in a session of its own, so every process it starts (launcher, ranks,
+dataloader workers) is found by session ID and ended together — none is left holding a GPU.
+Its output (stdout and stderr merged) is read by one thread: the last lines are kept (a
+progress bar redrawn with carriage returns counts as one line, terminal colours are
+dropped), everything goes to an optional log file, and the first out-of-memory message is
+remembered.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import BinaryIO
+
+from gpudoc.errors import InputError
+from gpudoc.output import format_duration
+from gpudoc.reap.classify import HolderReport, Verdict
+from gpudoc.reap.end import Action, end_processes
+from gpudoc.reap.proc import ProcStat, read_stat
+
+KEEP_LINES = 200
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+_OOM = re.compile(
+    r"out of memory|OutOfMemoryError|RESOURCE_EXHAUSTED|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation",
+    re.IGNORECASE,
+)
+
+
+class RunState(Enum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """The run at one moment. ``lines`` are its last output lines (the unfinished last one
+    included), ``oom`` the first line that reported running out of memory."""
+
+    command: tuple[str, ...]
+    pid: int
+    state: RunState
+    returncode: int | None
+    elapsed: float
+    lines: tuple[str, ...]
+    oom: str | None
+
+
+class Run:
+    """``command`` started at once in its own session (``cwd``, ``env`` as for Popen, with
+    ``PYTHONUNBUFFERED=1`` so Python output arrives as it is printed); its output is also
+    appended to ``log`` when given."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        cwd: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        keep_lines: int = KEEP_LINES,
+    ) -> None:
+        self.command = tuple(command)
+        self._lines: deque[str] = deque(maxlen=keep_lines)
+        self._partial = ""
+        self._oom: str | None = None
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._exited = threading.Event()
+        self._drained = threading.Event()
+        self._ended: float | None = None
+        log_file = open(log, "ab") if log else None  # noqa: SIM115 (the output thread closes it)
+        try:
+            self._proc = subprocess.Popen(
+                self.command, cwd=cwd, env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as exc:
+            if log_file:
+                log_file.close()
+            raise InputError(f"cannot run {self.command[0]!r}: {exc.strerror or exc}",
+                             "check the command after '--' (and that it is on PATH)") from None
+        self.pid = self._proc.pid
+        self._started = time.monotonic()
+        threading.Thread(target=self._read, args=(log_file,), name="gpudoc-run-output", daemon=True).start()
+        threading.Thread(target=self._wait_exit, name="gpudoc-run-exit", daemon=True).start()
+
+    def _read(self, log: BinaryIO | None) -> None:
+        """Read the output until every process holding it has closed it."""
+        stream = self._proc.stdout
+        assert stream is not None
+        decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+        try:
+            while chunk := os.read(stream.fileno(), 1 << 16):
+                if log:
+                    log.write(chunk)
+                    log.flush()
+                self._take(decode(chunk))
+        finally:
+            stream.close()
+            if log:
+                log.close()
+            self._drained.set()
+
+    def _wait_exit(self) -> None:
+        self._proc.wait()
+        with self._lock:
+            self._ended = time.monotonic()
+        self._exited.set()
+
+    def _take(self, text: str) -> None:
+        """Split output into lines: a newline ends one, a carriage return redraws it."""
+        *complete, rest = _ANSI.sub("", text).split("\n")
+        with self._lock:
+            for piece in complete:
+                line = _last_redraw(self._partial + piece).expandtabs()
+                self._partial = ""
+                self._lines.append(line)
+                if self._oom is None and _OOM.search(line):
+                    self._oom = line.strip()
+            self._partial = _last_redraw(self._partial + rest)
+
+    def status(self) -> RunStatus:
+        with self._lock:
+            partial = self._partial.expandtabs()
+            lines = (*self._lines, partial) if partial else tuple(self._lines)
+            ended = self._ended
+            code = self._proc.returncode if ended is not None else None
+            if ended is None:
+                state = RunState.RUNNING
+            elif self._stopped:
+                state = RunState.STOPPED
+            else:
+                state = RunState.SUCCEEDED if code == 0 else RunState.FAILED
+            elapsed = (ended if ended is not None else time.monotonic()) - self._started
+            return RunStatus(self.command, self.pid, state, code, elapsed, lines, self._oom)
+
+    @property
+    def running(self) -> bool:
+        return not self._exited.is_set()
+
+    def wait(self, timeout: float | None = None) -> RunStatus:
+        """The status once the command has exited (or at ``timeout``), with the output its
+        processes wrote until then (up to a second more for them to close it)."""
+        if self._exited.wait(timeout):
+            self._drained.wait(1.0)
+        return self.status()
+
+    def members(self) -> list[ProcStat]:
+        """Every live process in the run's session (the command and its descendants that did
+        not start a session of their own)."""
+        found = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                stat = read_stat(int(name))
+                if stat is not None and stat.sid == self.pid and stat.state != "Z":
+                    found.append(stat)
+        return found
+
+    def stop(self, grace: float = 10.0) -> dict[int, Action]:
+        """End the whole run: SIGTERM to every process in its session, SIGKILL to those
+        still alive after ``grace`` seconds (the identity checks of ``gpudoc reap``)."""
+        with self._lock:
+            self._stopped = self._ended is None
+        targets = [
+            HolderReport(pid=stat.pid, verdict=Verdict.ACTIVE, reason="part of the run", start_ticks=stat.start_ticks)
+            for stat in self.members()
+        ]
+        actions = end_processes(targets, sig=signal.SIGTERM, timeout=grace)
+        self.wait(grace)
+        return actions
+
+
+def describe(status: RunStatus) -> str:
+    """``running 2m13s``, ``succeeded after 3h02m``, ``failed (exit 1) after 0m12s``, ``stopped after 1m05s``."""
+    elapsed = format_duration(status.elapsed)
+    if status.state is RunState.RUNNING:
+        return f"running {elapsed}"
+    if status.state is RunState.FAILED:
+        return f"failed (exit {status.returncode}) after {elapsed}"
+    return f"{status.state.value} after {elapsed}"
+
+
+def _last_redraw(line: str) -> str:
+    """What a terminal shows of a line redrawn with carriage returns (a progress bar)."""
+    if "\r" not in line:
+        return line
+    parts = [p for p in line.split("\r") if p]
+    return parts[-1] if parts else ""

@@ -1,0 +1,112 @@
+"""The run supervisor on real child processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from gpudoc.errors import InputError
+from gpudoc.train import Run, RunState
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_output_lines_progress_bars_colours_and_exit_code(tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    run = Run(python(r"""
+        import sys
+        print("\x1b[32mepoch 1\x1b[0m\tloss 0.5")
+        for i in range(0, 101, 25):
+            sys.stdout.write(f"\r{i:3d}%|" + "#" * (i // 25))
+        sys.stdout.write("\n")
+        print("to stderr", file=sys.stderr)
+        sys.stdout.write("no newline at the end")
+        sys.exit(3)
+    """), log=log)
+    status = run.wait(20)
+    assert status.state is RunState.FAILED and status.returncode == 3
+    assert status.lines == ("epoch 1 loss 0.5", "100%|####", "to stderr", "no newline at the end")
+    assert status.oom is None and status.elapsed > 0
+    assert b"\x1b[32mepoch 1" in log.read_bytes() and log.read_bytes().endswith(b"at the end")
+
+
+def test_a_successful_run_and_the_last_lines_kept() -> None:
+    run = Run(python("for i in range(500): print(i)"), keep_lines=10)
+    status = run.wait(20)
+    assert status.state is RunState.SUCCEEDED and status.returncode == 0
+    assert status.lines == tuple(str(i) for i in range(490, 500))
+
+
+def test_the_first_out_of_memory_message_is_kept() -> None:
+    run = Run(python("""
+        print("step 1")
+        print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0)")
+        print("RuntimeError: CUDA error: out of memory")
+        raise SystemExit(1)
+    """))
+    status = run.wait(20)
+    assert status.oom == "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0)"
+    assert status.state is RunState.FAILED
+
+
+def test_stop_ends_every_process_of_the_run_and_only_those(tmp_path: Path) -> None:
+    """A launcher with a worker that ignores SIGTERM, and a process that left the session."""
+    pids = tmp_path / "pids"
+    run = Run(python(f"""
+        import os, signal, subprocess, sys, time
+        worker = subprocess.Popen([sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+            "time.sleep(60)"])
+        apart = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+        open({str(pids)!r}, "w").write(f"{{worker.pid}} {{apart.pid}}")
+        time.sleep(60)
+    """))
+    assert wait_for(lambda: pids.exists() and pids.read_text().count(" ") == 1)
+    worker, apart = map(int, pids.read_text().split())
+    try:
+        assert wait_for(lambda: "ready" in run.status().lines)
+        assert {s.pid for s in run.members()} == {run.pid, worker}
+        actions = run.stop(grace=0.5)
+        assert set(actions) == {run.pid, worker}
+        assert "SIGKILL" in actions[worker].action
+        assert not alive(run.pid) and not alive(worker) and alive(apart)
+        status = run.status()
+        assert status.state is RunState.STOPPED and not run.running
+    finally:
+        os.kill(apart, 9)
+
+
+def test_stopping_a_finished_run_changes_nothing() -> None:
+    run = Run(python("print('done')"))
+    run.wait(20)
+    assert run.stop(grace=0.5) == {}
+    assert run.status().state is RunState.SUCCEEDED
+
+
+def test_a_command_that_cannot_start_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="cannot run 'no-such-command-gpudoc'"):
+        Run(["no-such-command-gpudoc", "--lr", "1"])
