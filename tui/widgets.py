@@ -353,8 +353,8 @@ class HostPanel(LinePanel):
 
 
 class RunPanel(LinePanel):
-    """The run gpudoc started: its command, state, an out-of-memory message if one was
-    printed, and its last output lines."""
+    """The run gpudoc started: its state and command, then its last output lines (the first
+    out-of-memory message it printed, if any, in place of the oldest of them)."""
 
     SHOWN = 3
     STATE_STYLES: ClassVar[dict[RunState, str]] = {
@@ -365,9 +365,9 @@ class RunPanel(LinePanel):
     status: RunStatus | None = None
 
     def show(self, status: RunStatus) -> None:
-        relayout = self.status is None or (self.status.oom is None) != (status.oom is None)
+        first = self.status is None
         self.status = status
-        self.changed(relayout=relayout)
+        self.changed(relayout=first)
 
     def build_lines(self) -> list[Content]:
         status = self.status
@@ -384,9 +384,10 @@ class RunPanel(LinePanel):
                 ("out of memory: ", "bold $error"), (clean(status.oom), "$error"),
                 ("  (gpudoc oom max-batch finds a batch size that fits)", MUTED), strip_control_codes=False,
             ))
-        shown = status.lines[-self.SHOWN:]
+        room = self.SHOWN + 1 - len(lines)  # an out-of-memory message takes an output line's place
+        shown = status.lines[-room:]
         lines += [Content.styled(clean(line), MUTED, strip_control_codes=False) for line in shown]
-        lines += [Content("")] * (self.SHOWN - len(shown))
+        lines += [Content("")] * (room - len(shown))
         return lines
 
 
