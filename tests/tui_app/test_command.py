@@ -43,7 +43,10 @@ class Terminal:
                     break
         return self.proc.wait(5)
 
-    def close(self) -> None:
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -51,36 +54,27 @@ class Terminal:
 
 
 def test_demo_starts_draws_and_quits() -> None:
-    term = Terminal("tui", "--demo", "dgx", "--device-glob", "/none/*")
-    try:
+    with Terminal("tui", "--demo", "dgx", "--device-glob", "/none/*") as term:
         term.read_until(b"H100")
         term.type(b"q")
         assert term.exit_code() == 0
-    finally:
-        term.close()
 
 
 def test_a_run_is_watched_and_quitting_stops_it() -> None:
     code = "import time; print('hello from the run', flush=True); time.sleep(60)"
-    term = Terminal("tui", "--demo", "workstation", "--device-glob", "/none/*", "--", sys.executable, "-c", code)
-    try:
+    with Terminal("tui", "--demo", "workstation", "--device-glob", "/none/*", "--", sys.executable, "-c", code) as term:
         term.read_until(b"hello from the run")
         term.type(b"q")
         term.read_until(b"Stop it and quit?")
         term.type(b"y")
         assert term.exit_code() == 130
         assert b"gpudoc: the run stopped after" in term.seen
-    finally:
-        term.close()
 
 
 def test_the_exit_status_follows_a_run_that_failed_by_itself() -> None:
-    term = Terminal("tui", "--demo", "workstation", "--device-glob", "/none/*", "--",
-                    sys.executable, "-c", "print('bye', flush=True); raise SystemExit(4)")
-    try:
+    code = "print('bye', flush=True); raise SystemExit(4)"
+    with Terminal("tui", "--demo", "workstation", "--device-glob", "/none/*", "--", sys.executable, "-c", code) as term:
         term.read_until(b"failed (exit 4)")
         term.type(b"q")
         assert term.exit_code() == 1
         assert b"gpudoc: the run failed (exit 4) after" in term.seen
-    finally:
-        term.close()
