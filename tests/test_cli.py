@@ -84,3 +84,17 @@ def test_simulate_from_environment() -> None:
     report = json.loads(result.stdout)
     gpus = [c for c in report["checks"] if c["name"].startswith("GPU ")]
     assert len(gpus) == 8 and all("H100" in c["detail"] for c in gpus)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["tui", "--demo", "touch", "touch", "gpudoc-tui-ran"], "no scenario file or built-in scenario named 'touch'"),
+    (["tui", "--log", "run.log"], "--log needs a command to run"),
+    (["tui", "--", "no-such-command-gpudoc"], "cannot run 'no-such-command-gpudoc'"),
+])
+def test_tui_run_usage_errors_start_nothing(args: list[str], says: str, tmp_path, monkeypatch) -> None:
+    """A command mistaken for the demo scenario, --log alone, a command that does not exist."""
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args)
+    assert result.exit_code == ExitCode.USAGE
+    assert result.stderr.startswith("gpudoc: error: ") and says in result.stderr
+    assert list(tmp_path.iterdir()) == []

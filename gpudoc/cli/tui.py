@@ -49,9 +49,10 @@ def tui(
         raise InputError("--log needs a command to run", "gpudoc tui --log run.log -- python train.py")
     if demo:
         settings.simulate = demo
+    backend = settings.gpu_backend()  # a bad --demo scenario fails here, before the run starts
     run = Run(command, log=log) if command else None
     try:
-        monitor = Monitor(settings.gpu_backend(), device_glob=device_glob)
+        monitor = Monitor(backend, device_glob=device_glob)
         try:
             GpudocApp(monitor, interval=interval, readonly=readonly, run=run).run()
         finally:
