@@ -163,10 +163,11 @@ class GpudocApp(App[None]):
         run = self.training_run
         self.query_one(ProcessTable).show(sample.processes, run.pid if run else None)
         if run is not None:
-            self._show_run(run.status())
+            members = tuple(row for row in sample.processes if row.sid == run.pid)
+            self._show_run(run.status(), members)
 
-    def _show_run(self, status: RunStatus) -> None:
-        self.query_one(RunPanel).show(status)
+    def _show_run(self, status: RunStatus, members: tuple[ProcessRow, ...]) -> None:
+        self.query_one(RunPanel).show(status, members)
         if status.state is not self._run_state:
             self._run_state = status.state
             ok = status.state is RunState.SUCCEEDED

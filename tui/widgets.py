@@ -353,8 +353,9 @@ class HostPanel(LinePanel):
 
 
 class RunPanel(LinePanel):
-    """The run gpudoc started: its state and command, then its last output lines (the first
-    out-of-memory message it printed, if any, in place of the oldest of them)."""
+    """The run gpudoc started: its state, the GPUs (and GPU memory NVML reports) of its
+    processes, its command, then its last output lines (the first out-of-memory message it
+    printed, if any, in place of the oldest of them)."""
 
     SHOWN = 3
     STATE_STYLES: ClassVar[dict[RunState, str]] = {
@@ -363,11 +364,20 @@ class RunPanel(LinePanel):
     }
 
     status: RunStatus | None = None
+    members: tuple[ProcessRow, ...] = ()
 
-    def show(self, status: RunStatus) -> None:
+    def show(self, status: RunStatus, members: tuple[ProcessRow, ...]) -> None:
+        """Show ``status``; ``members`` are the run's rows in the process table (its GPUs)."""
         first = self.status is None
-        self.status = status
+        self.status, self.members = status, members
         self.changed(relayout=first)
+
+    def _gpu_use(self) -> str:
+        gpus = sorted({g for row in self.members for g in row.gpus})
+        if not gpus:
+            return "no GPU yet"
+        memory = [row.gpu_memory for row in self.members if isinstance(row.gpu_memory, int)]
+        return f"GPU {','.join(map(str, gpus))}" + (f" {size(sum(memory))}" if memory else "")
 
     def build_lines(self) -> list[Content]:
         status = self.status
@@ -376,7 +386,8 @@ class RunPanel(LinePanel):
         lines = [
             Content.assemble(
                 ("RUN ", "bold"), (describe(status), self.STATE_STYLES[status.state]),
-                (f"  pid {status.pid}  ", MUTED), clean(shlex.join(status.command)), strip_control_codes=False,
+                f"  {self._gpu_use()}", (f"  pid {status.pid}  ", MUTED), clean(shlex.join(status.command)),
+                strip_control_codes=False,
             )
         ]
         if status.oom is not None:

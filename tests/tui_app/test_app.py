@@ -363,6 +363,7 @@ async def test_a_run_is_shown_marked_in_the_table_and_stopped_whole(dev: Path) -
             await wait_for_output(app, pilot, run, "ready")
             shown = text_of(app, "#run")
             assert "RUN running" in shown and f"pid {run.pid}" in shown and "epoch 1 loss 0.25" in shown
+            assert "  GPU 0  pid" in shown  # the run's processes hold nvidia0 (not in NVML: no memory figure)
             members = {s.pid for s in run.members()}
             table = app.query_one(ProcessTable)
             assert len(members) == 2 and members <= set(table.rows_by_pid)
@@ -408,7 +409,8 @@ async def test_a_run_out_of_memory_says_so_and_the_end_is_notified() -> None:
         run.wait(20)
         await refresh(app, pilot)
         shown = text_of(app, "#run")
-        assert "failed (exit 1)" in shown and "out of memory: torch.OutOfMemoryError" in shown
+        assert "failed (exit 1) after" in shown and "  no GPU yet  pid" in shown
+        assert "out of memory: torch.OutOfMemoryError" in shown
         assert "oom max-batch" in shown
         assert any("the run failed (exit 1)" in str(n.message) for n in app._notifications)
         await pilot.press("q")
