@@ -39,6 +39,8 @@ _OOM = re.compile(
 
 
 class RunState(Enum):
+    """Running, or how it ended: by itself (exit status 0 or not), or stopped by gpudoc."""
+
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
