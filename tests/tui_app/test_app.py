@@ -415,3 +415,35 @@ async def test_a_run_out_of_memory_says_so_and_the_end_is_notified() -> None:
         assert any("the run failed (exit 1)" in str(n.message) for n in app._notifications)
         await pilot.press("q")
         assert not isinstance(app.screen, ConfirmScreen)
+
+
+async def test_readonly_hides_stop_run_but_quitting_still_stops_the_run() -> None:
+    run = start_run("import time\nprint('working', flush=True)\ntime.sleep(60)")
+    try:
+        app = make_app("workstation", ManualClock(5), run=run, readonly=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_output(app, pilot, run, "working")
+            enabled = {active.binding.action: active.enabled for active in app.active_bindings.values()}
+            assert not enabled.get("stop_run")
+            await pilot.press("x")
+            assert not isinstance(app.screen, ConfirmScreen) and run.running
+            await pilot.press("q")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        assert not run.running
+    finally:
+        run.stop(grace=1)
+
+
+async def test_without_a_run_there_is_no_stop_key_and_quit_does_not_ask() -> None:
+    app = make_app("workstation", ManualClock(5))
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        assert not app.query("#run")
+        enabled = {active.binding.action: active.enabled for active in app.active_bindings.values()}
+        assert enabled["quit"] and not enabled.get("stop_run")
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running
