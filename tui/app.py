@@ -22,7 +22,7 @@ from textual.widgets import Footer, Header
 
 from gpudoc.monitor import Monitor, MonitorSample, ProcessRow
 from gpudoc.output import format_bytes
-from gpudoc.reap.end import Outcome
+from gpudoc.reap.end import Action, Outcome
 from gpudoc.train import Run, RunState, RunStatus, describe
 
 from .messages import ActionFinished, SampleFailed, Sampled
@@ -30,6 +30,7 @@ from .screens import ConfirmScreen, HelpScreen
 from .widgets import GpuPanel, HostPanel, LinePanel, ProcessTable, RunPanel, TextPanel
 
 _ACTIONS = ("terminate", "kill", "reap", "stop_run")
+_DONE = (Outcome.ENDED, Outcome.GONE)  # the process is gone: the action did its job
 FIRST_SAMPLE_WAIT = 0.5
 STOP_GRACE = 10.0
 
@@ -228,8 +229,7 @@ class GpudocApp(App[None]):
     @work(thread=True, group="action")
     def _send(self, row: ProcessRow, sig: signal.Signals) -> None:
         action = self.monitor.signal(row, sig)
-        ok = action.outcome in (Outcome.ENDED, Outcome.GONE)
-        self.post_message(ActionFinished(f"{row.pid}: {action.action}", ok))
+        self.post_message(ActionFinished(f"{row.pid}: {action.action}", action.outcome in _DONE))
 
     def action_reap(self) -> None:
         sample = self.sample
@@ -253,10 +253,7 @@ class GpudocApp(App[None]):
             self.post_message(ActionFinished("nothing of yours to reap", True))
             return
         ended = [pid for pid, a in result.actions.items() if a.outcome is Outcome.ENDED]
-        done = (Outcome.ENDED, Outcome.GONE)
-        failed = [f"{pid}: {a.action}" for pid, a in result.actions.items() if a.outcome not in done]
-        summary = f"ended {len(ended)}, freed {sum(result.freed_fds.values())} descriptor(s)"
-        self.post_message(ActionFinished("; ".join([summary, *failed]), not failed))
+        self._report(f"ended {len(ended)}, freed {sum(result.freed_fds.values())} descriptor(s)", result.actions)
 
     def action_stop_run(self) -> None:
         run = self.training_run
@@ -294,9 +291,11 @@ class GpudocApp(App[None]):
         if quit_after:
             self.call_from_thread(self.exit)
             return
-        done = (Outcome.ENDED, Outcome.GONE)
-        failed = [f"{pid}: {a.action}" for pid, a in actions.items() if a.outcome not in done]
-        summary = f"stopped the run ({len(actions)} process(es))"
+        self._report(f"stopped the run ({len(actions)} process(es))", actions)
+
+    def _report(self, summary: str, actions: dict[int, Action]) -> None:
+        """Post ``summary`` and every action that did not end its process."""
+        failed = [f"{pid}: {a.action}" for pid, a in actions.items() if a.outcome not in _DONE]
         self.post_message(ActionFinished("; ".join([summary, *failed]), not failed))
 
     def on_action_finished(self, message: ActionFinished) -> None:
