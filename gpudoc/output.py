@@ -1,4 +1,5 @@
-"""Output helpers shared by every command: JSON on stdout, one-line diagnostics on stderr."""
+"""Output helpers shared by every command: JSON on stdout, one-line diagnostics on stderr;
+and the cleaning of what other programs wrote to a terminal."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import enum
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +20,15 @@ from gpudoc.na import NotAvailable
 
 
 _PLAIN = frozenset({str, int, bool})
+
+# CSI (colours, cursor moves), OSC (titles, hyperlinks), two-character escapes, backspaces.
+_TERMINAL_CODES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])|\x08")
+
+
+def strip_terminal_codes(text: str) -> str:
+    """``text`` as a log reader wants it: without terminal control sequences and backspaces
+    (carriage returns are left to the caller)."""
+    return _TERMINAL_CODES.sub("", text)
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 

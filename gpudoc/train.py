@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gpudoc.errors import InputError
-from gpudoc.output import format_duration
+from gpudoc.output import format_duration, strip_terminal_codes
 from gpudoc.reap.classify import HolderReport, Verdict
 from gpudoc.reap.end import Action, end_processes
 from gpudoc.reap.proc import ProcStat, read_stat
 
 KEEP_LINES = 200
-_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 _OOM = re.compile(
     r"out of memory|OutOfMemoryError|RESOURCE_EXHAUSTED|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation",
     re.IGNORECASE,
@@ -125,7 +124,7 @@ class Run:
 
     def _take(self, text: str) -> None:
         """Split output into lines: a newline ends one, a carriage return redraws it."""
-        *complete, rest = _ANSI.sub("", text).split("\n")
+        *complete, rest = strip_terminal_codes(text).split("\n")
         with self._lock:
             for piece in complete:
                 line = _last_redraw(self._partial + piece).expandtabs()

@@ -39,7 +39,7 @@ def test_output_lines_progress_bars_colours_and_exit_code(tmp_path: Path) -> Non
     log = tmp_path / "run.log"
     run = Run(python(r"""
         import sys
-        print("\x1b[32mepoch 1\x1b[0m\tloss 0.5")
+        print("\x1b[32mepoch 1\x1b[0m\t\x1b]8;;https://example.org\x1b\\loss\x1b]8;;\x1b\\ 0.5")
         for i in range(0, 101, 25):
             sys.stdout.write(f"\r{i:3d}%|" + "#" * (i // 25))
         sys.stdout.write("\n")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpudoc.errors import InputError
+from gpudoc.output import strip_terminal_codes
 
 # Canonical metric -> the names it is logged under (lower case, split prefix removed).
 METRIC_NAMES = {
@@ -37,7 +38,6 @@ _SPLIT_PREFIX = re.compile(r"^(val|valid|validation|eval|test|train|training)(?:
 _NUMBER = r"[-+]?(?:nan|inf(?:inity)?|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 _PAIR = re.compile(r"(?:^|\s)-\s+([A-Za-z_][\w./-]*):\s+(" + _NUMBER + r")(?=\s|$)", re.I)
 _EPOCH = re.compile(r"^\s*Epoch\s+(\d+)(?:/\d+)?\b")
-_TERMINAL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x08]")
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def read_keras_text(path: Path) -> Iterator[Record]:
     epoch: int | None = None
     with path.open(encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, 1):
-            for segment in _TERMINAL.sub("", line).split("\r"):
+            for segment in strip_terminal_codes(line).split("\r"):
                 match = _EPOCH.match(segment)
                 if match:
                     epoch = int(match.group(1))
