@@ -124,10 +124,10 @@ class Run:
 
     def _take(self, text: str) -> None:
         """Split output into lines: a newline ends one, a carriage return redraws it."""
-        *complete, rest = strip_terminal_codes(text).split("\n")
+        *complete, rest = text.split("\n")
         with self._lock:
-            for piece in complete:
-                line = _last_redraw(self._partial + piece).expandtabs()
+            for piece in complete:  # whole lines: an escape sequence may straddle two reads
+                line = strip_terminal_codes(_last_redraw(self._partial + piece)).expandtabs()
                 self._partial = ""
                 self._lines.append(line)
                 if self._oom is None and _OOM.search(line):
@@ -136,7 +136,7 @@ class Run:
 
     def status(self) -> RunStatus:
         with self._lock:
-            partial = self._partial.expandtabs()
+            partial = strip_terminal_codes(self._partial).expandtabs()
             lines = (*self._lines, partial) if partial else tuple(self._lines)
             ended = self._ended
             code = self._proc.returncode if ended is not None else None

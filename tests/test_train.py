@@ -54,6 +54,15 @@ def test_output_lines_progress_bars_colours_and_exit_code(tmp_path: Path) -> Non
     assert b"\x1b[32mepoch 1" in log.read_bytes() and log.read_bytes().endswith(b"at the end")
 
 
+def test_an_escape_sequence_split_across_two_reads_is_still_removed() -> None:
+    run = Run(python(r"""
+        import sys, time
+        sys.stdout.write("\x1b[3"); sys.stdout.flush(); time.sleep(0.3)
+        sys.stdout.write("2mhello\x1b[0m\n")
+    """))
+    assert run.wait(20).lines == ("hello",)
+
+
 def test_a_successful_run_and_the_last_lines_kept() -> None:
     run = Run(python("for i in range(500): print(i)"), keep_lines=10)
     status = run.wait(20)
