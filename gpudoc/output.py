@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import IO, Any, TextIO
 
+from gpudoc.errors import InputError
 from gpudoc.na import NotAvailable
 
 
@@ -81,19 +83,118 @@ def emit_json(value: Any, stream: TextIO | None = None) -> None:
     out.flush()
 
 
-@contextmanager
-def atomic_file(dest: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """A file that appears at ``dest`` whole or not at all: written to a hidden temporary file
-    beside it, renamed into place when the block succeeds, removed when it fails."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+_FD_LINK = re.compile(r"^/(?:proc/(self|\d+)/fd|dev/fd)/(\d+)$")
+_MAX_LINKS = 40
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputTarget:
+    """Where an output goes: ``stream`` (stdout, a device, a FIFO, an inherited descriptor) is
+    written as it comes; otherwise ``path`` is the regular file (or new path) that a temporary
+    file beside it replaces by rename — a symlink's final target, so the link survives."""
+
+    path: Path
+    stream: bool = False
+    fd: int | None = None
+
+
+def output_target(dest: Path | str) -> OutputTarget:
+    """Resolve an output argument: ``-`` is stdout; symlinks are followed to the file they name;
+    devices and FIFOs are streamed to; a directory, socket or block device is refused."""
+    if str(dest) == "-":
+        return OutputTarget(Path("-"), stream=True, fd=sys.stdout.fileno())
+    path = Path(os.path.abspath(dest))
+    for _ in range(_MAX_LINKS):
+        own = _FD_LINK.match(str(path))
+        if own and own.group(1) in (None, "self", str(os.getpid())):
+            return OutputTarget(path, stream=True, fd=int(own.group(2)))
+        if own:
+            return OutputTarget(path, stream=True)
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            if not path.parent.is_dir() and path.parent.exists():
+                raise InputError(f"{dest}: {path.parent} is not a directory", "name a file in a directory") from None
+            return OutputTarget(path)
+        if stat.S_ISLNK(info.st_mode):
+            # Resolve the link's parent first, so a relative target is read where the link is.
+            path = Path(os.path.abspath(Path(os.path.realpath(path.parent)) / os.readlink(path)))
+            continue
+        if stat.S_ISREG(info.st_mode):
+            return OutputTarget(path)
+        if stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode):
+            return OutputTarget(path, stream=True)
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a socket or block device)"
+        raise InputError(f"{dest}: {kind}", "name a file to write, or - for stdout")
+    raise InputError(f"{dest}: too many levels of symbolic links", "name the file itself")
+
+
+def is_stdout(dest: Path | str) -> bool:
+    """Whether ``dest`` streams to this process's stdout (``-``, ``/dev/stdout``)."""
+    target = output_target(dest)
+    return target.fd is not None and target.fd == sys.stdout.fileno()
+
+
+def _umask() -> int:
     try:
-        text = "b" not in mode
-        with os.fdopen(handle, mode, encoding="utf-8" if text else None, newline="" if text else None) as out:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def place(temp: Path, dest: Path) -> None:
+    """Rename the finished ``temp`` onto ``dest`` (a path from ``output_target``) with the
+    permissions a plain ``open(dest, "w")`` would have left: the existing file's mode and
+    owner, or 0666 less the umask for a new file."""
+    try:
+        old = dest.stat()
+    except FileNotFoundError:
+        os.chmod(temp, 0o666 & ~_umask())
+    else:
+        os.chmod(temp, stat.S_IMODE(old.st_mode))
+        if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+            os.chown(temp, old.st_uid, old.st_gid)
+    os.replace(temp, dest)
+
+
+def staging_file(dest: Path) -> Path:
+    """A new hidden, empty file beside ``dest`` (a path from ``output_target``) to write into
+    and then ``place``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(handle)
+    return Path(temp)
+
+
+@contextmanager
+def atomic_file(dest: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A file that appears at ``dest`` whole or not at all: written to a hidden temporary file
+    beside it, renamed into place when the block succeeds, removed when it fails. ``-``,
+    devices and FIFOs are written directly; a symlink is written through (see ``output_target``)."""
+    target = output_target(dest)
+    text = "b" not in mode
+    encoding, newline = ("utf-8", "") if text else (None, None)
+    if target.stream:
+        if target.fd is not None:
+            sys.stdout.flush()
+            out = os.fdopen(os.dup(target.fd), "w" if text else "wb", encoding=encoding, newline=newline)
+        else:
+            out = open(target.path, "w" if text else "wb", encoding=encoding, newline=newline)  # noqa: SIM115
+        with out:
             yield out
-        os.replace(temp, dest)
+        return
+    temp = staging_file(target.path)
+    try:
+        with open(temp, mode, encoding=encoding, newline=newline) as out:
+            yield out
+        place(temp, target.path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 

@@ -17,6 +17,7 @@ from gpudoc.errors import ExitCode, GpudocError, InputError
 from gpudoc.events.discover import Run
 from gpudoc.events.model import RUN_LEVEL, event_kinds, peek
 from gpudoc.events.records import RecordReader, RecordWriter, file_crc, frame
+from gpudoc.output import output_target, place, staging_file
 
 OVERLAP_POLICIES = ("keep-last", "keep-first", "error")
 
@@ -75,8 +76,10 @@ def merge(runs: list[Run], dest: Path, *, overlap: str,
             )
         drop.append(own & (others_after if overlap == "keep-last" else others_before))
     report = MergeReport()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    temp = dest.parent / f".gpudoc-merge-{os.getpid()}.tmp"
+    target = output_target(dest)
+    if target.stream:
+        raise InputError(f"{dest}: not a regular file", "merge writes an event file into a run directory")
+    temp = staging_file(target.path)
     try:
         with open(temp, "wb") as handle:
             writer = RecordWriter(handle)
@@ -96,7 +99,7 @@ def merge(runs: list[Run], dest: Path, *, overlap: str,
             report.records_out = writer.count
         if file_crc(temp) != (writer.crc, writer.size):
             raise InputError(f"{temp}: the merged file does not read back intact; nothing was written")
-        os.replace(temp, dest)
+        place(temp, target.path)
     finally:
         temp.unlink(missing_ok=True)
     return report

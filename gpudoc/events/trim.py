@@ -23,6 +23,7 @@ from gpudoc.errors import InputError
 from gpudoc.events.discover import Run
 from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, event_kinds, peek
 from gpudoc.events.records import CorruptRecord, Damage, RecordReader, RecordWriter, file_crc, frame
+from gpudoc.output import output_target, place
 
 # Event fields (after step) that describe the run, not a step.
 _RUN_LEVEL_FIELDS = {3, 4, 9, 10}
@@ -232,8 +233,11 @@ def trim(
                 copy = backup / dest.relative_to(src_root)
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(dest, copy)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp, dest)
+            target = output_target(dest)
+            if target.stream:
+                raise InputError(f"{dest}: not a regular file", "trim replaces event files only")
+            target.path.parent.mkdir(parents=True, exist_ok=True)
+            place(temp, target.path)
         done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
