@@ -102,7 +102,7 @@ def output_target(dest: Path | str) -> OutputTarget:
     """Resolve an output argument: ``-`` is stdout; symlinks are followed to the file they name;
     devices and FIFOs are streamed to; a directory, socket or block device is refused."""
     if str(dest) == "-":
-        return OutputTarget(Path("-"), stream=True, fd=sys.stdout.fileno())
+        return OutputTarget(Path("-"), stream=True, fd=1)
     path = Path(os.path.abspath(dest))
     for _ in range(_MAX_LINKS):
         own = _FD_LINK.match(str(path))
@@ -113,9 +113,9 @@ def output_target(dest: Path | str) -> OutputTarget:
         try:
             info = path.lstat()
         except FileNotFoundError:
-            if not path.parent.is_dir() and path.parent.exists():
-                raise InputError(f"{dest}: {path.parent} is not a directory", "name a file in a directory") from None
             return OutputTarget(path)
+        except NotADirectoryError:
+            raise InputError(f"{dest}: a part of the path is not a directory", "name a file in a directory") from None
         if stat.S_ISLNK(info.st_mode):
             # Resolve the link's parent first, so a relative target is read where the link is.
             path = Path(os.path.abspath(Path(os.path.realpath(path.parent)) / os.readlink(path)))
@@ -131,8 +131,7 @@ def output_target(dest: Path | str) -> OutputTarget:
 
 def is_stdout(dest: Path | str) -> bool:
     """Whether ``dest`` streams to this process's stdout (``-``, ``/dev/stdout``)."""
-    target = output_target(dest)
-    return target.fd is not None and target.fd == sys.stdout.fileno()
+    return output_target(dest).fd == 1
 
 
 def _umask() -> int:
@@ -179,9 +178,13 @@ def atomic_file(dest: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
     target = output_target(dest)
     text = "b" not in mode
     encoding, newline = ("utf-8", "") if text else (None, None)
+    if target.fd == 1:  # through sys.stdout, so it stays in order with what else is printed
+        stdout = sys.stdout if text else sys.stdout.buffer
+        yield stdout
+        stdout.flush()
+        return
     if target.stream:
         if target.fd is not None:
-            sys.stdout.flush()
             out = os.fdopen(os.dup(target.fd), "w" if text else "wb", encoding=encoding, newline=newline)
         else:
             out = open(target.path, "w" if text else "wb", encoding=encoding, newline=newline)  # noqa: SIM115
