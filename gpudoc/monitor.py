@@ -87,7 +87,7 @@ class Monitor:
         """Poll everything once; never raises for a GPU or /proc problem."""
         gpus = self.backend.snapshot()
         host = self.host.sample()
-        self._refresh_holders()
+        self._refresh_holders(gpus)
         listed: dict[int, list[tuple[int, int | NotAvailable]]] = {}
         for device in gpus.devices:
             for p in device.processes:
@@ -103,7 +103,7 @@ class Monitor:
         """Make the next sample scan the holders again (after an action changed them)."""
         self._holders_at = None
 
-    def _refresh_holders(self) -> None:
+    def _refresh_holders(self, gpus: GpuSnapshot) -> None:
         now = self.clock()
         if self._holders_at is not None and now - self._holders_at < self.holder_interval:
             return
@@ -112,7 +112,7 @@ class Monitor:
             self._holders, self._holders_error = None, f"no device file matches {self.device_glob}"
             return
         try:
-            self._holders = inspect_holders(None, device_glob=self.device_glob, window=self.window)
+            self._holders = inspect_holders(None, device_glob=self.device_glob, window=self.window, snapshot=gpus)
             self._holders_error = None
         except OSError as exc:
             self._holders, self._holders_error = None, f"cannot scan /proc: {exc}"

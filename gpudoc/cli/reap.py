@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 _SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT, "KILL": signal.SIGKILL}
 _VERDICT_STYLE = {
     Verdict.ORPHAN: "bold red",
+    Verdict.UNCONFIRMED: "red",
     Verdict.DETACHED: "yellow",
     Verdict.ACTIVE: "green",
     Verdict.PROTECTED: "cyan",
@@ -56,14 +57,15 @@ def _gpus(h: HolderReport) -> str:
     return ",".join(str(g) for g in h.gpus) or "-"
 
 
-def render(report: ReapReport, actions: dict[int, Action], console: Console) -> None:
-    """One block per holder: facts, then the reason and the action, indented."""
+def render(report: ReapReport, actions: dict[int, Action], console: Console, acting: bool = False) -> None:
+    """One block per holder: facts, then the reason and the action, indented (``acting``:
+    the targets are being ended now, not in a dry run)."""
     from rich.markup import escape
 
     if not report.holders:
         console.print(f"no process holds {len(report.devices)} device file(s) matched")
         return
-    header = f"{'PID':>8}  {'USER':<10} {'ST':<2} {'AGE':>7}  {'GPU':<5} {'GPU-MEM':>9}  {'VERDICT':<9}  COMMAND"
+    header = f"{'PID':>8}  {'USER':<10} {'ST':<2} {'AGE':>7}  {'GPU':<5} {'GPU-MEM':>9}  {'VERDICT':<11}  COMMAND"
     console.print(f"[bold]{header}")
     for h in report.holders:
         memory = format_bytes(h.gpu_memory) if isinstance(h.gpu_memory, int) else "-"
@@ -73,7 +75,7 @@ def render(report: ReapReport, actions: dict[int, Action], console: Console) -> 
         style = _VERDICT_STYLE[h.verdict]
         console.print(
             f"{h.pid:>8}  {escape(user[:10]):<10} {state:<2} {_age(h.age):>7}  {_gpus(h):<5} {memory:>9}  "
-            f"[{style}]{h.verdict.value:<9}[/]  {escape(command)}",
+            f"[{style}]{h.verdict.value:<11}[/]  {escape(command)}",
             overflow="ellipsis",
             no_wrap=True,
         )
@@ -87,7 +89,10 @@ def render(report: ReapReport, actions: dict[int, Action], console: Console) -> 
         tail = f" [dim]({'; '.join(extra)})[/]" if extra else ""
         console.print(f"{'':>10}[dim]why:[/] {escape(_printable(h.reason))}{tail}")
         action = actions.get(h.pid)
-        if action is not None and action.outcome is not Outcome.NONE:
+        if action is not None and action.outcome is Outcome.WOULD_END:
+            text = action.action.replace("would end:", "ending:", 1) if acting else action.action
+            console.print(f"{'':>10}[dim]→[/] {escape(text)}")
+        elif action is not None and h.verdict is Verdict.UNCONFIRMED:
             console.print(f"{'':>10}[dim]→[/] {escape(action.action)}")
 
 
@@ -99,11 +104,15 @@ def _summary(report: ReapReport, actions: dict[int, Action]) -> str:
     return f"{len(report.holders)} holder(s) of {len(report.devices)} device file(s): {parts or 'none'}"
 
 
-def _notes(report: ReapReport) -> None:
+def _notes(report: ReapReport, simulated: str | None) -> None:
     """What the report could not see, on stderr."""
     notes = []
+    if simulated and not report.devices:
+        notes.append(f"simulated GPUs (--simulate {simulated}): this host's device files are not scanned "
+                     "(--device-glob names files to scan); simulated processes are never signalled")
     if report.nvml_error:
-        notes.append(f"NVML not consulted ({report.nvml_error}); CUDA context owners unknown")
+        notes.append(f"NVML not consulted ({report.nvml_error}): CUDA context owners unknown, so no holder is "
+                     "confirmed an orphan (--without-nvml ends the unconfirmed ones)")
     if report.unreadable and os.geteuid() != 0:
         notes.append(
             f"{len(report.unreadable)} process(es) of other users could not be read; run as root to see every holder"
@@ -135,7 +144,7 @@ def _confirm(count: int) -> bool:
     return interactive and click.confirm(f"End {count} process(es)?", default=False, err=True)
 
 
-def _scope(user: str | None, all_users: bool, include_active: bool) -> Scope:
+def _scope(user: str | None, all_users: bool, include_active: bool, without_nvml: bool) -> Scope:
     root = os.geteuid() == 0
     if user and all_users:
         raise click.UsageError("--user and --all-users exclude each other")
@@ -148,7 +157,7 @@ def _scope(user: str | None, all_users: bool, include_active: bool) -> Scope:
             raise click.UsageError(f"only root may end {user}'s processes")
     elif all_users:
         uid = None
-    return Scope(uid=uid, include_active=include_active)
+    return Scope(uid=uid, include_active=include_active, without_nvml=without_nvml)
 
 
 def _backend(settings: Settings) -> GpuBackend | None:
@@ -169,6 +178,9 @@ def _backend(settings: Settings) -> GpuBackend | None:
               help="Device files to look for.")
 @click.option("--include-active", is_flag=True,
               help="Also end holders that are not orphans (still never protected ones).")
+@click.option("--without-nvml", is_flag=True,
+              help="Also end unconfirmed orphans: holders whose CUDA context is unknown because NVML could "
+              "not be asked (no driver library, a failed GPU).")
 @click.option("--yes", "-y", is_flag=True, help="Act without asking; without it gpudoc only reports (dry run).")
 @click.option("--signal", "signal_name", type=click.Choice(list(_SIGNALS), case_sensitive=False), default="TERM",
               show_default=True, help="First signal; survivors get SIGKILL after --timeout.")
@@ -189,6 +201,7 @@ def reap(
     all_users: bool,
     device_glob: str,
     include_active: bool,
+    without_nvml: bool,
     yes: bool,
     signal_name: str,
     timeout: float,
@@ -200,13 +213,15 @@ def reap(
     """Find processes holding /dev/nvidia* and end the orphaned ones.
 
     Every holder is listed with a verdict and the reason: orphan (its original parent is
-    gone, it is idle and owns no CUDA context), detached (re-parented but still working),
-    active, protected (gpudoc, its ancestors, PID 1, kernel threads, driver daemons, display
-    servers) or foreign (an NVML PID from another namespace). Only orphans of the invoking
-    user are ended, and only with --yes or a confirmation on a terminal.
+    gone, it is idle and owns no CUDA context), unconfirmed (an orphan but for what could
+    not be checked: without NVML, whether it owns a CUDA context), detached (re-parented but
+    still working), active, protected (gpudoc, its ancestors, PID 1, kernel threads, driver
+    daemons, display servers) or foreign (an NVML PID from another namespace). Only orphans
+    of the invoking user are ended, and only with --yes or a confirmation on a terminal;
+    --user lists only that user's holders.
 
-    Exit 0 when nothing is left to do, 1 when orphans remain (dry run, declined, or they
-    could not be ended), 2 on bad usage, 3 when /proc cannot be read.
+    Exit 0 when nothing is left to do, 1 when orphans remain (dry run, declined, not
+    ended, or unconfirmed), 2 on bad usage, 3 when /proc cannot be read.
     """
     if slurm_epilog:
         from gpudoc.reap.slurm import run_epilog
@@ -215,8 +230,10 @@ def reap(
     from gpudoc.reap.service import inspect_holders
 
     sig = _SIGNALS[signal_name.upper()]
-    scope = _scope(user, all_users, include_active)
-    if not device_files(device_glob):
+    scope = _scope(user, all_users, include_active, without_nvml)
+    # A simulated machine has no device files: this host's would be judged by simulated NVML.
+    scanned: str | None = None if settings.simulate and device_glob == DEFAULT_DEVICE_GLOB else device_glob
+    if scanned is not None and not device_files(scanned):
         if device_glob != DEFAULT_DEVICE_GLOB:
             raise InputError(f"--device-glob: no file matches {device_glob!r}", "check the pattern")
         click.echo(f"gpudoc: note: no file matches {device_glob}: the NVIDIA driver is not loaded; nothing to reap",
@@ -227,19 +244,21 @@ def reap(
     backend = _backend(settings)
     out: Console | None = None
     try:
-        report = inspect_holders(backend, device_glob=device_glob, protect=protect, window=window)
+        report = inspect_holders(backend, device_glob=scanned, protect=protect, window=window)
         if gpus:
             wanted = set(gpus)
             report = dataclasses.replace(report, holders=tuple(h for h in report.holders if wanted & set(h.gpus)))
+        if user:
+            report = dataclasses.replace(report, holders=tuple(h for h in report.holders if h.uid == scope.uid))
         actions = plan(report.holders, scope, sig)
         targets = [h for h in report.holders if actions[h.pid].outcome is Outcome.WOULD_END]
         if not as_json:
             from rich.console import Console
 
             out = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)
-            render(report, actions, out)
+            render(report, actions, out, acting=yes)
             out.print(_summary(report, actions))
-        _notes(report)
+        _notes(report, settings.simulate)
         act = bool(targets) and (yes or (not as_json and _confirm(len(targets))))
         result = _end(report, targets, backend, sig, timeout, device_glob) if act else None
         if result is not None:
@@ -253,10 +272,24 @@ def reap(
         _render_result(result, out)
     elif targets:
         out.print(f"dry run: {len(targets)} process(es) would be ended; rerun with --yes to end them")
+    unconfirmed = _unconfirmed(report, actions, scope)
+    if unconfirmed and out is not None:
+        out.print(f"{len(unconfirmed)} unconfirmed orphan(s) left alone: "
+                  + ("their CUDA context is unknown; check with nvidia-smi, then --without-nvml ends them"
+                     if report.nvml_error else "see why: above"))
     if not targets:
-        return ExitCode.OK
+        return ExitCode.FINDINGS if unconfirmed else ExitCode.OK
     done = result is not None and all(a.outcome in (Outcome.ENDED, Outcome.GONE) for a in result.actions.values())
-    return ExitCode.OK if done else ExitCode.FINDINGS
+    return ExitCode.OK if done and not unconfirmed else ExitCode.FINDINGS
+
+
+def _unconfirmed(report: ReapReport, actions: dict[int, Action], scope: Scope) -> list[HolderReport]:
+    """Unconfirmed orphans in scope (the user's own, or every user's) that are not being ended."""
+    return [
+        h for h in report.holders
+        if h.verdict is Verdict.UNCONFIRMED and actions[h.pid].outcome is Outcome.NONE
+        and (scope.uid is None or h.uid == scope.uid)
+    ]
 
 
 def _end(

@@ -63,12 +63,17 @@ SUBREAPERS = (
 BUSY_PERCENT = 5.0
 _COMM_LEN = 15
 _GPU_DEVICE = re.compile(r"nvidia(\d+)$")
+CUDA_CONTEXT = "cuda-context"
+CPU_USE = "cpu"
 
 
 class Verdict(str, enum.Enum):
-    """What a holder is. Only orphans are ended by default."""
+    """What a holder is. Only orphans are ended by default; an unconfirmed holder is an
+    orphan by the process tree, but something that would make it detached could not be
+    checked (NVML's process list, its CPU use)."""
 
     ORPHAN = "orphan"
+    UNCONFIRMED = "unconfirmed"
     DETACHED = "detached"
     ACTIVE = "active"
     PROTECTED = "protected"
@@ -82,7 +87,8 @@ class HolderReport:
     ``start_time`` is seconds since the epoch, ``age`` seconds; ``gpu_memory`` is the sum
     NVML reports over its GPUs in bytes; ``in_nvml`` is NA when NVML could not be asked;
     ``cpu_percent`` covers the sampling window (NA when the holder was not sampled);
-    ``start_ticks`` identifies the process across PID reuse.
+    ``start_ticks`` identifies the process across PID reuse; ``unchecked`` names what an
+    unconfirmed holder's verdict could not check (``cuda-context``, ``cpu``).
     """
 
     pid: int
@@ -107,6 +113,7 @@ class HolderReport:
     cpu_percent: float | NotAvailable = NA
     namespace: str | None = None
     start_ticks: int | NotAvailable = NA
+    unchecked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,7 @@ class _Facts:
     cpu_percent: float | NotAvailable = NA
     verdict: Verdict | None = None
     reason: str = ""
+    unchecked: tuple[str, ...] = ()
 
     @property
     def stat(self) -> ProcStat:
@@ -201,6 +209,9 @@ class Inspector:
         self._caller = BoundedCaller(read_timeout, ProcReadTimeout, "the process is probably stuck in D state")
         self._cmdlines: dict[int, tuple[str, ...] | NotAvailable] = {}
         self._stats: dict[int, ProcStat | None] = {}
+        self._by_minor: dict[int, int] = {}
+        self._unlisted: dict[int, str] = {}
+        self._no_nvml: str | None = None
 
     def _stat(self, pid: int) -> ProcStat | None:
         """A parent's or group leader's stat, read once (many holders share them)."""
@@ -230,12 +241,15 @@ class Inspector:
         listed: dict[int, list[GpuProcess]] = {}
         by_minor: dict[int, int] = {}
         memory_used: dict[int, int] = {}
+        unlisted: dict[int, str] = {}
         if gpus is not None:
             for device in gpus.devices:
                 if isinstance(device.minor_number, int):
                     by_minor[device.minor_number] = device.index
                 if isinstance(device.memory_used, int):
                     memory_used[device.index] = device.memory_used
+                if device.error:
+                    unlisted[device.index] = device.error
                 for process in device.processes:
                     listed.setdefault(process.pid, []).append(process)
         holders = {h.pid: h for h in scan.holders}
@@ -248,9 +262,15 @@ class Inspector:
             if stand_in is not None:
                 holders[pid] = stand_in
             else:
-                foreign.append(self._foreign(pid, processes, exists=read_stat(pid, self.root) is not None))
+                exists = read_stat(pid, self.root) is not None
+                foreign.append(self._foreign(pid, processes, exists, simulated=gpus is not None and gpus.backend == "simulated"))
         facts = {pid: _Facts(h, self._stat(h.stat.ppid), listed.get(pid, [])) for pid, h in holders.items()}
-        self._classify(facts, nvml=gpus is not None)
+        self._by_minor = by_minor
+        self._unlisted = unlisted
+        self._no_nvml = None if gpus is not None else (
+            f"NVML unavailable: {nvml_error}" if nvml_error else "NVML was not asked"
+        )
+        self._classify(facts)
         reports = [self._report(f, by_minor, gpus is not None) for f in facts.values()]
         return ReapReport(
             devices=scan.devices,
@@ -272,8 +292,13 @@ class Inspector:
             pid_ns=read_link(f"{self.root}/{pid}/ns/pid"), cgroup=NA,
         )
 
-    def _foreign(self, pid: int, processes: list[GpuProcess], exists: bool) -> HolderReport:
-        if exists:
+    def _foreign(self, pid: int, processes: list[GpuProcess], exists: bool, simulated: bool) -> HolderReport:
+        if simulated:
+            reason = "a simulated GPU process (--simulate): " + (
+                f"this host's PID {pid} is another process, holding no GPU device" if exists
+                else "no such process on this host"
+            )
+        elif exists:
             reason = (
                 "NVML lists this PID but the local process with it holds no GPU device: "
                 "a PID from another namespace (gpudoc runs in a container?)"
@@ -289,7 +314,7 @@ class Inspector:
             in_nvml=True,
         )
 
-    def _classify(self, facts: dict[int, _Facts], nvml: bool) -> None:
+    def _classify(self, facts: dict[int, _Facts]) -> None:
         keep = {self.own_pid, 1} | ancestors(self.own_pid, self.root)
         for f in facts.values():
             protected = self._protected(f, keep)
@@ -303,7 +328,7 @@ class Inspector:
         self._sample(candidates)
         for f in sorted(facts.values(), key=lambda f: f.stat.start_ticks):
             if f.verdict is None:
-                self._decide(f, facts, nvml)
+                self._decide(f, facts)
 
     def _protected(self, f: _Facts, keep: set[int]) -> str | None:
         stat = f.stat
@@ -389,15 +414,18 @@ class Inspector:
             return f"busy ({f.cpu_percent:.0f}% CPU over {self.window:g} s)"
         return None
 
-    def _decide(self, f: _Facts, facts: dict[int, _Facts], nvml: bool) -> None:
+    def _decide(self, f: _Facts, facts: dict[int, _Facts]) -> None:
         stat = f.stat
         parent_facts = facts.get(stat.ppid)
+        inherited: tuple[str, ...] = ()
         if f.gone_reason is None:
-            parent_orphan = parent_facts is not None and parent_facts.verdict is Verdict.ORPHAN
+            parent_orphan = parent_facts is not None and parent_facts.verdict in (Verdict.ORPHAN, Verdict.UNCONFIRMED)
             if not parent_orphan or f.listed or self._busy(f):
                 f.verdict, f.reason = Verdict.ACTIVE, self._alive_reason(f)
                 return
-            gone = f"its parent {stat.ppid} is an orphan"
+            assert parent_facts is not None and parent_facts.verdict is not None
+            gone = f"its parent {stat.ppid} is {'an' if parent_facts.verdict is Verdict.ORPHAN else 'an unconfirmed'} orphan"
+            inherited = parent_facts.unchecked
         else:
             gone = f.gone_reason
         if f.listed:
@@ -409,17 +437,42 @@ class Inspector:
             f.verdict, f.reason = Verdict.DETACHED, f"{gone}, but {busy}: detached, still running"
             return
         reasons = [gone]
+        unchecked = set(inherited)
         if stat.state == "D":
             reasons.append("uninterruptible (D): needs GPU reset or reboot if it does not die")
         elif stat.state in ("T", "t"):
             reasons.append("stopped")
         elif isinstance(f.cpu_percent, float):
             reasons.append(f"idle ({f.cpu_percent:.0f}% CPU over {self.window:g} s)")
-        reasons.append("not in NVML's list (no CUDA context)" if nvml else "NVML unavailable (CUDA context unknown)")
+        else:
+            reasons.append("CPU use unknown (it could not be sampled)")
+            unchecked.add(CPU_USE)
+        context_unknown = self._context_unknown(f)
+        if context_unknown:
+            reasons.append(f"CUDA context unknown ({context_unknown})")
+            unchecked.add(CUDA_CONTEXT)
+        else:
+            reasons.append("not in NVML's list (no CUDA context)")
         devices = ",".join(_device_label(d) for d in f.holder.devices)
         if devices:
             reasons.append(f"holds {devices}")
-        f.verdict, f.reason = Verdict.ORPHAN, "; ".join(reasons)
+        f.unchecked = tuple(sorted(unchecked))
+        f.verdict = Verdict.UNCONFIRMED if unchecked else Verdict.ORPHAN
+        f.reason = "; ".join(reasons)
+
+    def _context_unknown(self, f: _Facts) -> str | None:
+        """Why NVML's list cannot tell whether this holder owns a CUDA context, or None: NVML
+        was not asked, or a GPU it holds (or, holding no GPU's own file, any GPU) could not
+        be read."""
+        if self._no_nvml is not None:
+            return self._no_nvml
+        if not self._unlisted:
+            return None
+        gpus = {g for d in f.holder.devices if (g := _gpu_of(d, self._by_minor)) is not None}
+        unread = sorted(set(self._unlisted) & gpus) if gpus else sorted(self._unlisted)
+        if not unread:
+            return None
+        return "; ".join(f"GPU {g} could not be read: {self._unlisted[g]}" for g in unread)
 
     def _alive_reason(self, f: _Facts) -> str:
         stat, parent = f.stat, f.parent
@@ -464,6 +517,7 @@ class Inspector:
             cpu_percent=f.cpu_percent,
             namespace=self._namespace(holder),
             start_ticks=stat.start_ticks,
+            unchecked=f.unchecked,
         )
 
     def _namespace(self, holder: Holder) -> str | None:

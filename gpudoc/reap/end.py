@@ -12,10 +12,11 @@ import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from gpudoc.reap.classify import HolderReport, Verdict
+from gpudoc.reap.classify import CPU_USE, CUDA_CONTEXT, HolderReport, Verdict
 from gpudoc.reap.proc import STATE_NAMES, ancestors, read_stat, user_name
 
 KILL_WAIT = 2.0
+_UNCHECKED = {CUDA_CONTEXT: "its CUDA context", CPU_USE: "its CPU use"}
 
 
 class Outcome(str, enum.Enum):
@@ -43,17 +44,19 @@ class Action:
 @dataclass(frozen=True)
 class Scope:
     """Whose holders may be ended: ``uid`` None means every user's (root only);
-    ``include_active`` adds detached and active holders."""
+    ``include_active`` adds detached, active and unconfirmed holders; ``without_nvml`` adds
+    unconfirmed holders whose only unknown is their CUDA context (NVML could not be asked)."""
 
     uid: int | None
     include_active: bool = False
+    without_nvml: bool = False
 
 
 def plan(holders: Iterable[HolderReport], scope: Scope, sig: signal.Signals) -> dict[int, Action]:
     """For every holder: whether it is a target, or why not."""
     targets = {Verdict.ORPHAN}
     if scope.include_active:
-        targets |= {Verdict.ACTIVE, Verdict.DETACHED}
+        targets |= {Verdict.ACTIVE, Verdict.DETACHED, Verdict.UNCONFIRMED}
     actions = {}
     for h in holders:
         actions[h.pid] = _plan_one(h, scope, targets, sig)
@@ -64,9 +67,14 @@ def _plan_one(h: HolderReport, scope: Scope, targets: set[Verdict], sig: signal.
     def skip(why: str) -> Action:
         return Action(h.pid, Outcome.NONE, f"none: {why}")
 
-    if h.verdict not in targets:
+    unconfirmed_target = h.verdict is Verdict.UNCONFIRMED and scope.without_nvml and h.unchecked == (CUDA_CONTEXT,)
+    if h.verdict not in targets and not unconfirmed_target:
         if h.verdict in (Verdict.ACTIVE, Verdict.DETACHED):
             return skip(f"{h.verdict.value} (add --include-active to end it)")
+        if h.verdict is Verdict.UNCONFIRMED:
+            if h.unchecked == (CUDA_CONTEXT,):
+                return skip("unconfirmed: its CUDA context is unknown (add --without-nvml to end it anyway)")
+            return skip(f"unconfirmed: {' and '.join(_UNCHECKED.get(u, u) for u in h.unchecked)} unknown")
         return skip(h.verdict.value)
     if scope.uid is not None and h.uid != scope.uid:
         owner = h.user if isinstance(h.user, str) else "another user"

@@ -3,6 +3,8 @@ in a test (PID 1 as parent, a tini subreaper, D state, daemons, containers)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,9 +47,16 @@ def proc(tmp_path: Path) -> FakeProc:
     return FakeProc(tmp_path / "proc")
 
 
-def verdicts(proc: FakeProc, holders: list[Holder], gpus: GpuSnapshot | None = None) -> dict[int, tuple[Verdict, str]]:
-    inspector = Inspector(window=0.01, proc_root=str(proc.root), sleep=lambda s: None)
-    report = inspector.inspect(DeviceScan(DEV, tuple(holders), (), ()), gpus)
+# NVML answered: one GPU, listing none of the holders.
+NVML_LISTS_NONE = GpuSnapshot(backend="test", timestamp=0.0, devices=(GpuDevice(index=0, minor_number=0),))
+
+
+def verdicts(
+    proc: FakeProc, holders: list[Holder], gpus: GpuSnapshot | None = NVML_LISTS_NONE,
+    sleep: Callable[[float], None] = lambda s: None,
+) -> dict[int, tuple[Verdict, str]]:
+    inspector = Inspector(window=0.01, proc_root=str(proc.root), sleep=sleep)
+    report = inspector.inspect(DeviceScan(DEV, tuple(holders), (), ()), gpus, None if gpus else "no libnvidia-ml")
     return {h.pid: (h.verdict, h.reason) for h in report.holders}
 
 
@@ -57,7 +66,40 @@ def test_worker_re_parented_to_pid_1_is_an_orphan(proc: FakeProc) -> None:
     verdict, reason = verdicts(proc, [worker])[1001]
     assert verdict is Verdict.ORPHAN
     assert reason.startswith("parent exited (re-parented to PID 1)")
-    assert "NVML unavailable" in reason and "holds nvidia0,nvidiactl" in reason
+    assert "not in NVML's list (no CUDA context)" in reason and "holds nvidia0,nvidiactl" in reason
+
+
+def test_without_nvml_an_orphan_is_unconfirmed_and_so_are_its_children(proc: FakeProc) -> None:
+    parent = proc.add(1011, "python", ppid=1, pgid=901, sid=901, cmd="python train.py")
+    child = proc.add(1012, "python", ppid=1011, pgid=901, sid=901)
+    found = verdicts(proc, [parent, child], gpus=None)
+    assert found[1011][0] is Verdict.UNCONFIRMED
+    assert "CUDA context unknown (NVML unavailable: no libnvidia-ml)" in found[1011][1]
+    assert found[1012][0] is Verdict.UNCONFIRMED and "its parent 1011 is an unconfirmed orphan" in found[1012][1]
+
+
+def test_holder_of_a_gpu_nvml_could_not_read_is_unconfirmed(proc: FakeProc) -> None:
+    lost = GpuSnapshot(backend="test", timestamp=0.0, devices=(
+        GpuDevice(index=0, minor_number=0, error="GPU 0 is lost (fell off the bus)"),
+        GpuDevice(index=1, minor_number=1),
+    ))
+    on_lost = proc.add(1013, "python", ppid=1, pgid=902, sid=902)
+    on_other = dataclasses.replace(proc.add(1014, "python", ppid=1, pgid=903, sid=903),
+                                   devices=("/dev/nvidia1", "/dev/nvidiactl"))
+    found = verdicts(proc, [on_lost, on_other], gpus=lost)
+    assert found[1013][0] is Verdict.UNCONFIRMED and "GPU 0 could not be read: GPU 0 is lost" in found[1013][1]
+    assert found[1014][0] is Verdict.ORPHAN
+
+
+def test_orphan_whose_cpu_could_not_be_sampled_is_unconfirmed(proc: FakeProc) -> None:
+    worker = proc.add(1015, "python", ppid=1, pgid=904, sid=904)
+    stat = proc.root / "1015" / "stat"
+
+    def restarted(seconds: float) -> None:  # the PID now belongs to a newer process
+        stat.write_text(stat.read_text().replace(" 5000 0 0", " 6000 0 0"))
+
+    verdict, reason = verdicts(proc, [worker], sleep=restarted)[1015]
+    assert verdict is Verdict.UNCONFIRMED and "CPU use unknown" in reason
 
 
 def test_child_of_a_tini_subreaper_whose_group_leader_died(proc: FakeProc) -> None:

@@ -23,9 +23,22 @@ from .conftest import Spawner, alive, trainer_script
 SYS_EXIT = {"x86_64": 60, "aarch64": 93}
 
 
+def nvml(dev: Path, **scenario: object) -> str:
+    """A scenario file beside the fake device files: by default NVML answers for two GPUs
+    and lists no process (every holder owns no CUDA context)."""
+    path = dev / "scenario.json"
+    path.write_text(json.dumps({"name": "reap", "gpus": [{"name": "Sim A100", "memory_total_mib": 40960}] * 2,
+                                **scenario}))
+    return str(path)
+
+
+NO_NVML = {"faults": [{"kind": "init_failure", "error": "library_not_found"}]}
+
+
 def reap(dev: Path, *args: str, simulate: str | None = None) -> tuple[int, dict[int, dict], str]:
-    """Run ``gpudoc reap --json`` in-process; the holders by PID, and stderr."""
-    base = ["--simulate", simulate] if simulate else []
+    """Run ``gpudoc reap --json`` in-process (NVML simulated, by default listing no
+    process); the holders by PID, and stderr."""
+    base = ["--simulate", simulate or nvml(dev)]
     result = CliRunner().invoke(
         cli, [*base, "reap", "--device-glob", str(dev / "nvidia*"), "--window", "0.2", "--json", *args],
         env={"GPUDOC_SIMULATE": None},
@@ -184,8 +197,8 @@ def test_simulated_nvml_context_owner_garbage_and_vanished_pids(dev: Path, spawn
     assert code == 0
     assert rows[owner]["verdict"] == "detached" and "CUDA context" in rows[owner]["reason"]
     assert rows[owner]["gpu_memory"] == 1200 * 2**20 and rows[owner]["in_nvml"] is True
-    assert rows[vanished]["verdict"] == "foreign" and "not in /proc" in rows[vanished]["reason"]
-    assert rows[stranger.pid]["verdict"] == "foreign" and "holds no GPU device" in rows[stranger.pid]["reason"]
+    assert rows[vanished]["verdict"] == "foreign" and "no such process on this host" in rows[vanished]["reason"]
+    assert rows[stranger.pid]["verdict"] == "foreign" and "holding no GPU device" in rows[stranger.pid]["reason"]
     assert 0 not in rows and 4294967295 not in rows
     assert alive(owner) and alive(stranger.pid)
 
@@ -199,13 +212,66 @@ def test_text_output_and_console_script(dev: Path, spawn: Spawner) -> None:
     worker = orphaned_worker(spawn, dev)
     out = subprocess.run(
         [sys.executable, "-m", "gpudoc", "reap", "--device-glob", str(dev / "nvidia*"), "--window", "0.2"],
-        capture_output=True, text=True, env={**os.environ, "GPUDOC_SIMULATE": ""},
+        capture_output=True, text=True, env={**os.environ, "GPUDOC_SIMULATE": nvml(dev)},
     )
     assert out.returncode == 1, out.stderr
     line = next(line for line in out.stdout.splitlines() if line.split()[:1] == [str(worker)])
     assert "orphan" in line
     assert "would end: SIGTERM" in out.stdout and "rerun with --yes" in out.stdout
     assert alive(worker)
+
+
+def test_yes_says_what_it_is_doing_not_would_end(dev: Path, spawn: Spawner) -> None:
+    worker = orphaned_worker(spawn, dev)
+    out = subprocess.run(
+        [sys.executable, "-m", "gpudoc", "reap", "--device-glob", str(dev / "nvidia*"), "--window", "0.2", "--yes"],
+        capture_output=True, text=True, env={**os.environ, "GPUDOC_SIMULATE": nvml(dev)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "would end" not in out.stdout and "dry run" not in out.stdout
+    assert "→ ending: SIGTERM, then SIGKILL if it survives" in out.stdout and "ended by SIGTERM" in out.stdout
+    assert not alive(worker)
+
+
+def test_without_nvml_an_orphan_is_unconfirmed_and_needs_without_nvml(dev: Path, spawn: Spawner) -> None:
+    worker = orphaned_worker(spawn, dev)
+    for args in ((), ("--yes",)):
+        code, rows, err = reap(dev, *args, simulate=nvml(dev, **NO_NVML))
+        row = rows[worker]
+        assert row["verdict"] == "unconfirmed" and row["unchecked"] == ["cuda-context"] and row["in_nvml"] is None
+        assert "CUDA context unknown (NVML unavailable" in row["reason"]
+        assert row["outcome"] == "none" and "--without-nvml" in row["action"]
+        assert code == 1 and "no holder is confirmed an orphan" in err
+        assert alive(worker)
+    code, rows, _ = reap(dev, "--yes", "--without-nvml", simulate=nvml(dev, **NO_NVML))
+    assert code == 0 and rows[worker]["outcome"] == "ended" and not alive(worker)
+
+
+def test_holder_of_a_lost_gpu_is_unconfirmed(dev: Path, spawn: Spawner) -> None:
+    on_lost = orphaned_worker(spawn, dev, files=("nvidiactl", "nvidia1"))
+    on_other = orphaned_worker(spawn, dev, files=("nvidiactl", "nvidia0"))
+    code, rows, _ = reap(dev, "--yes", simulate=nvml(dev, faults=[{"kind": "gpu_lost", "gpu": 1}]))
+    assert rows[on_lost]["verdict"] == "unconfirmed" and "GPU 1 could not be read" in rows[on_lost]["reason"]
+    assert rows[on_other]["outcome"] == "ended" and not alive(on_other)
+    assert code == 1 and alive(on_lost)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--user for another user needs root")
+def test_user_lists_only_that_users_holders(dev: Path, spawn: Spawner) -> None:
+    worker = orphaned_worker(spawn, dev)
+    code, rows, _ = reap(dev, "--user", "nobody")
+    assert worker not in rows and code == 0
+    code, rows, _ = reap(dev, "--user", "root")
+    assert rows[worker]["verdict"] == "orphan" and code == 1
+
+
+def test_simulated_machine_scans_no_device_file_of_this_host() -> None:
+    result = CliRunner().invoke(cli, ["--simulate", "dgx", "reap", "--json"], env={"GPUDOC_SIMULATE": None})
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert rows and {row["verdict"] for row in rows} == {"foreign"}
+    assert all(row["devices"] == [] and "simulated GPU process" in row["reason"] for row in rows)
+    assert "driver is not loaded" not in result.stderr and "simulated GPUs (--simulate dgx)" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -271,7 +337,7 @@ def _run_on_tty(dev: Path, answer: bytes) -> str:
     main, child = os.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gpudoc", "reap", "--device-glob", str(dev / "nvidia*"), "--window", "0.2"],
-        stdin=child, stdout=child, stderr=child, env={**os.environ, "GPUDOC_SIMULATE": "", "TERM": "dumb"},
+        stdin=child, stdout=child, stderr=child, env={**os.environ, "GPUDOC_SIMULATE": nvml(dev), "TERM": "dumb"},
     )
     os.close(child)
     seen = b""
