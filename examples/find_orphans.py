@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from gpudoc.gpu import SimulatedBackend
 from gpudoc.reap import Outcome, Scope, Verdict, end_targets, inspect_holders, plan
 
 
@@ -43,12 +44,15 @@ def main() -> int:
             (dev / name).write_bytes(b"")
         worker = make_orphan(dev)
         glob = str(dev / "nvidia*")
-        report = inspect_holders(None, device_glob=glob, window=0.2)
+        # NVML simulated: one GPU listing no process, so the worker provably owns no CUDA
+        # context (without NVML it would be "unconfirmed" and left alone).
+        gpus = SimulatedBackend({"name": "example", "gpus": [{"name": "Sim GPU", "memory_total_mib": 16384}]})
+        report = inspect_holders(gpus, device_glob=glob, window=0.2)
         for holder in report.holders:
-            print(f"{holder.pid:>7}  {holder.verdict.value:<9} {holder.reason}")
+            print(f"{holder.pid:>7}  {holder.verdict.value:<11} {holder.reason}")
         actions = plan(report.holders, Scope(uid=os.getuid()), signal.SIGTERM)
         targets = [h for h in report.holders if actions[h.pid].outcome is Outcome.WOULD_END]
-        result = end_targets(report, targets, None, device_glob=glob, timeout=2)
+        result = end_targets(report, targets, gpus, device_glob=glob, timeout=2)
         for pid, action in result.actions.items():
             print(f"{pid:>7}  {action.action}")
         found = {h.pid: h.verdict for h in report.holders}
