@@ -49,6 +49,7 @@ class GpudocApp(App[None]):
         Binding("s", "sort", "Sort"),
         Binding("u", "filter_user", "User"),
         Binding("g", "filter_gpu", "GPU"),
+        Binding("c", "clear_filters", "Clear filters"),
         Binding("t", "terminate", "Terminate"),
         Binding("k", "kill", "Kill"),
         Binding("r", "reap", "Reap orphans"),
@@ -67,6 +68,8 @@ class GpudocApp(App[None]):
         super().__init__()
         self.training_run = run
         self._run_state = RunState.RUNNING
+        self._run_left: tuple[ProcessRow, ...] = ()  # processes of an ended run still on a GPU
+        self._stoppable = run is not None
         self.host_name = host_name or socket.gethostname()
         self.monitor = monitor
         self.interval = interval
@@ -77,6 +80,7 @@ class GpudocApp(App[None]):
         self._stopped = threading.Event()
         self._first_taken = threading.Event()
         self._gpu_panels: dict[int, GpuPanel] = {}
+        self._table = ProcessTable(TextPanel(id="processes-title"))
 
     def on_load(self) -> None:
         """Start sampling, and give the first sample a moment: when it is in the queue before
@@ -91,7 +95,8 @@ class GpudocApp(App[None]):
         yield HostPanel(id="host")
         if self.training_run is not None:
             yield RunPanel(id="run")
-        yield ProcessTable()
+        yield self._table.title
+        yield self._table
         yield Footer()
 
     def on_mount(self) -> None:
@@ -115,9 +120,12 @@ class GpudocApp(App[None]):
             panel.reveal()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Signal actions do not exist in read-only mode, nor "stop run" without a run
+        """Signal actions do not exist in read-only mode, nor "stop run" without a run or
+        once it ended (and left no process on a GPU), nor "clear filters" without a filter
         (hidden from the footer too)."""
-        if action == "stop_run" and self.training_run is None:
+        if action == "stop_run" and not self._stoppable:
+            return False
+        if action == "clear_filters" and not self._table.filtered:
             return False
         return not (self.readonly and action in _ACTIONS)
 
@@ -149,26 +157,36 @@ class GpudocApp(App[None]):
         self.sample = sample = message.sample
         self.samples += 1
         gpus = sample.gpus
+        failed = ",".join(str(d.index) for d in gpus.devices if d.error is not None)
         status = self.query_one("#status", TextPanel)
         if gpus.error:
             status.set_text(Content.assemble(("No GPU shown: ", "bold"), gpus.error))
+            unlisted = "no GPU answering: only processes holding device files are listed"
         else:
             used = sum(d.memory_used for d in gpus.devices if isinstance(d.memory_used, int))
             status.set_text(Content(
                 f"{len(gpus.devices)} GPU(s) via {gpus.backend}  driver {gpus.driver.driver_version}  "
-                f"CUDA {gpus.driver.cuda_version}  {format_bytes(used)} GPU memory in use"
+                f"CUDA {gpus.driver.cuda_version}  {format_bytes(used)} in use"
+                + (f" (GPU {failed} not answering, not counted)" if failed else "")
             ))
+            unlisted = f"GPU {failed} not answering: processes on it may be missing" if failed else ""
         status.set_class(bool(gpus.error), "error")
         self._show_gpus(sample)
         self.query_one(HostPanel).show(sample.host)
         run = self.training_run
-        self.query_one(ProcessTable).show(sample.processes, run.pid if run else None)
+        self.query_one(ProcessTable).show(sample.processes, run.pid if run else None, unlisted)
         if run is not None:
             members = tuple(row for row in sample.processes if row.sid == run.pid)
             self._show_run(run.status(), members)
 
     def _show_run(self, status: RunStatus, members: tuple[ProcessRow, ...]) -> None:
         self.query_one(RunPanel).show(status, members)
+        ended = status.state is not RunState.RUNNING
+        self._run_left = members if ended else ()
+        stoppable = not ended or bool(members)
+        if stoppable != self._stoppable:
+            self._stoppable = stoppable
+            self.refresh_bindings()
         if status.state is not self._run_state:
             self._run_state = status.state
             ok = status.state is RunState.SUCCEEDED
@@ -198,13 +216,22 @@ class GpudocApp(App[None]):
         self.push_screen(HelpScreen())
 
     def action_sort(self) -> None:
-        self.notify(f"sorted by {self.query_one(ProcessTable).cycle_sort()}")
+        """Sort by the next key (the title above the table says which)."""
+        self.query_one(ProcessTable).cycle_sort()
 
     def action_filter_user(self) -> None:
-        self.notify(f"showing {self.query_one(ProcessTable).cycle_user()}")
+        if not self.query_one(ProcessTable).cycle_user():
+            self.notify("no process to filter by user")
+        self.refresh_bindings()
 
     def action_filter_gpu(self) -> None:
-        self.notify(f"showing {self.query_one(ProcessTable).cycle_gpu()}")
+        if not self.query_one(ProcessTable).cycle_gpu():
+            self.notify("no process on a GPU to filter by")
+        self.refresh_bindings()
+
+    def action_clear_filters(self) -> None:
+        self.query_one(ProcessTable).clear_filters()
+        self.refresh_bindings()
 
     def action_terminate(self) -> None:
         self._signal(signal.SIGTERM)
@@ -255,9 +282,16 @@ class GpudocApp(App[None]):
         ended = [pid for pid, a in result.actions.items() if a.outcome is Outcome.ENDED]
         self._report(f"ended {len(ended)}, freed {sum(result.freed_fds.values())} descriptor(s)", result.actions)
 
+    def _left_behind(self) -> str:
+        """What an ended run left on the GPUs, for a question (its processes in the last sample)."""
+        left = self._run_left
+        return f"The run ended, but {len(left)} of its processes still use the GPUs:\n" + "\n".join(
+            f"  {r.pid} {r.command[:60]}" for r in left[:10]
+        )
+
     def action_stop_run(self) -> None:
         run = self.training_run
-        if run is None or not run.running:
+        if run is None or not (run.running or self._run_left):
             self.notify("the run has ended")
             return
 
@@ -265,15 +299,18 @@ class GpudocApp(App[None]):
             if yes:
                 self._stop_run(quit_after=False)
 
-        self.push_screen(ConfirmScreen(
+        what = (
             f"Stop the run and every process it started (SIGTERM, then SIGKILL after {STOP_GRACE:g} s)?\n"
             f"{shlex.join(run.command)[:200]}"
-        ), answered)
+            if run.running else f"{self._left_behind()}\nStop them (SIGTERM, then SIGKILL after {STOP_GRACE:g} s)?"
+        )
+        self.push_screen(ConfirmScreen(what), answered)
 
     async def action_quit(self) -> None:
-        """Quit; a run still going is stopped first (after asking), not left behind."""
+        """Quit; a run still going, or the processes an ended run left on the GPUs, are
+        stopped first (after asking), not left behind."""
         run = self.training_run
-        if run is None or not run.running:
+        if run is None or not (run.running or self._run_left):
             self.exit()
             return
 
@@ -281,7 +318,8 @@ class GpudocApp(App[None]):
             if yes:
                 self._stop_run(quit_after=True)
 
-        self.push_screen(ConfirmScreen("The run is still going. Stop it and quit?"), answered)
+        what = "The run is still going." if run.running else self._left_behind()
+        self.push_screen(ConfirmScreen(f"{what}\nStop {'it' if run.running else 'them'} and quit?"), answered)
 
     @work(thread=True, group="action")
     def _stop_run(self, quit_after: bool) -> None:
@@ -291,7 +329,7 @@ class GpudocApp(App[None]):
         if quit_after:
             self.call_from_thread(self.exit)
             return
-        self._report(f"stopped the run ({len(actions)} process(es))", actions)
+        self._report(f"stopped {len(actions)} process(es) of the run", actions)
 
     def _report(self, summary: str, actions: dict[int, Action]) -> None:
         """Post ``summary`` and every action that did not end its process."""

@@ -44,19 +44,23 @@ HELP = """\
 [b]gpudoc monitor[/b]
 
   [b]↑ ↓[/b] / mouse   select a process
-  [b]s[/b]             sort by GPU memory → CPU → PID → age → user
+  [b]s[/b]             sort by GPU memory → CPU% → PID → age → user
   [b]u[/b]             show one user's processes (cycles)
   [b]g[/b]             show one GPU's processes (cycles)
+  [b]c[/b]             clear the filters: show every process again
   [b]t[/b]             terminate the selected process (SIGTERM)
   [b]k[/b]             kill the selected process (SIGKILL)
   [b]r[/b]             reap: end your orphaned GPU holders (as `gpudoc reap --yes`)
   [b]x[/b]             stop the run (`gpudoc tui -- COMMAND`) and all its processes
+                (once it ended: the processes it left on a GPU)
   [b]?[/b]             this help
-  [b]q[/b]             quit (a run still going is stopped, after asking)
+  [b]q[/b]             quit (a run still going, or what it left, is stopped after asking)
+
+Above the table: its sort key, its filters, and how many rows are shown.
 
 Verdicts come from `gpudoc reap`: [red]orphan[/] (parent gone, idle, no CUDA context),
 [yellow]detached[/] (parent gone, still working), [green]active[/], [cyan]protected[/].
-Every action asks first; only your own processes can be signalled unless you are root.
+Every action asks first; only your own processes can be signalled (unless root).
 With --readonly, t, k, r and x are off.
 """
 

@@ -354,8 +354,9 @@ class HostPanel(LinePanel):
 
 class RunPanel(LinePanel):
     """The run gpudoc started: its state, the GPUs (and GPU memory NVML reports) of its
-    processes, its command, then its last output lines (the first out-of-memory message it
-    printed, if any, in place of the oldest of them)."""
+    processes — once it ended, the GPUs it was seen using and any process of it still
+    holding one —, its command, then its last output lines (the first out-of-memory message
+    it printed, if any, in place of the oldest of them)."""
 
     SHOWN = 3
     STATE_STYLES: ClassVar[dict[RunState, str]] = {
@@ -366,18 +367,47 @@ class RunPanel(LinePanel):
     status: RunStatus | None = None
     members: tuple[ProcessRow, ...] = ()
 
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.used_gpus: set[int] = set()
+        self.peak_memory = 0
+
     def show(self, status: RunStatus, members: tuple[ProcessRow, ...]) -> None:
         """Show ``status``; ``members`` are the run's rows in the process table (its GPUs)."""
         first = self.status is None
         self.status, self.members = status, members
+        self.used_gpus.update(g for row in members for g in row.gpus)
+        self.peak_memory = max(self.peak_memory, self._memory())
         self.changed(relayout=first)
 
-    def _gpu_use(self) -> str:
+    def _memory(self) -> int:
+        return sum(row.gpu_memory for row in self.members if isinstance(row.gpu_memory, int))
+
+    def _held(self) -> str:
+        """``GPU 0,1 3.2 GiB``: the GPUs its processes hold now, "" for none."""
         gpus = sorted({g for row in self.members for g in row.gpus})
         if not gpus:
-            return "no GPU yet"
-        memory = [row.gpu_memory for row in self.members if isinstance(row.gpu_memory, int)]
-        return f"GPU {','.join(map(str, gpus))}" + (f" {size(sum(memory))}" if memory else "")
+            return ""
+        memory = self._memory()
+        return f"GPU {','.join(map(str, gpus))}" + (f" {size(memory)}" if memory else "")
+
+    def _gpu_use(self) -> Content:
+        assert self.status is not None
+        held = self._held()
+        if self.status.state is RunState.RUNNING:
+            return Content(held or "no GPU yet")
+        if self.used_gpus:
+            peak = f" (up to {size(self.peak_memory)})" if self.peak_memory else ""
+            used = f"used GPU {','.join(map(str, sorted(self.used_gpus)))}{peak}"
+        else:
+            used = "no GPU use seen"
+        if not self.members:
+            return Content(used)
+        left = len(self.members)
+        return Content.assemble(used, "; ", (
+            f"{left} process{'es' if left > 1 else ''} of it still hold{'' if left > 1 else 's'} "
+            f"{held or 'GPU device files'} (x stops {'them' if left > 1 else 'it'})", "bold $warning",
+        ))
 
     def build_lines(self) -> list[Content]:
         status = self.status
@@ -386,7 +416,7 @@ class RunPanel(LinePanel):
         lines = [
             Content.assemble(
                 ("RUN ", "bold"), (describe(status), self.STATE_STYLES[status.state]),
-                f"  {self._gpu_use()}", (f"  pid {status.pid}  ", MUTED), clean(shlex.join(status.command)),
+                "  ", self._gpu_use(), (f"  pid {status.pid}  ", MUTED), clean(shlex.join(status.command)),
                 strip_control_codes=False,
             )
         ]
@@ -410,7 +440,8 @@ def _number(value: Any) -> float:
 
 
 class ProcessTable(DataTable[Any]):
-    """Every process on the GPUs, NVML-listed or only holding device files."""
+    """Every process on the GPUs, NVML-listed or only holding device files. ``title`` is the
+    line above the table that says how it is sorted and filtered, and how many rows it shows."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = ("PID", "USER", "GPU", "GPU-MEM", "CPU%", "RSS", "AGE", "VERDICT", "COMMAND")
     SORTS: ClassVar[dict[str, tuple[SortKey, bool]]] = {
@@ -420,9 +451,13 @@ class ProcessTable(DataTable[Any]):
         "age": (lambda r: _number(r.age), True),
         "user": (lambda r: str(r.user), False),
     }
+    SORT_NAMES: ClassVar[dict[str, str]] = {
+        "gpu-mem": "GPU memory", "cpu": "CPU%", "pid": "PID", "age": "age", "user": "user",
+    }
 
-    def __init__(self) -> None:
+    def __init__(self, title: TextPanel) -> None:
         super().__init__(id="processes", cursor_type="row", zebra_stripes=True)
+        self.title = title
         self.rows_by_pid: dict[int, ProcessRow] = {}
         self._cells: dict[str, tuple[Any, ...]] = {}
         self._column_keys: list[Any] = []
@@ -431,15 +466,24 @@ class ProcessTable(DataTable[Any]):
         self.gpu_filter: int | None = None
         self._all: tuple[ProcessRow, ...] = ()
         self.run_sid: int | None = None
+        self.unlisted = ""
+        self._titled: tuple[Any, ...] | None = None
 
     def on_mount(self) -> None:
         self._column_keys = self.add_columns(*self.COLUMNS)
+        self._show_title()
 
-    def show(self, rows: tuple[ProcessRow, ...], run_sid: int | None = None) -> None:
+    @property
+    def filtered(self) -> bool:
+        return self.user_filter is not None or self.gpu_filter is not None
+
+    def show(self, rows: tuple[ProcessRow, ...], run_sid: int | None = None, unlisted: str = "") -> None:
         """Replace the rows, keeping the cursor on the same PID when it is still there;
-        processes in session ``run_sid`` (the run gpudoc started) are marked."""
+        processes in session ``run_sid`` (the run gpudoc started) are marked; ``unlisted``
+        says whose processes the sample could not list (a GPU not answering)."""
         self._all = rows
         self.run_sid = run_sid
+        self.unlisted = unlisted
         self._render_rows()
 
     def _render_rows(self) -> None:
@@ -465,6 +509,36 @@ class ProcessTable(DataTable[Any]):
             if selected is not None and selected.pid in self.rows_by_pid:
                 self.move_cursor(row=self.get_row_index(str(selected.pid)))
         self._cells = cells
+        self._show_title()
+
+    def _show_title(self) -> None:
+        """Write the title again when what it says changed (not on every sample)."""
+        shown = (self.sort_name, self.user_filter, self.gpu_filter, len(self.rows_by_pid), len(self._all),
+                 self.unlisted)
+        if shown == self._titled:
+            return
+        self._titled = shown
+        self.title.set_text(self.caption())
+
+    def caption(self) -> Content:
+        """``Processes — sorted by GPU memory · user alice · GPU 1 · 3 of 12 shown``."""
+        parts: list[str | tuple[str, str]] = [("Processes", "bold"), f" — sorted by {self.SORT_NAMES[self.sort_name]}"]
+        if self.user_filter is not None:
+            parts += [" · ", (f"user {clean(self.user_filter)}", "bold $accent")]
+        if self.gpu_filter is not None:
+            parts += [" · ", (f"GPU {self.gpu_filter}", "bold $accent")]
+        shown, total = len(self.rows_by_pid), len(self._all)
+        if self.filtered:
+            parts.append(f" · {shown} of {total} shown" + ("" if shown else ": none matches"))
+        elif total:
+            parts.append(f" · {total} shown")
+        else:
+            parts.append(" · none listed" if self.unlisted else " · no process uses a GPU")
+        if self.unlisted:
+            parts += [" · ", (self.unlisted, "$warning")]
+        if self.filtered:
+            parts.append(("  (c clears the filters)", MUTED))
+        return Content.assemble(*parts)
 
     @property
     def selected(self) -> ProcessRow | None:
@@ -478,21 +552,28 @@ class ProcessTable(DataTable[Any]):
         names = list(self.SORTS)
         self.sort_name = names[(names.index(self.sort_name) + 1) % len(names)]
         self._render_rows()
-        return self.sort_name
+        return self.SORT_NAMES[self.sort_name]
 
-    def cycle_user(self) -> str:
-        """Show the next user's processes (all users after the last one)."""
+    def cycle_user(self) -> bool:
+        """Show the next user's processes (all users after the last one); False when there
+        is no user to choose."""
         users: list[str | None] = [None, *sorted({r.user for r in self._all if isinstance(r.user, str)})]
         self.user_filter = _next(users, self.user_filter)
         self._render_rows()
-        return self.user_filter or "all users"
+        return len(users) > 1
 
-    def cycle_gpu(self) -> str:
-        """Show the next GPU's processes (all GPUs after the last one)."""
+    def cycle_gpu(self) -> bool:
+        """Show the next GPU's processes (all GPUs after the last one); False when no
+        process uses a GPU."""
         gpus: list[int | None] = [None, *sorted({g for r in self._all for g in r.gpus})]
         self.gpu_filter = _next(gpus, self.gpu_filter)
         self._render_rows()
-        return "all GPUs" if self.gpu_filter is None else f"GPU {self.gpu_filter}"
+        return len(gpus) > 1
+
+    def clear_filters(self) -> None:
+        """Show every process again."""
+        self.user_filter = self.gpu_filter = None
+        self._render_rows()
 
 
 def _next(options: list[Any], current: Any) -> Any:

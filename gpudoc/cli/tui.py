@@ -32,12 +32,14 @@ def tui(
     """Watch the GPUs, their processes (orphaned device holders included) and the host;
     with a COMMAND (after --), run it and watch it too.
 
-    Keys: s sort, u/g filter by user/GPU, t terminate, k kill, r reap orphans, x stop the run,
-    ? help, q quit. Every action asks first and follows `gpudoc reap`'s rules.
+    Keys: s sort, u/g filter by user/GPU, c clear the filters, t terminate, k kill, r reap
+    orphans, x stop the run, ? help, q quit. Every action asks first and follows `gpudoc
+    reap`'s rules.
 
     The run gets a session of its own: its panel shows its state, last output lines and any
     out-of-memory message, its processes are marked in the table, and stopping it (x, or
-    quitting while it runs) ends every process of it — SIGTERM, then SIGKILL after 10 s.
+    quitting while it runs) ends every process of it — SIGTERM, then SIGKILL after 10 s;
+    processes it leaves on a GPU after it ended are shown, and x stops them too.
     Exit status: 0, or with a COMMAND 0 when it succeeded, 1 when it failed, 130 when you
     stopped it.
     """

@@ -117,6 +117,97 @@ async def test_sort_and_filters() -> None:
         assert table.sort_name == "cpu"
 
 
+def title_of(app: GpudocApp) -> str:
+    return text_of(app, "#processes-title")
+
+
+def enabled_actions(app: GpudocApp) -> dict[str, bool]:
+    return {active.binding.action: active.enabled for active in app.active_bindings.values()}
+
+
+async def test_the_title_above_the_table_says_its_sort_filters_and_row_count() -> None:
+    app = make_app("workstation", ManualClock(40))
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        table = app.query_one(ProcessTable)
+        assert title_of(app) == "Processes — sorted by GPU memory · 4 shown"
+        assert "clear_filters" not in enabled_actions(app)
+        await pilot.press("u")
+        assert title_of(app) == "Processes — sorted by GPU memory · user alice · 3 of 4 shown  (c clears the filters)"
+        assert enabled_actions(app)["clear_filters"] and "c Clear filters" in screen_text(app)
+        await pilot.press("g", "s")
+        assert {r.pid for r in table.rows_by_pid.values()} == {2410, 51007}
+        assert title_of(app).startswith("Processes — sorted by CPU% · user alice · GPU 0 · 2 of 4 shown")
+        assert title_of(app) in screen_text(app)
+        await pilot.press("c")
+        assert table.user_filter is None and table.gpu_filter is None and len(table.rows_by_pid) == 4
+        assert title_of(app) == "Processes — sorted by CPU% · 4 shown"
+        assert "clear_filters" not in enabled_actions(app) and "Clear filters" not in screen_text(app)
+
+
+async def test_the_title_is_written_only_when_what_it_says_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app("workstation", ManualClock(40))
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        table = app.query_one(ProcessTable)
+        calls = []
+        caption = table.caption
+        monkeypatch.setattr(table, "caption", lambda: calls.append(1) or caption())
+        await refresh(app, pilot)
+        await refresh(app, pilot)
+        assert calls == []
+        await pilot.press("s")
+        assert calls == [1]
+
+
+async def test_a_filter_on_a_gpu_that_stops_answering_says_so_instead_of_an_empty_table() -> None:
+    clock = ManualClock(8)
+    app = make_app("faults", clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        await pilot.press("g", "g")
+        assert title_of(app).startswith("Processes — sorted by GPU memory · GPU 1 · 1 of 3 shown")
+        clock.advance(4)  # GPU 1 falls off the bus: NVML lists no process on it
+        await refresh(app, pilot)
+        assert app.query_one(ProcessTable).row_count == 0
+        assert title_of(app).startswith(
+            "Processes — sorted by GPU memory · GPU 1 · 0 of 2 shown: none matches · "
+            "GPU 1 not answering: processes on it may be missing"
+        )
+        status = text_of(app, "#status")
+        assert "30.9 GiB in use (GPU 1 not answering, not counted)" in status
+        await pilot.press("c")
+        assert title_of(app) == (
+            "Processes — sorted by GPU memory · 2 shown · GPU 1 not answering: processes on it may be missing"
+        )
+        clock.advance(10)  # back on the bus
+        await refresh(app, pilot)
+        assert title_of(app) == "Processes — sorted by GPU memory · 3 shown"
+        assert "not answering" not in text_of(app, "#status")
+
+
+async def test_without_nvml_the_empty_table_does_not_claim_no_process_uses_a_gpu() -> None:
+    app = make_app("faults", ManualClock(1))
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        assert title_of(app) == (
+            "Processes — sorted by GPU memory · none listed · no GPU answering: "
+            "only processes holding device files are listed"
+        )
+        await pilot.press("u")
+        assert app.query_one(ProcessTable).user_filter is None
+        assert any("no process to filter by user" in str(n.message) for n in app._notifications)
+
+
+async def test_eight_gpus_fit_an_80x30_terminal_without_scrolling_the_screen() -> None:
+    app = make_app("dgx", ManualClock(30))
+    async with app.run_test(size=(80, 30)) as pilot:
+        await refresh(app, pilot)
+        assert app.screen.max_scroll_y == 0
+        title, table = app.query_one("#processes-title"), app.query_one(ProcessTable)
+        assert title.region.bottom == table.region.y and table.region.bottom <= 29 and table.region.height >= 4
+
+
 async def test_help_screen_opens_and_closes() -> None:
     app = make_app("workstation", ManualClock(5))
     async with app.run_test(size=SIZE) as pilot:
@@ -409,12 +500,75 @@ async def test_a_run_out_of_memory_says_so_and_the_end_is_notified() -> None:
         run.wait(20)
         await refresh(app, pilot)
         shown = text_of(app, "#run")
-        assert "failed (exit 1) after" in shown and "  no GPU yet  pid" in shown
+        assert "failed (exit 1) after" in shown and "  no GPU use seen  pid" in shown
         assert "out of memory: torch.OutOfMemoryError" in shown
         assert "oom max-batch" in shown
         assert any("the run failed (exit 1)" in str(n.message) for n in app._notifications)
         await pilot.press("q")
         assert not isinstance(app.screen, ConfirmScreen)
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_an_ended_run_says_which_gpu_it_used_and_is_no_longer_offered_to_stop(
+    dev: Path, tmp_path: Path,  # noqa: F811
+) -> None:
+    go = tmp_path / "go"
+    run = start_run(f"""
+        import os, time
+        held = open({str(dev / "nvidia0")!r}, "rb")
+        print("ready", flush=True)
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.02)
+    """)
+    try:
+        app = make_app("workstation", ManualClock(5), glob=str(dev / "nvidia*"), run=run)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_output(app, pilot, run, "ready")
+            assert "RUN running" in text_of(app, "#run") and "  GPU 0  pid" in text_of(app, "#run")
+            assert enabled_actions(app)["stop_run"] and "x Stop run" in screen_text(app)
+            go.touch()
+            run.wait(20)
+            await refresh(app, pilot)
+            shown = text_of(app, "#run")
+            assert "RUN succeeded after" in shown and "  used GPU 0  pid" in shown and "no GPU" not in shown
+            assert "stop_run" not in enabled_actions(app) and "Stop run" not in screen_text(app)
+            await pilot.press("x")
+            assert not isinstance(app.screen, ConfirmScreen)
+            await pilot.press("q")
+            await pilot.pause()
+            assert not app.is_running
+    finally:
+        run.stop(grace=1)
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_a_worker_an_ended_run_left_on_a_gpu_is_shown_and_can_be_stopped(dev: Path) -> None:  # noqa: F811
+    run = start_run(trainer_script(dev, exits=True))  # the launcher exits, its worker keeps nvidia0 open
+    try:
+        app = make_app("workstation", ManualClock(5), glob=str(dev / "nvidia*"), run=run)
+        async with app.run_test(size=SIZE) as pilot:
+            status = run.wait(20)
+            (worker,) = [int(line.split()[1]) for line in status.lines if line.startswith("pid ")]
+            await refresh(app, pilot)
+            shown = text_of(app, "#run")
+            assert "RUN succeeded after" in shown
+            assert "used GPU 0; 1 process of it still holds GPU 0 (x stops it)" in shown
+            assert enabled_actions(app)["stop_run"]
+            await pilot.press("q")
+            assert isinstance(app.screen, ConfirmScreen) and str(worker) in app.screen.question
+            await pilot.press("n")
+            await pilot.press("x")
+            assert isinstance(app.screen, ConfirmScreen) and "still use the GPUs" in app.screen.question
+            await pilot.press("y")
+            await app.workers.wait_for_complete()
+            await refresh(app, pilot)
+            assert not alive(worker)
+            shown = text_of(app, "#run")
+            assert "used GPU 0  pid" in shown and "still holds" not in shown
+            assert "stop_run" not in enabled_actions(app)
+            assert any("stopped 1 process(es) of the run" in str(n.message) for n in app._notifications)
+    finally:
+        run.stop(grace=1)
 
 
 async def test_readonly_hides_stop_run_but_quitting_still_stops_the_run() -> None:
