@@ -1,75 +1,41 @@
 """``gpudoc metrics-check``: lint logged image/regression metrics for scale errors, or compute
-them from images at the declared range and compare with what a project reported."""
+them from images at the declared range and compare with what a project reported. Every report
+(text, --json, --junit, --github, the exit code) is made from one :class:`Report`."""
 
 from __future__ import annotations
 
+import os
 import warnings
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-from xml.etree import ElementTree
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gpudoc.cli.common import json_option
-from gpudoc.errors import ExitCode, InputError
+from gpudoc.errors import InputError
+
+if TYPE_CHECKING:
+    from gpudoc.metrics.logs import Record
+    from gpudoc.metrics.report import Report
 
 _RANGES = ["auto", "1", "2", "255", "65535"]
 
 
-def _github(findings: list[Any]) -> None:
-    def escape(text: str, prop: bool = False) -> str:
-        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        return text.replace(":", "%3A").replace(",", "%2C") if prop else text
-
-    for f in findings:
-        level = "error" if f.severity == "error" else "warning"
-        props = f"file={escape(f.file, True)}" + (f",line={f.line}" if f.line else "")
-        props += f",title={escape('gpudoc ' + f.rule, True)}"
-        click.echo(f"::{level} {props}::{escape(f.message + ' — fix: ' + f.fix)}")
-
-
-def _junit(dest: Path, checked: list[str], findings: list[Any], rules: dict[str, tuple[str, str]]) -> None:
-    """One test case per (file, rule): a failure when the file broke the rule."""
-    from gpudoc.output import atomic_file
-
-    suite = ElementTree.Element("testsuite", name="gpudoc metrics-check")
-    failures = 0
-    for source in checked:
-        for rule, (_, what) in rules.items():
-            case = ElementTree.SubElement(suite, "testcase", classname=source, name=f"{rule}: {what}")
-            hits = [f for f in findings if f.file == source and f.rule == rule]
-            if hits:
-                failures += 1
-                text = "\n".join(f"{f.where}: {f.message} (x{f.count})\ncause: {f.cause}\nfix: {f.fix}" for f in hits)
-                failure = ElementTree.SubElement(case, "failure", type=hits[0].severity, message=hits[0].message)
-                failure.text = text
-    suite.set("tests", str(len(suite)))
-    suite.set("failures", str(failures))
-    suite.set("errors", "0")
-    with atomic_file(dest, "wb") as out:
-        ElementTree.ElementTree(suite).write(out, encoding="utf-8", xml_declaration=True)
-
-
-def _print_findings(findings: list[Any]) -> None:
-    for f in findings:
-        times = f" ({f.count} steps)" if f.count > 1 else ""
-        click.echo(f"{f.where}: {f.severity} [{f.rule}] {f.message}{times}")
-        click.echo(f"    cause: {f.cause}")
-        click.echo(f"    fix: {f.fix}")
-
-
-def _reported(path: Path) -> tuple[dict[str, float], dict[str, float]]:
-    """The last value of each metric in a log (test, then val, then train split) and its rounding."""
+def _reported(path: Path) -> tuple[dict[str, float], dict[str, float], list[Record]]:
+    """The last value of each metric in a log (test, then val, then train split), its rounding,
+    and the log's records."""
     from gpudoc.metrics.logs import read_log
 
+    records = read_log(path)
     latest: dict[str, dict[str, Any]] = {}
-    for record in read_log(path):
+    for record in records:
         for name, value in record.values.items():
             latest.setdefault(record.split, {})[name] = value
     for split in ("test", "val", "train"):
         if latest.get(split):
             chosen = latest[split]
-            return {k: v.value for k, v in chosen.items()}, {k: v.rounding for k, v in chosen.items()}
+            return {k: v.value for k, v in chosen.items()}, {k: v.rounding for k, v in chosen.items()}, records
     raise InputError(f"{path}: no metric found (mae, mse, rmse, psnr, ssim, ms_ssim)",
                      'give a log or a JSON object such as {"psnr": 31.2, "ssim": 0.91}')
 
@@ -100,13 +66,16 @@ def metrics_check(logs: tuple[Path, ...], range_: str, pred: Path | None, target
     JSON lines), check the logged numbers: MSE ≥ MAE², RMSE² = MSE, the peak PSNR and MSE imply,
     MSE < MAE (metrics on [0,1] data), SSIM within [-1, 1], plausible PSNR, no NaN.
 
-    With --pred and --target, compute MAE, MSE, RMSE, PSNR and SSIM at the declared range and,
-    with --reported, name the scale error behind any reported number that differs.
+    With --pred and --target, check that the images fit the range, compute MAE, MSE, RMSE, PSNR
+    and SSIM at it, check those numbers as a log's, and, with --reported, name the scale error
+    behind any reported number that differs.
 
-    Exit 0 clean, 1 findings, 2 unreadable or mismatched inputs.
+    Every report (text, --json, --junit, --github) lists the same findings; the JUnit file has a
+    test case per input file and rule (failed on an error, skipped where the rule cannot apply).
+    Exit 0 with no error (warnings are reported), 1 on errors, 2 unreadable or mismatched inputs.
     """
-    from gpudoc.metrics.lint import RULES
-    from gpudoc.output import emit_json
+    from gpudoc.metrics.report import github_lines, junit_xml, text_lines, to_json
+    from gpudoc.output import atomic_file, emit_json, is_stdout
 
     declared = None if range_ == "auto" else float(range_)
     if (pred is None) != (target is None):
@@ -117,75 +86,107 @@ def metrics_check(logs: tuple[Path, ...], range_: str, pred: Path | None, target
         raise click.UsageError("give either LOG files or --pred/--target, not both")
     if reported is not None and pred is None:
         raise click.UsageError("--reported compares with images: add --pred and --target")
-    report: dict[str, Any]
+    junit_out = junit is not None and is_stdout(junit)
+    if junit_out and (as_json or github):
+        raise click.UsageError("--junit - and --json/--github would both write to stdout: give --junit a file")
+    extra: dict[str, Any]
     if pred is not None and target is not None:
-        report, findings, checked = _compute(pred, target, reported, declared, y_channel=y_channel,
-                                             crop_border=crop_border, ssim_preset=ssim_preset,
-                                             ms_ssim=with_ms_ssim)
-        rules = {"reported-mismatch": ("error", "reported metrics equal the recomputed ones")}
+        report, extra = _compute(pred, target, reported, declared, y_channel=y_channel, crop_border=crop_border,
+                                 ssim_preset=ssim_preset, ms_ssim=with_ms_ssim)
     else:
-        report, findings, checked = _lint(list(logs), declared)
-        rules = RULES
+        report, extra = _lint(list(logs), declared)
     if junit is not None:
-        _junit(junit, checked, findings, rules)
+        with atomic_file(junit, "wb") as out:
+            out.write(junit_xml(report))
     if as_json:
-        emit_json({**report, "findings": findings})
+        emit_json({**extra, **to_json(report)})
     elif github:
-        _github(findings)
+        for line in github_lines(report):
+            click.echo(line)
     else:
-        _print_findings(findings)
-        if "metrics" in report:
-            for name, value in report["metrics"].items():
-                click.echo(f"{name:8} {value:.6g}" if value is not None else f"{name:8} inf")
-        errors = sum(f.severity == "error" for f in findings)
-        click.echo(f"{len(checked)} checked: {errors} error(s), {len(findings) - errors} warning(s)")
-    return ExitCode.FINDINGS if findings else ExitCode.OK
+        lines = text_lines(report)
+        for name, value in extra.get("metrics", {}).items():
+            lines.insert(-1, f"{name:8} {value:.6g}" if value is not None else f"{name:8} inf")
+        for line in lines:
+            click.echo(line, err=junit_out)
+    return report.exit_code
 
 
-def _lint(logs: list[Path], declared: float | None) -> tuple[dict[str, Any], list[Any], list[str]]:
-    from gpudoc.metrics.lint import check_records
+def _lint(logs: list[Path], declared: float | None) -> tuple[Report, dict[str, Any]]:
+    """Each log's records, grouped by the file they came from (a directory gives its event
+    files or runs), checked against the rules; a file given twice is checked once."""
+    from gpudoc.metrics.lint import NOT_APPLICABLE, RULES, check_records
     from gpudoc.metrics.logs import read_log
+    from gpudoc.metrics.report import Report, Subject
 
-    findings, files = [], []
+    findings, subjects, seen = [], [], set()
     for path in logs:
         records = read_log(path)
         if not records:
             raise InputError(f"{path}: no metric values found (mae, mse, rmse, psnr, ssim, loss…)",
                              "is this a Keras log, a CSVLogger file, event files or JSON lines?")
-        findings.extend(check_records(records, declared))
-        names = sorted({n for r in records for n in r.values})
-        files.append({"file": str(path), "records": len(records), "metrics": names})
-    return {"range": declared, "files": files}, findings, [str(p) for p in logs]
+        by_source: dict[str, list[Record]] = {}
+        for record in records:
+            by_source.setdefault(record.source, []).append(record)
+        for source, group in by_source.items():
+            if os.path.realpath(source) in seen:
+                continue
+            seen.add(os.path.realpath(source))
+            checked: set[str] = set()
+            findings.extend(check_records(group, declared, checked))
+            names = sorted({n for r in group for n in r.values})
+            subjects.append(Subject(source, "log", {r: None if r in checked else NOT_APPLICABLE[r] for r in RULES},
+                                    {"input": str(path), "records": len(group), "metrics": names}))
+    range_text = f"{declared:g} (declared)" if declared is not None else "auto: none declared"
+    return Report(RULES, subjects, findings, {"range": range_text}), {"range": declared}
 
 
 def _compute(pred: Path, target: Path, reported: Path | None, declared: float | None,
-             **options: Any) -> tuple[dict[str, Any], list[Any], list[str]]:
-    from gpudoc.metrics.check import compare_reported, summary
-    from gpudoc.metrics.images import RangeWarning, infer_range
+             **options: Any) -> tuple[Report, dict[str, Any]]:
+    """The images checked against the range, their metrics computed at it and checked like a
+    log's, and the reported numbers (if any) compared with them and checked too."""
+    from gpudoc.metrics.check import DATA_RULES, REPORTABLE, REPORTED_RULES, check_data, compare_reported, \
+        metrics_record, summary
+    from gpudoc.metrics.images import MetricInputError, RangeWarning
     from gpudoc.metrics.io import load
-    from gpudoc.metrics.scale import detect_scale
+    from gpudoc.metrics.lint import NOT_APPLICABLE, RULES, check_records
+    from gpudoc.metrics.report import Report, Subject
 
     names, p, t = load(pred, target)
-    scale = detect_scale(p, t)
-    for hazard in scale.hazards:
-        if "wraps around" not in hazard:
-            click.echo(f"gpudoc: warning: {hazard}", err=True)
-    data_range = declared
-    if data_range is None:
-        data_range = infer_range(t, t.dtype)
-        click.echo(f"gpudoc: warning: --range auto: using {data_range:g} (from the target's dtype and values)",
-                   err=True)
+    source = str(pred)
+    try:
+        data = check_data(p, t, declared, source)
+    except MetricInputError as exc:
+        raise InputError(f"{target}: --range auto: {exc.message}",
+                         "pass --range (2 for [-1,1] data, 255 for 8-bit, 65535 for 16-bit)") from None
+    if declared is None:
+        click.echo(f"gpudoc: note: --range auto: computing at {data.data_range:g}, {data.how}", err=True)
+    values, rounding, records = _reported(reported) if reported is not None else ({}, {}, [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RangeWarning)
-        values, rounding = _reported(reported) if reported is not None else ({}, {})
-        metrics, findings = compare_reported(p, t, values, data_range=data_range, rounding=rounding,
-                                             source=str(reported or pred), **options)
-    result = {
-        "data_range": data_range,
+        metrics, mismatches = compare_reported(p, t, values, data_range=data.data_range, rounding=rounding,
+                                               source=str(reported), **options)
+    checked: set[str] = set()
+    findings = [*data.findings, *check_records([metrics_record(metrics, source)], data.data_range, checked)]
+    rules = {rule: None for rule in DATA_RULES}
+    rules.update({r: None if r in checked else "not computed" for r in RULES})
+    subjects = [Subject(source, "images", rules, {"target": str(target), "images": len(names)})]
+    if reported is not None:
+        compared = any(name in REPORTABLE for name in values)
+        checked = set()
+        findings += [*mismatches, *check_records(records, data.data_range, checked)]
+        reported_rules = {"reported-mismatch": None if compared else "no MAE, MSE, RMSE, PSNR or SSIM reported"}
+        reported_rules.update({r: None if r in checked else NOT_APPLICABLE[r] for r in RULES})
+        subjects.append(Subject(str(reported), "reported", reported_rules, {"records": len(records)}))
+    range_text = f"{data.data_range:g} ({data.how})"
+    report = Report({**DATA_RULES, **RULES, **REPORTED_RULES}, subjects, findings, {"range": range_text})
+    extra = {
+        "data_range": data.data_range,
+        "range_source": data.how,
         "images": names,
-        "scale": scale,
+        "scale": {k: v for k, v in asdict(data.scale).items() if k != "hazards"},
         "metrics": summary(metrics),
         "pooled": summary(metrics, "pooled"),
         "reported": values or None,
     }
-    return result, findings, [str(reported or pred)]
+    return report, extra

@@ -1,19 +1,101 @@
-"""Compare reported metrics with values recomputed at the declared range, naming the scale
-error when they differ; :func:`assert_scale` for test suites."""
+"""Check that images fit the range their metrics are computed at, compare reported metrics
+with values recomputed at that range, naming the scale error when they differ;
+:func:`assert_scale` for test suites."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from gpudoc.metrics.images import Metric, image_metrics
+from gpudoc.metrics.images import Metric, image_metrics, infer_range
 from gpudoc.metrics.lint import Finding
-from gpudoc.metrics.scale import detect_scale
+from gpudoc.metrics.logs import Record, Value
+from gpudoc.metrics.scale import SLACK, ScaleReport, detect_scale
 
 REPORTABLE = ("mae", "mse", "rmse", "psnr", "ssim", "ms_ssim")
+
+# Rule id -> (severity, what it checks), for images (compute mode) and reported numbers.
+DATA_RULES = {
+    "data-range": ("error", "prediction and target values fit the range the metrics use"),
+    "data-dtype": ("warning", "the images' dtype agrees with their values and keeps precision"),
+}
+REPORTED_RULES = {"reported-mismatch": ("error", "reported metrics equal the recomputed ones")}
+
+
+@dataclass
+class DataCheck:
+    """The range metrics are computed at, how it was chosen, and what the images say about it."""
+
+    data_range: float
+    how: str
+    scale: ScaleReport
+    findings: list[Finding] = field(default_factory=list)
+
+
+def check_data(pred: Any, target: Any, declared: float | None, source: str = "images") -> DataCheck:
+    """The range to compute at (``declared``, or inferred from the target by
+    :func:`infer_range`) and a finding for each side whose values contradict it: values
+    beyond it (error; within 5% of [0,1] or [-1,1], a warning to clip), or values that fit a
+    smaller usual range — [0,1] data under 255 (error) — and, for an inferred range, float
+    data holding 8-bit values (warning)."""
+    scale = detect_scale(pred, target)
+    p, t = scale.pred, scale.target
+    if declared is None:
+        data_range = infer_range(target, getattr(target, "dtype", None))
+        basis = f"its {t.dtype} dtype" if t.dtype in ("uint8", "uint16") else f"its {t.describe}"
+        how = f"inferred from the target: {basis}"
+        said = f"--range auto took {data_range:g} from the target's {basis.removeprefix('its ')}"
+    else:
+        data_range, how, said = declared, "declared", f"the declared range is {declared:g}"
+    lo = -1.0 if data_range == 2 else 0.0
+    hi = lo + data_range
+    expected = f"[{lo:g},{hi:g}]"
+    slack = SLACK * data_range if data_range <= 2 else 0.0
+    found: list[Finding] = []
+
+    def add(rule: str, severity: str, message: str, cause: str, fix: str) -> None:
+        found.append(Finding(rule, severity, source, message, cause, fix, source))
+
+    for name, a in (("prediction", p), ("target", t)):
+        elsewhere = f"use range {a.fits_range:g} (--range {a.fits_range:g})" if a.fits_range is not None else "rescale"
+        if a.low < lo - slack or a.high > hi + slack:
+            add("data-range", "error", f"{name} {a.describe} go beyond {expected}, but {said}",
+                "the images are not at the range the metrics use: PSNR's peak and SSIM's constants are wrong",
+                f"{elsewhere} for {a.fits} data, or convert the images to {expected}")
+        elif a.fits_range is not None and a.fits_range < data_range and a.low < a.high:
+            gain = 20 * math.log10(data_range / a.fits_range)
+            add("data-range", "error", f"{name} {a.describe} are on {a.fits}, but {said}",
+                f"metrics at peak {data_range:g} on {a.fits} data: PSNR gains {gain:.2f} dB and SSIM nears 1",
+                f"{elsewhere} for {a.fits} data, or save the images at {expected}")
+        elif a.low < lo or a.high > hi:
+            add("data-range", "warning", f"{name} {a.describe} go slightly outside {expected}",
+                "a network output that overshoots its range (no final sigmoid or clamp)",
+                f"clip to {expected} before computing PSNR/SSIM")
+        if a.dtype in ("float16", "bfloat16"):
+            add("data-dtype", "warning", f"{name} is {a.dtype}", "squared errors lose precision in half floats",
+                "compute metrics in float32 or float64 (gpudoc computes in float64)")
+        if declared is None and a.dtype.startswith("float") and a.fits == "[0,255]":
+            add("data-dtype", "warning", f"{name} {a.describe} hold 8-bit values in a float dtype; "
+                f"--range auto used {data_range:g}",
+                "scikit-image infers data_range 1 for floats in [0,1] only and refuses others",
+                "declare --range 255 (data_range=255) so no tool has to guess")
+    return DataCheck(data_range, how, scale, found)
+
+
+def metrics_record(metrics: Mapping[str, Metric], source: str) -> Record:
+    """The computed metrics as a log record (pooled MAE, MSE, RMSE, PSNR; mean SSIM), so the
+    log rules check them as they check logged numbers."""
+    record = Record(source, "images", None)
+    for name, metric in metrics.items():
+        value = float(metric.mean if name in ("ssim", "ms_ssim") else metric.pooled)
+        if math.isfinite(value):
+            record.values[name] = Value(value)
+            record.names[name] = name
+    return record
 
 
 class ScaleError(AssertionError):
@@ -114,14 +196,10 @@ def assert_scale(
 
     >>> assert_scale(pred_uint8, target_uint8, 255, reported={"psnr": 31.2, "ssim": 0.91})
     """
-    report = detect_scale(pred, target)
-    problems = [h for h in report.hazards if "convert one" in h or "goes outside" in h]
-    for side in (report.pred, report.target):
-        if side.data_range is not None and not math.isclose(side.data_range, data_range) and side.scale != "{0,1}":
-            problems.append(f"values in [{side.low:g}, {side.high:g}] ({side.dtype}) are on {side.scale}, "
-                            f"not the declared data_range {data_range:g}")
+    problems = [f"{f.message}: {f.fix}" for f in check_data(pred, target, data_range).findings
+                if f.rule == "data-range"]
     if problems:
-        raise ScaleError("; ".join(dict.fromkeys(problems)))
+        raise ScaleError("; ".join(problems))
     if reported is None:
         return image_metrics(pred, target, data_range=data_range, **options)
     metrics, findings = compare_reported(pred, target, reported, data_range=data_range, **options)

@@ -24,9 +24,20 @@ RULES = {
     "mse-below-mae-squared": ("error", "MSE ≥ MAE² (MAE ≤ RMSE at one scale)"),
     "rmse-mse-mismatch": ("error", "RMSE² = MSE"),
     "implied-range": ("error", "the peak implied by PSNR and MSE is the declared range"),
-    "unit-scale": ("warning", "MSE < MAE: errors below 1, metrics on [0,1] data"),
+    "unit-scale": ("warning", "MSE ≥ MAE (MSE < MAE means MAE < 1: metrics of [0,1] data)"),
     "psnr-implausible": ("error", "0 dB ≤ PSNR ≤ 60 dB"),
     "ssim-out-of-range": ("error", "SSIM and MS-SSIM within [-1, 1]"),
+}
+
+# Rule id -> why it checks nothing in a log that never gives it the numbers it needs.
+NOT_APPLICABLE = {
+    "non-finite": "no metric logged",
+    "mse-below-mae-squared": "no step logs MAE with MSE or RMSE",
+    "rmse-mse-mismatch": "no step logs RMSE with MSE",
+    "implied-range": "no step logs PSNR with MSE or RMSE at a known range (declare --range)",
+    "unit-scale": "no step logs MAE with MSE or RMSE (or --range 1 declares [0,1] data)",
+    "psnr-implausible": "no finite PSNR logged",
+    "ssim-out-of-range": "no SSIM or MS-SSIM logged",
 }
 
 
@@ -60,10 +71,14 @@ def _nearest_peak(r: float) -> float:
     return min(PEAKS, key=lambda p: abs(math.log(r / p)))
 
 
-def check_record(record: Record, data_range: float | None) -> list[Finding]:
-    """The findings of one record against a declared range (None: infer from the numbers)."""
+def check_record(record: Record, data_range: float | None, checked: set[str] | None = None) -> list[Finding]:
+    """The findings of one record against a declared range (None: infer from the numbers);
+    the rules that had numbers to check are added to ``checked``."""
     v = record.values
     found: list[Finding] = []
+    ran: set[str] = set() if checked is None else checked
+    if v:
+        ran.add("non-finite")
     bad = [name for name, x in v.items() if not math.isfinite(x.value)]
     for name in bad:
         found.append(_finding(record, "non-finite", f"{record.names[name]} is {v[name].value}",
@@ -75,6 +90,10 @@ def check_record(record: Record, data_range: float | None) -> list[Finding]:
         r = ok["rmse"]
         mse = Value(r.value**2, 2 * abs(r.value) * r.rounding + r.rounding**2)
     mae, rmse, psnr = ok.get("mae"), ok.get("rmse"), ok.get("psnr")
+    if mae is not None and mse is not None:
+        ran.add("mse-below-mae-squared")
+        if data_range != 1:
+            ran.add("unit-scale")
     if mae is not None and mse is not None and mse.high < mae.low**2 * (1 - 1e-6) and mae.low > 0:
         found.append(_finding(
             record, "mse-below-mae-squared",
@@ -82,6 +101,7 @@ def check_record(record: Record, data_range: float | None) -> list[Finding]:
             "MSE and MAE were computed at different scales (e.g. MSE on [0,1], MAE on [0,255]) or on different data",
             "compute every metric from the same tensors at the declared range"))
     if rmse is not None and "mse" in ok:
+        ran.add("rmse-mse-mismatch")
         m = ok["mse"]
         low, high = rmse.low**2, rmse.high**2
         tolerance = 0.01
@@ -100,8 +120,11 @@ def check_record(record: Record, data_range: float | None) -> list[Finding]:
     unit = mae is not None and mse is not None and mse.high < mae.low
     if psnr is not None and mse is not None and mse.value > 0:
         implied = math.sqrt(mse.value * 10 ** (psnr.value / 10))
+        if data_range is not None or unit:
+            ran.add("implied-range")
         found.extend(_implied_range(record, implied, mse, psnr, data_range, unit))
     if psnr is not None:
+        ran.add("psnr-implausible")
         if psnr.high < 0:
             found.append(_finding(
                 record, "psnr-implausible", f"PSNR {_fmt(psnr)} dB is negative",
@@ -115,6 +138,8 @@ def check_record(record: Record, data_range: float | None) -> list[Finding]:
                 "warning"))
     for name in ("ssim", "ms_ssim"):
         x = ok.get(name)
+        if x is not None:
+            ran.add("ssim-out-of-range")
         if x is not None and (x.low > 1 or x.high < -1):
             found.append(_finding(
                 record, "ssim-out-of-range", f"{record.names[name]} {_fmt(x)} is outside [-1, 1]",
@@ -128,7 +153,8 @@ def check_record(record: Record, data_range: float | None) -> list[Finding]:
             evidence += f" with PSNR {_fmt(psnr)} dB < {PEAK_255_DB:.2f} dB"
         found.append(_finding(
             record, "unit-scale",
-            f"{evidence}: every error is below 1, so these metrics were computed on [0,1] data"
+            f"{evidence}: MSE < MAE only when the mean absolute error is below 1 (MAE² ≤ MSE < MAE), "
+            "so these metrics were most likely computed on [0,1] data"
             + ("" if data_range == 255 else " (declare --range 1 if that is intended)"),
             "the tensors were scaled to [0,1] before the metrics (MSE squares differences below 1 and shrinks them)",
             "convert prediction and target back to [0,255] before MAE/MSE/PSNR/SSIM, or report the range used",
@@ -141,6 +167,7 @@ def _implied_range(record: Record, implied: float, mse: Value, psnr: Value, data
     nearest = _nearest_peak(implied)
     numbers = f"PSNR {_fmt(psnr)} dB with MSE {_fmt(mse)} implies a peak of {implied:.4g}"
     expected = data_range if data_range is not None else (1.0 if unit else None)
+    against = "the declared range" if data_range is not None else "the range MSE < MAE points to"
     if unit and abs(implied - 1) <= 0.05:
         expected = 1.0  # consistent metrics of [0,1] data: the unit-scale rule tells the range
     if expected is None:
@@ -158,7 +185,7 @@ def _implied_range(record: Record, implied: float, mse: Value, psnr: Value, data
         cause = "PSNR used peak 2 (scikit-image's old default for signed floats) on [0,1] data (+6.02 dB)"
         fix = "pass data_range=1 explicitly"
     elif ratio > 1:
-        return [_finding(record, "implied-range", f"{numbers}, above the declared {expected:g}",
+        return [_finding(record, "implied-range", f"{numbers}, above {against} {expected:g}",
                          "PSNR averaged per image while MSE is pooled (a mean of logs exceeds the log of the mean), "
                          f"or a peak near {nearest:g}",
                          "log PSNR of the pooled MSE next to the mean per-image PSNR and name which is which",
@@ -166,7 +193,7 @@ def _implied_range(record: Record, implied: float, mse: Value, psnr: Value, data
     else:
         cause = f"PSNR and MSE were computed at different scales or on different data (nearest peak {nearest:g})"
         fix = "compute PSNR from the logged MSE's tensors at the declared range"
-    return [_finding(record, "implied-range", f"{numbers}, not the declared range {expected:g}", cause, fix)]
+    return [_finding(record, "implied-range", f"{numbers}, not {against} {expected:g}", cause, fix)]
 
 
 def fold(findings: Iterable[Finding]) -> list[Finding]:
@@ -181,6 +208,8 @@ def fold(findings: Iterable[Finding]) -> list[Finding]:
     return list(folded.values())
 
 
-def check_records(records: Iterable[Record], data_range: float | None) -> list[Finding]:
-    """Folded findings of a log's records."""
-    return fold(f for record in records for f in check_record(record, data_range))
+def check_records(records: Iterable[Record], data_range: float | None,
+                  checked: set[str] | None = None) -> list[Finding]:
+    """Folded findings of a log's records; the rules that had numbers to check are added to
+    ``checked``."""
+    return fold(f for record in records for f in check_record(record, data_range, checked))

@@ -38,6 +38,7 @@ _SPLIT_PREFIX = re.compile(r"^(val|valid|validation|eval|test|train|training)(?:
 _NUMBER = r"[-+]?(?:nan|inf(?:inity)?|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 _PAIR = re.compile(r"(?:^|\s)-\s+([A-Za-z_][\w./-]*):\s+(" + _NUMBER + r")(?=\s|$)", re.I)
 _EPOCH = re.compile(r"^\s*Epoch\s+(\d+)(?:/\d+)?\b")
+_COUNTER = re.compile(r"^\s*(\d+)/(\d+|Unknown)\b")
 
 
 @dataclass(frozen=True)
@@ -107,24 +108,37 @@ def _add(record: Record, metric: str, name: str, value: Value) -> None:
 
 def read_keras_text(path: Path) -> Iterator[Record]:
     """Keras progress-bar lines (Keras 2 ``[====]`` and Keras 3 ``━━━`` bars with their colour
-    codes, backspaces and carriage returns; ETA lines included): each update gives a train
-    record and, with ``val_`` names, a val record."""
+    codes, backspaces and carriage returns; ETA lines included). A bar is redrawn after every
+    batch (``verbose=1``): only its last drawing counts, giving one train record and, with
+    ``val_`` names, one val record per epoch (and per ``evaluate()`` bar). Steps are epoch
+    indices from 0, as CSVLogger and TensorBoard number them (Keras prints ``Epoch 1`` for step 0)."""
     epoch: int | None = None
+    bar: tuple[int | None, str] | None = None  # (epoch, "done/target") of the bar being drawn
+    done = -1
+    pending: list[Record] = []
     with path.open(encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, 1):
             for segment in strip_terminal_codes(line).split("\r"):
                 match = _EPOCH.match(segment)
-                if match:
-                    epoch = int(match.group(1))
+                if match and int(match.group(1)) - 1 != epoch:
+                    yield from pending
+                    pending, bar, epoch = [], None, int(match.group(1)) - 1
                 pairs = _PAIR.findall(segment)
                 if not pairs:
                     continue
+                counter = _COUNTER.match(segment)
+                count = int(counter.group(1)) if counter else -1
+                same_bar = counter is not None and bar == (epoch, counter.group(2)) and count >= done
+                if not same_bar:
+                    yield from pending
+                bar, done = ((epoch, counter.group(2)), count) if counter else (None, -1)
                 records = {s: Record(str(path), s, epoch, number) for s in ("train", "val", "test")}
                 for name, text in pairs:
                     split, metric = canonical(name)
                     if metric is not None:
                         _add(records[split], metric, name, parse_number(text))
-                yield from (r for r in records.values() if r.values)
+                pending = [r for r in records.values() if r.values]
+    yield from pending
 
 
 def read_csv(path: Path) -> Iterator[Record]:

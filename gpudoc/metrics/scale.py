@@ -9,7 +9,7 @@ import numpy as np
 
 from gpudoc.metrics.images import MetricInputError, is_tensorflow, is_torch
 
-_SLACK = 0.05
+SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,13 @@ class ArrayScale:
     high: float
     dtype: str
     integer_valued: bool
+    fits: str = "other"
+    fits_range: float | None = None
+
+    @property
+    def describe(self) -> str:
+        """``values in [0, 0.998] (float64)``."""
+        return f"values in [{self.low:g}, {self.high:g}] ({self.dtype})"
 
 
 @dataclass(frozen=True)
@@ -50,22 +57,32 @@ def _stats(x: Any) -> tuple[np.ndarray, str]:
     return np.array([float(array.min()), float(array.max()), float(integer)]), str(array.dtype)
 
 
+# The usual ranges, smallest first: name, low end, high end, overshoot allowed (network outputs).
+USUAL_RANGES = (("[0,1]", 0.0, 1.0, SLACK), ("[-1,1]", -1.0, 1.0, 2 * SLACK),
+                ("[0,255]", 0.0, 255.0, 0.0), ("[0,65535]", 0.0, 65535.0, 0.0))
+
+
+def _fit(low: float, high: float) -> tuple[str, float | None]:
+    for scale, lo, hi, slack in USUAL_RANGES:
+        if lo - slack <= low and high <= hi + slack:
+            return scale, hi - lo
+    return "other", None
+
+
 def array_scale(x: Any) -> ArrayScale:
     """The range ``x`` fits: dtype first (uint8 → [0,255], uint16 → [0,65535], bool → {0,1}),
     then its values ([0,1] and [-1,1] allowing 5% of the range beyond their ends — network
-    outputs overshoot — then [0,255] and [0,65535])."""
+    outputs overshoot — then [0,255] and [0,65535]). ``fits`` is the smallest of those ranges
+    the values fit, whatever the dtype."""
     (low, high, integer), dtype = _stats(x)
     if not (np.isfinite(low) and np.isfinite(high)):
         raise MetricInputError("the array contains NaN or infinity")
+    fits, fits_range = _fit(low, high)
     fixed = {"uint8": ("[0,255]", 255.0), "uint16": ("[0,65535]", 65535.0), "bool": ("{0,1}", 1.0)}
     if dtype in fixed:
         scale, data_range = fixed[dtype]
-        return ArrayScale(scale, data_range, low, high, dtype, True)
-    for scale, lo, hi, slack in (("[0,1]", 0.0, 1.0, _SLACK), ("[-1,1]", -1.0, 1.0, 2 * _SLACK),
-                                 ("[0,255]", 0.0, 255.0, 0.0), ("[0,65535]", 0.0, 65535.0, 0.0)):
-        if lo - slack <= low and high <= hi + slack:
-            return ArrayScale(scale, hi - lo, low, high, dtype, bool(integer))
-    return ArrayScale("other", None, low, high, dtype, bool(integer))
+        return ArrayScale(scale, data_range, low, high, dtype, True, fits, fits_range)
+    return ArrayScale(fits, fits_range, low, high, dtype, bool(integer), fits, fits_range)
 
 
 def detect_scale(pred: Any, target: Any) -> ScaleReport:
@@ -92,6 +109,6 @@ def detect_scale(pred: Any, target: Any) -> ScaleReport:
             hazards.append(f"{name} values in [{a.low:g}, {a.high:g}] fit no usual image range: declare data_range")
     if p.scale != t.scale and "other" not in (p.scale, t.scale):
         hazards.append(f"prediction is on {p.scale} but target on {t.scale}: convert one before comparing")
-    if t.scale == "[0,255]" and t.high <= 1.0 + _SLACK:
+    if t.scale == "[0,255]" and t.high <= 1.0 + SLACK:
         hazards.append("target values are all ≤ 1 although its dtype is 8-bit: is it a mask or already divided?")
     return ScaleReport(t.scale, t.data_range, p, t, tuple(hazards))

@@ -37,7 +37,7 @@ def test_clean_and_flagged_logs(logs: tuple[Path, Path]) -> None:
     assert code == 0 and out.strip() == "1 checked: 0 error(s), 0 warning(s)"
     code, out, _ = run(str(good), str(bad), "--range", "255")
     assert code == 1
-    assert f"{bad}:2 (step 1, train): error [unit-scale] MSE 0.0069 < MAE 0.0744" in out
+    assert f"{bad}:2 (step 0, train): error [unit-scale] MSE 0.0069 < MAE 0.0744" in out
     assert "fix: convert prediction and target back to [0,255]" in out and "(3 steps)" in out
 
 

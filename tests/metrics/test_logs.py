@@ -64,7 +64,7 @@ def test_seed_log_is_read_and_clean_at_255(tmp_path: Path) -> None:
     log.write_text(SEED_LOG)
     records = read_log(log)
     assert [(r.split, r.step, r.line) for r in records] == [
-        ("train", 1, 2), ("val", 1, 2), ("train", 2, 4), ("train", 156, 6), ("val", 156, 6)]
+        ("train", 0, 2), ("val", 0, 2), ("train", 1, 4), ("train", 155, 6), ("val", 155, 6)]
     assert records[1].values["mae"].value == 14.2356 and records[1].names["mae"] == "val_mean_absolute_error"
     assert "lr" not in records[0].values and records[0].values["loss"].value == 449.7910
     assert check_records(records, 255) == [] and check_records(records, None) == []
