@@ -208,9 +208,11 @@ class GpudocApp(App[None]):
             self.query_one("#gpus", VerticalScroll).mount_all(new)
 
     def on_sample_failed(self, message: SampleFailed) -> None:
-        self.query_one("#status", TextPanel).set_text(
-            Content.assemble(("sampling failed: ", "bold"), f"{message.error} (retrying)")
-        )
+        """Say so in the status line's error colour: what the panels show is the last sample."""
+        status = self.query_one("#status", TextPanel)
+        shown = "; the panels show the last sample" if self.sample is not None else ""
+        status.set_text(Content.assemble(("sampling failed: ", "bold"), f"{message.error} (retrying{shown})"))
+        status.set_class(True, "error")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -433,6 +433,37 @@ async def test_the_screen_comes_up_while_the_first_sample_is_stalled() -> None:
         assert app.samples >= 1 and "RTX 4090" in text_of(app, "#gpu-0")
 
 
+class FailingMonitor(Monitor):
+    """A monitor whose samples raise while ``failing`` is set (a bug or an unexpected OS error)."""
+
+    failing = False
+
+    def sample(self) -> MonitorSample:
+        if self.failing:
+            raise PermissionError("[Errno 13] Permission denied: '/proc/stat'")
+        return super().sample()
+
+
+async def test_a_failed_sample_is_shown_as_an_error_and_the_panels_as_the_last_sample() -> None:
+    monitor = FailingMonitor(SimulatedBackend("workstation", clock=ManualClock(5)), device_glob="/nonexistent/nvidia*",
+                             host=FixedHost(), holder_interval=0.0, window=0.1)
+    app = GpudocApp(monitor, interval=3600, host_name="testhost")
+    async with app.run_test(size=SIZE) as pilot:
+        await refresh(app, pilot)
+        status = app.query_one("#status")
+        assert not status.has_class("error")
+        monitor.failing = True
+        await refresh(app, pilot)
+        assert text_of(app, "#status") == (
+            "sampling failed: PermissionError: [Errno 13] Permission denied: '/proc/stat' "
+            "(retrying; the panels show the last sample)"
+        )
+        assert status.has_class("error") and "RTX 4090" in text_of(app, "#gpu-0")
+        monitor.failing = False
+        await refresh(app, pilot)
+        assert not status.has_class("error") and text_of(app, "#status").startswith("2 GPU(s) via simulated")
+
+
 def start_run(code: str) -> Run:
     return Run([sys.executable, "-c", textwrap.dedent(code)])
 
