@@ -1,17 +1,23 @@
 """Prometheus metrics from a :class:`Monitor`: GPU readings under NVIDIA DCGM exporter's
-names (so existing Grafana dashboards work), plus host and device-holder figures."""
+names (so existing Grafana dashboards work), plus host and device-holder figures, served on
+``/metrics`` only."""
 
 from __future__ import annotations
 
+import gzip
 import socket
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
 from gpudoc.monitor import Monitor, MonitorSample
@@ -49,7 +55,12 @@ def _number(value: Any) -> float | None:
 
 class MonitorCollector(Collector):
     """Samples the monitor on scrape, at most every ``min_interval`` seconds (several
-    Prometheus servers scraping one machine share a sample)."""
+    Prometheus servers scraping one machine share a sample).
+
+    Every sample is taken on one thread of the collector's own, primed when the collector is
+    made: psutil keeps the base of CPU percentages per thread, and each scrape arrives on a
+    new one, so sampling there made every first reading 0.0. Call :meth:`close` when done.
+    """
 
     def __init__(self, monitor: Monitor, *, min_interval: float = 1.0, host_name: str | None = None) -> None:
         self.monitor = monitor
@@ -58,13 +69,19 @@ class MonitorCollector(Collector):
         self._lock = threading.Lock()
         self._sample: MonitorSample | None = None
         self._taken = 0.0
+        self._sampler = ThreadPoolExecutor(1, thread_name_prefix="gpudoc-sampler")
+        self._sampler.submit(monitor.host.sample).result()
 
     def _current(self) -> MonitorSample:
         with self._lock:
             now = time.monotonic()
             if self._sample is None or now - self._taken >= self.min_interval:
-                self._sample, self._taken = self.monitor.sample(), now
+                self._sample, self._taken = self._sampler.submit(self.monitor.sample).result(), now
             return self._sample
+
+    def close(self) -> None:
+        """Stop the sampling thread."""
+        self._sampler.shutdown(wait=False)
 
     def collect(self) -> Iterator[Metric]:
         sample = self._current()
@@ -143,9 +160,79 @@ class MonitorCollector(Collector):
         yield orphans
 
 
-def serve(monitor: Monitor, *, port: int = 9400, address: str = "127.0.0.1") -> tuple[Any, threading.Thread]:
+class MetricsServer(ThreadingHTTPServer):
+    """An HTTP server answering GET and HEAD on ``/metrics`` with the collector's metrics
+    (text or OpenMetrics by the Accept header, gzip when accepted), 404 on any other path,
+    405 to other methods."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], collector: MonitorCollector) -> None:
+        self.collector = collector
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        self.address_family = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)[0][0]
+        super().__init__(address, _MetricsHandler)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.collector.close()
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    server: MetricsServer
+    timeout = 30  # a client that stops sending does not hold its thread for ever
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def _not_allowed(self) -> None:
+        self._send(405, b"only GET and HEAD are served\n", "text/plain; charset=utf-8", [("Allow", "GET, HEAD")])
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
+    def _answer(self, send_body: bool) -> None:
+        if urllib.parse.urlsplit(self.path).path != "/metrics":
+            self._send(404, b"not found: gpudoc serves its metrics on /metrics\n", "text/plain; charset=utf-8",
+                       send_body=send_body)
+            return
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        output = encoder(self.server.registry)
+        headers = []
+        if gzip_accepted(self.headers.get("Accept-Encoding", "")):
+            output = gzip.compress(output)
+            headers.append(("Content-Encoding", "gzip"))
+        self._send(200, output, content_type, headers, send_body)
+
+    def _send(
+        self, code: int, body: bytes, content_type: str, headers: list[tuple[str, str]] | None = None,
+        send_body: bool = True,
+    ) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers or []:
+            self.send_header(name, value)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
+def serve(monitor: Monitor, *, port: int = 9400, address: str = "127.0.0.1") -> tuple[MetricsServer, threading.Thread]:
     """Serve ``/metrics`` on a background thread; returns the server (``.server_port``,
-    ``.shutdown()``) and its thread."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(MonitorCollector(monitor))
-    return start_http_server(port, address, registry)
+    ``.shutdown()``, ``.server_close()``) and its thread."""
+    collector = MonitorCollector(monitor)
+    try:
+        server = MetricsServer((address, port), collector)
+    except OSError:
+        collector.close()
+        raise
+    thread = threading.Thread(target=server.serve_forever, name="gpudoc-metrics", daemon=True)
+    thread.start()
+    return server, thread

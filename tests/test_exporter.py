@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,9 +61,77 @@ def test_host_and_orphan_holder_metrics(scrape: dict[str, list]) -> None:
     assert [(s.labels["user"], s.value) for s in scrape["gpudoc_orphan_holders"]] == [("root", 1.0)]
 
 
-def test_serve_command_binds_loopback_and_stops_on_ctrl_c() -> None:
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """A real exporter on 127.0.0.1 and an ephemeral port; its base URL."""
+    monitor = Monitor(SimulatedBackend("workstation", clock=ManualClock(5)), device_glob=str(tmp_path / "nvidia*"))
+    running, _ = serve(monitor, port=0)
+    try:
+        yield f"http://127.0.0.1:{running.server_port}"
+    finally:
+        running.shutdown()
+        running.server_close()
+        monitor.close()
+
+
+def _status(url: str, method: str = "GET") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_only_metrics_is_served(server: str) -> None:
+    code, body = _status(f"{server}/metrics?x=1")
+    assert code == 200 and b"DCGM_FI_DEV_GPU_UTIL" in body
+    for path in ("/", "/favicon.ico", "/metricsx", "/api/v1/metrics"):
+        code, body = _status(server + path)
+        assert code == 404 and b"/metrics" in body and b"DCGM" not in body, path
+
+
+def test_head_is_allowed_and_other_methods_are_not(server: str) -> None:
+    request = urllib.request.Request(f"{server}/metrics", method="HEAD")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200 and response.read() == b""
+        assert response.headers["Content-Type"].startswith("text/plain") and int(response.headers["Content-Length"]) > 0
+    code, _ = _status(f"{server}/metrics", "POST")
+    assert code == 405
+
+
+def _busy_ticks() -> int:
+    """The host's non-idle CPU time, in ticks, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
+def test_first_scrape_reads_the_cpu_since_start(tmp_path: Path) -> None:
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        monitor = Monitor(SimulatedBackend("workstation", clock=ManualClock(5)), device_glob=str(tmp_path / "x*"))
+        running, _ = serve(monitor, port=0)
+        try:
+            before = _busy_ticks()
+            while _busy_ticks() == before:  # the host has used CPU since the server started
+                os.sched_yield()
+            _, body = _status(f"http://127.0.0.1:{running.server_port}/metrics")
+        finally:
+            running.shutdown()
+            running.server_close()
+            monitor.close()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    (cpu,) = [s for f in text_string_to_metric_families(body.decode()) for s in f.samples
+              if s.name == "gpudoc_host_cpu_percent"]
+    assert cpu.value > 0
+
+
+def test_serve_needs_no_prometheus_flag_and_stops_on_ctrl_c() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpudoc", "--simulate", "workstation", "serve", "--prometheus", "--port", "0",
+        [sys.executable, "-m", "gpudoc", "--simulate", "workstation", "serve", "--port", "0",
          "--device-glob", "/nonexistent/nvidia*"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "GPUDOC_SIMULATE": ""},
     )

@@ -1,7 +1,8 @@
-"""``gpudoc serve --prometheus``: the monitor's figures as Prometheus metrics."""
+"""``gpudoc serve``: the monitor's figures as Prometheus metrics."""
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import click
@@ -11,7 +12,8 @@ from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
 
 
 @click.command()
-@click.option("--prometheus", is_flag=True, required=True, help="Serve Prometheus metrics on /metrics.")
+@click.option("--prometheus", is_flag=True, default=True,
+              help="Serve Prometheus metrics on /metrics (the default, and the only format).")
 @click.option("--port", type=click.IntRange(0, 65535), default=9400, show_default=True,
               help="TCP port (9400 is dcgm-exporter's; pick another to run both).")
 @click.option("--address", default="127.0.0.1", show_default=True,
@@ -20,11 +22,12 @@ from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
               help="Device files whose holders are counted.")
 @pass_settings
 def serve(settings: Settings, prometheus: bool, port: int, address: str, device_glob: str) -> int:
-    """Expose GPU, host and orphaned-holder figures for Prometheus to scrape.
+    """Expose GPU, host and orphaned-holder figures for Prometheus to scrape on /metrics.
 
-    GPU readings use NVIDIA dcgm-exporter's metric names (DCGM_FI_DEV_GPU_UTIL,
-    DCGM_FI_DEV_FB_USED, …) so existing dashboards work; gpudoc adds gpudoc_host_*,
-    gpudoc_device_holders{verdict} and gpudoc_orphan_holders{user}. Runs until interrupted.
+    Other paths answer 404; GET and HEAD are served. GPU readings use NVIDIA
+    dcgm-exporter's metric names (DCGM_FI_DEV_GPU_UTIL, DCGM_FI_DEV_FB_USED, …) so existing
+    dashboards work; gpudoc adds gpudoc_host_*, gpudoc_device_holders{verdict} and
+    gpudoc_orphan_holders{user}. Runs until interrupted.
     """
     from gpudoc.exporter import serve as start
     from gpudoc.monitor import Monitor
@@ -35,11 +38,15 @@ def serve(settings: Settings, prometheus: bool, port: int, address: str, device_
     except OSError as exc:
         from gpudoc.errors import InputError
 
-        raise InputError(f"cannot listen on {address}:{port}: {exc.strerror}", "choose another --port") from None
-    click.echo(f"serving metrics on http://{address}:{server.server_port}/metrics (Ctrl-C stops)", err=True)
+        monitor.close()
+        fix = "check --address" if isinstance(exc, socket.gaierror) else "choose another --port or --address"
+        raise InputError(f"cannot listen on {address}:{port}: {exc.strerror}", fix) from None
+    host = f"[{address}]" if ":" in address else address
+    click.echo(f"serving metrics on http://{host}:{server.server_port}/metrics (Ctrl-C stops)", err=True)
     try:
         threading.Event().wait()
     finally:
         server.shutdown()
+        server.server_close()
         monitor.close()
     return 0

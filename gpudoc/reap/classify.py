@@ -253,6 +253,7 @@ class Inspector:
                 for process in device.processes:
                     listed.setdefault(process.pid, []).append(process)
         holders = {h.pid: h for h in scan.holders}
+        simulated = gpus is not None and gpus.backend == "simulated"
         foreign: list[HolderReport] = []
         unreadable = set(scan.unreadable)
         for pid, processes in listed.items():
@@ -263,7 +264,7 @@ class Inspector:
                 holders[pid] = stand_in
             else:
                 exists = read_stat(pid, self.root) is not None
-                foreign.append(self._foreign(pid, processes, exists, simulated=gpus is not None and gpus.backend == "simulated"))
+                foreign.append(self._foreign(pid, processes, exists, simulated=simulated))
         facts = {pid: _Facts(h, self._stat(h.stat.ppid), listed.get(pid, [])) for pid, h in holders.items()}
         self._by_minor = by_minor
         self._unlisted = unlisted
@@ -424,7 +425,8 @@ class Inspector:
                 f.verdict, f.reason = Verdict.ACTIVE, self._alive_reason(f)
                 return
             assert parent_facts is not None and parent_facts.verdict is not None
-            gone = f"its parent {stat.ppid} is {'an' if parent_facts.verdict is Verdict.ORPHAN else 'an unconfirmed'} orphan"
+            kind = "an" if parent_facts.verdict is Verdict.ORPHAN else "an unconfirmed"
+            gone = f"its parent {stat.ppid} is {kind} orphan"
             inherited = parent_facts.unchecked
         else:
             gone = f.gone_reason
