@@ -17,6 +17,7 @@ from gpudoc.errors import ExitCode, InputError
 
 if TYPE_CHECKING:
     from gpudoc.events.discover import Run
+    from gpudoc.events.records import Damage
 
 KIND_NAMES = ["scalar", "histogram", "image", "audio", "text", "pr_curve", "tensor", "hparams", "graph",
               "run_metadata", "session_log", "file_version", "log_message", "source_metadata", "metadata"]
@@ -89,6 +90,10 @@ def info(paths: tuple[str, ...], as_json: bool) -> int:
     return ExitCode.FINDINGS if any(i.problems for _, i in infos) else ExitCode.OK
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _print_info(path: str, item: object) -> None:
     from gpudoc.events.info import RunInfo
     from gpudoc.output import format_bytes
@@ -98,13 +103,17 @@ def _print_info(path: str, item: object) -> None:
     if item.wall_start is not None and item.wall_end is not None:
         start = datetime.fromtimestamp(item.wall_start).isoformat(timespec="seconds")
         span = f", {start} + {item.wall_end - item.wall_start:.0f} s"
-    click.echo(f"run {item.run} ({path}): {len(item.files)} file(s), {item.records} records, "
-               f"{format_bytes(item.bytes)}, steps {item.step_min}..{item.step_max}{span}")
-    click.echo("  kinds: " + ", ".join(f"{k} {n}" for k, n in item.kinds.items()))
+    steps = "no steps" if item.step_min is None else f"steps {item.step_min}..{item.step_max}"
+    click.echo(f"run {item.run} ({path}): {len(item.files)} file(s), {_count(item.records, 'record')}, "
+               f"{format_bytes(item.bytes)}, {steps}{span}")
+    if item.records_by_kind:
+        click.echo("  records: " + ", ".join(f"{k} {n}" for k, n in item.records_by_kind.items()))
+    if item.values_by_kind:
+        click.echo("  values: " + ", ".join(f"{k} {n}" for k, n in item.values_by_kind.items()))
     for tag in item.tags:
         duplicates = f", {tag.duplicate_steps} duplicated step(s)" if tag.duplicate_steps else ""
-        click.echo(f"  {tag.kind:<10} {tag.tag:<40} {tag.count:>8} values, steps {tag.step_min}..{tag.step_max}"
-                   f"{duplicates}")
+        click.echo(f"  {tag.kind:<10} {tag.tag:<40} {_count(tag.count, 'value'):>14}, "
+                   f"steps {tag.step_min}..{tag.step_max}{duplicates}")
     for restart in item.restarts:
         where = f" ({restart.tag})" if restart.tag else ""
         click.echo(f"  restart at step {restart.step}{where}, {restart.file} record {restart.record}: "
@@ -115,6 +124,20 @@ def _print_info(path: str, item: object) -> None:
         if file.partial_bytes:
             click.echo(f"  INCOMPLETE {file.path}: the last {file.partial_bytes} bytes are a partial record "
                        "(cut off, or still being written)")
+
+
+def _damage_lines(damage: Sequence[tuple[str, Damage]]) -> None:
+    """What ``--salvage`` skipped, on stderr."""
+    for file, item in damage:
+        click.echo(f"skipped damaged bytes {item.start}..{item.end} of {file}: {item.reason}", err=True)
+
+
+def _damage_json(damage: Sequence[tuple[str, Damage]]) -> list[dict[str, str | int]]:
+    return [{"file": f, "start": d.start, "end": d.end, "reason": d.reason} for f, d in damage]
+
+
+_SALVAGE = click.option("--salvage", is_flag=True,
+                        help="Skip damaged records and a cut-off last record (listed on stderr) instead of failing.")
 
 
 @events.command("trim")
@@ -129,8 +152,7 @@ def _print_info(path: str, item: object) -> None:
 @click.option("--end", help="Drop records after this wall time.")
 @click.option("--drop-run-level", is_flag=True, help="Filter file_version/graph/hparams records like the rest.")
 @click.option("--dry-run", is_flag=True, help="Print what would be kept, per kind and tag; write nothing.")
-@click.option("--salvage", is_flag=True,
-              help="Skip damaged records (and an incomplete last record) instead of failing.")
+@_SALVAGE
 @click.option("--force", is_flag=True, help="Write into a destination that is not empty.")
 @click.option("--in-place", is_flag=True, help="Rewrite SRC's files (needs --backup).")
 @click.option("--backup", type=click.Path(path_type=Path), help="With --in-place: copy the originals here first.")
@@ -145,6 +167,7 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
     kept value. Output is verified before it replaces anything.
     """
     from gpudoc.events import TrimSpec, discover, parse_steps, trim
+    from gpudoc.events.discover import output_directory
     from gpudoc.events.model import Kind
     from gpudoc.events.trim import check_destination
     from gpudoc.output import emit_json
@@ -168,10 +191,11 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
         if backup.resolve() == root.resolve() or root.resolve() in backup.resolve().parents:
             raise InputError(f"{backup}: inside the source; TensorBoard would read the backups",
                              "choose another --backup")
+        output_directory(backup)
     elif output is None and not dry_run:
         raise click.UsageError("give -o/--output DIR (or --in-place --backup DIR, or --dry-run)")
     elif output is not None:
-        check_destination(root, runs, output, force=force)
+        check_destination(root, runs, output_directory(output), force=force)
     with _progress("trimming", runs, quiet=as_json) as advance:
         report = trim(root, runs, None if in_place else output, spec, salvage=salvage, dry_run=dry_run,
                       backup=backup if in_place else None, progress=advance)
@@ -181,92 +205,151 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
             "reencoded": report.reencoded, "metadata_reattached": report.reattached,
             "values": [{"run": r, "kind": k, "tag": t, "before": n, "after": report.after.get((r, k, t), 0)}
                        for (r, k, t), n in sorted(report.before.items())],
-            "damage": [{"file": f, "start": d.start, "end": d.end, "reason": d.reason} for f, d in report.damage],
+            "damage": _damage_json(report.damage),
             "dry_run": dry_run,
         })
         return 0
-    for (run, kind, tag), n in sorted(report.before.items()):
-        click.echo(f"{run:<20} {kind:<14} {tag or '-':<40} {n:>8} → {report.after.get((run, kind, tag), 0)}")
+    rows = [(run, kind, tag or "-", str(n), str(report.after.get((run, kind, tag), 0)))
+            for (run, kind, tag), n in sorted(report.before.items())]
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(5)]
+    for run, kind, tag, before, after in rows:
+        click.echo(f"{run:<{widths[0]}}  {kind:<{widths[1]}}  {tag:<{widths[2]}}  {before:>{widths[3]}} → {after}")
     for source, dest, records_in, records_out in report.files:
         verb = "would write" if dry_run else "wrote"
         click.echo(f"{source}: {records_in} records → {verb} {records_out} to {dest}")
     click.echo(f"{report.reencoded} event(s) re-encoded, {report.reattached} tag metadata re-attached")
-    for file, damage in report.damage:
-        click.echo(f"skipped damaged bytes {damage.start}..{damage.end} of {file}: {damage.reason}", err=True)
+    _damage_lines(report.damage)
     return 0
 
 
 @events.command("export")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Table file to write.")
+@click.option("-o", "--output", required=True,
+              help="Table file to write; - (or /dev/stdout) streams it to stdout.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
-              help="Default: from the output's suffix (.csv, .jsonl, .parquet), else csv.")
+              help="Default: from the output's suffix (.csv, .jsonl, .parquet); csv for - or a name "
+              "without a suffix; any other suffix needs --format.")
 @click.option("--kinds", default="scalar", show_default=True,
               help="Comma-separated: scalar, histogram, tensor, text, pr_curve.")
 @click.option("--on-restart", type=click.Choice(["keep", "purge"]), default="keep", show_default=True,
               help="keep: every value as written; purge: drop values a restarted writer superseded "
               "(as TensorBoard shows them).")
+@_SALVAGE
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @json_option
-def export_command(paths: tuple[str, ...], output: Path, fmt: str | None, kinds: str, on_restart: str,
-                   force: bool, as_json: bool) -> int:
-    """Every value as a long table: run, tag, kind, step, wall_time, value — never sampled."""
-    from gpudoc.events import discover
-    from gpudoc.events.export import export
-    from gpudoc.events.model import Kind
-    from gpudoc.output import emit_json
+def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: str, on_restart: str,
+                   salvage: bool, force: bool, as_json: bool) -> int:
+    """Every value as a long table: run, tag, kind, step, wall_time, value — never sampled.
 
-    if output.exists() and not force:
+    A damaged or cut-off input file is an error naming the byte offset (exit 1) unless
+    --salvage. When the table goes to stdout, the summary (and --json) goes to stderr.
+    """
+    from gpudoc.events import discover
+    from gpudoc.events.export import export, format_for
+    from gpudoc.events.model import Kind
+    from gpudoc.output import emit_json, is_stdout, output_target
+
+    target = output_target(output)
+    if not target.stream and target.path.exists() and not force:
         raise InputError(f"{output}: exists", "pass --force to replace it")
-    chosen = fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(output.suffix.lower(), "csv")
+    chosen = format_for(output, fmt)
     names = [k.strip() for k in kinds.split(",") if k.strip()]
     unknown = [n for n in names if n not in KIND_NAMES]
     if unknown:
-        raise InputError(f"--kinds: unknown kind {unknown[0]!r}")
+        raise InputError(f"--kinds: unknown kind {unknown[0]!r}", f"choose from {', '.join(KIND_NAMES)}")
     runs = [run for path in paths for run in discover(path)[1]]
     with _progress("exporting", runs, quiet=as_json) as advance:
-        report = export(runs, output, fmt=chosen, kinds=frozenset(Kind(n) for n in names),
-                        purge=on_restart == "purge", progress=advance)
+        report = export(runs, Path(output), fmt=chosen, kinds=frozenset(Kind(n) for n in names),
+                        purge=on_restart == "purge", salvage=salvage, progress=advance)
+    to_stderr = is_stdout(output)
     if as_json:
-        emit_json({"output": str(output), "format": chosen, "rows": report.rows, "purged": report.purged})
-    else:
-        click.echo(f"{report.rows} rows → {output} ({chosen})")
-        for run, count in report.purged.items():
-            click.echo(f"run {run}: {count} value(s) superseded by a restart left out (--on-restart purge)")
+        emit_json({"output": output, "format": chosen, "rows": report.rows, "purged": report.purged,
+                   "damage": _damage_json(report.damage)}, sys.stderr if to_stderr else None)
+        return 0
+    click.echo(f"{report.rows} rows → {output} ({chosen})", err=to_stderr)
+    for run, count in report.purged.items():
+        click.echo(f"run {run}: {count} value(s) superseded by a restart left out (--on-restart purge)", err=to_stderr)
+    _damage_lines(report.damage)
     return 0
+
+
+def _merge_inputs(paths: tuple[str, ...], names: tuple[str, ...]) -> list[Run]:
+    """The runs to merge, in order: each PATH must be one run, unless ``--run`` names the runs
+    (by their names under the PATHs, as ``events info`` shows them)."""
+    from gpudoc.events import discover
+
+    found = [(path, discover(path)[1]) for path in paths]
+    if names:
+        everything = [run for _, runs in found for run in runs]
+        chosen = []
+        for name in names:
+            matching = [run for run in everything if name in (run.name, run.label)]
+            if not matching:
+                listed = ", ".join(run.name for run in everything)
+                raise InputError(f"--run {name!r}: no such run under {', '.join(paths)}", f"the runs are: {listed}")
+            chosen.extend(matching)
+        return chosen
+    for path, runs in found:
+        if len(runs) > 1:
+            listed = ", ".join(run.name for run in runs[:12]) + (", …" if len(runs) > 12 else "")
+            raise InputError(
+                f"{path}: a logdir of {len(runs)} runs ({listed}); merging them all would mix unrelated runs",
+                "give the run directories to merge, in order, or name them with --run NAME (repeatable; "
+                "--run . is the files directly in PATH)",
+            )
+    return [run for _, runs in found for run in runs]
 
 
 @events.command("merge")
 @click.argument("runs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Destination run directory (one merged event file is written there).")
+@click.option("--run", "run_names", multiple=True,
+              help="Merge this run of the PATHs (its name as 'events info' shows it; repeatable, in order). "
+              "Needed when a PATH holds several runs.")
 @click.option("--overlap", type=click.Choice(["keep-last", "keep-first", "error"]), default="error",
               show_default=True, help="Which run's value wins where runs share a (tag, step).")
+@_SALVAGE
 @click.option("--force", is_flag=True, help="Write into a destination that is not empty.")
 @json_option
-def merge_command(runs: tuple[str, ...], output: Path, overlap: str, force: bool, as_json: bool) -> int:
-    """Merge runs (e.g. a training run and its resumption) into one, in the order given."""
-    from gpudoc.events import discover
+def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...], overlap: str, salvage: bool,
+                  force: bool, as_json: bool) -> int:
+    """Merge runs (e.g. a training run and its resumption) into one, in the order given.
+
+    Each RUN is a run directory (or event file); a logdir of several runs is refused unless
+    --run names the ones to merge. Overlapping (tag, step) pairs are refused (exit 2) unless
+    --overlap chooses; a damaged or cut-off input is an error (exit 1) unless --salvage.
+    """
+    from gpudoc.events.discover import output_directory
     from gpudoc.events.merge import merge
     from gpudoc.output import emit_json
 
-    found = [run for path in runs for run in discover(path)[1]]
+    found = _merge_inputs(runs, run_names)
+    output_directory(output)
     for run in found:
         if output.resolve() == run.directory.resolve() or run.directory.resolve() in output.resolve().parents:
-            raise InputError(f"{output}: inside the source run {run.directory}", "write to a new directory")
+            raise InputError(f"{output}: inside the source run {run.directory.resolve()}", "write to a new directory")
     if output.exists() and any(output.iterdir()) and not force:
         raise InputError(f"{output}: exists and is not empty", "pass --force to write into it")
     name = f"events.out.tfevents.{int(min(f.stat().st_mtime for r in found for f in r.files))}.gpudoc-merge"
-    with _progress("merging", found, quiet=as_json) as advance:
-        report = merge(found, output / name, overlap=overlap, progress=advance)
+    created = not output.exists()
+    try:
+        with _progress("merging", found, quiet=as_json) as advance:
+            report = merge(found, output / name, overlap=overlap, salvage=salvage, progress=advance)
+    except BaseException:
+        if created and output.is_dir() and not any(output.iterdir()):
+            output.rmdir()
+        raise
     if as_json:
         emit_json({"output": str(output / name), "records_in": report.records_in, "records_out": report.records_out,
-                   "overlaps_dropped": report.overlaps, "repeated_run_level_dropped": report.repeated_run_level})
-    else:
-        click.echo(f"{report.records_in} records from {len(found)} run(s) → {report.records_out} in {output / name}")
-        for directory, count in report.overlaps.items():
-            if count:
-                click.echo(f"run {directory}: {count} overlapping value(s) dropped ({overlap})")
+                   "overlaps_dropped": report.overlaps, "repeated_run_level_dropped": report.repeated_run_level,
+                   "damage": _damage_json(report.damage)})
+        return 0
+    click.echo(f"{report.records_in} records from {len(found)} run(s) → {report.records_out} in {output / name}")
+    for directory, count in report.overlaps.items():
+        if count:
+            click.echo(f"run {directory}: {count} overlapping value(s) dropped ({overlap})")
+    _damage_lines(report.damage)
     return 0
 
 
@@ -276,13 +359,18 @@ def merge_command(runs: tuple[str, ...], output: Path, overlap: str, force: bool
 @click.option("--speed", type=float, help="Replay wall-time gaps this many times faster (10 = ten times).")
 @click.option("--rate", type=float, help="Instead, a fixed number of records per second.")
 @click.option("--steps", help="Inclusive step range A:B to replay (run-level records always).")
+@_SALVAGE
 @json_option
 def replay_command(src: str, output: Path, speed: float | None, rate: float | None, steps: str | None,
-                   as_json: bool) -> int:
+                   salvage: bool, as_json: bool) -> int:
     """Re-emit a recorded run (or every run of a logdir, mirrored, interleaved by wall time)
     into a new directory in real time, byte for byte, so a dashboard (or gpudoc's own tailing
-    reader) watches it as if it were live."""
+    reader) watches it as if it were live.
+
+    A damaged or cut-off input is an error before anything is written (exit 1) unless --salvage.
+    """
     from gpudoc.events import discover, parse_steps
+    from gpudoc.events.discover import output_directory
     from gpudoc.events.merge import replay
     from gpudoc.output import emit_json
 
@@ -290,11 +378,14 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
         speed = 1.0
     first, last = parse_steps(steps) if steps else (None, None)
     _, found = discover(src)
+    output_directory(output)
     with _progress("replaying", found, quiet=as_json) as advance:
-        written = replay(found, output, speed=speed, rate=rate, first_step=first, last_step=last,
-                         progress=advance)
+        report = replay(found, output, speed=speed, rate=rate, first_step=first, last_step=last,
+                        salvage=salvage, progress=advance)
     if as_json:
-        emit_json({"output": str(output), "runs": [run.name for run in found], "records": written})
+        emit_json({"output": str(output), "runs": [run.label for run in found], "records": report.records,
+                   "damage": _damage_json(report.damage)})
     else:
-        click.echo(f"replayed {written} records from {len(found)} run(s) into {output}", err=True)
+        click.echo(f"replayed {report.records} records from {len(found)} run(s) into {output}", err=True)
+    _damage_lines(report.damage)
     return 0

@@ -23,6 +23,14 @@ class Run:
     directory: Path
     files: tuple[Path, ...]
 
+    @property
+    def label(self) -> str:
+        """The name to show: ``name``, or for the root itself its directory's own name."""
+        if self.name != ".":
+            return self.name
+        resolved = self.directory.resolve()
+        return resolved.name or str(resolved)
+
 
 def discover(path: str | Path) -> tuple[Path, list[Run]]:
     """The root and its runs: a file is a one-file run; a directory contributes every
@@ -45,3 +53,22 @@ def discover(path: str | Path) -> tuple[Path, list[Run]]:
     if not runs:
         raise InputError(f"{root}: no event files (names containing 'tfevents') under it")
     return root, runs
+
+
+
+def output_directory(path: Path) -> Path:
+    """A destination directory argument, checked before anything is written: a symlink to a
+    directory is followed; ``-``, a file, a device or a FIFO (or a path below a file) is
+    refused as bad usage."""
+    if str(path) == "-":
+        raise InputError("-: this command writes event files into a directory, not a stream",
+                         "name a new or empty directory")
+    for candidate in (path, *path.parents):
+        if candidate.is_symlink() and not candidate.exists():
+            raise InputError(f"{path}: {candidate} is a symbolic link to nothing", "name a new or empty directory")
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "" if candidate == path else f" ({candidate} is not a directory)"
+                raise InputError(f"{path}: not a directory{where}", "name a new or empty directory")
+            break
+    return path

@@ -15,20 +15,37 @@ from tensorboard.util import tensor_util
 
 from gpudoc.errors import EnvironmentMissing, InputError
 from gpudoc.events.discover import Run
-from gpudoc.events.model import Kind, TagPlugins, is_start
-from gpudoc.events.records import RecordReader
-from gpudoc.output import atomic_file
+from gpudoc.events.model import Kind, TagPlugins, decode, is_start
+from gpudoc.events.records import Damage, RecordReader, check_whole
+from gpudoc.output import atomic_file, output_target
 
 EXPORTABLE = frozenset({Kind.SCALAR, Kind.HISTOGRAM, Kind.TENSOR, Kind.TEXT, Kind.PR_CURVE})
 FORMATS = ("csv", "jsonl", "parquet")
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+def format_for(dest: Path | str, fmt: str | None) -> str:
+    """The table format: ``fmt``, else from the output's suffix; a name without a suffix
+    (``-``, ``/dev/stdout``) is CSV, an unknown suffix is refused rather than guessed."""
+    if fmt is not None:
+        return fmt
+    suffix = Path(dest).suffix.lower() if str(dest) != "-" else ""
+    if not suffix:
+        return "csv"
+    if suffix not in SUFFIXES:
+        raise InputError(f"{dest}: no table format is named by the suffix {suffix!r}",
+                         "name the file .csv, .jsonl or .parquet, or pass --format csv|jsonl|parquet")
+    return SUFFIXES[suffix]
 
 
 @dataclass
 class ExportReport:
-    """Rows written, and rows dropped by ``--on-restart purge`` per run."""
+    """Rows written, rows dropped by ``--on-restart purge`` per run, and (with ``salvage``)
+    the damaged or cut-off stretches skipped, per file."""
 
     rows: int = 0
     purged: dict[str, int] = field(default_factory=dict)
+    damage: list[tuple[str, Damage]] = field(default_factory=list)
 
 
 def _value(value: event_pb2.Summary.Value, kind: Kind) -> Any:
@@ -51,16 +68,22 @@ def rows_of(
     purge: bool,
     report: ExportReport,
     progress: Callable[[int], None] | None = None,
+    *,
+    salvage: bool = False,
+    whole: bool = False,
 ) -> Iterator[tuple[Any, ...]]:
     """``(run, tag, kind, step, wall_time, value)`` in file order; with ``purge``, the rows a
-    restart supersedes (steps at or after it, written before it) are left out."""
+    restart supersedes (steps at or after it, written before it) are left out. ``salvage``
+    and ``whole`` are :class:`RecordReader`'s; what salvage skips goes to ``report.damage``."""
     plugins = TagPlugins()
     rows: list[tuple[Any, ...]] = []
     last: dict[str, int] = {}
     dropped = 0
+    name = run.label
     for path in run.files:
-        for _, data, _ in RecordReader(path):
-            event = event_pb2.Event.FromString(data)
+        reader = RecordReader(path, salvage=salvage, whole=whole)
+        for offset, data, _ in reader:
+            event = decode(data, path, offset)
             if is_start(event) and purge:
                 before = len(rows)
                 rows = [r for r in rows if r[3] < event.step]
@@ -78,15 +101,16 @@ def rows_of(
                     rows = [r for r in rows if r[1] != info.tag or r[3] < event.step]
                     dropped += before - len(rows)
                 last[info.tag] = event.step
-                row = (run.name, info.tag, info.kind.value, event.step, event.wall_time, _value(value, info.kind))
+                row = (name, info.tag, info.kind.value, event.step, event.wall_time, _value(value, info.kind))
                 if purge:
                     rows.append(row)
                 else:
                     yield row
+        report.damage.extend((str(path), d) for d in reader.state.damage)
         if progress is not None:
             progress(path.stat().st_size)
     if dropped:
-        report.purged[run.name] = dropped
+        report.purged[name] = dropped
     yield from rows
 
 
@@ -97,17 +121,21 @@ def export(
     fmt: str,
     kinds: frozenset[Kind],
     purge: bool,
+    salvage: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ExportReport:
-    """Write every run's values to ``dest`` (atomically); ``progress`` gets each file's size
-    once it is read."""
+    """Write every run's values to ``dest`` (atomically; a stream only once every file has
+    read back intact); a damaged or cut-off file is an error unless ``salvage`` skips the
+    damage. ``progress`` gets each file's size once it is read."""
     unsupported = kinds - EXPORTABLE
     if unsupported:
         names = ", ".join(sorted(k.value for k in unsupported))
         raise InputError(f"--kinds: {names} cannot be exported as table values (binary or run-level)",
                          "trim keeps them; export takes scalar, histogram, tensor, text, pr_curve")
+    if not salvage and output_target(dest).stream:
+        check_whole(path for run in runs for path in run.files)
     report = ExportReport()
-    rows = (r for run in runs for r in rows_of(run, kinds, purge, report, progress))
+    rows = (r for run in runs for r in rows_of(run, kinds, purge, report, progress, salvage=salvage, whole=True))
     with atomic_file(dest, "wb" if fmt == "parquet" else "w") as out:
         if fmt == "parquet":
             _parquet(rows, out, report)

@@ -6,11 +6,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tensorboard.compat.proto import event_pb2
-
 from gpudoc.events.discover import Run
-from gpudoc.events.model import Kind, TagPlugins, event_kinds, is_start
-from gpudoc.events.records import Damage, RecordReader
+from gpudoc.events.model import Kind, TagPlugins, decode, event_kinds, is_start
+from gpudoc.events.records import CorruptRecord, Damage, RecordReader
 
 
 @dataclass
@@ -51,7 +49,9 @@ class FileInfo:
 
 @dataclass
 class RunInfo:
-    """A run's summary. ``kinds`` counts records (and summary values) by kind."""
+    """A run's summary. ``records_by_kind`` counts every record once: by the Event field it
+    holds (``summary`` for summaries), ``damaged`` for one salvage skipped; they add up to
+    ``records``. ``values_by_kind`` counts the summaries' values by kind."""
 
     run: str
     files: list[FileInfo] = field(default_factory=list)
@@ -61,7 +61,8 @@ class RunInfo:
     step_max: int | None = None
     wall_start: float | None = None
     wall_end: float | None = None
-    kinds: dict[str, int] = field(default_factory=dict)
+    records_by_kind: dict[str, int] = field(default_factory=dict)
+    values_by_kind: dict[str, int] = field(default_factory=dict)
     tags: list[TagStats] = field(default_factory=list)
     restarts: list[Restart] = field(default_factory=list)
 
@@ -89,25 +90,31 @@ def _backwards_resolution(earlier: int, step: int) -> str:
 
 def run_info(run: Run, root: Path) -> RunInfo:
     """Read every file of ``run`` in salvage mode (so damage is reported, not fatal)."""
-    info = RunInfo(run=run.name)
+    info = RunInfo(run=run.label)
     plugins = TagPlugins()
     stats: dict[str, TagStats] = {}
     steps_seen: dict[str, set[int]] = {}
     last_step: dict[str, int] = {}
-    kinds: Counter[str] = Counter()
+    values: Counter[str] = Counter()
+    records: Counter[str] = Counter()
     for path in run.files:
         reader = RecordReader(path, salvage=True)
         index = -1
-        for _, data, _ in reader:
+        for offset, data, framed in reader:
             index += 1
-            event = event_pb2.Event.FromString(data)
+            try:
+                event = decode(data, path, offset)
+            except CorruptRecord:
+                skipped = Damage(offset, offset + len(framed), "not a TensorBoard Event; record skipped")
+                reader.state.damage.append(skipped)
+                continue
             step, wall = event.step, event.wall_time
             if wall:
                 info.wall_start = wall if info.wall_start is None else min(info.wall_start, wall)
                 info.wall_end = wall if info.wall_end is None else max(info.wall_end, wall)
             kind = event_kinds(event)
+            records[kind.value if kind is not None else "summary"] += 1
             if kind is not None:
-                kinds[kind.value] += 1
                 if is_start(event):
                     earlier = sum(sum(1 for s in seen if s >= step) for seen in steps_seen.values())
                     info.restarts.append(Restart(
@@ -118,7 +125,7 @@ def run_info(run: Run, root: Path) -> RunInfo:
                 continue
             _step_range(info, step)
             for value in plugins.values(event):
-                kinds[value.kind.value] += 1
+                values[value.kind.value] += 1
                 tag = stats.setdefault(value.tag, TagStats(value.tag, value.kind.value, value.plugin))
                 if value.kind is not Kind.METADATA:
                     tag.kind, tag.plugin = value.kind.value, value.plugin
@@ -144,7 +151,10 @@ def run_info(run: Run, root: Path) -> RunInfo:
         ))
         info.records += reader.state.records
         info.bytes += size
-    info.kinds = dict(sorted(kinds.items()))
+    if info.records > sum(records.values()):
+        records["damaged"] = info.records - sum(records.values())
+    info.records_by_kind = dict(sorted(records.items()))
+    info.values_by_kind = dict(sorted(values.items()))
     info.tags = sorted(stats.values(), key=lambda t: (t.kind, t.tag))
     return info
 

@@ -4,7 +4,6 @@ and ``events replay`` (re-emit a run in real time, byte for byte)."""
 from __future__ import annotations
 
 import heapq
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,19 +12,18 @@ from typing import BinaryIO
 
 from tensorboard.compat.proto import event_pb2
 
-from gpudoc.errors import ExitCode, GpudocError, InputError
+from gpudoc.errors import InputError
 from gpudoc.events.discover import Run
-from gpudoc.events.model import RUN_LEVEL, event_kinds, peek
-from gpudoc.events.records import RecordReader, RecordWriter, file_crc, frame
+from gpudoc.events.model import RUN_LEVEL, RUN_LEVEL_FIELDS, SUMMARY_FIELD, TagPlugins, decode, event_kinds, peek
+from gpudoc.events.records import Damage, RecordReader, RecordWriter, check_whole, file_crc, frame
 from gpudoc.output import output_target, place, staging_file
 
 OVERLAP_POLICIES = ("keep-last", "keep-first", "error")
 
 
-class OverlapError(GpudocError):
-    """Runs given to merge share (tag, step) pairs and the policy is ``error``."""
-
-    exit_code = ExitCode.FINDINGS
+class OverlapError(InputError):
+    """Runs given to merge share (tag, step) pairs and the policy is ``error``: the user has
+    to choose one (bad usage, exit 2)."""
 
 
 @dataclass
@@ -38,31 +36,33 @@ class MergeReport:
     records_out: int = 0
     overlaps: dict[str, int] = field(default_factory=dict)
     repeated_run_level: int = 0
+    damage: list[tuple[str, Damage]] = field(default_factory=list)
 
 
-def _summary_keys(runs: list[Run]) -> list[set[tuple[str, int]]]:
+def _summary_keys(runs: list[Run], salvage: bool) -> list[set[tuple[str, int]]]:
     """For each run, the (tag, step) pairs of its summary values."""
     keys = []
     for run in runs:
         found: set[tuple[str, int]] = set()
         for path in run.files:
-            for _, data, _ in RecordReader(path):
+            for offset, data, _ in RecordReader(path, salvage=salvage, whole=True):
                 peeked = peek(data)
-                if peeked is not None and peeked[2] != 5:
+                if peeked is not None and peeked[2] != SUMMARY_FIELD:
                     continue
-                event = event_pb2.Event.FromString(data)
+                event = decode(data, path, offset)
                 found.update((v.tag, event.step) for v in event.summary.value)
         keys.append(found)
     return keys
 
 
-def merge(runs: list[Run], dest: Path, *, overlap: str,
+def merge(runs: list[Run], dest: Path, *, overlap: str, salvage: bool = False,
           progress: Callable[[int], None] | None = None) -> MergeReport:
-    """Write ``runs`` (in the order given) as one event file ``dest``; ``progress`` gets each
-    file's size once it is merged."""
+    """Write ``runs`` (in the order given) as one event file ``dest``; a damaged or cut-off
+    input is an error unless ``salvage`` skips the damage. ``progress`` gets each file's size
+    once it is merged."""
     if overlap not in OVERLAP_POLICIES:
         raise InputError(f"--overlap {overlap!r}: one of {', '.join(OVERLAP_POLICIES)}")
-    keys = _summary_keys(runs)
+    keys = _summary_keys(runs, salvage)
     drop: list[set[tuple[str, int]]] = []
     for i, own in enumerate(keys):
         others_after = set().union(*keys[i + 1 :]) if i + 1 < len(keys) else set()
@@ -87,12 +87,15 @@ def merge(runs: list[Run], dest: Path, *, overlap: str,
             for run, dropped in zip(runs, drop):
                 count = 0
                 for path in run.files:
-                    for _, data, framed in RecordReader(path):
+                    reader = RecordReader(path, salvage=salvage, whole=True)
+                    for offset, data, framed in reader:
                         report.records_in += 1
-                        out, removed = _merge_record(data, framed, dropped, seen_run_level, report)
+                        event = decode(data, path, offset)
+                        out, removed = _merge_record(event, framed, dropped, seen_run_level, report)
                         count += removed
                         if out is not None:
                             writer.write_framed(out)
+                    report.damage.extend((str(path), d) for d in reader.state.damage)
                     if progress is not None:
                         progress(path.stat().st_size)
                 report.overlaps[str(run.directory)] = count
@@ -106,9 +109,8 @@ def merge(runs: list[Run], dest: Path, *, overlap: str,
 
 
 def _merge_record(
-    data: bytes, framed: bytes, dropped: set[tuple[str, int]], seen: set[bytes], report: MergeReport
+    event: event_pb2.Event, framed: bytes, dropped: set[tuple[str, int]], seen: set[bytes], report: MergeReport
 ) -> tuple[bytes | None, int]:
-    event = event_pb2.Event.FromString(data)
     kind = event_kinds(event)
     if kind is not None:
         if kind in RUN_LEVEL:
@@ -134,16 +136,33 @@ def _merge_record(
     return frame(event.SerializeToString()), removed
 
 
-def _stream(run: Run) -> Iterator[tuple[float, Path, bytes, int, bool]]:
+def _stream(
+    run: Run, salvage: bool, damage: list[tuple[str, Damage]]
+) -> Iterator[tuple[float, Path, bytes, int, bool]]:
     """``(wall, file, framed, step, run_level)`` of a run's records in its file order; a
-    record without a wall time gets the previous one's."""
+    record without a wall time gets the previous one's. A summary is run-level when one of
+    its values is (hparams, a graph plugin's). What salvage skips goes to ``damage``."""
     wall = 0.0
+    plugins = TagPlugins()
     for path in run.files:
-        for _, data, framed in RecordReader(path):
+        reader = RecordReader(path, salvage=salvage, whole=True)
+        for offset, data, framed in reader:
             peeked = peek(data)
             step, own, what = peeked if peeked is not None else (0, 0.0, 0)
             wall = own or wall
-            yield wall, path, framed, step, what in (3, 4, 9, 10)
+            run_level = what in RUN_LEVEL_FIELDS
+            if what == SUMMARY_FIELD and plugins.may_be_run_level(data):
+                run_level = any(v.kind in RUN_LEVEL for v in plugins.values(decode(data, path, offset)))
+            yield wall, path, framed, step, run_level
+        damage.extend((str(path), d) for d in reader.state.damage)
+
+
+@dataclass
+class ReplayReport:
+    """Records written, and (with ``salvage``) the damaged or cut-off stretches skipped."""
+
+    records: int = 0
+    damage: list[tuple[str, Damage]] = field(default_factory=list)
 
 
 def replay(
@@ -154,14 +173,16 @@ def replay(
     rate: float | None = None,
     first_step: int | None = None,
     last_step: int | None = None,
+    salvage: bool = False,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[int], None] | None = None,
-) -> int:
+) -> ReplayReport:
     """Copy the runs' records into ``dest`` (each run into ``dest/<run name>``, mirroring the
     logdir) one at a time, flushed, in wall-time order across runs, waiting the recorded gap
     divided by ``speed`` (or 1/``rate`` s) between them. Records outside the step range are
-    skipped (run-level records are always copied). ``progress`` gets the size of each record
-    read. Returns the number of records written."""
+    skipped (run-level records are always copied). A damaged or cut-off input is an error
+    before anything is written, unless ``salvage`` skips the damage. ``progress`` gets the
+    size of each record read."""
     if (speed is None) == (rate is None):
         raise InputError("give exactly one of --speed and --rate")
     if (speed is not None and speed <= 0) or (rate is not None and rate <= 0):
@@ -170,14 +191,16 @@ def replay(
     for target in targets.values():
         if target.exists():
             raise InputError(f"{target}: exists", "replay into an empty directory")
-    streams = [_stream(run) for run in runs]
+    if not salvage:
+        check_whole(targets.keys())
+    report = ReplayReport()
+    streams = [_stream(run, salvage, report.damage) for run in runs]
     heap: list[tuple[float, int, tuple[float, Path, bytes, int, bool]]] = []
     for order, stream in enumerate(streams):
         first = next(stream, None)
         if first is not None:
             heapq.heappush(heap, (first[0], order, first))
     handles: dict[Path, tuple[BinaryIO, RecordWriter]] = {}
-    written = 0
     previous: float | None = None
     try:
         while heap:
@@ -191,7 +214,7 @@ def replay(
                                   or (last_step is not None and step > last_step)):
                 continue
             if rate is not None:
-                wait = 1.0 / rate if written else 0.0
+                wait = 1.0 / rate if report.records else 0.0
             else:
                 assert speed is not None
                 wait = max(0.0, (wall - previous) / speed) if previous is not None and wall else 0.0
@@ -204,10 +227,10 @@ def replay(
             out, writer = handles[path]
             writer.write_framed(framed)
             out.flush()
-            written += 1
+            report.records += 1
             if wall:
                 previous = wall
     finally:
         for opened, _ in handles.values():
             opened.close()
-    return written
+    return report

@@ -9,8 +9,12 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
+from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
+
+from gpudoc.events.records import CorruptRecord
 
 _DOUBLE = struct.Struct("<d")
 
@@ -35,8 +39,16 @@ class Kind(str, enum.Enum):
     METADATA = "metadata"
 
 
-# Records that describe the run rather than a step: kept by a trim unless asked otherwise.
-RUN_LEVEL = frozenset({Kind.FILE_VERSION, Kind.GRAPH, Kind.HPARAMS, Kind.SOURCE_METADATA})
+# What TensorBoard shows per run, not per step, is kept by a trim (unless asked otherwise)
+# and by replay's step range: the file version, graphs (GraphDef, MetaGraphDef, tagged run
+# metadata, and the graph plugins' summaries such as Keras's model), hparams sessions and
+# experiments, source metadata. An hparams session's metric values are run-level too; trim
+# finds those (see ``gpudoc.events.sessions``).
+RUN_LEVEL = frozenset({Kind.FILE_VERSION, Kind.GRAPH, Kind.RUN_METADATA, Kind.HPARAMS, Kind.SOURCE_METADATA})
+# The Event fields (after wall_time and step) of run-level records: file_version, graph_def,
+# tagged_run_metadata, meta_graph_def, source_metadata.
+RUN_LEVEL_FIELDS = frozenset({3, 4, 8, 9, 10})
+SUMMARY_FIELD = 5
 _PLUGIN_KINDS = {
     "scalars": Kind.SCALAR,
     "histograms": Kind.HISTOGRAM,
@@ -45,7 +57,16 @@ _PLUGIN_KINDS = {
     "text": Kind.TEXT,
     "pr_curves": Kind.PR_CURVE,
     "hparams": Kind.HPARAMS,
+    # tensorboard.plugins.graph.metadata: Keras's model (tag "keras"), tf.summary.trace_export.
+    "graphs": Kind.GRAPH,
+    "graph_keras_model": Kind.GRAPH,
+    "graph_run_metadata": Kind.GRAPH,
+    "graph_run_metadata_graph": Kind.GRAPH,
+    "graph_tagged_run_metadata": Kind.GRAPH,
 }
+# Bytes that every record carrying a run-level summary value's metadata contains: the hparams
+# tags' prefix and the graph plugins' names.
+RUN_LEVEL_MARKS = (b"_hparams_/", b"graph_")
 
 
 def peek(data: bytes) -> tuple[int, float, int] | None:
@@ -75,6 +96,18 @@ def peek(data: bytes) -> tuple[int, float, int] | None:
     if pos < size and data[pos] in (0x09, 0x10):
         return None
     return step, wall, (data[pos] >> 3 if pos < size else 0)
+
+
+def decode(data: bytes, path: Path, offset: int) -> event_pb2.Event:
+    """The record's Event. A record whose CRCs check but whose bytes are no Event (a TFRecord
+    file of something else) is a :class:`CorruptRecord` naming the file and offset."""
+    try:
+        return event_pb2.Event.FromString(data)
+    except DecodeError:
+        raise CorruptRecord(
+            f"{path}: the record at byte {offset} is not a TensorBoard Event (its CRCs check, its bytes do not parse)",
+            "this is not an event file (a TFRecord file of something else?)",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -124,6 +157,8 @@ class TagPlugins:
     def __init__(self) -> None:
         self.plugins: dict[str, str] = {}
         self.metadata: dict[str, bytes] = {}
+        # Tags of run-level values: their later values may lack the metadata that says so.
+        self.run_level: set[bytes] = set()
 
     def values(self, event: event_pb2.Event) -> list[ValueInfo]:
         found = []
@@ -133,8 +168,16 @@ class TagPlugins:
                 self.plugins[value.tag] = value.metadata.plugin_data.plugin_name
                 self.metadata[value.tag] = value.metadata.SerializeToString()
             plugin = self.plugins.get(value.tag, "")
-            found.append(ValueInfo(value.tag, value_kind(value, plugin), plugin, has))
+            kind = value_kind(value, plugin)
+            if kind in RUN_LEVEL:
+                self.run_level.add(value.tag.encode())
+            found.append(ValueInfo(value.tag, kind, plugin, has))
         return found
+
+    def may_be_run_level(self, data: bytes) -> bool:
+        """Whether a summary record, unparsed, may hold a run-level value (a cheap byte
+        search: its metadata names the plugin, or it mentions a known run-level tag)."""
+        return any(mark in data for mark in RUN_LEVEL_MARKS) or any(tag in data for tag in self.run_level)
 
 
 def is_start(event: event_pb2.Event) -> bool:

@@ -10,7 +10,7 @@ records without being read, and the reader can resume from that offset later.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -81,16 +81,30 @@ class RecordReader:
 
     ``salvage`` skips bad records instead of raising :class:`CorruptRecord`. Reading the
     same reader again continues where it stopped (tailing a file that is being written).
+    ``whole`` is for a file that should be finished: an incomplete last record is then an
+    error naming its offset (with ``salvage``: skipped and listed as damage).
     """
 
-    def __init__(self, path: str | Path, *, salvage: bool = False, state: ReadState | None = None) -> None:
+    def __init__(self, path: str | Path, *, salvage: bool = False, state: ReadState | None = None,
+                 whole: bool = False) -> None:
         self.path = Path(path)
         self.salvage = salvage
+        self.whole = whole
         self.state = state or ReadState()
 
     def __iter__(self) -> Iterator[tuple[int, bytes, bytes]]:
         with open(self.path, "rb") as handle:
             yield from self._records(handle)
+        state = self.state
+        if self.whole and state.partial:
+            if not self.salvage:
+                raise CorruptRecord(
+                    f"{self.path}: ends in an incomplete record ({state.partial} bytes at byte {state.offset}): "
+                    "cut off, or still being written",
+                    "wait for the writer to finish, or pass --salvage to keep the complete records",
+                )
+            state.damage.append(Damage(state.offset, state.offset + state.partial,
+                                       "cut off: an incomplete last record"))
 
     def _error(self, offset: int, message: str) -> CorruptRecord:
         return CorruptRecord(
@@ -181,6 +195,14 @@ class RecordReader:
             if masked_crc(buffer[candidate + _HEADER.size : end - 4]) == crc:
                 return candidate
         return None
+
+
+def check_whole(paths: Iterable[Path]) -> None:
+    """Read every record of ``paths`` (CRCs only, nothing decoded) and raise the first damage or
+    cut-off end, so that a command that streams its output can fail before writing any of it."""
+    for path in paths:
+        for _ in RecordReader(path, whole=True):
+            pass
 
 
 def read_records(path: str | Path, *, salvage: bool = False) -> tuple[list[bytes], ReadState]:

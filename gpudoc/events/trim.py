@@ -21,14 +21,20 @@ from tensorboard.compat.proto import event_pb2
 
 from gpudoc.errors import InputError
 from gpudoc.events.discover import Run
-from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, event_kinds, peek
-from gpudoc.events.records import CorruptRecord, Damage, RecordReader, RecordWriter, file_crc, frame
+from gpudoc.events.model import (
+    RUN_LEVEL,
+    RUN_LEVEL_FIELDS,
+    SUMMARY_FIELD,
+    Kind,
+    TagPlugins,
+    decode,
+    event_kinds,
+    peek,
+)
+from gpudoc.events.records import Damage, RecordReader, RecordWriter, file_crc, frame
+from gpudoc.events.sessions import session_metric_records
 from gpudoc.output import output_target, place
 
-# Event fields (after step) that describe the run, not a step.
-_RUN_LEVEL_FIELDS = {3, 4, 9, 10}
-_SUMMARY_FIELD = 5
-_HPARAMS = b"_hparams_/"
 _METADATA_KEY = b"\x4a"
 
 
@@ -106,17 +112,20 @@ class _Trimmer:
         self.pending: set[str] = set()
         self.fast = not spec.filters_values and not count
 
-    def record(self, data: bytes, framed: bytes) -> bytes | None:
-        """The framed bytes to write for one record, or None to drop it."""
+    def record(self, data: bytes, framed: bytes, where: tuple[Path, int],
+               metrics: set[str] | frozenset[str] = frozenset()) -> bytes | None:
+        """The framed bytes to write for one record (from file and offset ``where``), or None
+        to drop it; ``metrics`` are tags whose value in this record is an hparams session
+        metric's last value (run-level)."""
         spec = self.spec
-        peeked = peek(data) if self.fast else None
+        peeked = peek(data) if self.fast and not metrics else None
         if peeked is not None:
             step, wall, what = peeked
-            if what in _RUN_LEVEL_FIELDS:
+            if what in RUN_LEVEL_FIELDS:
                 return framed if spec.keep_run_level else None
-            if what != _SUMMARY_FIELD:
+            if what != SUMMARY_FIELD:
                 return framed if spec.in_range(step, wall) else None
-            if _HPARAMS not in data:
+            if not self.plugins.may_be_run_level(data):
                 if not spec.in_range(step, wall):
                     # Dropped; parsed only if it may carry a tag's metadata (Value field 9,
                     # key byte 0x4a), which the first kept value of that tag must then get.
@@ -124,11 +133,11 @@ class _Trimmer:
                         return None
                 elif not self.pending:
                     return framed
-        kept = self._slow(event_pb2.Event.FromString(data), framed)
+        kept = self._slow(decode(data, where[0], where[1]), framed, metrics)
         self.pending = {tag for tag in self.plugins.metadata if tag not in self.emitted}
         return kept
 
-    def _slow(self, event: event_pb2.Event, framed: bytes) -> bytes | None:
+    def _slow(self, event: event_pb2.Event, framed: bytes, metrics: set[str] | frozenset[str]) -> bytes | None:
         spec = self.spec
         kind = event_kinds(event)
         if kind is not None:
@@ -142,7 +151,7 @@ class _Trimmer:
         in_range = spec.in_range(event.step, event.wall_time)
         kept = []
         for value, info in zip(event.summary.value, infos):
-            run_level = info.kind is Kind.HPARAMS
+            run_level = info.kind in RUN_LEVEL or info.tag in metrics
             keep = (spec.keep_run_level and run_level) or (
                 in_range and spec.keeps_tag(info.tag) and (spec.kinds is None or info.kind in spec.kinds)
             )
@@ -180,7 +189,7 @@ def check_destination(src_root: Path, runs: list[Run], dst: Path, *, force: bool
         directory = run.directory.resolve()
         if target == directory or directory in target.parents:
             raise InputError(
-                f"{dst}: inside the source run {run.directory}; TensorBoard would merge the trimmed copy with it",
+                f"{dst}: inside the source run {directory}; TensorBoard would merge the trimmed copy with it",
                 "write to a directory outside the source runs",
             )
     if target == src_root.resolve():
@@ -210,14 +219,15 @@ def trim(
     created = dst is not None and not dst.exists()
     staging = (src_root if dst is None else dst) / f".gpudoc-trim-{os.getpid()}"
     done = False
+    metrics = session_metric_records(runs) if spec.keep_run_level else {}
     try:
         for run in runs:
-            trimmer = _Trimmer(run.name, spec, report, count=dry_run or spec.filters_values)
+            trimmer = _Trimmer(run.label, spec, report, count=dry_run or spec.filters_values)
             for path in run.files:
                 relative = path.relative_to(src_root)
                 dest = path if dst is None else dst / relative
                 temp = staging / f"{len(temps)}.tmp"
-                written = _trim_file(path, temp, trimmer, report, salvage, dry_run)
+                written = _trim_file(path, temp, trimmer, report, salvage, dry_run, metrics.get(path, {}))
                 if progress is not None:
                     progress(path.stat().st_size)
                 temps.append((temp, dest, written))
@@ -247,35 +257,30 @@ def trim(
 
 
 def _trim_file(
-    path: Path, temp: Path, trimmer: _Trimmer, report: TrimReport, salvage: bool, dry_run: bool
+    path: Path, temp: Path, trimmer: _Trimmer, report: TrimReport, salvage: bool, dry_run: bool,
+    metrics: dict[int, set[str]],
 ) -> tuple[int, int, int, int]:
-    """Records in, records out, and the CRC-32C and size of the bytes written."""
-    reader = RecordReader(path, salvage=salvage)
+    """Records in, records out, and the CRC-32C and size of the bytes written; ``metrics``:
+    the offsets of records holding hparams session metrics' last values, and those tags."""
+    reader = RecordReader(path, salvage=salvage, whole=True)
     records_in = records_out = crc = size = 0
     if dry_run:
-        for _, data, framed in reader:
+        for offset, data, framed in reader:
             records_in += 1
-            records_out += trimmer.record(data, framed) is not None
+            records_out += trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset())) is not None
     else:
         temp.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(temp, "wb") as handle:
                 writer = RecordWriter(handle)
-                for _, data, framed in reader:
+                for offset, data, framed in reader:
                     records_in += 1
-                    kept = trimmer.record(data, framed)
+                    kept = trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
                     if kept is not None:
                         writer.write_framed(kept)
                 records_out, crc, size = writer.count, writer.crc, writer.size
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-    if reader.state.partial and not salvage:
-        temp.unlink(missing_ok=True)
-        raise CorruptRecord(
-            f"{path}: ends in an incomplete record ({reader.state.partial} bytes at byte {reader.state.offset}): "
-            "cut off, or still being written",
-            "wait for the writer to finish, or pass --salvage to keep the complete records",
-        )
     report.damage.extend((str(path), d) for d in reader.state.damage)
     return records_in, records_out, crc, size

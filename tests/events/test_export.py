@@ -21,9 +21,10 @@ def gpudoc(*args: str) -> tuple[int, str, str]:
 def test_purge_matches_tensorboards_view_and_keep_keeps_everything(tbx: Path, tmp_path: Path) -> None:
     code, out, _ = gpudoc("export", str(tbx / "run1"), "-o", str(tmp_path / "purged.jsonl"), "--on-restart", "purge",
                           "--json")
-    assert code == 0 and json.loads(out)["purged"]["."] > 0
+    # A run given directly is named by its directory (TensorBoard would call it ".").
+    assert code == 0 and json.loads(out)["purged"]["run1"] > 0
     rows = [json.loads(line) for line in (tmp_path / "purged.jsonl").read_text().splitlines()]
-    ours = [(r["step"], r["wall_time"], r["value"]) for r in rows if r["run"] == "." and r["tag"] == "loss"]
+    ours = [(r["step"], r["wall_time"], r["value"]) for r in rows if r["run"] == "run1" and r["tag"] == "loss"]
     accumulator = event_accumulator.EventAccumulator(str(tbx / "run1"), size_guidance={"scalars": 0})
     accumulator.Reload()
     theirs = [(s.step, s.wall_time, s.value) for s in accumulator.Scalars("loss")]
@@ -52,7 +53,7 @@ def test_other_kinds_and_refusals(tbx: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("command", "label"), [
     (["trim", "{src}", "-o", "{out}", "--steps", "1:5"], b"trimming"),
-    (["merge", "{src}/run1", "-o", "{out}", "--overlap", "keep-last"], b"merging"),
+    (["merge", "{src}/run1", "--run", ".", "-o", "{out}", "--overlap", "keep-last"], b"merging"),
     (["replay", "{file}", "-o", "{out}", "--rate", "100000"], b"replaying"),
 ])
 def test_progress_bar_on_a_terminal_only(tbx: Path, tmp_path: Path, command: list[str], label: bytes) -> None:

@@ -39,7 +39,7 @@ def test_merge_policies(tmp_path: Path) -> None:
     write_run(tmp_path / "first", range(0, 100), 1.0, 1000.0)
     write_run(tmp_path / "resumed", range(80, 150), 2.0, 5000.0)
     code, _, err = gpudoc("merge", str(tmp_path / "first"), str(tmp_path / "resumed"), "-o", str(tmp_path / "e"))
-    assert code == 1 and "20 (tag, step) pair(s)" in err and not (tmp_path / "e").exists()
+    assert code == 2 and "20 (tag, step) pair(s)" in err and not (tmp_path / "e").exists()
     code, out, _ = gpudoc("merge", str(tmp_path / "first"), str(tmp_path / "resumed"), "-o", str(tmp_path / "last"),
                           "--overlap", "keep-last", "--json")
     report = json.loads(out)
@@ -57,7 +57,7 @@ def test_replay_is_byte_for_byte_and_paced(tmp_path: Path) -> None:
     write_run(tmp_path / "src", range(0, 20), 1.0, 1000.0)
     (run,) = discover(tmp_path / "src")[1]
     waits: list[float] = []
-    assert replay([run], tmp_path / "live", speed=4.0, sleep=waits.append) == 21
+    assert replay([run], tmp_path / "live", speed=4.0, sleep=waits.append).records == 21
     (source,) = run.files
     assert (tmp_path / "live" / source.name).read_bytes() == source.read_bytes()
     assert waits == [0.25] * 19
@@ -98,7 +98,7 @@ def test_a_logdir_replays_mirrored_and_interleaved_by_wall_time(tmp_path: Path) 
         waits.append(wait)
         order.append(",".join(sorted(f"{p.parent.name}:{len(list(RecordReader(p)))}" for p in live.rglob("*tfev*"))))
 
-    assert replay(runs, live, speed=1.0, sleep=note) == 10
+    assert replay(runs, live, speed=1.0, sleep=note).records == 10
     for run in runs:
         (source,) = run.files
         assert (live / run.name / source.name).read_bytes() == source.read_bytes()
@@ -107,4 +107,5 @@ def test_a_logdir_replays_mirrored_and_interleaved_by_wall_time(tmp_path: Path) 
     assert order[:3] == ["a:2", "a:2,b:2", "a:3,b:2"]
     code, out, _ = gpudoc("replay", str(tmp_path / "logs"), "-o", str(tmp_path / "again"), "--rate", "1000",
                           "--json")
-    assert code == 0 and json.loads(out) == {"output": str(tmp_path / "again"), "runs": ["a", "b"], "records": 10}
+    assert code == 0 and json.loads(out) == {"output": str(tmp_path / "again"), "runs": ["a", "b"], "records": 10,
+                                        "damage": []}

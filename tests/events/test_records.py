@@ -118,7 +118,7 @@ def test_writer_round_trip(tmp_path: Path) -> None:
 def test_info_reports_the_restart_as_tensorboard_resolves_it(tbx: Path) -> None:
     code, out, _ = gpudoc("info", str(tbx / "run1"), "--json")
     assert code == 0
-    run = next(r for r in json.loads(out) if r["run"] == ".")
+    run = next(r for r in json.loads(out) if r["run"] == "run1")
     (restart,) = run["restarts"]
     assert restart["step"] == 80 and restart["cause"] == "start" and restart["earlier_points"] > 0
     loss = next(t for t in run["tags"] if t["tag"] == "loss")

@@ -1,0 +1,98 @@
+"""HParams sessions' metric values: run-level data that is written as ordinary scalars.
+
+TensorBoard's HParams table shows, per session (a run holding ``_hparams_/session_start_info``),
+the last value of each metric: a scalar tag of the session's run or of a run below it (the
+metric's group, as Keras's ``train``/``validation``). The metrics are the ones the experiment
+(``_hparams_/experiment``) names, or, without an experiment, every scalar tag of those runs.
+A trim keeps these values whatever its step range, as it keeps the session itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from gpudoc.events.discover import Run
+from gpudoc.events.model import SUMMARY_FIELD, Kind, TagPlugins, decode, peek
+from gpudoc.events.records import RecordReader
+
+_PREFIX = b"_hparams_/"
+_SESSION = "_hparams_/session_start_info"
+_EXPERIMENT = "_hparams_/experiment"
+_BLOCK = 1 << 22
+
+
+def _mentions(path: Path, needle: bytes) -> bool:
+    """Whether the file's bytes contain ``needle`` (a raw scan, much cheaper than reading records)."""
+    tail = b""
+    with open(path, "rb") as handle:
+        while block := handle.read(_BLOCK):
+            if needle in tail + block:
+                return True
+            tail = block[-len(needle) :]
+    return False
+
+
+def _hparams_values(run: Run) -> tuple[bool, set[tuple[str, str]]]:
+    """Whether ``run`` holds a session, and the (group, tag) metrics its experiments name."""
+    session = False
+    metrics: set[tuple[str, str]] = set()
+    for path in run.files:
+        if not _mentions(path, _PREFIX):
+            continue
+        for offset, data, _ in RecordReader(path, salvage=True):
+            if _PREFIX not in data:
+                continue
+            for value in decode(data, path, offset).summary.value:
+                if value.tag == _SESSION:
+                    session = True
+                elif value.tag == _EXPERIMENT and value.HasField("metadata"):
+                    try:
+                        content = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    except DecodeError:
+                        continue
+                    metrics.update((m.name.group.strip("/"), m.name.tag) for m in content.experiment.metric_infos)
+    return session, metrics
+
+
+def session_metric_records(runs: list[Run]) -> dict[Path, dict[int, set[str]]]:
+    """For each file, the byte offsets of the records that hold a session metric's last
+    value, with the tags whose value that is."""
+    sessions: list[Path] = []
+    metrics: set[tuple[str, str]] = set()
+    for run in runs:
+        session, named = _hparams_values(run)
+        metrics |= named
+        if session:
+            sessions.append(run.directory.resolve())
+    if not sessions:
+        return {}
+    keep: dict[Path, dict[int, set[str]]] = {}
+    for run in runs:
+        directory = run.directory.resolve()
+        owners = [s for s in sessions if s == directory or s in directory.parents]
+        if not owners:
+            continue
+        group = os.path.relpath(directory, max(owners, key=lambda s: len(s.parts)))
+        group = "" if group == "." else group
+        wanted = {tag for g, tag in metrics if g == group} if metrics else None
+        if wanted == set():
+            continue
+        last: dict[str, tuple[Path, int]] = {}
+        plugins = TagPlugins()
+        for path in run.files:
+            for offset, data, _ in RecordReader(path, salvage=True):
+                peeked = peek(data)
+                if peeked is not None and peeked[2] != SUMMARY_FIELD:
+                    continue
+                if wanted is not None and not any(tag.encode() in data for tag in wanted):
+                    continue
+                for info in plugins.values(decode(data, path, offset)):
+                    if info.kind is Kind.SCALAR and (wanted is None or info.tag in wanted):
+                        last[info.tag] = (path, offset)
+        for tag, (path, offset) in last.items():
+            keep.setdefault(path, {}).setdefault(offset, set()).add(tag)
+    return keep
