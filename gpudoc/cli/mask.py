@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gpudoc.cli.common import json_option
 from gpudoc.errors import InputError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from gpudoc.masks.io import Stack
+    from gpudoc.masks.rules import Scale
 
 _RULES = ["ge", "gt", "round-half-even", "round-half-up"]
 _SCALES = ["auto", "1", "255", "logits"]
+_MASK_SUFFIXES = (".png", ".npy")
+_OTHER_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif", ".npz")
+STACKS = ("Stacks: an .npy/.npz array of N×H×W (or N×H×W×1, N×1×H×W) is N images, H×W (or H×W×1) "
+          "one; an image file is one image (a multi-page TIFF one per page; one channel only).")
 
 rule_option = click.option("--rule", type=click.Choice(_RULES), default="ge", show_default=True,
                            help="ge: x ≥ t; gt: x > t; round-half-even/-up: how a value at exactly 0.5 goes.")
@@ -24,87 +29,166 @@ threshold_option = click.option("--t", "t", type=click.FloatRange(0, 1), default
                                 help="Threshold, as a probability.")
 scale_option = click.option("--scale", type=click.Choice(_SCALES), default="auto", show_default=True,
                             help="What the input's numbers mean: probabilities (1), 8-bit (255) or logits; "
-                            "auto infers it and warns.")
+                            "auto infers it per file and warns once.")
 
 
-@contextmanager
-def _warnings_to_stderr() -> Iterator[None]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for warning in caught:
-        click.echo(f"gpudoc: warning: {warning.message}", err=True)
+def _scales(stacks: list[Stack], scale: str) -> tuple[list[Scale], Callable[[], None]]:
+    """The scale of every stack, and what prints the command's one warning if they were
+    inferred (called once the inputs have passed every check)."""
+    from gpudoc.masks.io import resolve_scales
+
+    scales, warning = resolve_scales(stacks, None if scale == "auto" else scale)
+
+    def warn() -> None:
+        if warning:
+            click.echo(f"gpudoc: warning: {warning}", err=True)
+
+    return scales, warn
 
 
-def _per_file(path: Path, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)``, naming ``path`` in any input error."""
-    try:
-        return fn(*args, **kwargs)
-    except InputError as exc:
-        if str(path) in str(exc):
-            raise
-        raise InputError(f"{path}: {exc.message}", exc.fix) from None
+def _read(paths: list[str]) -> list[Stack]:
+    from gpudoc.masks.io import expand, read_stack
+
+    return [read_stack(source) for source in expand(paths)]
 
 
-def _declared(scale: str) -> str | None:
-    return None if scale == "auto" else scale
+def _refuse_existing(dest: str, force: bool) -> None:
+    """Stop before any work if ``dest`` is a file that would be replaced without ``force``
+    (or cannot be written: a directory, a socket)."""
+    from gpudoc.output import output_target
+
+    target = output_target(dest)
+    if not force and not target.stream and target.path.exists():
+        raise InputError(f"{dest}: exists", "pass --force to replace it")
 
 
-@click.group()
+def _stdout_free(outputs: dict[str, bool]) -> bool:
+    """Whether the report may go to stdout: refuses two outputs there; False when one file
+    output streams to stdout (the report then goes to stderr)."""
+    taken = [name for name, on_stdout in outputs.items() if on_stdout]
+    if len(taken) > 1:
+        raise InputError(f"{' and '.join(taken)} would both write to stdout", "send one of them to a file")
+    return not taken
+
+
+def _refuse_terminal(dest: str) -> None:
+    if dest == "-" and sys.stdout.isatty():
+        raise InputError("-o -: stdout is a terminal, and a mask file is binary", "redirect stdout to a file or a pipe")
+
+
+def _plan(stacks: list[Stack], output: str, fmt: str | None) -> list[tuple[int, int | None, str, str]]:
+    """(stack, image index or None for the whole file, destination, format) for every output."""
+    path = Path(output)
+    suffix = path.suffix.lower()
+    if output == "-" or (suffix in _MASK_SUFFIXES and not path.is_dir()):
+        if len(stacks) != 1:
+            raise InputError(f"-o {output} is one file, but there are {len(stacks)} inputs",
+                             "give a directory as -o for one mask per input")
+        kind = fmt or ("png" if output == "-" else suffix[1:])
+        if output != "-" and kind != suffix[1:]:
+            raise InputError(f"--format {kind} but -o {output}", f"name the output .{kind}, or leave out --format")
+        stack = stacks[0]
+        if kind == "png":
+            _check_png(stack)
+            if stack.count > 1:
+                dims = "×".join(map(str, stack.values.shape))
+                raise InputError(f"{stack.source}: a stack of {stack.count} images ({dims}); one PNG holds one image",
+                                 f"write one .npy (-o {stack.stem}_mask.npy), or one PNG per image into a directory "
+                                 "(-o DIR)")
+        return [(0, None, output, kind)]
+    if suffix in _OTHER_SUFFIXES and not path.is_dir():
+        raise InputError(f"-o {output}: masks are written as .png or .npy", "name a .png or .npy file, or a directory")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"-o {output}: exists and is not a directory",
+                         "give a directory for one mask per input, or a .png/.npy file for one input")
+    kind = fmt or "png"
+    plan: list[tuple[int, int | None, str, str]] = []
+    for number, stack in enumerate(stacks):
+        if kind == "npy" or not stack.stacked:
+            if kind == "png":
+                _check_png(stack)
+            plan.append((number, None, str(path / f"{stack.stem}.{kind}"), kind))
+            continue
+        width = len(str(stack.count - 1))
+        plan.extend((number, i, str(path / f"{stack.stem}_{i:0{width}d}.png"), kind) for i in range(stack.count))
+    seen: dict[str, int] = {}
+    for number, _, dest, _ in plan:
+        if seen.setdefault(dest, number) != number:
+            raise InputError(f"{stacks[seen[dest]].source} and {stacks[number].source} would both write {dest}",
+                             "give inputs with distinct names")
+    return plan
+
+
+def _check_png(stack: Stack) -> None:
+    if stack.images.ndim != 3:
+        raise InputError(f"{stack.source}: 1-D values; a PNG mask needs a 2-D image", "write .npy (--format npy)")
+
+
+@click.group(epilog=STACKS)
 def mask() -> None:
     """Threshold masks with an explicit rule, audit a threshold, sweep for the best one."""
 
 
-@mask.command("threshold")
+@mask.command("threshold", epilog=STACKS)
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="A .png/.npy file for one input, else a directory (created) for one mask per input.")
+@click.option("-o", "--output", required=True, metavar="PATH|-",
+              help="A .png/.npy file (or - for stdout) for one input, else a directory (created) with one mask "
+              "per input: NAME.png, or NAME_0.png… for each image of a stack, or NAME.npy with --format npy.")
 @threshold_option
 @rule_option
 @scale_option
 @click.option("--format", "fmt", type=click.Choice(["png", "npy"]), default=None,
-              help="png: 0/255; npy: 0/1 uint8 (default: from the output's suffix, else png).")
+              help="png: 0/255, one image per file; npy: 0/1 uint8 in the input's shape "
+              "(default: from the output's suffix, else png).")
 @click.option("--force", is_flag=True, help="Replace existing output files.")
 @json_option
-def threshold_command(inputs: tuple[str, ...], output: Path, t: float, rule: str, scale: str,
+def threshold_command(inputs: tuple[str, ...], output: str, t: float, rule: str, scale: str,
                       fmt: str | None, force: bool, as_json: bool) -> int:
     """Write the binary mask of each input (png, tif, npy, npz, or directories of them)."""
     from gpudoc.masks import threshold
-    from gpudoc.imagefiles import read_array
-    from gpudoc.masks.io import expand, write_mask
+    from gpudoc.masks.io import write_mask
     from gpudoc.output import emit_json
 
-    files = expand(list(inputs))
-    single = len(files) == 1 and output.suffix.lower() in (".png", ".npy")
-    if single:
-        targets = [output]
-    else:
-        suffix = f".{fmt or 'png'}"
-        targets = [output / (Path(str(f).split(".npz:")[0]).stem + suffix) for f in files]
-        clashes = {d for d in targets if targets.count(d) > 1}
-        if clashes:
-            raise InputError(f"two inputs would write {sorted(clashes)[0]}", "give inputs with distinct names")
-    if not force:
-        existing = [d for d in targets if d.exists()]
-        if existing:
-            raise InputError(f"{existing[0]}: exists", "pass --force to replace it")
+    report_out = _stdout_free({"-o -": output == "-", "--json": as_json})
+    _refuse_terminal(output)
+    stacks = _read(list(inputs))
+    scales, warn = _scales(stacks, scale)
+    plan = _plan(stacks, output, fmt)
+    for _, _, dest, _ in plan:
+        _refuse_existing(dest, force)
+    warn()
+    masks = [threshold(s.images, t, rule, scale=found) for s, found in zip(stacks, scales)]
     results = []
-    for source, dest in zip(files, targets):
-        with _warnings_to_stderr():
-            values = _per_file(source, read_array, source, single_channel=True)
-            binary = _per_file(source, threshold, values, t, rule, scale=_declared(scale))
-        write_mask(binary, dest, force=True)
-        results.append({"input": str(source), "output": str(dest), "pixels": int(binary.size),
-                        "foreground": int(binary.sum())})
+    for number, index, dest, kind in plan:
+        stack, binary = stacks[number], masks[number]
+        if kind == "npy":
+            data, label, count = binary.reshape(stack.values.shape), stack.source, stack.count
+        else:
+            data, label, count = binary[index or 0], stack.label(index or 0), 1
+        write_mask(data, dest, kind)
+        results.append({"input": stack.source, "image": (index or 0) if stack.stacked and kind == "png" else None,
+                        "output": dest, "images": count, "pixels": int(data.size), "foreground": int(data.sum()),
+                        "label": label})
     if as_json:
-        emit_json(results)
-    else:
-        for r in results:
-            click.echo(f"{r['input']} → {r['output']}  {r['foreground']} of {r['pixels']} pixels foreground")
+        emit_json([{k: v for k, v in r.items() if k != "label"} for r in results])
+        return 0
+    for r in results:
+        images = f" in {r['images']} images" if r["images"] > 1 else ""
+        click.echo(f"{r['label']} → {r['output']}  {r['foreground']} of {r['pixels']} pixels foreground{images}",
+                   err=not report_out)
     return 0
 
 
-@mask.command("audit")
+def _image_summary(index: int, report: Any) -> dict[str, Any]:
+    return {"image": index, "values": report.values, "minimum": report.minimum, "maximum": report.maximum,
+            "foreground": report.foreground, "at_threshold": report.at_threshold,
+            "near_threshold": report.near_threshold, "rules_disagree": report.rules_disagree}
+
+
+_SHOWN_IMAGES = 20
+
+
+@mask.command("audit", epilog=STACKS)
 @click.argument("inputs", nargs=-1, required=True)
 @threshold_option
 @rule_option
@@ -112,23 +196,29 @@ def threshold_command(inputs: tuple[str, ...], output: Path, t: float, rule: str
 @json_option
 def audit_command(inputs: tuple[str, ...], t: float, rule: str, scale: str, as_json: bool) -> int:
     """What thresholding each input at --t does: values at and near it, where rules and
-    common idioms (tf.where, tf.cast(x + 0.5), tf.round, uint8 casts) disagree."""
+    common idioms (tf.where, tf.cast(x + 0.5), tf.round, uint8 casts) disagree. A stack is
+    audited as a whole and per image (--json: per_image)."""
     from gpudoc.masks import audit
-    from gpudoc.imagefiles import read_array
-    from gpudoc.masks.io import expand
     from gpudoc.output import emit_json, to_jsonable
 
+    stacks = _read(list(inputs))
+    scales, warn = _scales(stacks, scale)
+    warn()
     reports = []
-    for source in expand(list(inputs)):
-        with _warnings_to_stderr():
-            values = _per_file(source, read_array, source, single_channel=True)
-            report = _per_file(source, audit, values, t, rule, scale=_declared(scale))
-        reports.append((source, report))
+    for stack, found in zip(stacks, scales):
+        report = audit(stack.values, t, rule, scale=found)
+        per_image = None
+        if stack.stacked:
+            per_image = [_image_summary(i, audit(stack.images[i], t, rule, scale=found)) for i in range(stack.count)]
+        reports.append((stack, report, per_image))
     if as_json:
-        emit_json([{"input": str(s), **to_jsonable(r)} for s, r in reports])
+        emit_json([{"input": s.source, **to_jsonable(r), "images": s.count, "per_image": per}
+                   for s, r, per in reports])
         return 0
-    for source, r in reports:
-        click.echo(f"{source}: {r.values} values, {r.dtype}, scale {r.scale}, range [{r.minimum:g}, {r.maximum:g}]")
+    for stack, r, per_image in reports:
+        images = f" in {stack.count} images" if stack.stacked else ""
+        click.echo(f"{stack.source}: {r.values} values{images}, {r.dtype}, scale {r.scale}, "
+                   f"range [{r.minimum:g}, {r.maximum:g}]")
         click.echo(f"  rule {r.rule} at t={r.threshold:g}: {r.foreground} foreground")
         click.echo(f"  exactly at the threshold: {r.at_threshold}; within one ulp: {r.near_threshold}; "
                    f"ge and gt disagree on {r.rules_disagree}")
@@ -136,13 +226,52 @@ def audit_command(inputs: tuple[str, ...], t: float, rule: str, scale: str, as_j
         for idiom in r.idioms:
             mark = "same" if idiom.differs == 0 else f"{idiom.differs} pixel(s) differ"
             click.echo(f"  {idiom.idiom:<42} {mark:<22} {idiom.note}")
+        if per_image:
+            shown = per_image
+            if len(per_image) > _SHOWN_IMAGES:
+                shown = sorted(per_image, key=lambda s: -s["near_threshold"])[:_SHOWN_IMAGES]
+                click.echo(f"  the {_SHOWN_IMAGES} images with the most values near the threshold (all: --json):")
+            for s in sorted(shown, key=lambda s: s["image"]):
+                click.echo(f"  image {s['image']}: range [{s['minimum']:g}, {s['maximum']:g}], {s['foreground']} "
+                           f"foreground, {s['at_threshold']} at the threshold, {s['near_threshold']} within one ulp")
     return 0
 
 
-@mask.command("sweep")
+def _pairs(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(probabilities, truth) files: by position when each side is one file, else by name."""
+    from gpudoc.masks.io import expand
+
+    probs_files, truth_files = expand(list(probs_paths)), expand(list(truth_paths))
+    one_file = len(probs_paths) == len(truth_paths) == 1 and len(probs_files) == len(truth_files) == 1
+    if one_file and not Path(probs_paths[0]).is_dir() and not Path(truth_paths[0]).is_dir():
+        return [(probs_files[0], truth_files[0])]
+    named: list[dict[str, str]] = []
+    for files, side in ((probs_files, "--probs"), (truth_files, "--truth")):
+        by_stem: dict[str, str] = {}
+        for f in files:
+            stem = Path(f.partition(".npz:")[0]).stem
+            if stem in by_stem:
+                raise InputError(f"{side}: {by_stem[stem]} and {f} have the same name",
+                                 "files are matched by name: keep one per name")
+            by_stem[stem] = f
+        named.append(by_stem)
+    probs, truth = named
+    missing = [f for stem, f in probs.items() if stem not in truth]
+    if missing:
+        raise InputError(f"{missing[0]}: no truth mask of the same name ({len(missing)} of {len(probs)} unmatched)",
+                         "give truth files with the same names, or one file each for --probs and --truth")
+    return [(f, truth[stem]) for stem, f in probs.items()]
+
+
+def _dims(images: Any) -> str:
+    return "×".join(map(str, images.shape[1:]))
+
+
+@mask.command("sweep", epilog=STACKS)
 @click.option("--probs", "probs_paths", multiple=True, required=True, help="Probability maps (files or directories).")
 @click.option("--truth", "truth_paths", multiple=True, required=True,
-              help="Ground-truth masks, matched to --probs by file name (0/1 or 0/255).")
+              help="Ground-truth masks (0/1 or 0/255): with one file each for --probs and --truth, the two are "
+              "paired (image by image for stacks); otherwise matched to --probs by file name.")
 @click.option("--thresholds", type=click.IntRange(2, 100001), default=101, show_default=True,
               help="How many evenly spaced thresholds over [0, 1].")
 @click.option("--metric", type=click.Choice(["dice", "iou"]), default="dice", show_default=True)
@@ -151,62 +280,88 @@ def audit_command(inputs: tuple[str, ...], t: float, rule: str, scale: str, as_j
 @rule_option
 @scale_option
 @click.option("--exact", is_flag=True, help="Also search every distinct probability (sorts all pixels).")
-@click.option("--plot", type=click.Path(path_type=Path),
-              help="Write a PNG chart of Dice and IoU against the threshold.")
+@click.option("--plot", metavar="FILE|-", help="Write a PNG chart of Dice and IoU against the threshold.")
+@click.option("--csv", "csv_path", metavar="FILE|-", help="Write the whole table (every threshold) as CSV.")
+@click.option("--force", is_flag=True, help="Replace existing --plot and --csv files.")
 @json_option
 def sweep_command(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...], thresholds: int, metric: str,
-                  reduction: str, rule: str, scale: str, exact: bool, plot: Path | None, as_json: bool) -> int:
-    """Dice, IoU, precision and recall over thresholds; the best threshold, and Otsu's."""
+                  reduction: str, rule: str, scale: str, exact: bool, plot: str | None, csv_path: str | None,
+                  force: bool, as_json: bool) -> int:
+    """Dice, IoU, precision and recall over thresholds, pooled and per image; the best
+    threshold, and Otsu's."""
     import numpy as np
 
     from gpudoc.masks import sweep
-    from gpudoc.imagefiles import read_array
-    from gpudoc.masks.io import expand, read_truth
-    from gpudoc.masks.rules import Scale, resolve_scale
-    from gpudoc.output import emit_json
+    from gpudoc.masks.io import as_probabilities, read_stack, read_truth
+    from gpudoc.output import emit_json, is_stdout, output_target
 
-    probs_files, truth_files = expand(list(probs_paths)), expand(list(truth_paths))
-    truth_by_stem = {f.stem: f for f in truth_files}
-    missing = [f.name for f in probs_files if f.stem not in truth_by_stem]
-    if missing:
-        raise InputError(f"no truth mask named like {missing[0]}", "give truth files with the same names")
+    report_out = _stdout_free({"--plot": bool(plot) and is_stdout(plot),
+                               "--csv": bool(csv_path) and is_stdout(csv_path), "--json": as_json})
+    if plot:
+        _refuse_terminal(plot)
+        _refuse_existing(plot, force)
+        if not output_target(plot).stream and Path(plot).suffix.lower() != ".png":
+            raise InputError(f"--plot {plot}: the chart is a PNG", "name it .png, or - for stdout")
+    if csv_path:
+        _refuse_existing(csv_path, force)
+    pairs = _pairs(probs_paths, truth_paths)
+    stacks = [read_stack(p) for p, _ in pairs]
+    scales, warn = _scales(stacks, scale)
     maps, masks = [], []
-    for source in probs_files:
-        with _warnings_to_stderr():
-            values = _per_file(source, read_array, source, single_channel=True)
-            found = _per_file(source, resolve_scale, values, _declared(scale))
-        p = values.astype(np.float64)
-        if found is Scale.BYTE:
-            p = p / 255
-        elif found is Scale.LOGITS:
-            p = 1 / (1 + np.exp(-p))
-        truth = read_truth(truth_by_stem[source.stem])
-        if truth.shape != p.shape:
-            truth_file = truth_by_stem[source.stem]
-            raise InputError(f"{source}: shape {p.shape} but its truth {truth_file} is {truth.shape}")
-        maps.append(p)
-        masks.append(truth)
-    if len({m.shape for m in maps}) > 1:
-        raise InputError("the probability maps differ in shape; sweep images of one size at a time")
-    result = sweep(np.stack(maps), np.stack(masks), thresholds, metric=metric, reduction=reduction,
+    for stack, found, (_, truth_file) in zip(stacks, scales, pairs):
+        truth = read_truth(truth_file)
+        if truth.count != stack.count:
+            raise InputError(f"{stack.source}: {stack.count} image(s) but its truth {truth_file} has {truth.count}",
+                             "give one truth mask per probability map, in the same order")
+        if truth.images.shape != stack.images.shape:
+            raise InputError(f"{stack.label(0)} is {_dims(stack.images)} but its truth {truth.label(0)} is "
+                             f"{_dims(truth.images)}", "give truth masks of the maps' size")
+        if maps and stack.images.shape[1:] != maps[0].shape[1:]:
+            raise InputError(f"{stack.source} has {_dims(stack.images)} images but {stacks[0].source} "
+                             f"{_dims(maps[0])}", "sweep images of one size per call")
+        maps.append(as_probabilities(stack, found))
+        masks.append(truth.images)
+    warn()
+    result = sweep(np.concatenate(maps), np.concatenate(masks), thresholds, metric=metric, reduction=reduction,
                    rule=rule, exact=exact)
     if plot:
         from gpudoc.masks.plot import write_plot
 
         write_plot(result, plot)
+    if csv_path:
+        _write_table(result, csv_path)
     if as_json:
         emit_json(result)
         return 0
+    _print_sweep(result, err=not report_out)
+    return 0
+
+
+def _write_table(result: Any, dest: str) -> None:
+    import csv
+    import dataclasses
+
+    from gpudoc.output import atomic_file
+
+    with atomic_file(dest, "w") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([f.name for f in dataclasses.fields(result.rows[0])])
+        writer.writerows(dataclasses.astuple(row) for row in result.rows)
+
+
+def _print_sweep(result: Any, *, err: bool) -> None:
+    def say(line: str) -> None:
+        click.echo(line, err=err)
+
     step = max(1, len(result.rows) // 20)
-    click.echo(f"{'t':>7} {'dice':>7} {'iou':>7} {'prec':>7} {'recall':>7} {'dice/img':>9} {'iou/img':>8}")
+    say(f"{'t':>7} {'dice':>7} {'iou':>7} {'prec':>7} {'recall':>7} {'dice/img':>9} {'iou/img':>8}")
     for i, row in enumerate(result.rows):
         if i % step == 0 or row.threshold == result.best_threshold:
             mark = "  ← best" if row.threshold == result.best_threshold else ""
-            click.echo(f"{row.threshold:7.3f} {row.dice:7.4f} {row.iou:7.4f} {row.precision:7.4f} {row.recall:7.4f} "
-                       f"{row.dice_per_image:9.4f} {row.iou_per_image:8.4f}{mark}")
-    click.echo(f"best {result.metric} ({result.reduction}, rule {result.rule}): {result.best_score:.4f} "
-               f"at t={result.best_threshold:g} over {result.images} image(s)")
+            say(f"{row.threshold:7.3f} {row.dice:7.4f} {row.iou:7.4f} {row.precision:7.4f} {row.recall:7.4f} "
+                f"{row.dice_per_image:9.4f} {row.iou_per_image:8.4f}{mark}")
+    say(f"best {result.metric} ({result.reduction}, rule {result.rule}): {result.best_score:.4f} "
+        f"at t={result.best_threshold:g} over {result.images} image(s)")
     if result.exact_best_threshold is not None:
-        click.echo(f"exact best (pooled): {result.exact_best_score:.4f} at t={result.exact_best_threshold:.6g}")
-    click.echo(f"Otsu's threshold: {result.otsu_threshold:.4f} ({result.metric} {result.otsu_score:.4f})")
-    return 0
+        say(f"exact best (pooled): {result.exact_best_score:.4f} at t={result.exact_best_threshold:.6g}")
+    say(f"Otsu's threshold: {result.otsu_threshold:.4f} ({result.metric} {result.otsu_score:.4f})")

@@ -1,54 +1,170 @@
-"""Reading probability maps and masks (png, tif, npy, npz; files or directories) and
-writing masks atomically."""
+"""Reading probability maps and masks (png, tif, npy, npz; files or directories) as stacks of
+images, checking their scale, and writing masks.
+
+An input file holds one image or a stack of them. Image files: one image (H, W), or one per
+page of a multi-page TIFF. Arrays (.npy, .npz): after a trailing axis of length 1 is dropped
+((H, W, 1), (N, H, W, 1)), 2-D is one image, 3-D a stack (N, H, W), and (N, 1, H, W)
+(channels first) a stack as well; a 1-D array is one row of values.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gpudoc.errors import InputError
 from gpudoc.imagefiles import ARRAY_SUFFIXES, read_array
+from gpudoc.masks.rules import Scale, as_scale, infer_scale
 from gpudoc.output import atomic_file
 
 SUFFIXES = (".png", ".tif", ".tiff", *ARRAY_SUFFIXES)
+STACK_RULE = ("an array file's N×H×W, N×H×W×1 or N×1×H×W is a stack of N images; an image file is one image "
+              "(a multi-page TIFF one per page)")
 
 
-def expand(paths: list[str]) -> list[Path]:
+@dataclass(frozen=True)
+class Stack:
+    """One input file: ``values`` as stored and the same values as ``images`` (N, …), a view;
+    ``stacked`` when the file holds a stack rather than one image."""
+
+    source: str
+    values: np.ndarray
+    images: np.ndarray
+    stacked: bool
+
+    @property
+    def count(self) -> int:
+        """How many images the file holds."""
+        return int(self.images.shape[0])
+
+    @property
+    def stem(self) -> str:
+        """The file name without its suffix (and without an npz's ``:NAME``)."""
+        return Path(self.source.partition(".npz:")[0]).stem
+
+    def label(self, index: int) -> str:
+        """How an error names image ``index``: the file, and the index in a stack."""
+        return f"{self.source} image {index}" if self.stacked else self.source
+
+
+def _file_part(raw: str) -> Path:
+    name, sep, _ = raw.partition(".npz:")
+    return Path(name + ".npz") if sep else Path(raw)
+
+
+def expand(paths: list[str]) -> list[str]:
     """Files as given, and the supported files of directories (sorted by name)."""
-    found: list[Path] = []
+    found: list[str] = []
     for raw in paths:
-        path = Path(raw.split(":", 1)[0] if ".npz:" in raw else raw)
+        path = _file_part(raw)
         if path.is_dir():
             inside = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
             if not inside:
                 raise InputError(f"{path}: no png, tif, npy or npz file in this directory")
-            found.extend(inside)
+            found.extend(str(p) for p in inside)
         elif not path.exists():
             raise InputError(f"{path}: no such file or directory")
         else:
-            found.append(Path(raw))
+            found.append(raw)
     return found
 
 
-def read_truth(path: Path) -> np.ndarray:
-    """A ground-truth mask as bool: 0/1 or 0/255 values only."""
-    values = read_array(path, single_channel=True)
-    present = np.unique(values)
-    if set(present.tolist()) <= {0, 1}:
-        return values.astype(bool)
-    if set(present.tolist()) <= {0, 255}:
-        return values == 255
-    raise InputError(f"{path}: a mask holds 0/1 or 0/255 only; found values such as {present[:5].tolist()}")
+def as_stack(values: np.ndarray, source: str) -> Stack:
+    """``values`` read from ``source`` as one image or a stack (the rules of this module)."""
+    shape = values.shape
+    if _file_part(source).suffix.lower() not in ARRAY_SUFFIXES:
+        return Stack(source, values, values if values.ndim == 3 else values[None], values.ndim == 3)
+    images = values
+    if images.ndim >= 3 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim == 0 or images.ndim > 3 or images.size == 0:
+        dims = "×".join(map(str, shape)) or "a single number"
+        raise InputError(f"{source}: shape {dims} is neither an image (H×W) nor a stack (N×H×W, N×H×W×1, N×1×H×W)",
+                         "reshape it to N×H×W")
+    stacked = images.ndim == 3
+    return Stack(source, values, images if stacked else images[None], stacked)
 
 
-def write_mask(mask: np.ndarray, dest: Path, *, force: bool = False) -> None:
-    """A 0/1 mask as a 0/255 PNG or a 0/1 uint8 .npy, written to a temporary file and
-    renamed into place; an existing file is replaced only with ``force``."""
-    if dest.exists() and not force:
-        raise InputError(f"{dest}: exists", "pass --force to replace it")
+def read_stack(source: str) -> Stack:
+    """The images of one file, checked for NaN."""
+    stack = as_stack(read_array(Path(source), single_channel=True, frames=True), source)
+    if stack.values.dtype.kind == "f":
+        bad = np.isnan(stack.images.reshape(stack.count, -1)).sum(axis=1)
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{stack.label(index)}: {int(bad[index])} NaN value(s)",
+                             "replace NaNs before thresholding (a NaN is neither foreground nor background)")
+    return stack
+
+
+def resolve_scales(stacks: list[Stack], declared: str | None) -> tuple[list[Scale], str | None]:
+    """The scale of each stack, and one warning for the whole command when inferred. A
+    declared scale is checked image by image: values outside it name the file and image."""
+    if declared is None:
+        found = [infer_scale(s.values) for s in stacks]
+        counts = Counter(found)
+        if len(counts) == 1:
+            which = f"{found[0].value!r}" + (f" for all {len(found)} files" if len(found) > 1 else "")
+        else:
+            which = ", ".join(
+                f"{scale.value!r} for {n} file{'s' if n > 1 else ''} "
+                f"({next(s.source for s, f in zip(stacks, found) if f is scale)}{', …' if n > 1 else ''})"
+                for scale, n in counts.items())
+        return found, (f"scale not declared; inferred {which} from the dtype and value range "
+                       "(declare it with --scale to silence this)")
+    scale = as_scale(declared)
+    if scale is not Scale.LOGITS:
+        top = 1 if scale is Scale.UNIT else 255
+        for stack in stacks:
+            flat = stack.images.reshape(stack.count, -1)
+            low, high = flat.min(axis=1), flat.max(axis=1)
+            outside = np.flatnonzero((low < 0) | (high > top))
+            if outside.size:
+                index = int(outside[0])
+                raise InputError(f"{stack.label(index)}: values span [{low[index]:g}, {high[index]:g}], outside the "
+                                 f"declared scale [0, {top}]",
+                                 "declare the scale the data is in (--scale 1|255|logits)")
+    return [scale] * len(stacks), None
+
+
+def as_probabilities(stack: Stack, scale: Scale) -> np.ndarray:
+    """The stack's images as float64 probabilities."""
+    p = stack.images.astype(np.float64)
+    if scale is Scale.BYTE:
+        return p / 255
+    if scale is Scale.LOGITS:
+        return 1 / (1 + np.exp(-p))
+    return p
+
+
+def read_truth(source: str) -> Stack:
+    """A ground-truth mask or stack of masks as bool: 0/1 or 0/255 values only (per file)."""
+    stack = read_stack(source)
+    present = set(np.unique(stack.values).tolist())
+    for allowed in ({0, 1}, {0, 255}):
+        if present <= allowed:
+            top = max(allowed)
+            return Stack(source, stack.values == top, stack.images == top, stack.stacked)
+    flat = stack.images.reshape(stack.count, -1)
+    for index in range(stack.count):
+        values = set(np.unique(flat[index]).tolist())
+        if not (values <= {0, 1} or values <= {0, 255}):
+            odd = sorted(values - {0, 1, 255}) or sorted(values)
+            raise InputError(f"{stack.label(index)}: a mask holds 0/1 or 0/255 only; found values such as {odd[:5]}",
+                             "give binary masks (0/1 or 0/255) as --truth")
+    raise InputError(f"{source}: some images hold 0/1 and others 0/255", "give one kind of mask per file")
+
+
+def write_mask(mask: np.ndarray, dest: Path | str, fmt: str) -> None:
+    """A 0/1 mask as a 0/255 PNG (``fmt`` png, one 2-D image) or a 0/1 uint8 .npy (any
+    shape), through ``atomic_file`` (a temporary file renamed into place, or a stream)."""
     with atomic_file(dest) as out:
-        if dest.suffix.lower() == ".npy":
+        if fmt == "npy":
             np.save(out, mask.astype(np.uint8))
         else:
             from PIL import Image

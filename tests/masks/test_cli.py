@@ -63,7 +63,7 @@ def test_bad_inputs_exit_2_naming_the_file(data: Path) -> None:
     (data / "broken.png").write_bytes(b"\x89PNG not really")
     Image.new("RGB", (4, 4)).save(data / "rgb.png")
     np.save(data / "big.npy", np.array([0.2, 3.0]))
-    cases = [("broken.png", "cannot read"), ("rgb.png", "one channel"), ("big.npy", "outside the declared")]
+    cases = [("broken.png", "damaged or cut off"), ("rgb.png", "one channel"), ("big.npy", "outside the declared")]
     for name, message in cases:
         code, _, err = run("threshold", str(data / name), "-o", str(data / "x.npy"), "--scale", "1")
         assert code == 2 and name in err and message in err and "Traceback" not in err
@@ -94,7 +94,7 @@ def test_sweep_json_text_and_plot(data: Path) -> None:
 def test_sweep_mismatches_exit_2(data: Path) -> None:
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(data / "truth" / "case0.png")
     code, _, err = run("sweep", "--probs", str(data / "probs"), "--truth", str(data / "truth"), "--scale", "1")
-    assert code == 2 and "shape" in err
+    assert code == 2 and "case0.npy is 32×32 but its truth" in err and "case0.png is 8×8" in err
     code, _, err = run("sweep", "--probs", str(data / "seed.npy"), "--truth", str(data / "truth"), "--scale", "1")
     assert code == 2 and "no truth mask" in err
 
