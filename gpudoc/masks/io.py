@@ -21,8 +21,6 @@ from gpudoc.masks.rules import Scale, as_scale, infer_scale
 from gpudoc.output import atomic_file
 
 SUFFIXES = (".png", ".tif", ".tiff", *ARRAY_SUFFIXES)
-STACK_RULE = ("an array file's N×H×W, N×H×W×1 or N×1×H×W is a stack of N images; an image file is one image "
-              "(a multi-page TIFF one per page)")
 
 
 @dataclass(frozen=True)
