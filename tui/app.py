@@ -70,6 +70,7 @@ class GpudocApp(App[None]):
         self._run_state = RunState.RUNNING
         self._run_left: tuple[ProcessRow, ...] = ()  # processes of an ended run still on a GPU
         self._stoppable = run is not None
+        self._stop_pending = False
         self.host_name = host_name or socket.gethostname()
         self.monitor = monitor
         self.interval = interval
@@ -123,7 +124,7 @@ class GpudocApp(App[None]):
         """Signal actions do not exist in read-only mode, nor "stop run" without a run or
         once it ended (and left no process on a GPU), nor "clear filters" without a filter
         (hidden from the footer too)."""
-        if action == "stop_run" and not self._stoppable:
+        if action == "stop_run" and (not self._stoppable or self._stop_pending):
             return False
         if action == "clear_filters" and not self._table.filtered:
             return False
@@ -323,11 +324,28 @@ class GpudocApp(App[None]):
         what = "The run is still going." if run.running else self._left_behind()
         self.push_screen(ConfirmScreen(f"{what}\nStop {'it' if run.running else 'them'} and quit?"), answered)
 
-    @work(thread=True, group="action")
     def _stop_run(self, quit_after: bool) -> None:
+        """Stop the run on a worker thread; until that is done, the panel says it is
+        stopping and x is not offered again."""
+        self._set_stopping(True)
+        self._stop_run_worker(quit_after)
+
+    def _set_stopping(self, stopping: bool) -> None:
+        """Show the run as being stopped, or as it is once stopped (its processes as gone
+        until the next sample, which follows at once, says otherwise)."""
+        self._stop_pending = stopping
+        panel = self.query_one(RunPanel)
+        panel.stopping = stopping
+        assert self.training_run is not None
+        self._show_run(self.training_run.status(), panel.members if stopping else ())
+        self.refresh_bindings()
+
+    @work(thread=True, group="action")
+    def _stop_run_worker(self, quit_after: bool) -> None:
         assert self.training_run is not None
         self.call_from_thread(self.notify, "stopping the run…")
         actions = self.training_run.stop(STOP_GRACE)
+        self.call_from_thread(self._set_stopping, False)
         if quit_after:
             self.call_from_thread(self.exit)
             return

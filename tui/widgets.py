@@ -366,6 +366,7 @@ class RunPanel(LinePanel):
 
     status: RunStatus | None = None
     members: tuple[ProcessRow, ...] = ()
+    stopping = False  # gpudoc is stopping it (SIGTERM sent, SIGKILL after the grace)
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
@@ -415,7 +416,9 @@ class RunPanel(LinePanel):
             return []
         lines = [
             Content.assemble(
-                ("RUN ", "bold"), (describe(status), self.STATE_STYLES[status.state]),
+                ("RUN ", "bold"),
+                ("stopping, " if self.stopping and status.state is RunState.RUNNING else "", "bold $warning"),
+                (describe(status), self.STATE_STYLES[status.state]),
                 "  ", self._gpu_use(), (f"  pid {status.pid}  ", MUTED), clean(shlex.join(status.command)),
                 strip_control_codes=False,
             )

@@ -17,6 +17,7 @@ from gpudoc.gpu import ManualClock, SimulatedBackend
 from gpudoc.host import HostProbe, HostSnapshot
 from gpudoc.monitor import Monitor, MonitorSample
 from gpudoc.train import Run
+from gpudoc.tui import app as tui_app
 from gpudoc.tui.app import GpudocApp
 from gpudoc.tui.screens import ConfirmScreen, HelpScreen
 from gpudoc.tui.widgets import GpuPanel, HostPanel, ProcessTable
@@ -498,6 +499,34 @@ async def test_a_run_is_shown_marked_in_the_table_and_stopped_whole(dev: Path) -
             await refresh(app, pilot)
             assert not any(alive(pid) for pid in members)
             assert "RUN stopped after" in text_of(app, "#run")
+    finally:
+        run.stop(grace=1)
+
+
+async def test_while_a_run_is_being_stopped_it_says_so_and_x_is_not_offered_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tui_app, "STOP_GRACE", 3.0)
+    run = start_run("""
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ends only with the SIGKILL after the grace
+        print("working", flush=True)
+        time.sleep(60)
+    """)
+    try:
+        app = make_app("workstation", ManualClock(5), run=run)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_output(app, pilot, run, "working")
+            await pilot.press("x", "y")
+            await pilot.pause()
+            assert "RUN stopping, running" in text_of(app, "#run") and run.running
+            assert "stop_run" not in enabled_actions(app)
+            await pilot.press("x")
+            assert not isinstance(app.screen, ConfirmScreen)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert not run.running and "RUN stopped after" in text_of(app, "#run")
+            assert "stopping" not in text_of(app, "#run") and "stop_run" not in enabled_actions(app)
     finally:
         run.stop(grace=1)
 
