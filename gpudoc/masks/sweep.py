@@ -126,13 +126,18 @@ def exact_best(probs: np.ndarray, truth: np.ndarray, metric: str, rule: Rule | s
 
 def otsu(values: np.ndarray, bins: int = 256) -> float:
     """Otsu's threshold over a ``bins``-bin histogram of the values' range (the centre of
-    the bin that maximises the between-class variance), as scikit-image defines it."""
+    the bin that maximises the between-class variance), as scikit-image defines it. A range
+    too narrow for ``bins`` float64 bins (a few ulps) is binned by distinct value instead."""
     flat = values.ravel().astype(np.float64)
     low, high = float(flat.min()), float(flat.max())
     if low == high:
         return low
-    hist, edges = np.histogram(flat, bins=bins, range=(low, high))
-    centres = (edges[:-1] + edges[1:]) / 2
+    edges = np.linspace(low, high, bins + 1)
+    if np.all(np.diff(edges) > 0):
+        hist, edges = np.histogram(flat, bins=edges)
+        centres = (edges[:-1] + edges[1:]) / 2
+    else:
+        centres, hist = np.unique(flat, return_counts=True)
     weight = hist.astype(np.float64)
     below = np.cumsum(weight)
     above = np.cumsum(weight[::-1])[::-1]

@@ -114,6 +114,15 @@ def test_otsu_matches_scikit_image() -> None:
         assert otsu(values) == pytest.approx(threshold_otsu(values), abs=1e-9)
 
 
+def test_otsu_and_sweep_on_a_range_of_a_few_ulps() -> None:
+    """Sigmoids of large logits differ by ulps: 256 bins do not fit (numpy's histogram raised)."""
+    a = np.nextafter(0.5, 1)
+    values = np.array([0.5, 0.5, a, np.nextafter(a, 1), np.nextafter(a, 1)])
+    assert otsu(values) == a
+    result = sweep(values.reshape(1, 1, 5), np.array([[[0, 0, 1, 1, 1]]]), 11)
+    assert result.otsu_threshold == a and result.otsu_score == pytest.approx(0.8), "foreground is above Otsu"
+
+
 def test_sweep_rejects_bad_input() -> None:
     from gpudoc.masks import MaskValueError
 
