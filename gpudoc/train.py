@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -63,7 +63,8 @@ class RunStatus:
 class Run:
     """``command`` started at once in its own session (``cwd``, ``env`` as for Popen, with
     ``PYTHONUNBUFFERED=1`` so Python output arrives as it is printed); its output is also
-    appended to ``log`` when given."""
+    appended to ``log`` and copied as it comes to ``echo`` when given, and ``on_line`` is
+    called (from the output thread) with each complete line as :class:`RunStatus` keeps it."""
 
     def __init__(
         self,
@@ -73,6 +74,8 @@ class Run:
         env: dict[str, str] | None = None,
         log: Path | None = None,
         keep_lines: int = KEEP_LINES,
+        echo: BinaryIO | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
         self.command = tuple(command)
         self._lines: deque[str] = deque(maxlen=keep_lines)
@@ -83,6 +86,8 @@ class Run:
         self._exited = threading.Event()
         self._drained = threading.Event()
         self._ended: float | None = None
+        self._echo = echo
+        self._on_line = on_line
         log_file = open(log, "ab") if log else None  # noqa: SIM115 (the output thread closes it)
         try:
             self._proc = subprocess.Popen(
@@ -109,12 +114,23 @@ class Run:
                 if log:
                     log.write(chunk)
                     log.flush()
+                if self._echo is not None:
+                    self._copy(chunk)
                 self._take(decode(chunk))
         finally:
             stream.close()
             if log:
                 log.close()
             self._drained.set()
+
+    def _copy(self, chunk: bytes) -> None:
+        """Pass output through; a closed reader (``| head``) only stops the copying."""
+        assert self._echo is not None
+        try:
+            self._echo.write(chunk)
+            self._echo.flush()
+        except (OSError, ValueError):
+            self._echo = None
 
     def _wait_exit(self) -> None:
         self._proc.wait()
@@ -125,14 +141,19 @@ class Run:
     def _take(self, text: str) -> None:
         """Split output into lines: a newline ends one, a carriage return redraws it."""
         *complete, rest = text.split("\n")
+        done = []
         with self._lock:
             for piece in complete:  # whole lines: an escape sequence may straddle two reads
                 line = strip_terminal_codes(_last_redraw(self._partial + piece)).expandtabs()
                 self._partial = ""
                 self._lines.append(line)
+                done.append(line)
                 if self._oom is None and _OOM.search(line):
                     self._oom = line.strip()
             self._partial = _last_redraw(self._partial + rest)
+        if self._on_line is not None:
+            for line in done:
+                self._on_line(line)
 
     def status(self) -> RunStatus:
         with self._lock:
