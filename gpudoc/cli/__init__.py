@@ -24,6 +24,7 @@ COMMANDS = {
     "metrics-check": "gpudoc.cli.metrics:metrics_check",
     "oom": "gpudoc.cli.oom:oom",
     "reap": "gpudoc.cli.reap:reap",
+    "run": "gpudoc.cli.run:run",
     "serve": "gpudoc.cli.serve:serve",
     "tui": "gpudoc.cli.tui:tui",
 }

@@ -1,0 +1,117 @@
+"""``gpudoc run -- CMD``: the supervised run without a screen (CI, Slurm, nohup)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from gpudoc.errors import ExitCode, InputError
+
+_RANGES = ["auto", "1", "2", "255", "65535"]
+
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@click.option("--logdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the run writes TensorBoard event files (given to it as GPUDOC_LOGDIR). Default: the "
+              "event files its processes hold open, else those that appear under the working directory.")
+@click.option("--log", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append the run's whole output to this file.")
+@click.option("--json", "json_dest", metavar="FILE", help="Write the end summary as JSON to FILE (- for stdout; the "
+              "run's output then goes to stderr).")
+@click.option("--github", is_flag=True, help="Print the checks as GitHub Actions annotations.")
+@click.option("--strict", is_flag=True, help="Exit 1 when a check raised an error (e.g. a metric-scale finding), "
+              "even if the run succeeded.")
+@click.option("--range", "range_", type=click.Choice(_RANGES), default="auto", show_default=True,
+              help="The data range the logged image metrics should be at (as in metrics-check).")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds between looks at the event files and the output.")
+@click.option("--stall-min", type=click.FloatRange(min=0.1), default=60.0, show_default=True, metavar="SECONDS",
+              help="A stall is no new step for 10 times the recent step interval and at least this long.")
+@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS",
+              help="When stopping: seconds between SIGTERM and SIGKILL.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(logdir: Path | None, log: Path | None, json_dest: str | None, github: bool, strict: bool, range_: str,
+        interval: float, stall_min: float, grace: float, command: tuple[str, ...]) -> int:
+    """Run COMMAND (after --) in a session of its own and watch it: its output passes through
+    (and to --log), its scalars are read from its event files (or its output lines) and
+    checked as they arrive — non-finite values, loss spikes, steps going backwards or repeating,
+    stalls and the metric-scale rules of metrics-check — each printed once as
+    'gpudoc: warning: …' on stderr. SIGINT or SIGTERM to gpudoc stops the whole run. At the
+    end one summary on stderr: how it ended, duration, steps, last and best of each scalar,
+    the checks raised.
+
+    Exit status: the command's own when it failed (128+N when signal N killed it), 130 when
+    stopped, 0 when it succeeded — 1 under --strict when a check raised an error.
+    """
+    from gpudoc.output import atomic_file, emit_json, is_stdout, output_target
+    from gpudoc.runwatch import Checks, LogFinder, Watch, annotation, jsonable_summary, plain
+    from gpudoc.train import Run, RunState
+
+    if json_dest is not None:
+        output_target(json_dest)  # a directory or impossible path fails now, before the run
+    echo = sys.stderr.buffer if json_dest is not None and is_stdout(json_dest) else sys.stdout.buffer
+    env = dict(os.environ)
+    if logdir is not None:
+        logdir = logdir.absolute()
+        if logdir.exists() and not logdir.is_dir():
+            raise InputError(f"{logdir}: not a directory", "give --logdir the directory the run writes events to")
+        env["GPUDOC_LOGDIR"] = str(logdir)
+    cwd = Path.cwd()
+    watch = Watch(LogFinder(logdir, cwd, time.time()),
+                  Checks(None if range_ == "auto" else float(range_), stall_min=stall_min))
+
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def report(checks: list) -> None:  # type: ignore[type-arg]
+        for check in checks:
+            print(annotation(check) if github else plain(check), file=sys.stderr, flush=True)
+
+    try:
+        started = Run(command, env=env, log=log, echo=echo, on_line=watch.take_line)
+        while started.running and not stop.is_set():
+            members = started.members()
+            report(watch.poll([m.pid for m in members], started.running, len(members)))
+            stop.wait(interval)
+        if stop.is_set() and started.running:
+            name = signal.Signals(received[0]).name if received else "a signal"
+            print(f"gpudoc: {name} received: stopping the run (SIGTERM to its session, SIGKILL after "
+                  f"{grace:g}s)", file=sys.stderr, flush=True)
+            started.stop(grace)
+        status = started.wait(grace + 1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    report(watch.finish())
+    if status.state is RunState.STOPPED:
+        code = int(ExitCode.INTERRUPTED)
+    elif status.state is RunState.FAILED and status.returncode is not None:
+        code = status.returncode if status.returncode > 0 else 128 - status.returncode
+    else:
+        code = int(ExitCode.OK)
+    summary = watch.summary(status, code)
+    if strict and code == 0 and summary.errors:
+        code = int(ExitCode.FINDINGS)
+        summary = watch.summary(status, code)
+    lines = summary.lines()
+    print("gpudoc: " + lines[0], file=sys.stderr)
+    for line in lines[1:]:
+        print("gpudoc: " + line, file=sys.stderr)
+    sys.stderr.flush()
+    if json_dest is not None:
+        with atomic_file(json_dest, "w") as out:
+            emit_json(jsonable_summary(summary), out)
+    return code

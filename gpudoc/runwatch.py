@@ -1,0 +1,677 @@
+"""The run view: a supervised run's scalars and the checks on them as values arrive.
+
+This layer composes the modules, which do not know each other: where the run's event files
+are (its processes' open descriptors, as reap's scan reads them, or files that appear under its
+working directory), tailing them with the events readers' resumable state (only new bytes are
+read; an incomplete last record waits; damage is reported once), values parsed from its output
+when it writes no event files, the metric-scale rules of ``gpudoc.metrics`` on what it logs, and
+the run's own checks: non-finite values, loss spikes, steps that go backwards or repeat, stalls.
+The same :class:`Watch` serves ``gpudoc run`` and the TUI's run pane.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gpudoc.metrics.lint import RULES as METRIC_RULES
+from gpudoc.metrics.lint import Finding, check_record
+from gpudoc.metrics.logs import Record, Value, canonical, parse_number
+from gpudoc.output import format_duration
+from gpudoc.reap.proc import read_link
+
+if TYPE_CHECKING:
+    from gpudoc.events.model import TagPlugins
+    from gpudoc.events.records import RecordReader
+    from gpudoc.train import RunStatus
+
+# The run's own checks (metric-scale rules keep the ids of ``gpudoc metrics-check``).
+RULES = {
+    "non-finite": ("error", "every logged scalar is finite"),
+    "loss-spike": ("warning", "the loss stays near its running minimum (smoothed, within 10x)"),
+    "step-backwards": ("warning", "steps of a tag only go forward (a restart makes TensorBoard drop or duplicate)"),
+    "step-repeat": ("warning", "a tag logs each step once"),
+    "stall": ("warning", "new steps keep coming while the run's processes live"),
+    "damaged-record": ("warning", "event records are intact"),
+    **{rule: info for rule, info in METRIC_RULES.items() if rule != "non-finite"},
+}
+SPIKE_FACTOR = 10.0
+SPIKE_AFTER = 5
+SPIKE_SMOOTHING = 0.9
+STALL_FACTOR = 10.0
+# Directories never searched for event files that appear under the working directory.
+_SKIP_DIRS = frozenset({".git", ".hg", ".venv", "venv", "node_modules", "__pycache__", "site-packages", ".tox"})
+_WALK_EVERY = 2.0
+_HIGHER_IS_BETTER = re.compile(r"psnr|ssim|acc|dice|iou|f1|auc|precision|recall|map\b|r2|score|reward", re.I)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One logged value: ``run`` is the event file's directory relative to the log root
+    (``.`` for the root; ``output`` for values parsed from the output)."""
+
+    run: str
+    tag: str
+    step: int
+    value: float
+    rounding: float = 0.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """A check that fired: the rule, ``error`` or ``warning``, what, the fix, and where."""
+
+    rule: str
+    severity: str
+    message: str
+    fix: str = ""
+    series: str | None = None
+    step: int | None = None
+
+
+@dataclass
+class Series:
+    """What is known of one scalar so far."""
+
+    run: str
+    tag: str
+    count: int = 0
+    last: float = math.nan
+    last_step: int | None = None
+    best: float | None = None
+    best_step: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    smoothed: float = 0.0
+    smoothed_min: float | None = None
+    steps: set[int] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.tag if self.run in (".", "output") else f"{self.run}/{self.tag}"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return bool(_HIGHER_IS_BETTER.search(self.tag)) and not is_loss(self.tag)
+
+
+def is_loss(tag: str) -> bool:
+    return canonical(tag)[1] == "loss" or "loss" in tag.lower()
+
+
+# ---------------------------------------------------------------- event files
+
+
+class _Followed:
+    """One event file being tailed: its reader (whose state says where reading stopped) and
+    the plugin of each tag (only a tag's first value names it)."""
+
+    def __init__(self, path: Path, run: str) -> None:
+        from gpudoc.events.model import TagPlugins
+        from gpudoc.events.records import RecordReader
+
+        self.path = path
+        self.run = run
+        self.reader: RecordReader = RecordReader(path, salvage=True)
+        self.plugins: TagPlugins = TagPlugins()
+        self.damage_seen = 0
+
+
+class EventTail:
+    """Follows event files; :meth:`poll` reads only the bytes added since the last poll."""
+
+    def __init__(self) -> None:
+        self.files: dict[Path, _Followed] = {}
+        self.records = 0
+
+    def follow(self, path: Path, run: str) -> bool:
+        """Start following ``path`` (once); whether it is new."""
+        key = Path(os.path.realpath(path))
+        if key in self.files:
+            return False
+        self.files[key] = _Followed(key, run)
+        return True
+
+    def poll(self) -> tuple[list[Point], list[Check]]:
+        """New scalar values of every followed file, and damage found in them."""
+        points: list[Point] = []
+        checks: list[Check] = []
+        for followed in self.files.values():
+            state = followed.reader.state
+            try:
+                size = os.stat(followed.path).st_size
+            except OSError:
+                continue
+            if size < state.offset:
+                checks.append(Check("damaged-record", "warning", f"{followed.path}: shrank to {size} bytes while "
+                                    f"being read (it had {state.offset}); reading it again from the start",
+                                    "something truncated or replaced the event file"))
+                state.offset, state.records, state.partial = 0, 0, 0
+                state.damage.clear()
+                followed.damage_seen = 0
+            elif size == state.offset + state.partial:
+                continue  # nothing new: no open, no read
+            try:
+                for _, data, _ in followed.reader:
+                    self.records += 1
+                    points.extend(_scalars(data, followed))
+            except OSError as exc:
+                checks.append(Check("damaged-record", "warning", f"{followed.path}: cannot read: {exc.strerror}"))
+            for damage in state.damage[followed.damage_seen:]:
+                checks.append(Check(
+                    "damaged-record", "warning",
+                    f"{followed.path}: bytes {damage.start}-{damage.end} skipped ({damage.reason})",
+                    "the values in those bytes are lost; 'gpudoc events info' lists every damaged stretch"))
+            followed.damage_seen = len(state.damage)
+        return points, checks
+
+
+def _scalars(data: bytes, followed: _Followed) -> list[Point]:
+    """The scalars of one record: ``simple_value`` (tensorboardX, torch) and rank-0 numeric
+    tensors (tf.summary)."""
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.util import tensor_util
+
+    from gpudoc.events.model import Kind
+
+    event = event_pb2.Event.FromString(data)
+    if not event.HasField("summary"):
+        return []
+    found = []
+    for value, info in zip(event.summary.value, followed.plugins.values(event)):
+        which = value.WhichOneof("value")
+        if which == "simple_value":
+            number = float(value.simple_value)
+        elif which == "tensor" and info.kind in (Kind.SCALAR, Kind.TENSOR) and not value.tensor.tensor_shape.dim:
+            try:
+                array = tensor_util.make_ndarray(value.tensor)
+            except (ValueError, TypeError):
+                continue
+            if array.dtype.kind not in "fiub":
+                continue
+            number = float(array.item())
+        else:
+            continue
+        # TensorBoard stores float32: one part in 2^24.
+        found.append(Point(followed.run, value.tag, int(event.step), number, abs(number) * 2.0**-24))
+    return found
+
+
+class LogFinder:
+    """Where the run's event files are: under ``logdir`` when given; else the event files its
+    processes hold open, else those that appear under its working directory after it started."""
+
+    def __init__(self, logdir: Path | None, cwd: Path, started: float) -> None:
+        self.logdir = logdir
+        self.cwd = cwd
+        self.started = started
+        self._last_walk = -math.inf
+        self._open_found = False
+
+    def find(self, pids: Iterable[int], force: bool = False) -> list[tuple[Path, str]]:
+        """``(path, run)`` of event files found now (followed ones included). Directories are
+        walked at most every few seconds unless ``force``; the working directory only until an
+        open event file has been seen; ``logdir`` at every look until it has event files."""
+        now = time.monotonic()
+        walk = force or now - self._last_walk >= _WALK_EVERY
+        if self.logdir is not None:
+            if not walk and self._open_found:
+                return []
+            self._last_walk = now
+            found = list(self._walk(self.logdir, self.logdir, since=None))
+            self._open_found = bool(found)
+            return found
+        found = [(path, self._run_name(path)) for path in _open_event_files(pids)]
+        self._open_found = self._open_found or bool(found)
+        if not self._open_found and walk:
+            self._last_walk = now
+            found = list(self._walk(self.cwd, self.cwd, since=self.started))
+        return found
+
+    def _run_name(self, path: Path) -> str:
+        directory = path.parent
+        if directory.is_relative_to(self.cwd):
+            return str(directory.relative_to(self.cwd)) or "."
+        return str(directory)
+
+    def _walk(self, top: Path, root: Path, since: float | None) -> Iterable[tuple[Path, str]]:
+        for directory, subdirs, names in os.walk(top):
+            subdirs[:] = sorted(d for d in subdirs if d not in _SKIP_DIRS and not d.startswith("."))
+            for name in sorted(names):
+                if "tfevents" not in name:
+                    continue
+                path = Path(directory) / name
+                try:
+                    info = path.stat()
+                except OSError:
+                    continue
+                if since is None or info.st_mtime >= since:
+                    yield path, os.path.relpath(directory, root)
+
+
+def _open_event_files(pids: Iterable[int]) -> list[Path]:
+    """Event files (names with ``tfevents``) open in the descriptor tables of ``pids``."""
+    found = []
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            names = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for name in names:
+            target = read_link(f"{fd_dir}/{name}")
+            if (isinstance(target, str) and target.startswith("/") and "tfevents" in os.path.basename(target)
+                    and not target.endswith(" (deleted)")):
+                found.append(Path(target))
+    return found
+
+
+# ---------------------------------------------------------------- output lines
+
+_NUMBER = r"[-+]?(?:nan|inf(?:inity)?|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+_VALUE_END = r"(?=[\s,;\])}|]|$)"
+_PAIR = re.compile(r"(?<![\w./-])([A-Za-z_][\w./-]*)\s*(=|:)\s*(" + _NUMBER + r")" + _VALUE_END, re.I)
+_STEP = re.compile(r"\b(?:global[_ ]step|step|iter(?:ation)?|it)\b\s*[:=#]?\s*(\d+)", re.I)
+_EPOCH = re.compile(r"\bepoch\b\s*[:=#]?\s*(\d+)(?:\s*/\s*(\d+))?", re.I)
+_PROGRESS = re.compile(r"(?<![\w./])(\d+)/(\d+)(?![\w./])")
+_NOT_SCALARS = frozenset({"epoch", "step", "global_step", "iter", "iteration", "it", "eta", "time", "lr_step"})
+
+
+class OutputParser:
+    """Scalars from output lines: Keras progress lines (``Epoch 3/10`` then ``… - loss: 0.1
+    - mae: 0.2``), tqdm postfixes (``loss=0.123``) anywhere, and ``name: value`` pairs on a
+    line that names a step or epoch. The step is the line's own ``step N``; else the epoch
+    and the bar's ``N/M`` (``(epoch-1)·M + N``); else the epoch; else a count of lines."""
+
+    def __init__(self) -> None:
+        self.epoch: int | None = None
+        self.lines = 0
+
+    def parse(self, line: str) -> list[Point]:
+        self.lines += 1
+        epoch = _EPOCH.search(line)
+        if epoch:
+            self.epoch = int(epoch.group(1))
+        step_match = _STEP.search(line)
+        pairs = [(n, sep, v) for n, sep, v in _PAIR.findall(line) if n.lower() not in _NOT_SCALARS]
+        keras = " - " in line and any(sep == ":" for _, sep, _ in pairs)
+        numbered = bool(step_match or epoch or (keras and self.epoch is not None))
+        pairs = [(n, v) for n, sep, v in pairs if sep == "=" or numbered]
+        if not pairs:
+            return []
+        if step_match:
+            step = int(step_match.group(1))
+        elif self.epoch is not None and (progress := _PROGRESS.search(_EPOCH.sub("", line))):
+            step = (self.epoch - 1) * int(progress.group(2)) + int(progress.group(1))
+        elif self.epoch is not None:
+            step = self.epoch
+        else:
+            step = self.lines
+        points = []
+        for name, text in pairs:
+            number = parse_number(text)
+            points.append(Point("output", name, step, number.value, number.rounding))
+        return points
+
+
+# ---------------------------------------------------------------- checks
+
+
+class Checks:
+    """The checks on values as they arrive; each fires once per rule and series."""
+
+    def __init__(self, data_range: float | None = None, stall_min: float = 60.0) -> None:
+        self.data_range = data_range
+        self.stall_min = stall_min
+        self.series: dict[tuple[str, str], Series] = {}
+        self.raised: list[Check] = []
+        self.counts: dict[str, int] = {}
+        self._fired: set[tuple[str, str | None]] = set()
+        self._pending: dict[tuple[str, str], Record] = {}
+        self.max_step: int | None = None
+        self.min_step: int | None = None
+        self._step_times: deque[float] = deque(maxlen=21)
+        self._stalled = False
+
+    def _fire(self, check: Check, key: str | None = None) -> list[Check]:
+        self.counts[check.rule] = self.counts.get(check.rule, 0) + 1
+        once = (check.rule, key if key is not None else check.series)
+        if once in self._fired:
+            return []
+        self._fired.add(once)
+        self.raised.append(check)
+        return [check]
+
+    def raise_all(self, checks: Iterable[Check]) -> list[Check]:
+        """Checks found elsewhere (event file damage), once each by message."""
+        return [new for check in checks for new in self._fire(check, check.message)]
+
+    def feed(self, points: Iterable[Point], now: float | None = None, steps_checked: bool = True) -> list[Check]:
+        """The checks that fire on new values (``steps_checked``: their steps are a writer's,
+        not guessed from output lines)."""
+        now = time.monotonic() if now is None else now
+        new: list[Check] = []
+        advanced = False
+        for point in points:
+            key = (point.run, point.tag)
+            series = self.series.get(key)
+            if series is None:
+                series = self.series[key] = Series(point.run, point.tag)
+            new += self._step_checks(series, point, steps_checked)
+            new += self._value_checks(series, point)
+            new += self._metric_record(point)
+            if self.max_step is None or point.step > self.max_step:
+                advanced = True
+                self.max_step = point.step
+            self.min_step = point.step if self.min_step is None else min(self.min_step, point.step)
+        if advanced:  # one arrival per look: a writer flushes many steps at once
+            self._step_times.append(now)
+            self._stalled = False
+        return new
+
+    def _step_checks(self, series: Series, point: Point, steps_checked: bool) -> list[Check]:
+        previous = series.last_step
+        found: list[Check] = []
+        if steps_checked and previous is not None and point.step < previous:
+            earlier = sum(1 for s in series.steps if s >= point.step)
+            found = self._fire(Check(
+                "step-backwards", "warning",
+                f"{series.name}: step {point.step} after step {previous} ({earlier} earlier point(s) at steps "
+                f"≥ {point.step}): a restart or a second writer",
+                "resume from the checkpoint's global step, or 'gpudoc events export --on-restart purge' keeps only "
+                "the new points", series.name, point.step))
+        elif steps_checked and point.step in series.steps:
+            found = self._fire(Check(
+                "step-repeat", "warning", f"{series.name}: step {point.step} logged again",
+                "pass the global step (not the epoch's batch index) to the writer", series.name, point.step))
+        series.steps.add(point.step)
+        series.last_step = point.step
+        return found
+
+    def _value_checks(self, series: Series, point: Point) -> list[Check]:
+        series.count += 1
+        series.last = point.value
+        if not math.isfinite(point.value):
+            what = "the loss" if is_loss(point.tag) else series.name
+            return self._fire(Check(
+                "non-finite", "error", f"{series.name} is {point.value} at step {point.step}"
+                + (" — the training diverged" if what == "the loss" else ""),
+                "lower the learning rate, clip gradients, check the data and any division or log in the loss",
+                series.name, point.step))
+        series.minimum = point.value if series.minimum is None else min(series.minimum, point.value)
+        series.maximum = point.value if series.maximum is None else max(series.maximum, point.value)
+        better = series.best is None or (point.value > series.best if series.higher_is_better
+                                         else point.value < series.best)
+        if better:
+            series.best, series.best_step = point.value, point.step
+        if not is_loss(point.tag):
+            return []
+        finite = series.count  # debiased EMA over finite values, as TensorBoard smooths
+        series.smoothed = SPIKE_SMOOTHING * series.smoothed + (1 - SPIKE_SMOOTHING) * point.value
+        smooth = series.smoothed / (1 - SPIKE_SMOOTHING**finite)
+        lowest = series.smoothed_min
+        series.smoothed_min = smooth if lowest is None else min(lowest, smooth)
+        if lowest is not None and finite > SPIKE_AFTER and lowest > 0 and smooth > SPIKE_FACTOR * lowest:
+            return self._fire(Check(
+                "loss-spike", "warning",
+                f"{series.name} jumped to {point.value:.6g} at step {point.step} (smoothed {smooth:.4g}, "
+                f"{smooth / lowest:.0f}x its running minimum {lowest:.4g})",
+                "lower the learning rate or add warm-up, clip gradients, look for bad samples in this step's batch",
+                series.name, point.step))
+        return []
+
+    def _metric_record(self, point: Point) -> list[Check]:
+        """Values of one run, split and step form a record for the metric-scale rules; it is
+        checked when a later step of that split arrives (or at the end)."""
+        split, metric = canonical(point.tag if point.run in (".", "output") else f"{point.run}/{point.tag}")
+        if metric is None:
+            return []
+        key = (point.run, split)
+        pending = self._pending.get(key)
+        found: list[Check] = []
+        if pending is not None and pending.step != point.step:
+            found = self._check_record(pending)
+            pending = None
+        if pending is None:
+            pending = self._pending[key] = Record(point.run, split, point.step)
+        pending.values[metric] = Value(point.value, point.rounding)
+        pending.names[metric] = point.tag
+        return found
+
+    def _check_record(self, record: Record) -> list[Check]:
+        found: list[Check] = []
+        for finding in check_record(record, self.data_range):
+            if finding.rule == "non-finite":
+                continue  # every scalar is checked for that already
+            found += self._fire(_from_finding(finding), f"{record.source}:{record.split}")
+        return found
+
+    def finish(self) -> list[Check]:
+        """Check the records still waiting for a later step."""
+        found = [c for record in self._pending.values() for c in self._check_record(record)]
+        self._pending.clear()
+        return found
+
+    def tick(self, alive: bool, members: int, now: float | None = None) -> list[Check]:
+        """The stall check: no new step for ``STALL_FACTOR`` times the recent median step
+        interval (and at least ``stall_min`` seconds) while the run's processes live."""
+        now = time.monotonic() if now is None else now
+        if not alive or self._stalled or len(self._step_times) < 2:
+            return []
+        times = list(self._step_times)
+        intervals = sorted(b - a for a, b in itertools.pairwise(times))
+        median = intervals[len(intervals) // 2]
+        quiet = now - times[-1]
+        if quiet < max(STALL_FACTOR * median, self.stall_min):
+            return []
+        self._stalled = True
+        return self._fire(Check(
+            "stall", "warning",
+            f"no new step for {_seconds(quiet)} after step {self.max_step} (new steps came every "
+            f"{_seconds(median)} before) while {members} process(es) of the run live",
+            "a hung collective (NCCL), a dataloader deadlock or a stuck file system: 'py-spy dump --pid PID' "
+            "shows where each process waits"), f"stall@{self.max_step}")
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 60 else format_duration(seconds)
+
+
+def _from_finding(finding: Finding) -> Check:
+    where = f"step {finding.step}, {finding.split}" if finding.step is not None else str(finding.split)
+    return Check(finding.rule, finding.severity, f"{finding.message} ({where}) — {finding.cause}", finding.fix,
+                 finding.split, finding.step)
+
+
+# ---------------------------------------------------------------- the watch
+
+
+class Watch:
+    """Everything watched of one run: call :meth:`take_line` from the output thread and
+    :meth:`poll` from one place; :meth:`summary` once it has ended."""
+
+    def __init__(self, finder: LogFinder, checks: Checks) -> None:
+        self.finder = finder
+        self.checks = checks
+        self.tail = EventTail()
+        self.parser = OutputParser()
+        self._lines: deque[str] = deque()
+        self._lock = threading.Lock()
+        self.from_output = True  # until an event file is found
+
+    def take_line(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line)
+
+    def _follow(self, files: Iterable[tuple[Path, str]]) -> None:
+        for path, run in files:
+            if self.tail.follow(path, run) and self.from_output:
+                self.from_output = False
+                # Event files are the record from now on: the values guessed from output lines go.
+                self.checks.series = {k: s for k, s in self.checks.series.items() if s.run != "output"}
+
+    def poll(self, pids: Iterable[int], alive: bool, members: int) -> list[Check]:
+        """New checks from the event files found so far, the output lines since the last
+        poll (only while there are no event files), and the stall check."""
+        with self._lock:
+            lines, self._lines = self._lines, deque()
+        found: list[Check] = []
+        self._follow(self.finder.find(pids))
+        points, damage = self.tail.poll()
+        found += self.checks.raise_all(damage)
+        found += self.checks.feed(points)
+        if self.from_output:
+            found += self.checks.feed((p for line in lines for p in self.parser.parse(line)), steps_checked=False)
+        found += self.checks.tick(alive, members)
+        return found
+
+    def finish(self) -> list[Check]:
+        """The last values (from files found now too) and the checks that wait for the end."""
+        self._follow(self.finder.find((), force=True))
+        points, damage = self.tail.poll()
+        found = self.checks.raise_all(damage) + self.checks.feed(points)
+        if self.from_output:
+            with self._lock:
+                lines, self._lines = self._lines, deque()
+            found += self.checks.feed((p for line in lines for p in self.parser.parse(line)), steps_checked=False)
+        return found + self.checks.finish()
+
+    def summary(self, status: RunStatus, exit_code: int) -> RunSummary:
+        ended, killer = how_it_ended(status)
+        checks = self.checks
+        return RunSummary(
+            command=list(status.command), state=status.state.value, ended=ended, returncode=status.returncode,
+            exit_code=exit_code, duration_s=round(status.elapsed, 3), oom=status.oom, oom_killer_likely=killer,
+            first_step=checks.min_step, last_step=checks.max_step,
+            source="output" if self.tail.files == {} else "event files",
+            event_files=[str(p) for p in self.tail.files],
+            scalars=[ScalarSummary(s.name, s.count, _finite(s.last), s.last_step, s.best, s.best_step,
+                                   "max" if s.higher_is_better else "min")
+                     for s in sorted(checks.series.values(), key=lambda s: s.name)],
+            checks=list(checks.raised), check_counts=dict(checks.counts),
+        )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------- the end
+
+
+@dataclass(frozen=True)
+class ScalarSummary:
+    """A scalar at the end: its last value and its best (``goal`` says min or max)."""
+
+    name: str
+    count: int
+    last: float | None
+    last_step: int | None
+    best: float | None
+    best_step: int | None
+    goal: str
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """How the run ended and what it logged (``gpudoc run``'s end summary and ``--json``)."""
+
+    command: list[str]
+    state: str
+    ended: str
+    returncode: int | None
+    exit_code: int
+    duration_s: float
+    oom: str | None
+    oom_killer_likely: bool
+    first_step: int | None
+    last_step: int | None
+    source: str
+    event_files: list[str]
+    scalars: list[ScalarSummary]
+    checks: list[Check]
+    check_counts: dict[str, int]
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for c in self.checks if c.severity == "error")
+
+    def lines(self) -> list[str]:
+        """The summary as text lines for stderr."""
+        oom = f"; out of memory: {self.oom}" if self.oom else ""
+        out = [f"the run {self.ended} after {format_duration(self.duration_s)}{oom}"]
+        if self.oom_killer_likely:
+            out.append("  SIGKILL was not sent by gpudoc: likely the kernel's OOM killer — check `dmesg` or "
+                       "`journalctl -k` for 'Out of memory: Killed process'")
+        if self.last_step is not None:
+            where = f"{len(self.event_files)} event file(s)" if self.event_files else "its output"
+            out.append(f"  steps {self.first_step}-{self.last_step} (from {where})")
+        else:
+            out.append("  no scalars seen (no event files found, no values in the output)")
+        width = max((len(s.name) for s in self.scalars), default=0)
+        for s in self.scalars:
+            best = f"{s.best:.6g} (step {s.best_step})" if s.best is not None else "-"
+            last = f"{s.last:.6g}" if s.last is not None else "non-finite"
+            out.append(f"  {s.name:<{width}}  last {last} (step {s.last_step})  {s.goal} {best}")
+        if self.checks:
+            errors = self.errors
+            warnings = len(self.checks) - errors
+            rules = ", ".join(sorted({c.rule for c in self.checks}))
+            out.append(f"  checks: {errors} error(s), {warnings} warning(s): {rules}")
+        else:
+            out.append("  checks: none fired")
+        return out
+
+
+def how_it_ended(status: RunStatus) -> tuple[str, bool]:
+    """``succeeded``, ``failed (exit 3)``, ``killed by SIGSEGV``, ``stopped``; and whether a
+    SIGKILL that gpudoc did not send makes the kernel's OOM killer the likely cause."""
+    code = status.returncode
+    if status.state.value == "stopped":
+        return "was stopped by gpudoc", False
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}", -code == signal.SIGKILL
+    if code:
+        return f"failed (exit {code})", False
+    return ("succeeded" if code == 0 else "is running"), False
+
+
+def annotation(check: Check) -> str:
+    """A GitHub Actions workflow command for ``check``."""
+    def escape(text: str, prop: bool = False) -> str:
+        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+    level = "error" if check.severity == "error" else "warning"
+    fix = f" — fix: {check.fix}" if check.fix else ""
+    return f"::{level} title={escape('gpudoc ' + check.rule, True)}::{escape(check.message + fix)}"
+
+
+def plain(check: Check) -> str:
+    """``gpudoc: warning: [rule] message (fix: …)`` for stderr."""
+    level = "error: " if check.severity == "error" else ""
+    fix = f" (fix: {check.fix})" if check.fix else ""
+    return f"gpudoc: warning: [{check.rule}] {level}{check.message}{fix}"
+
+
+def jsonable_summary(summary: RunSummary) -> dict[str, Any]:
+    from gpudoc.output import to_jsonable
+
+    data: dict[str, Any] = to_jsonable(summary)
+    data["errors"] = summary.errors
+    return data
+

@@ -1,0 +1,363 @@
+"""``gpudoc run`` and the run view on real processes and real event files (tensorboardX)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gpudoc.runwatch import Checks, EventTail, OutputParser, Point
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = str(ROOT / "examples" / "toy_train.py")
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def gpudoc_run(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gpudoc", "run", "--interval", "0.1", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def toy(*args: str) -> list[str]:
+    return ["--", sys.executable, TOY, "--epochs", "3", "--steps", "10", "--step-time", "0", *args]
+
+
+def python(code: str) -> list[str]:
+    return ["--", sys.executable, "-c", textwrap.dedent(code)]
+
+
+def warnings(stderr: str, rule: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(f"gpudoc: warning: [{rule}]")]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Reader:
+    """Collects a process's stderr lines as they come."""
+
+    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:  # type: ignore[no-untyped-def]
+        for line in stream:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def text(self) -> str:
+        self._thread.join(10)
+        return "".join(self.lines)
+
+
+# ---------------------------------------------------------------- how it ends
+
+
+def test_output_passes_through_and_a_failure_keeps_its_exit_status(tmp_path: Path) -> None:
+    log = tmp_path / "out.log"
+    out = gpudoc_run("--log", str(log), *python("""
+        import sys
+        print("hello from the run")
+        print("to stderr", file=sys.stderr)
+        sys.exit(3)
+    """))
+    assert out.returncode == 3
+    assert "hello from the run" in out.stdout and "to stderr" in out.stdout
+    assert "gpudoc: the run failed (exit 3) after" in out.stderr
+    assert "hello from the run" in log.read_text()
+
+
+def test_a_successful_toy_run_and_its_json_summary(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    out = gpudoc_run("--logdir", str(tmp_path / "logs"), "--json", str(summary), *toy(), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("|####################| 10/10  loss") == 3
+    data = json.loads(summary.read_text())
+    assert data["state"] == "succeeded" and data["exit_code"] == 0 and data["source"] == "event files"
+    assert (data["first_step"], data["last_step"]) == (1, 30)
+    scalars = {s["name"]: s for s in data["scalars"]}
+    assert set(scalars) == {"train/loss", "val/mae", "val/mse", "val/psnr"}
+    assert scalars["train/loss"]["count"] == 30  # every record read once, none twice
+    assert scalars["val/psnr"]["count"] == 3 and scalars["val/psnr"]["goal"] == "max"
+    assert scalars["val/psnr"]["last_step"] == 30 and 10 < scalars["val/psnr"]["best"] < 60
+    assert data["checks"] == [] and "checks: none fired" in out.stderr
+    assert "gpudoc:   val/psnr" in out.stderr and "steps 1-30 (from 1 event file(s))" in out.stderr
+
+
+def test_json_to_stdout_moves_the_run_output_to_stderr(tmp_path: Path) -> None:
+    out = gpudoc_run("--json", "-", *python("print('run output')"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["state"] == "succeeded"
+    assert "run output" in out.stderr
+
+
+def test_a_json_destination_that_is_a_directory_fails_before_the_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    out = gpudoc_run("--json", str(tmp_path), *python(f"open({str(marker)!r}, 'w')"))
+    assert out.returncode == 2 and "a directory" in out.stderr
+    assert not marker.exists()
+
+
+def test_out_of_memory_is_in_the_summary(tmp_path: Path) -> None:
+    out = gpudoc_run(*toy("--oom-at", "2"), cwd=tmp_path)
+    assert out.returncode == 1
+    assert "failed (exit 1)" in out.stderr and "out of memory: torch.OutOfMemoryError: CUDA out of memory" in out.stderr
+
+
+def test_a_sigkill_gpudoc_did_not_send_points_at_the_oom_killer(tmp_path: Path) -> None:
+    out = gpudoc_run(*python("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"), cwd=tmp_path)
+    assert out.returncode == 128 + 9
+    assert "was killed by SIGKILL" in out.stderr
+    assert "likely the kernel's OOM killer" in out.stderr and "dmesg" in out.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_gpudoc_ends_the_whole_run(tmp_path: Path, sig: signal.Signals) -> None:
+    pids = tmp_path / "pids"
+    code = f"""
+        import os, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        with open({str(pids)!r} + ".tmp", "w") as f:
+            f.write(f"{{os.getpid()}} {{child.pid}}")
+        os.rename({str(pids)!r} + ".tmp", {str(pids)!r})
+        time.sleep(600)
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "gpudoc", "run", "--interval", "0.1", *python(code)],
+                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not pids.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        leader, child = map(int, pids.read_text().split())
+        assert alive(leader) and alive(child)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert not alive(leader) and not alive(child)
+    assert f"gpudoc: {sig.name} received: stopping the run" in stderr
+    assert "the run was stopped by gpudoc" in stderr
+
+
+# ---------------------------------------------------------------- checks as they happen
+
+
+def test_buggy_scale_raises_the_metric_scale_rules_and_strict_fails(tmp_path: Path) -> None:
+    out = gpudoc_run("--logdir", str(tmp_path / "logs"), *toy("--buggy-scale"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    implied = warnings(out.stderr, "implied-range")
+    assert len(implied) == 1 and "PSNR used peak 255 on [0,1] data" in implied[0] and "error:" in implied[0]
+    strict = gpudoc_run("--strict", "--logdir", str(tmp_path / "logs2"), *toy("--buggy-scale"), cwd=tmp_path)
+    assert strict.returncode == 1
+    assert gpudoc_run("--strict", "--logdir", str(tmp_path / "logs3"), *toy(), cwd=tmp_path).returncode == 0
+
+
+def test_a_nan_is_reported_once_per_scalar_as_it_happens(tmp_path: Path) -> None:
+    out = gpudoc_run("--logdir", str(tmp_path / "logs"), *toy("--nan-at", "15"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    nan = warnings(out.stderr, "non-finite")
+    loss = [line for line in nan if "train/loss is nan at step 15" in line]
+    assert len(loss) == 1 and "diverged" in loss[0]
+    assert len(nan) == 4  # loss, mse, mae, psnr: once each although every later value is NaN too
+    assert "train/loss  last non-finite (step 30)" in out.stderr
+
+
+def test_github_annotations(tmp_path: Path) -> None:
+    out = gpudoc_run("--github", "--logdir", str(tmp_path / "logs"), *toy("--buggy-scale"), cwd=tmp_path)
+    assert "::error title=gpudoc implied-range::" in out.stderr
+    assert "::warning title=gpudoc psnr-implausible::" in out.stderr
+    assert "gpudoc: warning:" not in out.stderr
+
+
+def test_a_hung_run_raises_the_stall_check(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpudoc", "run", "--interval", "0.1", "--stall-min", "0.5",
+         "--logdir", str(tmp_path / "logs"),
+         *toy("--hang-at", "101", "--steps", "5", "--epochs", "30", "--step-time", "0.02")],
+        cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        reader = Reader(proc.stderr)
+        assert reader.wait_for("[stall]"), reader.lines
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = reader.text()
+    stall = warnings(stderr, "stall")
+    assert len(stall) == 1
+    assert re.search(r"no new step for \d+\.\ds after step (?:9[5-9]|100) \(new steps came every", stall[0])
+    assert proc.returncode == 130
+
+
+def test_values_from_output_lines_feed_the_checks_without_event_files(tmp_path: Path) -> None:
+    out = gpudoc_run(*python("""
+        import math
+        for step in range(1, 6):
+            loss = math.nan if step == 4 else 1 / step
+            print(f"step {step}: loss={loss:.4f} mae: {0.05:.4f} mse: {0.01:.4f} psnr: {20.0:.2f}")
+    """), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert len(warnings(out.stderr, "non-finite")) == 1 and "loss is nan at step 4" in out.stderr
+    assert len(warnings(out.stderr, "unit-scale")) == 1  # MSE < MAE: metrics of [0,1] data
+    assert "(from its output)" in out.stderr and "loss  last 0.2 (step 5)" in out.stderr
+
+
+# ---------------------------------------------------------------- where the event files are
+
+
+def test_event_files_the_run_holds_open_are_found_outside_its_directory(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    work = tmp_path / "work"
+    work.mkdir()
+    summary = tmp_path / "s.json"
+    # The writer keeps its file open while the run lasts: found through /proc/PID/fd.
+    out = gpudoc_run("--json", str(summary), *toy("--logdir", str(elsewhere), "--step-time", "0.02"), cwd=work)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(summary.read_text())
+    assert data["source"] == "event files" and len(data["event_files"]) == 1
+    assert data["event_files"][0].startswith(str(elsewhere))
+
+
+WRITE_AND_CLOSE = """
+    import sys, time
+    sys.modules["torch"] = None
+    from tensorboardX import SummaryWriter
+    for run, start in (("first", 0), ("second", 5)):
+        w = SummaryWriter("logs/" + run)
+        for step in range(start, start + 5):
+            w.add_scalar("loss", 1.0 / (step + 1), step)
+        w.close()  # closed: only the working directory scan can find it
+        time.sleep(0.5)
+"""
+
+
+def test_event_files_that_appear_in_the_working_directory_are_found(tmp_path: Path) -> None:
+    import tensorboardX
+
+    old = tmp_path / "logs" / "old"
+    with tensorboardX.SummaryWriter(str(old)) as w:
+        w.add_scalar("loss", 5.0, 0)
+    for f in old.iterdir():
+        os.utime(f, (time.time() - 3600, time.time() - 3600))
+    summary = tmp_path / "s.json"
+    out = gpudoc_run("--json", str(summary), *python(WRITE_AND_CLOSE), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(summary.read_text())
+    names = {s["name"]: s for s in data["scalars"]}
+    assert set(names) == {"logs/first/loss", "logs/second/loss"}  # not the file from before the run
+    assert names["logs/first/loss"]["count"] == 5 and names["logs/second/loss"]["last_step"] == 9
+
+
+def test_a_restarted_writer_going_back_in_steps_is_reported(tmp_path: Path) -> None:
+    out = gpudoc_run("--logdir", str(tmp_path / "logs"), *python("""
+        import os, sys, time
+        sys.modules["torch"] = None
+        from tensorboardX import SummaryWriter
+        for start in (0, 6):  # the second writer resumes from an older checkpoint: steps 6.. again
+            w = SummaryWriter(os.environ["GPUDOC_LOGDIR"], filename_suffix=str(start))
+            for step in range(start, 10):
+                w.add_scalar("loss", 1.0 / (step + 1), step)
+            w.close()
+            time.sleep(0.3)
+    """), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    back = warnings(out.stderr, "step-backwards")
+    assert len(back) == 1 and "loss: step 6 after step 9 (4 earlier point(s) at steps ≥ 6)" in back[0]
+
+
+# ---------------------------------------------------------------- tailing
+
+
+def test_tailing_reads_only_new_bytes_waits_for_a_whole_record_and_reports_damage_once(tmp_path: Path) -> None:
+    import tensorboardX
+
+    source = tmp_path / "source"
+    with tensorboardX.SummaryWriter(str(source)) as w:
+        for step in range(4):
+            w.add_scalar("loss", 1.0 + step, step)
+    data = next(source.iterdir()).read_bytes()
+    from gpudoc.events.records import RecordReader
+
+    offsets = [offset for offset, _, _ in RecordReader(next(source.iterdir()))] + [len(data)]
+    tailed = tmp_path / "events.out.tfevents.1.test"
+    tail = EventTail()
+    tail.follow(tailed, ".")
+    tailed.write_bytes(data[: offsets[2] + 5])  # file_version, step 0, and 5 bytes of step 1
+    points, damage = tail.poll()
+    assert [(p.step, p.value) for p in points] == [(0, 1.0)] and damage == []
+    assert tail.poll() == ([], [])
+    with tailed.open("ab") as f:
+        f.write(data[offsets[2] + 5 : offsets[3]] + b"garbage!" * 3 + data[offsets[3] : offsets[4]])
+    points, damage = tail.poll()
+    assert [(p.step, p.value) for p in points] == [(1, 2.0), (2, 3.0)]
+    assert len(damage) == 1 and "skipped" in damage[0].message
+    with tailed.open("ab") as f:
+        f.write(data[offsets[4] :])
+    points, damage = tail.poll()
+    assert [(p.step, p.value) for p in points] == [(3, 4.0)] and damage == []
+    assert tail.records == 5  # file_version + 4 scalars, each read once
+
+
+def test_tf_summary_scalars_are_rank_0_tensors(tmp_path: Path) -> None:
+    tf = pytest.importorskip("tensorflow")
+    with tf.summary.create_file_writer(str(tmp_path)).as_default():
+        for step in range(3):
+            tf.summary.scalar("epoch_loss", 0.5 / (step + 1), step=step)
+        tf.summary.histogram("weights", [1.0, 2.0], step=0)
+    tail = EventTail()
+    tail.follow(next(tmp_path.iterdir()), ".")
+    points, _ = tail.poll()
+    assert [(p.tag, p.step) for p in points] == [("epoch_loss", 0), ("epoch_loss", 1), ("epoch_loss", 2)]
+    assert points[1].value == pytest.approx(0.25)
+
+
+# ---------------------------------------------------------------- output lines and checks
+
+
+def test_output_parser_reads_keras_tqdm_and_step_lines() -> None:
+    parser = OutputParser()
+    assert parser.parse("Epoch 3/10") == []
+    keras = parser.parse("32/32 ━━━━━━━━━━━━━━━━━━━━ 0s 2ms/step - loss: 0.1234 - mae: 0.0500 - val_loss: 0.2000")
+    assert [(p.tag, p.step, p.value) for p in keras] == [("loss", 96, 0.1234), ("mae", 96, 0.05),
+                                                        ("val_loss", 96, 0.2)]
+    assert keras[0].rounding == pytest.approx(0.00005)
+    tqdm = OutputParser().parse("train:  45%|████▌     | 45/100 [00:01<00:01, 30.0it/s, loss=0.123, lr=1e-3]")
+    assert [(p.tag, p.value) for p in tqdm] == [("loss", 0.123), ("lr", 0.001)]
+    plain = OutputParser()
+    assert [(p.tag, p.step) for p in plain.parse("step 120 | loss: 0.5 | acc: 0.9")] == [("loss", 120), ("acc", 120)]
+    assert plain.parse("Time: 12:30 usage: 5") == []  # ':' pairs need a step or epoch on the line
+
+
+def test_checks_repeat_steps_and_loss_spikes() -> None:
+    checks = Checks()
+    new = checks.feed([Point(".", "loss", s, 1.0 / (s + 1)) for s in range(10)])
+    assert new == []
+    new = checks.feed([Point(".", "loss", 9, 0.1)])
+    assert [c.rule for c in new] == ["step-repeat"]
+    new = checks.feed([Point(".", "loss", 10 + s, 50.0) for s in range(5)])
+    assert [c.rule for c in new] == ["loss-spike"] and "running minimum" in new[0].message
