@@ -59,7 +59,8 @@ HELP = """\
 Above the table: its sort key, its filters, and how many rows are shown.
 
 Verdicts come from `gpudoc reap`: [red]orphan[/] (parent gone, idle, no CUDA context),
-[yellow]detached[/] (parent gone, still working), [green]active[/], [cyan]protected[/].
+[yellow]detached[/] (parent gone, still working), [green]active[/], [cyan]protected[/];
+[magenta]unconfirmed[/]: an orphan whose CUDA context or CPU use is unknown (r leaves it).
 Every action asks first; only your own processes can be signalled (unless root).
 With --readonly, t, k, r and x are off.
 """

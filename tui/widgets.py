@@ -27,6 +27,7 @@ from .format import MUTED, NA_TEXT, History, bar, clean, duration, na, rate, siz
 
 VERDICT_STYLES = {
     Verdict.ORPHAN: "bold red",
+    Verdict.UNCONFIRMED: "magenta",
     Verdict.DETACHED: "yellow",
     Verdict.ACTIVE: "green",
     Verdict.PROTECTED: "cyan",
@@ -56,11 +57,13 @@ class TextPanel(Static):
         super().__init__(id=id, classes=classes)
         self._shown: Content | None = None
 
-    def set_text(self, text: Content) -> None:
+    def set_text(self, text: Content, *, wraps: bool = False) -> None:
+        """Show ``text``; ``wraps`` when a change may change its height without a change in
+        its line count (a line that wraps at the panel's width)."""
         shown = self._shown
         if shown is not None and _same(shown, text):
             return
-        relayout = shown is None or shown.plain.count("\n") != text.plain.count("\n")
+        relayout = wraps or shown is None or shown.plain.count("\n") != text.plain.count("\n")
         self._shown = text
         self.update(text, layout=relayout)
 
@@ -521,7 +524,7 @@ class ProcessTable(DataTable[Any]):
         if shown == self._titled:
             return
         self._titled = shown
-        self.title.set_text(self.caption())
+        self.title.set_text(self.caption(), wraps=True)
 
     def caption(self) -> Content:
         """``Processes — sorted by GPU memory · user alice · GPU 1 · 3 of 12 shown``."""

@@ -200,6 +200,18 @@ async def test_without_nvml_the_empty_table_does_not_claim_no_process_uses_a_gpu
         assert any("no process to filter by user" in str(n.message) for n in app._notifications)
 
 
+async def test_on_a_narrow_terminal_the_title_wraps_and_nothing_of_it_is_cut() -> None:
+    app = make_app("workstation", ManualClock(40))
+    async with app.run_test(size=(60, 30)) as pilot:
+        await refresh(app, pilot)
+        title = app.query_one("#processes-title")
+        assert title.region.height == 1
+        await pilot.press("u", "g")
+        assert title.region.height == 2 and "2 of 4 shown" in screen_text(app)
+        await pilot.press("c")
+        assert title.region.height == 1 and title.region.bottom == app.query_one(ProcessTable).region.y
+
+
 async def test_eight_gpus_fit_an_80x30_terminal_without_scrolling_the_screen() -> None:
     app = make_app("dgx", ManualClock(30))
     async with app.run_test(size=(80, 30)) as pilot:
