@@ -3,6 +3,7 @@ namespace, torch and TensorFlow. Each failed check carries the fix."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import getpass
 import glob
@@ -15,14 +16,15 @@ import re
 import stat
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpudoc import __version__
 from gpudoc.errors import ExitCode
-from gpudoc.gpu import GpuBackend, GpuDevice, GpuError, GpuSnapshot, NvmlLibraryNotFound, available
+from gpudoc.gpu import GpuBackend, GpuDevice, GpuError, GpuSnapshot, NvmlLibraryNotFound, SimulatedBackend, available
 from gpudoc.output import format_bytes
 
 
@@ -112,44 +114,84 @@ _FRAMEWORK_PROBES = {"torch": _TORCH_PROBE, "tensorflow": _TF_PROBE, "numba": _N
 FRAMEWORKS = tuple(_FRAMEWORK_PROBES)
 
 
-def probe_frameworks(names: Iterable[str], timeout: float) -> dict[str, dict[str, Any]]:
-    """Import each installed framework in its own subprocess, all at once, with a deadline.
+Progress = Callable[[str], None]
 
-    A framework that is not installed is absent from the result; one whose probe crashed or
-    overran has an ``error`` entry. Subprocesses keep a crashing or slow import (TensorFlow
-    aborting on an old CPU, a wedged CUDA init) away from gpudoc.
+
+class FrameworkProbes:
+    """Each installed framework imported in its own subprocess, all started at once (so the
+    slowest import, not their sum, is the wait) when this object is made.
+
+    Subprocesses keep a crashing or slow import (TensorFlow aborting on an old CPU, a wedged
+    CUDA init) away from gpudoc.
     """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
-    running = {
-        name: subprocess.Popen(
-            [sys.executable, "-c", _FRAMEWORK_PROBES[name]],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        for name in names
-        if importlib.util.find_spec(name) is not None
-    }
-    results: dict[str, dict[str, Any]] = {}
-    for name, proc in running.items():
+
+    def __init__(self, names: Iterable[str], timeout: float) -> None:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+        self.timeout = timeout
+        self.running = {
+            name: subprocess.Popen(
+                [sys.executable, "-c", _FRAMEWORK_PROBES[name]],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env=env,
+            )
+            for name in names
+            if importlib.util.find_spec(name) is not None
+        }
+
+    def results(self, progress: Progress | None = None) -> dict[str, dict[str, Any]]:
+        """Every probe's answer; ``progress`` is told which are still running as each ends.
+
+        A framework that is not installed is absent; one whose probe crashed or overran the
+        deadline has an ``error`` entry.
+        """
+        results: dict[str, dict[str, Any]] = {}
+        if not self.running:
+            return results
+        with ThreadPoolExecutor(len(self.running), thread_name_prefix="gpudoc-probe") as pool:
+            pending = {pool.submit(self._answer, name, proc): name for name, proc in self.running.items()}
+            waiting = set(pending.values())
+            if progress:
+                progress(f"importing {', '.join(sorted(waiting))} (each in a subprocess)")
+            for done in as_completed(pending):
+                name = pending[done]
+                results[name] = done.result()
+                waiting.discard(name)
+                if progress and waiting:
+                    progress(f"importing {', '.join(sorted(waiting))} ({name} done)")
+        return results
+
+    def close(self) -> None:
+        """End any probe still running (diagnose failed before it read them)."""
+        for proc in self.running.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+    def _answer(self, name: str, proc: subprocess.Popen[str]) -> dict[str, Any]:
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            results[name] = {"error": f"'import {name}' did not finish within {timeout:g} s"}
-            continue
+            return {"error": f"'import {name}' did not finish within {self.timeout:g} s"}
         lines = out.strip().splitlines()
         try:
-            results[name] = json.loads(lines[-1]) if lines else {}
+            result = json.loads(lines[-1]) if lines else {}
         except json.JSONDecodeError:
-            results[name] = {}
-        if not results[name]:
+            result = {}
+        if not isinstance(result, dict) or not result:
             tail = err.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-            results[name] = {"error": f"the import crashed: {tail[0]}"}
-    return results
+            return {"error": f"the import crashed: {tail[0]}"}
+        return result
+
+
+def probe_frameworks(names: Iterable[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """Import each installed framework in its own subprocess, all at once, with a deadline
+    (see :class:`FrameworkProbes`)."""
+    return FrameworkProbes(names, timeout).results()
 
 
 def _dependencies() -> Check:
@@ -312,18 +354,48 @@ def diagnose(
     proc_root: Path = Path("/proc"),
     frameworks: Sequence[str] = FRAMEWORKS,
     framework_timeout: float = 120.0,
+    progress: Progress | None = None,
+    simulated: str | None = None,
 ) -> DoctorReport:
     """Run every check. With ``require_gpu``, a machine without an NVIDIA driver fails (3);
-    otherwise GPU checks are skipped there and only what is present is judged."""
+    otherwise GPU checks are skipped there and only what is present is judged. The framework
+    probes start first and run while the driver is checked; ``progress`` is told what runs.
+
+    ``simulated`` names the simulated machine (``--simulate``) ``backend`` shows: whether GPUs
+    are expected comes from its scenario, and this host's device files and PID namespace are
+    not checked (they belong to another machine); the frameworks, which run on this host, are
+    judged as here. Without it a simulated backend stands in for NVML on this host (tests)."""
+    probes = FrameworkProbes(frameworks, framework_timeout)
+    try:
+        return _diagnose(backend, probes, require_gpu, device_glob, proc_root, frameworks, progress, simulated)
+    finally:
+        probes.close()
+
+
+def _diagnose(
+    backend: GpuBackend,
+    probes: FrameworkProbes,
+    require_gpu: bool,
+    device_glob: str,
+    proc_root: Path,
+    frameworks: Sequence[str],
+    progress: Progress | None,
+    simulated: str | None,
+) -> DoctorReport:
+    tell = progress or (lambda text: None)
     checks = [
         Check("Python", Status.OK, f"{platform.python_version()} ({sys.executable})"),
         _dependencies(),
     ]
-    gpu_expected = (
-        require_gpu
-        or (proc_root / "driver" / "nvidia" / "version").exists()
-        or bool(glob.glob(device_glob))
-    )
+    if simulated is not None and isinstance(backend, SimulatedBackend):
+        gpu_expected = require_gpu or bool(backend.scenario.gpus)
+    else:
+        gpu_expected = (
+            require_gpu
+            or (proc_root / "driver" / "nvidia" / "version").exists()
+            or bool(glob.glob(device_glob))
+        )
+    tell("checking the NVIDIA driver")
     snapshot: GpuSnapshot | None = None
     driver_cuda: object = None
     driver_ok = False
@@ -346,19 +418,47 @@ def diagnose(
     except GpuError as exc:
         checks.append(Check("GPUs" if driver_ok else "NVIDIA driver", Status.MISSING, exc.message, exc.fix))
     if gpus:
+        tell(f"reading {gpus} GPU(s)")
         snapshot = backend.snapshot()
         for device in snapshot.devices:
             checks.append(_gpu_check(device))
-    checks.append(_device_files(device_glob, driver_ok=driver_ok, gpu_expected=gpu_expected))
-    checks.append(_pid_namespace(snapshot, proc_root))
-    results = probe_frameworks(frameworks, framework_timeout)
+    if simulated is None:
+        checks.append(_device_files(device_glob, driver_ok=driver_ok, gpu_expected=gpu_expected))
+        checks.append(_pid_namespace(snapshot, proc_root))
+    else:
+        checks.extend(_simulated_host(simulated, gpus, snapshot))
+    results = probes.results(progress)
+    # Frameworks run on this host, which a simulation does not give GPUs.
+    host_gpus = 0 if simulated is not None else gpus
+    framework_checks = []
     if "torch" in frameworks:
-        checks.append(_torch_check(results.get("torch"), gpus, driver_cuda))
+        framework_checks.append(_torch_check(results.get("torch"), host_gpus, driver_cuda))
     if "tensorflow" in frameworks:
-        checks.append(_tensorflow_check(results.get("tensorflow"), gpus))
+        framework_checks.append(_tensorflow_check(results.get("tensorflow"), host_gpus))
     if "numba" in frameworks:
-        checks.append(_numba_check(results.get("numba")))
-    return DoctorReport(tuple(checks))
+        framework_checks.append(_numba_check(results.get("numba")))
+    if simulated is not None:
+        framework_checks = [
+            dataclasses.replace(c, detail=f"{c.detail}; judged on this host (frameworks cannot see simulated GPUs)")
+            if c.name != "numba" else c
+            for c in framework_checks
+        ]
+    return DoctorReport(tuple(checks + framework_checks))
+
+
+def _simulated_host(scenario: str, gpus: int, snapshot: GpuSnapshot | None) -> list[Check]:
+    """Device files and PID namespace of a simulated machine: the scenario's, not this host's."""
+    where = f"simulated (scenario {scenario})"
+    if gpus:
+        files = ", ".join([*(f"nvidia{i}" for i in range(gpus)), "nvidiactl", "nvidia-uvm"])
+        pids = {p.pid for d in (snapshot.devices if snapshot else ()) for p in d.processes}
+        processes = f"its {len(pids)} GPU process(es) are the scenario's, not this host's"
+    else:
+        files = processes = "the simulated driver shows no GPU"
+    return [
+        Check("device files", Status.INFO, f"{where}: {files}; this host's are not checked"),
+        Check("PID namespace", Status.INFO, f"{where}: {processes}; this host's is not checked"),
+    ]
 
 
 def _gpu_check(device: GpuDevice) -> Check:

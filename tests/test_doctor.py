@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,61 @@ def test_crashing_framework_import_is_reported(tmp_path: Path, monkeypatch: pyte
     assert "crashed" in result["error"]
     check = _torch_check(result, 0, None)
     assert check.status is Status.PROBLEM and "force-reinstall" in check.fix
+
+
+def test_simulated_machine_is_the_scenarios_not_this_hosts(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gpudoc.cli import cli
+
+    skip = ["--skip", "torch", "--skip", "tensorflow", "--skip", "numba", "--json"]
+    result = CliRunner().invoke(cli, ["--simulate", "dgx", "doctor", *skip], env={"GPUDOC_SIMULATE": None})
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.exit_code == 0, result.output
+    files = checks["device files"]
+    assert files["status"] == "info" and "simulated (scenario dgx): nvidia0" in files["detail"]
+    assert checks["PID namespace"]["status"] == "info" and "9 GPU process(es)" in checks["PID namespace"]["detail"]
+    scenario = tmp_path / "nolib.json"
+    scenario.write_text(json.dumps({"name": "nolib", "gpus": [GPU],
+                                    "faults": [{"kind": "init_failure", "error": "library_not_found"}]}))
+    result = CliRunner().invoke(cli, ["--simulate", str(scenario), "doctor", *skip], env={"GPUDOC_SIMULATE": None})
+    assert result.exit_code == 3, "a simulated GPU machine without its library is missing a piece, wherever it runs"
+
+
+def test_frameworks_are_judged_on_this_host_under_simulation() -> None:
+    report = diagnose(SimulatedBackend("dgx", clock=ManualClock(1)), frameworks=("torch",), simulated="dgx")
+    torch_check = by_name(report)["torch"]
+    assert torch_check.status is Status.OK and "frameworks cannot see simulated GPUs" in torch_check.detail
+
+
+def test_probes_start_before_the_driver_is_checked_and_progress_names_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "torch-imported"
+    fake = tmp_path / "torch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+
+    class SlowDriver(SimulatedBackend):
+        """NVML whose initialisation waits (up to 10 s) for the torch probe to have run."""
+
+        seen_probe = False
+
+        def driver(self):  # type: ignore[no-untyped-def]
+            for _ in range(1000):
+                if marker.exists():
+                    self.seen_probe = True
+                    break
+                time.sleep(0.01)
+            return super().driver()
+
+    backend = SlowDriver({"name": "t", "gpus": [GPU]}, clock=ManualClock(1))
+    told: list[str] = []
+    diagnose(backend, frameworks=("torch", "numba"), framework_timeout=120, progress=told.append)
+    assert backend.seen_probe, "the framework probes run while the driver is checked"
+    imports = [t for t in told if t.startswith("importing ")]
+    assert imports[0] == "importing numba, torch (each in a subprocess)"
+    assert imports[-1] in ("importing torch (numba done)", "importing numba (torch done)")
+    assert "checking the NVIDIA driver" in told
