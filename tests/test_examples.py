@@ -65,3 +65,18 @@ def test_toy_training_run_under_the_supervisor() -> None:
     failed = Run([sys.executable, str(EXAMPLES / "toy_train.py"), "--oom-at", "2", "--step-time", "0"]).wait(60)
     assert failed.state is RunState.FAILED and failed.returncode == 1
     assert failed.oom is not None and failed.oom.startswith("torch.OutOfMemoryError: CUDA out of memory")
+
+
+def test_toy_training_logs_event_files_that_metrics_check_reads(tmp_path: Path) -> None:
+    def check(*toy_args: str) -> subprocess.CompletedProcess[str]:
+        logdir = tmp_path / "_".join(toy_args or ("ok",))
+        out = run(str(EXAMPLES / "toy_train.py"), "--epochs", "3", "--steps", "10", "--step-time", "0",
+                  "--logdir", str(logdir), *toy_args)
+        assert out.returncode == 0, out.stderr
+        return run("-m", "gpudoc", "metrics-check", "--json", str(logdir))
+
+    good = check()
+    assert good.returncode == 0, good.stdout + good.stderr
+    buggy = check("--buggy-scale")
+    assert buggy.returncode == 1
+    assert "implied-range" in buggy.stdout and "psnr-implausible" in buggy.stdout
