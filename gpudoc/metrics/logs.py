@@ -116,7 +116,8 @@ def read_keras_text(path: Path) -> Iterator[Record]:
     bar: tuple[int | None, str] | None = None  # (epoch, "done/target") of the bar being drawn
     done = -1
     pending: list[Record] = []
-    with path.open(encoding="utf-8", errors="replace") as lines:
+    # Lines end at \n only: a bar redrawn with \r stays on the line an editor (and an annotation) shows.
+    with path.open(encoding="utf-8", errors="replace", newline="\n") as lines:
         for number, line in enumerate(lines, 1):
             for segment in strip_terminal_codes(line).split("\r"):
                 match = _EPOCH.match(segment)

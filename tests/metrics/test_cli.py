@@ -141,3 +141,68 @@ def test_compute_mode_bad_inputs(images: tuple[Path, Path, list[np.ndarray], lis
     np.save(b, np.full((8, 8), 900.0))
     code, _, err = run("--pred", str(a), "--target", str(b))
     assert code == 2 and "cannot infer the data range" in err
+
+
+@pytest.fixture
+def unit_images(tmp_path: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(8)
+    target = rng.random((4, 32, 32))
+    np.save(tmp_path / "p.npy", np.clip(target + rng.normal(0, 0.05, target.shape), 0, 1))
+    np.save(tmp_path / "t.npy", target)
+    return tmp_path / "p.npy", tmp_path / "t.npy"
+
+
+def test_a_declared_range_the_images_contradict_is_an_error(unit_images: tuple[Path, Path], tmp_path: Path) -> None:
+    # Issue 16 item 2: float images in [0,1] at --range 255 printed PSNR 82 dB, "0 error(s)", exit 0.
+    p, t = unit_images
+    code, out, _ = run("--pred", str(p), "--target", str(t), "--range", "255", "--json")
+    data = json.loads(out)
+    rules = {(f["rule"], f["severity"]) for f in data["findings"]}
+    assert code == 1 and rules == {("data-range", "error"), ("unit-scale", "error"), ("psnr-implausible", "warning")}
+    target_finding = next(f for f in data["findings"] if f["message"].startswith("target"))
+    assert "are on [0,1], but the declared range is 255" in target_finding["message"]
+    assert "PSNR gains 48.13 dB" in target_finding["cause"] and "--range 1" in target_finding["fix"]
+    assert run("--pred", str(p), "--target", str(t), "--range", "1")[0] == 0
+    np.save(tmp_path / "p255.npy", np.load(p) * 255)
+    np.save(tmp_path / "t255.npy", np.load(t) * 255)
+    code, out, _ = run("--pred", str(tmp_path / "p255.npy"), "--target", str(tmp_path / "t255.npy"), "--range", "1")
+    assert code == 1 and "error [data-range] target values in" in out and "go beyond [0,1]" in out
+    assert "fix: use range 255 (--range 255) for [0,255] data" in out
+
+
+def test_range_auto_says_what_it_inferred_and_flags_dtype_value_disagreement(
+        unit_images: tuple[Path, Path], tmp_path: Path) -> None:
+    p, t = unit_images
+    code, out, err = run("--pred", str(p), "--target", str(t))
+    assert code == 0 and "0 error(s), 0 warning(s)" in out
+    assert err.startswith("gpudoc: note: --range auto: computing at 1, inferred from the target: its values in [")
+    np.save(tmp_path / "p255.npy", np.load(p) * 255)
+    np.save(tmp_path / "t255.npy", np.load(t) * 255)
+    code, out, _ = run("--pred", str(tmp_path / "p255.npy"), "--target", str(tmp_path / "t255.npy"), "--json")
+    data = json.loads(out)
+    assert code == 0 and data["data_range"] == 255 and data["range_source"].startswith("inferred from the target")
+    assert {(f["rule"], f["severity"]) for f in data["findings"]} == {("data-dtype", "warning")}
+    assert "hold 8-bit values in a float dtype" in data["findings"][0]["message"]
+    mask_p, mask_t = tmp_path / "mp.npy", tmp_path / "mt.npy"
+    np.save(mask_p, (np.load(p) > 0.5).astype(np.uint8))
+    np.save(mask_t, (np.load(t) > 0.5).astype(np.uint8))
+    code, out, _ = run("--pred", str(mask_p), "--target", str(mask_t))
+    assert code == 1 and "--range auto took 255 from the target's uint8 dtype" in out
+    assert "error [data-range] target values in [0, 1] (uint8) are on [0,1]" in out
+
+
+def test_a_declared_range_answers_the_float_8bit_warning(unit_images: tuple[Path, Path], tmp_path: Path) -> None:
+    p, t = unit_images
+    np.save(tmp_path / "p255.npy", np.load(p) * 255)
+    np.save(tmp_path / "t255.npy", np.load(t) * 255)
+    code, out, err = run("--pred", str(tmp_path / "p255.npy"), "--target", str(tmp_path / "t255.npy"), "--range", "255")
+    assert code == 0 and err == "" and "0 error(s), 0 warning(s)" in out
+
+
+def test_junit_to_stdout_moves_the_text_report_to_stderr(logs: tuple[Path, Path]) -> None:
+    _, bad = logs
+    code, out, err = run(str(bad), "--range", "255", "--junit", "-")
+    suite = ElementTree.fromstring(out)
+    assert code == 1 and suite.get("failures") == "1" and "error [unit-scale]" in err
+    code, _, err = run(str(bad), "--junit", "-", "--json")
+    assert code == 2 and "both write to stdout" in err

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gpudoc.errors import InputError
@@ -183,3 +184,74 @@ def test_bad_logs_fail_with_the_file_and_line(tmp_path: Path) -> None:
         read_log(bad_csv)
     with pytest.raises(InputError, match="no such file"):
         read_log(tmp_path / "missing.log")
+
+
+def test_keras_stdout_numbers_epochs_like_csvlogger_and_tensorboard(keras_runs: dict[str, Path]) -> None:
+    run = keras_runs["k255"]
+    logs = ("stdout.log", "training.csv", "tb")
+    steps = {log: sorted((r.split, r.step) for r in read_log(run / log)) for log in logs}
+    assert steps["stdout.log"] == steps["training.csv"] == steps["tb"] == [
+        ("train", 0), ("train", 1), ("train", 2), ("val", 0), ("val", 1), ("val", 2)]
+    printed = {(r.split, r.step): r.values["mse"] for r in read_log(run / "stdout.log")}
+    logged = {(r.split, r.step): r.values["mse"].value for r in read_log(run / "training.csv")}
+    assert all(abs(printed[k].value - logged[k]) <= printed[k].rounding for k in logged)
+
+
+KERAS2_VERBOSE1 = """\
+Epoch 1/2
+1/4 [======>.......................] - ETA: 3s - loss: 0.0100 - mae: 0.0800
+2/4 [==============>...............] - ETA: 1s - loss: 0.0090 - mae: 0.0750
+4/4 [==============================] - ETA: 0s - loss: 0.0080 - mae: 0.0700
+Epoch 1: val_loss improved from inf to 0.00700, saving model to best.keras
+4/4 [==============================] - 2s 400ms/step - loss: 0.0080 - mae: 0.0700 - val_loss: 0.0070 - val_mae: 0.0650
+Epoch 2/2
+1/4 [======>.......................] - ETA: 0s - loss: 0.0060 - mae: 0.0600\
+\r2/4 [==============>...............] - ETA: 0s - loss: 0.0055 - mae: 0.0580\
+\r4/4 [==============================] - 0s 10ms/step - loss: 0.0050 - mae: 0.0560 - val_loss: 0.0045 - val_mae: 0.0500
+1/1 [==============================] - 0s 5ms/step - loss: 0.0047 - mae: 0.0510
+"""
+
+
+def test_progress_redraws_are_one_step(tmp_path: Path) -> None:
+    log = tmp_path / "fit.log"
+    log.write_text(KERAS2_VERBOSE1)
+    records = read_log(log)
+    assert [(r.split, r.step, r.line, r.values["mae"].value) for r in records] == [
+        ("train", 0, 6, 0.07), ("val", 0, 6, 0.065), ("train", 1, 8, 0.056), ("val", 1, 8, 0.05),
+        ("train", 1, 9, 0.051)]  # the last is evaluate()'s bar
+
+
+def test_unit_scale_says_what_mse_below_mae_implies() -> None:
+    from gpudoc.metrics.lint import Record, Value
+
+    errors = np.array([0.5, 0.5, 1.1])  # MSE 0.57 < MAE 0.7, yet one error is above 1
+    record = Record("log", "val", 0, values={"mse": Value(float(np.mean(errors**2))),
+                                             "mae": Value(float(np.mean(errors)))})
+    record.names = {k: k for k in record.values}
+    (finding,) = check_records([record], 255)
+    assert finding.rule == "unit-scale" and "every error" not in finding.message
+    assert "MSE < MAE only when the mean absolute error is below 1 (MAE² ≤ MSE < MAE)" in finding.message
+
+
+def test_implied_range_without_a_declared_range_names_its_basis() -> None:
+    from gpudoc.metrics.lint import Record, Value
+
+    mse = 0.0015379
+    record = Record("log", "val", 0, values={"mse": Value(mse), "mae": Value(0.039216),
+                                             "psnr": Value(10 * math.log10(4 / mse))})
+    record.names = {k: k for k in record.values}
+    implied = next(f for f in check_records([record], None) if f.rule == "implied-range")
+    assert "declared" not in implied.message and "not the range MSE < MAE points to 1" in implied.message
+    assert "declared range 1" in next(f for f in check_records([record], 1) if f.rule == "implied-range").message
+
+
+def test_rules_report_whether_they_had_numbers_to_check() -> None:
+    from gpudoc.metrics.lint import NOT_APPLICABLE, RULES, Record, Value
+
+    record = Record("log", "val", 0, values={"mse": Value(4.0), "psnr": Value(30.0)})
+    record.names = {k: k for k in record.values}
+    checked: set[str] = set()
+    check_records([record], None, checked)
+    assert checked == {"non-finite", "psnr-implausible"}  # no range declared or implied: implied-range idle
+    check_records([record], 255, checked)
+    assert checked == {"non-finite", "psnr-implausible", "implied-range"} and set(NOT_APPLICABLE) == set(RULES)
