@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable
 
 from gpudoc.gpu.backend import GpuBackend
+from gpudoc.reap.classify import Verdict
 from gpudoc.reap.end import Outcome, Scope, plan
 from gpudoc.reap.scan import device_files
 from gpudoc.reap.service import end_targets, inspect_holders
@@ -52,6 +53,9 @@ def run_epilog(
         )
         actions = plan(report.holders, Scope(uid=uid), signal.SIGTERM)
         targets = [h for h in report.holders if actions[h.pid].outcome is Outcome.WOULD_END]
+        for h in report.holders:
+            if h.verdict is Verdict.UNCONFIRMED and h.uid == uid:
+                log(f"{h.pid} ({h.command}) left alone, not confirmed an orphan: {h.reason}")
         if not targets:
             log(f"no leftover GPU holder of {user}")
             return 0

@@ -316,6 +316,17 @@ def test_slurm_epilog_ends_the_jobs_leftovers_only(
     assert not alive(left.pid) and alive(other_job.pid)
 
 
+def test_slurm_epilog_without_nvml_leaves_unconfirmed_orphans_and_says_so(
+    dev: Path, spawn: Spawner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    worker = orphaned_worker(spawn, dev)
+    code = run_epilog(None, device_glob=str(dev / "nvidia*"), timeout=1.0, window=0.1,
+                      environ={"SLURM_JOB_USER": "root", "SLURM_JOB_ID": "4243"})
+    err = capsys.readouterr().err
+    assert code == 0 and alive(worker)
+    assert f"{worker} (" in err and "not confirmed an orphan" in err and "CUDA context unknown" in err
+
+
 def test_slurm_epilog_never_fails(dev: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_epilog(None, device_glob=str(dev / "nvidia*"), timeout=1, window=0.1, environ={}) == 0
     assert "SLURM_JOB_USER is not set" in capsys.readouterr().err
