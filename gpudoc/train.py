@@ -88,7 +88,11 @@ class Run:
         self._ended: float | None = None
         self._echo = echo
         self._on_line = on_line
-        log_file = open(log, "ab") if log else None  # noqa: SIM115 (the output thread closes it)
+        try:
+            log_file = open(log, "ab") if log else None  # noqa: SIM115 (the output thread closes it)
+        except OSError as exc:
+            raise InputError(f"{log}: cannot open the log: {exc.strerror or exc}",
+                             "give --log a file in a directory you can write") from None
         try:
             self._proc = subprocess.Popen(
                 self.command, cwd=cwd, env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},

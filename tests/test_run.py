@@ -120,6 +120,15 @@ def test_a_json_destination_that_is_a_directory_fails_before_the_run(tmp_path: P
     assert not marker.exists()
 
 
+def test_a_log_that_cannot_be_opened_is_bad_input_and_starts_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    out = gpudoc_run("--log", str(tmp_path / "no" / "dir" / "run.log"), *python(f"open({str(marker)!r}, 'w')"))
+    assert out.returncode == 2 and "cannot open the log: No such file or directory" in out.stderr
+    assert "Traceback" not in out.stderr and not marker.exists()
+    out = gpudoc_run("--log", str(tmp_path), *python("pass"))
+    assert out.returncode == 2 and "a directory" in out.stderr.lower()
+
+
 def test_out_of_memory_is_in_the_summary(tmp_path: Path) -> None:
     out = gpudoc_run(*toy("--oom-at", "2"), cwd=tmp_path)
     assert out.returncode == 1
