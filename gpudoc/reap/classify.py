@@ -268,9 +268,8 @@ class Inspector:
         facts = {pid: _Facts(h, self._stat(h.stat.ppid), listed.get(pid, [])) for pid, h in holders.items()}
         self._by_minor = by_minor
         self._unlisted = unlisted
-        self._no_nvml = None if gpus is not None else (
-            f"NVML unavailable: {nvml_error}" if nvml_error else "NVML was not asked"
-        )
+        # The error itself (often with a long fix) is the report's nvml_error, said once.
+        self._no_nvml = None if gpus is not None else ("NVML unavailable" if nvml_error else "NVML was not asked")
         self._classify(facts)
         reports = [self._report(f, by_minor, gpus is not None) for f in facts.values()]
         return ReapReport(
