@@ -78,14 +78,17 @@ def _refuse_terminal(dest: str) -> None:
 
 def _plan(stacks: list[Stack], output: str, fmt: str | None) -> list[tuple[int, int | None, str, str]]:
     """(stack, image index or None for the whole file, destination, format) for every output."""
+    from gpudoc.output import output_target
+
     path = Path(output)
     suffix = path.suffix.lower()
-    if output == "-" or (suffix in _MASK_SUFFIXES and not path.is_dir()):
+    streamed = output == "-" or (path.exists() and not path.is_dir() and output_target(output).stream)
+    if streamed or (suffix in _MASK_SUFFIXES and not path.is_dir()):
         if len(stacks) != 1:
             raise InputError(f"-o {output} is one file, but there are {len(stacks)} inputs",
                              "give a directory as -o for one mask per input")
-        kind = fmt or ("png" if output == "-" else suffix[1:])
-        if output != "-" and kind != suffix[1:]:
+        kind = fmt or (suffix[1:] if suffix in _MASK_SUFFIXES else "png")
+        if not streamed and kind != suffix[1:]:
             raise InputError(f"--format {kind} but -o {output}", f"name the output .{kind}, or leave out --format")
         stack = stacks[0]
         if kind == "png":

@@ -80,8 +80,12 @@ def as_stack(values: np.ndarray, source: str) -> Stack:
         images = images[..., 0]
     if images.ndim == 4 and images.shape[1] == 1:
         images = images[:, 0]
-    if images.ndim == 0 or images.ndim > 3 or images.size == 0:
-        dims = "×".join(map(str, shape)) or "a single number"
+    dims = "×".join(map(str, shape))
+    if images.ndim == 0:
+        raise InputError(f"{source}: a single number, not an image", "save an H×W image or an N×H×W stack")
+    if images.size == 0:
+        raise InputError(f"{source}: shape {dims} holds no values", "save a non-empty array")
+    if images.ndim > 3:
         raise InputError(f"{source}: shape {dims} is neither an image (H×W) nor a stack (N×H×W, N×H×W×1, N×1×H×W)",
                          "reshape it to N×H×W")
     stacked = images.ndim == 3
@@ -100,11 +104,18 @@ def read_stack(source: str) -> Stack:
     return stack
 
 
+def _infer(stack: Stack) -> Scale:
+    try:
+        return infer_scale(stack.values)
+    except InputError as exc:
+        raise InputError(f"{stack.source}: {exc.message}", exc.fix) from None
+
+
 def resolve_scales(stacks: list[Stack], declared: str | None) -> tuple[list[Scale], str | None]:
     """The scale of each stack, and one warning for the whole command when inferred. A
     declared scale is checked image by image: values outside it name the file and image."""
     if declared is None:
-        found = [infer_scale(s.values) for s in stacks]
+        found = [_infer(s) for s in stacks]
         counts = Counter(found)
         if len(counts) == 1:
             which = f"{found[0].value!r}" + (f" for all {len(found)} files" if len(found) > 1 else "")
@@ -153,7 +164,8 @@ def read_truth(source: str) -> Stack:
         values = set(np.unique(flat[index]).tolist())
         if not (values <= {0, 1} or values <= {0, 255}):
             odd = sorted(values - {0, 1, 255}) or sorted(values)
-            raise InputError(f"{stack.label(index)}: a mask holds 0/1 or 0/255 only; found values such as {odd[:5]}",
+            shown = ", ".join(f"{v:g}" for v in odd[:5])
+            raise InputError(f"{stack.label(index)}: a mask holds 0/1 or 0/255 only; found values such as {shown}",
                              "give binary masks (0/1 or 0/255) as --truth")
     raise InputError(f"{source}: some images hold 0/1 and others 0/255", "give one kind of mask per file")
 

@@ -119,14 +119,19 @@ def _value_range(x: Any) -> tuple[float, float]:
 
 def infer_scale(x: Any) -> Scale:
     """The scale the values suggest: bool, or values within [0, 1] → unit (a 0/1 uint8 mask
-    too); values within [0, 255] with some above 1 → byte; anything else → logits."""
-    if dtype_name(x) == "bool":
+    too); values within [0, 255] with some above 1 → byte; other floats → logits. Integers
+    outside [0, 255] (a 16-bit image) fit none of them: declare the scale."""
+    name = dtype_name(x)
+    if name == "bool":
         return Scale.UNIT
     low, high = _value_range(x)
     if low >= 0 and high <= 1:
         return Scale.UNIT
     if low >= 0 and high <= 255:
         return Scale.BYTE
+    if np.dtype(name).kind in "ui":
+        raise MaskValueError(f"{name} values span [{low:g}, {high:g}]: not probabilities, 8-bit values or logits",
+                             "rescale them to [0, 1] or [0, 255], or declare --scale logits")
     return Scale.LOGITS
 
 

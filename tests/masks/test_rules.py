@@ -120,6 +120,8 @@ def test_scale_is_inferred_with_a_warning_and_checked_when_declared() -> None:
         threshold(np.array([0, 200], dtype=np.uint8))
     assert infer_scale(np.array([0, 1], dtype=np.uint8)).value == "1"
     assert infer_scale(np.array([-2.0, 3.0])).value == "logits"
+    with pytest.raises(MaskValueError, match="uint16 values span"):
+        infer_scale(np.array([0, 40000], dtype=np.uint16))
     with pytest.raises(MaskValueError, match="outside the declared scale"):
         threshold(np.array([0.2, 1.5]), scale=1)
     with pytest.raises(MaskValueError, match="not a probability"):

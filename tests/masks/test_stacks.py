@@ -142,6 +142,12 @@ def test_bad_images_in_a_stack_are_named_by_index(tmp_path: Path, stack) -> None
     np.save(tmp_path / "flat.npy", np.zeros((2, 2, 2, 2, 2)))
     code, _, err = run("audit", str(tmp_path / "flat.npy"))
     assert code == 2 and "shape 2×2×2×2×2 is neither an image" in err
+    for name, values, message in (("scalar.npy", np.float32(0.5), "a single number, not an image"),
+                                   ("empty.npy", np.zeros((0, 3)), "shape 0×3 holds no values"),
+                                   ("u16.npy", np.array([[0, 40000]], np.uint16), "uint16 values span [0, 40000]")):
+        np.save(tmp_path / name, values)
+        code, _, err = run("audit", str(tmp_path / name))
+        assert code == 2 and f"{name}: {message}" in err, err
 
 
 def test_audit_reports_a_stack_per_image(tmp_path: Path, stack) -> None:
@@ -177,6 +183,8 @@ def test_threshold_to_stdout_reports_on_stderr(tmp_path: Path) -> None:
     assert code == 0 and np.load(io.BytesIO(out)).tolist() == [[0, 1], [1, 0]]
     code, _, err = run("threshold", str(tmp_path / "p.npy"), "-o", "-", "--json", "--scale", "1")
     assert code == 2 and "would both write to stdout" in err
+    code, out, _ = run("threshold", str(tmp_path / "p.npy"), "-o", "/dev/null", "--scale", "1")
+    assert code == 0 and "p.npy → /dev/null" in out, "a device is streamed to, not a directory"
 
 
 def test_threshold_outputs_refused_before_any_work(tmp_path: Path) -> None:
