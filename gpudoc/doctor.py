@@ -249,7 +249,7 @@ def _describe_file(path: str) -> str:
 
 
 def _pid_namespace(snapshot: GpuSnapshot | None, proc_root: Path) -> Check:
-    nested = False
+    nested: bool | None = None  # unknown without an NSpid line (kernel < 4.1, no /proc)
     try:
         for line in (proc_root / "self" / "status").read_text().splitlines():
             if line.startswith("NSpid:"):
@@ -258,7 +258,11 @@ def _pid_namespace(snapshot: GpuSnapshot | None, proc_root: Path) -> Check:
         pass
     pids = sorted({p.pid for d in (snapshot.devices if snapshot else ()) for p in d.processes})
     unseen = [pid for pid in pids if not (proc_root / str(pid)).exists()]
-    where = "a container's PID namespace" if nested else "the host PID namespace"
+    where = (
+        "a container's PID namespace" if nested
+        else "the host PID namespace" if nested is False
+        else "a PID namespace gpudoc cannot name (no NSpid in /proc/self/status)"
+    )
     if unseen:
         shown = ", ".join(map(str, unseen[:5])) + (" …" if len(unseen) > 5 else "")
         return Check("PID namespace", Status.WARN,
@@ -268,8 +272,8 @@ def _pid_namespace(snapshot: GpuSnapshot | None, proc_root: Path) -> Check:
                      if nested else "if this repeats, the processes live in another PID namespace")
     if pids:
         return Check("PID namespace", Status.OK, f"in {where}; all {len(pids)} NVML PIDs found in /proc")
-    return Check("PID namespace", Status.INFO if nested else Status.OK,
-                 f"in {where}" + ("; NVML lists no process to compare" if nested else ""))
+    return Check("PID namespace", Status.OK if nested is False else Status.INFO,
+                 f"in {where}" + ("" if nested is False else "; NVML lists no process to compare"))
 
 
 def _cuda_major(version: object) -> int | None:

@@ -116,6 +116,12 @@ def test_container_pid_namespace(host: dict) -> None:
     assert "container" in check.detail and "4242" in check.detail and "--pid=host" in check.fix
 
 
+def test_pid_namespace_unknown_is_not_called_the_hosts(host: dict) -> None:
+    (host["proc_root"] / "self" / "status").write_text("Name:\tpython\n")
+    check = by_name(diagnose(_backend(gpus=[GPU], processes=[]), **host))["PID namespace"]
+    assert check.status is Status.INFO and "cannot name" in check.detail and "host" not in check.detail
+
+
 def test_torch_check_logic() -> None:
     cpu = {"version": "2.13.0+cpu", "cuda_build": None, "available": False}
     assert _torch_check(cpu, 0, None).status is Status.OK
