@@ -241,7 +241,8 @@ def audit_command(inputs: tuple[str, ...], t: float, rule: str, scale: str, as_j
 
 
 def _pairs(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(probabilities, truth) files: by position when each side is one file, else by name."""
+    """(probabilities, truth) files: by position when each side is one file, else by name
+    (a warning names truth files left over)."""
     from gpudoc.masks.io import expand
 
     probs_files, truth_files = expand(list(probs_paths)), expand(list(truth_paths))
@@ -263,6 +264,10 @@ def _pairs(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...]) -> list[t
     if missing:
         raise InputError(f"{missing[0]}: no truth mask of the same name ({len(missing)} of {len(probs)} unmatched)",
                          "give truth files with the same names, or one file each for --probs and --truth")
+    unused = [f for stem, f in truth.items() if stem not in probs]
+    if unused:
+        click.echo(f"gpudoc: warning: {len(unused)} truth file(s) have no probability map of the same name "
+                   f"({', '.join(unused[:3])}{', …' if len(unused) > 3 else ''}); they are not scored", err=True)
     return [(f, truth[stem]) for stem, f in probs.items()]
 
 

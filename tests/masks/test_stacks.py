@@ -109,6 +109,9 @@ def test_stacks_in_folders_pair_by_name(tmp_path: Path, stack) -> None:
     result = json.loads(out)
     assert code == 0 and result["images"] == 4
     assert result["rows"][5]["dice_per_image"] == pytest.approx(sweep(probs, truth, 11).rows[5].dice_per_image)
+    np.save(tmp_path / "t" / "extra.npy", truth[:1].astype(np.uint8))
+    code, _, err = run("sweep", "--probs", str(tmp_path / "p"), "--truth", str(tmp_path / "t"), "--scale", "1")
+    assert code == 0 and "1 truth file(s) have no probability map" in err and "extra.npy" in err
     np.save(tmp_path / "t" / "a.npy", truth[:3].astype(np.uint8))
     code, _, err = run("sweep", "--probs", str(tmp_path / "p"), "--truth", str(tmp_path / "t"), "--scale", "1")
     assert code == 2 and "a.npy: 2 image(s) but its truth" in err and "has 3" in err
