@@ -218,7 +218,8 @@ def reap(
     still working), active, protected (gpudoc, its ancestors, PID 1, kernel threads, driver
     daemons, display servers) or foreign (an NVML PID from another namespace). Only orphans
     of the invoking user are ended, and only with --yes or a confirmation on a terminal;
-    --user lists only that user's holders.
+    --user lists only that user's holders. Under --simulate this host's /dev/nvidia* is not
+    scanned (give --device-glob to scan files).
 
     Exit 0 when nothing is left to do, 1 when orphans remain (dry run, declined, not
     ended, or unconfirmed), 2 on bad usage, 3 when /proc cannot be read.
