@@ -13,16 +13,29 @@ from gpudoc.cli.common import json_option
 from gpudoc.errors import ExitCode
 
 
+Progress = Callable[[str], None]
+Run = Callable[[Any, Progress | None], Any]
+
+
 @contextmanager
-def _status(quiet: bool) -> Iterator[Callable[[str], None]]:
-    """A one-line status on stderr when it is a terminal."""
+def _status(quiet: bool) -> Iterator[Callable[[str], Progress]]:
+    """A one-line status on stderr when it is a terminal (never with ``--json``): ``stage(what)``
+    gives the progress callback of one estimate, which shows ``what: step``."""
     if quiet or not sys.stderr.isatty():
-        yield lambda _: None
+        yield lambda _: lambda _: None
         return
     from rich.console import Console
+    from rich.live import Live
+    from rich.spinner import Spinner
 
-    with Console(stderr=True).status("estimating") as status:
-        yield lambda text: status.update(text)
+    spinner = Spinner("dots", "estimating")
+    with Live(spinner, console=Console(stderr=True), transient=True, refresh_per_second=12.5) as live:
+
+        def show(what: str, step: str) -> None:
+            spinner.update(text=f"{what}: {step}")
+            live.refresh()  # every stage shows, however short
+
+        yield lambda what: lambda step: show(what, step)
 
 
 def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -31,12 +44,14 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--input", "input_spec", help="Input size without the batch: 3x224x224 (torch, CHW), "
                      "224x224x3 (Keras, HWC) or tokens:1024. Default: the built-in model's."),
         click.option("--precision", type=click.Choice(["fp32", "amp", "bf16"]), default="fp32", show_default=True,
-                     help="amp: fp16 autocast (CUDA's rules); bf16: bf16 autocast."),
+                     help="amp: fp16 autocast (CUDA's rules); bf16: bf16 autocast, which needs compute capability "
+                     "8.0 (A100, H100, L4, RTX 30xx/40xx): refused for T4 and V100, and never proposed there."),
         click.option("--optimizer", default="adam", show_default=True,
                      help="sgd, momentum, adam, adamw, a torch.optim class name, or module:OptimizerClass."),
         click.option("--freeze", metavar="REGEX", help="Freeze parameters whose name matches (torch; Keras: layer "
                      "names), e.g. '^backbone\\.'."),
-        click.option("--checkpointing", is_flag=True, help="Gradient checkpointing of every block."),
+        click.option("--checkpointing", is_flag=True, help="Gradient checkpointing of every block (of an nn.Sequential or "
+                     "nn.ModuleList); a note names the blocks, or says why there are none."),
         click.option("--accumulate", type=click.IntRange(1), default=1, show_default=True,
                      help="Gradient accumulation steps: micro-batch = batch / K."),
         click.option("--inference", is_flag=True, help="Forward only, no gradients."),
@@ -65,14 +80,22 @@ def _device(name: str | None) -> Any:
 
 def _run(model: str, batch: int, input_spec: str | None, precision: str, optimizer: str, freeze: str | None,
          checkpointing: bool, accumulate: int, inference: bool, gpu_name: str | None
-         ) -> tuple[Any, Any, Any, Callable[[Any], Any]]:
+         ) -> tuple[Any, Any, Any, Run, list[str]]:
+    """The model, device and configuration (every option checked before anything is built),
+    a function estimating a configuration, and notes for every estimate."""
     from gpudoc.errors import InputError
+    from gpudoc.oom.devices import check_precision
     from gpudoc.oom.models import require, resolve
-    from gpudoc.oom.trace import TraceConfig
+    from gpudoc.oom.trace import TraceConfig, compile_freeze, parse_input
 
+    if input_spec is not None:
+        parse_input(input_spec, batch)
+    compile_freeze(freeze)
+    device = _device(gpu_name)
+    precision_note = check_precision(device, precision)
+    notes = [precision_note] if precision_note else []
     spec = resolve(model)
     require(spec.framework)
-    device = _device(gpu_name)
     shape = input_spec or spec.default_input
     if shape is None and spec.framework == "torch":
         raise InputError(f"{model}: --input is required for this model (e.g. 3x224x224 or tokens:1024)")
@@ -88,19 +111,24 @@ def _run(model: str, batch: int, input_spec: str | None, precision: str, optimiz
         keras_models[shape] = loaded
     config = TraceConfig(batch, shape or "", precision, optimizer, freeze, checkpointing, accumulate, inference)
 
-    def run(cfg: TraceConfig) -> Any:
+    def run(cfg: TraceConfig, progress: Progress | None = None) -> Any:
+        say = progress or (lambda _: None)
         if spec.framework == "keras":
             from gpudoc.oom.analytic import keras_estimate, load_keras
 
             if cfg.input not in keras_models:
+                say("importing TensorFlow and building the Keras model")
                 keras_models[cfg.input] = load_keras(spec.source, cfg.input or None)
+            say("counting layer outputs")
             return keras_estimate(spec.name, keras_models[cfg.input], cfg, device)
         from gpudoc.oom.estimate import estimate
 
+        if "torch" not in sys.modules:
+            say("importing torch")
         assert callable(spec.source)
-        return estimate(spec.name, spec.source, cfg, device)
+        return estimate(spec.name, spec.source, cfg, device, progress)
 
-    return spec, device, config, run
+    return spec, device, config, run, notes
 
 
 def _print(est: Any) -> None:
@@ -116,9 +144,7 @@ def _print(est: Any) -> None:
     click.echo(f"peak allocated  {format_bytes(est.peak_allocated_bytes):>11}  tensors (max_memory_allocated)")
     click.echo(f"peak reserved   {format_bytes(est.peak_reserved_bytes):>11}  caching allocator (max_memory_reserved)")
     click.echo(f"total           {format_bytes(est.total_bytes):>11}  with CUDA context and cuDNN margin (nvidia-smi)")
-    share = 100 * est.headroom_bytes / est.capacity_bytes if est.capacity_bytes else 0
-    click.echo(f"verdict         {est.verdict}: {format_bytes(abs(est.headroom_bytes))} "
-               f"{'headroom' if est.headroom_bytes >= 0 else 'over'} ({share:.0f}%)")
+    click.echo(f"verdict         {est.verdict}: {_headroom(est)}")
     click.echo("at the peak:")
     for name, value in sorted(est.breakdown.items(), key=lambda kv: -kv[1]):
         click.echo(f"  {name:42} {format_bytes(value):>11}")
@@ -129,8 +155,22 @@ def _print(est: Any) -> None:
     if est.remedies:
         click.echo("remedies, most memory saved first:")
         for r in est.remedies:
-            click.echo(f"  {r.name:14} saves {format_bytes(r.saved_bytes):>11} -> {format_bytes(r.total_bytes):>11} "
-                       f"({r.verdict})  {r.change}")
+            effect = f"saves {format_bytes(r.saved_bytes):>11}" if r.saved_bytes >= 0 else \
+                f"adds  {format_bytes(-r.saved_bytes):>11}"
+            click.echo(f"  {r.name:14} {effect} -> {format_bytes(r.total_bytes):>11} ({r.verdict})  {r.change}")
+
+
+def _headroom(est: Any) -> str:
+    """``2.0 GiB headroom (13% free)`` or ``9.0 GiB over (needs 160% of the GPU)``: no signs."""
+    from gpudoc.output import format_bytes
+
+    if not est.capacity_bytes:
+        return f"{format_bytes(abs(est.headroom_bytes))} {'headroom' if est.headroom_bytes >= 0 else 'over'}"
+    if est.headroom_bytes >= 0:
+        free = 100 * est.headroom_bytes / est.capacity_bytes
+        return f"{format_bytes(est.headroom_bytes)} headroom ({free:.0f}% free)"
+    return (f"{format_bytes(-est.headroom_bytes)} over (needs {100 * est.total_bytes / est.capacity_bytes:.0f}% "
+            f"of the {'TPU core' if est.device.startswith('TPU') else 'GPU'})")
 
 
 @click.group()
@@ -150,19 +190,22 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
 
     MODEL: a built-in name (resnet18, resnet50, unet, vit_b16, gpt2_small, efficientnetv2_s,
     efficientnetv2_l), package.module:factory, path/to/file.py:factory, or a .keras file.
-    Exit 1 when the verdict is OOM.
+    An input the model rejects is exit 2, naming the layer and the shape it takes. Progress
+    shows on stderr when it is a terminal (not with --json). Exit 1 when the verdict is OOM.
     """
-    spec, _, config, run = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
-                                accumulate, inference, gpu_name)
-    with _status(as_json) as status:
-        status(f"tracing {spec.name} at batch {batch}")
-        est = run(config)
+    spec, device, config, run, notes = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
+                                            accumulate, inference, gpu_name)
+    with _status(as_json) as stage:
+        est = run(config, stage(f"{spec.name} at batch {batch}"))
+        est.notes = notes + est.notes
         if with_remedies or (with_remedies is None and est.verdict != "fits"):
             from gpudoc.oom.estimate import remedies
 
             # The analytic Keras estimate does not model checkpointing.
             skip = frozenset({"checkpointing"}) if spec.framework == "keras" else frozenset()
-            est.remedies = remedies(est, run, spec.backbone, lambda r: status(f"re-estimating with {r}"), skip)
+            current = [""]  # "i/n name", set before each remedy's estimate runs
+            est.remedies = remedies(est, lambda cfg: run(cfg, stage(f"remedy {current[0]}")), spec.backbone,
+                                    lambda step: current.__setitem__(0, step), skip, device)
     if as_json:
         from gpudoc.output import emit_json
 
@@ -183,10 +226,11 @@ def max_batch_command(model: str, batch: int, input_spec: str | None, precision:
     and --batch, solve, confirm. Exit 1 when not even batch 1 fits."""
     from gpudoc.oom.estimate import max_batch
 
-    _, device, config, run = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
-                                  accumulate, inference, gpu_name)
-    with _status(as_json) as status:
-        best_batch, est = max_batch(config, device, run, lambda b: status(f"estimating batch {b}"))
+    _, device, config, run, notes = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
+                                         accumulate, inference, gpu_name)
+    with _status(as_json) as stage:
+        best_batch, est = max_batch(config, device, lambda cfg: run(cfg, stage(f"batch {cfg.batch}")))
+        est.notes = notes + est.notes
     if as_json:
         from gpudoc.output import emit_json, to_jsonable
 

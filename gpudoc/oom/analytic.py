@@ -5,14 +5,18 @@ activations at the batch and input size, optimizer slots, mixed-precision policy
 from __future__ import annotations
 
 import math
+import os
 import re
-from collections.abc import Callable
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from gpudoc.errors import InputError
 from gpudoc.oom.devices import Device
 from gpudoc.oom.estimate import Estimate, verdict
-from gpudoc.oom.trace import TraceConfig, parse_input
+from gpudoc.oom.trace import TraceConfig, checked_forward, compile_freeze, parse_input
 
 ANALYTIC_ERROR = 0.30
 # Adam/AdamW keep two moments per trainable value, SGD with momentum one, plain SGD none.
@@ -42,8 +46,11 @@ def torch_analytic(name: str, factory: Callable[[], Any], config: TraceConfig, d
     import torch
 
     shape, tokens = parse_input(config.input, 1)
-    model = factory()
-    frozen = re.compile(config.freeze) if config.freeze else None
+    try:
+        model = factory()
+    except Exception as exc:  # the user's factory: report its error in one line
+        raise InputError(f"calling the model factory failed: {type(exc).__name__}: {exc}") from None
+    frozen = compile_freeze(config.freeze)
     params = list(model.named_parameters())
     trainable = [p for n, p in params if not config.inference and not (frozen and frozen.search(n))]
     outputs: dict[str, int] = {}
@@ -56,19 +63,23 @@ def torch_analytic(name: str, factory: Callable[[], Any], config: TraceConfig, d
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if not list(m.children())]
-    with torch.no_grad():
-        model(torch.zeros(shape, dtype=torch.long) if tokens else torch.zeros(shape))
-    for h in handles:
-        h.remove()
-    scale = config.batch * (0.5 if config.precision != "fp32" else 1.0)
+    try:
+        with torch.no_grad():
+            checked_forward(model, torch.zeros(shape, dtype=torch.long) if tokens else torch.zeros(shape), config)
+    finally:
+        for h in handles:
+            h.remove()
+    types = {n: type(m).__name__ for n, m in model.named_modules()}
+    scale = _micro_batch(config) * (0.5 if config.precision != "fp32" else 1.0)
     activations = 0 if config.inference else int(sum(outputs.values()) * scale)
     n_trainable = sum(p.numel() for p in trainable)
     slots = SLOTS.get(config.optimizer.lower(), 2)
     parts = {"parameters": sum(p.numel() * p.element_size() for _, p in params),
              "gradients": n_trainable * 4, "optimizer state": n_trainable * 4 * slots,
              "activations": activations, "cuBLAS workspace": device.cublas_workspace}
-    top = sorted(((n, int(v * scale)) for n, v in outputs.items()), key=lambda kv: -kv[1])[:8]
-    notes = [f"analytic (expected error ±{ANALYTIC_ERROR:.0%}): the model cannot run on fake tensors ({reason})"]
+    top = sorted(((f"{n} ({types[n]})", int(v * scale)) for n, v in outputs.items()), key=lambda kv: -kv[1])[:8]
+    notes = [f"analytic (expected error ±{ANALYTIC_ERROR:.0%}): the model cannot run on fake tensors ({reason})",
+             *_unmodelled(config)]
     return _finish(name, config, device, parts, sum(p.numel() for _, p in params), n_trainable, top, notes)
 
 
@@ -77,7 +88,7 @@ def keras_estimate(name: str, model: Any, config: TraceConfig, device: Device) -
     trainable weights, and every layer's output at the batch (kept for the backward pass) in
     the compute dtype of the precision policy."""
     layers = list(_layers(model))
-    frozen = re.compile(config.freeze) if config.freeze else None
+    frozen = compile_freeze(config.freeze)
     if frozen is not None and not any(frozen.search(layer.name) for layer in layers):
         raise InputError(f"--freeze {config.freeze!r} matches no layer name",
                          "names look like " + ", ".join(layer.name for layer in layers[:3]))
@@ -99,19 +110,33 @@ def keras_estimate(name: str, model: Any, config: TraceConfig, device: Device) -
             if any(d is None for d in dims):
                 raise InputError(f"{name}: layer {layer.name} has an unknown output size {tuple(out.shape)}",
                                  "build the model with a fixed input size (--input)")
-            outputs[layer.name] = outputs.get(layer.name, 0) + int(math.prod(dims)) * config.batch * compute_bytes
+            key = f"{layer.name} ({type(layer).__name__})"
+            outputs[key] = outputs.get(key, 0) + int(math.prod(dims)) * _micro_batch(config) * compute_bytes
     activations = sum(outputs.values()) if not config.inference else max(outputs.values(), default=0) * 2
     slots = SLOTS.get(config.optimizer.lower(), 2)
     parts = {"parameters": total_params * 4, "gradients": trainable * 4, "optimizer state": trainable * 4 * slots,
              "activations": activations}
     top = sorted(outputs.items(), key=lambda kv: -kv[1])[:8]
     notes = [f"analytic Keras estimate (expected error ±{ANALYTIC_ERROR:.0%}): layer outputs kept for the backward "
-             "pass, no allocator or XLA fusion modelled"]
+             "pass, no allocator or XLA fusion modelled", *_unmodelled(config)]
     if policy.startswith("mixed_") and config.precision == "fp32":
         notes.append(f"the model's dtype policy is {policy}: activations counted at 2 bytes")
     if device.kind == "tpu":
         notes.append("TPU: per core; the global batch is split across cores (batch = per-core batch here)")
     return _finish(name, config, device, parts, total_params, trainable, top, notes)
+
+
+def _micro_batch(config: TraceConfig) -> int:
+    return max(1, config.batch // max(1, config.accumulate))
+
+
+def _unmodelled(config: TraceConfig) -> list[str]:
+    notes = []
+    if config.accumulate > 1:
+        notes.append(f"gradient accumulation: micro-batch {_micro_batch(config)}")
+    if config.checkpointing and not config.inference:
+        notes.append("--checkpointing had no effect: the analytic estimate does not model checkpointing")
+    return notes
 
 
 def _layers(model: Any) -> Any:
@@ -131,18 +156,70 @@ def _outputs(layer: Any) -> list[Any]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 to /dev/null: TensorFlow's C++ layer writes there on import and device
+    set-up (oneDNN, CPU features, a cuInit failure), some of it before any log level is read."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def import_keras() -> Any:
+    """``keras``, imported without TensorFlow's log lines on stderr (``TF_CPP_MIN_LOG_LEVEL=3``
+    unless set, absl and TensorFlow's Python loggers at ERROR)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _quiet_stderr():
+        import keras
+    import logging
+
+    for name in ("absl", "tensorflow", "keras"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return keras
+
+
+def _layer_error(model: Any, input_spec: str, exc: Exception) -> InputError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    found = re.search(r"""layer ["']([^"']+)["']""", text)
+    where = "the model"
+    if found is not None and model is not None:
+        try:
+            where = f"layer {found.group(1)} ({type(model.get_layer(found.group(1))).__name__})"
+        except ValueError:
+            where = f"layer {found.group(1)}"
+    return InputError(f"--input {input_spec}: the model rejects it at {where} [{type(exc).__name__}: {text}]",
+                      "give the size of one sample the model takes (HxWxC), without the batch")
+
+
 def load_keras(source: Any, input_spec: str | None) -> Any:
     """A Keras model from a ``.keras`` file (its graph rebuilt at ``input_spec``, ``HxWxC``,
-    when given) or a zoo factory taking the input shape."""
-    import keras
-
+    when given) or a zoo factory taking the input shape. Keras's own errors are bad input."""
+    keras = import_keras()
     shape = parse_input(input_spec, 1)[0][1:] if input_spec else None
-    if not isinstance(source, str):
-        return source(shape)
-    try:
-        model = keras.models.load_model(source, compile=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{source}: cannot load this Keras model ({exc})") from None
-    if shape is not None and tuple(model.input_shape[1:]) != shape:
-        model = keras.models.clone_model(model, input_tensors=keras.Input(shape))
+    with _quiet_stderr():
+        if not isinstance(source, str):
+            try:
+                return source(shape)
+            except ValueError as exc:  # Keras applications check the input size
+                raise _layer_error(None, input_spec or "", exc) from None
+        try:
+            model = keras.models.load_model(source, compile=False)
+        except Exception as exc:  # the user's file: anything Keras raises on it, in one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InputError(f"{source}: cannot load this Keras model ({type(exc).__name__}: {first})") from None
+        if shape is not None and tuple(model.input_shape[1:]) != shape:
+            try:
+                model = keras.models.clone_model(model, input_tensors=keras.Input(shape))
+            except Exception as exc:  # the model's own check of the new input
+                raise _layer_error(model, input_spec or "", exc) from None
     return model

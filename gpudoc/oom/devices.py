@@ -17,7 +17,8 @@ class Device:
     """One accelerator (or one TPU core). ``capacity`` is the total memory NVML reports;
     ``context`` what the CUDA context takes from it before any tensor (lazy module loading);
     ``cublas_workspace`` what cuBLAS takes through the caching allocator on the first matmul;
-    ``cudnn_margin`` room kept for convolution workspaces."""
+    ``cudnn_margin`` room kept for convolution workspaces; ``capability`` the CUDA compute
+    capability (None: unknown, or a TPU)."""
 
     name: str
     capacity: int
@@ -26,26 +27,28 @@ class Device:
     cudnn_margin: int
     kind: str = "gpu"
     aliases: tuple[str, ...] = ()
+    capability: tuple[int, int] | None = None
 
 
-def _gpu(name: str, mib: int, context_mib: int, hopper: bool = False, *aliases: str) -> Device:
+def _gpu(name: str, mib: int, context_mib: int, capability: tuple[int, int], *aliases: str) -> Device:
+    hopper = capability >= (9, 0)
     return Device(name, mib * MiB, context_mib * MiB, (32 if hopper else 8) * MiB + (0 if hopper else 128 * 1024),
-                  64 * MiB, "gpu", aliases)
+                  64 * MiB, "gpu", aliases, capability)
 
 
 # Capacities as NVML reports them on these boards; contexts measured with CUDA 12 lazy loading
 # and PyTorch 2.x (they grow with eager loading: ~650 MiB).
 CATALOG: tuple[Device, ...] = (
-    _gpu("V100-16GB", 16160, 300, False, "v100", "v100-16", "tesla v100-sxm2-16gb", "tesla v100-pcie-16gb"),
-    _gpu("V100-32GB", 32510, 300, False, "v100-32", "tesla v100-sxm2-32gb", "tesla v100-pcie-32gb"),
-    _gpu("A100-40GB", 40536, 420, False, "a100-40", "a100-sxm4-40gb", "a100-pcie-40gb"),
-    _gpu("A100-80GB", 81251, 420, False, "a100", "a100-80", "a100-sxm4-80gb", "a100 80gb pcie"),
-    _gpu("H100-80GB", 81559, 520, True, "h100", "h100-80", "h100 80gb hbm3", "nvidia h100 80gb hbm3", "h100 pcie"),
-    _gpu("H200-141GB", 143771, 520, True, "h200", "nvidia h200"),
-    _gpu("L4", 23034, 350, False, "nvidia l4"),
-    _gpu("T4", 15360, 300, False, "tesla t4"),
-    _gpu("RTX-3090", 24576, 350, False, "3090", "geforce rtx 3090", "nvidia geforce rtx 3090"),
-    _gpu("RTX-4090", 24564, 350, False, "4090", "geforce rtx 4090", "nvidia geforce rtx 4090"),
+    _gpu("V100-16GB", 16160, 300, (7, 0), "v100", "v100-16", "tesla v100-sxm2-16gb", "tesla v100-pcie-16gb"),
+    _gpu("V100-32GB", 32510, 300, (7, 0), "v100-32", "tesla v100-sxm2-32gb", "tesla v100-pcie-32gb"),
+    _gpu("A100-40GB", 40536, 420, (8, 0), "a100-40", "a100-sxm4-40gb", "a100-pcie-40gb"),
+    _gpu("A100-80GB", 81251, 420, (8, 0), "a100", "a100-80", "a100-sxm4-80gb", "a100 80gb pcie"),
+    _gpu("H100-80GB", 81559, 520, (9, 0), "h100", "h100-80", "h100 80gb hbm3", "nvidia h100 80gb hbm3", "h100 pcie"),
+    _gpu("H200-141GB", 143771, 520, (9, 0), "h200", "nvidia h200"),
+    _gpu("L4", 23034, 350, (8, 9), "nvidia l4"),
+    _gpu("T4", 15360, 300, (7, 5), "tesla t4"),
+    _gpu("RTX-3090", 24576, 350, (8, 6), "3090", "geforce rtx 3090", "nvidia geforce rtx 3090"),
+    _gpu("RTX-4090", 24564, 350, (8, 9), "4090", "geforce rtx 4090", "nvidia geforce rtx 4090"),
     Device("TPU-v2-core", 8 * GiB, 0, 0, 0, "tpu", ("tpu v2", "tpu-v2", "tpu-v2-8")),
     Device("TPU-v3-core", 16 * GiB, 0, 0, 0, "tpu", ("tpu v3", "tpu-v3", "tpu-v3-8")),
 )
@@ -90,4 +93,30 @@ def local_device(index: int = 0) -> Device:
         known = find_device(name.removeprefix("NVIDIA ").removeprefix("Tesla "))
     except InputError:
         known = Device(name, 0, 450 * MiB, 8 * MiB + 128 * 1024, 64 * MiB)
-    return Device(name, total, known.context, known.cublas_workspace, known.cudnn_margin, "gpu")
+    return Device(name, total, known.context, known.cublas_workspace, known.cudnn_margin, "gpu", (),
+                  known.capability)
+
+
+def supports(device: Device, precision: str) -> bool | None:
+    """Whether ``device`` runs ``precision`` (``fp32``, ``amp``: fp16, ``bf16``); None when it
+    cannot be told. bf16 needs compute capability 8.0 (Ampere); TPUs compute in bf16, not fp16."""
+    if device.kind == "tpu":
+        return precision != "amp"
+    if precision != "bf16":
+        return True
+    return None if device.capability is None else device.capability >= (8, 0)
+
+
+def check_precision(device: Device, precision: str) -> str | None:
+    """Refuse (:class:`InputError`) a precision the device cannot run; a note when it is unknown."""
+    ok = supports(device, precision)
+    if ok is None:
+        return f"--precision {precision}: the compute capability of {device.name} is unknown; bf16 needs 8.0 or newer"
+    if ok:
+        return None
+    if device.kind == "tpu":
+        raise InputError(f"--precision {precision}: {device.name} computes in bf16, not fp16", "use --precision bf16")
+    assert device.capability is not None
+    major, minor = device.capability
+    raise InputError(f"--precision {precision}: {device.name} (compute capability {major}.{minor}) has no "
+                     f"{precision} support; it needs 8.0 (Ampere) or newer", "use --precision amp (fp16 autocast)")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpudoc.oom.allocator import CachingAllocator
-from gpudoc.oom.devices import Device
+from gpudoc.oom.devices import Device, supports
 from gpudoc.oom.trace import Trace, TraceConfig
 
 TIGHT = 0.10
@@ -50,6 +50,7 @@ class Estimate:
     trainable_parameters: int
     notes: list[str] = field(default_factory=list)
     remedies: list[Remedy] = field(default_factory=list)
+    checkpointed_blocks: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,12 @@ class Remedy:
     verdict: str
 
 
-def _module_group(path: str) -> str:
-    return ".".join(path.split(".")[:2])
+def _module_group(path: str, types: dict[str, str]) -> str:
+    """A module path cut to two levels (``layer1.0``, ``features.3``) with its class."""
+    if not path:
+        return _TOP_LEVEL
+    group = ".".join(path.split(".")[:2])
+    return f"{group} ({types[group]})" if group in types else group
 
 
 def replay(trace: Trace, device: Device) -> Replay:
@@ -87,7 +92,7 @@ def replay(trace: Trace, device: Device) -> Replay:
             sizes[event.handle] = (event.nbytes, category, event.module)
             live[category] += event.nbytes
             if category == "activations":
-                by_module[_module_group(event.module) or _TOP_LEVEL] += event.nbytes
+                by_module[_module_group(event.module, trace.module_types)] += event.nbytes
             if allocator.stats.allocated > peak:
                 peak = allocator.stats.allocated
                 snapshot = (dict(live), dict(by_module))
@@ -96,7 +101,7 @@ def replay(trace: Trace, device: Device) -> Replay:
             allocator.free(event.handle)
             live[category] -= nbytes
             if category == "activations":
-                by_module[_module_group(module) or _TOP_LEVEL] -= nbytes
+                by_module[_module_group(module, trace.module_types)] -= nbytes
     stats = allocator.stats
     breakdown = {k: v for k, v in snapshot[0].items() if v > 0}
     top = sorted(((k, v) for k, v in snapshot[1].items() if v > 0), key=lambda kv: -kv[1])[:8]
@@ -121,25 +126,42 @@ def from_trace(name: str, trace: Trace, config: TraceConfig, device: Device, not
     return Estimate(
         name, config, device.name, "trace", free.peak_allocated, free.peak_reserved, total, device.capacity,
         verdict(total, device.capacity), device.capacity - total, breakdown, free.top_modules,
-        trace.parameters, trace.trainable, notes)
+        trace.parameters, trace.trainable, notes, checkpointed_blocks=list(trace.checkpointed))
 
 
-def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device: Device) -> Estimate:
+def checkpointing_note(blocks: list[str]) -> str:
+    """What ``--checkpointing`` did: the blocks it wrapped, or why it did nothing."""
+    if not blocks:
+        return ("--checkpointing had no effect: the model has no blocks gpudoc knows how to checkpoint "
+                "(modules with parameters and submodules, two or more in one nn.Sequential or nn.ModuleList)")
+    shown = ", ".join(blocks[:6]) + (f", … ({len(blocks)} in all)" if len(blocks) > 6 else "")
+    return f"checkpointing: {len(blocks)} block{'s' if len(blocks) != 1 else ''} recomputed in the backward: {shown}"
+
+
+def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device: Device,
+             progress: Callable[[str], None] | None = None) -> Estimate:
     """Trace ``factory``'s model under ``config`` and estimate it on ``device``; a model that
-    cannot be traced (data-dependent ops) gets the analytic estimate, labelled."""
+    cannot be traced (data-dependent ops) gets the analytic estimate, labelled. ``progress``
+    hears each stage (building the model, each training step, the allocator simulation)."""
     from gpudoc.oom.trace import TraceImpossible, trace_training
 
     try:
-        trace = trace_training(factory, config)
+        trace = trace_training(factory, config, progress)
     except TraceImpossible as exc:
         from gpudoc.oom.analytic import torch_analytic
 
+        if progress is not None:
+            progress("analytic estimate (one real batch-1 forward)")
         return torch_analytic(name, factory, config, device, str(exc))
     notes = []
     if config.precision != "fp32":
         notes.append(f"{config.precision}: CUDA autocast's casting rules emulated on CPU")
     if config.accumulate > 1:
         notes.append(f"gradient accumulation: micro-batch {max(1, config.batch // config.accumulate)}")
+    if config.checkpointing and not config.inference:
+        notes.append(checkpointing_note(trace.checkpointed))
+    if progress is not None:
+        progress("allocator simulation")
     return from_trace(name, trace, config, device, notes)
 
 
@@ -177,16 +199,25 @@ def _remedy_config(config: TraceConfig, remedy: str, backbone: str | None) -> Tr
 
 
 def remedies(base: Estimate, run: Callable[[TraceConfig], Estimate], backbone: str | None,
-             progress: Callable[[str], None] | None = None, skip: frozenset[str] = frozenset()) -> list[Remedy]:
-    """Each applicable remedy (less ``skip``) re-estimated with ``run``, largest saving first."""
-    found = []
+             progress: Callable[[str], None] | None = None, skip: frozenset[str] = frozenset(),
+             device: Device | None = None) -> list[Remedy]:
+    """Each applicable remedy (less ``skip``, and less precisions ``device`` is not known to
+    run) re-estimated with ``run``, largest saving first. ``progress`` hears ``i/n name``."""
+    todo = []
     for remedy, change in REMEDIES:
         config = _remedy_config(base.config, remedy, backbone)
         if config is None or remedy in skip:
             continue
+        if device is not None and remedy in ("amp", "bf16") and supports(device, remedy) is not True:
+            continue
+        todo.append((remedy, change, config))
+    found = []
+    for i, (remedy, change, config) in enumerate(todo, 1):
         if progress is not None:
-            progress(remedy)
+            progress(f"{i}/{len(todo)} {remedy}")
         other = run(config)
+        if remedy == "checkpointing" and not other.checkpointed_blocks:
+            continue  # nothing in the model to checkpoint: not a remedy
         found.append(Remedy(remedy, change, other.total_bytes, base.total_bytes - other.total_bytes, other.verdict))
     return sorted(found, key=lambda r: -r.saved_bytes)
 

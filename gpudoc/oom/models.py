@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,9 +36,23 @@ def require(framework: str) -> None:
                                  f"pip install 'gpudoc[{extra}]'")
 
 
+def _kind(path: Path) -> str:
+    """``file``, ``directory`` or ``missing`` (also for a name the OS cannot take)."""
+    try:
+        return "file" if path.is_file() else "directory" if path.is_dir() else "missing"
+    except OSError:  # e.g. a name too long
+        return "missing"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def _from_file(path: Path, attr: str) -> Callable[..., Any]:
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
+    kind = _kind(path)
+    if kind != "file":
+        raise InputError(f"{path}: a directory, not a Python file" if kind == "directory" else f"{path}: no such file")
     spec = importlib.util.spec_from_file_location(f"gpudoc_model_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise InputError(f"{path}: not a Python file")
@@ -45,8 +60,8 @@ def _from_file(path: Path, attr: str) -> Callable[..., Any]:
     sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # the user's file: report its error in one line
-        raise InputError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # the user's file: report its error in one line
+        raise InputError(f"{path}: importing it failed: {_first_line(exc)}") from None
     return _attribute(module, attr, str(path))
 
 
@@ -75,7 +90,7 @@ def resolve(model: str) -> ModelSpec:
         entry = ZOO[key]
         return ModelSpec(entry.name, entry.framework, entry.factory, entry.input, entry.backbone or None)
     if model.endswith(".keras") or model.endswith(".h5"):
-        if not Path(model).exists():
+        if _kind(Path(model)) != "file":
             raise InputError(f"{model}: no such file")
         return ModelSpec(model, "keras", model, None, None)
     if ":" in model:
@@ -83,10 +98,13 @@ def resolve(model: str) -> ModelSpec:
         if where.endswith(".py"):
             factory = _from_file(Path(where), attr)
         else:
+            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", where):
+                raise InputError(f"MODEL {model!r}: {where!r} is not a module name",
+                                 "MODEL is package.module:factory or path/to/file.py:factory")
             try:
                 module = importlib.import_module(where)
-            except ImportError as exc:
-                raise InputError(f"{model}: cannot import {where!r} ({exc})") from None
+            except (Exception, SystemExit) as exc:  # the user's module: its import error, in one line
+                raise InputError(f"{model}: cannot import {where!r} ({_first_line(exc)})") from None
             factory = _attribute(module, attr, where)
         return ModelSpec(model, _framework_of(factory), factory, None, None)
     broken: list[str] = []

@@ -11,7 +11,10 @@ state lazily; step 2 is the steady state.
 from __future__ import annotations
 
 import importlib
+import logging
+import math
 import re
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,12 +53,15 @@ class Event:
 
 @dataclass
 class Trace:
-    """The event stream, and the handles that turned out to be gradients or optimizer state."""
+    """The event stream, the handles that turned out to be gradients or optimizer state, each
+    module's class by path, and the blocks that ``checkpointing`` wrapped."""
 
     events: list[Event] = field(default_factory=list)
     roles: dict[int, str] = field(default_factory=dict)
     parameters: int = 0
     trainable: int = 0
+    module_types: dict[str, str] = field(default_factory=dict)
+    checkpointed: list[str] = field(default_factory=list)
 
 
 class _Recorder:
@@ -65,6 +71,9 @@ class _Recorder:
         self.trace = Trace()
         self.phase = "setup"
         self.modules: list[str] = []
+        # Every module call in progress (the root too): after an error, the innermost is the
+        # module that raised it, with the shapes it was given.
+        self.calls: list[tuple[str, Any, list[tuple[int, ...]]]] = []
         self._handles: dict[int, int] = {}
         self._refs: dict[int, Any] = {}
         self._next = 0
@@ -158,6 +167,9 @@ def parse_input(spec: str, batch: int) -> tuple[tuple[int, ...], bool]:
         raise InputError(f"--input {spec!r}: expected sizes such as 3x224x224, or tokens:1024") from None
     if not dims or any(d <= 0 for d in dims) or (tokens and len(dims) != 1):
         raise InputError(f"--input {spec!r}: expected sizes such as 3x224x224, or tokens:1024")
+    if math.prod(dims) * batch >= 2**62:
+        raise InputError(f"--input {spec!r} at batch {batch}: {math.prod(dims) * batch:.3g} values is more than any "
+                         "device holds", "give the size of one sample, without the batch")
     return (batch, *dims), tokens
 
 
@@ -190,9 +202,10 @@ def _optimizer(name: str, params: list[Any]) -> Any:
                      "module:OptimizerClass")
 
 
-def _checkpoint_blocks(model: Any) -> None:
+def _checkpoint_blocks(model: Any) -> list[str]:
     """Wrap every block of the model's block containers (Sequential/ModuleList of two or more
-    modules that hold parameters) in non-reentrant activation checkpointing."""
+    modules that hold parameters and submodules) in non-reentrant activation checkpointing;
+    the paths of the blocks wrapped."""
     import torch
     from torch.utils.checkpoint import checkpoint
 
@@ -204,14 +217,18 @@ def _checkpoint_blocks(model: Any) -> None:
 
         module.forward = checkpointed
 
-    for container in model.modules():
+    wrapped = []
+    for path, container in model.named_modules():
         if not isinstance(container, (torch.nn.Sequential, torch.nn.ModuleList)):
             continue
-        blocks = [m for m in container.children() if any(True for _ in m.parameters())
-                  and not isinstance(m, (torch.nn.Sequential, torch.nn.ModuleList)) and len(list(m.children())) > 0]
+        blocks = [(f"{path}.{name}" if path else name, m) for name, m in container.named_children()
+                  if any(True for _ in m.parameters()) and not isinstance(m, (torch.nn.Sequential, torch.nn.ModuleList))
+                  and len(list(m.children())) > 0]
         if len(blocks) >= 2:
-            for block in blocks:
+            for name, block in blocks:
                 wrap(block)
+                wrapped.append(name)
+    return wrapped
 
 
 def training_loss(output: Any, tokens: bool, target: Any) -> Any:
@@ -227,22 +244,28 @@ def training_loss(output: Any, tokens: bool, target: Any) -> Any:
     if tokens and output.dim() == 3:
         return functional.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
     if output.dim() == 2 and target is not None and target.dtype == torch.long:
-        return functional.cross_entropy(output, target)
+        # (N, classes): one class per sample (the first token's, for a token input)
+        return functional.cross_entropy(output, target if target.dim() == 1 else target[:, 0])
     return functional.mse_loss(output, torch.zeros_like(output))
 
 
 @contextmanager
 def _module_labels(model: Any, recorder: _Recorder) -> Iterator[None]:
+    import torch
+
     handles = []
     for name, module in model.named_modules():
-        if not name:
-            continue
 
-        def pre(_: Any, __: Any, name: str = name) -> None:
-            recorder.modules.append(name)
+        def pre(module: Any, args: Any, name: str = name) -> None:
+            shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
+            recorder.calls.append((name, module, shapes))
+            if name:
+                recorder.modules.append(name)
 
-        def post(_: Any, __: Any, ___: Any) -> None:
-            if recorder.modules:
+        def post(_: Any, __: Any, ___: Any, name: str = name) -> None:
+            if recorder.calls:
+                recorder.calls.pop()
+            if name and recorder.modules:
                 recorder.modules.pop()
 
         handles.append(module.register_forward_pre_hook(pre))
@@ -254,41 +277,137 @@ def _module_labels(model: Any, recorder: _Recorder) -> Iterator[None]:
             h.remove()
 
 
-def trace_training(factory: Callable[[], Any], config: TraceConfig) -> Trace:
+def compile_freeze(pattern: str | None) -> re.Pattern[str] | None:
+    """``--freeze REGEX`` compiled; a pattern that is not a regular expression is bad input."""
+    if pattern is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "possible nested set": still a valid pattern
+            return re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"--freeze {pattern!r}: not a regular expression ({exc})",
+                         "e.g. '^backbone\\.' (quote it for the shell)") from None
+
+
+@contextmanager
+def quiet_torch_logs() -> Iterator[None]:
+    """Silence torch's own logging (FakeTensorMode logs a traceback for every op that fails
+    on its meta kernel, before the error reaches gpudoc)."""
+    loggers = [logging.getLogger(name) for name in ("torch", "torch._subclasses.fake_tensor")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _data_dependent(exc: BaseException) -> bool:
+    return type(exc).__name__ in ("DataDependentOutputException", "DynamicOutputShapeException",
+                                  "UnsupportedOperatorException") or "data-dependent" in str(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def expected_input(module: Any) -> str | None:
+    """What a common layer takes, in the shape notation of its docs (``(N, 3, H, W)``)."""
+    from torch import nn
+
+    if isinstance(module, nn.Linear):
+        return f"(*, {module.in_features})"
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                           nn.ConvTranspose3d)):
+        spatial = {1: "L", 2: "H, W", 3: "D, H, W"}[len(module.kernel_size)]
+        return f"(N, {module.in_channels}, {spatial})"
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
+                           nn.InstanceNorm3d)):
+        return f"(N, {module.num_features}, ...)"
+    if isinstance(module, nn.GroupNorm):
+        return f"(N, {module.num_channels}, ...)"
+    if isinstance(module, nn.LayerNorm):
+        return "(*, " + ", ".join(str(d) for d in module.normalized_shape) + ")"
+    if isinstance(module, nn.Embedding):
+        return f"integer token ids below {module.num_embeddings} (--input tokens:N)"
+    if isinstance(module, nn.MultiheadAttention):
+        return f"(N, L, {module.embed_dim})" if module.batch_first else f"(L, N, {module.embed_dim})"
+    return None
+
+
+def _rejected(recorder: _Recorder, config: TraceConfig, exc: BaseException) -> InputError:
+    """The model's own error on the input, as one line: the module that raised it (path and
+    class), the shapes it was given, and what it takes where that is known."""
+    where = "the model"
+    if recorder.calls:
+        path, module, shapes = recorder.calls[-1]
+        where = f"{path or '(the model itself)'} ({type(module).__name__})"
+        got = ", ".join(str(tuple(s)) for s in shapes) or "no tensor"
+        expected = expected_input(module)
+        where += f": got {got}" + (f", expects {expected}" if expected else "")
+    return InputError(f"--input {config.input} at batch {config.batch}: the model rejects it at {where} "
+                      f"[{_first_line(exc)}]", "give the size of one sample the model takes, without the batch")
+
+
+def checked_forward(model: Any, x: Any, config: TraceConfig) -> Any:
+    """``model(x)`` outside a trace (the analytic estimate's real forward); the model's own
+    error on the input becomes :class:`InputError` naming the module."""
+    recorder = _Recorder()
+    with quiet_torch_logs(), _module_labels(model, recorder):
+        try:
+            return model(x)
+        except Exception as exc:  # the user's model on the user's input: its own error, in one line
+            raise _rejected(recorder, config, exc) from None
+
+
+def trace_training(factory: Callable[[], Any], config: TraceConfig,
+                   progress: Callable[[str], None] | None = None) -> Trace:
     """Build the model and run two training steps (or one forward in inference mode) on fake
-    CPU tensors, recording storages. Raises :class:`TraceImpossible` for data-dependent ops."""
+    CPU tensors, recording storages. Raises :class:`TraceImpossible` for data-dependent ops
+    and :class:`InputError` when the model rejects the input."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    say = progress or (lambda _: None)
     if config.precision not in PRECISIONS:
         raise InputError(f"--precision {config.precision!r}: not one of {', '.join(PRECISIONS)}")
     shape, tokens = parse_input(config.input, config.batch)
+    frozen = compile_freeze(config.freeze)
     micro = max(1, config.batch // max(1, config.accumulate))
     micro_shape = (micro, *shape[1:])
     recorder = _Recorder()
-    with FakeTensorMode(allow_non_fake_inputs=True):
+    with quiet_torch_logs(), FakeTensorMode(allow_non_fake_inputs=True):
+        say("building the model")
         try:
             model = factory()
         except Exception as exc:  # the user's factory: report its error in one line
-            raise InputError(f"calling the model factory failed: {type(exc).__name__}: {exc}") from None
+            raise InputError(f"calling the model factory failed: {_first_line(exc)}") from None
         if not isinstance(model, torch.nn.Module):
             raise InputError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
         params = list(model.parameters())
-        frozen = re.compile(config.freeze) if config.freeze else None
         for name, p in model.named_parameters():
             if config.inference or (frozen is not None and frozen.search(name)):
                 p.requires_grad_(False)
         trainable = [p for p in params if p.requires_grad]
+        names = ", ".join(n for n, _ in list(model.named_parameters())[:3])
         if frozen is not None and not config.inference and len(trainable) == len(params):
-            raise InputError(f"--freeze {config.freeze!r} matches no parameter name",
-                             "names look like " + ", ".join(n for n, _ in list(model.named_parameters())[:3]))
+            raise InputError(f"--freeze {config.freeze!r} matches no parameter name", f"names look like {names}")
+        if not config.inference and not trainable:
+            what = f"--freeze {config.freeze!r} matches every parameter" if frozen else "the model has no parameters"
+            raise InputError(f"{what}: nothing to train", "use --inference for a forward pass only"
+                             + (f"; names look like {names}" if names else ""))
         recorder.trace.parameters = sum(p.numel() for p in params)
         recorder.trace.trainable = sum(p.numel() for p in trainable)
+        recorder.trace.module_types = {n: type(m).__name__ for n, m in model.named_modules() if n}
         if config.checkpointing and not config.inference:
-            _checkpoint_blocks(model)
+            recorder.trace.checkpointed = _checkpoint_blocks(model)
         model.train(not config.inference)
         low = {"amp": torch.float16, "bf16": torch.bfloat16}.get(config.precision)
-        optimizer = _optimizer(config.optimizer, trainable) if trainable and not config.inference else None
+        optimizer = _optimizer(config.optimizer, trainable) if not config.inference else None
         mode = _dispatch_mode(recorder)
         try:
             with mode, _module_labels(model, recorder):
@@ -302,17 +421,18 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig) -> Trace:
                         if p.grad is not None and (h := recorder.handle_of(p.grad)) is not None:
                             recorder.trace.roles[h] = "gradients"
 
-                for _ in range(1 if config.inference else 2):
-                    _step(model, optimizer, recorder, micro_shape, tokens, low,
-                          1 if config.inference else min(config.accumulate, 2), config.inference, mark_gradients)
+                steps = 1 if config.inference else 2
+                for step in range(steps):
+                    say("forward pass" if config.inference else f"training step {step + 1}/{steps}")
+                    _step(model, optimizer, recorder, config, micro_shape, tokens, low,
+                          1 if config.inference else min(config.accumulate, 2), mark_gradients)
                 if optimizer is not None:
                     for state in optimizer.state.values():
                         for value in state.values():
                             if isinstance(value, torch.Tensor) and (h := recorder.handle_of(value)) is not None:
                                 recorder.trace.roles[h] = "optimizer state"
         except (RuntimeError, NotImplementedError) as exc:
-            if type(exc).__name__ in ("DataDependentOutputException", "DynamicOutputShapeException",
-                                      "UnsupportedOperatorException") or "data-dependent" in str(exc):
+            if _data_dependent(exc):
                 raise TraceImpossible(str(exc).splitlines()[0]) from None
             raise
         del optimizer, model, params
@@ -323,8 +443,8 @@ class TraceImpossible(Exception):
     """The model uses an op whose output depends on tensor values (``.item()``, ``nonzero``)."""
 
 
-def _step(model: Any, optimizer: Any, recorder: _Recorder, shape: tuple[int, ...], tokens: bool, low: Any,
-          micro_steps: int, inference: bool, after_backward: Callable[[], None]) -> None:
+def _step(model: Any, optimizer: Any, recorder: _Recorder, config: TraceConfig, shape: tuple[int, ...],
+          tokens: bool, low: Any, micro_steps: int, after_backward: Callable[[], None]) -> None:
     import torch
 
     for _ in range(micro_steps):
@@ -337,16 +457,28 @@ def _step(model: Any, optimizer: Any, recorder: _Recorder, shape: tuple[int, ...
             target = torch.zeros(shape[0], dtype=torch.long)
         recorder.phase = "activations"
         autocast = _cuda_autocast(low) if low is not None else None
-        if inference:
-            with torch.no_grad(), autocast or _nothing():
+        recorder.calls.clear()
+        with (torch.no_grad() if config.inference else _nothing()), autocast or _nothing():
+            try:
                 out = model(x)
-            del out
-            return
-        with autocast or _nothing():
-            out = model(x)
-            loss = training_loss(out, tokens, target)
+            except Exception as exc:  # the user's model on the user's input: its own error, in one line
+                if _data_dependent(exc):
+                    raise TraceImpossible(str(exc).splitlines()[0]) from None
+                raise _rejected(recorder, config, exc) from None
+            if config.inference:
+                del out
+                return
+            try:
+                loss = training_loss(out, tokens, target)
+            except Exception as exc:  # an output the loss cannot take
+                raise InputError(f"the model's output ({_describe(out)}) cannot be turned into a loss: "
+                                 f"{_first_line(exc)}", "return a tensor, a tuple whose first item is one, or "
+                                 "a dict with 'logits'") from None
         del out
         recorder.phase = "backward"
+        if not loss.requires_grad:
+            raise InputError("the model's output does not depend on any trainable parameter: nothing to train",
+                             "check the model's forward, or use --inference")
         loss.backward()
         after_backward()
         del loss, x, target
@@ -354,6 +486,14 @@ def _step(model: Any, optimizer: Any, recorder: _Recorder, shape: tuple[int, ...
     optimizer.step()
     recorder.phase = "backward"
     optimizer.zero_grad(set_to_none=True)
+
+
+def _describe(value: Any) -> str:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
 
 
 @contextmanager

@@ -26,7 +26,7 @@ def _resnet(layers: tuple[int, ...], bottleneck: bool) -> Any:
     import torch
     from torch import nn
 
-    class Basic(nn.Module):
+    class BasicBlock(nn.Module):
         expansion = 1
 
         def __init__(self, cin: int, width: int, stride: int) -> None:
@@ -68,20 +68,35 @@ def _resnet(layers: tuple[int, ...], bottleneck: bool) -> Any:
             return None
         return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
-    block = Bottleneck if bottleneck else Basic
-    stages: list[nn.Module] = []
-    cin = 64
-    for i, count in enumerate(layers):
-        width = 64 * 2**i
-        blocks = []
-        for j in range(count):
-            blocks.append(block(cin, width, 2 if j == 0 and i > 0 else 1))
-            cin = width * block.expansion
-        stages.append(nn.Sequential(*blocks))
-    return nn.Sequential(
-        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
-        *stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1000),
-    )
+    block = Bottleneck if bottleneck else BasicBlock
+
+    class ResNet(nn.Module):
+        """Module names as torchvision's (``conv1``, ``layer1.0.conv1``, ``fc``)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            cin = 64
+            for i, count in enumerate(layers):
+                width = 64 * 2**i
+                blocks = []
+                for j in range(count):
+                    blocks.append(block(cin, width, 2 if j == 0 and i > 0 else 1))
+                    cin = width * block.expansion
+                self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(cin, 1000)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            for i in range(len(layers)):
+                x = getattr(self, f"layer{i + 1}")(x)
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return ResNet()
 
 
 def resnet18() -> Any:
@@ -208,8 +223,8 @@ def efficientnetv2(size: str) -> Callable[[tuple[int, ...] | None], Any]:
 
 
 ZOO: dict[str, ZooModel] = {m.name: m for m in (
-    ZooModel("resnet18", "torch", resnet18, "3x224x224", r"^(?!10\.)", "ResNet-18, 11.7M parameters"),
-    ZooModel("resnet50", "torch", resnet50, "3x224x224", r"^(?!10\.)", "ResNet-50, 25.6M parameters"),
+    ZooModel("resnet18", "torch", resnet18, "3x224x224", r"^(?!fc\.)", "ResNet-18, 11.7M parameters"),
+    ZooModel("resnet50", "torch", resnet50, "3x224x224", r"^(?!fc\.)", "ResNet-50, 25.6M parameters"),
     ZooModel("unet", "torch", unet, "3x256x256", r"^down\.", "UNet, 31M parameters"),
     ZooModel("vit_b16", "torch", vit_b16, "3x224x224", r"^(patch|cls|pos|encoder)", "ViT-B/16, 86.6M parameters"),
     ZooModel("gpt2_small", "torch", gpt2_small, "tokens:1024", r"^(wte|wpe|blocks)", "GPT-2-small-sized, 124M"),

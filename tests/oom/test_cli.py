@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -129,3 +135,168 @@ def test_a_model_hub_that_cannot_import_is_named(tmp_path: Path, monkeypatch: py
     assert "cannot be imported" in err and "Traceback" not in err
     code, _, err = run("estimate", "resnet18", "--batch", "8", "--input", "3x32x32", "--gpu", "T4")
     assert code == 0, err
+
+
+TWO_LAYERS = ("import torch\n\n\ndef build():\n"
+              "    return torch.nn.Sequential(torch.nn.Linear(100, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))\n")
+
+
+@pytest.fixture
+def two_layers(tmp_path: Path) -> str:
+    path = tmp_path / "two_layers.py"
+    path.write_text(TWO_LAYERS)
+    return f"{path}:build"
+
+
+def gpudoc_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """``gpudoc ARGS`` as its own process, so stderr holds everything torch, TensorFlow and
+    absl write there (their loggers and the C++ layer's file descriptor 2)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GPUDOC_DEBUG")}
+    return subprocess.run([sys.executable, "-m", "gpudoc", *args], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=300)
+
+
+def test_an_input_the_model_rejects_names_the_layer_in_one_line(two_layers: str) -> None:
+    done = gpudoc_process("oom", "estimate", two_layers, "--input", "3x64x64", "--batch", "4", "--gpu", "T4")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("gpudoc: error: --input 3x64x64"), done.stderr
+    assert "at 0 (Linear): got (4, 3, 64, 64), expects (*, 100) [RuntimeError: " in done.stderr
+    # The wrong rank for a built-in model: the first convolution says what it takes.
+    code, out, err = run("estimate", "resnet18", "--input", "224x224", "--batch", "4", "--gpu", "T4")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "conv1 (Conv2d): got (4, 224, 224), expects (N, 3, H, W)" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--freeze", "("), "--freeze '(': not a regular expression"),
+    (("--freeze", "."), "--freeze '.' matches every parameter: nothing to train"),
+])
+def test_freeze_patterns_that_cannot_work_are_bad_input(two_layers: str, args: tuple[str, ...], message: str) -> None:
+    code, _, err = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4", *args)
+    assert code == 2 and message in err
+
+
+def test_keras_prints_no_framework_noise(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.Flatten(name="flat")(x)))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    done = gpudoc_process("oom", "estimate", str(path), "--batch", "4", "--gpu", "T4", "--json")
+    assert done.returncode == 0 and done.stderr == "" and json.loads(done.stdout)["method"] == "analytic"
+    done = gpudoc_process("oom", "estimate", str(path), "--input", "16x16", "--batch", "4", "--gpu", "T4")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("gpudoc: error: --input 16x16: the model "
+                                                                    "rejects it at layer conv (Conv2D)"), done.stderr
+
+
+def test_checkpointing_says_what_it_did(two_layers: str) -> None:
+    code, out, err = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4", "--checkpointing",
+                         "--json")
+    data = json.loads(out)
+    assert code == 0, err
+    assert data["checkpointed_blocks"] == []
+    assert any(n.startswith("--checkpointing had no effect: the model has no blocks") for n in data["notes"])
+    code, out, _ = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4", "--checkpointing")
+    assert "note: --checkpointing had no effect" in out
+    code, out, err = run("estimate", "resnet18", "--input", "3x32x32", "--batch", "2", "--gpu", "T4",
+                         "--checkpointing", "--json")
+    data = json.loads(out)
+    assert code == 0, err
+    assert data["checkpointed_blocks"] == [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+    assert "checkpointing: 8 blocks recomputed in the backward: layer1.0, layer1.1" in " ".join(data["notes"])
+    # Nothing to checkpoint: not offered as a remedy.
+    code, out, _ = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4", "--remedies", "--json")
+    assert "checkpointing" not in {r["name"] for r in json.loads(out)["remedies"]}
+
+
+@pytest.mark.parametrize(("gpu", "capability"), [("T4", "7.5"), ("V100-32GB", "7.0")])
+def test_bf16_is_refused_and_never_proposed_before_ampere(two_layers: str, gpu: str, capability: str) -> None:
+    code, out, err = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", gpu, "--precision", "bf16")
+    assert code == 2 and out == ""
+    assert f"--precision bf16: {gpu} (compute capability {capability}) has no bf16 support" in err
+    code, out, err = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", gpu, "--remedies",
+                         "--json")
+    names = {r["name"] for r in json.loads(out)["remedies"]}
+    assert code == 0 and "amp" in names and "bf16" not in names, err
+    code, out, _ = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "A100-40GB", "--remedies",
+                       "--json")
+    assert "bf16" in {r["name"] for r in json.loads(out)["remedies"]}
+
+
+def test_verdict_numbers_read_without_signs(two_layers: str) -> None:
+    # 2**24 x 100 fp32 inputs are 6.25 GiB alone: far over a T4.
+    code, out, err = run("estimate", two_layers, "--input", "100", "--batch", str(2**24), "--gpu", "T4")
+    assert code == 1, err
+    verdict = next(line for line in out.splitlines() if line.startswith("verdict"))
+    found = re.fullmatch(r"verdict\s+oom: [\d.]+ GiB over \(needs (\d+)% of the GPU\)", verdict)
+    assert found is not None and int(found.group(1)) > 100, verdict
+    assert "-" not in verdict and "saves -" not in out
+    code, out, _ = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4")
+    assert re.search(r"verdict\s+fits: [\d.]+ GiB headroom \(9\d% free\)", out), out
+
+
+def test_remedies_that_cost_memory_say_adds(capsys: pytest.CaptureFixture[str]) -> None:
+    from gpudoc.cli.oom import _print
+    from gpudoc.oom.estimate import Estimate, Remedy
+    from gpudoc.oom.trace import TraceConfig
+
+    gib = 1024**3
+    est = Estimate("m", TraceConfig(8, "100"), "T4", "trace", 20 * gib, 21 * gib, 24 * gib, 15 * gib, "oom", -9 * gib,
+                   {}, [], 10, 10, remedies=[Remedy("amp", "mixed precision", 10 * gib, 14 * gib, "fits"),
+                                             Remedy("smaller-input", "smaller", 25 * gib, -gib, "oom")])
+    _print(est)
+    out = capsys.readouterr().out
+    assert "9.0 GiB over (needs 160% of the GPU)" in out
+    assert re.search(r"amp\s+saves\s+14.0 GiB ->\s+10.0 GiB \(fits\)", out)
+    assert re.search(r"smaller-input\s+adds\s+1.0 GiB ->\s+25.0 GiB \(oom\)", out)
+
+
+def test_activations_by_module_name_module_paths(two_layers: str) -> None:
+    code, out, err = run("estimate", two_layers, "--input", "100", "--batch", "4096", "--gpu", "T4")
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("activations by module: "))
+    # What backward keeps: the ReLU's output (its own backward and the last Linear's need it).
+    assert line.startswith("activations by module: 1 (ReLU) 1.0 MiB"), line
+
+
+def _on_a_terminal(*args: str) -> tuple[int, str, bytes]:
+    """``gpudoc ARGS`` with stderr on a pseudo-terminal: exit code, stdout, what the terminal got."""
+    master, slave = pty.openpty()
+    with subprocess.Popen([sys.executable, "-m", "gpudoc", *args], stdout=subprocess.PIPE, stderr=slave,
+                          stdin=subprocess.DEVNULL, text=True) as process:
+        os.close(slave)
+        screen: list[bytes] = []
+
+        def drain() -> None:
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the other side closed
+                    return
+                if not chunk:
+                    return
+                screen.append(chunk)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        out, _ = process.communicate(timeout=300)
+        reader.join()
+    os.close(master)
+    return process.returncode, out, b"".join(screen)
+
+
+def test_progress_on_a_terminal_only(two_layers: str) -> None:
+    code, out, screen = _on_a_terminal("oom", "estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4",
+                                       "--remedies")
+    assert code == 0 and "verdict" in out
+    for stage in (b"at batch 4: building the model", b"at batch 4: training step 1/2", b"training step 2/2",
+                  b"at batch 4: allocator simulation", b"remedy 1/", b": building the model"):
+        assert stage in screen, (stage, screen[-2000:])
+    code, out, screen = _on_a_terminal("oom", "estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4",
+                                       "--json")
+    assert code == 0 and json.loads(out)["verdict"] == "fits" and screen == b""
+    # Not a terminal: quiet.
+    code, _, err = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4", "--remedies")
+    assert code == 0 and err == ""

@@ -40,14 +40,14 @@ def test_monotonic_in_batch_and_ordered_by_remedy() -> None:
     base = est()
     assert est(precision="amp").peak_allocated_bytes < base.peak_allocated_bytes
     assert est(precision="bf16").peak_allocated_bytes < base.peak_allocated_bytes
-    assert est(freeze=r"^(?!10\.)").peak_allocated_bytes < base.peak_allocated_bytes
+    assert est(freeze=r"^(?!fc\.)").peak_allocated_bytes < base.peak_allocated_bytes
     assert est(checkpointing=True).breakdown["activations"] < base.breakdown["activations"]
     assert est(accumulate=4).breakdown["activations"] < base.breakdown["activations"]
     assert est(optimizer="sgd").peak_allocated_bytes < est(optimizer="momentum").peak_allocated_bytes \
         < base.peak_allocated_bytes
     assert est(inference=True).peak_allocated_bytes < base.peak_allocated_bytes
     assert base.parameters == base.trainable_parameters == 11_689_512
-    assert est(freeze=r"^(?!10\.)").trainable_parameters == 513_000
+    assert est(freeze=r"^(?!fc\.)").trainable_parameters == 513_000
 
 
 def test_breakdown_names_the_parts() -> None:
@@ -56,7 +56,7 @@ def test_breakdown_names_the_parts() -> None:
     assert {"activations", "inputs", "cuBLAS workspace", "CUDA context"} <= set(e.breakdown)
     assert e.peak_reserved_bytes >= e.peak_allocated_bytes
     assert e.total_bytes == e.peak_reserved_bytes + T4.context + T4.cudnn_margin
-    assert e.top_modules and e.top_modules[0][0].startswith("4")  # the first stage's blocks
+    assert e.top_modules[0][0] == "layer1.0 (BasicBlock)"  # module paths as named_modules() gives them, and classes
 
 
 @pytest.mark.parametrize(("factory", "shape", "batch"), [
