@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,18 +31,17 @@ scale_option = click.option("--scale", type=click.Choice(_SCALES), default="auto
                             "auto infers it per file and warns once.")
 
 
-def _scales(stacks: list[Stack], scale: str) -> tuple[list[Scale], Callable[[], None]]:
-    """The scale of every stack, and what prints the command's one warning if they were
-    inferred (called once the inputs have passed every check)."""
+def _scales(stacks: list[Stack], scale: str) -> tuple[list[Scale], str | None]:
+    """The scale of every stack, and the command's one warning if they were inferred (to
+    print once the inputs have passed every check)."""
     from gpudoc.masks.io import resolve_scales
 
-    scales, warning = resolve_scales(stacks, None if scale == "auto" else scale)
+    return resolve_scales(stacks, None if scale == "auto" else scale)
 
-    def warn() -> None:
-        if warning:
-            click.echo(f"gpudoc: warning: {warning}", err=True)
 
-    return scales, warn
+def _warn(message: str | None) -> None:
+    if message:
+        click.echo(f"gpudoc: warning: {message}", err=True)
 
 
 def _read(paths: list[str]) -> list[Stack]:
@@ -71,9 +69,19 @@ def _stdout_free(outputs: dict[str, bool]) -> bool:
     return not taken
 
 
-def _refuse_terminal(dest: str) -> None:
-    if dest == "-" and sys.stdout.isatty():
-        raise InputError("-o -: stdout is a terminal, and a mask file is binary", "redirect stdout to a file or a pipe")
+def _on_stdout(dest: str | None) -> bool:
+    """Whether an output argument streams to this process's stdout (``-``, ``/dev/stdout``)."""
+    from gpudoc.output import is_stdout
+
+    if not dest:
+        return False
+    path = Path(dest)
+    return dest == "-" or (path.exists() and not path.is_dir() and is_stdout(dest))
+
+
+def _refuse_terminal(dest: str, what: str) -> None:
+    if _on_stdout(dest) and sys.stdout.isatty():
+        raise InputError(f"{dest}: stdout is a terminal, and {what} is binary", "redirect stdout to a file or a pipe")
 
 
 def _plan(stacks: list[Stack], output: str, fmt: str | None) -> list[tuple[int, int | None, str, str]]:
@@ -152,33 +160,32 @@ def threshold_command(inputs: tuple[str, ...], output: str, t: float, rule: str,
     from gpudoc.masks.io import write_mask
     from gpudoc.output import emit_json
 
-    report_out = _stdout_free({"-o -": output == "-", "--json": as_json})
-    _refuse_terminal(output)
+    report_out = _stdout_free({f"-o {output}": _on_stdout(output), "--json": as_json})
+    _refuse_terminal(output, "a mask file")
     stacks = _read(list(inputs))
-    scales, warn = _scales(stacks, scale)
+    scales, warning = _scales(stacks, scale)
     plan = _plan(stacks, output, fmt)
     for _, _, dest, _ in plan:
         _refuse_existing(dest, force)
-    warn()
+    _warn(warning)
     masks = [threshold(s.images, t, rule, scale=found) for s, found in zip(stacks, scales)]
-    results = []
+    results, lines = [], []
     for number, index, dest, kind in plan:
         stack, binary = stacks[number], masks[number]
-        if kind == "npy":
-            data, label, count = binary.reshape(stack.values.shape), stack.source, stack.count
-        else:
-            data, label, count = binary[index or 0], stack.label(index or 0), 1
+        whole = kind == "npy"
+        data = binary.reshape(stack.values.shape) if whole else binary[index or 0]
         write_mask(data, dest, kind)
-        results.append({"input": stack.source, "image": (index or 0) if stack.stacked and kind == "png" else None,
-                        "output": dest, "images": count, "pixels": int(data.size), "foreground": int(data.sum()),
-                        "label": label})
+        count, foreground = stack.count if whole else 1, int(data.sum())
+        results.append({"input": stack.source, "image": None if whole or not stack.stacked else index or 0,
+                        "output": dest, "images": count, "pixels": int(data.size), "foreground": foreground})
+        images = f" in {count} images" if count > 1 else ""
+        label = stack.source if whole else stack.label(index or 0)
+        lines.append(f"{label} → {dest}  {foreground} of {data.size} pixels foreground{images}")
     if as_json:
-        emit_json([{k: v for k, v in r.items() if k != "label"} for r in results])
+        emit_json(results)
         return 0
-    for r in results:
-        images = f" in {r['images']} images" if r["images"] > 1 else ""
-        click.echo(f"{r['label']} → {r['output']}  {r['foreground']} of {r['pixels']} pixels foreground{images}",
-                   err=not report_out)
+    for line in lines:
+        click.echo(line, err=not report_out)
     return 0
 
 
@@ -205,8 +212,8 @@ def audit_command(inputs: tuple[str, ...], t: float, rule: str, scale: str, as_j
     from gpudoc.output import emit_json, to_jsonable
 
     stacks = _read(list(inputs))
-    scales, warn = _scales(stacks, scale)
-    warn()
+    scales, warning = _scales(stacks, scale)
+    _warn(warning)
     reports = []
     for stack, found in zip(stacks, scales):
         report = audit(stack.values, t, rule, scale=found)
@@ -301,12 +308,12 @@ def sweep_command(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...], th
 
     from gpudoc.masks import sweep
     from gpudoc.masks.io import as_probabilities, read_stack, read_truth
-    from gpudoc.output import emit_json, is_stdout, output_target
+    from gpudoc.output import emit_json, output_target
 
-    report_out = _stdout_free({"--plot": bool(plot) and is_stdout(plot),
-                               "--csv": bool(csv_path) and is_stdout(csv_path), "--json": as_json})
+    report_out = _stdout_free({f"--plot {plot}": _on_stdout(plot), f"--csv {csv_path}": _on_stdout(csv_path),
+                               "--json": as_json})
     if plot:
-        _refuse_terminal(plot)
+        _refuse_terminal(plot, "a PNG chart")
         _refuse_existing(plot, force)
         if not output_target(plot).stream and Path(plot).suffix.lower() != ".png":
             raise InputError(f"--plot {plot}: the chart is a PNG", "name it .png, or - for stdout")
@@ -314,7 +321,7 @@ def sweep_command(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...], th
         _refuse_existing(csv_path, force)
     pairs = _pairs(probs_paths, truth_paths)
     stacks = [read_stack(p) for p, _ in pairs]
-    scales, warn = _scales(stacks, scale)
+    scales, warning = _scales(stacks, scale)
     maps, masks = [], []
     for stack, found, (_, truth_file) in zip(stacks, scales, pairs):
         truth = read_truth(truth_file)
@@ -329,7 +336,7 @@ def sweep_command(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...], th
                              f"{_dims(maps[0])}", "sweep images of one size per call")
         maps.append(as_probabilities(stack, found))
         masks.append(truth.images)
-    warn()
+    _warn(warning)
     result = sweep(np.concatenate(maps), np.concatenate(masks), thresholds, metric=metric, reduction=reduction,
                    rule=rule, exact=exact)
     if plot:

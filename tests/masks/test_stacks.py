@@ -185,7 +185,7 @@ def test_threshold_to_stdout_reports_on_stderr(tmp_path: Path) -> None:
     code, out, _ = run_bytes("threshold", str(tmp_path / "p.npy"), "-o", "-", "--format", "npy", "--scale", "1")
     assert code == 0 and np.load(io.BytesIO(out)).tolist() == [[0, 1], [1, 0]]
     code, _, err = run("threshold", str(tmp_path / "p.npy"), "-o", "-", "--json", "--scale", "1")
-    assert code == 2 and "would both write to stdout" in err
+    assert code == 2 and "-o - and --json would both write to stdout" in err
     code, out, _ = run("threshold", str(tmp_path / "p.npy"), "-o", "/dev/null", "--scale", "1")
     assert code == 0 and "p.npy → /dev/null" in out, "a device is streamed to, not a directory"
 
@@ -246,3 +246,14 @@ def test_sweep_table_as_csv_to_a_file_or_stdout_and_its_outputs_not_overwritten(
     assert code == 2 and "a directory" in err
     code, _, err = run(*args, "--plot", str(tmp_path / "plot.svg"))
     assert code == 2 and "PNG" in err and not (tmp_path / "plot.svg").exists()
+
+
+def test_dev_stdout_in_a_real_process_gets_the_mask_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "p.npy", np.array([[0.2, 0.9]], np.float32))
+    done = subprocess.run([sys.executable, "-m", "gpudoc", "mask", "threshold", str(tmp_path / "p.npy"), "-o",
+                           "/dev/stdout", "--scale", "1"], capture_output=True, check=False)
+    assert done.returncode == 0 and "p.npy → /dev/stdout" in done.stderr.decode()
+    assert np.asarray(Image.open(io.BytesIO(done.stdout))).tolist() == [[0, 255]]
