@@ -148,11 +148,18 @@ def _stream(
         reader = RecordReader(path, salvage=salvage, whole=True)
         for offset, data, framed in reader:
             peeked = peek(data)
-            step, own, what = peeked if peeked is not None else (0, 0.0, 0)
+            if peeked is None:  # not in canonical field order: parse it
+                event = decode(data, path, offset)
+                step, own = event.step, event.wall_time
+                kind = event_kinds(event)
+                run_level = kind in RUN_LEVEL if kind is not None else any(
+                    v.kind in RUN_LEVEL for v in plugins.values(event))
+            else:
+                step, own, what = peeked
+                run_level = what in RUN_LEVEL_FIELDS
+                if what == SUMMARY_FIELD and plugins.may_be_run_level(data):
+                    run_level = any(v.kind in RUN_LEVEL for v in plugins.values(decode(data, path, offset)))
             wall = own or wall
-            run_level = what in RUN_LEVEL_FIELDS
-            if what == SUMMARY_FIELD and plugins.may_be_run_level(data):
-                run_level = any(v.kind in RUN_LEVEL for v in plugins.values(decode(data, path, offset)))
             yield wall, path, framed, step, run_level
         damage.extend((str(path), d) for d in reader.state.damage)
 

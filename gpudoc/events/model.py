@@ -93,9 +93,14 @@ def peek(data: bytes) -> tuple[int, float, int] | None:
             shift += 7
         if step >= 1 << 63:
             step -= 1 << 64
-    if pos < size and data[pos] in (0x09, 0x10):
+    if pos >= size:
+        return step, wall, 0
+    # Fields 3-10 are all length-delimited; anything else (a repeated field, a stray key, bytes
+    # that are no Event at all) is left to the parser.
+    key = data[pos]
+    if key & 7 != 2 or not 3 <= key >> 3 <= 10:
         return None
-    return step, wall, (data[pos] >> 3 if pos < size else 0)
+    return step, wall, key >> 3
 
 
 def decode(data: bytes, path: Path, offset: int) -> event_pb2.Event:

@@ -1,5 +1,7 @@
-"""Real event files: tensorboardX (every value kind, hparams, a purge_step restart) and
-TensorFlow's own tf.summary (tensor scalars whose metadata only the first value carries)."""
+"""Real event files: tensorboardX (every value kind, hparams, a purge_step restart),
+TensorFlow's own tf.summary (tensor scalars whose metadata only the first value carries), and
+hparams sessions with their metrics as tf.summary's hparams API, Keras's TensorBoard callback
+(with its model graph) and torch.utils.tensorboard write them."""
 
 from __future__ import annotations
 
@@ -66,12 +68,47 @@ def _tf_logdir(root: Path) -> Path:
     return logdir
 
 
+def _hparams_logdirs(root: Path) -> dict[str, Path]:
+    """Three logdirs whose HParams tables have metric values: tf.summary with the hparams API
+    (the experiment at the root naming one metric, two sessions), a Keras fit with the
+    TensorBoard callback (model graph, train/ and validation/ metrics) and hp.KerasCallback
+    (the session; no experiment, so every scalar is a metric), and torch's add_hparams."""
+    import keras
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+    from torch.utils.tensorboard import SummaryWriter
+
+    tfhp = root / "tfhp"
+    with tf.summary.create_file_writer(str(tfhp)).as_default():
+        hp.hparams_config(hparams=[hp.HParam("lr", hp.RealInterval(0.001, 0.1))], metrics=[hp.Metric("accuracy")])
+    for i, lr in enumerate((0.01, 0.05)):
+        with tf.summary.create_file_writer(str(tfhp / f"session{i}")).as_default():
+            hp.hparams({"lr": lr})
+            for step in range(10):
+                tf.summary.scalar("accuracy", 0.5 + step * lr, step=step)
+                tf.summary.scalar("loss", 1.0 / (step + 1), step=step)
+    run = root / "keras" / "run0"
+    x = np.random.default_rng(0).random((32, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    callbacks = [keras.callbacks.TensorBoard(str(run), write_graph=True), hp.KerasCallback(str(run), {"units": 3})]
+    model.fit(x, x.sum(axis=1), validation_split=0.25, epochs=4, verbose=0, callbacks=callbacks)
+    torchhp = root / "torchhp"
+    writer = SummaryWriter(str(torchhp))
+    for step in range(5):
+        writer.add_scalar("loss", 1 / (step + 1), step)
+    writer.add_hparams({"lr": 0.1}, {"hparam/loss": 0.2})
+    writer.close()
+    return {"tfhp": tfhp, "keras": root / "keras", "torchhp": torchhp}
+
+
 @pytest.fixture(scope="session")
 def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if not _CACHE:
         root = tmp_path_factory.mktemp("events")
         _CACHE["tbx"] = _tensorboardx_logdir(root)
         _CACHE["tf"] = _tf_logdir(root)
+        _CACHE.update(_hparams_logdirs(root))
     return _CACHE
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,10 +61,6 @@ def test_other_kinds_and_refusals(tbx: Path, tmp_path: Path) -> None:
     (["replay", "{file}", "-o", "{out}", "--rate", "100000"], b"replaying"),
 ])
 def test_progress_bar_on_a_terminal_only(tbx: Path, tmp_path: Path, command: list[str], label: bytes) -> None:
-    import os
-    import subprocess
-    import sys
-
     def args(out: str) -> list[str]:
         file = sorted((tbx / "run1").glob("*tfevents*"))[0]
         return [sys.executable, "-m", "gpudoc", "events",
@@ -100,3 +100,75 @@ def test_parquet_has_the_csv_rows_and_one_type_per_column(tbx: Path, tmp_path: P
     assert code == 0 and str(mixed.schema.field("value").type) == "string"
     histogram = next(r for r in mixed.to_pylist() if r["kind"] == "histogram")
     assert json.loads(histogram["value"])["num"] == 100
+
+
+def run_gpudoc(*args: str, umask: int | None = None) -> subprocess.CompletedProcess[str]:
+    """gpudoc in a child process, with a real stdout (a pipe) and optionally a umask."""
+    def set_umask() -> None:
+        if umask is not None:
+            os.umask(umask)
+
+    return subprocess.run([sys.executable, "-m", "gpudoc", "events", *args], capture_output=True, text=True,
+                          timeout=120, preexec_fn=set_umask)
+
+
+@pytest.mark.parametrize("dest", ["-", "/dev/stdout"])
+def test_export_streams_to_stdout_with_the_summary_on_stderr(tbx: Path, tmp_path: Path, dest: str) -> None:
+    assert gpudoc("export", str(tbx), "-o", str(tmp_path / "file.csv"))[0] == 0
+    result = run_gpudoc("export", str(tbx), "-o", dest)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (tmp_path / "file.csv").read_text()
+    assert "rows → " in result.stderr
+    result = run_gpudoc("export", str(tbx), "-o", dest, "--format", "jsonl", "--json")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 0 and len(rows) == json.loads(result.stderr)["rows"] > 300
+
+
+def test_a_symlinked_output_keeps_its_link(tbx: Path, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "table.csv").symlink_to("data/real.csv")
+    code, _, err = gpudoc("export", str(tbx), "-o", str(tmp_path / "table.csv"))
+    assert code == 0, err
+    assert (tmp_path / "table.csv").is_symlink() and (tmp_path / "data" / "real.csv").read_text().startswith("run,")
+    code, _, err = gpudoc("export", str(tbx), "-o", str(tmp_path / "table.csv"))
+    assert code == 2 and "--force" in err
+    code, _, _ = gpudoc("export", str(tbx), "-o", str(tmp_path / "table.csv"), "--kinds", "histogram", "--force")
+    assert code == 0 and (tmp_path / "table.csv").is_symlink()
+    assert ",histogram," in (tmp_path / "data" / "real.csv").read_text()
+
+
+def test_output_that_is_a_directory_or_has_an_unknown_suffix_is_refused(tbx: Path, tmp_path: Path) -> None:
+    code, _, err = gpudoc("export", str(tbx), "-o", str(tmp_path), "--force")
+    assert code == 2 and "a directory" in err
+    code, _, err = gpudoc("export", str(tbx), "-o", str(tmp_path / "x.xlsx"))
+    assert code == 2 and "'.xlsx'" in err and "--format" in err and not (tmp_path / "x.xlsx").exists()
+    code, _, _ = gpudoc("export", str(tbx), "-o", str(tmp_path / "x.xlsx"), "--format", "csv")
+    assert code == 0 and (tmp_path / "x.xlsx").read_text().startswith("run,tag,kind,step")
+    code, _, _ = gpudoc("export", str(tbx), "-o", str(tmp_path / "plain"))
+    assert code == 0 and (tmp_path / "plain").read_text().startswith("run,tag,kind,step")
+
+
+def test_a_new_table_gets_the_umasks_mode_and_a_replaced_one_keeps_its_own(tbx: Path, tmp_path: Path) -> None:
+    result = run_gpudoc("export", str(tbx), "-o", str(tmp_path / "new.csv"), umask=0o027)
+    assert result.returncode == 0 and stat.S_IMODE((tmp_path / "new.csv").stat().st_mode) == 0o640
+    (tmp_path / "old.csv").write_text("x")
+    os.chmod(tmp_path / "old.csv", 0o604)
+    result = run_gpudoc("export", str(tbx), "-o", str(tmp_path / "old.csv"), "--force", umask=0o077)
+    assert result.returncode == 0 and stat.S_IMODE((tmp_path / "old.csv").stat().st_mode) == 0o604
+    assert (tmp_path / "old.csv").read_text().startswith("run,")
+
+
+def test_a_cut_off_input_is_an_error_unless_salvaged(tbx: Path, tmp_path: Path) -> None:
+    source = sorted((tbx / "run2").glob("*tfevents*"))[0]
+    size = source.stat().st_size
+    source.write_bytes(source.read_bytes()[:-7])
+    code, _, err = gpudoc("export", str(tbx), "-o", str(tmp_path / "t.csv"))
+    assert code == 1 and "incomplete record" in err and "at byte" in err and "--salvage" in err
+    assert not (tmp_path / "t.csv").exists()
+    result = run_gpudoc("export", str(tbx), "-o", "-")
+    assert result.returncode == 1 and result.stdout == "" and "incomplete record" in result.stderr
+    code, out, err = gpudoc("export", str(tbx), "-o", str(tmp_path / "t.csv"), "--salvage", "--json")
+    (damage,) = json.loads(out)["damage"]
+    assert code == 0 and damage["end"] == size - 7 and damage["file"] == str(source)
+    rows = list(csv.DictReader((tmp_path / "t.csv").open(newline="")))
+    assert [int(r["step"]) for r in rows if r["run"] == "run2"] == list(range(99))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from gpudoc.cli import cli
@@ -109,3 +109,67 @@ def test_a_logdir_replays_mirrored_and_interleaved_by_wall_time(tmp_path: Path) 
                           "--json")
     assert code == 0 and json.loads(out) == {"output": str(tmp_path / "again"), "runs": ["a", "b"], "records": 10,
                                         "damage": []}
+
+
+def test_merge_refuses_a_logdir_of_several_runs_unless_they_are_named(tbx: Path, tmp_path: Path) -> None:
+    code, _, err = gpudoc("merge", str(tbx), "-o", str(tmp_path / "m"))
+    assert code == 2 and "3 runs" in err and "run1, run1/" in err and ", run2" in err and "--run" in err
+    assert not (tmp_path / "m").exists()
+    code, out, err = gpudoc("merge", str(tbx), "--run", "run1", "--run", "run2", "-o", str(tmp_path / "m"),
+                            "--overlap", "keep-last", "--json")
+    assert code == 0, err
+    merged = json.loads(out)
+    assert merged["records_in"] == sum(len(list(RecordReader(f))) for r in ("run1", "run2")
+                                       for f in (tbx / r).glob("*tfevents*"))
+    code, _, err = gpudoc("merge", str(tbx), "--run", "nope", "-o", str(tmp_path / "n"))
+    assert code == 2 and "'nope'" in err and "run2" in err
+
+
+def cut(directory: Path) -> tuple[Path, int]:
+    """The run's (only) event file, its last record cut short by 5 bytes; and the file's new size."""
+    (file,) = directory.glob("*tfevents*")
+    file.write_bytes(file.read_bytes()[:-5])
+    return file, file.stat().st_size
+
+
+def test_a_cut_off_input_fails_merge_and_replay_unless_salvaged(tmp_path: Path) -> None:
+    write_run(tmp_path / "first", range(0, 10), 1.0, 1000.0)
+    write_run(tmp_path / "resumed", range(10, 20), 2.0, 2000.0)
+    file, size = cut(tmp_path / "resumed")
+    runs = (str(tmp_path / "first"), str(tmp_path / "resumed"))
+    for dest, command in ((tmp_path / "m", ["merge", *runs]), (tmp_path / "r", ["replay", runs[1], "--rate", "1e5"])):
+        code, _, err = gpudoc(*command, "-o", str(dest))
+        assert code == 1 and f"{file}: ends in an incomplete record" in err and "--salvage" in err, err
+        assert not dest.exists()
+        code, out, err = gpudoc(*command, "-o", str(dest), "--salvage", "--json")
+        (damage,) = json.loads(out)["damage"]
+        assert code == 0 and damage["file"] == str(file) and damage["end"] == size
+    assert [s for s, _ in scalars(tmp_path / "m")] == list(range(19))
+    assert [s for s, _ in scalars(tmp_path / "r")] == list(range(10, 19))
+
+
+def test_destinations_that_are_not_directories_are_usage_errors(tmp_path: Path) -> None:
+    write_run(tmp_path / "src", range(0, 3), 1.0, 1000.0)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "x")
+    for dest in (tmp_path / "file", tmp_path / "file" / "below", Path("/dev/null"), Path("-"), tmp_path / "dangling"):
+        for command in (["merge", str(tmp_path / "src")], ["replay", str(tmp_path / "src"), "--rate", "1000"],
+                        ["trim", str(tmp_path / "src")]):
+            code, _, err = gpudoc(*command, "-o", str(dest))
+            assert code == 2 and str(dest) in err, (command, dest, err)
+    assert (tmp_path / "file").read_text() == "x"
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "dir-link").symlink_to("linked")
+    code, _, err = gpudoc("merge", str(tmp_path / "src"), "-o", str(tmp_path / "dir-link"))
+    assert code == 0 and (tmp_path / "dir-link").is_symlink() and len(list((tmp_path / "linked").iterdir())) == 1
+
+
+def test_replay_with_a_step_range_keeps_run_level_summaries(written: dict[str, Path], tmp_path: Path) -> None:
+    """Keras's model graph is a summary at step 0; TensorBoard shows it per run, not per step."""
+    train = written["keras"] / "run0" / "train"
+    code, _, err = gpudoc("replay", str(train), "-o", str(tmp_path / "live"), "--rate", "100000", "--steps", "2:")
+    assert code == 0, err
+    accumulator = plugin_event_accumulator.EventAccumulator(str(tmp_path / "live"))
+    accumulator.Reload()
+    assert set(accumulator.PluginTagToContent("graph_keras_model")) == {"keras"}
+    assert [t.step for t in accumulator.Tensors("epoch_loss")] == [2, 3]

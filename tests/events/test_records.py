@@ -149,3 +149,73 @@ def test_fuzz_mutated_valid_files(tmp_path: Path, position: int, value: int, cut
     except CorruptRecord:
         records, _ = read_records(path, salvage=True)
     assert all(r in payloads for r in records)
+
+
+def test_info_of_an_unreadable_file_has_no_placeholder_fields(tmp_path: Path) -> None:
+    path = tmp_path / "events.out.tfevents.garbage"
+    path.write_bytes(b"not an event file\n" * 8)
+    code, out, _ = gpudoc("info", str(path))
+    header = out.splitlines()[0]
+    assert code == 1 and "0 records" in header and "no steps" in header
+    assert "None" not in out and "kinds:" not in out and "records:" not in out
+
+
+def test_info_accounts_for_every_record_and_names_a_run_given_directly(tbx: Path) -> None:
+    path = main_file(tbx)
+    offsets = [offset for offset, _, _ in RecordReader(path)]
+    data = bytearray(path.read_bytes())
+    data[offsets[5] + 20] ^= 0x01
+    path.write_bytes(bytes(data))
+    code, out, _ = gpudoc("info", str(tbx), "--json")
+    runs = json.loads(out)
+    assert code == 1 and all(sum(r["records_by_kind"].values()) == r["records"] for r in runs)
+    run1 = next(r for r in runs if r["run"] == "run1")
+    assert run1["records_by_kind"]["damaged"] == 1 and run1["records_by_kind"]["file_version"] == 3
+    hparams = next(r for r in runs if r["run"].startswith("run1/"))
+    assert hparams["records_by_kind"] == {"file_version": 1, "summary": 4}
+    assert hparams["values_by_kind"] == {"hparams": 3, "scalar": 1}
+    code, out, _ = gpudoc("info", str(tbx / "run1"))
+    assert out.startswith("run run1 (")
+    assert "  records: damaged 1, file_version 3, session_log 1, summary " in out
+    acc = next(line for line in out.splitlines() if " hparam/acc " in line)
+    assert " 1 value, steps 0..0" in acc and "values" not in acc
+    code, out, _ = gpudoc("info", str(path), "--json")
+    assert json.loads(out)[0]["run"] == "run1"
+
+
+def test_records_that_are_not_events_are_a_clear_error(tmp_path: Path) -> None:
+    run = tmp_path / "logs" / "run"
+    run.mkdir(parents=True)
+    with open(run / "events.out.tfevents.other", "wb") as handle:
+        writer = RecordWriter(handle)
+        writer.write(b"\xff\xff\xff not a protobuf")
+    code, out, _ = gpudoc("info", str(tmp_path / "logs"))
+    assert code == 1 and "not a TensorBoard Event; record skipped" in out and "records: damaged 1" in out
+    for command in (["export", "-o", str(tmp_path / "t.csv")], ["trim", "-o", str(tmp_path / "t"), "--steps", "1:"],
+                    ["merge", "-o", str(tmp_path / "m")]):
+        code, _, err = gpudoc(command[0], str(run), *command[1:])
+        assert code == 1 and "at byte 0 is not a TensorBoard Event" in err, (command, err)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payloads=st.lists(st.binary(max_size=40), max_size=6), tail=st.binary(max_size=12),
+       command=st.sampled_from(["info", "export", "trim", "merge", "replay"]), salvage=st.booleans())
+def test_fuzz_commands_on_framed_garbage_never_fail_internally(tmp_path: Path, payloads: list[bytes], tail: bytes,
+                                                               command: str, salvage: bool) -> None:
+    """Records whose CRCs check but whose bytes are anything, and a torn tail: every command
+    answers 0, 1 or 2, never an internal error."""
+    import shutil
+
+    shutil.rmtree(tmp_path / "case", ignore_errors=True)
+    run = tmp_path / "case" / "src" / "run"
+    run.mkdir(parents=True)
+    (run / "events.out.tfevents.fuzz").write_bytes(b"".join(frame(p) for p in payloads) + tail)
+    args = [command, str(run)]
+    if command != "info":
+        args += ["-o", str(tmp_path / "case" / ("out.csv" if command == "export" else "out"))]
+    if command == "replay":
+        args += ["--rate", "1e6"]
+    if salvage and command != "info":
+        args.append("--salvage")
+    code, _, err = gpudoc(*args)
+    assert code in (0, 1, 2), err

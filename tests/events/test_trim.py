@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
@@ -131,3 +133,67 @@ def test_metadata_on_a_dropped_first_value_is_re_attached(tmp_path: Path) -> Non
     assert accumulator.PluginTagToContent("text").keys() == {"notes"}
     assert [t.step for t in accumulator.Tensors("notes")] == [5, 6, 7, 8, 9]
     assert [t.wall_time for t in accumulator.Tensors("notes")] == [7.0, 8.0, 9.0, 10.0, 11.0]
+
+
+def hparams_table(logdir: Path) -> list[tuple[str, tuple[tuple[str, str, float], ...]]]:
+    """TensorBoard's HParams table, as its plugin computes it: per session, (group, tag, value)
+    of each metric."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    tb = base_plugin.TBContext(logdir=str(logdir), multiplexer=multiplexer, data_provider=provider)
+    request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=100, allowed_statuses=[
+        api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING])
+    groups = list_session_groups.Handler(context.RequestContext(), backend_context.Context(tb), "", request).run()
+    return sorted((s.name, tuple(sorted((m.name.group, m.name.tag, m.value) for m in s.metric_values)))
+                  for g in groups.session_groups for s in g.sessions)
+
+
+@pytest.mark.parametrize(("logdir", "steps", "metrics"), [
+    ("tfhp", "2:3", 2),      # tf.summary + hparams API: the experiment names "accuracy"
+    ("keras", "1:1", 1),     # Keras TensorBoard callback + hp.KerasCallback: every scalar is a metric
+    ("torchhp", "2:3", 1),   # torch add_hparams: its metric is a scalar at step 0 of the session run
+])
+def test_trim_keeps_the_hparams_tables_metric_values(written: dict[str, Path], tmp_path: Path, logdir: str,
+                                                     steps: str, metrics: int) -> None:
+    before = hparams_table(written[logdir])
+    assert len(before) == metrics and all(values for _, values in before)
+    code, _, err = gpudoc("trim", str(written[logdir]), "-o", str(tmp_path / "out"), "--steps", steps)
+    assert code == 0, err
+    assert hparams_table(tmp_path / "out") == before
+    code, _, _ = gpudoc("trim", str(written[logdir]), "-o", str(tmp_path / "dropped"), "--steps", steps,
+                        "--drop-run-level")
+    assert code == 0 and not any(values for _, values in hparams_table(tmp_path / "dropped"))
+
+
+def test_trim_keeps_kerass_model_graph(written: dict[str, Path], tmp_path: Path) -> None:
+    train = written["keras"] / "run0" / "train"
+    code, out, _ = gpudoc("trim", str(written["keras"]), "-o", str(tmp_path / "out"), "--steps", "2:", "--json")
+    assert code == 0, out
+    accumulator = plugin_event_accumulator.EventAccumulator(str(tmp_path / "out" / "run0" / "train"))
+    accumulator.Reload()
+    assert set(accumulator.PluginTagToContent("graph_keras_model")) == {"keras"}
+    source = plugin_event_accumulator.EventAccumulator(str(train))
+    source.Reload()
+    assert accumulator.Tensors("keras") == source.Tensors("keras")
+    code, out, _ = gpudoc("trim", str(written["keras"]), "--steps", "2:", "--dry-run", "--json")
+    kept = {(v["run"], v["kind"], v["tag"]) for v in json.loads(out)["values"] if v["after"]}
+    assert code == 0 and ("run0/train", "graph", "keras") in kept
+    # Keras's per-epoch scalars outside the range go (but for each metric's last value, still in range here).
+    assert [t.step for t in accumulator.Tensors("epoch_loss")] == [2, 3]
+
+
+def test_dry_run_table_stays_aligned_with_long_run_names(tbx: Path, tmp_path: Path) -> None:
+    (tbx / "run2").rename(tbx / ("a-run-name-much-longer-than-twenty-characters" * 2))
+    code, out, _ = gpudoc("trim", str(tbx), "--steps", ":9", "--dry-run")
+    table = [line for line in out.splitlines() if "→" in line and "records" not in line]
+    assert code == 0 and len(table) > 5
+    # kind and tag start, and the arrow stands, at one position in every line.
+    starts = [[m.start() for m in re.finditer(r"\S+", line)] for line in table]
+    assert len({(at[1], at[2], line.index("→")) for at, line in zip(starts, table)}) == 1, out
