@@ -153,8 +153,7 @@ def check_record(record: Record, data_range: float | None, checked: set[str] | N
             evidence += f" with PSNR {_fmt(psnr)} dB < {PEAK_255_DB:.2f} dB"
         found.append(_finding(
             record, "unit-scale",
-            f"{evidence}: MSE < MAE only when the mean absolute error is below 1 (MAE² ≤ MSE < MAE), "
-            "so these metrics were most likely computed on [0,1] data"
+            f"{evidence}, so MAE < 1 (MAE² ≤ MSE < MAE): these metrics were most likely computed on [0,1] data"
             + ("" if data_range == 255 else " (declare --range 1 if that is intended)"),
             "the tensors were scaled to [0,1] before the metrics (MSE squares differences below 1 and shrinks them)",
             "convert prediction and target back to [0,255] before MAE/MSE/PSNR/SSIM, or report the range used",

@@ -160,7 +160,7 @@ def test_a_declared_range_the_images_contradict_is_an_error(unit_images: tuple[P
     rules = {(f["rule"], f["severity"]) for f in data["findings"]}
     assert code == 1 and rules == {("data-range", "error"), ("unit-scale", "error"), ("psnr-implausible", "warning")}
     target_finding = next(f for f in data["findings"] if f["message"].startswith("target"))
-    assert "are on [0,1], but the declared range is 255" in target_finding["message"]
+    assert "are on [0,1], not the declared data_range 255" in target_finding["message"]
     assert "PSNR gains 48.13 dB" in target_finding["cause"] and "--range 1" in target_finding["fix"]
     assert run("--pred", str(p), "--target", str(t), "--range", "1")[0] == 0
     np.save(tmp_path / "p255.npy", np.load(p) * 255)
