@@ -64,7 +64,9 @@ class Run:
     """``command`` started at once in its own session (``cwd``, ``env`` as for Popen, with
     ``PYTHONUNBUFFERED=1`` so Python output arrives as it is printed); its output is also
     appended to ``log`` and copied as it comes to ``echo`` when given, and ``on_line`` is
-    called (from the output thread) with each complete line as :class:`RunStatus` keeps it."""
+    called (from the output thread) with each line as :class:`RunStatus` keeps it: each
+    redraw of a progress bar once a carriage return ends it, each line once a newline ends
+    it (unless that text was just given as a redraw), and the unfinished last line at the end."""
 
     def __init__(
         self,
@@ -79,7 +81,8 @@ class Run:
     ) -> None:
         self.command = tuple(command)
         self._lines: deque[str] = deque(maxlen=keep_lines)
-        self._partial = ""
+        self._raw = ""  # the current line after its last carriage return
+        self._shown = ""  # the current line's last finished redraw (a bar that ended with \r)
         self._oom: str | None = None
         self._stopped = False
         self._lock = threading.Lock()
@@ -87,6 +90,7 @@ class Run:
         self._drained = threading.Event()
         self._ended: float | None = None
         self._echo = echo
+        self.echo_mid_line = False  # the passed-through output ends inside a line (a progress bar)
         self._on_line = on_line
         try:
             log_file = open(log, "ab") if log else None  # noqa: SIM115 (the output thread closes it)
@@ -125,6 +129,10 @@ class Run:
             stream.close()
             if log:
                 log.close()
+            with self._lock:
+                tail = _clean(self._raw)
+            if tail and self._on_line is not None:
+                self._on_line(tail)
             self._drained.set()
 
     def _copy(self, chunk: bytes) -> None:
@@ -133,6 +141,7 @@ class Run:
         try:
             self._echo.write(chunk)
             self._echo.flush()
+            self.echo_mid_line = not chunk.endswith(b"\n")
         except (OSError, ValueError):
             self._echo = None
 
@@ -143,25 +152,36 @@ class Run:
         self._exited.set()
 
     def _take(self, text: str) -> None:
-        """Split output into lines: a newline ends one, a carriage return redraws it."""
+        """Split output into lines: a newline ends one, a carriage return redraws it. Codes are
+        stripped from whole segments only: an escape sequence may straddle two reads."""
         *complete, rest = text.split("\n")
-        done = []
+        heard: list[str] = []
         with self._lock:
-            for piece in complete:  # whole lines: an escape sequence may straddle two reads
-                line = strip_terminal_codes(_last_redraw(self._partial + piece)).expandtabs()
-                self._partial = ""
+            for piece in complete:
+                *finished, last = (self._raw + piece).split("\r")
+                redraws = [_clean(r) for r in finished if r]
+                heard += redraws
+                if last:
+                    line = _clean(last)
+                    heard.append(line)
+                else:  # the line ended with \r\n: what shows is its last redraw, already heard
+                    line = redraws[-1] if redraws else self._shown
+                self._raw, self._shown = "", ""
                 self._lines.append(line)
-                done.append(line)
                 if self._oom is None and _OOM.search(line):
                     self._oom = line.strip()
-            self._partial = _last_redraw(self._partial + rest)
+            *finished, self._raw = (self._raw + rest).split("\r")
+            redraws = [_clean(r) for r in finished if r]
+            heard += redraws
+            if redraws:
+                self._shown = redraws[-1]
         if self._on_line is not None:
-            for line in done:
+            for line in heard:
                 self._on_line(line)
 
     def status(self) -> RunStatus:
         with self._lock:
-            partial = strip_terminal_codes(self._partial).expandtabs()
+            partial = _clean(self._raw) if self._raw else self._shown
             lines = (*self._lines, partial) if partial else tuple(self._lines)
             ended = self._ended
             code = self._proc.returncode if ended is not None else None
@@ -220,9 +240,6 @@ def describe(status: RunStatus) -> str:
     return f"{status.state.value} after {elapsed}"
 
 
-def _last_redraw(line: str) -> str:
-    """What a terminal shows of a line redrawn with carriage returns (a progress bar)."""
-    if "\r" not in line:
-        return line
-    parts = [p for p in line.split("\r") if p]
-    return parts[-1] if parts else ""
+def _clean(text: str) -> str:
+    """Output text as shown in the run's lines: no terminal codes, tabs expanded."""
+    return strip_terminal_codes(text).expandtabs()

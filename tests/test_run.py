@@ -370,3 +370,57 @@ def test_checks_repeat_steps_and_loss_spikes() -> None:
     assert [c.rule for c in new] == ["step-repeat"]
     new = checks.feed([Point(".", "loss", 10 + s, 50.0) for s in range(5)])
     assert [c.rule for c in new] == ["loss-spike"] and "running minimum" in new[0].message
+
+
+def test_keras_train_and_validation_runs_are_followed_together(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    summary = tmp_path / "s.json"
+    out = gpudoc_run("--logdir", str(tmp_path / "logs"), "--json", str(summary), *python("""
+        import os
+        import numpy as np
+        import keras
+        x = np.random.default_rng(0).uniform(size=(64, 4)).astype("float32")
+        y = x.sum(axis=1, keepdims=True)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse", metrics=["mae"])
+        model.fit(x, y, epochs=3, validation_split=0.25, verbose=2,
+                  callbacks=[keras.callbacks.TensorBoard(os.environ["GPUDOC_LOGDIR"])])
+    """), cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Epoch 3/3" in out.stdout  # Keras' own output passed through
+    data = json.loads(summary.read_text())
+    scalars = {s["name"]: s for s in data["scalars"]}
+    assert {"train/epoch_loss", "validation/epoch_loss", "train/epoch_mae", "validation/epoch_mae"} <= set(scalars)
+    assert scalars["validation/epoch_loss"]["count"] == 3 and scalars["train/epoch_loss"]["last_step"] == 2
+    assert len(data["event_files"]) == 2 and data["checks"] == [], out.stderr
+
+
+def test_checks_and_the_summary_start_a_line_of_their_own_after_a_progress_bar(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "gpudoc", "run", "--interval", "0.1", "--github", *python("""
+            import sys, time
+            sys.stdout.write("step 1: loss=nan"); sys.stdout.flush()
+            time.sleep(1)
+            sys.stdout.write("\\r 50%|#####     | 5/10"); sys.stdout.flush()
+        """)], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("::error title=gpudoc non-finite::") for line in lines), out.stdout
+    assert any(line.startswith("gpudoc: the run succeeded") for line in lines), out.stdout
+
+
+def test_the_supervisor_hears_each_redraw_once_and_bars_ending_in_a_carriage_return() -> None:
+    from gpudoc.train import Run
+
+    heard: list[str] = []
+    run = Run([sys.executable, "-c", textwrap.dedent("""
+        import sys, time
+        for i in range(3):
+            print(f"{i}0%", end="\\r", flush=True)
+            time.sleep(0.05)
+        print("done")
+        print("bar\\r", flush=True)
+        sys.stdout.write("tail")
+    """)], on_line=heard.append)
+    status = run.wait(30)
+    assert status.lines == ("done", "bar", "tail")  # was '00%10%20%done': redraws ending in \\r were joined
+    assert heard == ["00%", "10%", "20%", "done", "bar", "tail"]

@@ -51,7 +51,7 @@ def run(logdir: Path | None, log: Path | None, json_dest: str | None, github: bo
     stopped, 0 when it succeeded — 1 under --strict when a check raised an error.
     """
     from gpudoc.output import atomic_file, emit_json, is_stdout, output_target
-    from gpudoc.runwatch import Checks, LogFinder, Watch, annotation, jsonable_summary, plain
+    from gpudoc.runwatch import Check, Checks, LogFinder, Watch, annotation, jsonable_summary, plain
     from gpudoc.train import Run, RunState
 
     if json_dest is not None:
@@ -76,15 +76,22 @@ def run(logdir: Path | None, log: Path | None, json_dest: str | None, github: bo
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def report(checks: list) -> None:  # type: ignore[type-arg]
+    def say(line: str, run: Run) -> None:
+        """``line`` on stderr, on a line of its own even when the run's output stops inside one
+        (a progress bar): GitHub reads annotations only at the start of a line."""
+        start = "\n" if run.echo_mid_line else ""
+        run.echo_mid_line = False
+        print(start + line, file=sys.stderr, flush=True)
+
+    def report(checks: list[Check], run: Run) -> None:
         for check in checks:
-            print(annotation(check) if github else plain(check), file=sys.stderr, flush=True)
+            say(annotation(check) if github else plain(check), run)
 
     try:
         started = Run(command, env=env, log=log, echo=echo, on_line=watch.take_line)
         while started.running and not stop.is_set():
             members = started.members()
-            report(watch.poll([m.pid for m in members], started.running, len(members)))
+            report(watch.poll([m.pid for m in members], started.running, len(members)), started)
             stop.wait(interval)
         if stop.is_set() and started.running:
             name = signal.Signals(received[0]).name if received else "a signal"
@@ -95,7 +102,7 @@ def run(logdir: Path | None, log: Path | None, json_dest: str | None, github: bo
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    report(watch.finish())
+    report(watch.finish(), started)
     if status.state is RunState.STOPPED:
         code = int(ExitCode.INTERRUPTED)
     elif status.state is RunState.FAILED and status.returncode is not None:
@@ -106,11 +113,8 @@ def run(logdir: Path | None, log: Path | None, json_dest: str | None, github: bo
     if strict and code == 0 and summary.errors:
         code = int(ExitCode.FINDINGS)
         summary = watch.summary(status, code)
-    lines = summary.lines()
-    print("gpudoc: " + lines[0], file=sys.stderr)
-    for line in lines[1:]:
-        print("gpudoc: " + line, file=sys.stderr)
-    sys.stderr.flush()
+    for line in summary.lines():
+        say("gpudoc: " + line, started)
     if json_dest is not None:
         with atomic_file(json_dest, "w") as out:
             emit_json(jsonable_summary(summary), out)
