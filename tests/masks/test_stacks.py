@@ -257,3 +257,13 @@ def test_dev_stdout_in_a_real_process_gets_the_mask_alone(tmp_path: Path) -> Non
                            "/dev/stdout", "--scale", "1"], capture_output=True, check=False)
     assert done.returncode == 0 and "p.npy → /dev/stdout" in done.stderr.decode()
     assert np.asarray(Image.open(io.BytesIO(done.stdout))).tolist() == [[0, 255]]
+
+
+def test_a_place_that_cannot_be_written_is_bad_input(tmp_path: Path, stack) -> None:
+    """/proc takes no new files (even for root): every writer says so, exit 2, not exit 70."""
+    code, _, err = run("threshold", str(tmp_path / "probs.npy"), "-o", "/proc/mask.npy", "--scale", "1")
+    assert code == 2 and "/proc/mask.npy: cannot write it" in err
+    for option, dest in (("--plot", "/proc/plot.png"), ("--csv", "/proc/table.csv")):
+        code, _, err = run("sweep", "--probs", str(tmp_path / "probs.npy"), "--truth", str(tmp_path / "labels.npy"),
+                           "--scale", "1", option, dest)
+        assert code == 2 and f"{dest}: cannot write it" in err
