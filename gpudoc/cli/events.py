@@ -150,7 +150,8 @@ _SALVAGE = click.option("--salvage", is_flag=True,
 @click.option("--kinds", help=f"Keep only these kinds, comma-separated ({', '.join(KIND_NAMES[:7])}, …).")
 @click.option("--start", help="Drop records before this wall time (epoch seconds or ISO time).")
 @click.option("--end", help="Drop records after this wall time.")
-@click.option("--drop-run-level", is_flag=True, help="Filter file_version/graph/hparams records like the rest.")
+@click.option("--drop-run-level", is_flag=True,
+              help="Filter run-level data (file_version, graphs, hparams sessions and their metrics) like the rest.")
 @click.option("--dry-run", is_flag=True, help="Print what would be kept, per kind and tag; write nothing.")
 @_SALVAGE
 @click.option("--force", is_flag=True, help="Write into a destination that is not empty.")
@@ -164,7 +165,9 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
 
     Kept records are copied byte for byte (wall times, every value kind, metadata); a tag
     whose first value (which carries its metadata) is cut gets that metadata on its first
-    kept value. Output is verified before it replaces anything.
+    kept value. Run-level data (what TensorBoard shows per run: graphs, Keras's model, hparams
+    sessions and each session metric's last value) is kept. Output is verified before it
+    replaces anything; a damaged or cut-off input is an error (exit 1) unless --salvage.
     """
     from gpudoc.events import TrimSpec, discover, parse_steps, trim
     from gpudoc.events.discover import output_directory
@@ -256,7 +259,8 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
     names = [k.strip() for k in kinds.split(",") if k.strip()]
     unknown = [n for n in names if n not in KIND_NAMES]
     if unknown:
-        raise InputError(f"--kinds: unknown kind {unknown[0]!r}", f"choose from {', '.join(KIND_NAMES)}")
+        raise InputError(f"--kinds: unknown kind {unknown[0]!r}", "choose from scalar, histogram, tensor, text, "
+                         "pr_curve")
     runs = [run for path in paths for run in discover(path)[1]]
     with _progress("exporting", runs, quiet=as_json) as advance:
         report = export(runs, Path(output), fmt=chosen, kinds=frozenset(Kind(n) for n in names),
@@ -304,9 +308,9 @@ def _merge_inputs(paths: tuple[str, ...], names: tuple[str, ...]) -> list[Run]:
 @click.argument("runs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Destination run directory (one merged event file is written there).")
-@click.option("--run", "run_names", multiple=True,
-              help="Merge this run of the PATHs (its name as 'events info' shows it; repeatable, in order). "
-              "Needed when a PATH holds several runs.")
+@click.option("--run", "run_names", multiple=True, metavar="NAME",
+              help="Merge this run of the RUNS paths (its name as 'events info' shows it; repeatable, in "
+              "order). Needed when a path holds several runs.")
 @click.option("--overlap", type=click.Choice(["keep-last", "keep-first", "error"]), default="error",
               show_default=True, help="Which run's value wins where runs share a (tag, step).")
 @_SALVAGE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def discover(path: str | Path) -> tuple[Path, list[Run]]:
         if not is_event_file(root):
             raise InputError(f"{root}: not an event file (the name has no 'tfevents')")
         return root.parent, [Run(".", root.parent, (root,))]
+    if not root.is_dir():
+        raise InputError(f"{root}: not an event file or a directory (a device, FIFO or socket)",
+                         "give an event file, a run directory or a logdir")
     runs = []
     for directory, subdirs, names in os.walk(root):
         subdirs.sort()
@@ -54,6 +58,15 @@ def discover(path: str | Path) -> tuple[Path, list[Run]]:
         raise InputError(f"{root}: no event files (names containing 'tfevents') under it")
     return root, runs
 
+
+
+def staging_beside(dest: Path) -> Path:
+    """A new empty hidden file beside ``dest`` to write an event file into and then rename
+    onto it; its name has no 'tfevents', so a TensorBoard watching the directory ignores it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=".gpudoc-", suffix=".tmp", dir=dest.parent)
+    os.close(handle)
+    return Path(temp)
 
 
 def output_directory(path: Path) -> Path:

@@ -13,10 +13,10 @@ from typing import BinaryIO
 from tensorboard.compat.proto import event_pb2
 
 from gpudoc.errors import InputError
-from gpudoc.events.discover import Run
+from gpudoc.events.discover import Run, staging_beside
 from gpudoc.events.model import RUN_LEVEL, RUN_LEVEL_FIELDS, SUMMARY_FIELD, TagPlugins, decode, event_kinds, peek
 from gpudoc.events.records import Damage, RecordReader, RecordWriter, check_whole, file_crc, frame
-from gpudoc.output import output_target, place, staging_file
+from gpudoc.output import output_target, place
 
 OVERLAP_POLICIES = ("keep-last", "keep-first", "error")
 
@@ -79,7 +79,7 @@ def merge(runs: list[Run], dest: Path, *, overlap: str, salvage: bool = False,
     target = output_target(dest)
     if target.stream:
         raise InputError(f"{dest}: not a regular file", "merge writes an event file into a run directory")
-    temp = staging_file(target.path)
+    temp = staging_beside(target.path)
     try:
         with open(temp, "wb") as handle:
             writer = RecordWriter(handle)

@@ -20,7 +20,7 @@ from pathlib import Path
 from tensorboard.compat.proto import event_pb2
 
 from gpudoc.errors import InputError
-from gpudoc.events.discover import Run
+from gpudoc.events.discover import Run, staging_beside
 from gpudoc.events.model import (
     RUN_LEVEL,
     RUN_LEVEL_FIELDS,
@@ -219,6 +219,7 @@ def trim(
     created = dst is not None and not dst.exists()
     staging = (src_root if dst is None else dst) / f".gpudoc-trim-{os.getpid()}"
     done = False
+    elsewhere: list[Path] = []
     metrics = session_metric_records(runs) if spec.keep_run_level else {}
     try:
         for run in runs:
@@ -235,22 +236,32 @@ def trim(
         if dry_run:
             done = True
             return report
-        for temp, _, (_, _, crc, size) in temps:
-            if file_crc(temp) != (crc, size):
-                raise InputError(f"{temp}: the written file does not read back intact; nothing was replaced")
-        for temp, dest, _ in temps:
-            if backup is not None:
-                copy = backup / dest.relative_to(src_root)
-                copy.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(dest, copy)
+        placements = []
+        for temp, dest, (_, _, crc, size) in temps:
             target = output_target(dest)
             if target.stream:
                 raise InputError(f"{dest}: not a regular file", "trim replaces event files only")
             target.path.parent.mkdir(parents=True, exist_ok=True)
-            place(temp, target.path)
+            if temp.stat().st_dev != target.path.parent.stat().st_dev:
+                # A symlinked file on another filesystem: stage a copy beside it (rename cannot cross).
+                beside = staging_beside(target.path)
+                elsewhere.append(beside)
+                shutil.copyfile(temp, beside)
+                temp = beside
+            if file_crc(temp) != (crc, size):
+                raise InputError(f"{temp}: the written file does not read back intact; nothing was replaced")
+            placements.append((temp, dest, target.path))
+        for temp, dest, path in placements:
+            if backup is not None:
+                copy = backup / dest.relative_to(src_root)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(dest, copy)
+            place(temp, path)
         done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for leftover in elsewhere:
+            leftover.unlink(missing_ok=True)
         if not done and created and dst is not None and dst.exists() and not any(dst.iterdir()):
             dst.rmdir()
     return report

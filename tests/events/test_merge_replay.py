@@ -173,3 +173,16 @@ def test_replay_with_a_step_range_keeps_run_level_summaries(written: dict[str, P
     accumulator.Reload()
     assert set(accumulator.PluginTagToContent("graph_keras_model")) == {"keras"}
     assert [t.step for t in accumulator.Tensors("epoch_loss")] == [2, 3]
+
+
+def test_merge_stages_under_a_name_tensorboard_does_not_read(tmp_path: Path) -> None:
+    from gpudoc.events.merge import merge
+
+    write_run(tmp_path / "first", range(0, 10), 1.0, 1000.0)
+    write_run(tmp_path / "resumed", range(10, 20), 2.0, 2000.0)
+    runs = [run for name in ("first", "resumed") for run in discover(tmp_path / name)[1]]
+    seen: list[list[str]] = []
+    merge(runs, tmp_path / "out" / "events.out.tfevents.1.merged", overlap="error",
+          progress=lambda _: seen.append(sorted(p.name for p in (tmp_path / "out").iterdir())))
+    assert len(seen) == 2 and all(len(names) == 1 and "tfevents" not in names[0] for names in seen)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["events.out.tfevents.1.merged"]

@@ -197,3 +197,22 @@ def test_dry_run_table_stays_aligned_with_long_run_names(tbx: Path, tmp_path: Pa
     # kind and tag start, and the arrow stands, at one position in every line.
     starts = [[m.start() for m in re.finditer(r"\S+", line)] for line in table]
     assert len({(at[1], at[2], line.index("→")) for at, line in zip(starts, table)}) == 1, out
+
+
+def test_in_place_through_a_symlink_to_another_filesystem(tbx: Path, tmp_path: Path) -> None:
+    """An event file that is a link to another filesystem (a rename cannot cross): trimmed in
+    place, the link kept, its target replaced."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:
+        assert Path(elsewhere).stat().st_dev != tbx.stat().st_dev
+        (source,) = (tbx / "run2").glob("*tfevents*")
+        moved = Path(elsewhere) / source.name
+        moved.write_bytes(source.read_bytes())
+        source.unlink()
+        source.symlink_to(moved)
+        code, _, err = gpudoc("trim", str(tbx / "run2"), "--in-place", "--backup", str(tmp_path / "bak"),
+                              "--steps", "0:9")
+        assert code == 0, err
+        assert source.is_symlink() and max(e.step for e in events_of(moved)) == 9
+        assert sorted(p.name for p in Path(elsewhere).iterdir()) == [source.name]
