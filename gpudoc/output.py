@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import json
 import math
 import os
@@ -170,11 +171,19 @@ def staging_file(dest: Path) -> Path:
     return Path(temp)
 
 
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _unwritable(dest: Path | str, exc: OSError) -> InputError:
+    return InputError(f"{dest}: cannot write it ({exc.strerror or 'I/O error'})", "choose a place you can write to")
+
+
 @contextmanager
 def atomic_file(dest: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
     """A file that appears at ``dest`` whole or not at all: written to a hidden temporary file
     beside it, renamed into place when the block succeeds, removed when it fails. ``-``,
-    devices and FIFOs are written directly; a symlink is written through (see ``output_target``)."""
+    devices and FIFOs are written directly; a symlink is written through (see ``output_target``).
+    A place that cannot be written (no permission, a read-only or full disk) is bad input."""
     target = output_target(dest)
     text = "b" not in mode
     encoding, newline = ("utf-8", "") if text else (None, None)
@@ -184,18 +193,29 @@ def atomic_file(dest: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
         stdout.flush()
         return
     if target.stream:
-        if target.fd is not None:
-            out = os.fdopen(os.dup(target.fd), "w" if text else "wb", encoding=encoding, newline=newline)
-        else:
-            out = open(target.path, "w" if text else "wb", encoding=encoding, newline=newline)  # noqa: SIM115
+        try:
+            if target.fd is not None:
+                out = os.fdopen(os.dup(target.fd), "w" if text else "wb", encoding=encoding, newline=newline)
+            else:
+                out = open(target.path, "w" if text else "wb", encoding=encoding, newline=newline)  # noqa: SIM115
+        except OSError as exc:
+            raise _unwritable(dest, exc) from None
         with out:
             yield out
         return
-    temp = staging_file(target.path)
+    try:
+        temp = staging_file(target.path)
+    except OSError as exc:
+        raise _unwritable(dest, exc) from None
     try:
         with open(temp, mode, encoding=encoding, newline=newline) as out:
             yield out
         place(temp, target.path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        if exc.errno in _FULL or exc.filename in (str(temp), str(target.path)):
+            raise _unwritable(dest, exc) from None
+        raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

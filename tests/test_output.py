@@ -118,3 +118,11 @@ def test_dev_stdout_is_written_through_the_descriptor_and_stays_a_link(tmp_path:
         subprocess.run([sys.executable, "-c", code], stdout=handle, check=True)
     assert sink.read_text() == "before\ntable\nafter\n"  # one stream, in order, nothing truncated
     assert os.readlink("/dev/stdout") == before
+
+
+def test_a_place_that_cannot_be_written_is_bad_input(tmp_path: Path) -> None:
+    """Was exit 70 for every command: an OSError from creating the temporary file."""
+    with pytest.raises(InputError, match="cannot write it"), atomic_file("/proc/version", "w") as out:
+        out.write("x")
+    with pytest.raises(InputError, match="cannot write it"), atomic_file("/proc/gpudoc-new.csv", "w") as out:
+        out.write("x")

@@ -356,9 +356,9 @@ def _write_table(result: Any, dest: str) -> None:
     import csv
     import dataclasses
 
-    from gpudoc.masks.io import output_file
+    from gpudoc.output import atomic_file
 
-    with output_file(dest, "w") as out:
+    with atomic_file(dest, "w") as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([f.name for f in dataclasses.fields(result.rows[0])])
         writer.writerows(dataclasses.astuple(row) for row in result.rows)

@@ -10,11 +10,8 @@ page of a multi-page TIFF. Arrays (.npy, .npz): after a trailing axis of length 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
 
@@ -173,24 +170,10 @@ def read_truth(source: str) -> Stack:
     raise InputError(f"{source}: some images hold 0/1 and others 0/255", "give one kind of mask per file")
 
 
-@contextmanager
-def output_file(dest: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
-    """``atomic_file(dest, mode)``, with a place that cannot be written to (no such directory,
-    no permission, a full disk) reported as bad input naming ``dest``."""
-    try:
-        with atomic_file(dest, mode) as out:
-            yield out
-    except OSError as exc:
-        if isinstance(exc, BrokenPipeError):
-            raise
-        raise InputError(f"{dest}: cannot write it ({exc.strerror or 'I/O error'})",
-                         "choose a place you can write to") from None
-
-
 def write_mask(mask: np.ndarray, dest: Path | str, fmt: str) -> None:
     """A 0/1 mask as a 0/255 PNG (``fmt`` png, one 2-D image) or a 0/1 uint8 .npy (any
     shape), through ``atomic_file`` (a temporary file renamed into place, or a stream)."""
-    with output_file(dest) as out:
+    with atomic_file(dest) as out:
         if fmt == "npy":
             np.save(out, mask.astype(np.uint8))
         else:

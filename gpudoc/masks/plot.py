@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpudoc.masks.sweep import SweepResult
-from gpudoc.masks.io import output_file
+from gpudoc.output import atomic_file
 
 WIDTH, HEIGHT, MARGIN = 720, 420, 50
 COLOURS = {"dice": (31, 119, 180), "iou": (255, 127, 14), "best": (214, 39, 40), "axis": (60, 60, 60)}
@@ -39,5 +39,5 @@ def write_plot(result: SweepResult, dest: Path | str) -> None:
     draw.text((left + 88, top + 6), f"best {result.metric} {result.best_score:.3f} at t={result.best_threshold:g}",
               fill=COLOURS["best"])
     draw.text(((left + right) // 2 - 30, HEIGHT - 20), "threshold", fill=COLOURS["axis"])
-    with output_file(dest) as out:
+    with atomic_file(dest) as out:
         image.save(out, format="PNG")
