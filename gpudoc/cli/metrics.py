@@ -54,12 +54,14 @@ def _reported(path: Path) -> tuple[dict[str, float], dict[str, float], list[Reco
 @click.option("--ssim-preset", type=click.Choice(["wang", "skimage"]), default="wang", show_default=True,
               help="wang: 11-tap Gaussian, population covariance; skimage: scikit-image's 7x7 uniform window.")
 @click.option("--ms-ssim", "with_ms_ssim", is_flag=True, help="Also compute MS-SSIM (images of 161 px or more).")
-@click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
+@click.option("--salvage", is_flag=True,
+              help="Read the complete records of damaged or cut-off event files (a warning) instead of failing.")
+@click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here (- for stdout).")
 @click.option("--github", is_flag=True, help="Print GitHub Actions annotations instead of the text report.")
 @json_option
 def metrics_check(logs: tuple[Path, ...], range_: str, pred: Path | None, target: Path | None,
                   reported: Path | None, y_channel: bool, crop_border: int, ssim_preset: str,
-                  with_ms_ssim: bool, junit: Path | None, github: bool, as_json: bool) -> int:
+                  with_ms_ssim: bool, salvage: bool, junit: Path | None, github: bool, as_json: bool) -> int:
     """Check that image/regression metrics use the right scale.
 
     With LOG files (Keras stdout logs, CSVLogger files, TensorBoard event files or directories,
@@ -94,7 +96,7 @@ def metrics_check(logs: tuple[Path, ...], range_: str, pred: Path | None, target
         report, extra = _compute(pred, target, reported, declared, y_channel=y_channel, crop_border=crop_border,
                                  ssim_preset=ssim_preset, ms_ssim=with_ms_ssim)
     else:
-        report, extra = _lint(list(logs), declared)
+        report, extra = _lint(list(logs), declared, salvage)
     if junit is not None:
         with atomic_file(junit, "wb") as out:
             out.write(junit_xml(report))
@@ -112,16 +114,21 @@ def metrics_check(logs: tuple[Path, ...], range_: str, pred: Path | None, target
     return report.exit_code
 
 
-def _lint(logs: list[Path], declared: float | None) -> tuple[Report, dict[str, Any]]:
+def _lint(logs: list[Path], declared: float | None, salvage: bool) -> tuple[Report, dict[str, Any]]:
     """Each log's records, grouped by the file they came from (a directory gives its event
     files or runs), checked against the rules; a file given twice is checked once."""
-    from gpudoc.metrics.lint import NOT_APPLICABLE, RULES, check_records
+    from gpudoc.events.records import CorruptRecord
+    from gpudoc.metrics.lint import DAMAGE_RULE, NOT_APPLICABLE, RULES, check_records, damage_finding
     from gpudoc.metrics.logs import read_log
     from gpudoc.metrics.report import Report, Subject
 
     findings, subjects, seen = [], [], set()
     for path in logs:
-        records = read_log(path)
+        damage: list[tuple[str, str]] = []
+        try:
+            records = read_log(path, salvage, damage)
+        except CorruptRecord as exc:  # unreadable input: exit 2, as for every other log format
+            raise InputError(exc.message, exc.fix) from None
         if not records:
             raise InputError(f"{path}: no metric values found (mae, mse, rmse, psnr, ssim, loss…)",
                              "is this a Keras log, a CSVLogger file, event files or JSON lines?")
@@ -135,10 +142,14 @@ def _lint(logs: list[Path], declared: float | None) -> tuple[Report, dict[str, A
             checked: set[str] = set()
             findings.extend(check_records(group, declared, checked))
             names = sorted({n for r in group for n in r.values})
-            subjects.append(Subject(source, "log", {r: None if r in checked else NOT_APPLICABLE[r] for r in RULES},
-                                    {"input": str(path), "records": len(group), "metrics": names}))
+            rules: dict[str, str | None] = {r: None if r in checked else NOT_APPLICABLE[r] for r in RULES}
+            if group[0].line is None and (path.is_dir() or "tfevents" in path.name):
+                rules.update(dict.fromkeys(DAMAGE_RULE))
+                findings.extend(damage_finding(s, skipped) for s, skipped in damage if s == source)
+            subjects.append(Subject(source, "log", rules, {"input": str(path), "records": len(group),
+                                                           "metrics": names}))
     range_text = f"{declared:g} (declared)" if declared is not None else "auto: none declared"
-    return Report(RULES, subjects, findings, {"range": range_text}), {"range": declared}
+    return Report({**RULES, **DAMAGE_RULE}, subjects, findings, {"range": range_text}), {"range": declared}
 
 
 def _compute(pred: Path, target: Path, reported: Path | None, declared: float | None,

@@ -48,9 +48,10 @@ def check_data(pred: Any, target: Any, declared: float | None, source: str = "im
         data_range = infer_range(target, getattr(target, "dtype", None))
         basis = f"its {t.dtype} dtype" if t.dtype in ("uint8", "uint16") else f"its {t.describe}"
         how = f"inferred from the target: {basis}"
-        said = f"but --range auto took {data_range:g} from the target's {basis.removeprefix('its ')}"
+        said = beyond = f", but --range auto took {data_range:g} from the target's {basis.removeprefix('its ')}"
     else:
-        data_range, how, said = declared, "declared", f"not the declared data_range {declared:g}"
+        data_range, how = declared, "declared"
+        said, beyond = f", not the declared data_range {declared:g}", f" (the declared data_range {declared:g})"
     lo = -1.0 if data_range == 2 else 0.0
     hi = lo + data_range
     expected = f"[{lo:g},{hi:g}]"
@@ -61,16 +62,17 @@ def check_data(pred: Any, target: Any, declared: float | None, source: str = "im
         found.append(Finding(rule, severity, source, message, cause, fix, source))
 
     for name, a in (("prediction", p), ("target", t)):
-        elsewhere = f"use range {a.fits_range:g} (--range {a.fits_range:g})" if a.fits_range is not None else "rescale"
+        elsewhere = f"use range {a.fits_range:g} (--range {a.fits_range:g}) for {a.fits} data, or " \
+            if a.fits_range is not None else ""
         if a.low < lo - slack or a.high > hi + slack:
-            add("data-range", "error", f"{name} {a.describe} go beyond {expected}, {said}",
+            add("data-range", "error", f"{name} {a.describe} go beyond {expected}{beyond}",
                 "the images are not at the range the metrics use: PSNR's peak and SSIM's constants are wrong",
-                f"{elsewhere} for {a.fits} data, or convert the images to {expected}")
+                f"{elsewhere}convert the images to {expected}")
         elif a.fits_range is not None and a.fits_range < data_range and a.low < a.high:
             gain = 20 * math.log10(data_range / a.fits_range)
-            add("data-range", "error", f"{name} {a.describe} are on {a.fits}, {said}",
+            add("data-range", "error", f"{name} {a.describe} are on {a.fits}{said}",
                 f"metrics at peak {data_range:g} on {a.fits} data: PSNR gains {gain:.2f} dB and SSIM nears 1",
-                f"{elsewhere} for {a.fits} data, or save the images at {expected}")
+                f"{elsewhere}save the images at {expected}")
         elif a.low < lo or a.high > hi:
             add("data-range", "warning", f"{name} {a.describe} go slightly outside {expected}",
                 "a network output that overshoots its range (no final sigmoid or clamp)",

@@ -40,6 +40,9 @@ NOT_APPLICABLE = {
     "ssim-out-of-range": "no SSIM or MS-SSIM logged",
 }
 
+# Event files only: whether --salvage had to skip part of the file.
+DAMAGE_RULE = {"log-damaged": ("warning", "the event file is whole: no damaged or cut-off record skipped")}
+
 
 @dataclass
 class Finding:
@@ -212,3 +215,10 @@ def check_records(records: Iterable[Record], data_range: float | None,
     """Folded findings of a log's records; the rules that had numbers to check are added to
     ``checked``."""
     return fold(f for record in records for f in check_record(record, data_range, checked))
+
+
+def damage_finding(source: str, skipped: str) -> Finding:
+    """A warning that ``--salvage`` skipped part of an event file (its other records were checked)."""
+    return Finding("log-damaged", DAMAGE_RULE["log-damaged"][0], source, skipped,
+                   "the file was cut off (a killed or still running writer) or damaged on disk",
+                   "check the complete file once training has finished, or accept the gap", source)

@@ -204,10 +204,12 @@ def _object_records(obj: dict[str, object], source: str, line: int | None) -> It
     yield from (r for r in records.values() if r.values)
 
 
-def read_events(path: Path) -> Iterator[Record]:
+def read_events(path: Path, salvage: bool = False, damage: list[tuple[str, str]] | None = None) -> Iterator[Record]:
     """Scalars of TensorBoard event files (a file or a log directory): one record per run and
     step; the split comes from the tag (``val/psnr``) or the run directory (Keras writes
-    ``train/`` and ``validation/``). Values superseded by a restarted writer are dropped."""
+    ``train/`` and ``validation/``). Values superseded by a restarted writer are dropped. A
+    damaged or cut-off file is an error naming the offset; with ``salvage`` its complete
+    records are read and ``(source, what was skipped)`` goes to ``damage``."""
     from gpudoc.events.discover import discover
     from gpudoc.events.export import ExportReport, rows_of
     from gpudoc.events.model import Kind
@@ -217,23 +219,29 @@ def read_events(path: Path) -> Iterator[Record]:
         run_split = next((_SPLITS[p.lower()] for p in reversed(Path(run.name).parts) if p.lower() in _SPLITS), "train")
         records: dict[tuple[str, int], Record] = {}
         source = str(run.files[0] if len(run.files) == 1 else run.directory)
-        for _, tag, _, step, _, value in rows_of(run, frozenset({Kind.SCALAR}), True, ExportReport()):
+        report = ExportReport()
+        for _, tag, _, step, _, value in rows_of(run, frozenset({Kind.SCALAR}), True, report, salvage=salvage,
+                                                 whole=True):
             split, metric = canonical(tag, run_split)
             if metric is None or not isinstance(value, (int, float)):
                 continue
             record = records.setdefault((split, step), Record(source, split, step))
             # TensorBoard stores float32: one part in 2^24.
             _add(record, metric, tag, Value(float(value), abs(float(value)) * 2.0**-24))
+        if damage is not None:
+            damage.extend((source, f"skipped bytes {d.start}..{d.end} of {file}: {d.reason}")
+                          for file, d in report.damage)
         yield from sorted(records.values(), key=lambda r: (r.split, r.step or 0))
 
 
-def read_log(path: str | Path) -> list[Record]:
-    """The records of one log, its format chosen by name and content."""
+def read_log(path: str | Path, salvage: bool = False, damage: list[tuple[str, str]] | None = None) -> list[Record]:
+    """The records of one log, its format chosen by name and content (``salvage`` and
+    ``damage``: see :func:`read_events`)."""
     file = Path(path)
     if not file.exists():
         raise InputError(f"{file}: no such file or directory")
     if file.is_dir() or "tfevents" in file.name:
-        return list(read_events(file))
+        return list(read_events(file, salvage, damage))
     suffix = file.suffix.lower()
     if suffix == ".csv":
         return list(read_csv(file))

@@ -49,6 +49,6 @@ def test_data_on_another_scale_fails_before_any_metric() -> None:
     with pytest.raises(ScaleError, match=r"prediction values in \[0, 1\] \(float64\) are on \[0,1\], not the "
                        r"declared data_range 255: use range 1"):
         assert_scale(pred / 255.0, target, 255)
-    with pytest.raises(ScaleError, match=r"values in \[0, 255\] \(uint8\) go beyond \[0,1\], not the declared "
-                       r"data_range 1"):
+    with pytest.raises(ScaleError, match=r"values in \[0, 255\] \(uint8\) go beyond \[0,1\] \(the declared "
+                       r"data_range 1\)"):
         assert_scale(pred, target, 1)

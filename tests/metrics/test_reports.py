@@ -160,3 +160,21 @@ def test_compute_mode_and_reported_numbers_agree(tmp_path: Path) -> None:
     assert at_1.warnings == {(str(reported), "psnr-implausible")}
     clean = reports(images, tmp_path / "c.xml")
     assert clean.code == 0 and not clean.errors and not clean.warnings
+
+
+def test_a_cut_off_event_file_fails_as_input_or_is_salvaged_with_a_warning(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gpudoc.cli import cli
+
+    event_file = write_events(tmp_path / "run", "val", [{"mse": 150.0, "mae": 9.5}, {"mse": 140.0, "mae": 9.2}])
+    with event_file.open("r+b") as handle:
+        handle.truncate(event_file.stat().st_size - 7)
+    report = tmp_path / "report.xml"
+    result = CliRunner().invoke(cli, ["metrics-check", str(tmp_path / "run"), "--junit", str(report)])
+    assert result.exit_code == 2 and "incomplete record" in result.stderr and "--salvage" in result.stderr
+    assert not report.exists()
+    salvaged = reports([str(tmp_path / "run"), "--range", "255", "--salvage"], report)
+    assert salvaged.code == 0 and salvaged.warnings == {(str(event_file), "log-damaged")}
+    (finding,) = salvaged.data["findings"]
+    assert "cut off: an incomplete last record" in finding["message"] and finding["file"] == str(event_file)
