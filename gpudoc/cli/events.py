@@ -261,7 +261,7 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
     if unknown:
         raise InputError(f"--kinds: unknown kind {unknown[0]!r}", "choose from scalar, histogram, tensor, text, "
                          "pr_curve")
-    runs = [run for path in paths for run in discover(path)[1]]
+    runs = _distinct_runs([run for path in paths for run in discover(path)[1]])
     with _progress("exporting", runs, quiet=as_json) as advance:
         report = export(runs, Path(output), fmt=chosen, kinds=frozenset(Kind(n) for n in names),
                         purge=on_restart == "purge", salvage=salvage, progress=advance)
@@ -275,6 +275,25 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
         click.echo(f"run {run}: {count} value(s) superseded by a restart left out (--on-restart purge)", err=to_stderr)
     _damage_lines(report.damage)
     return 0
+
+
+def _distinct_runs(runs: list[Run]) -> list[Run]:
+    """Each run once (PATHs may overlap: a run whose files were all met already is left out),
+    and named apart: when runs under different PATHs share a name, each is named by its
+    directory instead."""
+    import dataclasses
+
+    seen: set[Path] = set()
+    distinct = []
+    for run in runs:
+        files = {f.resolve() for f in run.files}
+        if not files <= seen:
+            seen |= files
+            distinct.append(run)
+    labels = [run.label for run in distinct]
+    if len(set(labels)) < len(labels):
+        return [dataclasses.replace(run, name=str(run.directory)) for run in distinct]
+    return distinct
 
 
 def _merge_inputs(paths: tuple[str, ...], names: tuple[str, ...]) -> list[Run]:

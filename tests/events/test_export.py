@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,12 @@ def test_a_cut_off_input_is_an_error_unless_salvaged(tbx: Path, tmp_path: Path) 
     assert code == 0 and damage["end"] == size - 7 and damage["file"] == str(source)
     rows = list(csv.DictReader((tmp_path / "t.csv").open(newline="")))
     assert [int(r["step"]) for r in rows if r["run"] == "run2"] == list(range(99))
+
+
+def test_runs_of_several_paths_are_named_apart_and_exported_once(tbx: Path, tfdir: Path, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tbx / "run2").rename(tmp_path / "a" / "run")
+    code, _, err = gpudoc("export", str(tmp_path / "a"), str(tfdir), str(tfdir / "run"), "-o", str(tmp_path / "t.csv"))
+    assert code == 0, err
+    counts = Counter(r["run"] for r in csv.DictReader((tmp_path / "t.csv").open(newline="")))
+    assert counts == {str(tmp_path / "a" / "run"): 100, str(tfdir / "run"): 60}
