@@ -88,6 +88,8 @@ def metrics_check(logs: tuple[Path, ...], range_: str, pred: Path | None, target
         raise click.UsageError("give either LOG files or --pred/--target, not both")
     if reported is not None and pred is None:
         raise click.UsageError("--reported compares with images: add --pred and --target")
+    if as_json and github:
+        raise click.UsageError("--json and --github both write to stdout: choose one")
     junit_out = junit is not None and is_stdout(junit)
     if junit_out and (as_json or github):
         raise click.UsageError("--junit - and --json/--github would both write to stdout: give --junit a file")

@@ -8,6 +8,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -206,3 +208,41 @@ def test_junit_to_stdout_moves_the_text_report_to_stderr(logs: tuple[Path, Path]
     assert code == 1 and suite.get("failures") == "1" and "error [unit-scale]" in err
     code, _, err = run(str(bad), "--junit", "-", "--json")
     assert code == 2 and "both write to stdout" in err
+    code, _, err = run(str(bad), "--json", "--github")
+    assert code == 2 and "both write to stdout" in err
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
+                         st.lists(st.sampled_from(["Epoch 1/2", "2/2 [====] - loss: 0.5 - mae: nan", "epoch,mse",
+                                                   "0,1e400", '{"step": 1, "psnr": 90}', "- val_ssim: 1.5e",
+                                                   "\r\x1b[1m3/3\x1b[0m - mse: 0.1", "1,,", "[1, 2]"]),
+                                  max_size=6).map(lambda lines: "\n".join(lines).encode())),
+       suffix=st.sampled_from([".log", ".csv", ".jsonl", ".json", ".tfevents"]),
+       range_=st.sampled_from(["auto", "1", "255"]))
+def test_no_log_makes_an_internal_error(tmp_path: Path, content: bytes, suffix: str, range_: str) -> None:
+    log = tmp_path / f"fuzz{suffix}"
+    log.write_bytes(content)
+    result = CliRunner().invoke(cli, ["metrics-check", str(log), "--range", range_, "--json"])
+    assert result.exit_code in (0, 1, 2), (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dtype=st.sampled_from(["uint8", "uint16", "int16", "float16", "float32", "float64", "bool"]),
+       shape=st.sampled_from([(8, 8), (2, 12, 12), (2, 12, 12, 3), (1, 4, 4, 2), (12, 12, 1)]),
+       scale=st.sampled_from([1.0, 2.0, 255.0, 70000.0, -1.0]), other_dtype=st.booleans(),
+       range_=st.sampled_from(["auto", "1", "2", "255", "65535"]), seed=st.integers(0, 3))
+def test_no_image_pair_makes_an_internal_error(tmp_path: Path, dtype: str, shape: tuple[int, ...], scale: float,
+                                               other_dtype: bool, range_: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    with np.errstate(all="ignore"):
+        target = (rng.random(shape) * scale).astype(dtype)
+        pred = (rng.random(shape) * scale).astype("float32" if other_dtype else dtype)
+    np.save(tmp_path / "p.npy", pred)
+    np.save(tmp_path / "t.npy", target)
+    result = CliRunner().invoke(cli, ["metrics-check", "--pred", str(tmp_path / "p.npy"), "--target",
+                                      str(tmp_path / "t.npy"), "--range", range_, "--json"])
+    assert result.exit_code in (0, 1, 2), (result.exit_code, result.stderr, result.exception)
+    if result.exit_code in (0, 1):
+        assert json.loads(result.stdout)["exit_code"] == result.exit_code
