@@ -50,8 +50,8 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="sgd, momentum, adam, adamw, a torch.optim class name, or module:OptimizerClass."),
         click.option("--freeze", metavar="REGEX", help="Freeze parameters whose name matches (torch; Keras: layer "
                      "names), e.g. '^backbone\\.'."),
-        click.option("--checkpointing", is_flag=True, help="Gradient checkpointing of every block (of an nn.Sequential or "
-                     "nn.ModuleList); a note names the blocks, or says why there are none."),
+        click.option("--checkpointing", is_flag=True, help="Gradient checkpointing of every block (of an "
+                     "nn.Sequential or nn.ModuleList); a note names the blocks, or says why there are none."),
         click.option("--accumulate", type=click.IntRange(1), default=1, show_default=True,
                      help="Gradient accumulation steps: micro-batch = batch / K."),
         click.option("--inference", is_flag=True, help="Forward only, no gradients."),
@@ -117,7 +117,7 @@ def _run(model: str, batch: int, input_spec: str | None, precision: str, optimiz
             from gpudoc.oom.analytic import keras_estimate, load_keras
 
             if cfg.input not in keras_models:
-                say("importing TensorFlow and building the Keras model")
+                say("building the Keras model" if "keras" in sys.modules else "importing TensorFlow")
                 keras_models[cfg.input] = load_keras(spec.source, cfg.input or None)
             say("counting layer outputs")
             return keras_estimate(spec.name, keras_models[cfg.input], cfg, device)

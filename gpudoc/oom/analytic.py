@@ -4,6 +4,7 @@ activations at the batch and input size, optimizer slots, mixed-precision policy
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -134,8 +135,9 @@ def _unmodelled(config: TraceConfig) -> list[str]:
     notes = []
     if config.accumulate > 1:
         notes.append(f"gradient accumulation: micro-batch {_micro_batch(config)}")
-    if config.checkpointing and not config.inference:
-        notes.append("--checkpointing had no effect: the analytic estimate does not model checkpointing")
+    if config.checkpointing:
+        notes.append("--checkpointing had no effect: " + (
+            "--inference has no backward pass" if config.inference else "the analytic estimate does not model it"))
     return notes
 
 
@@ -191,13 +193,12 @@ def import_keras() -> Any:
 def _layer_error(model: Any, input_spec: str, exc: Exception) -> InputError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     found = re.search(r"""layer ["']([^"']+)["']""", text)
-    where = "the model"
-    if found is not None and model is not None:
-        try:
-            where = f"layer {found.group(1)} ({type(model.get_layer(found.group(1))).__name__})"
-        except ValueError:
-            where = f"layer {found.group(1)}"
-    return InputError(f"--input {input_spec}: the model rejects it at {where} [{type(exc).__name__}: {text}]",
+    where = ""
+    if found is not None:
+        where = f" at layer {found.group(1)}"
+        with contextlib.suppress(ValueError):  # not a layer of this model: the name alone
+            where += f" ({type(model.get_layer(found.group(1))).__name__})" if model is not None else ""
+    return InputError(f"--input {input_spec}: the model rejects it{where} [{type(exc).__name__}: {text}]",
                       "give the size of one sample the model takes (HxWxC), without the batch")
 
 

@@ -158,8 +158,9 @@ def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device:
         notes.append(f"{config.precision}: CUDA autocast's casting rules emulated on CPU")
     if config.accumulate > 1:
         notes.append(f"gradient accumulation: micro-batch {max(1, config.batch // config.accumulate)}")
-    if config.checkpointing and not config.inference:
-        notes.append(checkpointing_note(trace.checkpointed))
+    if config.checkpointing:
+        notes.append("--checkpointing had no effect: --inference has no backward pass" if config.inference
+                     else checkpointing_note(trace.checkpointed))
     if progress is not None:
         progress("allocator simulation")
     return from_trace(name, trace, config, device, notes)

@@ -285,8 +285,8 @@ def compile_freeze(pattern: str | None) -> re.Pattern[str] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "possible nested set": still a valid pattern
             return re.compile(pattern)
-    except re.error as exc:
-        raise InputError(f"--freeze {pattern!r}: not a regular expression ({exc})",
+    except (re.error, OverflowError, RecursionError) as exc:  # OverflowError: a{4294967296}
+        raise InputError(f"--freeze {pattern!r}: not a regular expression Python takes ({exc})",
                          "e.g. '^backbone\\.' (quote it for the shell)") from None
 
 
@@ -342,14 +342,15 @@ def expected_input(module: Any) -> str | None:
 def _rejected(recorder: _Recorder, config: TraceConfig, exc: BaseException) -> InputError:
     """The model's own error on the input, as one line: the module that raised it (path and
     class), the shapes it was given, and what it takes where that is known."""
-    where = "the model"
+    where = ""
     if recorder.calls:
         path, module, shapes = recorder.calls[-1]
-        where = f"{path or '(the model itself)'} ({type(module).__name__})"
+        name = type(module).__name__
         got = ", ".join(str(tuple(s)) for s in shapes) or "no tensor"
         expected = expected_input(module)
-        where += f": got {got}" + (f", expects {expected}" if expected else "")
-    return InputError(f"--input {config.input} at batch {config.batch}: the model rejects it at {where} "
+        where = (f" at {path} ({name})" if path else f" in {name}.forward (the model itself)") + f": got {got}" + (
+            f", expects {expected}" if expected else "")
+    return InputError(f"--input {config.input} at batch {config.batch}: the model rejects it{where} "
                       f"[{_first_line(exc)}]", "give the size of one sample the model takes, without the batch")
 
 

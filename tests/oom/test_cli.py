@@ -206,6 +206,9 @@ def test_checkpointing_says_what_it_did(two_layers: str) -> None:
     assert code == 0, err
     assert data["checkpointed_blocks"] == [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
     assert "checkpointing: 8 blocks recomputed in the backward: layer1.0, layer1.1" in " ".join(data["notes"])
+    code, out, _ = run("estimate", "resnet18", "--input", "3x32x32", "--batch", "2", "--gpu", "T4",
+                       "--checkpointing", "--inference", "--json")
+    assert "--checkpointing had no effect: --inference has no backward pass" in json.loads(out)["notes"]
     # Nothing to checkpoint: not offered as a remedy.
     code, out, _ = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4", "--remedies", "--json")
     assert "checkpointing" not in {r["name"] for r in json.loads(out)["remedies"]}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gpudoc.cli import cli
@@ -54,11 +54,14 @@ def test_gpu_names_are_found_or_refused(name: str) -> None:
 
 @FUZZ
 @given(pattern=st.text(alphabet="()[]{}*+?.\\^$|ab0", max_size=10))
+@example(pattern="a{4294967296}")  # OverflowError, not re.error
 def test_freeze_patterns_compile_or_are_refused(pattern: str) -> None:
     try:
-        compile_freeze(pattern)
+        compiled = compile_freeze(pattern)
     except InputError as exc:
         assert "not a regular expression" in str(exc)
+        return
+    assert compiled is not None and compiled.pattern == pattern
 
 
 # MODEL specs: module parts that exist ("json", "gpudoc.oom"), that cannot ("no_such_gpudoc_mod"),

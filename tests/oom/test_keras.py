@@ -55,3 +55,13 @@ def test_a_saved_keras_file_rebuilt_at_another_input(tmp_path: Path) -> None:
     e = keras_estimate("m", rebuilt, TraceConfig(2, "32x32x3", optimizer="sgd"), V100)
     assert e.breakdown["activations"] == 2 * (32 * 32 * 3 + 32 * 32 * 4 + 4) * 4
     assert e.breakdown["optimizer state"] == 0
+
+
+def test_accumulation_and_checkpointing_are_not_silently_ignored() -> None:
+    e = keras_estimate("small", small(), TraceConfig(32, "8"), V100)
+    accumulated = keras_estimate("small", small(), TraceConfig(32, "8", accumulate=4), V100)
+    assert accumulated.breakdown["activations"] == e.breakdown["activations"] // 4
+    assert "gradient accumulation: micro-batch 8" in accumulated.notes
+    checkpointed = keras_estimate("small", small(), TraceConfig(32, "8", checkpointing=True), V100)
+    assert checkpointed.breakdown == e.breakdown
+    assert "--checkpointing had no effect: the analytic estimate does not model it" in checkpointed.notes
