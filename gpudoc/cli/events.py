@@ -104,7 +104,7 @@ def _print_info(path: str, item: object) -> None:
         start = datetime.fromtimestamp(item.wall_start).isoformat(timespec="seconds")
         span = f", {start} + {item.wall_end - item.wall_start:.0f} s"
     steps = "no steps" if item.step_min is None else f"steps {item.step_min}..{item.step_max}"
-    click.echo(f"run {item.run} ({path}): {len(item.files)} file(s), {_count(item.records, 'record')}, "
+    click.echo(f"run {item.run} ({path}): {_count(len(item.files), 'file')}, {_count(item.records, 'record')}, "
                f"{format_bytes(item.bytes)}, {steps}{span}")
     if item.records_by_kind:
         click.echo("  records: " + ", ".join(f"{k} {n}" for k, n in item.records_by_kind.items()))
@@ -122,8 +122,8 @@ def _print_info(path: str, item: object) -> None:
         for damage in file.damage:
             click.echo(f"  DAMAGED {file.path} bytes {damage.start}..{damage.end}: {damage.reason}")
         if file.partial_bytes:
-            click.echo(f"  INCOMPLETE {file.path}: the last {file.partial_bytes} bytes are a partial record "
-                       "(cut off, or still being written)")
+            click.echo(f"  INCOMPLETE {file.path}: the last {file.partial_bytes} bytes (from byte "
+                       f"{file.bytes - file.partial_bytes}) are a partial record (cut off, or still being written)")
 
 
 def _damage_lines(damage: Sequence[tuple[str, Damage]]) -> None:

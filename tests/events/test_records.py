@@ -76,7 +76,7 @@ def test_truncation_is_an_incomplete_record_not_an_error_when_reading(tbx: Path,
     records, state = read_records(path)
     assert state.partial > 0 and records == complete[:-1]
     code, out, _ = gpudoc("info", str(path))
-    assert code == 1 and "INCOMPLETE" in out
+    assert code == 1 and f"INCOMPLETE {path.name}: the last {state.partial} bytes (from byte {state.offset})" in out
     code, _, err = gpudoc("trim", str(tbx), "-o", str(tmp_path / "out"))
     assert code == 1 and "incomplete record" in err
     assert not any((tmp_path / "out").rglob("*tfevents*")) if (tmp_path / "out").exists() else True
@@ -156,7 +156,7 @@ def test_info_of_an_unreadable_file_has_no_placeholder_fields(tmp_path: Path) ->
     path.write_bytes(b"not an event file\n" * 8)
     code, out, _ = gpudoc("info", str(path))
     header = out.splitlines()[0]
-    assert code == 1 and "0 records" in header and "no steps" in header
+    assert code == 1 and ": 1 file, 0 records, " in header and "no steps" in header
     assert "None" not in out and "kinds:" not in out and "records:" not in out
 
 
