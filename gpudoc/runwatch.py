@@ -28,7 +28,10 @@ from gpudoc.metrics.lint import RULES as METRIC_RULES
 from gpudoc.metrics.lint import Finding, check_record
 from gpudoc.metrics.logs import Record, Value, canonical, parse_number
 from gpudoc.output import format_duration
-from gpudoc.reap.proc import read_link
+from gpudoc.reap.classify import HolderReport, Verdict
+from gpudoc.reap.end import end_processes
+from gpudoc.reap.proc import ProcStat, read_cmdline, read_link
+from gpudoc.reap.scan import scan
 
 if TYPE_CHECKING:
     from gpudoc.events.model import TagPlugins
@@ -43,6 +46,7 @@ RULES = {
     "step-repeat": ("warning", "a tag logs each step once"),
     "stall": ("warning", "new steps keep coming while the run's processes live"),
     "damaged-record": ("warning", "event records are intact"),
+    "leftover": ("warning", "no process of the run holds a GPU device after its leader exited"),
     **{rule: info for rule, info in METRIC_RULES.items() if rule != "non-finite"},
 }
 SPIKE_FACTOR = 10.0
@@ -546,24 +550,79 @@ class Watch:
             found += self.checks.feed((p for line in lines for p in self.parser.parse(line)), steps_checked=False)
         return found + self.checks.finish()
 
-    def summary(self, status: RunStatus, exit_code: int) -> RunSummary:
+    def summary(self, status: RunStatus, exit_code: int, attempts: int = 1,
+                leftovers: Iterable[Leftover] = (), duration: float | None = None) -> RunSummary:
+        """The end summary; ``duration`` covers every attempt (default: the last one's)."""
         ended, killer = how_it_ended(status)
         checks = self.checks
         return RunSummary(
             command=list(status.command), state=status.state.value, ended=ended, returncode=status.returncode,
-            exit_code=exit_code, duration_s=round(status.elapsed, 3), oom=status.oom, oom_killer_likely=killer,
+            exit_code=exit_code, duration_s=round(status.elapsed if duration is None else duration, 3),
+            oom=status.oom, oom_killer_likely=killer,
             first_step=checks.min_step, last_step=checks.max_step,
             source="output" if self.tail.files == {} else "event files",
             event_files=[str(p) for p in self.tail.files],
             scalars=[ScalarSummary(s.name, s.count, _finite(s.last), s.last_step, s.best, s.best_step,
                                    "max" if s.higher_is_better else "min")
                      for s in sorted(checks.series.values(), key=lambda s: s.name)],
-            checks=list(checks.raised), check_counts=dict(checks.counts),
+            checks=list(checks.raised), check_counts=dict(checks.counts), attempts=attempts,
+            leftovers=list(leftovers),
         )
 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------- nothing left behind
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A process of the run's session that holds a GPU device file after the leader exited;
+    ``action`` says what ``--reap-leftovers`` did to it (None: left running)."""
+
+    pid: int
+    command: str
+    devices: tuple[str, ...]
+    start_ticks: int
+    action: str | None = None
+
+
+def find_leftovers(members: Iterable[ProcStat], device_glob: str) -> list[Leftover]:
+    """The members that hold a file ``device_glob`` matches (the same process: same start)."""
+    alive = {m.pid: m for m in members}
+    if not alive:
+        return []
+    found = []
+    for holder in scan(device_glob).holders:
+        member = alive.get(holder.pid)
+        if member is None or member.start_ticks != holder.stat.start_ticks:
+            continue
+        cmdline = read_cmdline(holder.pid)
+        command = " ".join(cmdline) if isinstance(cmdline, tuple) and cmdline else member.comm
+        found.append(Leftover(holder.pid, command, holder.devices, member.start_ticks))
+    return found
+
+
+def leftover_check(leftover: Leftover) -> Check:
+    return Check("leftover", "warning",
+                 f"PID {leftover.pid} ({_short(leftover.command)}) still holds {', '.join(leftover.devices)} "
+                 "after the run's leader exited",
+                 "--reap-leftovers ends such processes; 'gpudoc reap' finds them later", str(leftover.pid))
+
+
+def end_leftovers(leftovers: list[Leftover], grace: float) -> list[Leftover]:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, with reap's identity checks."""
+    targets = [HolderReport(pid=left.pid, verdict=Verdict.ORPHAN, reason="outlived the run's leader",
+                            start_ticks=left.start_ticks) for left in leftovers]
+    actions = end_processes(targets, timeout=grace)
+    return [Leftover(left.pid, left.command, left.devices, left.start_ticks, actions[left.pid].action)
+            for left in leftovers]
+
+
+def _short(command: str, limit: int = 60) -> str:
+    return command if len(command) <= limit else command[: limit - 1] + "…"
 
 
 # ---------------------------------------------------------------- the end
@@ -601,6 +660,8 @@ class RunSummary:
     scalars: list[ScalarSummary]
     checks: list[Check]
     check_counts: dict[str, int]
+    attempts: int = 1
+    leftovers: list[Leftover] = field(default_factory=list)
 
     @property
     def errors(self) -> int:
@@ -609,7 +670,8 @@ class RunSummary:
     def lines(self) -> list[str]:
         """The summary as text lines for stderr."""
         oom = f"; out of memory: {self.oom}" if self.oom else ""
-        out = [f"the run {self.ended} after {format_duration(self.duration_s)}{oom}"]
+        attempt = f" (attempt {self.attempts})" if self.attempts > 1 else ""
+        out = [f"the run {self.ended}{attempt} after {format_duration(self.duration_s)}{oom}"]
         if self.oom_killer_likely:
             out.append("  SIGKILL was not sent by gpudoc: likely the kernel's OOM killer — check `dmesg` or "
                        "`journalctl -k` for 'Out of memory: Killed process'")
@@ -623,6 +685,9 @@ class RunSummary:
             best = f"{s.best:.6g} (step {s.best_step})" if s.best is not None else "-"
             last = f"{s.last:.6g}" if s.last is not None else "non-finite"
             out.append(f"  {s.name:<{width}}  last {last} (step {s.last_step})  {s.goal} {best}")
+        for left in self.leftovers:
+            out.append(f"  leftover PID {left.pid} ({_short(left.command)}) holding {', '.join(left.devices)}: "
+                       + (left.action or "left running (--reap-leftovers ends it)"))
         if self.checks:
             errors = self.errors
             warnings = len(self.checks) - errors

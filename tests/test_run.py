@@ -153,7 +153,8 @@ def test_a_signal_to_gpudoc_ends_the_whole_run(tmp_path: Path, sig: signal.Signa
         os.rename({str(pids)!r} + ".tmp", {str(pids)!r})
         time.sleep(600)
     """
-    proc = subprocess.Popen([sys.executable, "-m", "gpudoc", "run", "--interval", "0.1", *python(code)],
+    proc = subprocess.Popen([sys.executable, "-m", "gpudoc", "run", "--interval", "0.1", "--restarts", "2",
+                             *python(code)],
                             cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -169,7 +170,7 @@ def test_a_signal_to_gpudoc_ends_the_whole_run(tmp_path: Path, sig: signal.Signa
     assert proc.returncode == 130, stderr
     assert not alive(leader) and not alive(child)
     assert f"gpudoc: {sig.name} received: stopping the run" in stderr
-    assert "the run was stopped by gpudoc" in stderr
+    assert "the run was stopped by gpudoc" in stderr and "starting it again" not in stderr  # a stop is no failure
 
 
 # ---------------------------------------------------------------- checks as they happen
@@ -424,3 +425,67 @@ def test_the_supervisor_hears_each_redraw_once_and_bars_ending_in_a_carriage_ret
     status = run.wait(30)
     assert status.lines == ("done", "bar", "tail")  # was '00%10%20%done': redraws ending in \\r were joined
     assert heard == ["00%", "10%", "20%", "done", "bar", "tail"]
+
+
+# ---------------------------------------------------------------- leftovers and restarts
+
+LEAVE_A_WORKER = """
+import subprocess, sys
+code = "import sys, time; f = open(sys.argv[1], 'rb'); time.sleep(float(sys.argv[2]))"
+worker = subprocess.Popen([sys.executable, "-c", code, sys.argv[1], sys.argv[2]],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print("worker", worker.pid, flush=True)
+"""
+
+
+def leave_a_worker(tmp_path: Path, seconds: float, *options: str) -> tuple[subprocess.CompletedProcess[str], int]:
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "nvidia0").write_bytes(b"")
+    out = gpudoc_run("--device-glob", str(dev / "nvidia*"), "--json", str(tmp_path / "s.json"), *options,
+                     "--", sys.executable, "-c", LEAVE_A_WORKER, str(dev / "nvidia0"), str(seconds), cwd=tmp_path)
+    worker = int(out.stdout.split("worker ")[1].split()[0])
+    return out, worker
+
+
+def test_a_worker_that_outlives_its_leader_holding_a_gpu_is_reported_and_reaped(tmp_path: Path) -> None:
+    out, worker = leave_a_worker(tmp_path, 600, "--reap-leftovers")
+    assert out.returncode == 0, out.stderr
+    left = warnings(out.stderr, "leftover")
+    assert len(left) == 1 and f"PID {worker} (" in left[0] and "nvidia0 after the run's leader exited" in left[0]
+    assert f"gpudoc: leftover PID {worker}: ended by SIGTERM" in out.stderr
+    assert not alive(worker)
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert [(x["pid"], x["action"]) for x in data["leftovers"]] == [(worker, "ended by SIGTERM")]
+
+
+def test_a_leftover_is_only_reported_without_reap_leftovers(tmp_path: Path) -> None:
+    out, worker = leave_a_worker(tmp_path, 600)
+    try:
+        assert len(warnings(out.stderr, "leftover")) == 1
+        assert alive(worker) and "left running (--reap-leftovers ends it)" in out.stderr
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
+def test_a_worker_that_exits_just_after_its_leader_is_no_leftover(tmp_path: Path) -> None:
+    out, _ = leave_a_worker(tmp_path, 0.3)
+    assert out.returncode == 0 and warnings(out.stderr, "leftover") == []
+
+
+def test_restarts_start_a_failed_run_again(tmp_path: Path) -> None:
+    flaky = python("""
+        import os, sys
+        count = len(os.listdir("."))
+        open(f"attempt{count}", "w").close()
+        sys.exit(0 if count == 2 else 4)
+    """)
+    out = gpudoc_run("--restarts", "3", *flaky, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "the run failed (exit 4): starting it again (attempt 2 of 4)" in out.stderr
+    assert "(attempt 3 of 4)" in out.stderr and "(attempt 4" not in out.stderr
+    assert "gpudoc: the run succeeded (attempt 3) after" in out.stderr
+    again = tmp_path / "again"
+    again.mkdir()
+    always = gpudoc_run("--restarts", "1", *python("import sys; sys.exit(5)"), cwd=again)
+    assert always.returncode == 5 and "the run failed (exit 5) (attempt 2) after" in always.stderr

@@ -9,10 +9,16 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from gpudoc.errors import ExitCode, InputError
+from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
+
+if TYPE_CHECKING:
+    from gpudoc.reap.proc import ProcStat
+    from gpudoc.train import Run
 
 _RANGES = ["auto", "1", "2", "255", "65535"]
 
@@ -36,22 +42,33 @@ _RANGES = ["auto", "1", "2", "255", "65535"]
               help="A stall is no new step for 10 times the recent step interval and at least this long.")
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS",
               help="When stopping: seconds between SIGTERM and SIGKILL.")
+@click.option("--device-glob", default=DEFAULT_DEVICE_GLOB, show_default=True, envvar="GPUDOC_DEVICE_GLOB",
+              help="Device files that a process of the run may not hold once its leader has exited.")
+@click.option("--reap-leftovers", is_flag=True, help="End the run's processes that still hold a device file after "
+              "its leader exited (SIGTERM, SIGKILL after --grace, gpudoc reap's identity checks).")
+@click.option("--restarts", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Start the command again after it failed (not after a stop), up to N times.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(logdir: Path | None, log: Path | None, json_dest: str | None, github: bool, strict: bool, range_: str,
-        interval: float, stall_min: float, grace: float, command: tuple[str, ...]) -> int:
+        interval: float, stall_min: float, grace: float, device_glob: str, reap_leftovers: bool, restarts: int,
+        command: tuple[str, ...]) -> int:
     """Run COMMAND (after --) in a session of its own and watch it: its output passes through
     (and to --log), its scalars are read from its event files (or its output lines) and
     checked as they arrive — non-finite values, loss spikes, steps going backwards or repeating,
     stalls and the metric-scale rules of metrics-check — each printed once as
     'gpudoc: warning: …' on stderr. SIGINT or SIGTERM to gpudoc stops the whole run. At the
     end one summary on stderr: how it ended, duration, steps, last and best of each scalar,
-    the checks raised.
+    the checks raised, the leftovers.
+
+    Processes of the run that still hold a GPU device file after its leader exited are
+    reported at once (--reap-leftovers ends them); --restarts N starts a failed run again.
 
     Exit status: the command's own when it failed (128+N when signal N killed it), 130 when
     stopped, 0 when it succeeded — 1 under --strict when a check raised an error.
     """
     from gpudoc.output import atomic_file, emit_json, is_stdout, output_target
-    from gpudoc.runwatch import Check, Checks, LogFinder, Watch, annotation, jsonable_summary, plain
+    from gpudoc.runwatch import (Check, Checks, Leftover, LogFinder, Watch, annotation, end_leftovers, find_leftovers,
+                                 how_it_ended, jsonable_summary, leftover_check, plain)
     from gpudoc.train import Run, RunState
 
     if json_dest is not None:
@@ -87,35 +104,68 @@ def run(logdir: Path | None, log: Path | None, json_dest: str | None, github: bo
         for check in checks:
             say(annotation(check) if github else plain(check), run)
 
+    began = time.monotonic()
+    attempts = 0
+    leftovers: list[Leftover] = []
     try:
-        started = Run(command, env=env, log=log, echo=echo, on_line=watch.take_line)
-        while started.running and not stop.is_set():
-            members = started.members()
-            report(watch.poll([m.pid for m in members], started.running, len(members)), started)
-            stop.wait(interval)
-        if stop.is_set() and started.running:
-            name = signal.Signals(received[0]).name if received else "a signal"
-            print(f"gpudoc: {name} received: stopping the run (SIGTERM to its session, SIGKILL after "
-                  f"{grace:g}s)", file=sys.stderr, flush=True)
-            started.stop(grace)
-        status = started.wait(grace + 1)
+        while True:
+            attempts += 1
+            started = Run(command, env=env, log=log, echo=echo, on_line=watch.take_line)
+            while started.running and not stop.is_set():
+                members = started.members()
+                report(watch.poll([m.pid for m in members], started.running, len(members)), started)
+                stop.wait(interval)
+            status = started.wait(1.0)
+            remaining = [] if stop.is_set() else _remaining(started, stop)
+            if remaining:
+                found = find_leftovers(remaining, device_glob)
+                report([leftover_check(left) for left in found], started)
+                if reap_leftovers and found:
+                    found = end_leftovers(found, grace)
+                    for left in found:
+                        say(f"gpudoc: leftover PID {left.pid}: {left.action}", started)
+                leftovers += found
+            if stop.is_set() and started.members():
+                name = signal.Signals(received[0]).name if received else "a signal"
+                say(f"gpudoc: {name} received: stopping the run (SIGTERM to its session, SIGKILL after "
+                    f"{grace:g}s)", started)
+                started.stop(grace)
+            status = started.wait(grace + 1)
+            if status.state is not RunState.FAILED or attempts > restarts or stop.is_set():
+                break
+            ended, _ = how_it_ended(status)
+            say(f"gpudoc: the run {ended}: starting it again (attempt {attempts + 1} of {restarts + 1})", started)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     report(watch.finish(), started)
-    if status.state is RunState.STOPPED:
+    if status.state is RunState.STOPPED or (stop.is_set() and status.state is not RunState.SUCCEEDED):
         code = int(ExitCode.INTERRUPTED)
     elif status.state is RunState.FAILED and status.returncode is not None:
         code = status.returncode if status.returncode > 0 else 128 - status.returncode
     else:
         code = int(ExitCode.OK)
-    summary = watch.summary(status, code)
+    duration = time.monotonic() - began
+    summary = watch.summary(status, code, attempts, leftovers, duration)
     if strict and code == 0 and summary.errors:
         code = int(ExitCode.FINDINGS)
-        summary = watch.summary(status, code)
+        summary = watch.summary(status, code, attempts, leftovers, duration)
     for line in summary.lines():
         say("gpudoc: " + line, started)
     if json_dest is not None:
         with atomic_file(json_dest, "w") as out:
             emit_json(jsonable_summary(summary), out)
     return code
+
+
+LEFTOVER_WAIT = 2.0
+
+
+def _remaining(run: Run, stop: threading.Event) -> list[ProcStat]:
+    """The run's processes still alive a moment after its leader exited (workers that exit
+    with their leader are given ``LEFTOVER_WAIT`` seconds to go)."""
+    deadline = time.monotonic() + LEFTOVER_WAIT
+    members = run.members()
+    while members and time.monotonic() < deadline and not stop.wait(0.1):
+        members = run.members()
+    return members
