@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -28,12 +29,15 @@ def _time(text: str | None, option: str) -> float | None:
     if text is None:
         return None
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
     try:
         return datetime.fromisoformat(text).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         raise InputError(f"{option} {text!r}: give seconds since the epoch or an ISO date/time") from None
 
 
@@ -177,11 +181,12 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
 
     first, last = parse_steps(steps) if steps else (None, None)
     kind_set = None
-    if kinds:
+    if kinds is not None:
         names = [k.strip() for k in kinds.split(",") if k.strip()]
         unknown = [n for n in names if n not in KIND_NAMES]
-        if unknown:
-            raise InputError(f"--kinds: unknown kind {unknown[0]!r}", f"choose from {', '.join(KIND_NAMES)}")
+        if unknown or not names:
+            what = f"unknown kind {unknown[0]!r}" if unknown else f"no kind in {kinds!r}"
+            raise InputError(f"--kinds: {what}", f"choose from {', '.join(KIND_NAMES)}")
         kind_set = frozenset(Kind(n) for n in names)
     spec = TrimSpec(first, last, _patterns(tags, "--tags"), _patterns(exclude_tags, "--exclude-tags"), kind_set,
                     _time(start, "--start"), _time(end, "--end"), keep_run_level=not drop_run_level)
@@ -258,9 +263,9 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
     chosen = format_for(output, fmt)
     names = [k.strip() for k in kinds.split(",") if k.strip()]
     unknown = [n for n in names if n not in KIND_NAMES]
-    if unknown:
-        raise InputError(f"--kinds: unknown kind {unknown[0]!r}", "choose from scalar, histogram, tensor, text, "
-                         "pr_curve")
+    if unknown or not names:
+        what = f"unknown kind {unknown[0]!r}" if unknown else f"no kind in {kinds!r}"
+        raise InputError(f"--kinds: {what}", "choose from scalar, histogram, tensor, text, pr_curve")
     runs = _distinct_runs([run for path in paths for run in discover(path)[1]])
     with _progress("exporting", runs, quiet=as_json) as advance:
         report = export(runs, Path(output), fmt=chosen, kinds=frozenset(Kind(n) for n in names),

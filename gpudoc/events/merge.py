@@ -192,8 +192,8 @@ def replay(
     size of each record read."""
     if (speed is None) == (rate is None):
         raise InputError("give exactly one of --speed and --rate")
-    if (speed is not None and speed <= 0) or (rate is not None and rate <= 0):
-        raise InputError("--speed and --rate must be positive")
+    if (speed is not None and not speed > 0) or (rate is not None and not rate > 0):  # NaN too
+        raise InputError("--speed and --rate must be positive numbers")
     targets = {path: dest / run.name / path.name for run in runs for path in run.files}
     for target in targets.values():
         if target.exists():

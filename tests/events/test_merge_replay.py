@@ -186,3 +186,17 @@ def test_merge_stages_under_a_name_tensorboard_does_not_read(tmp_path: Path) -> 
           progress=lambda _: seen.append(sorted(p.name for p in (tmp_path / "out").iterdir())))
     assert len(seen) == 2 and all(len(names) == 1 and "tfevents" not in names[0] for names in seen)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["events.out.tfevents.1.merged"]
+
+
+def test_option_values_that_are_not_numbers_or_kinds_are_usage_errors(tmp_path: Path) -> None:
+    write_run(tmp_path / "src", range(0, 3), 1.0, 1000.0)
+    src = str(tmp_path / "src")
+    for args in (["replay", src, "-o", str(tmp_path / "r1"), "--rate", "nan"],
+                 ["replay", src, "-o", str(tmp_path / "r2"), "--speed", "nan"],
+                 ["trim", src, "-o", str(tmp_path / "t1"), "--start", "nan"],
+                 ["trim", src, "-o", str(tmp_path / "t2"), "--end", "inf"],
+                 ["trim", src, "-o", str(tmp_path / "t3"), "--kinds", ","],
+                 ["export", src, "-o", str(tmp_path / "e.csv"), "--kinds", " , "]):
+        code, _, err = gpudoc(*args)
+        assert code == 2 and err.startswith("gpudoc: error: --"), (args, err)
+    assert not any(tmp_path.glob("[rte]*"))
