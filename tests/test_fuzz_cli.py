@@ -778,7 +778,8 @@ def test_oom_custom_model_options(model_files: dict[str, Path], factory: str, sp
     if data is not None:
         if data.draw(st.booleans()):
             args += ["--optimizer", data.draw(st.sampled_from(["sgd", "adam", "momentum", "nosuch", "torch.optim:SGD",
-                                                              "os:getcwd", "a:b", ":", "torch.optim:NoSuch"]))]
+                                                              "os:getcwd", "a:b", ":", "torch.optim:NoSuch",
+                                                              ".:Adam", "os.:x"]))]
         if data.draw(st.booleans()):
             args += ["--freeze", data.draw(NASTY_REGEX)]
         if data.draw(st.booleans()):
@@ -986,6 +987,15 @@ FOUND = [
                  ["events", "replay", "{d}/run", "-o", "{d}/out", "--rate", "1e-300"], id="replay-rate-tiny"),
     pytest.param({"run/events.out.tfevents.1.x": TBX},
                  ["events", "replay", "{d}/run", "-o", "{d}/out", "--rate", "nan"], id="replay-rate-nan"),
+    pytest.param({"m.py": TINY_MODELS.encode()},
+                 ["oom", "estimate", "{d}/m.py:scale", "--input", "3x8x8", "--batch", "2", "--gpu", "A100-80GB",
+                  "--no-remedies", "--freeze", "a{4294967296}"], id="oom-freeze-huge-repeat"),
+    pytest.param({"m.py": TINY_MODELS.encode()},
+                 ["oom", "estimate", "{d}/m.py:scale", "--input", "3x8x8", "--batch", "2", "--gpu", "A100-80GB",
+                  "--no-remedies", "--optimizer", ":"], id="oom-optimizer-empty-module"),
+    pytest.param({"m.py": TINY_MODELS.encode()},
+                 ["oom", "estimate", "{d}/m.py:scale", "--input", "3x8x8", "--batch", "2", "--gpu", "A100-80GB",
+                  "--no-remedies", "--optimizer", ".:Adam"], id="oom-optimizer-relative-module"),
     pytest.param({"big.jsonl": b'{"step": 1, "mse": 1' + b"0" * 400 + b', "mae": 0.1}\n'},
                  ["metrics-check", "{d}/big.jsonl"], id="jsonl-int-beyond-float"),
     pytest.param({"deep.json": b'{"psnr": ' + b"[" * 5000 + b"]" * 5000 + b"}"},
