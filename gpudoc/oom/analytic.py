@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -213,11 +214,20 @@ def load_keras(source: Any, input_spec: str | None) -> Any:
                 return source(shape)
             except ValueError as exc:  # Keras applications check the input size
                 raise _layer_error(None, input_spec or "", exc) from None
+        if source.endswith(".keras") and not zipfile.is_zipfile(source):
+            raise InputError(f"{source}: not a .keras archive (a zip file): cut off, or another format",
+                             "save it again with model.save('model.keras')")
         try:
             model = keras.models.load_model(source, compile=False)
         except Exception as exc:  # the user's file: anything Keras raises on it, in one line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(f"{source}: cannot load this Keras model ({type(exc).__name__}: {first})") from None
+        saved = model.input_shape[1:] if isinstance(model.input_shape, tuple) else None
+        if shape is not None and saved and len(saved) == len(shape) and saved[-1] is not None \
+                and saved[-1] != shape[-1]:
+            dims = "x".join("?" if d is None else str(d) for d in saved)
+            raise InputError(f"--input {input_spec}: the model takes {saved[-1]} channels last ({dims}), "
+                             f"not {shape[-1]}", "Keras inputs are HxWxC, e.g. 224x224x3")
         if shape is not None and tuple(model.input_shape[1:]) != shape:
             try:
                 model = keras.models.clone_model(model, input_tensors=keras.Input(shape))

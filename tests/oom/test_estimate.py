@@ -103,3 +103,29 @@ def test_data_dependent_models_fall_back_to_the_analytic_estimate() -> None:
     assert e.method == "analytic" and "cannot run on fake tensors" in e.notes[0]
     assert e.breakdown["parameters"] == (64 * 64 + 64) * 4 and e.breakdown["optimizer state"] == 2 * e.breakdown[
         "gradients"]
+
+
+def test_precisions_a_device_cannot_run_are_refused_or_never_proposed() -> None:
+    from gpudoc.errors import InputError
+    from gpudoc.oom.devices import Device, check_precision, supports
+
+    unknown = dataclasses.replace(find_device("A100-80GB"), name="NVIDIA A777", capability=None)
+    assert supports(unknown, "bf16") is None and supports(unknown, "amp") is True
+    assert "compute capability of NVIDIA A777 is unknown" in (check_precision(unknown, "bf16") or "")
+    tpu: Device = find_device("TPU-v3-core")
+    assert check_precision(tpu, "bf16") is None
+    with pytest.raises(InputError, match="TPU-v3-core computes in bf16, not fp16"):
+        check_precision(tpu, "amp")
+    assert check_precision(find_device("H100"), "bf16") is None
+
+    def two_layers() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+
+    def on(device: Device) -> set[str]:
+        def run(cfg: TraceConfig) -> Estimate:
+            return estimate("m", two_layers, cfg, device)
+
+        return {r.name for r in remedies(run(TraceConfig(8, "64")), run, None, device=device)}
+
+    assert "bf16" in on(find_device("A100-40GB")) and "amp" in on(find_device("A100-40GB"))
+    assert "bf16" not in on(unknown) and "bf16" not in on(T4) and "amp" in on(T4)

@@ -65,3 +65,16 @@ def test_accumulation_and_checkpointing_are_not_silently_ignored() -> None:
     checkpointed = keras_estimate("small", small(), TraceConfig(32, "8", checkpointing=True), V100)
     assert checkpointed.breakdown == e.breakdown
     assert "--checkpointing had no effect: the analytic estimate does not model it" in checkpointed.notes
+
+
+def test_a_channels_first_input_or_a_cut_off_file_is_refused(tmp_path: Path) -> None:
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    with pytest.raises(InputError, match=r"--input 3x32x32: the model takes 3 channels last \(32x32x3\), not 32"):
+        load_keras(str(path), "3x32x32")  # CHW, as for torch: would rebuild the model with 32 channels
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(InputError, match="not a .keras archive"):
+        load_keras(str(cut), None)
