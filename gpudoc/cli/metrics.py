@@ -22,12 +22,35 @@ if TYPE_CHECKING:
 _RANGES = ["auto", "1", "2", "255", "65535"]
 
 
-def _reported(path: Path) -> tuple[dict[str, float], dict[str, float], list[Record]]:
-    """The last value of each metric in a log (test, then val, then train split), its rounding,
-    and the log's records."""
+def _read(path: Path, salvage: bool) -> tuple[list[Record], list[tuple[str, str]]]:
+    """A log's records and, with ``salvage``, what was skipped of its event files; a damaged
+    or cut-off event file is unreadable input (exit 2) otherwise."""
+    from gpudoc.events.records import CorruptRecord
     from gpudoc.metrics.logs import read_log
 
-    records = read_log(path)
+    damage: list[tuple[str, str]] = []
+    try:
+        return read_log(path, salvage, damage), damage
+    except CorruptRecord as exc:
+        raise InputError(exc.message, exc.fix) from None
+
+
+def _log_rules(path: Path, records: list[Record], source: str, checked: set[str], damage: list[tuple[str, str]],
+               findings: list[Any]) -> dict[str, str | None]:
+    """Each log rule: None when ``checked``, else why it could not apply; for event files also
+    ``log-damaged``, whose findings (what --salvage skipped of ``source``) join ``findings``."""
+    from gpudoc.metrics.lint import DAMAGE_RULE, NOT_APPLICABLE, RULES, damage_finding
+
+    rules: dict[str, str | None] = {r: None if r in checked else NOT_APPLICABLE[r] for r in RULES}
+    if records and records[0].line is None and (path.is_dir() or "tfevents" in path.name):
+        rules.update(dict.fromkeys(DAMAGE_RULE))
+        findings.extend(damage_finding(s, skipped) for s, skipped in damage if s == source)
+    return rules
+
+
+def _reported(records: list[Record], path: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """The last value of each metric in a log's records (test, then val, then train split) and
+    its rounding."""
     latest: dict[str, dict[str, Any]] = {}
     for record in records:
         for name, value in record.values.items():
@@ -35,7 +58,7 @@ def _reported(path: Path) -> tuple[dict[str, float], dict[str, float], list[Reco
     for split in ("test", "val", "train"):
         if latest.get(split):
             chosen = latest[split]
-            return {k: v.value for k, v in chosen.items()}, {k: v.rounding for k, v in chosen.items()}, records
+            return {k: v.value for k, v in chosen.items()}, {k: v.rounding for k, v in chosen.items()}
     raise InputError(f"{path}: no metric found (mae, mse, rmse, psnr, ssim, ms_ssim)",
                      'give a log or a JSON object such as {"psnr": 31.2, "ssim": 0.91}')
 
@@ -43,8 +66,9 @@ def _reported(path: Path) -> tuple[dict[str, float], dict[str, float], list[Reco
 @click.command("metrics-check")
 @click.argument("logs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--range", "range_", type=click.Choice(_RANGES), default="auto", show_default=True,
-              help="The data range the metrics should be at (255 for 8-bit images); auto infers it from the "
-              "numbers (logs) or the dtype (images) and says so.")
+              help="The data range the metrics should be at (255 for 8-bit images). auto declares none for logs "
+              "(MSE < MAE points to [0,1]) and infers it from the target's dtype and values for images, saying "
+              "which.")
 @click.option("--pred", type=click.Path(path_type=Path), help="Predicted images: a file or a directory.")
 @click.option("--target", type=click.Path(path_type=Path), help="Target images, matched to --pred by name.")
 @click.option("--reported", type=click.Path(path_type=Path),
@@ -96,7 +120,7 @@ def metrics_check(logs: tuple[Path, ...], range_: str, pred: Path | None, target
     extra: dict[str, Any]
     if pred is not None and target is not None:
         report, extra = _compute(pred, target, reported, declared, y_channel=y_channel, crop_border=crop_border,
-                                 ssim_preset=ssim_preset, ms_ssim=with_ms_ssim)
+                                 ssim_preset=ssim_preset, ms_ssim=with_ms_ssim, salvage=salvage)
     else:
         report, extra = _lint(list(logs), declared, salvage)
     if junit is not None:
@@ -119,18 +143,12 @@ def metrics_check(logs: tuple[Path, ...], range_: str, pred: Path | None, target
 def _lint(logs: list[Path], declared: float | None, salvage: bool) -> tuple[Report, dict[str, Any]]:
     """Each log's records, grouped by the file they came from (a directory gives its event
     files or runs), checked against the rules; a file given twice is checked once."""
-    from gpudoc.events.records import CorruptRecord
-    from gpudoc.metrics.lint import DAMAGE_RULE, NOT_APPLICABLE, RULES, check_records, damage_finding
-    from gpudoc.metrics.logs import read_log
+    from gpudoc.metrics.lint import DAMAGE_RULE, RULES, check_records
     from gpudoc.metrics.report import Report, Subject
 
     findings, subjects, seen = [], [], set()
     for path in logs:
-        damage: list[tuple[str, str]] = []
-        try:
-            records = read_log(path, salvage, damage)
-        except CorruptRecord as exc:  # unreadable input: exit 2, as for every other log format
-            raise InputError(exc.message, exc.fix) from None
+        records, damage = _read(path, salvage)
         if not records:
             raise InputError(f"{path}: no metric values found (mae, mse, rmse, psnr, ssim, loss…)",
                              "is this a Keras log, a CSVLogger file, event files or JSON lines?")
@@ -144,17 +162,13 @@ def _lint(logs: list[Path], declared: float | None, salvage: bool) -> tuple[Repo
             checked: set[str] = set()
             findings.extend(check_records(group, declared, checked))
             names = sorted({n for r in group for n in r.values})
-            rules: dict[str, str | None] = {r: None if r in checked else NOT_APPLICABLE[r] for r in RULES}
-            if group[0].line is None and (path.is_dir() or "tfevents" in path.name):
-                rules.update(dict.fromkeys(DAMAGE_RULE))
-                findings.extend(damage_finding(s, skipped) for s, skipped in damage if s == source)
-            subjects.append(Subject(source, "log", rules, {"input": str(path), "records": len(group),
-                                                           "metrics": names}))
+            subjects.append(Subject(source, "log", _log_rules(path, group, source, checked, damage, findings),
+                                    {"input": str(path), "records": len(group), "metrics": names}))
     range_text = f"{declared:g} (declared)" if declared is not None else "auto: none declared"
     return Report({**RULES, **DAMAGE_RULE}, subjects, findings, {"range": range_text}), {"range": declared}
 
 
-def _compute(pred: Path, target: Path, reported: Path | None, declared: float | None,
+def _compute(pred: Path, target: Path, reported: Path | None, declared: float | None, salvage: bool,
              **options: Any) -> tuple[Report, dict[str, Any]]:
     """The images checked against the range, their metrics computed at it and checked like a
     log's, and the reported numbers (if any) compared with them and checked too."""
@@ -162,7 +176,7 @@ def _compute(pred: Path, target: Path, reported: Path | None, declared: float | 
         metrics_record, summary
     from gpudoc.metrics.images import MetricInputError, RangeWarning
     from gpudoc.metrics.io import load
-    from gpudoc.metrics.lint import NOT_APPLICABLE, RULES, check_records
+    from gpudoc.metrics.lint import DAMAGE_RULE, RULES, check_records
     from gpudoc.metrics.report import Report, Subject
 
     names, p, t = load(pred, target)
@@ -174,7 +188,8 @@ def _compute(pred: Path, target: Path, reported: Path | None, declared: float | 
                          "pass --range (2 for [-1,1] data, 255 for 8-bit, 65535 for 16-bit)") from None
     if declared is None:
         click.echo(f"gpudoc: note: --range auto: computing at {data.data_range:g}, {data.how}", err=True)
-    values, rounding, records = _reported(reported) if reported is not None else ({}, {}, [])
+    records, damage = _read(reported, salvage) if reported is not None else ([], [])
+    values, rounding = _reported(records, reported) if reported is not None else ({}, {})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RangeWarning)
         metrics, mismatches = compare_reported(p, t, values, data_range=data.data_range, rounding=rounding,
@@ -187,12 +202,17 @@ def _compute(pred: Path, target: Path, reported: Path | None, declared: float | 
     if reported is not None:
         compared = any(name in REPORTABLE for name in values)
         checked = set()
+        # The reported log is one input, even an event directory of several runs.
+        for record in records:
+            record.source = str(reported)
+        damage = [(str(reported), skipped) for _, skipped in damage]
         findings += [*mismatches, *check_records(records, data.data_range, checked)]
         reported_rules = {"reported-mismatch": None if compared else "no MAE, MSE, RMSE, PSNR or SSIM reported"}
-        reported_rules.update({r: None if r in checked else NOT_APPLICABLE[r] for r in RULES})
+        reported_rules.update(_log_rules(reported, records, str(reported), checked, damage, findings))
         subjects.append(Subject(str(reported), "reported", reported_rules, {"records": len(records)}))
     range_text = f"{data.data_range:g} ({data.how})"
-    report = Report({**DATA_RULES, **RULES, **REPORTED_RULES}, subjects, findings, {"range": range_text})
+    report = Report({**DATA_RULES, **RULES, **REPORTED_RULES, **DAMAGE_RULE}, subjects, findings,
+                    {"range": range_text})
     extra = {
         "data_range": data.data_range,
         "range_source": data.how,

@@ -178,3 +178,21 @@ def test_a_cut_off_event_file_fails_as_input_or_is_salvaged_with_a_warning(tmp_p
     assert salvaged.code == 0 and salvaged.warnings == {(str(event_file), "log-damaged")}
     (finding,) = salvaged.data["findings"]
     assert "cut off: an incomplete last record" in finding["message"] and finding["file"] == str(event_file)
+
+
+def test_a_reported_logdir_of_several_runs_is_one_input(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    target = rng.integers(0, 256, (2, 24, 24)).astype(np.uint8)
+    np.save(tmp_path / "pred.npy", np.clip(target + rng.normal(0, 6, target.shape), 0, 255).astype(np.uint8))
+    np.save(tmp_path / "target.npy", target)
+    write_events(tmp_path / "eval" / "train", "train", [{"psnr": 90.0, "mse": 0.5}])
+    event_file = write_events(tmp_path / "eval" / "validation", "val", [{"psnr": 80.0}, {"psnr": 81.0}])
+    with event_file.open("r+b") as handle:
+        handle.truncate(event_file.stat().st_size - 5)
+    args = ["--pred", str(tmp_path / "pred.npy"), "--target", str(tmp_path / "target.npy"), "--range", "255",
+            "--reported", str(tmp_path / "eval"), "--salvage"]
+    result = reports(args, tmp_path / "report.xml")
+    reported = str(tmp_path / "eval")
+    assert [f["file"] for f in result.data["files"]] == [str(tmp_path / "pred.npy"), reported]
+    assert {(reported, "reported-mismatch"), (reported, "log-damaged"), (reported, "psnr-implausible")} <= \
+        result.warnings and result.data["reported"] == {"psnr": 80.0}  # step 1 was cut off
