@@ -43,7 +43,10 @@ class GpuDevice:
     Memory in bytes, utilisation and fan in percent, temperature in °C, power in watts,
     clocks in MHz, PCIe throughput in bytes/s. ``minor_number`` is N in the GPU's device
     file ``/dev/nvidiaN`` (not always equal to ``index``). ``error`` is set (and the readings are ``NA``)
-    when the device could not be read at all, e.g. it fell off the bus.
+    when the device could not be read at all, e.g. it fell off the bus. ``processes_error`` is
+    set when NVML could not list the GPU's processes (not supported, not permitted): then
+    ``processes`` holds what the other lists gave and is not the whole truth — an unlisted
+    process may still own a context there.
     """
 
     index: int
@@ -65,6 +68,7 @@ class GpuDevice:
     pcie_tx: int | NotAvailable = NA
     pcie_rx: int | NotAvailable = NA
     processes: tuple[GpuProcess, ...] = ()
+    processes_error: str | None = None
     error: str | None = None
 
 

@@ -12,9 +12,15 @@ from gpudoc.gpu.backend import GpuBackend
 from gpudoc.bounded import BoundedCaller
 from gpudoc.gpu.errors import (
     FIELD_UNAVAILABLE_CODES,
-    BackendTimeout,
     NVML_ERROR_DRIVER_NOT_LOADED,
+    NVML_ERROR_GPU_IS_LOST,
+    NVML_ERROR_GPU_NOT_FOUND,
+    NVML_ERROR_LIB_RM_VERSION_MISMATCH,
+    NVML_ERROR_LIBRARY_NOT_FOUND,
+    NVML_ERROR_RESET_REQUIRED,
+    NVML_ERROR_TIMEOUT,
     NVML_ERROR_UNINITIALIZED,
+    BackendTimeout,
     GpuError,
     NoDevices,
     map_nvml_error,
@@ -27,6 +33,11 @@ T = TypeVar("T")
 # PIDs that garbage or mismatched bindings report; never real processes.
 _IMPOSSIBLE_PIDS = frozenset({0, 0xFFFFFFFF})
 _UNAVAILABLE_U64 = 0xFFFFFFFFFFFFFFFF
+# Codes that fail the whole device (or NVML) rather than one process list.
+_DEVICE_FAILURE_CODES = frozenset({
+    NVML_ERROR_UNINITIALIZED, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_TIMEOUT, NVML_ERROR_LIBRARY_NOT_FOUND,
+    NVML_ERROR_GPU_IS_LOST, NVML_ERROR_RESET_REQUIRED, NVML_ERROR_LIB_RM_VERSION_MISMATCH, NVML_ERROR_GPU_NOT_FOUND,
+})
 _PROCESS_LISTS = (
     (ProcessType.COMPUTE, "nvmlDeviceGetComputeRunningProcesses"),
     (ProcessType.GRAPHICS, "nvmlDeviceGetGraphicsRunningProcesses"),
@@ -50,6 +61,16 @@ def _cuda_version(encoded: int) -> str:
     """NVML encodes CUDA 12.4 as 12040."""
     encoded = int(encoded)
     return f"{encoded // 1000}.{encoded % 1000 // 10}"
+
+
+def _unread_lists(unread: dict[str, list[str]]) -> str | None:
+    """``process list unavailable (Not Supported)`` when every list failed alike, else each
+    failed list named (``mps: Not Supported``); None when every list was read."""
+    if not unread:
+        return None
+    if len(unread) == 1 and len(next(iter(unread.values()))) == len(_PROCESS_LISTS):
+        return f"process list unavailable ({next(iter(unread))})"
+    return "process list unavailable (" + "; ".join(f"{', '.join(k)}: {why}" for why, k in unread.items()) + ")"
 
 
 def _merge_type(old: ProcessType, new: ProcessType) -> ProcessType:
@@ -173,6 +194,7 @@ class NvmlBackend(GpuBackend):
         limit = opt(nv.nvmlDeviceGetEnforcedPowerLimit, handle)
         tx = opt(nv.nvmlDeviceGetPcieThroughput, handle, nv.NVML_PCIE_UTIL_TX_BYTES)
         rx = opt(nv.nvmlDeviceGetPcieThroughput, handle, nv.NVML_PCIE_UTIL_RX_BYTES)
+        processes, processes_error = self._read_processes(index, handle)
         return GpuDevice(
             index=index,
             name=na_map(name, _text),
@@ -192,22 +214,28 @@ class NvmlBackend(GpuBackend):
             clock_memory=opt(nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_MEM),
             pcie_tx=na_map(tx, lambda kib: kib * 1024),
             pcie_rx=na_map(rx, lambda kib: kib * 1024),
-            processes=self._read_processes(index, handle),
+            processes=processes,
+            processes_error=processes_error,
         )
 
-    def _read_processes(self, index: int, handle: Any) -> tuple[GpuProcess, ...]:
-        """Compute, graphics and MPS lists merged per PID; impossible PIDs dropped."""
+    def _read_processes(self, index: int, handle: Any) -> tuple[tuple[GpuProcess, ...], str | None]:
+        """Compute, graphics and MPS lists merged per PID, impossible PIDs dropped, and why a
+        list could not be read (None when all were): an unreadable list means "unknown", never
+        "no process". A lost GPU or driver still fails the whole device."""
         found: dict[int, GpuProcess] = {}
+        unread: dict[str, list[str]] = {}  # why → the lists it stopped
         for kind, fn_name in _PROCESS_LISTS:
             fn = getattr(self._nvml, fn_name, None)
             if fn is None:
+                unread.setdefault("not in this pynvml", []).append(kind.value)
                 continue
             try:
                 entries = fn(handle)
             except self._nvml.NVMLError as exc:
-                if int(exc.value) in FIELD_UNAVAILABLE_CODES:
-                    continue
-                raise
+                if int(exc.value) in _DEVICE_FAILURE_CODES:
+                    raise
+                unread.setdefault(str(exc) or f"code {int(exc.value)}", []).append(kind.value)
+                continue
             for entry in entries:
                 pid = int(entry.pid)
                 if pid in _IMPOSSIBLE_PIDS or pid > self._pid_max:
@@ -222,4 +250,4 @@ class NvmlBackend(GpuBackend):
                     found[pid] = GpuProcess(pid, index, _merge_type(old.type, kind), merged_memory)
                 else:
                     found[pid] = GpuProcess(pid, index, kind, memory)
-        return tuple(sorted(found.values(), key=lambda p: p.pid))
+        return tuple(sorted(found.values(), key=lambda p: p.pid)), _unread_lists(unread)

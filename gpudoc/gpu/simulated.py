@@ -20,7 +20,9 @@ Scenario fields (JSON or YAML; times in seconds since the scenario started):
   library_not_found, driver_not_loaded, driver_library_mismatch, no_permission),
   ``gpu_lost`` (``gpu``), ``hang`` (``gpu``, ``seconds``: each call blocks that long),
   ``garbage_pids`` and ``vanished_pids`` (``gpu``, ``pids``: NVML lists them with
-  ``memory_mib``).
+  ``memory_mib``), ``process_list_unavailable`` (``gpu``, ``error``: not_supported, the
+  default, or no_permission: NVML answers that for the GPU's process lists, as on old
+  GeForce cards or under MIG without root).
 - ``loop_s``: with the real clock, the scenario restarts after this many seconds.
 """
 
@@ -60,7 +62,10 @@ _INIT_ERRORS = {
     "driver_library_mismatch": NVML_ERROR_LIB_RM_VERSION_MISMATCH,
     "no_permission": NVML_ERROR_NO_PERMISSION,
 }
-_FAULT_KINDS = frozenset({"init_failure", "gpu_lost", "hang", "garbage_pids", "vanished_pids"})
+_LIST_ERRORS = {"not_supported": NVML_ERROR_NOT_SUPPORTED, "no_permission": NVML_ERROR_NO_PERMISSION}
+_FAULT_KINDS = frozenset(
+    {"init_failure", "gpu_lost", "hang", "garbage_pids", "vanished_pids", "process_list_unavailable"}
+)
 _PROCESS_TYPES = ("compute", "graphics", "mps")
 _SIGNAL_FIELDS = (
     "utilization",
@@ -308,6 +313,8 @@ def _parse_fault(raw: Any, gpus: int, where: str) -> Fault:
         raise ScenarioError(f"{where}.kind: expected one of {', '.join(sorted(_FAULT_KINDS))}")
     if kind == "init_failure" and raw.get("error") not in _INIT_ERRORS:
         raise ScenarioError(f"{where}.error: expected one of {', '.join(_INIT_ERRORS)}")
+    if kind == "process_list_unavailable" and raw.get("error", "not_supported") not in _LIST_ERRORS:
+        raise ScenarioError(f"{where}.error: expected one of {', '.join(_LIST_ERRORS)}")
     needs_gpu = kind != "init_failure"
     until = raw.get("until_s")
     pids = raw.get("pids", [])
@@ -318,7 +325,7 @@ def _parse_fault(raw: Any, gpus: int, where: str) -> Fault:
         from_s=_number(raw.get("from_s", 0.0), f"{where}.from_s"),
         until_s=None if until is None else _number(until, f"{where}.until_s"),
         gpu=_gpu_index(raw.get("gpu"), gpus, where) if needs_gpu else None,
-        error=raw.get("error"),
+        error=raw.get("error", "not_supported" if kind == "process_list_unavailable" else None),
         seconds=_number(raw.get("seconds", 0.0), f"{where}.seconds"),
         pids=tuple(pids),
         memory_mib=_number(raw.get("memory_mib", 0.0), f"{where}.memory_mib"),
@@ -536,6 +543,8 @@ class SimulatedNvml:
 
     def _listed(self, handle: int, kind: str) -> list[SimpleNamespace]:
         _, t = self._gpu(handle)
+        for fault in self._faults("process_list_unavailable", t, handle):
+            raise pynvml.NVMLError(_LIST_ERRORS[fault.error or "not_supported"])
         listed = [
             SimpleNamespace(pid=p.pid, usedGpuMemory=int(max(0.0, p.memory_mib.at(t)) * MIB))
             for p in self._processes_at(handle, t) if p.type == kind

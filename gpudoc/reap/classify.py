@@ -85,7 +85,8 @@ class HolderReport:
     """One device holder (or NVML-listed PID) with its facts, verdict and reason.
 
     ``start_time`` is seconds since the epoch, ``age`` seconds; ``gpu_memory`` is the sum
-    NVML reports over its GPUs in bytes; ``in_nvml`` is NA when NVML could not be asked;
+    NVML reports over its GPUs in bytes; ``in_nvml`` is NA when NVML could not be asked, or
+    could not list the processes of a GPU it holds, and it is not listed elsewhere;
     ``cpu_percent`` covers the sampling window (NA when the holder was not sampled);
     ``start_ticks`` identifies the process across PID reuse; ``unchecked`` names what an
     unconfirmed holder's verdict could not check (``cuda-context``, ``cpu``).
@@ -249,7 +250,9 @@ class Inspector:
                 if isinstance(device.memory_used, int):
                     memory_used[device.index] = device.memory_used
                 if device.error:
-                    unlisted[device.index] = device.error
+                    unlisted[device.index] = f"GPU {device.index} could not be read: {device.error}"
+                elif device.processes_error:
+                    unlisted[device.index] = f"GPU {device.index}: {device.processes_error}"
                 for process in device.processes:
                     listed.setdefault(process.pid, []).append(process)
         holders = {h.pid: h for h in scan.holders}
@@ -464,7 +467,7 @@ class Inspector:
     def _context_unknown(self, f: _Facts) -> str | None:
         """Why NVML's list cannot tell whether this holder owns a CUDA context, or None: NVML
         was not asked, or a GPU it holds (or, holding no GPU's own file, any GPU) could not
-        be read."""
+        be read or would not list its processes."""
         if self._no_nvml is not None:
             return self._no_nvml
         if not self._unlisted:
@@ -473,7 +476,7 @@ class Inspector:
         unread = sorted(set(self._unlisted) & gpus) if gpus else sorted(self._unlisted)
         if not unread:
             return None
-        return "; ".join(f"GPU {g} could not be read: {self._unlisted[g]}" for g in unread)
+        return "; ".join(self._unlisted[g] for g in unread)
 
     def _alive_reason(self, f: _Facts) -> str:
         stat, parent = f.stat, f.parent
@@ -514,7 +517,7 @@ class Inspector:
             mapped_only=holder.mapped_only,
             thread_only=holder.thread_only,
             gpu_memory=_memory(f.listed),
-            in_nvml=bool(f.listed) if nvml else NA,
+            in_nvml=True if f.listed else NA if not nvml or self._context_unknown(f) else False,
             cpu_percent=f.cpu_percent,
             namespace=self._namespace(holder),
             start_ticks=stat.start_ticks,

@@ -65,7 +65,7 @@ def fake_gpus(monkeypatch: pytest.MonkeyPatch) -> dict:
     p(pynvml, "nvmlDeviceGetPcieThroughput", lambda h, c: 100 if c == pynvml.NVML_PCIE_UTIL_TX_BYTES else 300)
     p(pynvml, "nvmlDeviceGetComputeRunningProcesses", lambda h: state["compute"][h])
     p(pynvml, "nvmlDeviceGetGraphicsRunningProcesses", lambda h: state["graphics"][h])
-    p(pynvml, "nvmlDeviceGetMPSComputeRunningProcesses", _raise(pynvml.NVML_ERROR_NOT_SUPPORTED))
+    p(pynvml, "nvmlDeviceGetMPSComputeRunningProcesses", lambda h: [])
     return state
 
 
@@ -99,6 +99,47 @@ def test_impossible_pids_are_discarded(fake_gpus: dict) -> None:
     with NvmlBackend(pid_max=4_194_304) as backend:
         procs = backend.device(0).processes
     assert [(p.pid, p.used_memory) for p in procs] == [(77, NA)]
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (pynvml.NVML_ERROR_NOT_SUPPORTED, "compute: Not Supported"),
+        (pynvml.NVML_ERROR_NO_PERMISSION, "compute: Insufficient Permissions"),
+        (pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, "compute: Function Not Found"),
+        (pynvml.NVML_ERROR_UNKNOWN, "compute: Unknown Error"),
+    ],
+)
+def test_a_process_list_nvml_cannot_give_is_unknown_not_empty(
+    fake_gpus: dict, monkeypatch: pytest.MonkeyPatch, code: int, words: str
+) -> None:
+    original = pynvml.nvmlDeviceGetComputeRunningProcesses
+    monkeypatch.setattr(
+        pynvml, "nvmlDeviceGetComputeRunningProcesses", lambda h: _raise(code)(h) if h == 1 else original(h)
+    )
+    with NvmlBackend() as backend:
+        snap = backend.snapshot()
+    healthy, unlisted = snap.devices
+    assert healthy.processes_error is None and [p.pid for p in healthy.processes] == [4242]
+    assert unlisted.error is None and unlisted.name == "NVIDIA A100-SXM4-80GB", "the readings are kept"
+    assert unlisted.processes == () and words in (unlisted.processes_error or "")
+
+
+def test_an_unreadable_mps_or_graphics_list_keeps_what_the_others_listed(
+    fake_gpus: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMPSComputeRunningProcesses", _raise(pynvml.NVML_ERROR_NOT_SUPPORTED))
+    with NvmlBackend() as backend:
+        gpu = backend.device(0)
+    assert [p.pid for p in gpu.processes] == [4242]
+    assert gpu.processes_error == "process list unavailable (mps: Not Supported)"
+
+
+def test_a_gpu_lost_while_listing_processes_fails_the_device(fake_gpus: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetGraphicsRunningProcesses", _raise(pynvml.NVML_ERROR_GPU_IS_LOST))
+    with NvmlBackend() as backend:
+        snap = backend.snapshot()
+    assert all("is lost" in (d.error or "") and d.processes_error is None for d in snap.devices)
 
 
 def test_compute_and_graphics_entries_merge(fake_gpus: dict) -> None:

@@ -117,6 +117,26 @@ def test_garbage_pids_dropped_vanished_pids_kept() -> None:
     assert gpu.memory_used == (100 + 1000 + 50 + 1135) * MIB
 
 
+def test_a_process_list_nvml_will_not_give_is_unavailable_not_empty() -> None:
+    faults = [{"kind": "process_list_unavailable", "gpu": 0, "from_s": 1, "until_s": 2},
+              {"kind": "process_list_unavailable", "gpu": 1, "error": "no_permission"}]
+    clock = ManualClock(0)
+    backend = SimulatedBackend(_scenario(faults=faults), clock=clock)
+    assert backend.device(0).processes_error is None and len(backend.device(0).processes) == 2
+    assert backend.device(1).processes_error == "process list unavailable (Insufficient Permissions)"
+    clock.advance(1)
+    gpu = backend.device(0)
+    assert gpu.processes == () and gpu.processes_error == "process list unavailable (Not Supported)"
+    assert gpu.error is None and gpu.memory_used == (100 + 1000 + 50) * MIB, "the readings are kept"
+    clock.advance(1)
+    assert backend.device(0).processes_error is None
+
+
+def test_the_faults_scenario_ends_with_a_process_list_that_cannot_be_read() -> None:
+    devices = SimulatedBackend("faults", clock=ManualClock(35)).snapshot().devices
+    assert devices[0].processes_error is None and "Insufficient Permissions" in (devices[1].processes_error or "")
+
+
 def test_hang_fault_is_bounded() -> None:
     backend = SimulatedBackend(
         _scenario(faults=[{"kind": "hang", "gpu": 0, "seconds": 2}]), clock=ManualClock(0), timeout=0.1
@@ -142,6 +162,8 @@ def test_signals() -> None:
         ({"processes": [{"pid": 1, "gpu": 5}]}, "processes[0].gpu: expected a GPU index in 0..1"),
         ({"faults": [{"kind": "meltdown"}]}, "faults[0].kind: expected one of"),
         ({"faults": [{"kind": "init_failure", "error": "oops"}]}, "faults[0].error: expected one of"),
+        ({"faults": [{"kind": "process_list_unavailable", "gpu": 0, "error": "oops"}]},
+         "faults[0].error: expected one of not_supported, no_permission"),
         ({"colour": "red"}, "unknown keys ['colour']"),
         ({"gpus": [{"name": "x", "memory_total_mib": 1, "utilization": [[5, 1], [1, 2]]}]}, "must not decrease"),
     ],

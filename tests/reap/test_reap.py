@@ -256,6 +256,24 @@ def test_holder_of_a_lost_gpu_is_unconfirmed(dev: Path, spawn: Spawner) -> None:
     assert code == 1 and alive(on_lost)
 
 
+@pytest.mark.parametrize("error", ["not_supported", "no_permission"])
+def test_holder_of_a_gpu_whose_process_list_nvml_will_not_give_is_unconfirmed(
+    dev: Path, spawn: Spawner, error: str
+) -> None:
+    unlisted = orphaned_worker(spawn, dev, files=("nvidiactl", "nvidia1"))
+    listed = orphaned_worker(spawn, dev, files=("nvidiactl", "nvidia0"))
+    scenario = nvml(dev, faults=[{"kind": "process_list_unavailable", "gpu": 1, "error": error}])
+    code, rows, _ = reap(dev, "--yes", simulate=scenario)
+    row = rows[unlisted]
+    assert row["verdict"] == "unconfirmed" and row["unchecked"] == ["cuda-context"] and row["in_nvml"] is None
+    assert "CUDA context unknown (GPU 1: process list unavailable (" in row["reason"]
+    assert "not in NVML's list" not in row["reason"] and row["outcome"] == "none"
+    assert rows[listed]["outcome"] == "ended" and not alive(listed)
+    assert code == 1 and alive(unlisted)
+    code, rows, _ = reap(dev, "--yes", "--without-nvml", simulate=scenario)
+    assert code == 0 and rows[unlisted]["outcome"] == "ended" and not alive(unlisted)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="--user for another user needs root")
 def test_user_lists_only_that_users_holders(dev: Path, spawn: Spawner) -> None:
     worker = orphaned_worker(spawn, dev)
