@@ -171,7 +171,7 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
     whose first value (which carries its metadata) is cut gets that metadata on its first
     kept value. Run-level data (what TensorBoard shows per run: graphs, Keras's model, hparams
     sessions and each session metric's last value) is kept. Output is verified before it
-    replaces anything; a damaged or cut-off input is an error (exit 1) unless --salvage.
+    replaces anything; a damaged or cut-off input is an error (exit 2) unless --salvage.
     """
     from gpudoc.events import TrimSpec, discover, parse_steps, trim
     from gpudoc.events.discover import output_directory
@@ -249,7 +249,7 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
                    salvage: bool, force: bool, as_json: bool) -> int:
     """Every value as a long table: run, tag, kind, step, wall_time, value — never sampled.
 
-    A damaged or cut-off input file is an error naming the byte offset (exit 1) unless
+    A damaged or cut-off input file is an error naming the byte offset (exit 2) unless
     --salvage. When the table goes to stdout, the summary (and --json) goes to stderr.
     """
     from gpudoc.events import discover
@@ -346,7 +346,7 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
 
     Each RUN is a run directory (or event file); a logdir of several runs is refused unless
     --run names the ones to merge. Overlapping (tag, step) pairs are refused (exit 2) unless
-    --overlap chooses; a damaged or cut-off input is an error (exit 1) unless --salvage.
+    --overlap chooses; a damaged or cut-off input is an error (exit 2) unless --salvage.
     """
     from gpudoc.events.discover import output_directory
     from gpudoc.events.merge import merge
@@ -395,7 +395,7 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
     into a new directory in real time, byte for byte, so a dashboard (or gpudoc's own tailing
     reader) watches it as if it were live.
 
-    A damaged or cut-off input is an error before anything is written (exit 1) unless --salvage.
+    A damaged or cut-off input is an error before anything is written (exit 2) unless --salvage.
     """
     from gpudoc.events import discover, parse_steps
     from gpudoc.events.discover import output_directory

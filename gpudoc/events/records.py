@@ -41,9 +41,11 @@ def frame(data: bytes) -> bytes:
 
 
 class CorruptRecord(GpudocError):
-    """A record failed its length or data CRC (or its length is impossible)."""
+    """A record failed its length or data CRC (or its length is impossible), or the file is
+    cut off: input the command cannot use as it is (exit 2; ``events info`` reports it as a
+    finding instead)."""
 
-    exit_code = ExitCode.FINDINGS
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

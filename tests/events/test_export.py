@@ -164,10 +164,10 @@ def test_a_cut_off_input_is_an_error_unless_salvaged(tbx: Path, tmp_path: Path) 
     size = source.stat().st_size
     source.write_bytes(source.read_bytes()[:-7])
     code, _, err = gpudoc("export", str(tbx), "-o", str(tmp_path / "t.csv"))
-    assert code == 1 and "incomplete record" in err and "at byte" in err and "--salvage" in err
+    assert code == 2 and "incomplete record" in err and "at byte" in err and "--salvage" in err
     assert not (tmp_path / "t.csv").exists()
     result = run_gpudoc("export", str(tbx), "-o", "-")
-    assert result.returncode == 1 and result.stdout == "" and "incomplete record" in result.stderr
+    assert result.returncode == 2 and result.stdout == "" and "incomplete record" in result.stderr
     code, out, err = gpudoc("export", str(tbx), "-o", str(tmp_path / "t.csv"), "--salvage", "--json")
     (damage,) = json.loads(out)["damage"]
     assert code == 0 and damage["end"] == size - 7 and damage["file"] == str(source)

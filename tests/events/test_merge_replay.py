@@ -139,7 +139,7 @@ def test_a_cut_off_input_fails_merge_and_replay_unless_salvaged(tmp_path: Path) 
     runs = (str(tmp_path / "first"), str(tmp_path / "resumed"))
     for dest, command in ((tmp_path / "m", ["merge", *runs]), (tmp_path / "r", ["replay", runs[1], "--rate", "1e5"])):
         code, _, err = gpudoc(*command, "-o", str(dest))
-        assert code == 1 and f"{file}: ends in an incomplete record" in err and "--salvage" in err, err
+        assert code == 2 and f"{file}: ends in an incomplete record" in err and "--salvage" in err, err
         assert not dest.exists()
         code, out, err = gpudoc(*command, "-o", str(dest), "--salvage", "--json")
         (damage,) = json.loads(out)["damage"]

@@ -51,7 +51,7 @@ def test_a_flipped_bit_is_reported_with_its_offset_and_salvage_skips_it(tbx: Pat
     code, out, _ = gpudoc("info", str(tbx), "--json")
     assert code == 1 and any(f["damage"] for run in json.loads(out) for f in run["files"])
     code, _, err = gpudoc("trim", str(tbx), "-o", str(tmp_path / "out"), "--steps", "1:50")
-    assert code == 1 and f"at byte {offsets[100]}" in err and "--salvage" in err
+    assert code == 2 and f"at byte {offsets[100]}" in err and "--salvage" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
     code, _, _ = gpudoc("trim", str(tbx), "-o", str(tmp_path / "saved"), "--steps", "1:50", "--salvage")
     assert code == 0 and any((tmp_path / "saved").rglob("*tfevents*"))
@@ -78,7 +78,7 @@ def test_truncation_is_an_incomplete_record_not_an_error_when_reading(tbx: Path,
     code, out, _ = gpudoc("info", str(path))
     assert code == 1 and f"INCOMPLETE {path.name}: the last {state.partial} bytes (from byte {state.offset})" in out
     code, _, err = gpudoc("trim", str(tbx), "-o", str(tmp_path / "out"))
-    assert code == 1 and "incomplete record" in err
+    assert code == 2 and "incomplete record" in err
     assert not any((tmp_path / "out").rglob("*tfevents*")) if (tmp_path / "out").exists() else True
 
 
@@ -89,7 +89,7 @@ def test_garbage_file_gives_a_clear_error(tmp_path: Path) -> None:
     code, out, _ = gpudoc("info", str(tmp_path / "logs"))
     assert code == 1 and "DAMAGED" in out
     code, _, err = gpudoc("trim", str(tmp_path / "logs"), "-o", str(tmp_path / "out"))
-    assert code == 1 and "record 0 at byte 0: length CRC mismatch" in err
+    assert code == 2 and "record 0 at byte 0: length CRC mismatch" in err
 
 
 def test_tailing_a_growing_file_yields_each_record_once(tmp_path: Path) -> None:
@@ -194,7 +194,7 @@ def test_records_that_are_not_events_are_a_clear_error(tmp_path: Path) -> None:
     for command in (["export", "-o", str(tmp_path / "t.csv")], ["trim", "-o", str(tmp_path / "t"), "--steps", "1:"],
                     ["merge", "-o", str(tmp_path / "m")]):
         code, _, err = gpudoc(command[0], str(run), *command[1:])
-        assert code == 1 and "at byte 0 is not a TensorBoard Event" in err, (command, err)
+        assert code == 2 and "at byte 0 is not a TensorBoard Event" in err, (command, err)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
