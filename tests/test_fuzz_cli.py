@@ -218,15 +218,20 @@ def damaged(draw: st.DrawFn, base: bytes) -> tuple[bytes, str]:
 
 @FUZZ
 @given(data=st.data())
-def test_events_commands_on_damaged_files(event_file: Path, scratch_root: Path, data: st.DataObject) -> None:
-    """info, trim (with and without --salvage), export, merge and replay on a damaged file."""
+def test_events_commands_on_damaged_files(event_file: Path, several_runs: Path, scratch_root: Path,
+                                          data: st.DataObject) -> None:
+    """info, trim (with and without --salvage), export, merge and replay on a damaged file,
+    alone in its run or the second file of a run in a logdir of several."""
     content, how = data.draw(damaged(event_file.read_bytes()))
+    beside = data.draw(st.booleans(), label="in a logdir of several runs")
     with scratch(scratch_root) as folder:
-        run = folder / "logs" / "run"
-        run.mkdir(parents=True)
-        target = run / event_file.name
+        if beside:
+            shutil.copytree(several_runs, folder / "logs")
+        run = folder / "logs" / ("train" if beside else "run")
+        run.mkdir(parents=True, exist_ok=True)
+        target = run / f"{event_file.name}.z"
         target.write_bytes(content)
-        ctx = f"{target} holds {how}"
+        ctx = f"{target} holds {how}" + (f", beside the runs of {several_runs}" if beside else "")
         check(["events", "info", str(target)], ctx)
         check(["events", "info", "--json", str(folder / "logs")], ctx)
         check(["events", "trim", str(run), "-o", str(folder / "trimmed"), "--steps", "1:3"], ctx)
@@ -240,11 +245,38 @@ def test_events_commands_on_damaged_files(event_file: Path, scratch_root: Path, 
         check(["metrics-check", str(run)], ctx)
 
 
-def _event_paths(folder: Path, event_file: Path) -> dict[str, Path]:
+@pytest.fixture(scope="module")
+def several_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tensorboardX logdir of several runs: train (with an image, a PR curve, an hparams
+    session in a sub-run and a purge_step restart in a second file) and validation."""
+    from tensorboardX import SummaryWriter
+
+    logdir = tmp_path_factory.mktemp("fuzz-runs") / "logs"
+    rng = np.random.default_rng(1)
+    train = SummaryWriter(str(logdir / "train"))
+    for step in range(8):
+        train.add_scalar("loss", 1 / (step + 1), step)
+    train.add_image("img", rng.random((3, 4, 4)), 2)
+    train.add_pr_curve("pr", rng.integers(0, 2, 20), rng.random(20), 3)
+    train.add_hparams({"lr": 0.1}, {"hparam/loss": 0.2})
+    train.close()
+    restart = SummaryWriter(str(logdir / "train"), purge_step=5, filename_suffix=".restart")
+    for step in range(5, 10):
+        restart.add_scalar("loss", 2 / (step + 1), step)
+    restart.close()
+    validation = SummaryWriter(str(logdir / "validation"))
+    for step in range(0, 8, 2):
+        validation.add_scalar("loss", 1.5 / (step + 1), step)
+    validation.close()
+    return logdir
+
+
+def _event_paths(folder: Path, event_file: Path, several: Path) -> dict[str, Path]:
     """Paths a user may give where an event file, run or logdir is expected."""
     run = folder / "logdir" / "run"
     run.mkdir(parents=True)
     shutil.copy(event_file, run / event_file.name)
+    shutil.copytree(several, folder / "several")
     (folder / "empty").mkdir()
     (folder / "plain.txt").write_text("not an event file\n")
     (folder / "dir.tfevents" / "events.out.tfevents.1.x").mkdir(parents=True)
@@ -255,12 +287,15 @@ def _event_paths(folder: Path, event_file: Path) -> dict[str, Path]:
         "file": run / event_file.name, "run": run, "logdir": folder / "logdir", "missing": folder / "missing",
         "empty-dir": folder / "empty", "plain": folder / "plain.txt", "dir-named-like-a-file": folder / "dir.tfevents",
         "symlink-loop": folder / "loop", "dangling": folder / "dangling.tfevents", "link-run": folder / "link-run",
-        "dev-null": Path("/dev/null"),
+        "dev-null": Path("/dev/null"), "several-runs": folder / "several",
+        "restarted-run": folder / "several" / "train",
+        "restart-file": next((folder / "several" / "train").glob("*.restart")),
     }
 
 
 PATH_KINDS = st.sampled_from(["file", "run", "logdir", "missing", "empty-dir", "plain", "dir-named-like-a-file",
-                              "symlink-loop", "dangling", "link-run", "dev-null"])
+                              "symlink-loop", "dangling", "link-run", "dev-null", "several-runs", "restarted-run",
+                              "restart-file"])
 KINDS = st.lists(
     st.one_of(st.sampled_from(["scalar", "histogram", "image", "audio", "text", "pr_curve", "tensor", "hparams",
                                "graph", "session_log", "Scalar", "scalars", "", " ", "all", "*"]),
@@ -279,9 +314,10 @@ STEPS = st.one_of(
 
 @FUZZ
 @given(data=st.data())
-def test_events_info_and_trim_options(event_file: Path, scratch_root: Path, data: st.DataObject) -> None:
+def test_events_info_and_trim_options(event_file: Path, several_runs: Path, scratch_root: Path,
+                                      data: st.DataObject) -> None:
     with scratch(scratch_root) as folder:
-        paths = _event_paths(folder, event_file)
+        paths = _event_paths(folder, event_file, several_runs)
         chosen = data.draw(st.lists(PATH_KINDS, min_size=1, max_size=3))
         check(["events", "info", *(str(paths[k]) for k in chosen), *data.draw(st.sampled_from([[], ["--json"]]))])
         args = ["events", "trim", str(paths[data.draw(PATH_KINDS)])]
@@ -301,9 +337,9 @@ def test_events_info_and_trim_options(event_file: Path, scratch_root: Path, data
 
 @FUZZ
 @given(data=st.data())
-def test_events_export_options(event_file: Path, scratch_root: Path, data: st.DataObject) -> None:
+def test_events_export_options(event_file: Path, several_runs: Path, scratch_root: Path, data: st.DataObject) -> None:
     with scratch(scratch_root) as folder:
-        paths = _event_paths(folder, event_file)
+        paths = _event_paths(folder, event_file, several_runs)
         chosen = data.draw(st.lists(PATH_KINDS, min_size=1, max_size=2))
         suffix = data.draw(st.sampled_from([".csv", ".jsonl", ".parquet", ".xlsx", "", ".CSV", ".json", ".tsv"]))
         output = data.draw(st.sampled_from([str(folder / f"table{suffix}"), str(paths["empty-dir"]),
@@ -323,9 +359,10 @@ def test_events_export_options(event_file: Path, scratch_root: Path, data: st.Da
 
 @FUZZ
 @given(data=st.data())
-def test_events_merge_and_replay_options(event_file: Path, scratch_root: Path, data: st.DataObject) -> None:
+def test_events_merge_and_replay_options(event_file: Path, several_runs: Path, scratch_root: Path,
+                                         data: st.DataObject) -> None:
     with scratch(scratch_root) as folder:
-        paths = _event_paths(folder, event_file)
+        paths = _event_paths(folder, event_file, several_runs)
         second = folder / "second" / "run"
         second.mkdir(parents=True)
         shutil.copy(event_file, second / event_file.name)
