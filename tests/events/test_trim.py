@@ -159,6 +159,7 @@ def hparams_table(logdir: Path) -> list[tuple[str, tuple[tuple[str, str, float],
     ("tfhp", "2:3", 2),      # tf.summary + hparams API: the experiment names "accuracy"
     ("keras", "1:1", 1),     # Keras TensorBoard callback + hp.KerasCallback: every scalar is a metric
     ("torchhp", "2:3", 1),   # torch add_hparams: its metric is a scalar at step 0 of the session run
+    ("tbx", "50:60", 1),     # tensorboardX add_hparams, likewise
 ])
 def test_trim_keeps_the_hparams_tables_metric_values(written: dict[str, Path], tmp_path: Path, logdir: str,
                                                      steps: str, metrics: int) -> None:
