@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 from gpudoc.metrics.lint import RULES as METRIC_RULES
 from gpudoc.metrics.lint import Finding, check_record
 from gpudoc.metrics.logs import Record, Value, canonical, parse_number
-from gpudoc.output import format_duration
+from gpudoc.output import format_bytes, format_duration
 from gpudoc.reap.classify import HolderReport, Verdict
 from gpudoc.reap.end import end_processes
 from gpudoc.reap.proc import ProcStat, read_cmdline, read_link
 from gpudoc.reap.scan import scan
 
 if TYPE_CHECKING:
+    from gpudoc.gpu.backend import GpuBackend
     from gpudoc.events.model import TagPlugins
     from gpudoc.events.records import RecordReader
     from gpudoc.train import RunStatus
@@ -466,7 +467,7 @@ class Checks:
         self._pending.clear()
         return found
 
-    def tick(self, alive: bool, members: int, now: float | None = None) -> list[Check]:
+    def tick(self, alive: bool, members: int, now: float | None = None, gpus: str = "") -> list[Check]:
         """The stall check: no new step for ``STALL_FACTOR`` times the recent median step
         interval (and at least ``stall_min`` seconds) while the run's processes live."""
         now = time.monotonic() if now is None else now
@@ -482,7 +483,7 @@ class Checks:
         return self._fire(Check(
             "stall", "warning",
             f"no new step for {_seconds(quiet)} after step {self.max_step} (new steps came every "
-            f"{_seconds(median)} before) while {members} process(es) of the run live",
+            f"{_seconds(median)} before) while {members} process(es) of the run live{gpus}",
             "a hung collective (NCCL), a dataloader deadlock or a stuck file system: 'py-spy dump --pid PID' "
             "shows where each process waits"), f"stall@{self.max_step}")
 
@@ -500,13 +501,57 @@ def _from_finding(finding: Finding) -> Check:
 # ---------------------------------------------------------------- the watch
 
 
+class GpuUse:
+    """The GPU memory NVML reports for the run's processes: the peak of their sum, the GPUs
+    they used, and each used GPU's utilisation and power at the last sample. After a backend
+    error it stops asking (``note`` says why)."""
+
+    def __init__(self, backend: GpuBackend | None) -> None:
+        self.backend = backend
+        self.peak: int | None = None
+        self.gpus: set[int] = set()
+        self.now: dict[int, str] = {}
+        self.note: str | None = None if backend is not None else "no GPU backend"
+
+    def sample(self, pids: Iterable[int]) -> None:
+        if self.backend is None or self.note is not None:
+            return
+        snapshot = self.backend.snapshot()
+        if snapshot.error:
+            self.note = snapshot.error
+            return
+        wanted = set(pids)
+        total = 0
+        self.now = {}
+        for device in snapshot.devices:
+            used = [p.used_memory for p in device.processes if p.pid in wanted]
+            if not used:
+                continue
+            self.gpus.add(device.index)
+            total += sum(m for m in used if isinstance(m, int))
+            util = f"{device.utilization_gpu}%" if isinstance(device.utilization_gpu, int) else "?%"
+            power = f"{device.power_draw:.0f} W" if isinstance(device.power_draw, float | int) else "? W"
+            self.now[device.index] = f"GPU {device.index} {util} {power}"
+        if self.gpus:
+            self.peak = max(self.peak or 0, total)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+    def beside(self) -> str:
+        """``; GPU 0 100% 312 W`` for a message (utilisation reads 100 % on a hung NCCL call)."""
+        return "; " + ", ".join(self.now[i] for i in sorted(self.now)) if self.now else ""
+
+
 class Watch:
     """Everything watched of one run: call :meth:`take_line` from the output thread and
     :meth:`poll` from one place; :meth:`summary` once it has ended."""
 
-    def __init__(self, finder: LogFinder, checks: Checks) -> None:
+    def __init__(self, finder: LogFinder, checks: Checks, backend: GpuBackend | None = None) -> None:
         self.finder = finder
         self.checks = checks
+        self.gpu = GpuUse(backend)
         self.tail = EventTail()
         self.parser = OutputParser()
         self._lines: deque[str] = deque()
@@ -524,9 +569,9 @@ class Watch:
                 # Event files are the record from now on: the values guessed from output lines go.
                 self.checks.series = {k: s for k, s in self.checks.series.items() if s.run != "output"}
 
-    def poll(self, pids: Iterable[int], alive: bool, members: int) -> list[Check]:
+    def poll(self, pids: list[int], alive: bool, members: int) -> list[Check]:
         """New checks from the event files found so far, the output lines since the last
-        poll (only while there are no event files), and the stall check."""
+        poll (only while there are no event files), the run's GPU use and the stall check."""
         with self._lock:
             lines, self._lines = self._lines, deque()
         found: list[Check] = []
@@ -536,7 +581,8 @@ class Watch:
         found += self.checks.feed(points)
         if self.from_output:
             found += self.checks.feed((p for line in lines for p in self.parser.parse(line)), steps_checked=False)
-        found += self.checks.tick(alive, members)
+        self.gpu.sample(pids)
+        found += self.checks.tick(alive, members, gpus=self.gpu.beside())
         return found
 
     def finish(self) -> list[Check]:
@@ -566,7 +612,8 @@ class Watch:
                                    "max" if s.higher_is_better else "min")
                      for s in sorted(checks.series.values(), key=lambda s: s.name)],
             checks=list(checks.raised), check_counts=dict(checks.counts), attempts=attempts,
-            leftovers=list(leftovers),
+            leftovers=list(leftovers), peak_gpu_memory=self.gpu.peak, gpus=sorted(self.gpu.gpus),
+            gpu_note=self.gpu.note,
         )
 
 
@@ -662,6 +709,9 @@ class RunSummary:
     check_counts: dict[str, int]
     attempts: int = 1
     leftovers: list[Leftover] = field(default_factory=list)
+    peak_gpu_memory: int | None = None
+    gpus: list[int] = field(default_factory=list)
+    gpu_note: str | None = None
 
     @property
     def errors(self) -> int:
@@ -685,6 +735,11 @@ class RunSummary:
             best = f"{s.best:.6g} (step {s.best_step})" if s.best is not None else "-"
             last = f"{s.last:.6g}" if s.last is not None else "non-finite"
             out.append(f"  {s.name:<{width}}  last {last} (step {s.last_step})  {s.goal} {best}")
+        if self.peak_gpu_memory is not None:
+            on = ",".join(str(i) for i in self.gpus)
+            out.append(f"  peak GPU memory of its processes {format_bytes(self.peak_gpu_memory)} (GPU {on})")
+        else:
+            out.append(f"  GPU memory of its processes: none seen ({self.gpu_note or 'no GPU use'})")
         for left in self.leftovers:
             out.append(f"  leftover PID {left.pid} ({_short(left.command)}) holding {', '.join(left.devices)}: "
                        + (left.action or "left running (--reap-leftovers ends it)"))

@@ -489,3 +489,22 @@ def test_restarts_start_a_failed_run_again(tmp_path: Path) -> None:
     again.mkdir()
     always = gpudoc_run("--restarts", "1", *python("import sys; sys.exit(5)"), cwd=again)
     assert always.returncode == 5 and "the run failed (exit 5) (attempt 2) after" in always.stderr
+
+
+def test_the_peak_gpu_memory_of_the_runs_processes(tmp_path: Path) -> None:
+    from gpudoc.gpu import SimulatedBackend
+    from gpudoc.runwatch import LogFinder, Watch
+    from gpudoc.train import Run
+
+    run = Run([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        gpus = SimulatedBackend({"name": "test", "gpus": [{"name": "Sim GPU", "memory_total_mib": 16384}] * 2,
+                                 "processes": [{"pid": run.pid, "gpu": 1, "memory_mib": 1536},
+                                               {"pid": 1, "gpu": 0, "memory_mib": 999}]})
+        watch = Watch(LogFinder(None, tmp_path, time.time()), Checks(), gpus)
+        watch.poll([m.pid for m in run.members()], True, 1)
+    finally:
+        run.stop(1)
+    summary = watch.summary(run.wait(5), 130)
+    assert summary.peak_gpu_memory == 1536 * 2**20 and summary.gpus == [1]  # not PID 1's memory on GPU 0
+    assert "  peak GPU memory of its processes 1.5 GiB (GPU 1)" in summary.lines()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from gpudoc.cli.common import Settings, pass_settings
 from gpudoc.errors import ExitCode, InputError
 from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
 
@@ -49,16 +50,17 @@ _RANGES = ["auto", "1", "2", "255", "65535"]
 @click.option("--restarts", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Start the command again after it failed (not after a stop), up to N times.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(logdir: Path | None, log: Path | None, json_dest: str | None, github: bool, strict: bool, range_: str,
-        interval: float, stall_min: float, grace: float, device_glob: str, reap_leftovers: bool, restarts: int,
-        command: tuple[str, ...]) -> int:
+@pass_settings
+def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: str | None, github: bool, strict: bool,
+        range_: str, interval: float, stall_min: float, grace: float, device_glob: str, reap_leftovers: bool,
+        restarts: int, command: tuple[str, ...]) -> int:
     """Run COMMAND (after --) in a session of its own and watch it: its output passes through
     (and to --log), its scalars are read from its event files (or its output lines) and
     checked as they arrive — non-finite values, loss spikes, steps going backwards or repeating,
     stalls and the metric-scale rules of metrics-check — each printed once as
     'gpudoc: warning: …' on stderr. SIGINT or SIGTERM to gpudoc stops the whole run. At the
     end one summary on stderr: how it ended, duration, steps, last and best of each scalar,
-    the checks raised, the leftovers.
+    the peak GPU memory of its processes (NVML, or --simulate), the checks raised, the leftovers.
 
     Processes of the run that still hold a GPU device file after its leader exited are
     reported at once (--reap-leftovers ends them); --restarts N starts a failed run again.
@@ -82,7 +84,7 @@ def run(logdir: Path | None, log: Path | None, json_dest: str | None, github: bo
         env["GPUDOC_LOGDIR"] = str(logdir)
     cwd = Path.cwd()
     watch = Watch(LogFinder(logdir, cwd, time.time()),
-                  Checks(None if range_ == "auto" else float(range_), stall_min=stall_min))
+                  Checks(None if range_ == "auto" else float(range_), stall_min=stall_min), settings.gpu_backend())
 
     stop = threading.Event()
     received: list[int] = []
@@ -138,6 +140,7 @@ def run(logdir: Path | None, log: Path | None, json_dest: str | None, github: bo
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        watch.gpu.close()
     report(watch.finish(), started)
     if status.state is RunState.STOPPED or (stop.is_set() and status.state is not RunState.SUCCEEDED):
         code = int(ExitCode.INTERRUPTED)
