@@ -219,7 +219,7 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
         return 0
     rows = [(run, kind, tag or "-", str(n), str(report.after.get((run, kind, tag), 0)))
             for (run, kind, tag), n in sorted(report.before.items())]
-    widths = [max((len(row[i]) for row in rows), default=0) for i in range(5)]
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(4)]
     for run, kind, tag, before, after in rows:
         click.echo(f"{run:<{widths[0]}}  {kind:<{widths[1]}}  {tag:<{widths[2]}}  {before:>{widths[3]}} → {after}")
     for source, dest, records_in, records_out in report.files:
