@@ -61,20 +61,26 @@ class Monitor:
     The holder scan (a /proc walk plus a CPU-sampling window) runs at most every
     ``holder_interval`` seconds; samples in between reuse its result. ``clock`` is a
     monotonic clock and ``host`` the host probe (a test passes its own).
+
+    ``device_glob`` None scans no device file. Simulated GPUs are not this host's: with the
+    default glob nothing is scanned (this host's holders would be judged by simulated NVML,
+    and could be ended for it), and the PIDs the simulation lists are not looked up on this
+    host (another process may have the number); a glob naming other files is scanned.
     """
 
     def __init__(
         self,
         backend: GpuBackend,
         *,
-        device_glob: str = DEFAULT_DEVICE_GLOB,
+        device_glob: str | None = DEFAULT_DEVICE_GLOB,
         holder_interval: float = 5.0,
         window: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
         host: HostProbe | None = None,
     ) -> None:
         self.backend = backend
-        self.device_glob = device_glob
+        self.simulated = backend.name == "simulated"
+        self.device_glob = None if self.simulated and device_glob == DEFAULT_DEVICE_GLOB else device_glob
         self.holder_interval = holder_interval
         self.window = window
         self.clock = clock
@@ -95,7 +101,7 @@ class Monitor:
         report = self._holders.holders if self._holders else ()
         holders = {h.pid: h for h in report if h.verdict is not Verdict.FOREIGN}
         pids = set(listed) | set(holders)
-        details = self.host.processes(pids)
+        details = self.host.processes(set(holders) if self.simulated else pids)
         rows = [self._row(pid, listed.get(pid, []), holders.get(pid), details.get(pid)) for pid in sorted(pids)]
         return MonitorSample(gpus, host, tuple(rows), self._holders, self._holders_error)
 
@@ -108,6 +114,9 @@ class Monitor:
         if self._holders_at is not None and now - self._holders_at < self.holder_interval:
             return
         self._holders_at = now
+        if self.device_glob is None:
+            self._holders, self._holders_error = None, "simulated GPUs: this host's device files are not scanned"
+            return
         if not device_files(self.device_glob):
             self._holders, self._holders_error = None, f"no device file matches {self.device_glob}"
             return
@@ -160,7 +169,7 @@ class Monitor:
     def reap_orphans(self, timeout: float = 5.0) -> ReapResult | None:
         """End the invoking user's orphans from the last holder scan (None: none to end)."""
         report = self._holders
-        if report is None:
+        if report is None or self.device_glob is None:
             return None
         actions = plan(report.holders, Scope(uid=os.getuid()), signal.SIGTERM)
         targets = [h for h in report.holders if actions[h.pid].outcome is Outcome.WOULD_END]

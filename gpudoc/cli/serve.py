@@ -19,7 +19,8 @@ from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
 @click.option("--address", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 exposes it to the network.")
 @click.option("--device-glob", default=DEFAULT_DEVICE_GLOB, show_default=True, envvar="GPUDOC_DEVICE_GLOB",
-              help="Device files whose holders are counted.")
+              help="Device files whose holders are counted (under --simulate, this host's are not scanned "
+              "unless this names files).")
 @pass_settings
 def serve(settings: Settings, prometheus: bool, port: int, address: str, device_glob: str) -> int:
     """Expose GPU, host and orphaned-holder figures for Prometheus to scrape on /metrics.

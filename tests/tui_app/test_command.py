@@ -7,6 +7,21 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from reap.conftest import Spawner, alive, dev, spawn, subreaper, trainer_script  # noqa: F401
+
+import gpudoc.monitor
+import gpudoc.reap.service
+from gpudoc.cli import cli
+from gpudoc.monitor import MonitorSample
+from gpudoc.reap.classify import Verdict
+from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
+from gpudoc.tui.app import GpudocApp
 
 
 class Terminal:
@@ -78,3 +93,75 @@ def test_the_exit_status_follows_a_run_that_failed_by_itself() -> None:
         term.type(b"q")
         assert term.exit_code() == 1
         assert b"gpudoc: the run failed (exit 4) after" in term.seen
+
+
+def _headless(monkeypatch: pytest.MonkeyPatch, drive: Callable[[Any], Awaitable[None]]) -> None:
+    """`gpudoc tui` runs its real app and monitor, without a terminal, driven by ``drive``."""
+    original = GpudocApp.run
+
+    def run(self: GpudocApp, **_: object) -> object:
+        return original(self, headless=True, size=(130, 48), auto_pilot=drive)
+
+    monkeypatch.setattr(GpudocApp, "run", run)
+
+
+async def _first_sample(pilot: Any) -> MonitorSample:
+    while pilot.app.sample is None:
+        await pilot.pause(0.05)
+    return pilot.app.sample
+
+
+def _tui(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["tui", *args], env={"GPUDOC_SIMULATE": None, "GPUDOC_DEVICE_GLOB": None})
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_demo_scans_no_device_file_of_this_host_and_r_ends_nothing(
+    monkeypatch: pytest.MonkeyPatch, dev: Path, spawn: Spawner  # noqa: F811
+) -> None:
+    trainer, (worker,) = spawn.start(trainer_script(dev, exits=True))
+    trainer.wait()
+    globs: list[str] = []
+    files, scan = gpudoc.monitor.device_files, gpudoc.reap.service.scan
+    monkeypatch.setattr(gpudoc.monitor, "device_files", lambda pattern: globs.append(pattern) or files(pattern))
+    monkeypatch.setattr(gpudoc.reap.service, "scan", lambda pattern, **kw: globs.append(pattern) or scan(pattern, **kw))
+    seen: list[MonitorSample] = []
+    notes: list[str] = []
+
+    async def drive(pilot: Any) -> None:
+        seen.append(await _first_sample(pilot))
+        await pilot.press("r")
+        await pilot.pause()
+        notes.extend(str(n.message) for n in pilot.app._notifications)
+        await pilot.press("q")
+
+    _headless(monkeypatch, drive)
+    result = _tui("--demo", "dgx")
+    assert result.exit_code == 0, result.output
+    assert globs == [], f"the host's {DEFAULT_DEVICE_GLOB} was scanned under --demo"
+    (sample,) = seen
+    assert sample.holders is None and "not scanned" in (sample.holders_error or "")
+    assert "no orphaned GPU holder in the last scan" in notes and alive(worker)
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_demo_with_a_device_glob_scans_those_files_and_r_ends_the_orphan(
+    monkeypatch: pytest.MonkeyPatch, dev: Path, spawn: Spawner  # noqa: F811
+) -> None:
+    trainer, (worker,) = spawn.start(trainer_script(dev, exits=True))
+    trainer.wait()
+    verdicts: list[object] = []
+
+    async def drive(pilot: Any) -> None:
+        sample = await _first_sample(pilot)
+        verdicts.extend(r.verdict for r in sample.processes if r.pid == worker)
+        await pilot.press("r")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("q")
+
+    _headless(monkeypatch, drive)
+    result = _tui("--demo", "dgx", "--device-glob", str(dev / "nvidia*"))
+    assert result.exit_code == 0, result.output
+    assert verdicts == [Verdict.ORPHAN] and not alive(worker)

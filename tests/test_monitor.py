@@ -1,0 +1,71 @@
+"""The monitor (shared by the TUI and serve) on simulated GPUs: what of this host it scans and
+signals, with real processes holding fake device files."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from reap.conftest import Spawner, alive, dev, spawn, subreaper, trainer_script  # noqa: F401
+
+import gpudoc.monitor
+import gpudoc.reap.service
+from gpudoc.gpu import NA, ManualClock, SimulatedBackend
+from gpudoc.monitor import Monitor
+from gpudoc.reap.classify import Verdict
+from gpudoc.reap.end import Outcome
+from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
+
+
+@pytest.fixture
+def globs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every device-file pattern the monitor looks up or scans (the real calls are made)."""
+    seen: list[str] = []
+    files, scan = gpudoc.monitor.device_files, gpudoc.reap.service.scan
+
+    def looked_up(pattern: str) -> tuple[str, ...]:
+        seen.append(pattern)
+        return files(pattern)
+
+    def scanned(pattern: str, **kwargs: object):  # type: ignore[no-untyped-def]
+        seen.append(pattern)
+        return scan(pattern, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gpudoc.monitor, "device_files", looked_up)
+    monkeypatch.setattr(gpudoc.reap.service, "scan", scanned)
+    return seen
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_simulated_gpus_scan_no_device_file_of_this_host_unless_a_glob_names_files(
+    dev: Path, spawn: Spawner, globs: list[str]  # noqa: F811
+) -> None:
+    trainer, (worker,) = spawn.start(trainer_script(dev, exits=True))
+    trainer.wait()
+    demo = Monitor(SimulatedBackend("dgx", clock=ManualClock(5)), window=0.1)
+    sample = demo.sample()
+    assert globs == [], f"the default {DEFAULT_DEVICE_GLOB} was looked at under simulation"
+    assert sample.holders is None and "not scanned" in (sample.holders_error or "")
+    assert {r.pid for r in sample.processes} >= {p.pid for p in demo.backend.scenario.processes if p.alive(5)}
+    assert demo.reap_orphans() is None and alive(worker)
+    named = Monitor(SimulatedBackend("dgx", clock=ManualClock(5)), device_glob=str(dev / "nvidia*"), window=0.1)
+    rows = {r.pid: r for r in named.sample().processes}
+    assert globs and DEFAULT_DEVICE_GLOB not in globs
+    assert rows[worker].verdict is Verdict.ORPHAN
+    result = named.reap_orphans()
+    assert result is not None and result.actions[worker].outcome is Outcome.ENDED and not alive(worker)
+
+
+def test_a_simulated_pid_is_not_taken_for_the_host_process_with_that_number(spawn: Spawner) -> None:  # noqa: F811
+    bystander, _ = spawn.start("print('ready', flush=True)\nimport time\ntime.sleep(120)")
+    scenario = {
+        "name": "clash", "gpus": [{"name": "Sim GPU", "memory_total_mib": 1024}],
+        "processes": [{"pid": bystander.pid, "gpu": 0, "memory_mib": 100, "user": "sim", "command": "python sim.py"}],
+    }
+    monitor = Monitor(SimulatedBackend(scenario, clock=ManualClock(1)))
+    (row,) = monitor.sample().processes
+    assert (row.pid, row.user, row.command, row.start_ticks, row.rss) == (bystander.pid, "sim", "python sim.py", NA, NA)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        assert monitor.signal(row, sig).outcome is Outcome.GONE
+    assert alive(bystander.pid)
