@@ -58,7 +58,15 @@ def _tf_logdir(root: Path) -> Path:
 
     logdir = root / "tf"
     writer = tf.summary.create_file_writer(str(logdir / "run"))
+
+    @tf.function
+    def double(x: tf.Tensor) -> tf.Tensor:
+        return x * 2
+
     with writer.as_default():
+        tf.summary.trace_on(graph=True)
+        double(tf.constant(1.0))
+        tf.summary.trace_export("double", step=0)  # a graph_run_metadata_graph summary
         for step in range(0, 60):
             tf.summary.scalar("loss", 1.0 / (step + 1), step=step)
             if step % 5 == 0:

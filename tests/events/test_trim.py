@@ -217,3 +217,14 @@ def test_in_place_through_a_symlink_to_another_filesystem(tbx: Path, tmp_path: P
         assert code == 0, err
         assert source.is_symlink() and max(e.step for e in events_of(moved)) == 9
         assert sorted(p.name for p in Path(elsewhere).iterdir()) == [source.name]
+
+
+def test_trim_keeps_a_traced_graph(tfdir: Path, tmp_path: Path) -> None:
+    """tf.summary.trace_export writes the graph as a summary at a step; the Graphs dashboard
+    shows it per run."""
+    code, _, err = gpudoc("trim", str(tfdir), "-o", str(tmp_path / "out"), "--steps", "10:")
+    assert code == 0, err
+    accumulator = plugin_event_accumulator.EventAccumulator(str(tmp_path / "out" / "run"))
+    accumulator.Reload()
+    assert set(accumulator.PluginTagToContent("graph_run_metadata_graph")) == {"double"}
+    assert min(t.step for t in accumulator.Tensors("loss")) == 10
