@@ -283,12 +283,13 @@ def _open_event_files(pids: Iterable[int]) -> list[Path]:
 
 # ---------------------------------------------------------------- output lines
 
-_NUMBER = r"[-+]?(?:nan|inf(?:inity)?|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+_NUMBER = r"[-+]?(?:nan|inf(?:inity)?|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d{1,4})?)"
+_INT = r"(\d{1,18})(?!\d)"  # a step; longer digit runs are no step (and int() refuses 4300+ digits)
 _VALUE_END = r"(?=[\s,;\])}|]|$)"
 _PAIR = re.compile(r"(?<![\w./-])([A-Za-z_][\w./-]*)\s*(=|:)\s*(" + _NUMBER + r")" + _VALUE_END, re.I)
-_STEP = re.compile(r"\b(?:global[_ ]step|step|iter(?:ation)?|it)\b\s*[:=#]?\s*(\d+)", re.I)
-_EPOCH = re.compile(r"\bepoch\b\s*[:=#]?\s*(\d+)(?:\s*/\s*(\d+))?", re.I)
-_PROGRESS = re.compile(r"(?<![\w./])(\d+)/(\d+)(?![\w./])")
+_STEP = re.compile(r"\b(?:global[_ ]step|step|iter(?:ation)?|it)\b\s*[:=#]?\s*" + _INT, re.I)
+_EPOCH = re.compile(r"\bepoch\b\s*[:=#]?\s*" + _INT + r"(?:\s*/\s*" + _INT + ")?", re.I)
+_PROGRESS = re.compile(r"(?<![\w./])" + _INT + "/" + _INT + r"(?![\w./])")
 _NOT_SCALARS = frozenset({"epoch", "step", "global_step", "iter", "iteration", "it", "eta", "time", "lr_step"})
 
 
@@ -604,7 +605,7 @@ class Watch:
         return RunSummary(
             command=list(status.command), state=status.state.value, ended=ended, returncode=status.returncode,
             exit_code=exit_code, duration_s=round(status.elapsed if duration is None else duration, 3),
-            oom=status.oom, oom_killer_likely=killer,
+            oom=status.oom, gpu_error=status.gpu_error, oom_killer_likely=killer,
             first_step=checks.min_step, last_step=checks.max_step,
             source="output" if self.tail.files == {} else "event files",
             event_files=[str(p) for p in self.tail.files],
@@ -699,6 +700,7 @@ class RunSummary:
     exit_code: int
     duration_s: float
     oom: str | None
+    gpu_error: str | None
     oom_killer_likely: bool
     first_step: int | None
     last_step: int | None
@@ -720,6 +722,7 @@ class RunSummary:
     def lines(self) -> list[str]:
         """The summary as text lines for stderr."""
         oom = f"; out of memory: {self.oom}" if self.oom else ""
+        oom += f"; GPU error: {self.gpu_error}" if self.gpu_error else ""
         attempt = f" (attempt {self.attempts})" if self.attempts > 1 else ""
         out = [f"the run {self.ended}{attempt} after {format_duration(self.duration_s)}{oom}"]
         if self.oom_killer_likely:

@@ -35,6 +35,14 @@ _OOM = re.compile(
     r"out of memory|OutOfMemoryError|RESOURCE_EXHAUSTED|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation",
     re.IGNORECASE,
 )
+# Errors that end GPU programs other than out-of-memory: cuBLAS/cuDNN status codes, NCCL's
+# errors and timeouts, CUDA runtime errors (illegal address, device-side assert, ECC).
+_GPU_ERROR = re.compile(
+    r"CUBLAS_STATUS_(?!SUCCESS|ALLOC_FAILED)\w+|CUDNN_STATUS_(?!SUCCESS)\w+|NCCL error|nccl\w*Error|"
+    r"NCCL (?:communicator|watchdog).*(?:timeout|timed out|abort)|CUDA error: |cudaError(?!MemoryAllocation)\w+|"
+    r"an illegal memory access|device-side assert",
+    re.IGNORECASE,
+)
 
 
 class RunState(Enum):
@@ -49,7 +57,8 @@ class RunState(Enum):
 @dataclass(frozen=True)
 class RunStatus:
     """The run at one moment. ``lines`` are its last output lines (the unfinished last one
-    included), ``oom`` the first line that reported running out of memory."""
+    included), ``oom`` the first line that reported running out of memory, ``gpu_error`` the
+    first that reported another GPU library error (cuBLAS, cuDNN, NCCL, CUDA)."""
 
     command: tuple[str, ...]
     pid: int
@@ -58,6 +67,7 @@ class RunStatus:
     elapsed: float
     lines: tuple[str, ...]
     oom: str | None
+    gpu_error: str | None = None
 
 
 class Run:
@@ -84,6 +94,7 @@ class Run:
         self._raw = ""  # the current line after its last carriage return
         self._shown = ""  # the current line's last finished redraw (a bar that ended with \r)
         self._oom: str | None = None
+        self._gpu_error: str | None = None
         self._stopped = False
         self._lock = threading.Lock()
         self._exited = threading.Event()
@@ -170,6 +181,8 @@ class Run:
                 self._lines.append(line)
                 if self._oom is None and _OOM.search(line):
                     self._oom = line.strip()
+                elif self._gpu_error is None and _GPU_ERROR.search(line):
+                    self._gpu_error = line.strip()
             *finished, self._raw = (self._raw + rest).split("\r")
             redraws = [_clean(r) for r in finished if r]
             heard += redraws
@@ -192,7 +205,7 @@ class Run:
             else:
                 state = RunState.SUCCEEDED if code == 0 else RunState.FAILED
             elapsed = (ended if ended is not None else time.monotonic()) - self._started
-            return RunStatus(self.command, self.pid, state, code, elapsed, lines, self._oom)
+            return RunStatus(self.command, self.pid, state, code, elapsed, lines, self._oom, self._gpu_error)
 
     @property
     def running(self) -> bool:

@@ -361,6 +361,8 @@ def test_output_parser_reads_keras_tqdm_and_step_lines() -> None:
     plain = OutputParser()
     assert [(p.tag, p.step) for p in plain.parse("step 120 | loss: 0.5 | acc: 0.9")] == [("loss", 120), ("acc", 120)]
     assert plain.parse("Time: 12:30 usage: 5") == []  # ':' pairs need a step or epoch on the line
+    huge = OutputParser().parse("step " + "9" * 5000 + ": loss=0.5 x=1e" + "9" * 5000)  # int() refuses 4300+ digits
+    assert [(p.tag, p.step) for p in huge] == [("loss", 1)]
 
 
 def test_checks_repeat_steps_and_loss_spikes() -> None:
@@ -508,3 +510,16 @@ def test_the_peak_gpu_memory_of_the_runs_processes(tmp_path: Path) -> None:
     summary = watch.summary(run.wait(5), 130)
     assert summary.peak_gpu_memory == 1536 * 2**20 and summary.gpus == [1]  # not PID 1's memory on GPU 0
     assert "  peak GPU memory of its processes 1.5 GiB (GPU 1)" in summary.lines()
+
+
+@pytest.mark.parametrize("line", [
+    "RuntimeError: CUDA error: an illegal memory access was encountered",
+    "RuntimeError: CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasSgemm( handle)`",
+    "torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled system error",
+])
+def test_a_gpu_library_error_is_in_the_summary(tmp_path: Path, line: str) -> None:
+    out = gpudoc_run("--json", str(tmp_path / "s.json"),
+                     *python(f"import sys; print('step 1'); print({line!r}, file=sys.stderr); sys.exit(1)"))
+    assert out.returncode == 1
+    assert "gpudoc: the run failed (exit 1) after" in out.stderr and f"; GPU error: {line}\n" in out.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["gpu_error"] == line

@@ -109,6 +109,7 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     began = time.monotonic()
     attempts = 0
     leftovers: list[Leftover] = []
+    started: Run | None = None
     try:
         while True:
             attempts += 1
@@ -137,10 +138,15 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
                 break
             ended, _ = how_it_ended(status)
             say(f"gpudoc: the run {ended}: starting it again (attempt {attempts + 1} of {restarts + 1})", started)
+    except BaseException:
+        if started is not None and started.members():
+            started.stop(grace)  # gpudoc failing leaves no run behind
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         watch.gpu.close()
+    assert started is not None
     report(watch.finish(), started)
     if status.state is RunState.STOPPED or (stop.is_set() and status.state is not RunState.SUCCEEDED):
         code = int(ExitCode.INTERRUPTED)
