@@ -57,6 +57,8 @@ STALL_FACTOR = 10.0
 # Directories never searched for event files that appear under the working directory.
 _SKIP_DIRS = frozenset({".git", ".hg", ".venv", "venv", "node_modules", "__pycache__", "site-packages", ".tox"})
 _WALK_EVERY = 2.0
+# A working directory with more entries than this (a home directory) is not searched.
+WALK_LIMIT = 20_000
 _HIGHER_IS_BETTER = re.compile(r"psnr|ssim|acc|dice|iou|f1|auc|precision|recall|map\b|r2|score|reward", re.I)
 
 
@@ -222,6 +224,7 @@ class LogFinder:
         self.started = started
         self._last_walk = -math.inf
         self._open_found = False
+        self.note: str | None = None  # why the working directory is not searched
 
     def find(self, pids: Iterable[int], force: bool = False) -> list[tuple[Path, str]]:
         """``(path, run)`` of event files found now (followed ones included). Directories are
@@ -238,9 +241,9 @@ class LogFinder:
             return found
         found = [(path, self._run_name(path)) for path in _open_event_files(pids)]
         self._open_found = self._open_found or bool(found)
-        if not self._open_found and walk:
+        if not self._open_found and walk and self.note is None:
             self._last_walk = now
-            found = list(self._walk(self.cwd, self.cwd, since=self.started))
+            found = list(self._walk(self.cwd, self.cwd, since=self.started, limit=WALK_LIMIT))
         return found
 
     def _run_name(self, path: Path) -> str:
@@ -249,9 +252,14 @@ class LogFinder:
             return str(directory.relative_to(self.cwd)) or "."
         return str(directory)
 
-    def _walk(self, top: Path, root: Path, since: float | None) -> Iterable[tuple[Path, str]]:
+    def _walk(self, top: Path, root: Path, since: float | None, limit: int | None = None) -> Iterable[tuple[Path, str]]:
+        seen = 0
         for directory, subdirs, names in os.walk(top):
             subdirs[:] = sorted(d for d in subdirs if d not in _SKIP_DIRS and not d.startswith("."))
+            seen += len(subdirs) + len(names)
+            if limit is not None and seen > limit:
+                self.note = f"{top} has more than {limit} entries: not searched for event files (give --logdir)"
+                return
             for name in sorted(names):
                 if "tfevents" not in name:
                     continue
@@ -614,7 +622,7 @@ class Watch:
                      for s in sorted(checks.series.values(), key=lambda s: s.name)],
             checks=list(checks.raised), check_counts=dict(checks.counts), attempts=attempts,
             leftovers=list(leftovers), peak_gpu_memory=self.gpu.peak, gpus=sorted(self.gpu.gpus),
-            gpu_note=self.gpu.note,
+            gpu_note=self.gpu.note, logs_note=self.finder.note,
         )
 
 
@@ -714,6 +722,7 @@ class RunSummary:
     peak_gpu_memory: int | None = None
     gpus: list[int] = field(default_factory=list)
     gpu_note: str | None = None
+    logs_note: str | None = None
 
     @property
     def errors(self) -> int:
@@ -732,7 +741,8 @@ class RunSummary:
             where = f"{len(self.event_files)} event file(s)" if self.event_files else "its output"
             out.append(f"  steps {self.first_step}-{self.last_step} (from {where})")
         else:
-            out.append("  no scalars seen (no event files found, no values in the output)")
+            why = f"; {self.logs_note}" if self.logs_note else ""
+            out.append(f"  no scalars seen (no event files found, no values in the output{why})")
         width = max((len(s.name) for s in self.scalars), default=0)
         for s in self.scalars:
             best = f"{s.best:.6g} (step {s.best_step})" if s.best is not None else "-"

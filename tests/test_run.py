@@ -523,3 +523,20 @@ def test_a_gpu_library_error_is_in_the_summary(tmp_path: Path, line: str) -> Non
     assert out.returncode == 1
     assert "gpudoc: the run failed (exit 1) after" in out.stderr and f"; GPU error: {line}\n" in out.stderr
     assert json.loads((tmp_path / "s.json").read_text())["gpu_error"] == line
+
+
+def test_a_working_directory_too_large_to_search_is_said_not_walked(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import tensorboardX
+
+    from gpudoc import runwatch
+
+    started = time.time() - 1
+    for i in range(30):
+        (tmp_path / f"file{i}").write_bytes(b"")
+    with tensorboardX.SummaryWriter(str(tmp_path / "logs")) as w:
+        w.add_scalar("loss", 1.0, 0)
+    assert runwatch.LogFinder(None, tmp_path, started).find([]) != []
+    monkeypatch.setattr(runwatch, "WALK_LIMIT", 20)
+    finder = runwatch.LogFinder(None, tmp_path, started)
+    assert finder.find([]) == [] and finder.find([], force=True) == []
+    assert finder.note == f"{tmp_path} has more than 20 entries: not searched for event files (give --logdir)"
