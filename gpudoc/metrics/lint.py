@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gpudoc.metrics.logs import Record, Value
+from gpudoc.metrics.logs import Record, Value, pow10
 
 PEAK_255_DB = 20 * math.log10(255)
 PEAKS = (1.0, 2.0, 255.0, 65535.0)
@@ -91,38 +91,39 @@ def check_record(record: Record, data_range: float | None, checked: set[str] | N
     mse = ok.get("mse")
     if mse is None and "rmse" in ok:
         r = ok["rmse"]
-        mse = Value(r.value**2, 2 * abs(r.value) * r.rounding + r.rounding**2)
+        mse = Value(r.value * r.value, 2 * abs(r.value) * r.rounding + r.rounding * r.rounding)
     mae, rmse, psnr = ok.get("mae"), ok.get("rmse"), ok.get("psnr")
     if mae is not None and mse is not None:
         ran.add("mse-below-mae-squared")
         if data_range != 1:
             ran.add("unit-scale")
-    if mae is not None and mse is not None and mse.high < mae.low**2 * (1 - 1e-6) and mae.low > 0:
+    if mae is not None and mse is not None and mse.high < mae.low * mae.low * (1 - 1e-6) and mae.low > 0:
         found.append(_finding(
             record, "mse-below-mae-squared",
-            f"MSE {_fmt(mse)} < MAE² {mae.value**2:.6g} (MAE {_fmt(mae)}); impossible at one scale",
+            f"MSE {_fmt(mse)} < MAE² {mae.value * mae.value:.6g} (MAE {_fmt(mae)}); impossible at one scale",
             "MSE and MAE were computed at different scales (e.g. MSE on [0,1], MAE on [0,255]) or on different data",
             "compute every metric from the same tensors at the declared range"))
     if rmse is not None and "mse" in ok:
         ran.add("rmse-mse-mismatch")
         m = ok["mse"]
-        low, high = rmse.low**2, rmse.high**2
+        low, high = rmse.low * rmse.low, rmse.high * rmse.high
         tolerance = 0.01
         if low > m.high * (1 + tolerance):
             found.append(_finding(
                 record, "rmse-mse-mismatch",
-                f"RMSE² {rmse.value**2:.6g} > MSE {_fmt(m)} (RMSE {_fmt(rmse)})",
+                f"RMSE² {rmse.value * rmse.value:.6g} > MSE {_fmt(m)} (RMSE {_fmt(rmse)})",
                 "RMSE and MSE were computed at different scales", "compute both from the same tensors"))
         elif high < m.low * (1 - tolerance):
             found.append(_finding(
                 record, "rmse-mse-mismatch",
-                f"RMSE² {rmse.value**2:.6g} < MSE {_fmt(m)} by {100 * (1 - rmse.value**2 / m.value):.1f}%",
+                f"RMSE² {rmse.value * rmse.value:.6g} < MSE {_fmt(m)} by "
+                f"{100 * (1 - rmse.value * rmse.value / m.value):.1f}%",
                 "RMSE averaged over batches or images (a mean of square roots is below the root of the mean)",
                 "report sqrt(mean MSE), e.g. Keras RootMeanSquaredError, or name it 'mean per-batch RMSE'",
                 "warning"))
     unit = mae is not None and mse is not None and mse.high < mae.low
     if psnr is not None and mse is not None and mse.value > 0:
-        implied = math.sqrt(mse.value * 10 ** (psnr.value / 10))
+        implied = math.sqrt(mse.value * pow10(psnr.value / 10))
         if data_range is not None or unit:
             ran.add("implied-range")
         found.extend(_implied_range(record, implied, mse, psnr, data_range, unit))

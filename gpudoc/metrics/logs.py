@@ -91,6 +91,15 @@ def canonical(name: str, default_split: str = "train") -> tuple[str, str | None]
     return split, _CANONICAL.get(_key(rest))
 
 
+def _brief(exc: BaseException) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+
+
+def pow10(x: float) -> float:
+    """10 to the ``x``, infinite where a float overflows (a logged 1e200 squared, PSNR 5000 dB)."""
+    return math.inf if x > 308 else 10.0**x
+
+
 def parse_number(text: str) -> Value:
     """A printed number and its rounding: ``18.9748`` → ±0.00005, ``1.0000e-09`` → ±5e-14."""
     value = float(text)
@@ -98,7 +107,7 @@ def parse_number(text: str) -> Value:
     if not math.isfinite(value):
         return Value(value)
     decimals = len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
-    return Value(value, 0.5 * 10.0 ** (-decimals + (int(exponent) if exponent else 0)))
+    return Value(value, 0.5 * pow10(-decimals + (int(exponent) if exponent else 0)))
 
 
 def _add(record: Record, metric: str, name: str, value: Value) -> None:
@@ -114,7 +123,7 @@ def read_keras_text(path: Path) -> Iterator[Record]:
     indices from 0, as CSVLogger and TensorBoard number them (Keras prints ``Epoch 1`` for step 0)."""
     epoch: int | None = None
     bar: tuple[int | None, str] | None = None  # (epoch, "done/target") of the bar being drawn
-    done = -1
+    done, drawn_on, finished = -1, 0, False
     pending: list[Record] = []
     # Lines end at \n only: a bar redrawn with \r stays on the line an editor (and an annotation) shows.
     with path.open(encoding="utf-8", errors="replace", newline="\n") as lines:
@@ -129,10 +138,15 @@ def read_keras_text(path: Path) -> Iterator[Record]:
                     continue
                 counter = _COUNTER.match(segment)
                 count = int(counter.group(1)) if counter else -1
-                same_bar = counter is not None and bar == (epoch, counter.group(2)) and count >= done
+                # A redraw continues the bar's count: on the same line (\r), or on the next line after
+                # a drawing that was not the bar's last (an ETA, or fewer batches than the target).
+                same_bar = counter is not None and bar == (epoch, counter.group(2)) and count >= done \
+                    and (drawn_on == number or not finished)
                 if not same_bar:
                     yield from pending
                 bar, done = ((epoch, counter.group(2)), count) if counter else (None, -1)
+                finished = counter is not None and counter.group(1) == counter.group(2) and "ETA" not in segment
+                drawn_on = number
                 records = {s: Record(str(path), s, epoch, number) for s in ("train", "val", "test")}
                 for name, text in pairs:
                     split, metric = canonical(name)
@@ -184,6 +198,8 @@ def read_jsonl(path: Path) -> Iterator[Record]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{number}: not JSON ({exc.msg} at column {exc.colno})") from None
+            except (RecursionError, ValueError) as exc:  # nesting, or an integer of over 4300 digits
+                raise InputError(f"{path}:{number}: unreadable JSON ({_brief(exc)})") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}:{number}: expected a JSON object per line")
             yield from _object_records(obj, str(path), number)
@@ -200,7 +216,13 @@ def _object_records(obj: dict[str, object], source: str, line: int | None) -> It
             continue
         split, metric = canonical(name, default)
         if metric is not None:
-            _add(records[split], metric, name, Value(float(value)))
+            try:
+                number = float(value)
+            except OverflowError:
+                at = f"{source}:{line}" if line is not None else source
+                raise InputError(f"{at}: {name} is an integer of {len(str(value))} digits, beyond a float's range",
+                                 "log metrics as floats") from None
+            _add(records[split], metric, name, Value(number))
     yield from (r for r in records.values() if r.values)
 
 
@@ -250,6 +272,8 @@ def read_log(path: str | Path, salvage: bool = False, damage: list[tuple[str, st
             whole = json.loads(file.read_text(encoding="utf-8", errors="replace"))
         except json.JSONDecodeError:
             whole = None
+        except (RecursionError, ValueError) as exc:
+            raise InputError(f"{file}: unreadable JSON ({_brief(exc)})") from None
         if isinstance(whole, dict):
             return list(_object_records(whole, str(file), None))
     if suffix in (".jsonl", ".ndjson", ".json"):

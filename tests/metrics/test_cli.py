@@ -246,3 +246,23 @@ def test_no_image_pair_makes_an_internal_error(tmp_path: Path, dtype: str, shape
     assert result.exit_code in (0, 1, 2), (result.exit_code, result.stderr, result.exception)
     if result.exit_code in (0, 1):
         assert json.loads(result.stdout)["exit_code"] == result.exit_code
+
+
+@pytest.mark.parametrize(("name", "content", "words"), [
+    ("big.jsonl", '{"mse": 1' + "0" * 400 + ', "mae": 0.1}\n', "big.jsonl:1: mse is an integer of 401 digits"),
+    ("long.json", '{"mse": 1' + "0" * 5000 + "}", "long.json: unreadable JSON (Exceeds the limit (4300 digits)"),
+    ("deep.jsonl", '{"psnr": ' + "[" * 5000 + "]" * 5000 + "}\n", "deep.jsonl:1: unreadable JSON (nested too deeply)"),
+])
+def test_json_numbers_and_nesting_beyond_reach_are_bad_input(tmp_path: Path, name: str, content: str,
+                                                              words: str) -> None:
+    (tmp_path / name).write_text(content)
+    code, _, err = run(str(tmp_path / name))
+    assert code == 2 and err.startswith(f"gpudoc: error: {tmp_path}/") and words in err
+
+
+def test_overflowing_numbers_are_checked_not_crashed(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("1/1 - mse: 0.0001 - psnr: 5000\n1/1 - rmse: 1e200 - mse: 1 - mae: 1e200\n1/1 - mse: 0e999\n")
+    code, out, _ = run(str(log), "--range", "255", "--json")
+    rules = {(f["rule"], f["line"]) for f in json.loads(out)["findings"]}
+    assert code == 1 and {("implied-range", 1), ("rmse-mse-mismatch", 2), ("mse-below-mae-squared", 2)} <= rules
