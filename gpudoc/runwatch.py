@@ -57,6 +57,7 @@ STALL_FACTOR = 10.0
 # Directories never searched for event files that appear under the working directory.
 _SKIP_DIRS = frozenset({".git", ".hg", ".venv", "venv", "node_modules", "__pycache__", "site-packages", ".tox"})
 _WALK_EVERY = 2.0
+POLL_BUDGET = 20_000  # event records read in one look
 # A working directory with more entries than this (a home directory) is not searched.
 WALK_LIMIT = 20_000
 _HIGHER_IS_BETTER = re.compile(r"psnr|ssim|acc|dice|iou|f1|auc|precision|recall|map\b|r2|score|reward", re.I)
@@ -132,6 +133,7 @@ class _Followed:
         self.reader: RecordReader = RecordReader(path, salvage=True)
         self.plugins: TagPlugins = TagPlugins()
         self.damage_seen = 0
+        self.undecodable = 0
 
 
 class EventTail:
@@ -149,11 +151,17 @@ class EventTail:
         self.files[key] = _Followed(key, run)
         return True
 
-    def poll(self) -> tuple[list[Point], list[Check]]:
-        """New scalar values of every followed file, and damage found in them."""
+    def poll(self, budget: int = POLL_BUDGET) -> tuple[list[Point], list[Check]]:
+        """New scalar values of the followed files, and damage found in them: at most
+        ``budget`` records in one poll (a large existing file is read over several, so a stop
+        is not held up); the rest waits for the next."""
+        from google.protobuf.message import DecodeError
+
         points: list[Point] = []
         checks: list[Check] = []
         for followed in self.files.values():
+            if budget <= 0:
+                break
             state = followed.reader.state
             try:
                 size = os.stat(followed.path).st_size
@@ -166,12 +174,24 @@ class EventTail:
                 state.offset, state.records, state.partial = 0, 0, 0
                 state.damage.clear()
                 followed.damage_seen = 0
+                followed.plugins = type(followed.plugins)()
             elif size == state.offset + state.partial:
                 continue  # nothing new: no open, no read
             try:
                 for _, data, _ in followed.reader:
+                    if budget <= 0:
+                        break  # before using it: this record was not counted as read, the next poll reads it
+                    budget -= 1
                     self.records += 1
-                    points.extend(_scalars(data, followed))
+                    try:
+                        points.extend(_scalars(data, followed))
+                    except DecodeError:
+                        if not followed.undecodable:
+                            checks.append(Check(
+                                "damaged-record", "warning",
+                                f"{followed.path}: record {state.records} is intact but not a TensorBoard event "
+                                "(such records are skipped)", "is this an event file? its name contains 'tfevents'"))
+                        followed.undecodable += 1
             except OSError as exc:
                 checks.append(Check("damaged-record", "warning", f"{followed.path}: cannot read: {exc.strerror}"))
             for damage in state.damage[followed.damage_seen:]:

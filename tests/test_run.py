@@ -540,3 +540,30 @@ def test_a_working_directory_too_large_to_search_is_said_not_walked(tmp_path: Pa
     finder = runwatch.LogFinder(None, tmp_path, started)
     assert finder.find([]) == [] and finder.find([], force=True) == []
     assert finder.note == f"{tmp_path} has more than 20 entries: not searched for event files (give --logdir)"
+
+
+def test_a_large_file_is_read_over_several_polls_without_a_value_twice(tmp_path: Path) -> None:
+    import tensorboardX
+
+    with tensorboardX.SummaryWriter(str(tmp_path)) as w:
+        for step in range(10):
+            w.add_scalar("loss", float(step), step)
+    tail = EventTail()
+    tail.follow(next(tmp_path.iterdir()), ".")
+    polls = [[p.step for p in tail.poll(budget=4)[0]] for _ in range(4)]
+    assert polls == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9], []]  # the first record is the file version
+    assert tail.records == 11
+
+
+def test_intact_records_that_are_not_events_are_reported_once(tmp_path: Path) -> None:
+    from gpudoc.events.records import frame
+
+    path = tmp_path / "x.tfevents.1"
+    path.write_bytes(frame(b"\xff\xff\xff\xff") * 3)
+    tail = EventTail()
+    tail.follow(path, ".")
+    points, damage = tail.poll()
+    assert points == [] and len(damage) == 1 and "record 0 is intact but not a TensorBoard event" in damage[0].message
+    with path.open("ab") as f:
+        f.write(frame(b"\xff\xff\xff\xff"))
+    assert tail.poll() == ([], [])
