@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
@@ -66,19 +67,43 @@ class HostProcess:
 _PROCESS_ATTRS = ["ppid", "name", "username", "cmdline", "create_time", "status", "memory_info"]
 
 
+def _busy_percent(before: Any, after: Any) -> float:
+    """How much of the time between two ``cpu_times`` readings of a core it was busy, in
+    percent: idle and I/O wait count as idle, and guest time is already in user and nice
+    (psutil's and htop's rule)."""
+
+    def total(times: Any) -> float:
+        return sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+
+    def idle(times: Any) -> float:
+        return times.idle + getattr(times, "iowait", 0.0)
+
+    elapsed = total(after) - total(before)
+    if elapsed <= 0:
+        return 0.0
+    return min(100.0, max(0.0, 100.0 * (elapsed - (idle(after) - idle(before))) / elapsed))
+
+
 class HostProbe:
-    """Samples the host; keep one instance alive so rates and CPU percentages have a base."""
+    """Samples the host; keep one instance alive so rates and CPU percentages have a base.
+
+    The CPU base is the probe's own (the cores' times when it was made, then at each sample),
+    not psutil's, which is kept per thread: a first sample taken on another thread than the
+    one that made the probe would read 0 %.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last_io: tuple[float, int, int, int, int] | None = None
         self._processes: dict[int, psutil.Process] = {}
-        psutil.cpu_percent(percpu=True)
+        self._last_cpu: list[Any] = psutil.cpu_times(percpu=True)
 
     def sample(self) -> HostSnapshot:
         """CPU, memory, swap, load, and disk/network rates since the previous sample."""
         with self._lock:
-            per_core = tuple(psutil.cpu_percent(percpu=True))
+            cpu = psutil.cpu_times(percpu=True)
+            per_core = tuple(_busy_percent(old, new) for old, new in zip(self._last_cpu, cpu))
+            self._last_cpu = cpu
             memory = psutil.virtual_memory()
             swap = psutil.swap_memory()
             try:

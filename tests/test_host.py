@@ -6,6 +6,7 @@ import getpass
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -63,3 +64,26 @@ def test_vanished_and_reused_pids(child: subprocess.Popen) -> None:
     child.wait()
     assert probe.process(child.pid) is None
     assert probe.processes([child.pid, os.getpid()]).keys() == {os.getpid()}
+
+
+def _busy_ticks() -> int:
+    """The host's non-idle CPU time, in ticks, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
+def test_the_first_cpu_reading_on_another_thread_covers_the_time_since_the_probe_was_made(
+    child: subprocess.Popen,
+) -> None:
+    probe = HostProbe()  # made here, sampled on a sampler thread, as the TUI and serve do
+    before = _busy_ticks()
+    while _busy_ticks() == before:  # the host has used CPU since the probe was made
+        os.sched_yield()
+    taken = []
+    sampler = threading.Thread(target=lambda: taken.append(probe.sample()))
+    sampler.start()
+    sampler.join()
+    (first,) = taken
+    assert first.cpu_percent > 0 and max(first.cpu_per_core) > 0
+    assert all(0 <= c <= 100 for c in first.cpu_per_core)
