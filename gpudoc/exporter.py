@@ -95,6 +95,10 @@ class MonitorCollector(Collector):
         yield up
         families = {name: GaugeMetricFamily(name, doc, labels=_GPU_LABELS) for name, doc, _ in _GPU_METRICS}
         gpu_up = GaugeMetricFamily("gpudoc_gpu_up", "1 when the GPU could be read.", labels=_GPU_LABELS)
+        listed = GaugeMetricFamily(
+            "gpudoc_gpu_processes_up", "1 when NVML listed the GPU's processes (0: its per-process figures are "
+            "missing, and its device holders are not confirmed orphans).", labels=_GPU_LABELS,
+        )
         memory = GaugeMetricFamily(
             "gpudoc_gpu_process_memory_bytes", "GPU memory NVML reports per process.", labels=["gpu", "pid", "user"]
         )
@@ -106,6 +110,7 @@ class MonitorCollector(Collector):
                 str(device.pci_bus_id),
             ]
             gpu_up.add_metric(labels, 0.0 if device.error else 1.0)
+            listed.add_metric(labels, 0.0 if device.error or device.processes_error else 1.0)
             for name, _, read in _GPU_METRICS:
                 value = _number(read(device))
                 if value is not None:
@@ -115,6 +120,7 @@ class MonitorCollector(Collector):
                 if value is not None:
                     memory.add_metric([str(device.index), str(process.pid), str(users.get(process.pid, ""))], value)
         yield gpu_up
+        yield listed
         yield from families.values()
         yield memory
 

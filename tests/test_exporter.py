@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from reap.conftest import Spawner, dev, spawn, subreaper, trainer_script  # noqa: F401
+from reap.conftest import Spawner, alive, dev, spawn, subreaper, trainer_script  # noqa: F401
 
 from gpudoc.exporter import serve
 from gpudoc.gpu import ManualClock, SimulatedBackend
@@ -145,3 +145,28 @@ def test_serve_needs_no_prometheus_flag_and_stops_on_ctrl_c() -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 130
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_a_gpu_without_a_process_list_says_so_and_its_holders_are_unconfirmed(
+    dev: Path, spawn: Spawner  # noqa: F811
+) -> None:
+    trainer, (worker,) = spawn.start(trainer_script(dev, exits=True, files=("nvidiactl", "nvidia1")))
+    trainer.wait()
+    # From 34 s the faults scenario's GPU 1 answers NO_PERMISSION for its process lists.
+    monitor = Monitor(SimulatedBackend("faults", clock=ManualClock(35)), device_glob=str(dev / "nvidia*"),
+                      window=0.1)
+    running, _ = serve(monitor, port=0)
+    try:
+        _, body = _status(f"http://127.0.0.1:{running.server_port}/metrics")
+    finally:
+        running.shutdown()
+        running.server_close()
+        monitor.close()
+    samples = [s for f in text_string_to_metric_families(body.decode()) for s in f.samples]
+    assert {s.labels["gpu"]: s.value for s in samples if s.name == "gpudoc_gpu_processes_up"} == {"0": 1.0, "1": 0.0}
+    assert {s.labels["gpu"]: s.value for s in samples if s.name == "gpudoc_gpu_up"} == {"0": 1.0, "1": 1.0}
+    holders = {s.labels["verdict"]: s.value for s in samples if s.name == "gpudoc_device_holders"}
+    assert holders["unconfirmed"] == 1.0 and holders["orphan"] == 0.0
+    assert not [s for s in samples if s.name == "gpudoc_orphan_holders"]
+    assert alive(worker)

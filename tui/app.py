@@ -170,7 +170,11 @@ class GpudocApp(App[None]):
                 f"CUDA {gpus.driver.cuda_version}  {format_bytes(used)} in use"
                 + (f" (GPU {failed} not answering, not counted)" if failed else "")
             ))
-            unlisted = f"GPU {failed} not answering: processes on it may be missing" if failed else ""
+            notes = [f"GPU {failed} not answering: processes on it may be missing"] if failed else []
+            unread = ",".join(str(d.index) for d in gpus.devices if d.error is None and d.processes_error)
+            if unread:
+                notes.append(f"GPU {unread} process list N/A: processes on it may be missing")
+            unlisted = " · ".join(notes)
         status.set_class(bool(gpus.error), "error")
         self._show_gpus(sample)
         self.query_one(HostPanel).show(sample.host)

@@ -299,7 +299,8 @@ class GpuPanel(LinePanel):
             ),
             Content.styled(
                 f"SM {na(device.clock_sm, '{} MHz')}  MEM {na(device.clock_memory, '{} MHz')}  "
-                f"PCIe rx {rate(device.pcie_rx)} tx {rate(device.pcie_tx)}  {len(device.processes)} process(es)",
+                f"PCIe rx {rate(device.pcie_rx)} tx {rate(device.pcie_tx)}  "
+                + ("processes N/A" if device.processes_error else f"{len(device.processes)} process(es)"),
                 MUTED,
                 strip_control_codes=False,
             ),

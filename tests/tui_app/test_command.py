@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
@@ -165,3 +166,38 @@ def test_demo_with_a_device_glob_scans_those_files_and_r_ends_the_orphan(
     result = _tui("--demo", "dgx", "--device-glob", str(dev / "nvidia*"))
     assert result.exit_code == 0, result.output
     assert verdicts == [Verdict.ORPHAN] and not alive(worker)
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_a_gpu_whose_process_list_nvml_will_not_give_shows_na_and_its_holders_are_not_reaped(
+    monkeypatch: pytest.MonkeyPatch, dev: Path, spawn: Spawner, tmp_path: Path  # noqa: F811
+) -> None:
+    trainer, (worker,) = spawn.start(trainer_script(dev, exits=True, files=("nvidiactl", "nvidia1")))
+    trainer.wait()
+    scenario = tmp_path / "mig.json"
+    scenario.write_text(json.dumps({
+        "name": "mig", "gpus": [{"name": "Sim A100", "memory_total_mib": 40960}] * 2,
+        "processes": [{"pid": 4_000_001, "gpu": 0, "memory_mib": 900, "user": "eve", "command": "python a.py"}],
+        "faults": [{"kind": "process_list_unavailable", "gpu": 1, "error": "no_permission"}],
+    }))
+    shown: dict[str, str] = {}
+    notes: list[str] = []
+
+    async def drive(pilot: Any) -> None:
+        sample = await _first_sample(pilot)
+        await pilot.pause()
+        shown.update({name: str(pilot.app.query_one(f"#{name}").render()) for name in ("gpu-0", "gpu-1")})
+        shown["title"] = str(pilot.app.query_one("#processes-title").render())
+        shown["verdict"] = str(next(r.verdict.value for r in sample.processes if r.pid == worker))
+        await pilot.press("r")
+        await pilot.pause()
+        notes.extend(str(n.message) for n in pilot.app._notifications)
+        await pilot.press("q")
+
+    _headless(monkeypatch, drive)
+    result = _tui("--demo", str(scenario), "--device-glob", str(dev / "nvidia*"))
+    assert result.exit_code == 0, result.output
+    assert "1 process(es)" in shown["gpu-0"] and "processes N/A" in shown["gpu-1"]
+    assert "GPU 1 process list N/A: processes on it may be missing" in shown["title"].replace("\n", " ")
+    assert shown["verdict"] == "unconfirmed"
+    assert "no orphaned GPU holder in the last scan" in notes and alive(worker)
