@@ -90,6 +90,9 @@ def _run(model: str, batch: int, input_spec: str | None, precision: str, optimiz
 
     if input_spec is not None:
         parse_input(input_spec, batch)
+    if accumulate > batch:
+        raise InputError(f"--accumulate {accumulate} is more than --batch {batch}: a micro-batch would be empty",
+                         f"use at most --accumulate {batch}")
     compile_freeze(freeze)
     device = _device(gpu_name)
     precision_note = check_precision(device, precision)
@@ -205,7 +208,8 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
             skip = frozenset({"checkpointing"}) if spec.framework == "keras" else frozenset()
             current = [""]  # "i/n name", set before each remedy's estimate runs
             est.remedies = remedies(est, lambda cfg: run(cfg, stage(f"remedy {current[0]}")), spec.backbone,
-                                    lambda step: current.__setitem__(0, step), skip, device)
+                                    lambda step: current.__setitem__(0, step), skip, device,
+                                    channels_last=spec.framework == "keras")
     if as_json:
         from gpudoc.output import emit_json
 

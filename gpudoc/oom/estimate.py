@@ -4,7 +4,6 @@ ranked by the memory they save."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -177,7 +176,7 @@ REMEDIES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _remedy_config(config: TraceConfig, remedy: str, backbone: str | None) -> TraceConfig | None:
+def _remedy_config(config: TraceConfig, remedy: str, backbone: str | None, channels_last: bool) -> TraceConfig | None:
     if remedy in ("amp", "bf16"):
         return replace(config, precision=remedy) if config.precision == "fp32" else None
     if remedy == "checkpointing":
@@ -194,19 +193,22 @@ def _remedy_config(config: TraceConfig, remedy: str, backbone: str | None) -> Tr
         dims = config.input.lower().split("x")
         if len(dims) < 3:
             return None
-        scaled = [dims[0], *(str(max(1, int(d) * 3 // 4)) for d in dims[1:])]
+        # The spatial sides only: CxHxW for torch, HxWxC for Keras.
+        sides = range(len(dims) - 1) if channels_last else range(1, len(dims))
+        scaled = [str(max(1, int(d) * 3 // 4)) if i in sides else d for i, d in enumerate(dims)]
         return replace(config, input="x".join(scaled))
     return None
 
 
 def remedies(base: Estimate, run: Callable[[TraceConfig], Estimate], backbone: str | None,
              progress: Callable[[str], None] | None = None, skip: frozenset[str] = frozenset(),
-             device: Device | None = None) -> list[Remedy]:
+             device: Device | None = None, channels_last: bool = False) -> list[Remedy]:
     """Each applicable remedy (less ``skip``, and less precisions ``device`` is not known to
-    run) re-estimated with ``run``, largest saving first. ``progress`` hears ``i/n name``."""
+    run) re-estimated with ``run``, largest saving first. ``progress`` hears ``i/n name``;
+    ``channels_last``: inputs are HxWxC (Keras), else CxHxW."""
     todo = []
     for remedy, change in REMEDIES:
-        config = _remedy_config(base.config, remedy, backbone)
+        config = _remedy_config(base.config, remedy, backbone, channels_last)
         if config is None or remedy in skip:
             continue
         if device is not None and remedy in ("amp", "bf16") and supports(device, remedy) is not True:
@@ -224,9 +226,13 @@ def remedies(base: Estimate, run: Callable[[TraceConfig], Estimate], backbone: s
 
 
 def max_batch(config: TraceConfig, device: Device, run: Callable[[TraceConfig], Estimate],
-              progress: Callable[[int], None] | None = None, limit: float = 1.0 - TIGHT) -> tuple[int, Estimate]:
-    """The largest batch whose estimate (by ``run``) stays within ``limit`` of the device:
-    estimate two sizes, solve the line through them, then confirm (stepping down until it fits)."""
+              progress: Callable[[int], None] | None = None, limit: float = 1.0 - TIGHT,
+              tries: int = 16) -> tuple[int, Estimate]:
+    """The largest batch whose estimate (by ``run``) stays within ``limit`` of the device, to
+    within 2%: estimate batch 1 and ``config.batch``, then close a bracket (largest batch that
+    fits, smallest that does not) by interpolating along the line through the estimates,
+    doubling while nothing is over yet and halving the bracket when interpolation stalls (small
+    models: the allocator's segments can make batch 1 and 32 cost the same)."""
     target = int(device.capacity * limit)
 
     def at(batch: int) -> Estimate:
@@ -237,24 +243,32 @@ def max_batch(config: TraceConfig, device: Device, run: Callable[[TraceConfig], 
     low = at(1)
     if low.total_bytes > target:
         return 0, low
-    probe = max(2, config.batch)
-    high = at(probe)
-    slope = max(1.0, (high.total_bytes - low.total_bytes) / (probe - 1))
-    guess = max(1, int(1 + (target - low.total_bytes) / slope))
-    best_batch, best = (probe, high) if high.total_bytes <= target else (1, low)
-    for _ in range(6):
-        if guess == best_batch:
-            break
+    fit_b, fit = 1, low
+    over: tuple[int, Estimate] | None = None
+    guess = max(2, config.batch)
+    for _ in range(tries):
         trial = at(guess)
         if trial.total_bytes <= target and trial.verdict != "oom":
-            best_batch, best = guess, trial
-            step = max(1, int((target - trial.total_bytes) / slope))
-            if step < max(1, guess // 50):
-                break
-            guess += step
+            fit_b, fit = guess, trial
         else:
-            over = trial.total_bytes - target
-            guess = max(best_batch, guess - max(1, math.ceil(over / slope)))
-            if guess == best_batch:
-                break
-    return best_batch, best
+            over = (guess, trial)
+        if over is not None and over[0] - fit_b <= max(1, fit_b // 50):
+            break
+        guess = _next_guess(fit_b, fit, over, low, target)
+    return fit_b, fit
+
+
+def _next_guess(fit_b: int, fit: Estimate, over: tuple[int, Estimate] | None, low: Estimate, target: int) -> int:
+    """The batch to try next inside the bracket (``fit_b``, ``over``): on the line through the
+    nearest estimates, kept a quarter of the bracket away from its ends (else bisection)."""
+    if over is None:
+        slope = (fit.total_bytes - low.total_bytes) / max(1, fit_b - 1)
+        line = int(fit_b + (target - fit.total_bytes) / slope) if slope > 0 else 0
+        return max(line, 2 * fit_b)
+    over_b, over_est = over
+    slope = (over_est.total_bytes - fit.total_bytes) / (over_b - fit_b)
+    line = int(fit_b + (target - fit.total_bytes) / slope) if slope > 0 else (fit_b + over_b) // 2
+    quarter = max(1, (over_b - fit_b) // 4)
+    if over_b - fit_b <= 4:
+        return fit_b + 1 if line <= fit_b else min(line, over_b - 1)
+    return min(max(line, fit_b + quarter), over_b - quarter)
