@@ -70,7 +70,6 @@ def reports(args: list[str], junit: Path) -> Reports:
     skipped = {key for key, c in cases.items() if c.find("skipped") is not None}
     assert failed == errors and warned == warnings
     assert not skipped & (failed | warned), "a rule that found something applied"
-    assert {k for k, c in cases.items() if c.find("failure") is None and c.find("skipped") is None} >= warned
     outcomes = {(f["file"], rule): outcome for f in data["files"] for rule, outcome in f["rules"].items()}
     assert set(outcomes) == set(cases)
     assert {k for k, o in outcomes.items() if o == "failed"} == failed
