@@ -137,11 +137,13 @@ class _Followed:
 
 
 class EventTail:
-    """Follows event files; :meth:`poll` reads only the bytes added since the last poll."""
+    """Follows event files; :meth:`poll` reads only the bytes added since the last poll, at
+    most ``budget`` records at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int = POLL_BUDGET) -> None:
         self.files: dict[Path, _Followed] = {}
         self.records = 0
+        self.budget = budget
 
     def follow(self, path: Path, run: str) -> bool:
         """Start following ``path`` (once); whether it is new."""
@@ -151,7 +153,7 @@ class EventTail:
         self.files[key] = _Followed(key, run)
         return True
 
-    def poll(self, budget: int = POLL_BUDGET) -> tuple[list[Point], list[Check]]:
+    def poll(self) -> tuple[list[Point], list[Check]]:
         """New scalar values of the followed files, and damage found in them: at most
         ``budget`` records in one poll (a large existing file is read over several, so a stop
         is not held up); the rest waits for the next."""
@@ -159,6 +161,7 @@ class EventTail:
 
         points: list[Point] = []
         checks: list[Check] = []
+        budget = self.budget
         for followed in self.files.values():
             if budget <= 0:
                 break
@@ -617,8 +620,13 @@ class Watch:
     def finish(self) -> list[Check]:
         """The last values (from files found now too) and the checks that wait for the end."""
         self._follow(self.finder.find((), force=True))
-        points, damage = self.tail.poll()
-        found = self.checks.raise_all(damage) + self.checks.feed(points)
+        found: list[Check] = []
+        while True:  # every record left, over as many polls as it takes
+            read = self.tail.records
+            points, damage = self.tail.poll()
+            found += self.checks.raise_all(damage) + self.checks.feed(points)
+            if self.tail.records == read:
+                break
         if self.from_output:
             with self._lock:
                 lines, self._lines = self._lines, deque()

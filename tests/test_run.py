@@ -548,9 +548,9 @@ def test_a_large_file_is_read_over_several_polls_without_a_value_twice(tmp_path:
     with tensorboardX.SummaryWriter(str(tmp_path)) as w:
         for step in range(10):
             w.add_scalar("loss", float(step), step)
-    tail = EventTail()
+    tail = EventTail(budget=4)
     tail.follow(next(tmp_path.iterdir()), ".")
-    polls = [[p.step for p in tail.poll(budget=4)[0]] for _ in range(4)]
+    polls = [[p.step for p in tail.poll()[0]] for _ in range(4)]
     assert polls == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9], []]  # the first record is the file version
     assert tail.records == 11
 
@@ -567,3 +567,19 @@ def test_intact_records_that_are_not_events_are_reported_once(tmp_path: Path) ->
     with path.open("ab") as f:
         f.write(frame(b"\xff\xff\xff\xff"))
     assert tail.poll() == ([], [])
+
+
+def test_the_end_reads_every_record_left(tmp_path: Path) -> None:
+    import tensorboardX
+
+    from gpudoc import runwatch
+
+    with tensorboardX.SummaryWriter(str(tmp_path / "logs")) as w:
+        for step in range(10):
+            w.add_scalar("loss", float(step), step)
+    watch = runwatch.Watch(runwatch.LogFinder(tmp_path / "logs", tmp_path, time.time()), Checks())
+    watch.tail.budget = 3
+    watch.poll([], True, 1)
+    assert watch.checks.series[(".", "loss")].count == 2
+    watch.finish()
+    assert watch.checks.series[(".", "loss")].count == 10 and watch.checks.max_step == 9
