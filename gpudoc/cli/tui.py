@@ -42,7 +42,8 @@ def tui(
     quitting while it runs) ends every process of it — SIGTERM, then SIGKILL after 10 s;
     processes it leaves on a GPU after it ended are shown, and x stops them too.
     Exit status: 0, or with a COMMAND 0 when it succeeded, 1 when it failed, 130 when you
-    stopped it.
+    stopped it; 70 when the monitor itself failed (every process of the run still alive is
+    stopped then).
     """
     from gpudoc.monitor import Monitor
     from gpudoc.train import Run, RunState, describe
@@ -54,18 +55,26 @@ def tui(
         settings.simulate = demo
     backend = settings.gpu_backend()  # a bad --demo scenario fails here, before the run starts
     run = Run(command, log=log) if command else None
+    failed = True  # until the app has returned by itself
     try:
         monitor = Monitor(backend, device_glob=device_glob)
         try:
-            GpudocApp(monitor, interval=interval, readonly=readonly, run=run).run()
+            app = GpudocApp(monitor, interval=interval, readonly=readonly, run=run)
+            app.run()
+            failed = bool(app.return_code)  # Textual returns 1 after an exception in the app
         finally:
             monitor.close()
     finally:
-        if run is not None and run.running:
+        # After a failure nobody was asked about the processes the run left: stop them too.
+        if run is not None and (run.running or (failed and run.members())):
             run.stop()
-    if run is None:
+    status = run.wait(1.0) if run is not None else None
+    if failed:
+        ended = f"; the run {describe(status)}" if status is not None else ""
+        print(f"gpudoc: error: the monitor failed (its traceback is above){ended}", file=sys.stderr)
+        return ExitCode.INTERNAL
+    if status is None:
         return ExitCode.OK
-    status = run.wait(1.0)
     oom = f"; out of memory: {status.oom}" if status.oom else ""
     print(f"gpudoc: the run {describe(status)}{oom}", file=sys.stderr)
     if status.state is RunState.SUCCEEDED:

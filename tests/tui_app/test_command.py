@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -201,3 +204,40 @@ def test_a_gpu_whose_process_list_nvml_will_not_give_shows_na_and_its_holders_ar
     assert "GPU 1 process list N/A: processes on it may be missing" in shown["title"].replace("\n", " ")
     assert shown["verdict"] == "unconfirmed"
     assert "no orphaned GPU holder in the last scan" in notes and alive(worker)
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_when_the_monitor_fails_the_workers_an_ended_run_left_are_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    launcher = textwrap.dedent("""
+        import os, time
+        worker = os.fork()
+        if worker == 0:
+            time.sleep(120)  # a dataloader worker that outlives its launcher
+            os._exit(0)
+        print(f"worker {worker}", flush=True)
+    """)
+    workers: list[int] = []
+
+    def boom() -> None:
+        raise RuntimeError("a bug in the monitor")
+
+    async def drive(pilot: Any) -> None:
+        run = pilot.app.training_run
+        while run.running or not any(line.startswith("worker ") for line in run.status().lines):
+            await pilot.pause(0.05)
+        workers.extend(int(line.split()[1]) for line in run.status().lines if line.startswith("worker "))
+        assert alive(workers[0])
+        pilot.app.call_later(boom)
+        await pilot.pause()
+
+    _headless(monkeypatch, drive)
+    try:
+        result = _tui("--demo", "workstation", "--device-glob", "/none/*", "--", sys.executable, "-c", launcher)
+        assert workers and not alive(workers[0]), "the worker the run left was not stopped"
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert result.exit_code == 70
+    assert "RuntimeError: a bug in the monitor" in result.stderr
+    assert "gpudoc: error: the monitor failed (its traceback is above); the run succeeded after" in result.stderr
