@@ -102,7 +102,6 @@ class Series:
     maximum: float | None = None
     smoothed: float = 0.0
     smoothed_min: float | None = None
-    steps: set[int] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -114,7 +113,7 @@ class Series:
 
 
 def is_loss(tag: str) -> bool:
-    return canonical(tag)[1] == "loss" or "loss" in tag.lower()
+    return "loss" in tag.lower()
 
 
 # ---------------------------------------------------------------- event files
@@ -419,19 +418,19 @@ class Checks:
     def _step_checks(self, series: Series, point: Point, steps_checked: bool) -> list[Check]:
         previous = series.last_step
         found: list[Check] = []
+        # Only the last step is kept (a long run logs millions): a step at or below it is
+        # what TensorBoard drops or shows twice.
         if steps_checked and previous is not None and point.step < previous:
-            earlier = sum(1 for s in series.steps if s >= point.step)
             found = self._fire(Check(
                 "step-backwards", "warning",
-                f"{series.name}: step {point.step} after step {previous} ({earlier} earlier point(s) at steps "
-                f"≥ {point.step}): a restart or a second writer",
+                f"{series.name}: step {point.step} after step {previous}: a restart or a second writer — TensorBoard "
+                f"shows the earlier points at steps ≥ {point.step} twice, or drops them after a SessionLog.START",
                 "resume from the checkpoint's global step, or 'gpudoc events export --on-restart purge' keeps only "
                 "the new points", series.name, point.step))
-        elif steps_checked and point.step in series.steps:
+        elif steps_checked and point.step == previous:
             found = self._fire(Check(
                 "step-repeat", "warning", f"{series.name}: step {point.step} logged again",
                 "pass the global step (not the epoch's batch index) to the writer", series.name, point.step))
-        series.steps.add(point.step)
         series.last_step = point.step
         return found
 
@@ -834,5 +833,6 @@ def jsonable_summary(summary: RunSummary) -> dict[str, Any]:
 
     data: dict[str, Any] = to_jsonable(summary)
     data["errors"] = summary.errors
+    data["rules"] = {c.rule: RULES[c.rule][1] for c in summary.checks if c.rule in RULES}
     return data
 

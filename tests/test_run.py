@@ -187,13 +187,17 @@ def test_buggy_scale_raises_the_metric_scale_rules_and_strict_fails(tmp_path: Pa
 
 
 def test_a_nan_is_reported_once_per_scalar_as_it_happens(tmp_path: Path) -> None:
-    out = gpudoc_run("--logdir", str(tmp_path / "logs"), *toy("--nan-at", "15"), cwd=tmp_path)
+    out = gpudoc_run("--logdir", str(tmp_path / "logs"), "--json", str(tmp_path / "s.json"), *toy("--nan-at", "15"),
+                     cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     nan = warnings(out.stderr, "non-finite")
     loss = [line for line in nan if "train/loss is nan at step 15" in line]
     assert len(loss) == 1 and "diverged" in loss[0]
     assert len(nan) == 4  # loss, mse, mae, psnr: once each although every later value is NaN too
     assert "train/loss  last non-finite (step 30)" in out.stderr
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["errors"] == 4 and data["rules"] == {"non-finite": "every logged scalar is finite"}
+    assert data["check_counts"]["non-finite"] == 16 + 2 * 3  # every NaN counted, each series reported once
 
 
 def test_github_annotations(tmp_path: Path) -> None:
@@ -297,7 +301,7 @@ def test_a_restarted_writer_going_back_in_steps_is_reported(tmp_path: Path) -> N
     """), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     back = warnings(out.stderr, "step-backwards")
-    assert len(back) == 1 and "loss: step 6 after step 9 (4 earlier point(s) at steps ≥ 6)" in back[0]
+    assert len(back) == 1 and "loss: step 6 after step 9: a restart or a second writer" in back[0]
 
 
 # ---------------------------------------------------------------- tailing
