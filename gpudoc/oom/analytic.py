@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
-import sys
-import warnings
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from gpudoc.errors import InputError
 from gpudoc.oom.devices import Device
 from gpudoc.oom.estimate import Estimate, verdict
+from gpudoc.oom.quiet import quiet_frameworks
 from gpudoc.oom.trace import TraceConfig, checked_forward, compile_freeze, parse_input
 
 ANALYTIC_ERROR = 0.30
@@ -159,38 +156,6 @@ def _outputs(layer: Any) -> list[Any]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-@contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """File descriptor 2 to /dev/null: TensorFlow's C++ layer writes there on import and device
-    set-up (oneDNN, CPU features, a cuInit failure), some of it before any log level is read."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
-def import_keras() -> Any:
-    """``keras``, imported without TensorFlow's log lines on stderr (``TF_CPP_MIN_LOG_LEVEL=3``
-    unless set, absl and TensorFlow's Python loggers at ERROR)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _quiet_stderr():
-        import keras
-    import logging
-
-    for name in ("absl", "tensorflow", "keras"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    return keras
-
-
 def _layer_error(model: Any, input_spec: str, exc: Exception) -> InputError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     found = re.search(r"""layer ["']([^"']+)["']""", text)
@@ -203,12 +168,19 @@ def _layer_error(model: Any, input_spec: str, exc: Exception) -> InputError:
                       "give the size of one sample the model takes (HxWxC), without the batch")
 
 
+def import_keras() -> Any:
+    """``keras``, imported without TensorFlow's log lines on stderr."""
+    with quiet_frameworks():
+        import keras
+    return keras
+
+
 def load_keras(source: Any, input_spec: str | None) -> Any:
     """A Keras model from a ``.keras`` file (its graph rebuilt at ``input_spec``, ``HxWxC``,
     when given) or a zoo factory taking the input shape. Keras's own errors are bad input."""
     keras = import_keras()
     shape = parse_input(input_spec, 1)[0][1:] if input_spec else None
-    with _quiet_stderr():
+    with quiet_frameworks():
         if not isinstance(source, str):
             try:
                 return source(shape)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gpudoc.errors import EnvironmentMissing, InputError
+from gpudoc.oom.quiet import quiet_frameworks
 from gpudoc.oom.zoo import ZOO
 
 
@@ -59,7 +60,8 @@ def _from_file(path: Path, attr: str) -> Callable[..., Any]:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     try:
-        spec.loader.exec_module(module)
+        with quiet_frameworks():  # a model file that imports TensorFlow
+            spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # the user's file: report its error in one line
         raise InputError(f"{path}: importing it failed: {_first_line(exc)}") from None
     return _attribute(module, attr, str(path))
@@ -102,7 +104,8 @@ def resolve(model: str) -> ModelSpec:
                 raise InputError(f"MODEL {model!r}: {where!r} is not a module name",
                                  "MODEL is package.module:factory or path/to/file.py:factory")
             try:
-                module = importlib.import_module(where)
+                with quiet_frameworks():  # a model module that imports TensorFlow
+                    module = importlib.import_module(where)
             except (Exception, SystemExit) as exc:  # the user's module: its import error, in one line
                 raise InputError(f"{model}: cannot import {where!r} ({_first_line(exc)})") from None
             factory = _attribute(module, attr, where)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpudoc.errors import InputError
+from gpudoc.oom.quiet import quiet_frameworks
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 PRECISIONS = ("fp32", "amp", "bf16")
@@ -384,10 +385,15 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
     with quiet_torch_logs(), FakeTensorMode(allow_non_fake_inputs=True):
         say("building the model")
         try:
-            model = factory()
+            with quiet_frameworks():
+                model = factory()
         except Exception as exc:  # the user's factory: report its error in one line
             raise InputError(f"calling the model factory failed: {_first_line(exc)}") from None
         if not isinstance(model, torch.nn.Module):
+            if type(model).__module__.startswith(("keras", "tensorflow", "tf_keras")):
+                raise InputError(f"the model factory returned a Keras model ({type(model).__name__}): Keras models "
+                                 "are estimated from a file", "save it with model.save('model.keras') and pass "
+                                 "model.keras as MODEL")
             raise InputError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
         params = list(model.parameters())
         for name, p in model.named_parameters():

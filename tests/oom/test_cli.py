@@ -192,6 +192,18 @@ def test_keras_prints_no_framework_noise(tmp_path: Path) -> None:
                                                                     "rejects it at layer conv (Conv2D)"), done.stderr
 
 
+def test_a_keras_factory_is_pointed_to_a_file_without_tensorflow_noise(tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    path = tmp_path / "kmodels.py"
+    path.write_text("import keras\n\n\ndef build():\n    inputs = keras.Input((8, 8, 3))\n"
+                    "    return keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))\n")
+    done = gpudoc_process("oom", "estimate", f"{path}:build", "--input", "8x8x3", "--batch", "2", "--gpu", "T4")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("gpudoc: error: the model factory returned a Keras model (Functional): Keras models are "
+                           "estimated from a file: save it with model.save('model.keras') and pass model.keras as "
+                           "MODEL\n")
+
+
 def test_checkpointing_says_what_it_did(two_layers: str) -> None:
     code, out, err = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4", "--checkpointing",
                          "--json")
