@@ -313,7 +313,7 @@ def _open_event_files(pids: Iterable[int]) -> list[Path]:
 
 # ---------------------------------------------------------------- output lines
 
-_NUMBER = r"[-+]?(?:nan|inf(?:inity)?|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d{1,4})?)"
+_NUMBER = r"[-+]?(?:nan|inf(?:inity)?|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d{1,4})?)"
 _INT = r"(\d{1,18})(?!\d)"  # a step; longer digit runs are no step (and int() refuses 4300+ digits)
 _VALUE_END = r"(?=[\s,;\])}|]|$)"
 _PAIR = re.compile(r"(?<![\w./-])([A-Za-z_][\w./-]*)\s*(=|:)\s*(" + _NUMBER + r")" + _VALUE_END, re.I)
@@ -374,6 +374,7 @@ class Checks:
         self.counts: dict[str, int] = {}
         self._fired: set[tuple[str, str | None]] = set()
         self._pending: dict[tuple[str, str], Record] = {}
+        self._touched: set[tuple[str, str]] = set()
         self.max_step: int | None = None
         self.min_step: int | None = None
         self._step_times: deque[float] = deque(maxlen=21)
@@ -482,6 +483,7 @@ class Checks:
             pending = self._pending[key] = Record(point.run, split, point.step)
         pending.values[metric] = Value(point.value, point.rounding)
         pending.names[metric] = point.tag
+        self._touched.add(key)
         return found
 
     def _check_record(self, record: Record) -> list[Check]:
@@ -491,6 +493,13 @@ class Checks:
                 continue  # every scalar is checked for that already
             found += self._fire(_from_finding(finding), f"{record.source}:{record.split}")
         return found
+
+    def settle(self) -> list[Check]:
+        """Check the records that got no new value since the last call (a writer flushes a
+        step's values together, so one quiet look means the step is complete)."""
+        quiet = [key for key in self._pending if key not in self._touched]
+        self._touched.clear()
+        return [c for key in quiet for c in self._check_record(self._pending.pop(key))]
 
     def finish(self) -> list[Check]:
         """Check the records still waiting for a later step."""
@@ -549,7 +558,7 @@ class GpuUse:
             return
         snapshot = self.backend.snapshot()
         if snapshot.error:
-            self.note = snapshot.error
+            self.note = snapshot.error.split(": ", 1)[0]  # the what, without the how-to-fix
             return
         wanted = set(pids)
         total = 0
@@ -612,6 +621,7 @@ class Watch:
         found += self.checks.feed(points)
         if self.from_output:
             found += self.checks.feed((p for line in lines for p in self.parser.parse(line)), steps_checked=False)
+        found += self.checks.settle()
         self.gpu.sample(pids)
         found += self.checks.tick(alive, members, gpus=self.gpu.beside())
         return found

@@ -587,3 +587,12 @@ def test_the_end_reads_every_record_left(tmp_path: Path) -> None:
     assert watch.checks.series[(".", "loss")].count == 2
     watch.finish()
     assert watch.checks.series[(".", "loss")].count == 10 and watch.checks.max_step == 9
+
+
+def test_a_steps_metrics_are_checked_once_a_look_brings_nothing_new_for_it() -> None:
+    checks = Checks()
+    values = {"val/mse": 0.0125, "val/mae": 0.09, "val/psnr": 67.15}  # [0,1] data, PSNR at peak 255
+    assert checks.feed([Point(".", tag, 50, v) for tag, v in values.items()]) == []
+    assert checks.settle() == []  # values of step 50 arrived in this look: it may not be complete
+    assert sorted(c.rule for c in checks.settle()) == ["implied-range", "psnr-implausible"]
+    assert checks.settle() == [] and checks.finish() == []
