@@ -32,8 +32,9 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -79,6 +80,7 @@ _SIGNAL_FIELDS = (
     "pcie_rx_kib",
 )
 _INVALID_ARGUMENT = 2
+_LONGEST_HANG_S = 86_400  # a hang fault blocks each call this long at most (time.sleep's range is finite)
 
 
 class ScenarioError(InputError):
@@ -110,14 +112,46 @@ class Signal:
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ScenarioError(f"{where}: expected a number, got {value!r}")
+        raise ScenarioError(f"{where}: expected a number, got {_shown(value)}")
+    if not math.isfinite(value):
+        raise ScenarioError(f"{where}: expected a finite number, got {value!r}")
     return float(value)
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _choice(value: Any, choices: Iterable[str], where: str) -> str:
+    """``value`` when it is one of ``choices`` (strings), else a ScenarioError naming them."""
+    names = list(choices)
+    if not isinstance(value, str) or value not in names:
+        raise ScenarioError(f"{where}: expected one of {', '.join(names)}, got {_shown(value)}")
+    return value
+
+
+def _items(data: dict[str, Any], key: str, where: str) -> list[Any]:
+    """A list field; missing or null is empty."""
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ScenarioError(f"{where}: {key}: expected a list, got {_shown(value)}")
+    return value
+
+
+def _text_or_none(value: Any, where: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ScenarioError(f"{where}: expected text, got {_shown(value)}")
+    return value
 
 
 def parse_signal(spec: Any, where: str) -> Signal:
     """A :class:`Signal` from a number, ``[[t, v], …]`` or ``{base, amplitude, period_s, phase_s}``."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        return Signal(base=float(spec))
+        return Signal(base=_number(spec, where))
     if isinstance(spec, list) and spec:
         points = []
         for i, point in enumerate(spec):
@@ -219,28 +253,31 @@ class Scenario:
         unknown = set(data) - known
         if unknown:
             raise ScenarioError(f"{source}: unknown keys {sorted(unknown)}")
-        gpus_raw = data.get("gpus", [])
-        if not isinstance(gpus_raw, list):
-            raise ScenarioError(f"{source}: gpus: expected a list")
-        gpus = tuple(_parse_gpu(g, i, f"{source}: gpus[{i}]") for i, g in enumerate(gpus_raw))
+        gpus = tuple(_parse_gpu(g, i, f"{source}: gpus[{i}]") for i, g in enumerate(_items(data, "gpus", source)))
         processes = tuple(
             _parse_process(p, len(gpus), f"{source}: processes[{i}]")
-            for i, p in enumerate(data.get("processes", []))
+            for i, p in enumerate(_items(data, "processes", source))
         )
         faults = tuple(
             _parse_fault(f, len(gpus), f"{source}: faults[{i}]")
-            for i, f in enumerate(data.get("faults", []))
+            for i, f in enumerate(_items(data, "faults", source))
         )
         loop = data.get("loop_s")
+        loop_s = None if loop is None else _number(loop, f"{source}: loop_s")
+        if loop_s is not None and loop_s <= 0:
+            raise ScenarioError(f"{source}: loop_s: must be positive")
+        cuda = str(data.get("cuda_version", "12.4"))
+        if not re.fullmatch(r"\d{1,3}(\.\d{1,2})?", cuda):
+            raise ScenarioError(f"{source}: cuda_version: expected MAJOR.MINOR such as 12.4, got {_shown(cuda)}")
         return cls(
             name=str(data.get("name", Path(source).stem)),
             description=str(data.get("description", "")),
             driver_version=str(data.get("driver_version", "550.54.15")),
-            cuda_version=str(data.get("cuda_version", "12.4")),
+            cuda_version=cuda,
             gpus=gpus,
             processes=processes,
             faults=faults,
-            loop_s=None if loop is None else _number(loop, f"{source}: loop_s"),
+            loop_s=loop_s,
             source=source,
         )
 
@@ -255,6 +292,8 @@ def _expect_dict(raw: Any, where: str, known: set[str]) -> dict[str, Any]:
 
 
 def _gpu_index(value: Any, count: int, where: str) -> int:
+    if count == 0:
+        raise ScenarioError(f"{where}.gpu: the scenario has no GPU (add one under gpus)")
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < count:
         raise ScenarioError(f"{where}.gpu: expected a GPU index in 0..{count - 1}, got {value!r}")
     return value
@@ -266,6 +305,8 @@ def _parse_gpu(raw: Any, index: int, where: str) -> SimGpu:
     raw = _expect_dict(raw, where, known)
     if "name" not in raw or "memory_total_mib" not in raw:
         raise ScenarioError(f"{where}: 'name' and 'memory_total_mib' are required")
+    if _number(raw["memory_total_mib"], f"{where}.memory_total_mib") < 1:
+        raise ScenarioError(f"{where}.memory_total_mib: must be at least 1")
     digest = hashlib.sha1(f"{raw['name']}/{index}".encode()).hexdigest()
     uuid = f"GPU-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
     signals: dict[str, Signal | None] = {}
@@ -289,9 +330,7 @@ def _parse_process(raw: Any, gpus: int, where: str) -> SimProcess:
     pid = raw.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         raise ScenarioError(f"{where}.pid: expected a positive integer, got {pid!r}")
-    kind = raw.get("type", "compute")
-    if kind not in _PROCESS_TYPES:
-        raise ScenarioError(f"{where}.type: expected one of {', '.join(_PROCESS_TYPES)}")
+    kind = _choice(raw.get("type", "compute"), _PROCESS_TYPES, f"{where}.type")
     end = raw.get("end_s")
     return SimProcess(
         pid=pid,
@@ -300,21 +339,23 @@ def _parse_process(raw: Any, gpus: int, where: str) -> SimProcess:
         type=kind,
         start_s=_number(raw.get("start_s", 0.0), f"{where}.start_s"),
         end_s=None if end is None else _number(end, f"{where}.end_s"),
-        user=raw.get("user"),
-        command=raw.get("command"),
+        user=_text_or_none(raw.get("user"), f"{where}.user"),
+        command=_text_or_none(raw.get("command"), f"{where}.command"),
     )
 
 
 def _parse_fault(raw: Any, gpus: int, where: str) -> Fault:
     known = {"kind", "from_s", "until_s", "gpu", "error", "seconds", "pids", "memory_mib"}
     raw = _expect_dict(raw, where, known)
-    kind = raw.get("kind")
-    if kind not in _FAULT_KINDS:
-        raise ScenarioError(f"{where}.kind: expected one of {', '.join(sorted(_FAULT_KINDS))}")
-    if kind == "init_failure" and raw.get("error") not in _INIT_ERRORS:
-        raise ScenarioError(f"{where}.error: expected one of {', '.join(_INIT_ERRORS)}")
-    if kind == "process_list_unavailable" and raw.get("error", "not_supported") not in _LIST_ERRORS:
-        raise ScenarioError(f"{where}.error: expected one of {', '.join(_LIST_ERRORS)}")
+    kind = _choice(raw.get("kind"), sorted(_FAULT_KINDS), f"{where}.kind")
+    error = None
+    if kind == "init_failure":
+        error = _choice(raw.get("error"), _INIT_ERRORS, f"{where}.error")
+    elif kind == "process_list_unavailable":
+        error = _choice(raw.get("error", "not_supported"), _LIST_ERRORS, f"{where}.error")
+    seconds = _number(raw.get("seconds", 0.0), f"{where}.seconds")
+    if not 0 <= seconds <= _LONGEST_HANG_S:
+        raise ScenarioError(f"{where}.seconds: expected 0 to {_LONGEST_HANG_S} seconds, got {seconds:g}")
     needs_gpu = kind != "init_failure"
     until = raw.get("until_s")
     pids = raw.get("pids", [])
@@ -325,8 +366,8 @@ def _parse_fault(raw: Any, gpus: int, where: str) -> Fault:
         from_s=_number(raw.get("from_s", 0.0), f"{where}.from_s"),
         until_s=None if until is None else _number(until, f"{where}.until_s"),
         gpu=_gpu_index(raw.get("gpu"), gpus, where) if needs_gpu else None,
-        error=raw.get("error", "not_supported" if kind == "process_list_unavailable" else None),
-        seconds=_number(raw.get("seconds", 0.0), f"{where}.seconds"),
+        error=error,
+        seconds=seconds,
         pids=tuple(pids),
         memory_mib=_number(raw.get("memory_mib", 0.0), f"{where}.memory_mib"),
     )
@@ -355,8 +396,19 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     try:
         data = yaml.safe_load(text) if is_yaml else json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"{source}: not valid {'YAML' if is_yaml else 'JSON'}: {exc}") from None
+        raise ScenarioError(f"{source}: not valid {'YAML' if is_yaml else 'JSON'}: {_parse_error(exc)}") from None
+    except RecursionError:
+        raise ScenarioError(f"{source}: nested too deeply to be a scenario") from None
     return Scenario.from_dict(data, source)
+
+
+def _parse_error(exc: Exception) -> str:
+    """A JSON or YAML error on one line: what is wrong, and where (line and column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def _read(path: Path) -> str:

@@ -165,6 +165,20 @@ def test_signals() -> None:
         ({"faults": [{"kind": "process_list_unavailable", "gpu": 0, "error": "oops"}]},
          "faults[0].error: expected one of not_supported, no_permission"),
         ({"colour": "red"}, "unknown keys ['colour']"),
+        ({"faults": [{"kind": []}]}, "faults[0].kind: expected one of garbage_pids, gpu_lost, hang, init_failure, "
+         "process_list_unavailable, vanished_pids, got []"),
+        ({"faults": [{"kind": "init_failure", "error": ["x"]}]}, "faults[0].error: expected one of"),
+        ({"faults": False}, "faults: expected a list, got False"),
+        ({"processes": [{"pid": 1, "type": ["compute"]}]}, "processes[0].type: expected one of compute, graphics"),
+        ({"processes": [{"pid": 1, "user": 5}]}, "processes[0].user: expected text, got 5"),
+        ({"gpus": [], "processes": [{"pid": 1}]}, "processes[0].gpu: the scenario has no GPU"),
+        ({"gpus": [{"name": "x", "memory_total_mib": float("inf")}]}, "memory_total_mib: expected a finite number"),
+        ({"gpus": [{"name": "x", "memory_total_mib": 0}]}, "gpus[0].memory_total_mib: must be at least 1"),
+        ({"gpus": [{"name": "x", "memory_total_mib": 8, "fan": float("nan")}]}, "gpus[0].fan: expected a finite"),
+        ({"faults": [{"kind": "hang", "gpu": 0, "seconds": 1e300}]}, "faults[0].seconds: expected 0 to 86400"),
+        ({"faults": [{"kind": "hang", "gpu": 0, "seconds": -1}]}, "faults[0].seconds: expected 0 to 86400"),
+        ({"loop_s": 0}, "loop_s: must be positive"),
+        ({"cuda_version": "twelve"}, "cuda_version: expected MAJOR.MINOR such as 12.4"),
         ({"gpus": [{"name": "x", "memory_total_mib": 1, "utilization": [[5, 1], [1, 2]]}]}, "must not decrease"),
     ],
 )
@@ -175,6 +189,31 @@ def test_bad_scenarios_name_the_field(patch: dict, message: str) -> None:
         Scenario.from_dict(data, "my.json")
     assert message in str(info.value) and str(info.value).startswith("my.json")
     assert info.value.exit_code == 2
+
+
+def test_empty_lists_may_be_left_null() -> None:
+    scenario = Scenario.from_dict({"gpus": [{"name": "x", "memory_total_mib": 8}], "processes": None, "faults": None})
+    assert scenario.processes == () and scenario.faults == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("s.yaml", "{\n", "s.yaml: not valid YAML: expected the node content, but found '<stream end>' at line 2, "
+         "column 1"),
+        ("s.yaml", "gpus: !!binary abc\n", "not valid YAML: failed to decode base64 data: Incorrect padding at line 1"),
+        ("s.json", "{\"gpus\": [}", "s.json: not valid JSON: Expecting value: line 1 column 11 (char 10)"),
+        ("s.json", "[" * 5000 + "]" * 5000, "s.json: nested too deeply to be a scenario"),
+        ("s.yaml", "[" * 3000 + "]" * 3000, "s.yaml: nested too deeply to be a scenario"),
+    ],
+    ids=["yaml-unclosed", "yaml-bad-base64", "json-bad", "json-deep", "yaml-deep"],
+)
+def test_unparsable_scenario_files_are_one_line(tmp_path, name: str, text: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_scenario_files_json_and_yaml(tmp_path) -> None:
