@@ -596,3 +596,36 @@ def test_a_steps_metrics_are_checked_once_a_look_brings_nothing_new_for_it() -> 
     assert checks.settle() == []  # values of step 50 arrived in this look: it may not be complete
     assert sorted(c.rule for c in checks.settle()) == ["implied-range", "psnr-implausible"]
     assert checks.settle() == [] and checks.finish() == []
+
+
+def test_a_second_signal_while_stopping_kills_at_once(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpudoc", "run", "--interval", "0.1", "--grace", "600", *python(f"""
+            import signal, time
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            open({str(ready)!r}, "w").close()
+            time.sleep(600)
+        """)], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        reader = Reader(proc.stderr)
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert reader.wait_for("stopping the run"), reader.lines
+        proc.send_signal(signal.SIGINT)  # without it gpudoc waits the whole --grace 600
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = reader.text()
+    assert proc.returncode == 130, stderr
+    assert "gpudoc: SIGINT again: SIGKILL to the run" in stderr and "stopped by gpudoc" in stderr
+
+
+def test_a_closed_stdout_only_drops_the_output(tmp_path: Path) -> None:
+    out = subprocess.run(["sh", "-c", f'exec "{sys.executable}" -m gpudoc run -- echo hi >&-'], cwd=tmp_path, env=ENV,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "gpudoc: the run succeeded" in out.stderr

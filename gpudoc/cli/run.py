@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -75,7 +76,9 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
 
     if json_dest is not None:
         output_target(json_dest)  # a directory or impossible path fails now, before the run
-    echo = sys.stderr.buffer if json_dest is not None and is_stdout(json_dest) else sys.stdout.buffer
+    # The run's output goes where gpudoc's own stdout goes (nowhere when that is closed).
+    out_stream = sys.stderr if json_dest is not None and is_stdout(json_dest) else sys.stdout
+    echo = out_stream.buffer if out_stream is not None else None
     env = dict(os.environ)
     if logdir is not None:
         logdir = logdir.absolute()
@@ -88,9 +91,15 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
 
     stop = threading.Event()
     received: list[int] = []
+    current: list[Run] = []  # the attempt running now
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
+        if stop.is_set() and current:  # a second signal while stopping: no more grace
+            print(f"gpudoc: {signal.Signals(signum).name} again: SIGKILL to the run", file=sys.stderr, flush=True)
+            for member in current[0].members():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(member.pid, signal.SIGKILL)
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -114,6 +123,7 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
         while True:
             attempts += 1
             started = Run(command, env=env, log=log, echo=echo, on_line=watch.take_line)
+            current[:] = [started]
             while started.running and not stop.is_set():
                 members = started.members()
                 report(watch.poll([m.pid for m in members], started.running, len(members)), started)
