@@ -77,8 +77,8 @@ def torch_analytic(name: str, factory: Callable[[], Any], config: TraceConfig, d
              "gradients": n_trainable * 4, "optimizer state": n_trainable * 4 * slots,
              "activations": activations, "cuBLAS workspace": device.cublas_workspace}
     top = sorted(((f"{n} ({types[n]})", int(v * scale)) for n, v in outputs.items()), key=lambda kv: -kv[1])[:8]
-    notes = [f"analytic (expected error ±{ANALYTIC_ERROR:.0%}): the model cannot run on fake tensors ({reason})",
-             *_unmodelled(config)]
+    notes = [f"analytic (expected error ±{ANALYTIC_ERROR:.0%}): the training step cannot run on fake tensors "
+             f"({reason})", *_unmodelled(config)]
     return _finish(name, config, device, parts, sum(p.numel() for _, p in params), n_trainable, top, notes)
 
 

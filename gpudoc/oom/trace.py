@@ -190,15 +190,22 @@ def _optimizer(name: str, params: list[Any]) -> Any:
         return torch.optim.AdamW(params, foreach=True)
     if ":" in name:
         module, _, attr = name.partition(":")
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module):
+            raise InputError(f"--optimizer {name!r}: {module!r} is not a module name", "e.g. torch.optim:RMSprop")
         try:
-            cls = getattr(importlib.import_module(module), attr, None)
-        except ImportError as exc:
-            raise InputError(f"--optimizer {name!r}: cannot import {module!r} ({exc})") from None
+            with quiet_frameworks():
+                cls = getattr(importlib.import_module(module), attr, None)
+        except (Exception, SystemExit) as exc:  # the user's module: its import error, in one line
+            raise InputError(f"--optimizer {name!r}: cannot import {module!r} ({_first_line(exc)})") from None
     else:
         cls = getattr(torch.optim, name, None)
     if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer):
         make: Callable[..., Any] = cls
-        return make(params)
+        try:
+            return make(params)
+        except Exception as exc:  # e.g. the abstract torch.optim.Optimizer, or required arguments
+            raise InputError(f"--optimizer {name!r}: cannot be made with default settings ({_first_line(exc)})",
+                             "choose sgd, momentum, adam, adamw or another torch.optim class") from None
     raise InputError(f"--optimizer {name!r}: not sgd, momentum, adam, adamw, a torch.optim class name or "
                      "module:OptimizerClass")
 
@@ -470,7 +477,7 @@ def _step(model: Any, optimizer: Any, recorder: _Recorder, config: TraceConfig, 
                 out = model(x)
             except Exception as exc:  # the user's model on the user's input: its own error, in one line
                 if _data_dependent(exc):
-                    raise TraceImpossible(str(exc).splitlines()[0]) from None
+                    raise TraceImpossible(f"in the model's forward: {str(exc).splitlines()[0]}") from None
                 raise _rejected(recorder, config, exc) from None
             if config.inference:
                 del out
@@ -490,7 +497,14 @@ def _step(model: Any, optimizer: Any, recorder: _Recorder, config: TraceConfig, 
         after_backward()
         del loss, x, target
     recorder.phase = "optimizer"
-    optimizer.step()
+    try:
+        optimizer.step()
+    except Exception as exc:  # the optimizer's own limits (LBFGS needs a closure, SparseAdam sparse gradients)
+        if _data_dependent(exc):
+            raise TraceImpossible(f"in {type(optimizer).__name__}.step(): {str(exc).splitlines()[0]}") from None
+        raise InputError(f"--optimizer {config.optimizer}: {type(optimizer).__name__}.step() cannot train this model "
+                         f"({_first_line(exc)})", "choose sgd, momentum, adam, adamw or another torch.optim class"
+                         ) from None
     recorder.phase = "backward"
     optimizer.zero_grad(set_to_none=True)
 

@@ -333,3 +333,23 @@ def test_max_batch_of_a_model_too_small_to_move_the_allocator_at_batch_32(two_la
 def test_accumulation_beyond_the_batch_is_refused(two_layers: str) -> None:
     code, out, err = run("estimate", two_layers, "--input", "100", "--batch", "4", "--accumulate", "8", "--gpu", "T4")
     assert code == 2 and out == "" and "--accumulate 8 is more than --batch 4" in err
+
+
+@pytest.mark.parametrize(("optimizer", "message"), [
+    ("LBFGS", "--optimizer LBFGS: LBFGS.step() cannot train this model (TypeError: "),
+    ("SparseAdam", "--optimizer SparseAdam: SparseAdam.step() cannot train this model (RuntimeError: "),
+    ("torch.optim:Optimizer", "--optimizer 'torch.optim:Optimizer': cannot be made with default settings"),
+    (".x:Y", "--optimizer '.x:Y': '.x' is not a module name"),
+])
+def test_optimizers_that_cannot_train_are_bad_input(two_layers: str, optimizer: str, message: str) -> None:
+    code, out, err = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4", "--optimizer",
+                         optimizer)
+    assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+
+
+def test_an_optimizer_fake_tensors_cannot_run_is_named_in_the_analytic_note(two_layers: str) -> None:
+    code, out, err = run("estimate", two_layers, "--input", "100", "--batch", "4", "--gpu", "T4", "--optimizer",
+                         "Adafactor", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["method"] == "analytic", err
+    assert "the training step cannot run on fake tensors (in Adafactor.step(): " in data["notes"][0]

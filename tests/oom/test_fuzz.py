@@ -126,14 +126,16 @@ GPUS = st.one_of(st.sampled_from([d.name for d in CATALOG]), st.sampled_from(["v
        precision=st.sampled_from(["fp32", "amp", "bf16"]),
        extra=st.lists(st.sampled_from(["--checkpointing", "--inference", "--json", "--remedies"]), unique=True,
                       max_size=2),
+       optimizer=st.one_of(st.sampled_from(["adam", "sgd", "LBFGS", "SparseAdam", "torch.optim:Optimizer", ".x:Y",
+                                            "no_such_gpudoc_mod:Opt", "RMSprop", ""]), st.text(max_size=5)),
        command=st.sampled_from(["estimate", "max-batch"]))
 def test_the_cli_answers_every_combination_with_a_verdict_or_one_error(
         tiny: Path, factory: str, spec: str, batch: str, gpu: str, precision: str, extra: list[str],
-        command: str) -> None:
+        optimizer: str, command: str) -> None:
     if gpu.strip().lower() == "local" or (command == "max-batch" and "--remedies" in extra):
         return
     result = CliRunner().invoke(cli, ["oom", command, f"{tiny}:{factory}", "--input", spec, "--batch", batch,
-                                      "--gpu", gpu, "--precision", precision, *extra])
+                                      "--gpu", gpu, "--precision", precision, "--optimizer", optimizer, *extra])
     assert result.exit_code in (ExitCode.OK, ExitCode.FINDINGS, ExitCode.USAGE), result.stderr
     if result.exit_code == ExitCode.USAGE:
         assert result.stderr.startswith("gpudoc: error: ") and result.stderr.count("\n") == 1, result.stderr
