@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from gpudoc.gpu.backend import GpuBackend
@@ -166,13 +166,24 @@ class Monitor:
         self.rescan_holders()
         return action
 
-    def reap_orphans(self, timeout: float = 5.0) -> ReapResult | None:
-        """End the invoking user's orphans from the last holder scan (None: none to end)."""
+    def orphans(self, sample: MonitorSample) -> list[ProcessRow]:
+        """The rows of ``sample`` that :meth:`reap_orphans` may end: the invoking user's orphans."""
+        me = user_name(os.getuid())
+        return [r for r in sample.processes if r.verdict is Verdict.ORPHAN and r.user == me]
+
+    def reap_orphans(self, confirmed: Iterable[ProcessRow], timeout: float = 5.0) -> ReapResult | None:
+        """End the ``confirmed`` rows (from :meth:`orphans`) that the last holder scan still
+        finds orphans of the invoking user — never one the user was not asked about, such as
+        an orphan a later scan found (None: none to end)."""
         report = self._holders
         if report is None or self.device_glob is None:
             return None
+        wanted = {(r.pid, r.start_ticks) for r in confirmed}
         actions = plan(report.holders, Scope(uid=os.getuid()), signal.SIGTERM)
-        targets = [h for h in report.holders if actions[h.pid].outcome is Outcome.WOULD_END]
+        targets = [
+            h for h in report.holders
+            if actions[h.pid].outcome is Outcome.WOULD_END and (h.pid, h.start_ticks) in wanted
+        ]
         if not targets:
             return None
         result = end_targets(report, targets, None, timeout=timeout, device_glob=self.device_glob)

@@ -3,6 +3,7 @@ signals, with real processes holding fake device files."""
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -48,12 +49,13 @@ def test_simulated_gpus_scan_no_device_file_of_this_host_unless_a_glob_names_fil
     assert globs == [], f"the default {DEFAULT_DEVICE_GLOB} was looked at under simulation"
     assert sample.holders is None and "not scanned" in (sample.holders_error or "")
     assert {r.pid for r in sample.processes} >= {p.pid for p in demo.backend.scenario.processes if p.alive(5)}
-    assert demo.reap_orphans() is None and alive(worker)
+    assert demo.orphans(sample) == [] and demo.reap_orphans(sample.processes) is None and alive(worker)
     named = Monitor(SimulatedBackend("dgx", clock=ManualClock(5)), device_glob=str(dev / "nvidia*"), window=0.1)
-    rows = {r.pid: r for r in named.sample().processes}
+    scanned = named.sample()
+    rows = {r.pid: r for r in scanned.processes}
     assert globs and DEFAULT_DEVICE_GLOB not in globs
-    assert rows[worker].verdict is Verdict.ORPHAN
-    result = named.reap_orphans()
+    assert rows[worker].verdict is Verdict.ORPHAN and named.orphans(scanned) == [rows[worker]]
+    result = named.reap_orphans(named.orphans(scanned))
     assert result is not None and result.actions[worker].outcome is Outcome.ENDED and not alive(worker)
 
 
@@ -69,3 +71,32 @@ def test_a_simulated_pid_is_not_taken_for_the_host_process_with_that_number(spaw
     for sig in (signal.SIGTERM, signal.SIGKILL):
         assert monitor.signal(row, sig).outcome is Outcome.GONE
     assert alive(bystander.pid)
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_reaping_ends_only_the_orphans_confirmed_not_those_a_later_scan_found(
+    dev: Path, spawn: Spawner  # noqa: F811
+) -> None:
+    first, (asked,) = spawn.start(trainer_script(dev, exits=True))
+    first.wait()
+    monitor = Monitor(SimulatedBackend("dgx", clock=ManualClock(5)), device_glob=str(dev / "nvidia*"),
+                      holder_interval=0.0, window=0.1)
+    shown = monitor.orphans(monitor.sample())  # what the user is asked about
+    assert [r.pid for r in shown] == [asked]
+    second, (unasked,) = spawn.start(trainer_script(dev, exits=True))
+    second.wait()
+    assert {r.pid for r in monitor.orphans(monitor.sample())} == {asked, unasked}  # a scan before the answer
+    result = monitor.reap_orphans(shown)
+    assert result is not None and set(result.actions) == {asked}
+    assert not alive(asked) and alive(unasked)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="an orphan of another user needs root to start")
+@pytest.mark.usefixtures("subreaper")
+def test_another_users_orphan_is_not_offered(dev: Path, spawn: Spawner) -> None:  # noqa: F811
+    trainer, (theirs,) = spawn.start(trainer_script(dev, exits=True), user="nobody")
+    trainer.wait()
+    monitor = Monitor(SimulatedBackend("dgx", clock=ManualClock(5)), device_glob=str(dev / "nvidia*"), window=0.1)
+    sample = monitor.sample()
+    assert next(r for r in sample.processes if r.pid == theirs).verdict is Verdict.ORPHAN
+    assert monitor.orphans(sample) == []

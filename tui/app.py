@@ -267,22 +267,22 @@ class GpudocApp(App[None]):
 
     def action_reap(self) -> None:
         sample = self.sample
-        orphans = [r for r in sample.processes if getattr(r.verdict, "value", None) == "orphan"] if sample else []
+        orphans = self.monitor.orphans(sample) if sample else []
         if not orphans:
-            self.notify("no orphaned GPU holder in the last scan")
+            self.notify("no orphaned GPU holder of yours in the last scan")
             return
         listing = "\n".join(f"  {r.pid} {r.user} {r.command[:60]}" for r in orphans[:10])
         def answered(yes: bool | None) -> None:
             if yes:
-                self._reap()
+                self._reap(orphans)
 
         self.push_screen(
             ConfirmScreen(f"End {len(orphans)} orphan(s) you own (SIGTERM, then SIGKILL)?\n{listing}"), answered
         )
 
     @work(thread=True, group="action")
-    def _reap(self) -> None:
-        result = self.monitor.reap_orphans()
+    def _reap(self, confirmed: list[ProcessRow]) -> None:
+        result = self.monitor.reap_orphans(confirmed)
         if result is None:
             self.post_message(ActionFinished("nothing of yours to reap", True))
             return

@@ -145,7 +145,7 @@ def test_demo_scans_no_device_file_of_this_host_and_r_ends_nothing(
     assert globs == [], f"the host's {DEFAULT_DEVICE_GLOB} was scanned under --demo"
     (sample,) = seen
     assert sample.holders is None and "not scanned" in (sample.holders_error or "")
-    assert "no orphaned GPU holder in the last scan" in notes and alive(worker)
+    assert "no orphaned GPU holder of yours in the last scan" in notes and alive(worker)
 
 
 @pytest.mark.usefixtures("subreaper")
@@ -203,7 +203,7 @@ def test_a_gpu_whose_process_list_nvml_will_not_give_shows_na_and_its_holders_ar
     assert "1 process(es)" in shown["gpu-0"] and "processes N/A" in shown["gpu-1"]
     assert "GPU 1 process list N/A: processes on it may be missing" in shown["title"].replace("\n", " ")
     assert shown["verdict"] == "unconfirmed"
-    assert "no orphaned GPU holder in the last scan" in notes and alive(worker)
+    assert "no orphaned GPU holder of yours in the last scan" in notes and alive(worker)
 
 
 @pytest.mark.usefixtures("subreaper")
@@ -241,3 +241,36 @@ def test_when_the_monitor_fails_the_workers_an_ended_run_left_are_stopped(monkey
     assert result.exit_code == 70
     assert "RuntimeError: a bug in the monitor" in result.stderr
     assert "gpudoc: error: the monitor failed (its traceback is above); the run succeeded after" in result.stderr
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_r_ends_the_orphans_it_asked_about_not_one_found_while_it_asked(
+    monkeypatch: pytest.MonkeyPatch, dev: Path, spawn: Spawner  # noqa: F811
+) -> None:
+    first, (asked,) = spawn.start(trainer_script(dev, exits=True))
+    first.wait()
+    unasked: list[int] = []
+    questions: list[str] = []
+
+    async def drive(pilot: Any) -> None:
+        app = pilot.app
+        await _first_sample(pilot)
+        await pilot.press("r")
+        await pilot.pause()
+        questions.append(app.screen.question)
+        second, (late,) = spawn.start(trainer_script(dev, exits=True))
+        second.wait()
+        unasked.append(late)
+        while late not in {r.pid for r in app.sample.processes}:  # the monitor scans again meanwhile
+            app.poll()
+            await app.workers.wait_for_complete()
+            await pilot.pause(0.1)
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+        await pilot.press("q")
+
+    _headless(monkeypatch, drive)
+    result = _tui("--demo", "dgx", "--device-glob", str(dev / "nvidia*"))
+    assert result.exit_code == 0, result.output
+    assert questions[0].startswith("End 1 orphan(s) you own") and f"  {asked} " in questions[0]
+    assert not alive(asked) and alive(unasked[0])
