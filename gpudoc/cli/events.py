@@ -44,7 +44,7 @@ def _time(text: str | None, option: str) -> float | None:
 def _patterns(values: tuple[str, ...], option: str) -> tuple[re.Pattern[str], ...]:
     try:
         return tuple(re.compile(v) for v in values)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:
         raise InputError(f"{option}: bad regular expression ({exc})") from None
 
 
@@ -188,8 +188,11 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
             what = f"unknown kind {unknown[0]!r}" if unknown else f"no kind in {kinds!r}"
             raise InputError(f"--kinds: {what}", f"choose from {', '.join(KIND_NAMES)}")
         kind_set = frozenset(Kind(n) for n in names)
+    begin, finish = _time(start, "--start"), _time(end, "--end")
+    if begin is not None and finish is not None and begin > finish:
+        raise InputError(f"--start {start} is after --end {end}", "give the earlier time as --start")
     spec = TrimSpec(first, last, _patterns(tags, "--tags"), _patterns(exclude_tags, "--exclude-tags"), kind_set,
-                    _time(start, "--start"), _time(end, "--end"), keep_run_level=not drop_run_level)
+                    begin, finish, keep_run_level=not drop_run_level)
     root, runs = discover(src)
     if in_place:
         if output is not None:
@@ -353,6 +356,11 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
     from gpudoc.output import emit_json
 
     found = _merge_inputs(runs, run_names)
+    files = [f.resolve() for run in found for f in run.files]
+    twice = sorted({f for f in files if files.count(f) > 1})
+    if twice:
+        raise InputError(f"{twice[0]}: given twice (the same run or file named more than once)",
+                         "name each run once")
     output_directory(output)
     for run in found:
         if output.resolve() == run.directory.resolve() or run.directory.resolve() in output.resolve().parents:
@@ -384,7 +392,8 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
 @events.command("replay")
 @click.argument("src")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Destination run directory.")
-@click.option("--speed", type=float, help="Replay wall-time gaps this many times faster (10 = ten times).")
+@click.option("--speed", type=float,
+              help="Replay wall-time gaps this many times faster (10 = ten times); a gap is at most a day.")
 @click.option("--rate", type=float, help="Instead, a fixed number of records per second.")
 @click.option("--steps", help="Inclusive step range A:B to replay (run-level records always).")
 @_SALVAGE

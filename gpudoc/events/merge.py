@@ -4,6 +4,7 @@ and ``events replay`` (re-emit a run in real time, byte for byte)."""
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ from gpudoc.events.records import Damage, RecordReader, RecordWriter, check_whol
 from gpudoc.output import output_target, place
 
 OVERLAP_POLICIES = ("keep-last", "keep-first", "error")
+# The longest pause between two replayed records: a wall-time gap longer than a day (a run
+# resumed weeks later) is replayed as one day.
+MAX_WAIT = 86400.0
 
 
 class OverlapError(InputError):
@@ -194,6 +198,10 @@ def replay(
         raise InputError("give exactly one of --speed and --rate")
     if (speed is not None and not speed > 0) or (rate is not None and not rate > 0):  # NaN too
         raise InputError("--speed and --rate must be positive numbers")
+    if speed is not None and speed == math.inf:
+        raise InputError("--speed must be a finite number")
+    if rate is not None and rate * MAX_WAIT < 1:
+        raise InputError(f"--rate {rate:g}: less than one record a day", "give a larger --rate")
     targets = {path: dest / run.name / path.name for run in runs for path in run.files}
     for target in targets.values():
         if target.exists():
@@ -225,6 +233,7 @@ def replay(
             else:
                 assert speed is not None
                 wait = max(0.0, (wall - previous) / speed) if previous is not None and wall else 0.0
+            wait = min(wait, MAX_WAIT)
             if wait:
                 sleep(wait)
             if path not in handles:

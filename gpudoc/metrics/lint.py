@@ -71,6 +71,8 @@ def _finding(record: Record, rule: str, message: str, cause: str, fix: str, seve
 
 
 def _nearest_peak(r: float) -> float:
+    if not 0 < r < math.inf:  # an implied peak that under- or overflowed
+        return min(PEAKS) if r <= 0 else max(PEAKS)
     return min(PEAKS, key=lambda p: abs(math.log(r / p)))
 
 
@@ -178,10 +180,11 @@ def _implied_range(record: Record, implied: float, mse: Value, psnr: Value, data
     ratio = implied / expected
     if abs(ratio - 1) <= 0.05 + 10 * psnr.rounding:
         return []
-    if abs(math.log10(ratio) - math.log10(255)) < 0.15:
+    decades = math.log10(ratio) if 0 < ratio < math.inf else math.nan
+    if abs(decades - math.log10(255)) < 0.15:
         cause = f"PSNR used peak 255 on [0,1] data (+{PEAK_255_DB:.2f} dB)"
         fix = "use data_range=1 for [0,1] tensors, or convert them to [0,255] for the 8-bit convention"
-    elif abs(math.log10(ratio) + math.log10(255)) < 0.15:
+    elif abs(decades + math.log10(255)) < 0.15:
         cause = f"PSNR used peak 1 on [0,255] data (-{PEAK_255_DB:.2f} dB)"
         fix = "use data_range=255 for 8-bit data"
     elif abs(ratio - 2) < 0.1:

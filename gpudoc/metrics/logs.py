@@ -172,7 +172,7 @@ def read_csv(path: Path) -> Iterator[Record]:
             if step_column is not None:
                 try:
                     step = int(float(row[step_column]))
-                except (ValueError, IndexError):
+                except (ValueError, IndexError, OverflowError):
                     raise InputError(f"{path}:{number}: column {header[step_column]!r} is not a number: "
                                      f"{row[step_column] if step_column < len(row) else ''!r}") from None
             records = {s: Record(str(path), s, step, number) for s in ("train", "val", "test")}

@@ -200,3 +200,16 @@ def test_option_values_that_are_not_numbers_or_kinds_are_usage_errors(tmp_path: 
         code, _, err = gpudoc(*args)
         assert code == 2 and err.startswith("gpudoc: error: --"), (args, err)
     assert not any(tmp_path.glob("[rte]*"))
+
+
+def test_impossible_windows_and_runs_given_twice_are_usage_errors(tmp_path: Path) -> None:
+    write_run(tmp_path / "src", range(0, 3), 1.0, 1000.0)
+    src = str(tmp_path / "src")
+    for args in (["trim", src, "-o", str(tmp_path / "t"), "--start", "2000", "--end", "1000"],
+                 ["replay", src, "-o", str(tmp_path / "r"), "--rate", "1e-300"],
+                 ["replay", src, "-o", str(tmp_path / "r"), "--speed", "inf"],
+                 ["trim", src, "--dry-run", "--tags", "a{4294967296}"],
+                 ["merge", src, src, "-o", str(tmp_path / "m")]):
+        code, _, err = gpudoc(*args)
+        assert code == 2 and err.startswith("gpudoc: error: ") and err.count("\n") == 1, (args, err)
+    assert not any(tmp_path.glob("[trm]"))
