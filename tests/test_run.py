@@ -629,3 +629,24 @@ def test_a_closed_stdout_only_drops_the_output(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "gpudoc: the run succeeded" in out.stderr
+
+
+def test_keras_progress_lines_feed_the_checks_without_event_files(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    summary = tmp_path / "s.json"
+    out = gpudoc_run("--json", str(summary), *python("""
+        import numpy as np
+        import keras
+        x = np.random.default_rng(0).uniform(size=(64, 4)).astype("float32")
+        y = x.mean(axis=1, keepdims=True)  # targets in [0, 1]: every error is below 1
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse", metrics=["mse", "mae"])
+        model.fit(x, y, epochs=3, validation_split=0.25, verbose=2)
+    """), cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(summary.read_text())
+    scalars = {s["name"]: s for s in data["scalars"]}
+    assert data["source"] == "output" and {"loss", "mse", "mae", "val_loss", "val_mse", "val_mae"} <= set(scalars)
+    assert scalars["val_mae"]["count"] == 3 and scalars["loss"]["last_step"] == 6  # epoch 3 of 2 batches
+    unit = warnings(out.stderr, "unit-scale")
+    assert len(unit) == 2 and any(", train)" in u for u in unit) and any(", val)" in u for u in unit)  # once per split
