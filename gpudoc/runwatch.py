@@ -494,6 +494,13 @@ class Checks:
             found += self._fire(_from_finding(finding), f"{record.source}:{record.split}")
         return found
 
+    def forget_output(self) -> None:
+        """Event files are the record from now on: the values guessed from output lines go
+        (the event files are read from their start, so their steps refill the range)."""
+        self.series = {k: s for k, s in self.series.items() if s.run != "output"}
+        self._pending = {k: r for k, r in self._pending.items() if k[0] != "output"}
+        self.min_step = self.max_step = None
+
     def settle(self) -> list[Check]:
         """Check the records that got no new value since the last call (a writer flushes a
         step's values together, so one quiet look means the step is complete)."""
@@ -606,8 +613,7 @@ class Watch:
         for path, run in files:
             if self.tail.follow(path, run) and self.from_output:
                 self.from_output = False
-                # Event files are the record from now on: the values guessed from output lines go.
-                self.checks.series = {k: s for k, s in self.checks.series.items() if s.run != "output"}
+                self.checks.forget_output()
 
     def poll(self, pids: list[int], alive: bool, members: int) -> list[Check]:
         """New checks from the event files found so far, the output lines since the last

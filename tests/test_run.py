@@ -650,3 +650,22 @@ def test_keras_progress_lines_feed_the_checks_without_event_files(tmp_path: Path
     assert scalars["val_mae"]["count"] == 3 and scalars["loss"]["last_step"] == 6  # epoch 3 of 2 batches
     unit = warnings(out.stderr, "unit-scale")
     assert len(unit) == 2 and any(", train)" in u for u in unit) and any(", val)" in u for u in unit)  # once per split
+
+
+def test_values_from_output_give_way_to_event_files_once_found(tmp_path: Path) -> None:
+    out = gpudoc_run("--json", str(tmp_path / "s.json"), *python("""
+        import sys, time
+        sys.modules["torch"] = None
+        from tensorboardX import SummaryWriter
+        print("epoch 7: loss=0.5 acc=0.1", flush=True)
+        time.sleep(0.5)
+        w = SummaryWriter("logs")
+        for step in range(3):
+            w.add_scalar("loss", 1.0 / (step + 1), step)
+        w.flush()
+        time.sleep(0.5)
+        w.close()
+    """), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert [s["name"] for s in data["scalars"]] == ["logs/loss"] and (data["first_step"], data["last_step"]) == (0, 2)
