@@ -89,12 +89,44 @@ def local_device(index: int = 0) -> Device:
     total = gpu.memory_total
     assert isinstance(total, int)
     name = str(gpu.name)
+    return device_named(name, total)
+
+
+def device_named(name: str, total: int) -> Device:
+    """A GPU NVML names: the catalog's constants when the name is in it, else generic ones with
+    the compute capability its name tells (:func:`capability_of`)."""
     try:
         known = find_device(name.removeprefix("NVIDIA ").removeprefix("Tesla "))
     except InputError:
-        known = Device(name, 0, 450 * MiB, 8 * MiB + 128 * 1024, 64 * MiB)
+        capability = capability_of(name)
+        hopper = capability is not None and capability >= (9, 0)
+        known = Device(name, 0, 450 * MiB, 32 * MiB if hopper else 8 * MiB + 128 * 1024, 64 * MiB, "gpu", (),
+                       capability)
     return Device(name, total, known.context, known.cublas_workspace, known.cudnn_margin, "gpu", (),
                   known.capability)
+
+
+# GPU name patterns (as NVML reports them) and their compute capability, newest first.
+_CAPABILITIES: tuple[tuple[str, tuple[int, int]], ...] = (
+    (r"RTX ?50\d\d", (12, 0)),
+    (r"\bG?B(100|200)\b", (10, 0)),
+    (r"\bG?H(100|200|800|20)\b", (9, 0)),
+    (r"\bL(4|20|40S?)\b|RTX ?40\d\d|RTX \d{4} Ada", (8, 9)),
+    (r"\bA(100|800|30)\b", (8, 0)),
+    (r"\bA(2|10G?|16|40)\b|RTX ?30\d\d|RTX A\d{4}", (8, 6)),
+    (r"\bT4\b|RTX ?20\d\d|Quadro RTX|TITAN RTX", (7, 5)),
+    (r"V100|TITAN V\b", (7, 0)),
+    (r"\bP100\b", (6, 0)),
+    (r"\bP(4|40)\b|GTX ?10\d\d", (6, 1)),
+)
+
+
+def capability_of(name: str) -> tuple[int, int] | None:
+    """The compute capability a GPU's name tells (``NVIDIA A10G`` → 8.6), or None."""
+    for pattern, capability in _CAPABILITIES:
+        if re.search(pattern, name, re.IGNORECASE):
+            return capability
+    return None
 
 
 def supports(device: Device, precision: str) -> bool | None:

@@ -129,3 +129,17 @@ def test_precisions_a_device_cannot_run_are_refused_or_never_proposed() -> None:
 
     assert "bf16" in on(find_device("A100-40GB")) and "amp" in on(find_device("A100-40GB"))
     assert "bf16" not in on(unknown) and "bf16" not in on(T4) and "amp" in on(T4)
+
+
+@pytest.mark.parametrize(("name", "capability", "bf16"), [
+    ("NVIDIA A10G", (8, 6), True), ("NVIDIA L40S", (8, 9), True), ("NVIDIA H800", (9, 0), True),
+    ("NVIDIA GeForce RTX 3080", (8, 6), True), ("Quadro RTX 8000", (7, 5), False),
+    ("Tesla P100-PCIE-16GB", (6, 0), False), ("Tesla V100-SXM2-32GB", (7, 0), False), ("Tesla K80", None, None),
+])
+def test_a_local_gpu_outside_the_catalog_gets_the_capability_its_name_tells(
+        name: str, capability: tuple[int, int] | None, bf16: bool | None) -> None:
+    from gpudoc.oom.devices import device_named, supports
+
+    device = device_named(name, 24 * 1024**3)
+    assert device.capability == capability and supports(device, "bf16") is bf16
+    assert device.cublas_workspace == (32 * 1024**2 if name == "NVIDIA H800" else 8 * 1024**2 + 128 * 1024)
