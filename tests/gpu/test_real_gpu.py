@@ -28,6 +28,7 @@ def test_real_snapshot_has_readings_and_matches_nvidia_smi() -> None:
     assert len(rows) == len(snap.devices)
     for device, (index, name, total_mib) in zip(snap.devices, rows):
         assert device.error is None
+        assert device.processes_error is None, "NVML did not list every kind of process on a healthy GPU"
         assert (device.index, device.name) == (int(index), name)
         assert device.memory_total // (1024 * 1024) == int(total_mib)
         assert 0 <= device.utilization_gpu <= 100
