@@ -20,7 +20,7 @@ from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
               help="Seconds between samples.")
 @click.option("--readonly", is_flag=True, help="No terminate, kill or reap actions.")
 @click.option("--device-glob", default=DEFAULT_DEVICE_GLOB, show_default=True, envvar="GPUDOC_DEVICE_GLOB",
-              help="Device files whose holders are shown with their reap verdict (with --demo, this host's "
+              help="Device files whose holders are shown with their reap verdict (on simulated GPUs, this host's "
               "are not scanned unless this names files).")
 @click.option("--log", type=click.Path(dir_okay=False, path_type=Path),
               help="Append the run's whole output to this file (with a COMMAND).")
