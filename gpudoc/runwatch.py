@@ -678,8 +678,9 @@ def _finite(value: float) -> float | None:
 
 @dataclass(frozen=True)
 class Leftover:
-    """A process of the run's session that holds a GPU device file after the leader exited;
-    ``action`` says what ``--reap-leftovers`` did to it (None: left running)."""
+    """A process of the run's session alive after the leader exited, the GPU device files it
+    holds (none: it is only reported); ``action`` says what ``--reap-leftovers`` did to it
+    (None: left running)."""
 
     pid: int
     command: str
@@ -689,18 +690,18 @@ class Leftover:
 
 
 def find_leftovers(members: Iterable[ProcStat], device_glob: str) -> list[Leftover]:
-    """The members that hold a file ``device_glob`` matches (the same process: same start)."""
+    """Each member, with the files ``device_glob`` matches that it holds (the same process:
+    same start time; none for a member that holds no device)."""
     alive = {m.pid: m for m in members}
     if not alive:
         return []
+    held = {h.pid: h.devices for h in scan(device_glob).holders
+            if h.pid in alive and alive[h.pid].start_ticks == h.stat.start_ticks}
     found = []
-    for holder in scan(device_glob).holders:
-        member = alive.get(holder.pid)
-        if member is None or member.start_ticks != holder.stat.start_ticks:
-            continue
-        cmdline = read_cmdline(holder.pid)
+    for pid, member in sorted(alive.items()):
+        cmdline = read_cmdline(pid)
         command = " ".join(cmdline) if isinstance(cmdline, tuple) and cmdline else member.comm
-        found.append(Leftover(holder.pid, command, holder.devices, member.start_ticks))
+        found.append(Leftover(pid, command, held.get(pid, ()), member.start_ticks))
     return found
 
 
@@ -797,8 +798,12 @@ class RunSummary:
         else:
             out.append(f"  GPU memory of its processes: none seen ({self.gpu_note or 'no GPU use'})")
         for left in self.leftovers:
-            out.append(f"  leftover PID {left.pid} ({_short(left.command)}) holding {', '.join(left.devices)}: "
-                       + (left.action or "left running (--reap-leftovers ends it)"))
+            if left.devices:
+                out.append(f"  leftover PID {left.pid} ({_short(left.command)}) holding {', '.join(left.devices)}: "
+                           + (left.action or "left running (--reap-leftovers ends it)"))
+            else:
+                out.append(f"  PID {left.pid} ({_short(left.command)}) still runs after its leader exited "
+                           "(it holds no GPU device)")
         if self.checks:
             errors = self.errors
             warnings = len(self.checks) - errors

@@ -669,3 +669,21 @@ def test_values_from_output_give_way_to_event_files_once_found(tmp_path: Path) -
     assert out.returncode == 0, out.stderr
     data = json.loads((tmp_path / "s.json").read_text())
     assert [s["name"] for s in data["scalars"]] == ["logs/loss"] and (data["first_step"], data["last_step"]) == (0, 2)
+
+
+def test_a_process_left_running_without_a_gpu_device_is_named_not_ended(tmp_path: Path) -> None:
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    out = gpudoc_run("--device-glob", str(dev / "nvidia*"), "--reap-leftovers", *python("""
+        import subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdout=subprocess.DEVNULL)
+        print("child", child.pid, flush=True)
+    """), cwd=tmp_path)
+    child = int(out.stdout.split("child ")[1].split()[0])
+    try:
+        assert out.returncode == 0, out.stderr
+        assert warnings(out.stderr, "leftover") == [] and alive(child)
+        assert f"PID {child} (" in out.stderr
+        assert "still runs after its leader exited (it holds no GPU device)" in out.stderr
+    finally:
+        os.kill(child, signal.SIGKILL)

@@ -132,12 +132,13 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
             remaining = [] if stop.is_set() else _remaining(started, stop)
             if remaining:
                 found = find_leftovers(remaining, device_glob)
-                report([leftover_check(left) for left in found], started)
-                if reap_leftovers and found:
-                    found = end_leftovers(found, grace)
-                    for left in found:
+                holding = [left for left in found if left.devices]
+                report([leftover_check(left) for left in holding], started)
+                if reap_leftovers and holding:
+                    holding = end_leftovers(holding, grace)
+                    for left in holding:
                         say(f"gpudoc: leftover PID {left.pid}: {left.action}", started)
-                leftovers += found
+                leftovers += holding + [left for left in found if not left.devices]
             if stop.is_set() and started.members():
                 name = signal.Signals(received[0]).name if received else "a signal"
                 say(f"gpudoc: {name} received: stopping the run (SIGTERM to its session, SIGKILL after "
