@@ -6,7 +6,7 @@ working directory), tailing them with the events readers' resumable state (only 
 read; an incomplete last record waits; damage is reported once), values parsed from its output
 when it writes no event files, the metric-scale rules of ``gpudoc.metrics`` on what it logs, and
 the run's own checks: non-finite values, loss spikes, steps that go backwards or repeat, stalls.
-The same :class:`Watch` serves ``gpudoc run`` and the TUI's run pane.
+:class:`Watch` serves ``gpudoc run``; it keeps no screen state, so the TUI's run pane can use it too.
 """
 
 from __future__ import annotations
