@@ -66,13 +66,18 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _device(name: str | None) -> Any:
+    """The device of ``--gpu``; ``local`` (and the default) reads GPU 0 through the backend of
+    ``--simulate`` when given, else NVML."""
+    from gpudoc.cli.common import Settings
     from gpudoc.errors import EnvironmentMissing
     from gpudoc.oom.devices import find_device
 
+    settings = click.get_current_context().find_object(Settings)
+    backend = settings.gpu_backend() if settings is not None and settings.simulate else None
     if name is not None:
-        return find_device(name)
+        return find_device(name, backend)
     try:
-        return find_device("local")
+        return find_device("local", backend)
     except EnvironmentMissing:
         click.echo("gpudoc: note: no local GPU; estimating for A100-80GB (choose with --gpu)", err=True)
         return find_device("A100-80GB")

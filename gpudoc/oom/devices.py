@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gpudoc.errors import EnvironmentMissing, InputError
+
+if TYPE_CHECKING:
+    from gpudoc.gpu import GpuBackend
 
 MiB = 1024**2
 GiB = 1024**3
@@ -58,11 +62,11 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_]+", "-", name.strip().lower())
 
 
-def find_device(name: str) -> Device:
+def find_device(name: str, backend: GpuBackend | None = None) -> Device:
     """A catalog entry by name or alias (case and spaces ignored), or ``local`` for GPU 0 of
-    this machine through NVML."""
+    this machine through ``backend`` (NVML when None; the simulated GPUs of ``--simulate``)."""
     if name.strip().lower() == "local":
-        return local_device()
+        return local_device(0, backend)
     wanted = _norm(name)
     for device in CATALOG:
         if wanted in {_norm(device.name), *(_norm(a) for a in device.aliases)}:
@@ -71,16 +75,20 @@ def find_device(name: str) -> Device:
     raise InputError(f"--gpu {name!r}: not a known device", f"use one of {names}, or local")
 
 
-def local_device(index: int = 0) -> Device:
-    """GPU ``index`` of this machine, with its catalog constants when its name is known."""
+def local_device(index: int = 0, backend: GpuBackend | None = None) -> Device:
+    """GPU ``index`` of this machine (read through ``backend``, NVML when None), with its
+    catalog constants when its name is known."""
     from gpudoc.gpu import NvmlBackend
 
     try:
-        with NvmlBackend() as gpus:
+        with backend or NvmlBackend() as gpus:
             snap = gpus.snapshot()
     except Exception as exc:  # NVML missing or broken: say so, in one line
         raise EnvironmentMissing(f"--gpu local: cannot read this machine's GPUs ({exc})",
                                  "name a device such as A100-80GB") from None
+    if snap.error and not snap.devices:
+        raise EnvironmentMissing(f"--gpu local: cannot read this machine's GPUs ({snap.error})",
+                                 "name a device such as A100-80GB")
     devices = [d for d in snap.devices if d.index == index]
     if not devices or not isinstance(devices[0].memory_total, int):
         raise EnvironmentMissing(f"--gpu local: no GPU {index} with a memory reading on this machine",

@@ -353,3 +353,14 @@ def test_an_optimizer_fake_tensors_cannot_run_is_named_in_the_analytic_note(two_
     data = json.loads(out)
     assert code == 0 and data["method"] == "analytic", err
     assert "the training step cannot run on fake tensors (in Adafactor.step(): " in data["notes"][0]
+
+
+def test_gpu_local_reads_the_simulated_machine(two_layers: str) -> None:
+    result = CliRunner().invoke(cli, ["--simulate", "dgx", "oom", "estimate", two_layers, "--input", "100", "--batch",
+                                      "4", "--gpu", "local", "--precision", "bf16", "--json"])
+    data = json.loads(result.stdout)
+    assert result.exit_code == 0, result.stderr
+    assert data["device"] == "NVIDIA H100 80GB HBM3" and data["capacity_bytes"] > 79 * 1024**3
+    result = CliRunner().invoke(cli, ["--simulate", "faults", "oom", "estimate", two_layers, "--input", "100",
+                                      "--batch", "4", "--gpu", "local"])
+    assert result.exit_code == 3 and "--gpu local: cannot read this machine's GPUs (" in result.stderr
