@@ -180,7 +180,7 @@ def _backend(settings: Settings) -> GpuBackend | None:
               help="Also end holders that are not orphans (still never protected ones).")
 @click.option("--without-nvml", is_flag=True,
               help="Also end unconfirmed orphans: holders whose CUDA context is unknown because NVML could "
-              "not be asked (no driver library, a failed GPU).")
+              "not be asked (no driver library, a failed GPU, a GPU that will not list its processes).")
 @click.option("--yes", "-y", is_flag=True, help="Act without asking; without it gpudoc only reports (dry run).")
 @click.option("--signal", "signal_name", type=click.Choice(list(_SIGNALS), case_sensitive=False), default="TERM",
               show_default=True, help="First signal; survivors get SIGKILL after --timeout.")
