@@ -57,7 +57,8 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--inference", is_flag=True, help="Forward only, no gradients."),
         click.option("--gpu", "gpu_name", default=None,
                      help="Target device (V100-16GB/32GB, A100-40GB/80GB, H100-80GB, H200-141GB, L4, T4, "
-                     "RTX-3090, RTX-4090, TPU-v2-core, TPU-v3-core) or local. Default: local, else A100-80GB."),
+                     "RTX-3090, RTX-4090, TPU-v2-core, TPU-v3-core) or local (GPU 0, simulated under --simulate). "
+                     "Default: local, else A100-80GB."),
         json_option,
     ]
     for option in reversed(options):
