@@ -474,5 +474,8 @@ def _gpu_check(device: GpuDevice) -> Check:
         parts.append(f"{format_bytes(device.memory_used)} / {format_bytes(device.memory_total)} used")
     if available(device.temperature):
         parts.append(f"{device.temperature} °C")
-    parts.append(f"{len(device.processes)} process(es)")
+    if device.processes_error:
+        parts.append(f"process list N/A ({device.processes_error})")
+    else:
+        parts.append(f"{len(device.processes)} process(es)")
     return Check(name, Status.OK, ", ".join(parts))

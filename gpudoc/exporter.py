@@ -57,9 +57,9 @@ class MonitorCollector(Collector):
     """Samples the monitor on scrape, at most every ``min_interval`` seconds (several
     Prometheus servers scraping one machine share a sample).
 
-    Every sample is taken on one thread of the collector's own, primed when the collector is
-    made: psutil keeps the base of CPU percentages per thread, and each scrape arrives on a
-    new one, so sampling there made every first reading 0.0. Call :meth:`close` when done.
+    Every sample is taken on one thread of the collector's own (scrapes arrive on threads of
+    their own), and the host probe is primed when the collector is made, so the first scrape's
+    CPU covers the time since start. Call :meth:`close` when done.
     """
 
     def __init__(self, monitor: Monitor, *, min_interval: float = 1.0, host_name: str | None = None) -> None:

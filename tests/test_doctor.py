@@ -240,3 +240,17 @@ def test_probes_start_before_the_driver_is_checked_and_progress_names_them(
     assert imports[0] == "importing numba, torch (each in a subprocess)"
     assert imports[-1] in ("importing torch (numba done)", "importing numba (torch done)")
     assert "checking the NVIDIA driver" in told
+
+
+def test_a_gpu_whose_process_list_is_unavailable_does_not_claim_no_process() -> None:
+    """Was '0 process(es)' for a GPU whose list NVML refused: unknown is not none."""
+    import dataclasses
+
+    from gpudoc.doctor import _gpu_check
+    from gpudoc.gpu import SimulatedBackend
+
+    device = SimulatedBackend("dgx").snapshot().devices[0]
+    refused = dataclasses.replace(device, processes=(), processes_error="NVML: insufficient permissions")
+    detail = _gpu_check(refused).detail
+    assert "process list N/A (NVML: insufficient permissions)" in detail and "0 process(es)" not in detail
+    assert f"{len(device.processes)} process(es)" in _gpu_check(device).detail
