@@ -653,6 +653,7 @@ class Watch:
         """The end summary; ``duration`` covers every attempt (default: the last one's)."""
         ended, killer = how_it_ended(status)
         checks = self.checks
+        one_run = len({s.run for s in checks.series.values()}) == 1  # its tags need no directory
         return RunSummary(
             command=list(status.command), state=status.state.value, ended=ended, returncode=status.returncode,
             exit_code=exit_code, duration_s=round(status.elapsed if duration is None else duration, 3),
@@ -660,9 +661,9 @@ class Watch:
             first_step=checks.min_step, last_step=checks.max_step,
             source="output" if self.tail.files == {} else "event files",
             event_files=[str(p) for p in self.tail.files],
-            scalars=[ScalarSummary(s.name, s.count, _finite(s.last), s.last_step, s.best, s.best_step,
-                                   "max" if s.higher_is_better else "min")
-                     for s in sorted(checks.series.values(), key=lambda s: s.name)],
+            scalars=sorted((ScalarSummary(s.tag if one_run else s.name, s.count, _finite(s.last), s.last_step,
+                                          s.best, s.best_step, "max" if s.higher_is_better else "min")
+                            for s in checks.series.values()), key=lambda s: s.name),
             checks=list(checks.raised), check_counts=dict(checks.counts), attempts=attempts,
             leftovers=list(leftovers), peak_gpu_memory=self.gpu.peak, gpus=sorted(self.gpu.gpus),
             gpu_note=self.gpu.note, logs_note=self.finder.note,

@@ -668,7 +668,7 @@ def test_values_from_output_give_way_to_event_files_once_found(tmp_path: Path) -
     """), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     data = json.loads((tmp_path / "s.json").read_text())
-    assert [s["name"] for s in data["scalars"]] == ["logs/loss"] and (data["first_step"], data["last_step"]) == (0, 2)
+    assert [s["name"] for s in data["scalars"]] == ["loss"] and (data["first_step"], data["last_step"]) == (0, 2)
 
 
 def test_a_process_left_running_without_a_gpu_device_is_named_not_ended(tmp_path: Path) -> None:
@@ -687,3 +687,27 @@ def test_a_process_left_running_without_a_gpu_device_is_named_not_ended(tmp_path
         assert "still runs after its leader exited (it holds no GPU device)" in out.stderr
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+def test_torch_summary_writer_found_through_its_open_file(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    work = tmp_path / "work"
+    work.mkdir()
+    logs = tmp_path / "torch-logs"
+    out = gpudoc_run("--json", str(tmp_path / "s.json"), *python(f"""
+        import time
+        from torch.utils.tensorboard import SummaryWriter
+        w = SummaryWriter({str(logs)!r}, flush_secs=1)
+        for step in range(5):
+            w.add_scalar("Loss/train", 1.0 / (step + 1), step)
+            w.add_scalar("PSNR/val", 30.0 + step, step)
+        w.flush()
+        time.sleep(1)  # the writer holds its file open: found through /proc/PID/fd
+        w.close()
+    """), cwd=work, timeout=300)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["event_files"] and data["event_files"][0].startswith(str(logs))
+    scalars = {s["name"]: s for s in data["scalars"]}  # one run: its tags alone
+    assert scalars["Loss/train"]["best"] == pytest.approx(0.2) and scalars["PSNR/val"]["goal"] == "max"
+    assert scalars["PSNR/val"]["best"] == 34.0 and scalars["PSNR/val"]["count"] == 5
