@@ -98,8 +98,6 @@ class Series:
     last_step: int | None = None
     best: float | None = None
     best_step: int | None = None
-    minimum: float | None = None
-    maximum: float | None = None
     smoothed: float = 0.0
     smoothed_min: float | None = None
 
@@ -445,8 +443,6 @@ class Checks:
                 + (" — the training diverged" if what == "the loss" else ""),
                 "lower the learning rate, clip gradients, check the data and any division or log in the loss",
                 series.name, point.step))
-        series.minimum = point.value if series.minimum is None else min(series.minimum, point.value)
-        series.maximum = point.value if series.maximum is None else max(series.maximum, point.value)
         better = series.best is None or (point.value > series.best if series.higher_is_better
                                          else point.value < series.best)
         if better:
