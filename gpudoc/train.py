@@ -119,6 +119,10 @@ class Run:
             raise InputError(f"cannot run {self.command[0]!r}: {exc.strerror or exc}",
                              "check the command after '--' (and that it is on PATH)") from None
         self.pid = self._proc.pid
+        # Our child until it is waited for, so the PID is still this process's here.
+        leader = read_stat(self.pid)
+        self._leader_ticks = leader.start_ticks if leader is not None else 0
+        self._session_over = False
         self._started = time.monotonic()
         threading.Thread(target=self._read, args=(log_file,), name="gpudoc-run-output", daemon=True).start()
         threading.Thread(target=self._wait_exit, name="gpudoc-run-exit", daemon=True).start()
@@ -220,13 +224,26 @@ class Run:
 
     def members(self) -> list[ProcStat]:
         """Every live process in the run's session (the command and its descendants that did
-        not start a session of their own)."""
+        not start a session of their own).
+
+        Linux keeps a PID from reuse while any process is in the session it names; once the
+        session has emptied, a new session with the same ID belongs to someone else: a leader
+        that is not ours means the run's session is over, and an empty session stays over."""
+        if self._session_over:
+            return []
+        leader = read_stat(self.pid)
+        if leader is not None and leader.start_ticks != self._leader_ticks:
+            self._session_over = True
+            return []
         found = []
         for name in os.listdir("/proc"):
             if name.isdigit():
                 stat = read_stat(int(name))
-                if stat is not None and stat.sid == self.pid and stat.state != "Z":
+                if (stat is not None and stat.sid == self.pid and stat.state != "Z"
+                        and stat.start_ticks >= self._leader_ticks):
                     found.append(stat)
+        if not found and self._ended is not None:
+            self._session_over = True
         return found
 
     def stop(self, grace: float = 10.0) -> dict[int, Action]:

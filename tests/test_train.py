@@ -119,3 +119,25 @@ def test_stopping_a_finished_run_changes_nothing() -> None:
 def test_a_command_that_cannot_start_is_an_input_error() -> None:
     with pytest.raises(InputError, match="cannot run 'no-such-command-gpudoc'"):
         Run(["no-such-command-gpudoc", "--lr", "1"])
+
+
+def test_a_session_whose_leader_pid_now_names_another_process_has_no_members() -> None:
+    """Once the run's session has emptied its PID may be reused by someone else's session
+    leader: members() must not count that session (stop() would end it)."""
+    run = Run(python("import time; time.sleep(30)"))
+    try:
+        assert wait_for(lambda: [m.pid for m in run.members()] == [run.pid])
+        run._leader_ticks -= 1  # the process with the leader's PID started at another time
+        assert run.members() == []
+        assert alive(run.pid)  # and nothing of it is stopped
+        assert run.stop(grace=1) == {}
+    finally:
+        os.kill(run.pid, 9)
+        run.wait(10)
+
+
+def test_an_emptied_session_stays_over() -> None:
+    run = Run(python("pass"))
+    assert run.wait(10) is not None
+    assert wait_for(lambda: run.members() == [])
+    assert run._session_over
