@@ -203,6 +203,8 @@ def atomic_file(dest: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
         with out:
             yield out
         return
+    if not target.path.parent.is_dir():  # as a plain create: no directory is made on the way
+        raise InputError(f"{dest}: no such directory {target.path.parent}", "create it first, or write elsewhere")
     try:
         temp = staging_file(target.path)
     except OSError as exc:

@@ -126,3 +126,10 @@ def test_a_place_that_cannot_be_written_is_bad_input(tmp_path: Path) -> None:
         out.write("x")
     with pytest.raises(InputError, match="cannot write it"), atomic_file("/proc/gpudoc-new.csv", "w") as out:
         out.write("x")
+
+
+def test_a_missing_directory_is_not_made(tmp_path: Path) -> None:
+    """As a plain create: '-o /nonexistent/x.json' used to create /nonexistent."""
+    with pytest.raises(InputError, match="no such directory"), atomic_file(tmp_path / "no" / "x.json", "w"):
+        pass
+    assert not (tmp_path / "no").exists()

@@ -174,6 +174,8 @@ def threshold_command(inputs: tuple[str, ...], output: str, t: float, rule: str,
         stack, binary = stacks[number], masks[number]
         whole = kind == "npy"
         data = binary.reshape(stack.values.shape) if whole else binary[index or 0]
+        if dest != "-" and Path(dest).parent != Path(output).parent:
+            Path(output).mkdir(parents=True, exist_ok=True)  # the output directory, named by -o
         write_mask(data, dest, kind)
         count, foreground = stack.count if whole else 1, int(data.sum())
         results.append({"input": stack.source, "image": None if whole or not stack.stacked else index or 0,
