@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from gpudoc.metrics.lint import RULES as METRIC_RULES
 from gpudoc.metrics.lint import Finding, check_record
 from gpudoc.metrics.logs import Record, Value, canonical, parse_number
+from gpudoc.metrics.report import Report, Subject, github_line
 from gpudoc.output import format_bytes, format_duration
 from gpudoc.reap.classify import HolderReport, Verdict
 from gpudoc.reap.end import end_processes
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from gpudoc.train import RunStatus
 
 # The run's own checks (metric-scale rules keep the ids of ``gpudoc metrics-check``).
-RULES = {
+RUN_RULES = {
     "non-finite": ("error", "every logged scalar is finite"),
     "loss-spike": ("warning", "the loss stays near its running minimum (smoothed, within 10x)"),
     "step-backwards": ("warning", "steps of a tag only go forward (a restart makes TensorBoard drop or duplicate)"),
@@ -48,8 +49,8 @@ RULES = {
     "stall": ("warning", "new steps keep coming while the run's processes live"),
     "damaged-record": ("warning", "event records are intact"),
     "leftover": ("warning", "no process of the run holds a GPU device after its leader exited"),
-    **{rule: info for rule, info in METRIC_RULES.items() if rule != "non-finite"},
 }
+RULES = {**RUN_RULES, **{rule: info for rule, info in METRIC_RULES.items() if rule != "non-finite"}}
 SPIKE_FACTOR = 10.0
 SPIKE_AFTER = 5
 SPIKE_SMOOTHING = 0.9
@@ -370,6 +371,7 @@ class Checks:
         self.series: dict[tuple[str, str], Series] = {}
         self.raised: list[Check] = []
         self.counts: dict[str, int] = {}
+        self.applied: set[str] = set()  # metric-scale rules that had numbers to check
         self._fired: set[tuple[str, str | None]] = set()
         self._pending: dict[tuple[str, str], Record] = {}
         self._touched: set[tuple[str, str]] = set()
@@ -484,7 +486,7 @@ class Checks:
 
     def _check_record(self, record: Record) -> list[Check]:
         found: list[Check] = []
-        for finding in check_record(record, self.data_range):
+        for finding in check_record(record, self.data_range, self.applied):
             if finding.rule == "non-finite":
                 continue  # every scalar is checked for that already
             found += self._fire(_from_finding(finding), f"{record.source}:{record.split}")
@@ -828,15 +830,28 @@ def how_it_ended(status: RunStatus) -> tuple[str, bool]:
     return ("succeeded" if code == 0 else "is running"), False
 
 
-def annotation(check: Check) -> str:
-    """A GitHub Actions workflow command for ``check``."""
-    def escape(text: str, prop: bool = False) -> str:
-        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+def as_finding(check: Check, subject: str) -> Finding:
+    """``check`` as a metrics-check finding of the run ``subject``, for the shared reports."""
+    where = f"{subject} (step {check.step})" if check.step is not None else subject
+    return Finding(check.rule, check.severity, where, check.message, "", check.fix, subject, step=check.step,
+                   split=check.series)
 
-    level = "error" if check.severity == "error" else "warning"
-    fix = f" — fix: {check.fix}" if check.fix else ""
-    return f"::{level} title={escape('gpudoc ' + check.rule, True)}::{escape(check.message + fix)}"
+
+def annotation(check: Check) -> str:
+    """A GitHub Actions workflow command for ``check`` (the same as metrics-check's)."""
+    return github_line(as_finding(check, "run"), at_file=False)
+
+
+def run_report(checks: Checks, subject: str, properties: dict[str, str] | None = None) -> Report:
+    """The checks of a run as one report (JUnit, exit code) by the mapping metrics-check uses:
+    one subject, the run; its own rules always apply, a metric-scale rule only when the run
+    logged numbers it checks (else it is skipped, with why)."""
+    rules: dict[str, str | None] = {
+        rule: None if rule in RUN_RULES or rule in checks.applied else "the run logged no metric this rule checks"
+        for rule in RULES
+    }
+    findings = [as_finding(check, subject) for check in checks.raised]
+    return Report(dict(RULES), [Subject(subject, "run", rules)], findings, properties or {})
 
 
 def plain(check: Check) -> str:

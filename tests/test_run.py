@@ -207,6 +207,34 @@ def test_github_annotations(tmp_path: Path) -> None:
     assert "gpudoc: warning:" not in out.stderr
 
 
+def test_github_junit_json_and_the_exit_code_agree(tmp_path: Path) -> None:
+    """Issue 22: the run's live checks use metrics-check's one mapping — every error annotation
+    is a JUnit failure and a JSON error, and --strict fails exactly then; metric-scale rules the
+    run logged no numbers for are skipped, not passed."""
+    import xmlschema
+    from xml.etree import ElementTree
+
+    schema = xmlschema.XMLSchema(str(ROOT / "tests" / "metrics" / "junit.xsd"))
+    for name, extra in (("buggy", ("--buggy-scale", "--nan-at", "12")), ("clean", ())):
+        junit, summary = tmp_path / f"{name}.xml", tmp_path / f"{name}.json"
+        out = gpudoc_run("--strict", "--github", "--junit", str(junit), "--json", str(summary),
+                         "--logdir", str(tmp_path / name), *toy(*extra), cwd=tmp_path)
+        schema.validate(str(junit))
+        suite = ElementTree.parse(junit).getroot()
+        errors = [line for line in out.stderr.splitlines() if line.startswith("::error ")]
+        assert int(suite.get("failures")) == len({line.split("::")[1] for line in errors})  # one case per rule
+        assert json.loads(summary.read_text())["errors"] == len(errors)
+        assert out.returncode == (1 if errors else 0), out.stderr
+        cases = {c.get("name").split(":")[0]: c for c in suite.iter("testcase")}
+        assert cases["non-finite"].find("skipped") is None and cases["stall"].find("skipped") is None
+        if name == "buggy":
+            assert errors and cases["non-finite"].find("failure") is not None
+            assert cases["implied-range"].find("failure") is not None
+            assert cases["ssim-out-of-range"].find("skipped") is not None  # the toy logs no SSIM
+        else:
+            assert not errors and int(suite.get("failures")) == 0 and int(suite.get("skipped")) > 0
+
+
 def test_a_hung_run_raises_the_stall_check(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gpudoc", "run", "--interval", "0.1", "--stall-min", "0.5",

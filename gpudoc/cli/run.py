@@ -34,6 +34,8 @@ _RANGES = ["auto", "1", "2", "255", "65535"]
 @click.option("--json", "json_dest", metavar="FILE", help="Write the end summary as JSON to FILE (- for stdout; the "
               "run's output then goes to stderr).")
 @click.option("--github", is_flag=True, help="Print the checks as GitHub Actions annotations.")
+@click.option("--junit", "junit_dest", metavar="FILE", help="Write the checks as a JUnit XML report (one test case "
+              "per rule, as metrics-check writes them; - for stdout).")
 @click.option("--strict", is_flag=True, help="Exit 1 when a check raised an error (e.g. a metric-scale finding), "
               "even if the run succeeded.")
 @click.option("--range", "range_", type=click.Choice(_RANGES), default="auto", show_default=True,
@@ -52,7 +54,8 @@ _RANGES = ["auto", "1", "2", "255", "65535"]
               help="Start the command again after it failed (not after a stop), up to N times.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_settings
-def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: str | None, github: bool, strict: bool,
+def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: str | None, github: bool,
+        junit_dest: str | None, strict: bool,
         range_: str, interval: float, stall_min: float, grace: float, device_glob: str, reap_leftovers: bool,
         restarts: int, command: tuple[str, ...]) -> int:
     """Run COMMAND (after --) in a session of its own and watch it: its output passes through
@@ -70,14 +73,18 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     stopped, 0 when it succeeded — 1 under --strict when a check raised an error.
     """
     from gpudoc.output import atomic_file, emit_json, is_stdout, output_target
+    from gpudoc.metrics.report import junit_xml
     from gpudoc.runwatch import (Check, Checks, Leftover, LogFinder, Watch, annotation, end_leftovers, find_leftovers,
-                                 how_it_ended, jsonable_summary, leftover_check, plain)
+                                 how_it_ended, jsonable_summary, leftover_check, plain, run_report)
     from gpudoc.train import Run, RunState
 
-    if json_dest is not None:
-        output_target(json_dest)  # a directory or impossible path fails now, before the run
+    dests = [d for d in (json_dest, junit_dest) if d is not None]
+    for dest in dests:
+        output_target(dest)  # a directory or impossible path fails now, before the run
+    if len([d for d in dests if is_stdout(d)]) > 1:
+        raise click.UsageError("--json and --junit cannot both write to stdout")
     # The run's output goes where gpudoc's own stdout goes (nowhere when that is closed).
-    out_stream = sys.stderr if json_dest is not None and is_stdout(json_dest) else sys.stdout
+    out_stream = sys.stderr if any(is_stdout(d) for d in dests) else sys.stdout
     echo = out_stream.buffer if out_stream is not None else None
     env = dict(os.environ)
     if logdir is not None:
@@ -167,7 +174,8 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
         code = int(ExitCode.OK)
     duration = time.monotonic() - began
     summary = watch.summary(status, code, attempts, leftovers, duration)
-    if strict and code == 0 and summary.errors:
+    checked = run_report(watch.checks, " ".join(command), {"exit_status": str(code)})
+    if strict and code == 0 and checked.exit_code:
         code = int(ExitCode.FINDINGS)
         summary = watch.summary(status, code, attempts, leftovers, duration)
     for line in summary.lines():
@@ -175,6 +183,9 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     if json_dest is not None:
         with atomic_file(json_dest, "w") as out:
             emit_json(jsonable_summary(summary), out)
+    if junit_dest is not None:
+        with atomic_file(junit_dest, "wb") as out:
+            out.write(junit_xml(checked, "gpudoc run"))
     return code
 
 

@@ -125,20 +125,24 @@ def to_json(report: Report) -> dict[str, Any]:
             "warnings": len(report.warnings), "exit_code": int(report.exit_code)}
 
 
-def github_lines(report: Report) -> list[str]:
-    """One GitHub Actions workflow command per finding: ``::error`` for errors, ``::warning``
-    for warnings, at the file (and line) it came from."""
-    def escape(text: str, prop: bool = False) -> str:
-        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+def _escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
 
-    lines = []
-    for f in report.findings:
-        level = "error" if f.severity == "error" else "warning"
-        props = f"file={escape(f.file, True)}" + (f",line={f.line}" if f.line else "")
-        props += f",title={escape('gpudoc ' + f.rule, True)}"
-        lines.append(f"::{level} {props}::{escape(f.message + ' — fix: ' + f.fix)}")
-    return lines
+
+def github_line(f: Finding, *, at_file: bool = True) -> str:
+    """A GitHub Actions workflow command for one finding: ``::error`` or ``::warning``, at the
+    file (and line) it came from unless ``at_file`` is False (a run, not a file)."""
+    level = "error" if f.severity == "error" else "warning"
+    props = (f"file={_escape(f.file, True)}" + (f",line={f.line}" if f.line else "") + ",") if at_file else ""
+    props += f"title={_escape('gpudoc ' + f.rule, True)}"
+    fix = f" — fix: {f.fix}" if f.fix else ""
+    return f"::{level} {props}::{_escape(f.message + fix)}"
+
+
+def github_lines(report: Report) -> list[str]:
+    """One GitHub Actions workflow command per finding."""
+    return [github_line(f) for f in report.findings]
 
 
 def junit_xml(report: Report, suite_name: str = "gpudoc metrics-check",
