@@ -13,7 +13,7 @@ from typing import Any
 
 from gpudoc.errors import InputError
 from gpudoc.oom.devices import Device
-from gpudoc.oom.estimate import Estimate, verdict
+from gpudoc.oom.result import Estimate, verdict
 from gpudoc.oom.quiet import quiet_frameworks
 from gpudoc.oom.trace import TraceConfig, checked_forward, compile_freeze, parse_input
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gpudoc.oom.allocator import CachingAllocator
 from gpudoc.oom.devices import Device, supports
+from gpudoc.oom.result import TIGHT, Estimate, Remedy, verdict
 from gpudoc.oom.trace import Trace, TraceConfig
 
-TIGHT = 0.10
 _TOP_LEVEL = "(top level: loss, glue code)"
 _PHASE_CATEGORY = {"parameters": "parameters", "inputs": "inputs", "activations": "activations",
                    "backward": "backward temporaries", "optimizer": "optimizer temporaries", "setup": "other"}
@@ -27,40 +27,6 @@ class Replay:
     peak_reserved: int
     breakdown: dict[str, int]
     top_modules: list[tuple[str, int]]
-
-
-@dataclass
-class Estimate:
-    """The estimate for one configuration on one device."""
-
-    model: str
-    config: TraceConfig
-    device: str
-    method: str
-    peak_allocated_bytes: int
-    peak_reserved_bytes: int
-    total_bytes: int
-    capacity_bytes: int
-    verdict: str
-    headroom_bytes: int
-    breakdown: dict[str, int]
-    top_modules: list[tuple[str, int]]
-    parameters: int
-    trainable_parameters: int
-    notes: list[str] = field(default_factory=list)
-    remedies: list[Remedy] = field(default_factory=list)
-    checkpointed_blocks: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Remedy:
-    """A change, the estimate with it, and what it saves."""
-
-    name: str
-    change: str
-    total_bytes: int
-    saved_bytes: int
-    verdict: str
 
 
 def _module_group(path: str, types: dict[str, str]) -> str:
@@ -105,13 +71,6 @@ def replay(trace: Trace, device: Device) -> Replay:
     breakdown = {k: v for k, v in snapshot[0].items() if v > 0}
     top = sorted(((k, v) for k, v in snapshot[1].items() if v > 0), key=lambda kv: -kv[1])[:8]
     return Replay(stats.peak_allocated, stats.peak_reserved, breakdown, top)
-
-
-def verdict(total: int, capacity: int) -> str:
-    """``oom`` when it does not fit, ``tight`` with less than 10% headroom, else ``fits``."""
-    if total > capacity:
-        return "oom"
-    return "tight" if capacity - total < TIGHT * capacity else "fits"
 
 
 def from_trace(name: str, trace: Trace, config: TraceConfig, device: Device, notes: list[str]) -> Estimate:
