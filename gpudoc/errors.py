@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     ENVIRONMENT = 3
     INTERNAL = 70
     INTERRUPTED = 130
+    BROKEN_PIPE = 141  # 128 + SIGPIPE, what a tool killed by SIGPIPE reports
 
 
 class GpudocError(Exception):

@@ -79,6 +79,8 @@ def emit_json(value: Any, stream: TextIO | None = None) -> None:
     """Write ``value`` as JSON and a newline to stdout (or ``stream``): indented for a
     person at a terminal, one compact line for a program (several times faster to encode)."""
     out = stream or sys.stdout
+    if out is None:
+        raise InputError("stdout is closed: nowhere to print the report", "run with stdout open")
     indent = 2 if out.isatty() else None
     out.write(json.dumps(to_jsonable(value), indent=indent, allow_nan=False, ensure_ascii=False) + "\n")
     out.flush()
@@ -179,6 +181,18 @@ def _unwritable(dest: Path | str, exc: OSError) -> InputError:
 
 
 @contextmanager
+def _stream_errors(dest: Path | str) -> Iterator[None]:
+    """A stream that cannot take more (a full disk, /dev/full, an I/O error) is bad output; a
+    reader that went away (``| head``) is left to the caller as BrokenPipeError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL or exc.errno == errno.EIO:
+            raise _unwritable(dest, exc) from None
+        raise
+
+
+@contextmanager
 def atomic_file(dest: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
     """A file that appears at ``dest`` whole or not at all: written to a hidden temporary file
     beside it, renamed into place when the block succeeds, removed when it fails. ``-``,
@@ -188,9 +202,12 @@ def atomic_file(dest: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
     text = "b" not in mode
     encoding, newline = ("utf-8", "") if text else (None, None)
     if target.fd == 1:  # through sys.stdout, so it stays in order with what else is printed
+        if sys.stdout is None or sys.stdout.closed:
+            raise InputError(f"{dest}: stdout is closed", "give -o a file, or run with stdout open")
         stdout = sys.stdout if text else sys.stdout.buffer
-        yield stdout
-        stdout.flush()
+        with _stream_errors(dest):
+            yield stdout
+            stdout.flush()
         return
     if target.stream:
         try:
@@ -200,7 +217,7 @@ def atomic_file(dest: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
                 out = open(target.path, "w" if text else "wb", encoding=encoding, newline=newline)  # noqa: SIM115
         except OSError as exc:
             raise _unwritable(dest, exc) from None
-        with out:
+        with _stream_errors(dest), out:
             yield out
         return
     if not target.path.parent.is_dir():  # as a plain create: no directory is made on the way

@@ -98,3 +98,49 @@ def test_tui_run_usage_errors_start_nothing(args: list[str], says: str, tmp_path
     assert result.exit_code == ExitCode.USAGE
     assert result.stderr.startswith("gpudoc: error: ") and says in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def _event_log(directory) -> str:  # type: ignore[no-untyped-def]
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(directory)) as writer:
+        for step in range(3000):
+            writer.add_scalar("loss", 1 / (step + 1), step)
+    return str(directory)
+
+
+def _gpudoc(*args: str, **kwargs):  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "gpudoc", *args], capture_output=True, text=True, timeout=120,
+                          **kwargs)
+
+
+def test_outputs_that_cannot_take_the_data_are_bad_output_not_bugs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A full disk and a closed stdout were exit 70 (OSError, TypeError on a None stdout)."""
+    logs = _event_log(tmp_path / "logs")
+    full = _gpudoc("events", "export", logs, "-o", "/dev/full")
+    assert full.returncode == 2 and full.stderr == (
+        "gpudoc: error: /dev/full: cannot write it (No space left on device): choose a place you can write to\n")
+    import subprocess
+    import sys
+
+    for args in (["events", "export", logs, "-o", "-"], ["events", "info", logs, "--json"]):
+        closed = subprocess.run(f'"{sys.executable}" -m gpudoc {" ".join(args)} >&-', shell=True,
+                                capture_output=False, stderr=subprocess.PIPE, text=True, timeout=120)
+        assert closed.returncode == 2 and closed.stderr.startswith("gpudoc: error: ") and "stdout is closed" in \
+            closed.stderr and closed.stderr.count("\n") == 1, closed.stderr
+
+
+def test_a_reader_that_goes_away_ends_it_quietly_as_sigpipe_would(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`gpudoc events export … -o - | head -1` exited 1 ('problems found'): now 141, nothing on stderr."""
+    import subprocess
+    import sys
+
+    logs = _event_log(tmp_path / "logs")
+    pipe = subprocess.run(f'"{sys.executable}" -m gpudoc events export {logs} -o - | head -1; '
+                          'echo "status=${PIPESTATUS[0]}" >&2', shell=True, executable="/bin/bash",
+                          capture_output=True, text=True, timeout=120)
+    assert pipe.stdout == "run,tag,kind,step,wall_time,value\n"
+    assert pipe.stderr == f"status={int(ExitCode.BROKEN_PIPE)}\n"

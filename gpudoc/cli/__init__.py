@@ -33,6 +33,10 @@ COMMANDS = {
 _settings = Settings()
 
 
+class _ReaderGone(Exception):
+    """The reader of stdout closed it (``gpudoc … | head``)."""
+
+
 class GpudocGroup(click.Group):
     """The root group: imports a subcommand only when it is listed or run, and turns every
     failure into one ``gpudoc: error: …`` line and an exit code."""
@@ -47,6 +51,12 @@ class GpudocGroup(click.Group):
         module, attr = target.split(":")
         command: click.Command = getattr(importlib.import_module(module), attr)
         return command
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _ReaderGone from None  # click would turn EPIPE into exit 1 ("problems found")
 
     def main(  # type: ignore[override]
         self,
@@ -68,6 +78,7 @@ class GpudocGroup(click.Group):
         complete_var: str | None,
         extra: dict[str, object],
     ) -> int:
+        _occupy_closed_descriptors()
         _settings.debug = bool(os.environ.get("GPUDOC_DEBUG"))
         _settings.simulate = None
         try:
@@ -82,9 +93,9 @@ class GpudocGroup(click.Group):
         except (KeyboardInterrupt, click.Abort):
             print_error("interrupted")
             return ExitCode.INTERRUPTED
-        except BrokenPipeError:
+        except _ReaderGone:  # the reader went away (| head): quietly, as SIGPIPE would end a tool
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return ExitCode.FINDINGS
+            return ExitCode.BROKEN_PIPE
         except GpudocError as exc:
             if _settings.debug:
                 traceback.print_exc()
@@ -99,6 +110,20 @@ class GpudocGroup(click.Group):
             )
             return ExitCode.INTERNAL
         return int(result) if isinstance(result, int) else ExitCode.OK
+
+
+def _occupy_closed_descriptors() -> None:
+    """Started with stdin, stdout or stderr closed (``>&-``), a file gpudoc opens would get that
+    descriptor and receive what is printed: /dev/null takes the place (``sys.stdout`` stays
+    None, so writing data to stdout is refused with a clear error)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open(os.devnull, os.O_RDWR)
+            if held != fd:
+                os.dup2(held, fd)
+                os.close(held)
 
 
 @click.group(

@@ -80,7 +80,7 @@ def _on_stdout(dest: str | None) -> bool:
 
 
 def _refuse_terminal(dest: str, what: str) -> None:
-    if _on_stdout(dest) and sys.stdout.isatty():
+    if _on_stdout(dest) and sys.stdout is not None and sys.stdout.isatty():
         raise InputError(f"{dest}: stdout is a terminal, and {what} is binary", "redirect stdout to a file or a pipe")
 
 

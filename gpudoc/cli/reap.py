@@ -256,7 +256,7 @@ def reap(
         if not as_json:
             from rich.console import Console
 
-            out = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)
+            out = Console(file=sys.stdout, highlight=False, width=None if sys.stdout and sys.stdout.isatty() else 200)
             render(report, actions, out, acting=yes)
             out.print(_summary(report, actions))
         _notes(report, settings.simulate)
