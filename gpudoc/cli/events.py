@@ -270,6 +270,10 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
         what = f"unknown kind {unknown[0]!r}" if unknown else f"no kind in {kinds!r}"
         raise InputError(f"--kinds: {what}", "choose from scalar, histogram, tensor, text, pr_curve")
     runs = _distinct_runs([run for path in paths for run in discover(path)[1]])
+    if not target.stream and target.path.exists():
+        inputs = [f for run in runs for f in run.files if f.exists() and target.path.samefile(f)]
+        if inputs:
+            raise InputError(f"-o {output}: is the input {inputs[0]}", "write the table to another file")
     with _progress("exporting", runs, quiet=as_json) as advance:
         report = export(runs, Path(output), fmt=chosen, kinds=frozenset(Kind(n) for n in names),
                         purge=on_restart == "purge", salvage=salvage, progress=advance)

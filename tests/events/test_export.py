@@ -182,3 +182,20 @@ def test_runs_of_several_paths_are_named_apart_and_exported_once(tbx: Path, tfdi
     assert code == 0, err
     counts = Counter(r["run"] for r in csv.DictReader((tmp_path / "t.csv").open(newline="")))
     assert counts == {str(tmp_path / "a" / "run"): 100, str(tfdir / "run"): 60}
+
+
+def test_an_output_that_is_one_of_the_inputs_is_refused_even_with_force(tmp_path: Path) -> None:
+    """`export RUN/events… -o RUN/events… --force` replaced the event file with its own CSV."""
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "run")) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+    source = next((tmp_path / "run").iterdir())
+    before = source.read_bytes()
+    link = tmp_path / "link.csv"
+    link.symlink_to(source)
+    for output in (source, link):
+        result = CliRunner().invoke(cli, ["events", "export", str(source), "-o", str(output), "--force",
+                                          "--format", "csv"])
+        assert result.exit_code == 2 and "is the input" in result.stderr
+    assert source.read_bytes() == before
