@@ -84,7 +84,8 @@ def from_trace(name: str, trace: Trace, config: TraceConfig, device: Device, not
     return Estimate(
         name, config, device.name, "trace", free.peak_allocated, free.peak_reserved, total, device.capacity,
         verdict(total, device.capacity), device.capacity - total, breakdown, free.top_modules,
-        trace.parameters, trace.trainable, notes, checkpointed_blocks=list(trace.checkpointed))
+        trace.parameters, trace.trainable, notes, checkpointed_blocks=list(trace.checkpointed),
+        attention_kernels=dict(trace.attention))
 
 
 def checkpointing_note(blocks: list[str]) -> str:
@@ -103,8 +104,9 @@ def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device:
     hears each stage (building the model, each training step, the allocator simulation)."""
     from gpudoc.oom.trace import TraceImpossible, trace_training
 
+    capability = device.capability or (8, 0)
     try:
-        trace = trace_training(factory, config, progress)
+        trace = trace_training(factory, config, progress, capability)
     except TraceImpossible as exc:
         from gpudoc.oom.analytic import torch_analytic
 
@@ -119,6 +121,10 @@ def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device:
     if config.checkpointing:
         notes.append("--checkpointing had no effect: --inference has no backward pass" if config.inference
                      else checkpointing_note(trace.checkpointed))
+    known = "" if device.capability else ", unknown: assumed"
+    for kernel, why in trace.attention.items():
+        notes.append(f"attention: CUDA's {kernel} kernel assumed for scaled_dot_product_attention on {device.name} "
+                     f"(compute capability {capability[0]}.{capability[1]}{known}): {why}")
     if progress is not None:
         progress("allocator simulation")
     return from_trace(name, trace, config, device, notes)

@@ -55,7 +55,8 @@ class Event:
 @dataclass
 class Trace:
     """The event stream, the handles that turned out to be gradients or optimizer state, each
-    module's class by path, and the blocks that ``checkpointing`` wrapped."""
+    module's class by path, the blocks that ``checkpointing`` wrapped, and the SDPA kernels
+    assumed (kernel → why CUDA takes it)."""
 
     events: list[Event] = field(default_factory=list)
     roles: dict[int, str] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class Trace:
     trainable: int = 0
     module_types: dict[str, str] = field(default_factory=dict)
     checkpointed: list[str] = field(default_factory=list)
+    attention: dict[str, str] = field(default_factory=dict)
 
 
 class _Recorder:
@@ -374,12 +376,15 @@ def checked_forward(model: Any, x: Any, config: TraceConfig) -> Any:
 
 
 def trace_training(factory: Callable[[], Any], config: TraceConfig,
-                   progress: Callable[[str], None] | None = None) -> Trace:
+                   progress: Callable[[str], None] | None = None, capability: tuple[int, int] = (8, 0)) -> Trace:
     """Build the model and run two training steps (or one forward in inference mode) on fake
-    CPU tensors, recording storages. Raises :class:`TraceImpossible` for data-dependent ops
+    CPU tensors, recording storages, with dropout and attention as CUDA runs them on a device
+    of compute ``capability`` (:mod:`gpudoc.oom.kernels`). Raises :class:`TraceImpossible` for data-dependent ops
     and :class:`InputError` when the model rejects the input."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from gpudoc.oom.kernels import cuda_kernels
 
     say = progress or (lambda _: None)
     if config.precision not in PRECISIONS:
@@ -424,7 +429,7 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
         optimizer = _optimizer(config.optimizer, trainable) if not config.inference else None
         mode = _dispatch_mode(recorder)
         try:
-            with mode, _module_labels(model, recorder):
+            with mode, cuda_kernels(capability, recorder.trace.attention), _module_labels(model, recorder):
                 for p in params:
                     recorder.track(p, "parameters")
                 for b in model.buffers():

@@ -4,7 +4,10 @@ SDPA backend selection, CUDA context by version, optimizer implementations, zero
 from __future__ import annotations
 
 import ast
+
 from pathlib import Path
+
+import pytest
 
 import gpudoc.oom
 
@@ -30,3 +33,120 @@ def test_imports_are_one_way() -> None:
 
     assert analytic.Estimate is estimate.Estimate is result.Estimate
     assert analytic.verdict is estimate.verdict is result.verdict
+
+
+# --- dropout masks ------------------------------------------------------------------------------
+
+def _activation_sizes(factory: object, config: object, capability: tuple[int, int] = (8, 0)) -> list[int]:
+    from gpudoc.oom.trace import trace_training
+
+    trace = trace_training(factory, config, capability=capability)  # type: ignore[arg-type]
+    return [e.nbytes for e in trace.events if e.nbytes and e.phase == "activations"]
+
+
+def test_dropout_keeps_a_one_byte_mask_as_cudas_fused_kernel() -> None:
+    """CUDA's fused dropout (native_dropout) keeps a bool mask: 1 byte per element, where the
+    CPU path kept a noise tensor of the input's 4-byte elements."""
+    torch = pytest.importorskip("torch")
+    from gpudoc.oom.trace import TraceConfig
+
+    batch, width = 4, 1000
+
+    def model() -> object:
+        return torch.nn.Sequential(torch.nn.Linear(8, width), torch.nn.Dropout(0.5), torch.nn.Linear(width, 1))
+
+    sizes = _activation_sizes(model, TraceConfig(batch, "8", optimizer="sgd"))
+    per_step = {n: sizes.count(n) // 2 for n in set(sizes)}  # two traced steps
+    assert per_step.get(batch * width) == 1  # the mask, bool
+    assert per_step.get(batch * width * 4) == 2  # the first Linear's output and the dropout's output, float32
+
+
+# --- SDPA backend selection -----------------------------------------------------------------------
+
+from gpudoc.oom.kernels import EFFICIENT, FLASH, MATH, Attention, sdpa_backend  # noqa: E402
+
+V100, T4_CC, A100, H100 = (7, 0), (7, 5), (8, 0), (9, 0)
+
+
+def _call(dtype: str = "float16", head: int = 64, value: int | None = None, dropout: float = 0.1,
+          mask: bool = False, causal: bool = False, lq: int = 512, lk: int = 512) -> Attention:
+    return Attention(dtype, head, head if value is None else value, dropout, mask, causal, lq, lk)
+
+
+@pytest.mark.parametrize(("capability", "call", "kernel", "why"), [
+    # PyTorch's order: flash, then memory-efficient, then math; dropout is no obstacle to either.
+    (A100, _call(), FLASH, "every flash constraint"),
+    (H100, _call("bfloat16", dropout=0.0, causal=True), FLASH, "every flash constraint"),
+    (A100, _call(head=7), FLASH, "every flash constraint"),  # flash pads the head dimension to 8
+    (V100, _call(), EFFICIENT, "compute capability 8.0"),  # flash: sm80 and newer
+    (T4_CC, _call(), EFFICIENT, "compute capability 8.0"),
+    (A100, _call("float32"), EFFICIENT, "float16 or bfloat16"),  # flash: half precision only
+    (V100, _call("float32"), EFFICIENT, "compute capability 8.0"),
+    (A100, _call(mask=True), EFFICIENT, "no attn_mask"),  # memory-efficient takes a mask
+    (A100, _call(head=512), EFFICIENT, "at most 256"),
+    (A100, _call(causal=True, lq=128, lk=512), EFFICIENT, "different lengths"),
+    (A100, _call(mask=True, head=12), MATH, "divisible by 8"),
+    (T4_CC, _call("bfloat16"), MATH, "bfloat16 needs compute capability 8.0"),
+    (A100, _call("float64"), MATH, "float32, float16 or bfloat16"),
+    ((3, 7), _call("float32"), MATH, "compute capability 5.0"),
+])
+def test_sdpa_backend_follows_cudas_rules(capability: tuple[int, int], call: Attention, kernel: str, why: str) -> None:
+    chosen, reason = sdpa_backend(capability, call)
+    assert chosen == kernel
+    assert why in reason
+
+
+class _Attention:
+    """One self-attention: a projection, then SDPA with dropout and optionally a mask."""
+
+    def __new__(cls, heads: int, dim: int, mask: bool) -> object:
+        torch = pytest.importorskip("torch")
+        from torch.nn import functional
+
+        class Block(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.qkv = torch.nn.Linear(heads * dim, 3 * heads * dim)
+
+            def forward(self, x: object) -> object:
+                b, t, _ = x.shape  # type: ignore[attr-defined]
+                q, k, v = self.qkv(x).view(b, t, 3, heads, dim).permute(2, 0, 3, 1, 4)
+                keep = torch.ones(b, 1, t, t, dtype=torch.bool) if mask else None
+                out = functional.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=0.1)
+                return out.transpose(1, 2).reshape(b, t, heads * dim)
+
+        return Block()
+
+
+@pytest.mark.parametrize(("capability", "precision", "dim", "mask", "kernel"), [
+    (V100, "fp32", 16, False, EFFICIENT), (A100, "amp", 16, False, FLASH), (A100, "amp", 12, True, MATH)])
+def test_sdpa_saved_tensors_are_the_chosen_kernels(capability: tuple[int, int], precision: str, dim: int,
+                                                   mask: bool, kernel: str) -> None:
+    """Flash and memory-efficient keep a float32 logsumexp per query row and no score matrix
+    (the CPU's choice with dropout materialised it); the math path keeps the L x L weights and
+    a 1-byte dropout mask."""
+    from gpudoc.oom.trace import TraceConfig, trace_training
+
+    batch, heads, length = 2, 4, 256
+    trace = trace_training(lambda: _Attention(heads, dim, mask), TraceConfig(batch, f"{length}x{heads * dim}",
+                           precision, "sgd"), capability=capability)
+    assert list(trace.attention) == [kernel]
+    sizes = {e.nbytes for e in trace.events if e.nbytes and e.phase == "activations"}
+    square = batch * heads * length * length
+    if kernel == MATH:
+        assert square * 2 in sizes and square in sizes  # fp16 weights, and the bool dropout mask
+    else:
+        assert not {square, square * 2, square * 4} & sizes
+        rows = batch * heads * (length if kernel == FLASH else -(-length // 32) * 32)
+        assert rows * 4 in sizes  # logsumexp, float32
+
+
+def test_estimate_names_the_attention_kernel() -> None:
+    from gpudoc.oom.devices import find_device
+    from gpudoc.oom.estimate import estimate
+    from gpudoc.oom.trace import TraceConfig
+
+    config = TraceConfig(2, "64x32", "fp32", "sgd")
+    est = estimate("attn", lambda: _Attention(2, 16, False), config, find_device("V100"))
+    assert est.attention_kernels == {EFFICIENT: "flash needs compute capability 8.0, the device has 7.0"}
+    assert any("memory-efficient kernel assumed" in n and "V100-16GB (compute capability 7.0)" in n for n in est.notes)
