@@ -217,6 +217,15 @@ def _dependencies() -> Check:
     return Check("gpudoc", Status.OK, f"{__version__}, all dependencies installed")
 
 
+def _events_core() -> Check:
+    """Which record core ``gpudoc events`` and the run view read event files with, and why."""
+    from gpudoc.events.records import CORE_REASON, core_active
+
+    if core_active() or "GPUDOC_EVENTS_CORE" in CORE_REASON:
+        return Check("events core", Status.OK, CORE_REASON)
+    return Check("events core", Status.INFO, CORE_REASON, "pip install -e . again where a C compiler is installed")
+
+
 def _device_files(pattern: str, driver_ok: bool, gpu_expected: bool) -> Check:
     files = sorted(glob.glob(pattern))
     if not files:
@@ -390,6 +399,7 @@ def _diagnose(
     checks = [
         Check("Python", Status.OK, f"{platform.python_version()} ({sys.executable})"),
         _dependencies(),
+        _events_core(),
     ]
     if simulated is not None and isinstance(backend, SimulatedBackend):
         gpu_expected = require_gpu or bool(backend.scenario.gpus)

@@ -5,15 +5,24 @@ Reading is strict by default (a bad record is an error naming the file, byte off
 index); salvage mode skips bad records, resynchronising after a damaged length, and lists what
 it skipped. An incomplete last record — a writer still at work, or a cut-off file — ends the
 records without being read, and the reader can resume from that offset later.
+
+The per-record loop runs in a compiled core (``gpudoc/events/_core.c``: framing, both CRCs, and
+trim's keep/drop decision for whole records) when it is built; the environment variable
+``GPUDOC_EVENTS_CORE=python`` forces the pure-Python loop, which gives the same results.
+Whatever the compiled loop cannot decide cleanly (damage, a cut-off end, a record trim must
+parse) it leaves to the Python code below, so errors and salvage behave the same on both.
 """
 
 from __future__ import annotations
 
+import os
 import struct
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from types import ModuleType
+from typing import BinaryIO, NamedTuple
 
 import google_crc32c
 
@@ -26,10 +35,40 @@ _CHUNK = 1 << 22
 # A record longer than this is taken as a damaged length, not read (TensorBoard's own
 # writers stay far below: a large image summary is a few MB).
 MAX_RECORD = 1 << 31
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _load_core() -> tuple[ModuleType | None, str]:
+    """The compiled core, or None, and a line saying which core is active and why."""
+    if os.environ.get("GPUDOC_EVENTS_CORE", "").strip().lower() == "python":
+        return None, "pure Python (GPUDOC_EVENTS_CORE=python)"
+    try:
+        from gpudoc.events import _core
+    except ImportError:
+        return None, ("pure Python: the compiled core is not built (no C compiler at install?); "
+                      "reinstall with one for ~10x faster trims")
+    return _core, f"compiled C ({_core.crc} for CRC-32C)"
+
+
+_core, CORE_REASON = _load_core()
+
+
+def core_active() -> bool:
+    """Whether the compiled core reads the records (see :data:`CORE_REASON`)."""
+    return _core is not None
+
+
+def crc32c_extend(crc: int, data: bytes | memoryview) -> int:
+    """The CRC-32C ``crc`` continued over ``data`` (0 to start)."""
+    if _core is not None:
+        return int(_core.extend(crc, data))
+    return int(google_crc32c.extend(crc, bytes(data)))
 
 
 def masked_crc(data: bytes | memoryview) -> int:
     """TFRecord's masked CRC-32C of ``data``."""
+    if _core is not None:
+        return int(_core.masked_crc(data))
     crc = google_crc32c.value(bytes(data))
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
@@ -68,6 +107,44 @@ class ReadState:
     damage: list[Damage] = field(default_factory=list)
 
 
+class Span(NamedTuple):
+    """Consecutive kept records, as stored (``RecordReader.spans``): copy ``data`` as it is."""
+
+    data: memoryview
+    records: int
+
+
+@dataclass
+class FastTrim:
+    """What trim decides without parsing a record (the compiled core applies it): the step and
+    wall-time bounds (None: open), whether run-level records are kept, whether a tag's metadata
+    is still to be re-attached (``pending``: every in-range summary is then parsed), the byte
+    strings that make a summary possibly run-level (``marks``), and the sorted offsets of the
+    records that must be parsed whatever they hold (``stops``)."""
+
+    first_step: int | None
+    last_step: int | None
+    start: float | None
+    end: float | None
+    keep_run_level: bool
+    stops: list[int] = field(default_factory=list)
+    pending: bool = False
+    marks: tuple[bytes, ...] = ()
+    records: int = 0  # records the core decided (kept or dropped)
+
+    def usable(self) -> bool:
+        """Whether the steps fit the core's 64-bit compare (else every record is parsed)."""
+        return all(s is None or _INT64[0] <= s <= _INT64[1] for s in (self.first_step, self.last_step))
+
+    def arguments(self, at: int) -> tuple[object, ...]:
+        bounds = sum(bit for bit, value in ((1, self.first_step), (2, self.last_step), (4, self.start),
+                                            (8, self.end)) if value is not None)
+        index = bisect_left(self.stops, at)
+        stop = self.stops[index] if index < len(self.stops) else -1
+        return (bounds, self.first_step or 0, self.last_step or 0, float(self.start or 0.0),
+                float(self.end or 0.0), self.keep_run_level, self.pending, self.marks, stop)
+
+
 def _valid_header(buffer: bytes, at: int) -> int | None:
     """The data length of a record header at ``at`` whose length CRC checks, else None."""
     length_bytes = buffer[at : at + 8]
@@ -95,8 +172,17 @@ class RecordReader:
         self.state = state or ReadState()
 
     def __iter__(self) -> Iterator[tuple[int, bytes, bytes]]:
+        return self._read(None)  # type: ignore[return-value]
+
+    def spans(self, fast: FastTrim | None) -> Iterator[tuple[int, bytes, bytes] | Span]:
+        """The records as :meth:`__iter__` gives them, except that runs of records the compiled
+        core keeps by ``fast`` come as one :class:`Span` and those it drops not at all. With the
+        pure-Python core (or ``fast`` None) every record is given, for the caller to decide."""
+        return self._read(fast if fast is not None and fast.usable() else None)
+
+    def _read(self, fast: FastTrim | None) -> Iterator[tuple[int, bytes, bytes] | Span]:
         with open(self.path, "rb") as handle:
-            yield from self._records(handle)
+            yield from self._records(handle, fast)
         state = self.state
         if self.whole and state.partial:
             if not self.salvage:
@@ -114,8 +200,9 @@ class RecordReader:
             "the file is damaged; '--salvage' reads the records that are intact",
         )
 
-    def _records(self, handle: BinaryIO) -> Iterator[tuple[int, bytes, bytes]]:
+    def _records(self, handle: BinaryIO, fast: FastTrim | None) -> Iterator[tuple[int, bytes, bytes] | Span]:
         state = self.state
+        core = _core
         handle.seek(state.offset)
         buffer = b""
         base = state.offset
@@ -139,6 +226,27 @@ class RecordReader:
             if available < _HEADER.size:
                 state.partial = available
                 return
+            if core is not None:
+                # The compiled loop takes every intact record it can; the record it stops at
+                # (damaged, cut off, past the buffer, or one trim must parse) is read below.
+                if fast is None:
+                    found, stop = core.scan(buffer, at, base)
+                    for record in found:
+                        yield record
+                        state.records += 1
+                        state.offset = record[0] + len(record[2])
+                else:
+                    spans, count, _, stop = core.trim_scan(buffer, at, base, *fast.arguments(base + at))
+                    if spans:
+                        view = memoryview(buffer)
+                        for first, last, kept in spans:
+                            yield Span(view[first:last], kept)
+                    state.records += count
+                    fast.records += count
+                    state.offset = base + stop
+                if stop != at:
+                    at = stop
+                    continue
             length, length_crc = header(buffer, at)
             c = crc32c(buffer[at : at + 8])
             if ((((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF) != length_crc or length > MAX_RECORD:
@@ -185,6 +293,9 @@ class RecordReader:
     def _resync(self, buffer: bytes, start: int) -> int | None:
         """The next offset in ``buffer`` where an intact record starts (or a valid header
         whose record runs past the buffer: reading on will check it)."""
+        if _core is not None:
+            found = _core.resync(buffer, min(start, len(buffer)))
+            return None if found < 0 else int(found)
         limit = len(buffer) - _HEADER.size
         for candidate in range(start, limit + 1):
             length = _valid_header(buffer, candidate)
@@ -230,16 +341,25 @@ class RecordWriter:
     def write_framed(self, framed: bytes) -> None:
         """A record already framed (copied byte for byte from an input)."""
         self.handle.write(framed)
-        self.crc = google_crc32c.extend(self.crc, framed)
+        self.crc = crc32c_extend(self.crc, framed)
         self.size += len(framed)
         self.count += 1
+
+    def write_span(self, span: Span) -> None:
+        """Records already framed, in one write."""
+        self.handle.write(span.data)
+        self.crc = crc32c_extend(self.crc, span.data)
+        self.size += len(span.data)
+        self.count += span.records
 
 
 def file_crc(path: str | Path) -> tuple[int, int]:
     """CRC-32C and size of a whole file, read back in large blocks."""
     crc, size = 0, 0
-    with open(path, "rb") as handle:
-        while block := handle.read(_CHUNK):
-            crc = google_crc32c.extend(crc, block)
-            size += len(block)
+    block = bytearray(_CHUNK)
+    view = memoryview(block)
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(block):
+            crc = crc32c_extend(crc, view[:count])
+            size += count
     return crc, size

@@ -11,7 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpudoc.events import records
+
 _CACHE: dict[str, Path] = {}
+# Every events test runs on both record cores (the compiled one wherever it is built: see
+# test_core.py's check that it is, where a C compiler is).
+CORES = ["compiled", "python"] if records.core_active() else ["python"]
+
+
+@pytest.fixture(autouse=True, params=CORES)
+def events_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The record core the test runs on: in this process and in the gpudoc processes it starts."""
+    if request.param == "python":
+        monkeypatch.setattr(records, "_core", None)
+        monkeypatch.setenv("GPUDOC_EVENTS_CORE", "python")
+    else:
+        monkeypatch.delenv("GPUDOC_EVENTS_CORE", raising=False)
+    return str(request.param)
 
 
 def _tensorboardx_logdir(root: Path) -> Path:
