@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from gpudoc.events.discover import Run
     from gpudoc.events.records import Damage
 
-KIND_NAMES = ["scalar", "histogram", "image", "audio", "text", "pr_curve", "tensor", "hparams", "graph",
+KIND_NAMES = ["scalar", "histogram", "image", "audio", "text", "pr_curve", "tensor", "hparams", "custom_scalars",
+              "graph",
               "run_metadata", "session_log", "file_version", "log_message", "source_metadata", "metadata"]
 
 
@@ -142,6 +143,25 @@ def _damage_json(damage: Sequence[tuple[str, Damage]]) -> list[dict[str, str | i
 
 _SALVAGE = click.option("--salvage", is_flag=True,
                         help="Skip damaged records and a cut-off last record (listed on stderr) instead of failing.")
+_EXCLUDE_FILES = click.option(
+    "--exclude-files", multiple=True, metavar="GLOB",
+    help="Do not copy the non-event files (projector config, .tsv, sprites, anything else) matching this "
+    "glob, on their path below the run or logdir or their name (repeatable).")
+
+
+def _copied_lines(copied: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]], *, dry_run: bool = False,
+                  err: bool = False) -> None:
+    """The non-event files copied (or that a dry run would copy) and those left out."""
+    verb = "would copy" if dry_run else "copied"
+    for source, dest in copied:
+        click.echo(f"{verb} {source} → {dest}", err=err)
+    for path, why in skipped:
+        click.echo(f"not copied: {path} ({why})", err=err)
+
+
+def _copied_json(copied: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]]) -> dict[str, object]:
+    return {"copied": [{"source": s, "output": d} for s, d in copied],
+            "not_copied": [{"path": p, "reason": r} for p, r in skipped]}
 
 
 @events.command("trim")
@@ -157,6 +177,7 @@ _SALVAGE = click.option("--salvage", is_flag=True,
 @click.option("--drop-run-level", is_flag=True,
               help="Filter run-level data (file_version, graphs, hparams sessions and their metrics) like the rest.")
 @click.option("--dry-run", is_flag=True, help="Print what would be kept, per kind and tag; write nothing.")
+@_EXCLUDE_FILES
 @_SALVAGE
 @click.option("--force", is_flag=True, help="Write into a destination that is not empty.")
 @click.option("--in-place", is_flag=True, help="Rewrite SRC's files (needs --backup).")
@@ -164,7 +185,8 @@ _SALVAGE = click.option("--salvage", is_flag=True,
 @json_option
 def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[str, ...], exclude_tags: tuple[str, ...],
                  kinds: str | None, start: str | None, end: str | None, drop_run_level: bool, dry_run: bool,
-                 salvage: bool, force: bool, in_place: bool, backup: Path | None, as_json: bool) -> int:
+                 exclude_files: tuple[str, ...], salvage: bool, force: bool, in_place: bool, backup: Path | None,
+                 as_json: bool) -> int:
     """Keep part of a run, losslessly: a step range, tags, kinds or a time window.
 
     Kept records are copied byte for byte (wall times, every value kind, metadata); a tag
@@ -175,6 +197,7 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
     """
     from gpudoc.events import TrimSpec, discover, parse_steps, trim
     from gpudoc.events.discover import output_directory
+    from gpudoc.events.files import for_runs
     from gpudoc.events.model import Kind
     from gpudoc.events.trim import check_destination
     from gpudoc.output import emit_json
@@ -207,15 +230,17 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
         raise click.UsageError("give -o/--output DIR (or --in-place --backup DIR, or --dry-run)")
     elif output is not None:
         check_destination(root, runs, output_directory(output), force=force)
+    others = None if in_place else for_runs(root, exclude_files, source_is_file=Path(src).is_file())
     with _progress("trimming", runs, quiet=as_json) as advance:
         report = trim(root, runs, None if in_place else output, spec, salvage=salvage, dry_run=dry_run,
-                      backup=backup if in_place else None, progress=advance)
+                      backup=backup if in_place else None, progress=advance, others=others)
     if as_json:
         emit_json({
             "files": [{"source": s, "output": d, "records_in": i, "records_out": o} for s, d, i, o in report.files],
             "reencoded": report.reencoded, "metadata_reattached": report.reattached,
             "values": [{"run": r, "kind": k, "tag": t, "before": n, "after": report.after.get((r, k, t), 0)}
                        for (r, k, t), n in sorted(report.before.items())],
+            **_copied_json(report.copied, report.skipped),
             "damage": _damage_json(report.damage),
             "dry_run": dry_run,
         })
@@ -228,6 +253,7 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
     for source, dest, records_in, records_out in report.files:
         verb = "would write" if dry_run else "wrote"
         click.echo(f"{source}: {records_in} records → {verb} {records_out} to {dest}")
+    _copied_lines(report.copied, report.skipped, dry_run=dry_run)
     click.echo(f"{report.reencoded} event(s) re-encoded, {report.reattached} tag metadata re-attached")
     _damage_lines(report.damage)
     return 0
@@ -344,11 +370,12 @@ def _merge_inputs(paths: tuple[str, ...], names: tuple[str, ...]) -> list[Run]:
               "order). Needed when a path holds several runs.")
 @click.option("--overlap", type=click.Choice(["keep-last", "keep-first", "error"]), default="error",
               show_default=True, help="Which run's value wins where runs share a (tag, step).")
+@_EXCLUDE_FILES
 @_SALVAGE
 @click.option("--force", is_flag=True, help="Write into a destination that is not empty.")
 @json_option
-def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...], overlap: str, salvage: bool,
-                  force: bool, as_json: bool) -> int:
+def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...], overlap: str,
+                  exclude_files: tuple[str, ...], salvage: bool, force: bool, as_json: bool) -> int:
     """Merge runs (e.g. a training run and its resumption) into one, in the order given.
 
     Each RUN is a run directory (or event file); a logdir of several runs is refused unless
@@ -356,6 +383,7 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
     --overlap chooses; a damaged or cut-off input is an error (exit 2) unless --salvage.
     """
     from gpudoc.events.discover import output_directory
+    from gpudoc.events.files import copy_all, for_merge
     from gpudoc.events.merge import merge
     from gpudoc.output import emit_json
 
@@ -372,10 +400,12 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
     if output.exists() and any(output.iterdir()) and not force:
         raise InputError(f"{output}: exists and is not empty", "pass --force to write into it")
     name = f"events.out.tfevents.{int(min(f.stat().st_mtime for r in found for f in r.files))}.gpudoc-merge"
+    others = for_merge(found, exclude_files)
     created = not output.exists()
     try:
         with _progress("merging", found, quiet=as_json) as advance:
             report = merge(found, output / name, overlap=overlap, salvage=salvage, progress=advance)
+        copied = copy_all(others, output)
     except BaseException:
         if created and output.is_dir() and not any(output.iterdir()):
             output.rmdir()
@@ -383,9 +413,10 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
     if as_json:
         emit_json({"output": str(output / name), "records_in": report.records_in, "records_out": report.records_out,
                    "overlaps_dropped": report.overlaps, "repeated_run_level_dropped": report.repeated_run_level,
-                   "damage": _damage_json(report.damage)})
+                   **_copied_json(copied, others.skipped), "damage": _damage_json(report.damage)})
         return 0
     click.echo(f"{report.records_in} records from {len(found)} run(s) → {report.records_out} in {output / name}")
+    _copied_lines(copied, others.skipped)
     for directory, count in report.overlaps.items():
         if count:
             click.echo(f"run {directory}: {count} overlapping value(s) dropped ({overlap})")
@@ -399,11 +430,12 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
 @click.option("--speed", type=float,
               help="Replay wall-time gaps this many times faster (10 = ten times); a gap is at most a day.")
 @click.option("--rate", type=float, help="Instead, a fixed number of records per second.")
-@click.option("--steps", help="Inclusive step range A:B to replay (run-level records always).")
+@click.option("--steps", help="Inclusive step range A:B to replay (run-level data always).")
+@_EXCLUDE_FILES
 @_SALVAGE
 @json_option
 def replay_command(src: str, output: Path, speed: float | None, rate: float | None, steps: str | None,
-                   salvage: bool, as_json: bool) -> int:
+                   exclude_files: tuple[str, ...], salvage: bool, as_json: bool) -> int:
     """Re-emit a recorded run (or every run of a logdir, mirrored, interleaved by wall time)
     into a new directory in real time, byte for byte, so a dashboard (or gpudoc's own tailing
     reader) watches it as if it were live.
@@ -412,21 +444,24 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
     """
     from gpudoc.events import discover, parse_steps
     from gpudoc.events.discover import output_directory
+    from gpudoc.events.files import for_runs
     from gpudoc.events.merge import replay
     from gpudoc.output import emit_json
 
     if speed is None and rate is None:
         speed = 1.0
     first, last = parse_steps(steps) if steps else (None, None)
-    _, found = discover(src)
+    root, found = discover(src)
     output_directory(output)
+    others = for_runs(root, exclude_files, source_is_file=Path(src).is_file())
     with _progress("replaying", found, quiet=as_json) as advance:
         report = replay(found, output, speed=speed, rate=rate, first_step=first, last_step=last,
-                        salvage=salvage, progress=advance)
+                        salvage=salvage, progress=advance, others=others)
     if as_json:
         emit_json({"output": str(output), "runs": [run.label for run in found], "records": report.records,
-                   "damage": _damage_json(report.damage)})
+                   **_copied_json(report.copied, report.skipped), "damage": _damage_json(report.damage)})
     else:
+        _copied_lines(report.copied, report.skipped, err=True)
         click.echo(f"replayed {report.records} records from {len(found)} run(s) into {output}", err=True)
     _damage_lines(report.damage)
     return 0

@@ -15,8 +15,10 @@ from tensorboard.compat.proto import event_pb2
 
 from gpudoc.errors import InputError
 from gpudoc.events.discover import Run, staging_beside
+from gpudoc.events.files import OtherFiles, check_free, copy_all
 from gpudoc.events.model import RUN_LEVEL, RUN_LEVEL_FIELDS, SUMMARY_FIELD, TagPlugins, decode, event_kinds, peek
 from gpudoc.events.records import Damage, RecordReader, RecordWriter, check_whole, file_crc, frame
+from gpudoc.events.sessions import session_metric_records
 from gpudoc.output import output_target, place
 
 OVERLAP_POLICIES = ("keep-last", "keep-first", "error")
@@ -141,17 +143,25 @@ def _merge_record(
 
 
 def _stream(
-    run: Run, salvage: bool, damage: list[tuple[str, Damage]]
+    run: Run, salvage: bool, damage: list[tuple[str, Damage]], metrics: dict[Path, dict[int, set[str]]]
 ) -> Iterator[tuple[float, Path, bytes, int, bool]]:
     """``(wall, file, framed, step, run_level)`` of a run's records in its file order; a
     record without a wall time gets the previous one's. A summary is run-level when one of
-    its values is (hparams, a graph plugin's). What salvage skips goes to ``damage``."""
+    its values is (hparams, a graph plugin's, the custom-scalars layout) or when it holds an
+    hparams session metric's last value (``metrics``: per file, those records' offsets).
+    What salvage skips goes to ``damage``."""
     wall = 0.0
     plugins = TagPlugins()
     for path in run.files:
         reader = RecordReader(path, salvage=salvage, whole=True)
+        metric_offsets = metrics.get(path, {})
         for offset, data, framed in reader:
             peeked = peek(data)
+            if offset in metric_offsets:
+                event = decode(data, path, offset)
+                wall = event.wall_time or wall
+                yield wall, path, framed, event.step, True
+                continue
             if peeked is None:  # not in canonical field order: parse it
                 event = decode(data, path, offset)
                 step, own = event.step, event.wall_time
@@ -170,10 +180,13 @@ def _stream(
 
 @dataclass
 class ReplayReport:
-    """Records written, and (with ``salvage``) the damaged or cut-off stretches skipped."""
+    """Records written, (with ``salvage``) the damaged or cut-off stretches skipped, and the
+    other files copied (``(source, copy)``) or left out (``(path, why)``)."""
 
     records: int = 0
     damage: list[tuple[str, Damage]] = field(default_factory=list)
+    copied: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def replay(
@@ -187,13 +200,15 @@ def replay(
     salvage: bool = False,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[int], None] | None = None,
+    others: OtherFiles | None = None,
 ) -> ReplayReport:
     """Copy the runs' records into ``dest`` (each run into ``dest/<run name>``, mirroring the
     logdir) one at a time, flushed, in wall-time order across runs, waiting the recorded gap
     divided by ``speed`` (or 1/``rate`` s) between them. Records outside the step range are
     skipped (run-level records are always copied). A damaged or cut-off input is an error
     before anything is written, unless ``salvage`` skips the damage. ``progress`` gets the
-    size of each record read."""
+    size of each record read. ``others`` (non-event files, by their path below the logdir)
+    are copied into ``dest`` first, so a dashboard finds the projector's files from the start."""
     if (speed is None) == (rate is None):
         raise InputError("give exactly one of --speed and --rate")
     if (speed is not None and not speed > 0) or (rate is not None and not rate > 0):  # NaN too
@@ -206,10 +221,15 @@ def replay(
     for target in targets.values():
         if target.exists():
             raise InputError(f"{target}: exists", "replay into an empty directory")
+    others = others or OtherFiles()
+    check_free(others, dest)
     if not salvage:
         check_whole(targets.keys())
-    report = ReplayReport()
-    streams = [_stream(run, salvage, report.damage) for run in runs]
+    report = ReplayReport(skipped=list(others.skipped))
+    report.copied = copy_all(others, dest)
+    ranged = first_step is not None or last_step is not None
+    metrics = session_metric_records(runs) if ranged else {}
+    streams = [_stream(run, salvage, report.damage, metrics) for run in runs]
     heap: list[tuple[float, int, tuple[float, Path, bytes, int, bool]]] = []
     for order, stream in enumerate(streams):
         first = next(stream, None)

@@ -30,6 +30,7 @@ class Kind(str, enum.Enum):
     PR_CURVE = "pr_curve"
     TENSOR = "tensor"
     HPARAMS = "hparams"
+    CUSTOM_SCALARS = "custom_scalars"
     GRAPH = "graph"
     RUN_METADATA = "run_metadata"
     SESSION_LOG = "session_log"
@@ -42,9 +43,12 @@ class Kind(str, enum.Enum):
 # What TensorBoard shows per run, not per step, is kept by a trim (unless asked otherwise)
 # and by replay's step range: the file version, graphs (GraphDef, MetaGraphDef, tagged run
 # metadata, and the graph plugins' summaries such as Keras's model), hparams sessions and
-# experiments, source metadata. An hparams session's metric values are run-level too; trim
-# finds those (see ``gpudoc.events.sessions``).
-RUN_LEVEL = frozenset({Kind.FILE_VERSION, Kind.GRAPH, Kind.RUN_METADATA, Kind.HPARAMS, Kind.SOURCE_METADATA})
+# experiments, the custom-scalars layout (its latest value is the dashboard's layout),
+# source metadata. An hparams session's metric values are run-level too; trim and replay find
+# those (see ``gpudoc.events.sessions``). The projector's config is a file beside the event
+# files, copied as one (see ``gpudoc.events.files``).
+RUN_LEVEL = frozenset({Kind.FILE_VERSION, Kind.GRAPH, Kind.RUN_METADATA, Kind.HPARAMS, Kind.CUSTOM_SCALARS,
+                       Kind.SOURCE_METADATA})
 # The Event fields (after wall_time and step) of run-level records: file_version, graph_def,
 # tagged_run_metadata, meta_graph_def, source_metadata.
 RUN_LEVEL_FIELDS = frozenset({3, 4, 8, 9, 10})
@@ -57,6 +61,7 @@ _PLUGIN_KINDS = {
     "text": Kind.TEXT,
     "pr_curves": Kind.PR_CURVE,
     "hparams": Kind.HPARAMS,
+    "custom_scalars": Kind.CUSTOM_SCALARS,
     # tensorboard.plugins.graph.metadata: Keras's model (tag "keras"), tf.summary.trace_export.
     "graphs": Kind.GRAPH,
     "graph_keras_model": Kind.GRAPH,
@@ -65,8 +70,8 @@ _PLUGIN_KINDS = {
     "graph_tagged_run_metadata": Kind.GRAPH,
 }
 # Bytes that every record carrying a run-level summary value's metadata contains: the hparams
-# tags' prefix and the graph plugins' names.
-RUN_LEVEL_MARKS = (b"_hparams_/", b"graph_")
+# tags' prefix, the graph plugins' names and the custom-scalars plugin's name.
+RUN_LEVEL_MARKS = (b"_hparams_/", b"graph_", b"custom_scalars")
 
 
 def peek(data: bytes) -> tuple[int, float, int] | None:

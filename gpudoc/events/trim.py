@@ -21,6 +21,7 @@ from tensorboard.compat.proto import event_pb2
 
 from gpudoc.errors import InputError
 from gpudoc.events.discover import Run, staging_beside
+from gpudoc.events.files import OtherFiles, stage
 from gpudoc.events.model import (
     RUN_LEVEL,
     RUN_LEVEL_FIELDS,
@@ -88,10 +89,13 @@ def parse_steps(text: str) -> tuple[int | None, int | None]:
 
 @dataclass
 class TrimReport:
-    """Records in and out per file, values re-encoded, metadata re-attached, and (on a dry
-    run or when values are filtered) per (run, kind, tag) counts before and after."""
+    """Records in and out per file, values re-encoded, metadata re-attached, (on a dry run or
+    when values are filtered) per (run, kind, tag) counts before and after, and the other
+    files copied (``(source, copy)``) or left out (``(path, why)``)."""
 
     files: list[tuple[str, str, int, int]] = field(default_factory=list)
+    copied: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     reencoded: int = 0
     reattached: int = 0
     before: Counter[tuple[str, str, str]] = field(default_factory=Counter)
@@ -192,8 +196,14 @@ def check_destination(src_root: Path, runs: list[Run], dst: Path, *, force: bool
                 f"{dst}: inside the source run {directory}; TensorBoard would merge the trimmed copy with it",
                 "write to a directory outside the source runs",
             )
-    if target == src_root.resolve():
+    root = src_root.resolve()
+    if target == root:
         raise InputError(f"{dst}: the source itself", "write to another directory, or use --in-place with --backup")
+    if root in target.parents:
+        raise InputError(
+            f"{dst}: inside the source logdir {root}; TensorBoard would show the trimmed copy as more runs",
+            "write to a directory outside the source",
+        )
     if dst.exists() and any(dst.iterdir()) and not force:
         raise InputError(f"{dst}: exists and is not empty", "pass --force to write into it")
 
@@ -208,11 +218,15 @@ def trim(
     dry_run: bool = False,
     backup: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    others: OtherFiles | None = None,
 ) -> TrimReport:
     """Trim ``runs`` into ``dst`` (mirroring paths below ``src_root``), or in place
-    (``dst`` None) after copying each original to ``backup``. A dry run writes nothing.
+    (``dst`` None) after copying each original to ``backup``; ``others`` (non-event files
+    below ``src_root``) are copied into ``dst`` as they are. A dry run writes nothing.
     ``progress`` is called with each file's size once that file is done."""
     report = TrimReport()
+    others = others if others is not None and dst is not None else OtherFiles()
+    report.skipped = list(others.skipped)
     temps: list[tuple[Path, Path, tuple[int, int, int, int]]] = []
     # Staged in one hidden directory (no 'tfevents' in any name, so a TensorBoard watching
     # the destination reads nothing early), moved into place only once all are verified.
@@ -233,10 +247,18 @@ def trim(
                     progress(path.stat().st_size)
                 temps.append((temp, dest, written))
                 report.files.append((str(path), str(dest), written[0], written[1]))
+        copies = []
+        for number, item in enumerate(others.files):
+            assert dst is not None
+            temp = staging / f"{number}.other"
+            if not dry_run:
+                stage(item.source, temp)
+            copies.append((temp, dst / item.relative))
+            report.copied.append((str(item.source), str(dst / item.relative)))
         if dry_run:
             done = True
             return report
-        placements = []
+        placements: list[tuple[Path, Path | None, Path]] = []
         for temp, dest, (_, _, crc, size) in temps:
             target = output_target(dest)
             if target.stream:
@@ -251,8 +273,19 @@ def trim(
             if file_crc(temp) != (crc, size):
                 raise InputError(f"{temp}: the written file does not read back intact; nothing was replaced")
             placements.append((temp, dest, target.path))
+        for temp, dest in copies:
+            target = output_target(dest)
+            if target.stream:
+                raise InputError(f"{dest}: not a regular file", "write to a new directory")
+            target.path.parent.mkdir(parents=True, exist_ok=True)
+            if temp.stat().st_dev != target.path.parent.stat().st_dev:
+                beside = staging_beside(target.path)
+                elsewhere.append(beside)
+                shutil.copyfile(temp, beside)
+                temp = beside
+            placements.append((temp, None, target.path))
         for temp, dest, path in placements:
-            if backup is not None:
+            if backup is not None and dest is not None:
                 copy = backup / dest.relative_to(src_root)
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(dest, copy)

@@ -108,7 +108,7 @@ def test_a_logdir_replays_mirrored_and_interleaved_by_wall_time(tmp_path: Path) 
     code, out, _ = gpudoc("replay", str(tmp_path / "logs"), "-o", str(tmp_path / "again"), "--rate", "1000",
                           "--json")
     assert code == 0 and json.loads(out) == {"output": str(tmp_path / "again"), "runs": ["a", "b"], "records": 10,
-                                        "damage": []}
+                                        "copied": [], "not_copied": [], "damage": []}
 
 
 def test_merge_refuses_a_logdir_of_several_runs_unless_they_are_named(tbx: Path, tmp_path: Path) -> None:
