@@ -1,12 +1,17 @@
 """Reading one image or array file (png, jpg, tif, bmp, npy, npz) as stored, with errors that
-name the file and what is wrong with it — never a library's own message."""
+name the file and what is wrong with it — never a library's own message; and refusing an
+output that is one of a command's inputs."""
 
 from __future__ import annotations
 
 import math
+import os
+import stat
+import sys
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
@@ -170,3 +175,34 @@ def read_array(path: Path, *, single_channel: bool, frames: bool = False) -> np.
         raise InputError(f"{file}: no such file") from None
     except OSError as exc:
         raise InputError(f"{file}: cannot read it ({exc.strerror or 'I/O error'})") from None
+
+
+def _identity(dest: str | Path) -> tuple[int, int] | None:
+    """The (device, inode) of the regular file an output argument writes (``-``: stdout's,
+    symlinks followed), or None for a new path, a device, a pipe, or a stdout without a file."""
+    try:
+        info = os.fstat(sys.stdout.fileno()) if str(dest) == "-" else os.stat(dest)
+    except (OSError, ValueError, AttributeError):  # no such file, or a stdout that is not a descriptor
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+
+
+def refuse_inputs_as_outputs(outputs: Iterable[tuple[str, str | Path]], inputs: Iterable[str | Path]) -> None:
+    """Stop before any work when an output (``(option, destination)``; ``-`` is stdout) is the
+    same file as one of ``inputs`` (files; ``file.npz:NAME`` names its archive), after symlinks
+    and hard links: writing it would destroy what is read."""
+    wanted = {}
+    for option, dest in outputs:
+        identity = _identity(dest)
+        if identity is not None:
+            wanted.setdefault(identity, (option, dest))
+    if not wanted:
+        return
+    for raw in inputs:
+        name, sep, _ = str(raw).partition(".npz:")
+        identity = _identity(name + ".npz" if sep else name)
+        if identity in wanted:
+            option, dest = wanted[identity]
+            where = f"{option} (stdout)" if str(dest) == "-" else f"{option} {dest}"
+            raise InputError(f"{where}: the same file as the input {raw}; writing it would destroy what is read",
+                             "write the output to another file")

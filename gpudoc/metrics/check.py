@@ -90,13 +90,15 @@ def check_data(pred: Any, target: Any, declared: float | None, source: str = "im
 
 def metrics_record(metrics: Mapping[str, Metric], source: str) -> Record:
     """The computed metrics as a log record (pooled MAE, MSE, RMSE, PSNR; mean SSIM), so the
-    log rules check them as they check logged numbers."""
+    log rules check them as they check logged numbers — a value that overflowed included (the
+    ``non-finite`` rule reports it); only the infinite PSNR of identical images is left out."""
     record = Record(source, "images", None)
     for name, metric in metrics.items():
         value = float(metric.mean if name in ("ssim", "ms_ssim") else metric.pooled)
-        if math.isfinite(value):
-            record.values[name] = Value(value)
-            record.names[name] = name
+        if name == "psnr" and value == math.inf and metrics["mse"].pooled == 0:
+            continue
+        record.values[name] = Value(value)
+        record.names[name] = name
     return record
 
 
@@ -127,11 +129,13 @@ def compare_reported(
     data_range: float,
     source: str = "reported",
     rounding: Mapping[str, float] | None = None,
+    shown: Mapping[str, str] | None = None,
     ms_ssim: bool = False,
     **options: Any,
 ) -> tuple[dict[str, Metric], list[Finding]]:
     """The metrics of ``pred``/``target`` at ``data_range`` and a finding for each reported
-    value (means over images) that disagrees, with the scale error that explains it."""
+    value (means over images) that disagrees, with the scale error that explains it
+    (``shown``: the reported values as they were printed, for the messages)."""
     ms_ssim = ms_ssim or "ms_ssim" in reported
     computed = image_metrics(pred, target, data_range=data_range, ms_ssim=ms_ssim, **options)
     findings: list[Finding] = []
@@ -153,7 +157,7 @@ def compare_reported(
         reason = _explain(name, value, computed, data_range, r, at)
         findings.append(Finding(
             "reported-mismatch", "error" if reason[1] else "warning", source,
-            f"reported {name} {value:.6g} but {c:.6g} at data_range {data_range:g}",
+            f"reported {name} {(shown or {}).get(name) or f'{value:.6g}'} but {c:.6g} at data_range {data_range:g}",
             reason[0], "compute the metric at the data's true range from float tensors", source))
     return computed, findings
 

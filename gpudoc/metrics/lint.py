@@ -62,7 +62,23 @@ class Finding:
 
 
 def _fmt(v: Value) -> str:
-    return f"{v.value:.6g}"
+    """A value as it was logged (``0.7160``), or to 6 significant digits when not printed."""
+    return v.text if v.text is not None else f"{v.value:.6g}"
+
+
+def _non_finite(record: Record, bad: list[str]) -> Finding:
+    """One finding for the values of a record that are not finite (a step counts once)."""
+    values = record.values
+    listed = ", ".join(f"{record.names[name]} is {_fmt(values[name])}" for name in bad)
+    many = f" ({len(bad)} values)" if len(bad) > 1 else ""
+    if record.split == "images":
+        return _finding(record, "non-finite", f"computed {listed}{many}",
+                        "the images' values overflow float64 in the metric (a squared difference or SSIM's "
+                        "moments beyond 1.8e308: values above about 1e154)",
+                        "convert the images to their data range before computing metrics")
+    return _finding(record, "non-finite", f"{listed}{many}",
+                    "a diverged run, an empty batch, or PSNR of identical images (infinite)",
+                    "check the loss and the data for this step; guard divisions by zero")
 
 
 def _finding(record: Record, rule: str, message: str, cause: str, fix: str, severity: str | None = None) -> Finding:
@@ -76,19 +92,33 @@ def _nearest_peak(r: float) -> float:
     return min(PEAKS, key=lambda p: abs(math.log(r / p)))
 
 
-def check_record(record: Record, data_range: float | None, checked: set[str] | None = None) -> list[Finding]:
+def _negative_psnr(data_range: float | None, shown: tuple[str, float] | None) -> tuple[str, str]:
+    """Cause and fix of a negative PSNR (MSE above the peak²), from the range the data shows
+    (``shown``: images' usual range and its size) or the declared one."""
+    if shown is not None and data_range is not None and shown[1] > data_range:
+        loss = 20 * math.log10(shown[1] / data_range)
+        return (f"PSNR at peak {data_range:g} on {shown[0]} data: the peak is below the data's range "
+                f"(-{loss:.2f} dB)", f"compute at the data's range: --range {shown[1]:g} (data_range={shown[1]:g})")
+    fix = "compute PSNR at the data's true range (data_range=255 for 8-bit data, 65535 for 16-bit)"
+    if data_range is not None:
+        return (f"errors larger than the peak {data_range:g}: the data is not on a range of {data_range:g} "
+                f"(e.g. 16-bit data at peak 255 loses {20 * math.log10(65535 / 255):.2f} dB)", fix)
+    return f"the peak is smaller than the data's range: peak 1 on [0,255] data subtracts {PEAK_255_DB:.2f} dB", fix
+
+
+def check_record(record: Record, data_range: float | None, checked: set[str] | None = None,
+                 shown: tuple[str, float] | None = None) -> list[Finding]:
     """The findings of one record against a declared range (None: infer from the numbers);
-    the rules that had numbers to check are added to ``checked``."""
+    the rules that had numbers to check are added to ``checked``. ``shown`` is the usual
+    range images' values fit (``("[0,65535]", 65535.0)``), when the record was computed from them."""
     v = record.values
     found: list[Finding] = []
     ran: set[str] = set() if checked is None else checked
     if v:
         ran.add("non-finite")
     bad = [name for name, x in v.items() if not math.isfinite(x.value)]
-    for name in bad:
-        found.append(_finding(record, "non-finite", f"{record.names[name]} is {v[name].value}",
-                              "a diverged run, an empty batch, or PSNR of identical images (infinite)",
-                              "check the loss and the data for this step; guard divisions by zero"))
+    if bad:
+        found.append(_non_finite(record, bad))
     ok = {name: x for name, x in v.items() if math.isfinite(x.value)}
     mse = ok.get("mse")
     if mse is None and "rmse" in ok:
@@ -132,10 +162,8 @@ def check_record(record: Record, data_range: float | None, checked: set[str] | N
     if psnr is not None:
         ran.add("psnr-implausible")
         if psnr.high < 0:
-            found.append(_finding(
-                record, "psnr-implausible", f"PSNR {_fmt(psnr)} dB is negative",
-                f"the peak is smaller than the data's range: peak 1 on [0,255] data subtracts {PEAK_255_DB:.2f} dB",
-                "declare data_range=255 for 8-bit data"))
+            found.append(_finding(record, "psnr-implausible", f"PSNR {_fmt(psnr)} dB is negative",
+                                  *_negative_psnr(data_range, shown)))
         elif psnr.low > 60:
             found.append(_finding(
                 record, "psnr-implausible", f"PSNR {_fmt(psnr)} dB is implausibly high for a learned model",
@@ -203,7 +231,8 @@ def _implied_range(record: Record, implied: float, mse: Value, psnr: Value, data
 
 
 def fold(findings: Iterable[Finding]) -> list[Finding]:
-    """One finding per (file, split, rule, severity): the first, with how many steps broke it."""
+    """One finding per (file, split, rule, severity): the first, with how many steps broke it
+    (``count``: each record gives a rule at most one finding)."""
     folded: dict[tuple[str, str | None, str, str], Finding] = {}
     for f in findings:
         key = (f.file, f.split, f.rule, f.severity)
@@ -214,11 +243,11 @@ def fold(findings: Iterable[Finding]) -> list[Finding]:
     return list(folded.values())
 
 
-def check_records(records: Iterable[Record], data_range: float | None,
-                  checked: set[str] | None = None) -> list[Finding]:
+def check_records(records: Iterable[Record], data_range: float | None, checked: set[str] | None = None,
+                  shown: tuple[str, float] | None = None) -> list[Finding]:
     """Folded findings of a log's records; the rules that had numbers to check are added to
-    ``checked``."""
-    return fold(f for record in records for f in check_record(record, data_range, checked))
+    ``checked`` (``shown``: see :func:`check_record`)."""
+    return fold(f for record in records for f in check_record(record, data_range, checked, shown))
 
 
 def damage_finding(source: str, skipped: str) -> Finding:

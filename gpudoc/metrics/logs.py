@@ -43,10 +43,12 @@ _COUNTER = re.compile(r"^\s*(\d+)/(\d+|Unknown)\b")
 
 @dataclass(frozen=True)
 class Value:
-    """A logged number and the half-width of its print rounding (0 when stored exactly)."""
+    """A logged number, the half-width of its print rounding (0 when stored exactly) and, for
+    text logs, the number as printed (so reports show ``0.7160``, not ``0.716``)."""
 
     value: float
     rounding: float = 0.0
+    text: str | None = None
 
     @property
     def low(self) -> float:
@@ -105,9 +107,9 @@ def parse_number(text: str) -> Value:
     value = float(text)
     mantissa, _, exponent = text.lower().partition("e")
     if not math.isfinite(value):
-        return Value(value)
+        return Value(value, text=text)
     decimals = len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
-    return Value(value, 0.5 * pow10(-decimals + (int(exponent) if exponent else 0)))
+    return Value(value, 0.5 * pow10(-decimals + (int(exponent) if exponent else 0)), text)
 
 
 def _add(record: Record, metric: str, name: str, value: Value) -> None:
@@ -181,7 +183,7 @@ def read_csv(path: Path) -> Iterator[Record]:
                 if metric is None or not text.strip():
                     continue
                 try:
-                    _add(records[split], metric, name, Value(float(text)))
+                    _add(records[split], metric, name, Value(float(text), text=text.strip()))
                 except ValueError:
                     raise InputError(f"{path}:{number}: column {name!r} is not a number: {text!r}") from None
             yield from (r for r in records.values() if r.values)
