@@ -79,6 +79,18 @@ def _on_stdout(dest: str | None) -> bool:
     return dest == "-" or (path.exists() and not path.is_dir() and is_stdout(dest))
 
 
+def _same_destination(a: str, b: str) -> bool:
+    """Whether two file output arguments write one file (after symlinks; a new file by its path)."""
+    from gpudoc.output import output_target
+
+    first, second = output_target(a), output_target(b)
+    if first.stream or second.stream:
+        return False
+    if first.path.exists() and second.path.exists():
+        return first.path.samefile(second.path)
+    return first.path == second.path
+
+
 def _refuse_terminal(dest: str, what: str) -> None:
     if _on_stdout(dest) and sys.stdout is not None and sys.stdout.isatty():
         raise InputError(f"{dest}: stdout is a terminal, and {what} is binary", "redirect stdout to a file or a pipe")
@@ -156,6 +168,7 @@ def mask() -> None:
 def threshold_command(inputs: tuple[str, ...], output: str, t: float, rule: str, scale: str,
                       fmt: str | None, force: bool, as_json: bool) -> int:
     """Write the binary mask of each input (png, tif, npy, npz, or directories of them)."""
+    from gpudoc.imagefiles import refuse_inputs_as_outputs
     from gpudoc.masks import threshold
     from gpudoc.masks.io import write_mask
     from gpudoc.output import emit_json
@@ -165,6 +178,7 @@ def threshold_command(inputs: tuple[str, ...], output: str, t: float, rule: str,
     stacks = _read(list(inputs))
     scales, warning = _scales(stacks, scale)
     plan = _plan(stacks, output, fmt)
+    refuse_inputs_as_outputs([("-o", dest) for _, _, dest, _ in plan], [s.source for s in stacks])
     for _, _, dest, _ in plan:
         _refuse_existing(dest, force)
     _warn(warning)
@@ -308,12 +322,18 @@ def sweep_command(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...], th
     threshold, and Otsu's."""
     import numpy as np
 
+    from gpudoc.imagefiles import refuse_inputs_as_outputs
     from gpudoc.masks import sweep
     from gpudoc.masks.io import as_probabilities, read_stack, read_truth
     from gpudoc.output import emit_json, output_target
 
     report_out = _stdout_free({f"--plot {plot}": _on_stdout(plot), f"--csv {csv_path}": _on_stdout(csv_path),
                                "--json": as_json})
+    if plot and csv_path and _same_destination(plot, csv_path):
+        raise InputError(f"--plot {plot} and --csv {csv_path} name the same file", "give each its own file")
+    pairs = _pairs(probs_paths, truth_paths)
+    refuse_inputs_as_outputs([(f"--{name}", dest) for name, dest in (("plot", plot), ("csv", csv_path)) if dest],
+                             [f for pair in pairs for f in pair])
     if plot:
         _refuse_terminal(plot, "a PNG chart")
         _refuse_existing(plot, force)
@@ -321,7 +341,6 @@ def sweep_command(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...], th
             raise InputError(f"--plot {plot}: the chart is a PNG", "name it .png, or - for stdout")
     if csv_path:
         _refuse_existing(csv_path, force)
-    pairs = _pairs(probs_paths, truth_paths)
     stacks = [read_stack(p) for p, _ in pairs]
     scales, warning = _scales(stacks, scale)
     maps, masks = [], []
