@@ -298,7 +298,7 @@ def _compute(pred: Path, target: Path, reported: Path | None, declared: float | 
     rules.update({r: None if r in checked else "not computed" for r in RULES})
     if "ssim" in skipped:
         rules["ssim-out-of-range"] = f"SSIM not computed: {skipped['ssim'].split(';')[0]}"
-    subjects = [Subject(source, "images", rules, {"target": str(target), "images": len(names)})]
+    subjects = [Subject(source, "images", rules, {"target": str(target), "images": int(p.shape[0])})]
     if reported is not None:
         compared = any(name in REPORTABLE for name in values)
         checked = set()

@@ -53,6 +53,8 @@ def as_batch(array: np.ndarray, file: Path) -> np.ndarray:
     if array.ndim < 2:
         what = "a single number" if array.ndim == 0 else f"1-D values (shape {_dims(array.shape)})"
         raise InputError(f"{file}: {what}, not an image", "save an H×W[×C] image or an N×H×W[×C] stack")
+    if array.size == 0:
+        raise InputError(f"{file}: shape {_dims(array.shape)} holds no values", "save a non-empty array")
     if array.ndim > 4:
         raise InputError(f"{file}: shape {_dims(array.shape)} has {array.ndim} axes; images have at most 4 "
                          "(N×H×W×C)", "reshape it to N×H×W×C or N×C×H×W")

@@ -230,8 +230,9 @@ def test_no_log_makes_an_internal_error(tmp_path: Path, content: bytes, suffix: 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(dtype=st.sampled_from(["uint8", "uint16", "int16", "float16", "float32", "float64", "bool"]),
-       shape=st.sampled_from([(8, 8), (2, 12, 12), (2, 12, 12, 3), (1, 4, 4, 2), (12, 12, 1)]),
-       scale=st.sampled_from([1.0, 2.0, 255.0, 70000.0, -1.0]), other_dtype=st.booleans(),
+       shape=st.sampled_from([(8, 8), (2, 12, 12), (2, 12, 12, 3), (1, 4, 4, 2), (12, 12, 1), (2, 3, 12, 13),
+                              (2, 1, 5, 5), (3,), (), (0, 4, 4)]),
+       scale=st.sampled_from([1.0, 2.0, 255.0, 70000.0, 1e300, -1.0]), other_dtype=st.booleans(),
        range_=st.sampled_from(["auto", "1", "2", "255", "65535"]), seed=st.integers(0, 3))
 def test_no_image_pair_makes_an_internal_error(tmp_path: Path, dtype: str, shape: tuple[int, ...], scale: float,
                                                other_dtype: bool, range_: str, seed: int) -> None:

@@ -102,7 +102,7 @@ def test_bad_images_are_named_with_a_fix(tmp_path: Path) -> None:
     pred, target = noisy((3, 32, 32))
     p, t = save_pair(tmp_path, pred, target)
     for shape, said in (((), "a single number, not an image"), ((5,), "1-D values (shape 5), not an image"),
-                        ((1, 2, 3, 4, 5), "shape 1×2×3×4×5 has 5 axes")):
+                        ((1, 2, 3, 4, 5), "shape 1×2×3×4×5 has 5 axes"), ((0, 8, 8), "shape 0×8×8 holds no values")):
         np.save(tmp_path / "odd.npy", np.zeros(shape))
         code, _, err = run("--pred", str(tmp_path / "odd.npy"), "--target", str(tmp_path / "odd.npy"), "--range", "1")
         assert code == 2 and err.startswith(f"gpudoc: error: {tmp_path / 'odd.npy'}: {said}"), err
