@@ -310,6 +310,8 @@ STEPS = st.one_of(
     st.builds(lambda a, b: f"{a}:{b}", st.one_of(st.just(""), NUMBERISH), st.one_of(st.just(""), NUMBERISH)),
     st.text(alphabet="0123456789:-+ ,.e_x", max_size=12),
 )
+GLOBS = st.one_of(st.sampled_from(["*", "*.tsv", "**", "[", "[!", "plain.txt", "", "/", "*/*", "\\"]),
+                  st.text(max_size=8))
 
 
 @FUZZ
@@ -327,7 +329,7 @@ def test_events_info_and_trim_options(event_file: Path, several_runs: Path, scra
                                            ["--in-place", "--backup", str(paths["run"])], ["--in-place"],
                                            ["-o", str(paths["plain"])], ["-o", str(paths["file"])]]))
         for option, values in (("--steps", STEPS), ("--tags", NASTY_REGEX), ("--exclude-tags", NASTY_REGEX),
-                               ("--kinds", KINDS), ("--start", TIMES), ("--end", TIMES)):
+                               ("--kinds", KINDS), ("--start", TIMES), ("--end", TIMES), ("--exclude-files", GLOBS)):
             if data.draw(st.booleans()):
                 args += [option, data.draw(values)]
         args += data.draw(st.lists(st.sampled_from(["--salvage", "--force", "--drop-run-level", "--json",
@@ -373,6 +375,8 @@ def test_events_merge_and_replay_options(event_file: Path, several_runs: Path, s
         args = ["events", "merge", *sources, "-o", str(output)]
         if data.draw(st.booleans()):
             args += ["--overlap", data.draw(st.sampled_from(["keep-last", "keep-first", "error", "newest", ""]))]
+        if data.draw(st.booleans()):
+            args += ["--exclude-files", data.draw(GLOBS)]
         args += data.draw(st.lists(st.sampled_from(["--force", "--json"]), max_size=2, unique=True))
         check(args)
 
@@ -387,6 +391,8 @@ def test_events_merge_and_replay_options(event_file: Path, several_runs: Path, s
         args = ["events", "replay", str(paths[data.draw(PATH_KINDS)]), "-o", str(folder / "replayed"), *pace]
         if data.draw(st.booleans()):
             args += ["--steps", data.draw(STEPS)]
+        if data.draw(st.booleans()):
+            args += ["--exclude-files", data.draw(GLOBS)]
         if data.draw(st.booleans()):
             args += ["--json"]
         check(args)

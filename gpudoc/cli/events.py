@@ -77,16 +77,27 @@ def events() -> None:
 def info(paths: tuple[str, ...], as_json: bool) -> int:
     """Per run: files, records, steps, wall time, tags by kind, restarts, duplicates, damage.
 
+    Each tag's kind says how TensorBoard uses it (scalar, image, …, custom_scalars for the
+    layout, hparams, graph); tags TensorBoard shows per run, not per step, are marked.
+
     PATH is an event file, a run directory or a logdir. Exit 1 when a file is damaged or ends
     in an incomplete record.
     """
     from gpudoc.events import RunInfo, discover, run_info
+    from gpudoc.events.records import CorruptRecord
+    from gpudoc.events.sessions import session_metric_records
     from gpudoc.output import emit_json, to_jsonable
 
     infos: list[tuple[str, RunInfo]] = []
     for path in paths:
         root, runs = discover(path)
-        infos.extend((path, run_info(run, root)) for run in runs)
+        try:
+            metrics = session_metric_records(runs)
+        except CorruptRecord:  # records that are no Events: reported by run_info below
+            metrics = {}
+        for run in runs:
+            tags = frozenset(t for f in run.files for held in metrics.get(f, {}).values() for t in held)
+            infos.append((path, run_info(run, root, tags)))
     if as_json:
         emit_json([{"path": p, **to_jsonable(i)} for p, i in infos])
     else:
@@ -117,8 +128,9 @@ def _print_info(path: str, item: object) -> None:
         click.echo("  values: " + ", ".join(f"{k} {n}" for k, n in item.values_by_kind.items()))
     for tag in item.tags:
         duplicates = f", {tag.duplicate_steps} duplicated step(s)" if tag.duplicate_steps else ""
-        click.echo(f"  {tag.kind:<10} {tag.tag:<40} {_count(tag.count, 'value'):>14}, "
-                   f"steps {tag.step_min}..{tag.step_max}{duplicates}")
+        shown = "" if tag.shown == "per step" else f" ({tag.shown})"
+        click.echo(f"  {tag.kind:<14} {tag.tag:<40} {_count(tag.count, 'value'):>14}, "
+                   f"steps {tag.step_min}..{tag.step_max}{duplicates}{shown}")
     for restart in item.restarts:
         where = f" ({restart.tag})" if restart.tag else ""
         click.echo(f"  restart at step {restart.step}{where}, {restart.file} record {restart.record}: "
@@ -277,6 +289,9 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
 def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: str, on_restart: str,
                    salvage: bool, force: bool, as_json: bool) -> int:
     """Every value as a long table: run, tag, kind, step, wall_time, value — never sampled.
+
+    CSV adds a value_type column: number, string (the text as is) or json (a list or object
+    JSON-encoded, e.g. a histogram or a non-scalar tensor), so a string never passes for a list.
 
     A damaged or cut-off input file is an error naming the byte offset (exit 2) unless
     --salvage. When the table goes to stdout, the summary (and --json) goes to stderr.

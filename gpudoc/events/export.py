@@ -1,5 +1,6 @@
-"""``events export``: a long table (run, tag, step, wall_time, value) of every value — no
-sampling, no cap — with an explicit policy for restarted writers."""
+"""``events export``: a long table (run, tag, kind, step, wall_time, value; CSV adds
+value_type) of every value — no sampling, no cap — with an explicit policy for restarted
+writers."""
 
 from __future__ import annotations
 
@@ -147,13 +148,23 @@ def export(
 _COLUMNS = ("run", "tag", "kind", "step", "wall_time", "value")
 
 
+def csv_value(value: Any) -> tuple[Any, str]:
+    """A value as CSV holds it, with its ``value_type``: ``number`` (written as a decimal),
+    ``string`` (the text itself) or ``json`` (a list, object or boolean, JSON-encoded), so the
+    string ``[1, 2]`` and the list ``[1, 2]`` are told apart by the type column."""
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return value, "number"
+    if isinstance(value, str):
+        return value, "string"
+    return json.dumps(value), "json"
+
+
 def _text(rows: Iterator[tuple[Any, ...]], out: IO[Any], fmt: str, report: ExportReport) -> None:
     if fmt == "csv":
         writer = csv.writer(out)
-        writer.writerow(_COLUMNS)
+        writer.writerow((*_COLUMNS, "value_type"))
         for row in rows:
-            value = row[5]
-            writer.writerow((*row[:5], value if isinstance(value, float | int | str) else json.dumps(value)))
+            writer.writerow((*row[:5], *csv_value(row[5])))
             report.rows += 1
     else:
         for row in rows:

@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpudoc.events.discover import Run
-from gpudoc.events.model import Kind, TagPlugins, decode, event_kinds, is_start
+from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, decode, event_kinds, is_start
 from gpudoc.events.records import CorruptRecord, Damage, RecordReader
 
 
 @dataclass
 class TagStats:
-    """One tag: its kind and plugin, how many values, their step range, repeated steps."""
+    """One tag: its kind and plugin, how many values, their step range, repeated steps, and
+    how TensorBoard shows it: ``per step``, ``per run`` (graphs, hparams, the custom-scalars
+    layout) or ``per step; last value in the HParams table`` (an hparams session metric)."""
 
     tag: str
     kind: str
@@ -22,6 +24,7 @@ class TagStats:
     step_min: int | None = None
     step_max: int | None = None
     duplicate_steps: int = 0
+    shown: str = "per step"
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,9 @@ def _backwards_resolution(earlier: int, step: int) -> str:
     )
 
 
-def run_info(run: Run, root: Path) -> RunInfo:
-    """Read every file of ``run`` in salvage mode (so damage is reported, not fatal)."""
+def run_info(run: Run, root: Path, metric_tags: frozenset[str] = frozenset()) -> RunInfo:
+    """Read every file of ``run`` in salvage mode (so damage is reported, not fatal);
+    ``metric_tags`` are its hparams session metrics."""
     info = RunInfo(run=run.label)
     plugins = TagPlugins()
     stats: dict[str, TagStats] = {}
@@ -155,6 +159,11 @@ def run_info(run: Run, root: Path) -> RunInfo:
         records["damaged"] = info.records - sum(records.values())
     info.records_by_kind = dict(sorted(records.items()))
     info.values_by_kind = dict(sorted(values.items()))
+    for tag in stats.values():
+        if Kind(tag.kind) in RUN_LEVEL:
+            tag.shown = "per run"
+        elif tag.tag in metric_tags and tag.kind == Kind.SCALAR.value:
+            tag.shown = "per step; last value in the HParams table"
     info.tags = sorted(stats.values(), key=lambda t: (t.kind, t.tag))
     return info
 

@@ -13,7 +13,6 @@ test client on TensorBoard's WSGI app.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -299,8 +298,8 @@ def restricted(series: Series, routes: dict[str, Any], first: int | None, last: 
     kept = {}
     for (plugin, run, tag), item in series.items():
         points = item["points"] if plugin in RUN_LEVEL_PLUGINS else [
-            p for p in item["points"]
-            if (first is None or p[0] >= first) and (last is None or p[0] <= last) or (run, tag, p[0]) in metric_points]
+            p for p in item["points"] if (run, tag, p[0]) in metric_points
+            or ((first is None or p[0] >= first) and (last is None or p[0] <= last))]
         if points:
             kept[(plugin, run, tag)] = {**item, "points": points}
     return kept
