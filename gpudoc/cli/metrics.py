@@ -153,9 +153,10 @@ def metrics_check(logs: tuple[Path, ...], range_: str, pred: Path | None, target
 
 def _refuse_overwriting(junit: Path | None, report: str, logs: list[Path], images: list[Path]) -> None:
     """Stop before any work when --junit, or stdout redirected to a file, is one of the files the
-    command reads: ``logs`` (a directory's event files) and ``images`` (a directory's files)."""
+    command reads: ``logs`` (a directory's event files) and ``images`` (a directory's images)."""
     from gpudoc.events.discover import is_event_file
     from gpudoc.imagefiles import refuse_inputs_as_outputs
+    from gpudoc.metrics.io import SUFFIXES
 
     files: list[Path] = []
     for path in [*logs, *images]:
@@ -165,7 +166,7 @@ def _refuse_overwriting(junit: Path | None, report: str, logs: list[Path], image
             elif path in logs:
                 files.extend(p for p in path.rglob("*") if is_event_file(p))
             else:
-                files.extend(path.iterdir())
+                files.extend(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
         except OSError:  # an unreadable directory: reading it is refused later, naming it
             continue
     outputs: list[tuple[str, str | Path]] = [(report, "-")]

@@ -181,6 +181,10 @@ def test_an_output_that_is_an_input_is_refused(tmp_path: Path) -> None:
     code, _, err = run("--pred", p, "--target", t, "--junit", t, "--range", "255")
     assert code == 2 and f"--junit {t}: the same file as the input {t}" in err
     assert log.read_text() == text and np.load(t).shape == (2, 16, 16)
+    (tmp_path / "report.xml").write_text("an old report")
+    code, _, err = run("--pred", str(tmp_path), "--target", str(tmp_path), "--junit", str(tmp_path / "report.xml"),
+                       "--range", "255")
+    assert code == 0 and err == "", "a report beside the images is no input"
     # --json appended to the log it reads (a shell's >>): refused before anything is written.
     with log.open("a") as out:
         result = subprocess.run([sys.executable, "-m", "gpudoc", "metrics-check", str(log), "--json"], stdout=out,
