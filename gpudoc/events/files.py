@@ -57,6 +57,9 @@ def other_files(directory: Path, exclude: tuple[str, ...] = (), *, prune_runs: b
         if prune_runs:
             subdirs[:] = [d for d in subdirs if not any("tfevents" in n for n in _names(here / d))]
         subdirs[:] = [d for d in subdirs if not d.startswith(_OURS)]
+        for name in subdirs:
+            if (here / name).is_symlink():  # os.walk does not follow it, nor does run discovery
+                found.skipped.append((str(here / name), "a symbolic link to a directory, not followed"))
         for name in sorted(names):
             path = here / name
             if name.startswith(_OURS) or is_event_file(path) or ("tfevents" in name and path.is_dir()):
@@ -73,7 +76,7 @@ def other_files(directory: Path, exclude: tuple[str, ...] = (), *, prune_runs: b
                 continue
             if not stat.S_ISREG(mode):
                 if "tfevents" not in name:
-                    found.skipped.append((str(path), "not a regular file (a FIFO, socket or device)"))
+                    found.skipped.append((str(path), "not a regular file: a FIFO, socket or device"))
                 continue
             found.files.append(OtherFile(path, relative))
     return found
@@ -127,7 +130,17 @@ def check_free(files: OtherFiles, dest: Path) -> None:
 def stage(source: Path, temp: Path) -> None:
     """Copy ``source`` to ``temp`` and check the copy's bytes against it."""
     temp.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, temp)
+    try:
+        with open(source, "rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read it ({exc.strerror or 'I/O error'})",
+                         f"leave it out with --exclude-files {source.name}") from None
+    try:
+        shutil.copyfile(source, temp)
+    except OSError as exc:
+        raise InputError(f"{temp}: cannot copy {source} there ({exc.strerror or 'I/O error'})",
+                         "choose a place you can write to") from None
     if not filecmp.cmp(source, temp, shallow=False):
         raise InputError(f"{temp}: the copy of {source} does not read back intact; nothing was replaced")
 
