@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from gpudoc.reap.scan import scan
 
 if TYPE_CHECKING:
     from gpudoc.gpu.backend import GpuBackend
+    from gpudoc.gpu.model import GpuSnapshot
     from gpudoc.events.model import TagPlugins
     from gpudoc.events.records import RecordReader
     from gpudoc.train import RunStatus
@@ -67,13 +68,15 @@ _HIGHER_IS_BETTER = re.compile(r"psnr|ssim|acc|dice|iou|f1|auc|precision|recall|
 @dataclass(frozen=True)
 class Point:
     """One logged value: ``run`` is the event file's directory relative to the log root
-    (``.`` for the root; ``output`` for values parsed from the output)."""
+    (``.`` for the root; ``output`` for values parsed from the output); ``wall_time`` is the
+    writer's (seconds since the epoch; for output lines, when the line was parsed)."""
 
     run: str
     tag: str
     step: int
     value: float
     rounding: float = 0.0
+    wall_time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,8 @@ def _scalars(data: bytes, followed: _Followed) -> list[Point]:
         else:
             continue
         # TensorBoard stores float32: one part in 2^24.
-        found.append(Point(followed.run, value.tag, int(event.step), number, abs(number) * 2.0**-24))
+        found.append(Point(followed.run, value.tag, int(event.step), number, abs(number) * 2.0**-24,
+                           float(event.wall_time)))
     return found
 
 
@@ -353,9 +357,10 @@ class OutputParser:
         else:
             step = self.lines
         points = []
+        now = time.time()
         for name, text in pairs:
             number = parse_number(text)
-            points.append(Point("output", name, step, number.value, number.rounding))
+            points.append(Point("output", name, step, number.value, number.rounding, now))
         return points
 
 
@@ -561,7 +566,10 @@ class GpuUse:
     def sample(self, pids: Iterable[int]) -> None:
         if self.backend is None or self.note is not None:
             return
-        snapshot = self.backend.snapshot()
+        self.take(self.backend.snapshot(), pids)
+
+    def take(self, snapshot: GpuSnapshot, pids: Iterable[int]) -> None:
+        """Account a snapshot taken elsewhere (the monitor's) to the run's processes ``pids``."""
         if snapshot.error:
             self.note = snapshot.error.split(": ", 1)[0]  # the what, without the how-to-fix
             return
@@ -591,10 +599,14 @@ class GpuUse:
 
 class Watch:
     """Everything watched of one run: call :meth:`take_line` from the output thread and
-    :meth:`poll` from one place; :meth:`summary` once it has ended."""
+    :meth:`poll` from one place; :meth:`summary` once it has ended. ``on_points`` is called
+    (from the polling thread) with the values each poll read, before they are checked: the
+    TUI draws them."""
 
-    def __init__(self, finder: LogFinder, checks: Checks, backend: GpuBackend | None = None) -> None:
+    def __init__(self, finder: LogFinder, checks: Checks, backend: GpuBackend | None = None,
+                 on_points: Callable[[list[Point]], None] | None = None) -> None:
         self.finder = finder
+        self.on_points = on_points
         self.checks = checks
         self.gpu = GpuUse(backend)
         self.tail = EventTail()
@@ -621,10 +633,13 @@ class Watch:
         found: list[Check] = []
         self._follow(self.finder.find(pids))
         points, damage = self.tail.poll()
+        parsed = [p for line in lines for p in self.parser.parse(line)] if self.from_output else []
+        if self.on_points is not None and (points or parsed):
+            self.on_points(points + parsed)
         found += self.checks.raise_all(damage)
         found += self.checks.feed(points)
-        if self.from_output:
-            found += self.checks.feed((p for line in lines for p in self.parser.parse(line)), steps_checked=False)
+        if parsed:
+            found += self.checks.feed(parsed, steps_checked=False)
         found += self.checks.settle()
         self.gpu.sample(pids)
         found += self.checks.tick(alive, members, gpus=self.gpu.beside())

@@ -23,13 +23,16 @@ from textual.widgets import Footer, Header
 from gpudoc.monitor import Monitor, MonitorSample, ProcessRow
 from gpudoc.output import format_bytes
 from gpudoc.reap.end import Action, Outcome
+from gpudoc.runwatch import Check, Point, Watch
 from gpudoc.train import Run, RunState, RunStatus, describe
 
-from .messages import ActionFinished, SampleFailed, Sampled
+from .messages import ActionFinished, SampleFailed, Sampled, Watched, WatchFailed
+from .runview import ChecksScreen, CurvesPanel, check_line
 from .screens import ConfirmScreen, HelpScreen
-from .widgets import GpuPanel, HostPanel, LinePanel, ProcessTable, RunPanel, TextPanel
+from .widgets import GpuPanel, HostPanel, LinePanel, ProcessTable, RunPanel, TextPanel, verdict_name
 
 _ACTIONS = ("terminate", "kill", "reap", "stop_run")
+_CURVE_ACTIONS = ("cycle_curves", "curve_axis", "smoothing", "checks")
 _DONE = (Outcome.ENDED, Outcome.GONE)  # the process is gone: the action did its job
 FIRST_SAMPLE_WAIT = 0.5
 STOP_GRACE = 10.0
@@ -39,7 +42,9 @@ class GpudocApp(App[None]):
     """``monitor`` is sampled every ``interval`` seconds; ``readonly`` removes every action
     that signals a process; ``host_name`` titles the screen (this machine's by default).
     With a ``run`` (a command gpudoc started), its panel shows how it goes, its processes are
-    marked in the table, ``x`` stops it, and quitting stops it first (after asking)."""
+    marked in the table, ``x`` stops it, and quitting stops it first (after asking). With a
+    ``watch`` (of that run, or of a logdir alone), the curves panel follows its scalars and
+    the checks on them; the watch is polled on the sampler's thread after each sample."""
 
     CSS_PATH = "app.tcss"
     TITLE = "gpudoc"
@@ -54,6 +59,11 @@ class GpudocApp(App[None]):
         Binding("k", "kill", "Kill"),
         Binding("r", "reap", "Reap orphans"),
         Binding("x", "stop_run", "Stop run"),
+        Binding("v", "cycle_curves", "Curves"),
+        Binding("l", "checks", "Checks"),
+        Binding("a", "curve_axis", "Step/time", show=False),
+        Binding("left_square_bracket", "smoothing(-1)", "Less smoothing", show=False),
+        Binding("right_square_bracket", "smoothing(1)", "More smoothing", show=False),
     ]
 
     def __init__(
@@ -64,9 +74,15 @@ class GpudocApp(App[None]):
         readonly: bool = False,
         host_name: str | None = None,
         run: Run | None = None,
+        watch: Watch | None = None,
     ) -> None:
         super().__init__()
         self.training_run = run
+        self.run_watch = watch
+        self._points: list[Point] = []  # what the watch read in one poll (sampler thread only)
+        if watch is not None:
+            watch.on_points = self._points.extend
+        self._left_told: set[int] = set()  # leftovers already notified
         self._run_state = RunState.RUNNING
         self._run_left: tuple[ProcessRow, ...] = ()  # processes of an ended run still on a GPU
         self._stoppable = run is not None
@@ -96,12 +112,15 @@ class GpudocApp(App[None]):
         yield HostPanel(id="host")
         if self.training_run is not None:
             yield RunPanel(id="run")
+        if self.run_watch is not None:
+            yield CurvesPanel(id="curves")
         yield self._table.title
         yield self._table
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = self.host_name + ("  [read-only]" if self.readonly else "")
+        self.screen.set_class(self.run_watch is not None, "watching")
         self.query_one(ProcessTable).focus()
         self.watch(self.query_one("#gpus", VerticalScroll), "scroll_y", self._reveal_panels_soon, init=False)
 
@@ -128,6 +147,8 @@ class GpudocApp(App[None]):
             return False
         if action == "clear_filters" and not self._table.filtered:
             return False
+        if action in _CURVE_ACTIONS and self.run_watch is None:
+            return False
         return not (self.readonly and action in _ACTIONS)
 
     def _sample_periodically(self) -> None:
@@ -145,14 +166,57 @@ class GpudocApp(App[None]):
         self._sample()
 
     def _sample(self) -> None:
-        """Take a sample and post it (one at a time: every backend call is bounded)."""
+        """Take a sample and post it (one at a time: every backend call is bounded), then
+        look at the run's scalars."""
         with self._sampling:
+            sample = None
             try:
-                self.post_message(Sampled(self.monitor.sample()))
+                sample = self.monitor.sample()
+                self.post_message(Sampled(sample))
             except Exception as exc:  # the monitor must survive anything a sample meets
                 self.post_message(SampleFailed(f"{type(exc).__name__}: {exc}"))
             finally:
                 self._first_taken.set()
+            if self.run_watch is not None:
+                self._look(self.run_watch, sample)
+
+    def _look(self, watch: Watch, sample: MonitorSample | None) -> None:
+        """Poll the watch (sampler thread): the run's processes for its open event files, the
+        stall check and its GPU use (from the monitor's sample, not a second NVML call)."""
+        run = self.training_run
+        try:
+            members = run.members() if run is not None else []
+            pids = [m.pid for m in members]
+            if sample is not None:
+                watch.gpu.take(sample.gpus, pids)
+            checks = watch.poll(pids, run is not None and run.running, len(members))
+            files = len(watch.tail.files)
+            if files:
+                source = f"{files} event file{'s' if files > 1 else ''}"
+            elif watch.checks.series:
+                source = "the run's output"
+            else:
+                where = watch.finder.logdir
+                source = (f"no event file in {where} yet" if where is not None
+                          else watch.finder.note or "no event file or value in the output yet")
+            self.post_message(Watched(list(self._points), checks, source, watch.from_output))
+        except Exception as exc:  # reading the logs must not take the monitor down
+            self.post_message(WatchFailed(f"reading the run's scalars failed: {type(exc).__name__}: {exc}"))
+        finally:
+            self._points.clear()
+
+    def on_watched(self, message: Watched) -> None:
+        self.query_one(CurvesPanel).take(message.points, message.checks, message.source, not message.from_output)
+        for check in message.checks:
+            self._tell(check)
+
+    def on_watch_failed(self, message: WatchFailed) -> None:
+        self.query_one(CurvesPanel).failed(message.error)
+
+    def _tell(self, check: Check) -> None:
+        text = check_line(check)
+        self.notify(text if len(text) <= 300 else text[:299] + "…", title="check fired",
+                    severity="error" if check.severity == "error" else "warning", timeout=10)
 
     def on_sampled(self, message: Sampled) -> None:
         self.sample = sample = message.sample
@@ -196,6 +260,23 @@ class GpudocApp(App[None]):
             self._run_state = status.state
             ok = status.state is RunState.SUCCEEDED
             self.notify(f"the run {describe(status)}", severity="information" if ok else "warning", timeout=10)
+        new = [row for row in self._run_left if row.pid not in self._left_told and not self._stop_pending]
+        if new:
+            self._left_told.update(row.pid for row in new)
+            self._leftovers_found(new)
+
+    def _leftovers_found(self, rows: list[ProcessRow]) -> None:
+        """The run's leader exited and these processes of it still hold a GPU: say so at once,
+        with their verdicts, as a notification and a ``leftover`` check."""
+        for row in rows:
+            gpus = ",".join(map(str, row.gpus)) or "a GPU device"
+            check = Check("leftover", "warning",
+                          f"PID {row.pid} ({verdict_name(row)}, {row.command[:60]}) still holds GPU {gpus} after "
+                          "the run's leader exited", "x ends the run's processes left (after asking); "
+                          "'gpudoc reap' finds them later", str(row.pid))
+            if self.run_watch is not None:
+                self.query_one(CurvesPanel).add_check(check)
+            self._tell(check)
 
     def _show_gpus(self, sample: MonitorSample) -> None:
         panels = self._gpu_panels
@@ -221,6 +302,19 @@ class GpudocApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def action_cycle_curves(self) -> None:
+        """Show the next scalar alone (after the last, losses and metrics together)."""
+        self.query_one(CurvesPanel).cycle()
+
+    def action_curve_axis(self) -> None:
+        self.query_one(CurvesPanel).toggle_axis()
+
+    def action_smoothing(self, direction: int) -> None:
+        self.query_one(CurvesPanel).smoothing(direction)
+
+    def action_checks(self) -> None:
+        self.push_screen(ChecksScreen(self.query_one(CurvesPanel).checks))
 
     def action_sort(self) -> None:
         """Sort by the next key (the title above the table says which)."""
@@ -293,7 +387,7 @@ class GpudocApp(App[None]):
         """What an ended run left on the GPUs, for a question (its processes in the last sample)."""
         left = self._run_left
         return f"The run ended, but {len(left)} of its processes still use the GPUs:\n" + "\n".join(
-            f"  {r.pid} {r.command[:60]}" for r in left[:10]
+            f"  {r.pid} {verdict_name(r)} {r.command[:60]}" for r in left[:10]
         )
 
     def action_stop_run(self) -> None:

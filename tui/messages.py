@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.message import Message
 
 from gpudoc.monitor import MonitorSample
+from gpudoc.runwatch import Check, Point
 
 
 class Sampled(Message):
@@ -30,3 +31,24 @@ class ActionFinished(Message):
         super().__init__()
         self.summary = summary
         self.ok = ok
+
+
+class Watched(Message):
+    """What one look at the run's scalars found: new values, new checks, where the values
+    come from now, and whether the values parsed from the output are superseded (event
+    files were found)."""
+
+    def __init__(self, points: list[Point], checks: list[Check], source: str, from_output: bool) -> None:
+        super().__init__()
+        self.points = points
+        self.checks = checks
+        self.source = source
+        self.from_output = from_output
+
+
+class WatchFailed(Message):
+    """Reading the run's scalars failed (a bug or an unexpected OS error); the app keeps running."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error

@@ -53,10 +53,15 @@ HELP = """\
   [b]r[/b]             reap: end your orphaned GPU holders (as `gpudoc reap --yes`)
   [b]x[/b]             stop the run (`gpudoc tui -- COMMAND`) and all its processes
                 (once it ended: the processes it left on a GPU)
+  [b]v[/b]             curves: show the next scalar alone (then losses and metrics again)
+  [b]a[/b]             curves over step or relative time
+  [b]\\[[/b] / [b]][/b]         less / more smoothing (TensorBoard's, 0 to 0.999)
+  [b]l[/b]             list the checks that fired on the run
   [b]?[/b]             this help
   [b]q[/b]             quit (a run still going, or what it left, is stopped after asking)
 
 Above the table: its sort key, its filters, and how many rows are shown.
+Curves (with a run or --logdir): raw values as dots, the smoothed line bright.
 
 Verdicts come from `gpudoc reap`: [red]orphan[/] (parent gone, idle, no CUDA context),
 [yellow]detached[/] (parent gone, still working), [green]active[/], [cyan]protected[/];

@@ -34,6 +34,11 @@ VERDICT_STYLES = {
 }
 
 
+def verdict_name(row: ProcessRow) -> str:
+    """The row's ``gpudoc reap`` verdict, or ``no verdict`` (it holds no device file seen)."""
+    return row.verdict.value if isinstance(row.verdict, Verdict) else "no verdict"
+
+
 def _percent(used: Any, total: Any) -> float | None:
     if isinstance(used, int) and isinstance(total, int) and total > 0:
         return 100.0 * used / total
@@ -409,9 +414,11 @@ class RunPanel(LinePanel):
         if not self.members:
             return Content(used)
         left = len(self.members)
+        which = ", ".join(f"{row.pid} {verdict_name(row)}" for row in self.members[:3]) + (
+            ", …" if left > 3 else "")
         return Content.assemble(used, "; ", (
             f"{left} process{'es' if left > 1 else ''} of it still hold{'' if left > 1 else 's'} "
-            f"{held or 'GPU device files'} (x stops {'them' if left > 1 else 'it'})", "bold $warning",
+            f"{held or 'GPU device files'}: {which} (x stops {'them' if left > 1 else 'it'})", "bold $warning",
         ))
 
     def build_lines(self) -> list[Content]:

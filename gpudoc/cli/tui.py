@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -24,11 +26,15 @@ from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
               "are not scanned unless this names files).")
 @click.option("--log", type=click.Path(dir_okay=False, path_type=Path),
               help="Append the run's whole output to this file (with a COMMAND).")
+@click.option("--logdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Follow the TensorBoard event files under this directory (given to a COMMAND as "
+              "GPUDOC_LOGDIR); without a COMMAND, the runs already there. Default with a COMMAND: the event "
+              "files its processes hold open, else those that appear under the working directory.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_settings
 def tui(
     settings: Settings, demo: str | None, interval: float, readonly: bool, device_glob: str, log: Path | None,
-    command: tuple[str, ...],
+    logdir: Path | None, command: tuple[str, ...],
 ) -> int:
     """Watch the GPUs, their processes (orphaned device holders included) and the host;
     with a COMMAND (after --), run it and watch it too.
@@ -40,7 +46,11 @@ def tui(
     The run gets a session of its own: its panel shows its state, last output lines and any
     out-of-memory message, its processes are marked in the table, and stopping it (x, or
     quitting while it runs) ends every process of it — SIGTERM, then SIGKILL after 10 s;
-    processes it leaves on a GPU after it ended are shown, and x stops them too.
+    processes it leaves on a GPU after it ended are shown with their verdicts, and x stops
+    them too. Its scalars (event files, else its output lines) are drawn as curves and
+    checked as in `gpudoc run`: v shows the next scalar, a switches the x axis between step
+    and relative time, [ and ] change TensorBoard's smoothing, l lists the checks that fired.
+    With --logdir and no COMMAND, the runs there are followed the same way.
     Exit status: 0, or with a COMMAND 0 when it succeeded, 1 when it failed, 130 when you
     stopped it; 70 when the monitor itself failed (every process of the run still alive is
     stopped then).
@@ -51,15 +61,29 @@ def tui(
 
     if log is not None and not command:
         raise InputError("--log needs a command to run", "gpudoc tui --log run.log -- python train.py")
+    env = dict(os.environ)
+    if logdir is not None:
+        logdir = logdir.absolute()
+        if logdir.exists() and not logdir.is_dir():
+            raise InputError(f"{logdir}: not a directory", "give --logdir the directory of the event files")
+        if not command and not logdir.is_dir():
+            raise InputError(f"{logdir}: no such directory", "give --logdir a directory with TensorBoard event "
+                             "files, or a COMMAND after -- that writes them there")
+        env["GPUDOC_LOGDIR"] = str(logdir)
     if demo:
         settings.simulate = demo
     backend = settings.gpu_backend()  # a bad --demo scenario fails here, before the run starts
-    run = Run(command, log=log) if command else None
+    watch = None
+    if command or logdir is not None:
+        from gpudoc.runwatch import Checks, LogFinder, Watch
+
+        watch = Watch(LogFinder(logdir, Path.cwd(), time.time()), Checks())
+    run = Run(command, env=env, log=log, on_line=watch.take_line if watch else None) if command else None
     failed = True  # until the app has returned by itself
     try:
         monitor = Monitor(backend, device_glob=device_glob)
         try:
-            app = GpudocApp(monitor, interval=interval, readonly=readonly, run=run)
+            app = GpudocApp(monitor, interval=interval, readonly=readonly, run=run, watch=watch)
             app.run()
             failed = bool(app.return_code)  # Textual returns 1 after an exception in the app
         finally:

@@ -624,7 +624,7 @@ async def test_a_worker_an_ended_run_left_on_a_gpu_is_shown_and_can_be_stopped(d
             await refresh(app, pilot)
             shown = text_of(app, "#run")
             assert "RUN succeeded after" in shown
-            assert "used GPU 0; 1 process of it still holds GPU 0 (x stops it)" in shown
+            assert f"used GPU 0; 1 process of it still holds GPU 0: {worker} orphan (x stops it)" in shown
             assert enabled_actions(app)["stop_run"]
             await pilot.press("q")
             assert isinstance(app.screen, ConfirmScreen) and str(worker) in app.screen.question

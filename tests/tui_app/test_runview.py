@@ -1,0 +1,261 @@
+"""The run view: curves of a real toy run's scalars, TensorBoard's smoothing, live checks,
+leftovers, and ``gpudoc tui --logdir`` without a command."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from gpudoc.cli import cli
+from gpudoc.gpu import ManualClock
+from gpudoc.runwatch import Checks, LogFinder, Point, Watch
+from gpudoc.train import Run
+from gpudoc.tui.app import GpudocApp
+from gpudoc.tui.curves import KEEP, Curve, plot, smooth
+from gpudoc.tui.runview import ChecksScreen, CurvesPanel
+from gpudoc.tui.screens import ConfirmScreen
+
+from reap.conftest import alive, dev, subreaper, trainer_script  # noqa: F401
+from tui_app.test_app import SIZE, make_app, refresh, screen_text, start_run
+
+TOY = str(Path(__file__).parents[2] / "examples" / "toy_train.py")
+
+
+def tensorboard_smoothing(values: list[float], weight: float) -> list[float]:
+    """TensorBoard's scalar dashboard (``resmoothDataset`` of its line chart), line by line:
+    ``last = last * w + (1 - w) * v``, divided by ``1 - w ** numAccum``; non-finite values and
+    constant series are shown unsmoothed."""
+    last = 0.0 if values else math.nan
+    num_accum = 0
+    is_constant = all(v == values[0] for v in values)
+    out = []
+    for next_val in values:
+        if is_constant or not math.isfinite(next_val):
+            out.append(next_val)
+        else:
+            last = last * weight + (1 - weight) * next_val
+            num_accum += 1
+            debias_weight = 1.0
+            if weight != 1:
+                debias_weight = 1 - math.pow(weight, num_accum)
+            out.append(last / debias_weight)
+    return out
+
+
+def same(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all((x == y) or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.6, 0.9, 0.999])
+def test_smoothing_gives_tensorboards_numbers(weight: float) -> None:
+    noisy = [math.sin(i / 3) * 2 + (i % 5) * 0.37 for i in range(200)]
+    for values in (noisy, [*noisy[:60], math.nan, math.inf, *noisy[60:]], [0.25] * 30, [0.25] * 30 + [1.0, 2.0]):
+        expected = tensorboard_smoothing(values, weight)
+        assert same(smooth(values, weight), expected)
+        curve = Curve(".", "loss", weight)  # point by point, as the values arrive
+        for step, value in enumerate(values):
+            curve.add(Point(".", "loss", step, value), 0.0)
+            assert same(curve.smoothed, tensorboard_smoothing(values[: step + 1], weight))
+
+
+def test_a_long_series_keeps_a_sample_smoothed_as_tensorboard_smooths_it_and_exact_min_max() -> None:
+    curve = Curve(".", "loss", 0.6)
+    values = [1.0 / (1 + i) + (i % 7) * 1e-3 for i in range(3 * KEEP)]
+    for step, value in enumerate(values):
+        curve.add(Point(".", "loss", step, value), float(step))
+    assert len(curve.values) <= KEEP and curve.steps[0] == 0 and curve.count == len(values)
+    assert curve.values == [values[s] for s in curve.steps]
+    assert same(curve.smoothed, tensorboard_smoothing(curve.values, 0.6))
+    assert (curve.low, curve.high, curve.last) == (min(values), max(values), values[-1])
+
+
+def test_the_plot_draws_the_smoothed_line_through_every_column_and_skips_non_finite_values() -> None:
+    values = [float(i) for i in range(10)] + [math.nan]
+    drawn = plot(list(range(11)), values, smooth(values, 0.0), 20, 3)
+    assert drawn is not None and (drawn.low, drawn.high, drawn.x0, drawn.x1) == (0.0, 9.0, 0.0, 9.0)
+    assert all(any(row[x] != "\u2800" for row in drawn.rows) for x in range(20))  # no gap in the line
+    assert drawn.rows[2][0] != "\u2800" and drawn.rows[0][-1] != "\u2800"  # rising: bottom left to top right
+    assert plot([0, 1], [math.nan, math.inf], [math.nan, math.inf], 10, 2) is None
+
+
+def watched(args: list[str], logdir: Path | None) -> tuple[Run, Watch]:
+    """The toy run with ARGS as `gpudoc tui -- python toy_train.py ARGS` starts it."""
+    watch = Watch(LogFinder(logdir, Path.cwd(), time.time()), Checks())
+    command = [sys.executable, TOY, *args] + (["--logdir", str(logdir)] if logdir else [])
+    return Run(command, on_line=watch.take_line), watch
+
+
+async def until(app: GpudocApp, pilot: Any, done: Callable[[], bool], timeout: float = 30) -> None:
+    """Sample (and poll the watch) until ``done``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.2)
+        await refresh(app, pilot)
+
+
+def notes(app: GpudocApp) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+async def test_a_buggy_scale_toy_run_draws_its_logged_steps_smoothed_and_raises_the_scale_check(
+    tmp_path: Path,
+) -> None:
+    run, watch = watched(["--epochs", "3", "--steps", "20", "--step-time", "0.005", "--buggy-scale"], tmp_path)
+    try:
+        app = make_app("dgx", ManualClock(30), run=run, watch=watch)
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one(CurvesPanel)
+            series = panel.curves.series
+            psnr = (".", "val/psnr")
+            await until(app, pilot, lambda: not run.running and psnr in series and len(series[psnr].steps) == 3)
+            await refresh(app, pilot)
+            loss = series[(".", "train/loss")]
+            assert loss.steps == list(range(1, 61)) and series[(".", "val/mse")].steps == [20, 40, 60]
+            assert same(loss.smoothed, tensorboard_smoothing(loss.values, 0.6))
+            implied = [c for c in panel.checks if c.rule == "implied-range"]
+            assert len(implied) == 1 and implied[0].severity == "error"
+            assert "PSNR used peak 255 on [0,1] data" in implied[0].message
+            assert any(n.startswith("[implied-range] ") for n in notes(app))
+            shown = screen_text(app)
+            assert "CURVES 1 event file · step 60" in shown and "checks: " in shown
+            assert "train/loss" in shown and "val/psnr" in shown and "step 1" in shown
+            assert "last" not in panel.lines[2].plain  # the titles: name, last value, smoothed
+            assert f"{loss.last:.4g} ~{loss.smoothed[-1]:.4g}" in panel.lines[2].plain
+
+            await pilot.press("right_square_bracket")
+            assert panel.curves.weight == 0.7 and same(loss.smoothed, tensorboard_smoothing(loss.values, 0.7))
+            await pilot.press("left_square_bracket", "left_square_bracket")
+            assert panel.curves.weight == 0.5 and "smoothing 0.5" in panel.lines[0].plain
+            await pilot.press("a")
+            assert panel.axis == "time" and "x time" in panel.lines[0].plain
+            await pilot.press("v")
+            assert panel.shown() == [loss] and "val/mse" not in "".join(line.plain for line in panel.lines)
+            for _ in range(4):
+                await pilot.press("v")
+            assert panel.selected is None and len(panel.shown()) == 4
+
+            await pilot.press("l")
+            assert isinstance(app.screen, ChecksScreen)
+            listed = app.screen.text().plain
+            assert f"error [implied-range] (step {implied[0].step})" in listed and implied[0].fix in listed
+            await pilot.press("escape")
+            assert not isinstance(app.screen, ChecksScreen)
+    finally:
+        run.stop(grace=1)
+
+
+async def test_a_nan_toy_run_raises_the_non_finite_check(tmp_path: Path) -> None:
+    run, watch = watched(["--epochs", "2", "--steps", "20", "--step-time", "0.005", "--nan-at", "25"], tmp_path)
+    try:
+        app = make_app("workstation", ManualClock(5), run=run, watch=watch)
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one(CurvesPanel)
+            await until(app, pilot, lambda: any(c.rule == "non-finite" for c in panel.checks))
+            check = next(c for c in panel.checks if c.rule == "non-finite")
+            assert check.severity == "error" and check.series == "train/loss" and check.step == 25
+            assert "the training diverged" in check.message
+            assert any(n.startswith("[non-finite] train/loss is nan at step 25") for n in notes(app))
+            count = sum(1 for c in panel.checks if c.severity == "error")
+            assert panel.lines[1].plain.startswith(f"checks: {len(panel.checks)} ({count} error")
+            assert "latest [non-finite]" in panel.lines[1].plain
+    finally:
+        run.stop(grace=1)
+
+
+async def test_values_from_the_output_feed_the_curves_without_event_files() -> None:
+    watch = Watch(LogFinder(None, Path.cwd(), time.time()), Checks())
+    code = "for s in range(1, 6): print(f'step {s} loss={1 / s:.3f}', flush=True)"
+    run = Run([sys.executable, "-c", code], on_line=watch.take_line)
+    app = make_app("workstation", ManualClock(5), run=run, watch=watch)
+    async with app.run_test(size=SIZE) as pilot:
+        panel = app.query_one(CurvesPanel)
+        await until(app, pilot, lambda: len(panel.curves.series.get(("output", "loss"), Curve("", "")).steps) == 5)
+        assert panel.curves.series[("output", "loss")].values == [1.0, 0.5, 0.333, 0.25, 0.2]
+        assert panel.lines[0].plain.startswith("CURVES the run's output")
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_a_worker_that_outlives_the_leader_is_reported_with_its_verdict_and_ended_with_x(
+    dev: Path,  # noqa: F811
+) -> None:
+    run = start_run(trainer_script(dev, exits=True))
+    watch = Watch(LogFinder(None, Path.cwd(), time.time()), Checks())
+    try:
+        app = make_app("workstation", ManualClock(5), glob=str(dev / "nvidia*"), run=run, watch=watch)
+        async with app.run_test(size=SIZE) as pilot:
+            status = run.wait(20)
+            (worker,) = [int(line.split()[1]) for line in status.lines if line.startswith("pid ")]
+            panel = app.query_one(CurvesPanel)
+            await until(app, pilot, lambda: any(c.rule == "leftover" for c in panel.checks))
+            (check,) = [c for c in panel.checks if c.rule == "leftover"]
+            assert check.message.startswith(f"PID {worker} (orphan, ") and "still holds GPU 0" in check.message
+            assert any(n.startswith(f"[leftover] PID {worker} (orphan") for n in notes(app))
+            assert f"1 process of it still holds GPU 0: {worker} orphan (x stops it)" in str(
+                app.query_one("#run").render())
+            await refresh(app, pilot)
+            assert [c.rule for c in panel.checks].count("leftover") == 1  # said once
+            await pilot.press("x")
+            assert isinstance(app.screen, ConfirmScreen) and f"{worker} orphan" in app.screen.question
+            await pilot.press("y")
+            await app.workers.wait_for_complete()
+            await refresh(app, pilot)
+            assert not alive(worker)
+    finally:
+        run.stop(grace=1)
+
+
+def _headless(monkeypatch: pytest.MonkeyPatch, drive: Callable[[Any], Any]) -> None:
+    original = GpudocApp.run
+
+    def run(self: GpudocApp, **_: object) -> object:
+        return original(self, headless=True, size=SIZE, auto_pilot=drive)
+
+    monkeypatch.setattr(GpudocApp, "run", run)
+
+
+def test_logdir_without_a_command_follows_the_runs_there(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    logdir = tmp_path / "logs"
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, TOY, "--epochs", "2", "--steps", "5", "--step-time", "0", "--buggy-scale",
+                        "--logdir", str(logdir / name)], check=True, capture_output=True, timeout=60)
+    seen: dict[str, Any] = {}
+
+    async def drive(pilot: Any) -> None:
+        app = pilot.app
+        panel = app.query_one(CurvesPanel)
+        deadline = time.monotonic() + 30
+        while len(panel.curves.series) < 8 or [c.rule for c in panel.checks].count("implied-range") < 2:
+            assert time.monotonic() < deadline, panel.lines[0].plain
+            await pilot.pause(0.2)
+        seen["steps"] = {key: curve.steps for key, curve in panel.curves.series.items()}
+        seen["checks"] = [c.rule for c in panel.checks]
+        seen["header"] = panel.lines[0].plain
+        seen["run"] = bool(app.query("#run"))
+        await pilot.press("q")
+
+    _headless(monkeypatch, drive)
+    result = CliRunner().invoke(cli, ["tui", "--demo", "dgx", "--device-glob", "/none/*", "--logdir", str(logdir)],
+                                env={"GPUDOC_SIMULATE": None})
+    assert result.exit_code == 0, result.output
+    assert seen["steps"][("a", "train/loss")] == list(range(1, 11)) and seen["steps"][("b", "val/mae")] == [5, 10]
+    assert seen["checks"].count("implied-range") == 2  # once per run
+    assert seen["header"].startswith("CURVES 2 event files · step 10") and not seen["run"]
+
+
+@pytest.mark.parametrize("kind", ["file", "missing"])
+def test_logdir_that_cannot_be_followed_is_bad_input(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / kind
+    if kind == "file":
+        path.write_text("x")
+    result = CliRunner().invoke(cli, ["tui", "--demo", "--logdir", str(path)], env={"GPUDOC_SIMULATE": None})
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "gpudoc: error: " in result.stderr

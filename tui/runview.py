@@ -1,0 +1,241 @@
+"""The run view: the curves of the run's scalars and the checks on them, and the list of
+the checks that fired."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from gpudoc.output import format_duration
+from gpudoc.runwatch import Check, Point
+
+from .curves import WEIGHTS, Curve, Curves, plot
+from .format import MUTED, clean
+from .widgets import _EDGES, LinePanel
+
+COLOURS = ("$accent", "$success", "$warning", "$secondary", "$primary")
+CHART_MIN = 30  # cells a chart needs beside another
+GAP = 2
+
+
+def number(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.4g}"
+
+
+def check_line(check: Check) -> str:
+    return f"[{check.rule}] {check.message}"
+
+
+class CurvesPanel(LinePanel):
+    """The run's scalars as braille charts (raw values as dots, TensorBoard's smoothing as
+    the line) with their last, minimum and maximum values, steps/s, and the checks that
+    fired. Drawn again only when points arrive, a key changes what is shown, or on resize."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.curves = Curves()
+        self.checks: list[Check] = []
+        self.selected: tuple[str, str] | None = None  # one series alone; None: the default set
+        self.axis = "step"
+        self.source = "looking for the run's scalars"
+        self.error: str | None = None
+
+    # ------------------------------------------------------------ what is shown
+
+    def take(self, points: Sequence[Point], checks: Sequence[Check], source: str, drop_output: bool) -> None:
+        """New values and checks from the watch, and where the values come from now."""
+        before = (self.curves.version, len(self.checks), self.source, self.error)
+        if drop_output:
+            self.curves.drop_run("output")
+        self.curves.add(points)
+        self.checks += checks
+        self.source, self.error = source, None
+        if before != (self.curves.version, len(self.checks), self.source, self.error):
+            self.changed()
+
+    def failed(self, error: str) -> None:
+        if error != self.error:
+            self.error = error
+            self.changed()
+
+    def add_check(self, check: Check) -> None:
+        self.checks.append(check)
+        self.changed()
+
+    def shown(self) -> list[Curve]:
+        if self.selected is not None and self.selected in self.curves.series:
+            return [self.curves.series[self.selected]]
+        self.selected = None
+        return self.curves.default()
+
+    def cycle(self) -> str:
+        """Show the next series alone (after the last, the default set again); what is shown."""
+        keys = [(c.run, c.tag) for c in self.curves.names()]
+        if not keys:
+            return "no scalars yet"
+        if self.selected in keys:
+            index = keys.index(self.selected) + 1
+            self.selected = keys[index] if index < len(keys) else None
+        else:
+            self.selected = keys[0]
+        self.changed()
+        return self._what()
+
+    def _what(self) -> str:
+        if self.selected is not None:
+            return self.curves.series[self.selected].name
+        return "losses and metrics" if len(self.curves.default()) < len(self.curves.series) else "every scalar"
+
+    def toggle_axis(self) -> str:
+        self.axis = "time" if self.axis == "step" else "step"
+        self.changed()
+        return self.axis
+
+    def smoothing(self, direction: int) -> float:
+        """The next smoothing weight up or down TensorBoard's range (0 to 0.999)."""
+        weight = self.curves.weight
+        if direction > 0:
+            weight = next((w for w in WEIGHTS if w > weight), WEIGHTS[-1])
+        else:
+            weight = next((w for w in reversed(WEIGHTS) if w < weight), WEIGHTS[0])
+        self.curves.set_weight(weight)
+        self.changed()
+        return weight
+
+    # ------------------------------------------------------------ drawing
+
+    def on_resize(self) -> None:
+        if not self.stale:
+            self.changed(relayout=True)
+
+    def chart_rows(self) -> int:
+        height = self.app.size.height if self.is_mounted else 48
+        return 6 if height >= 46 else 4 if height >= 36 else 2
+
+    def build_lines(self) -> list[Content]:
+        width = max(self.size.width - _EDGES, 40)
+        rows = self.chart_rows()
+        lines = [self._header().truncate(width), self._checks_line().truncate(width)]
+        shown = self.shown()
+        if not shown:
+            waiting = self.error or "no scalars yet"
+            lines.append(Content.styled(clean(waiting), "$error" if self.error else MUTED).truncate(width))
+            return lines + [Content("")] * (rows + 2)
+        fit = max(1, min(len(shown), (width + GAP) // (CHART_MIN + GAP)))
+        each = (width + GAP) // fit - GAP
+        charts = [self._chart(curve, each, rows, COLOURS[i % len(COLOURS)]) for i, curve in enumerate(shown[:fit])]
+        more = len(shown) - fit
+        for y in range(rows + 3):
+            parts: list[Content] = []
+            for i, chart in enumerate(charts):
+                if i:
+                    parts.append(Content(" " * GAP))
+                parts.append(chart[y])
+            if y == 0 and more:
+                parts.append(Content.styled(f"  +{more} more (v)", MUTED))
+            lines.append(Content.assemble(*parts).truncate(width))
+        return lines
+
+    def _header(self) -> Content:
+        curves = self.curves
+        rate = curves.steps_per_second()
+        parts: list[str | tuple[str, str]] = [("CURVES ", "bold"), clean(self.source)]
+        if curves.max_step is not None:
+            parts.append(f" · step {curves.max_step}")
+        if rate is not None:
+            parts.append(f" · {rate:.3g} steps/s")
+        if curves.series:
+            parts.append(f" · {self._what()} (v)")
+        parts += [f" · x {self.axis} (a)", f" · smoothing {curves.weight:g} ([ ])"]
+        return Content.assemble(*parts)
+
+    def _checks_line(self) -> Content:
+        if not self.checks:
+            return Content.styled("checks: none fired", MUTED)
+        errors = sum(1 for c in self.checks if c.severity == "error")
+        latest = self.checks[-1]
+        style = "bold $error" if errors else "bold $warning"
+        count = f"checks: {len(self.checks)}" + (f" ({errors} error{'s' if errors > 1 else ''})" if errors else "")
+        return Content.assemble((count, style), ("  (l lists them)  ", MUTED), "latest ",
+                                clean(check_line(latest)))
+
+    def _chart(self, curve: Curve, width: int, rows: int, colour: str) -> list[Content]:
+        """``rows + 3`` lines, each ``width`` cells: name and last value, min and max, the
+        plot with its value range on the left, the x range."""
+        smoothed = curve.smoothed[-1] if curve.smoothed else math.nan
+        title = Content.assemble((clean(curve.name), f"bold {colour}"), f"  {number(curve.last)}",
+                                 (f" ~{number(smoothed)}" if curve.weight else "", MUTED))
+        stats = Content.styled(f"min {number(curve.low)}  max {number(curve.high)}", MUTED)
+        if self.axis == "time":
+            start = self.curves.first_wall.get(curve.run, 0.0)
+            xs: Sequence[float] = [t - start for t in curve.times]
+        else:
+            xs = curve.steps
+        # The range drawn lies within every value's (smoothing averages them): labels fit.
+        label = max(len(number(curve.low)), len(number(curve.high)), 5)
+        drawn = plot(xs, curve.values, curve.smoothed, max(1, width - label - 1), rows)
+        lines = [title.truncate(width, pad=True), stats.truncate(width, pad=True)]
+        if drawn is None:
+            blank = Content(" " * width)
+            lines.append(Content.styled("no finite value yet".ljust(width), MUTED))
+            return lines + [blank] * rows
+        labels = [number(drawn.high), *[""] * (rows - 2), number(drawn.low)] if rows > 1 else [number(drawn.high)]
+        for y in range(rows):
+            parts: list[tuple[str, str] | str] = [(f"{labels[y][:label]:>{label}}┤", MUTED)]
+            text, strong = drawn.rows[y], drawn.strong[y]
+            start = 0
+            for x in range(1, len(text) + 1):
+                if x == len(text) or strong[x] != strong[start]:
+                    parts.append((text[start:x], colour if strong[start] else MUTED))
+                    start = x
+            lines.append(Content.assemble(*parts).truncate(width, pad=True))
+        if self.axis == "time":
+            left, right = format_duration(drawn.x0), format_duration(drawn.x1)
+        else:
+            left, right = f"step {drawn.x0:.0f}", f"{drawn.x1:.0f}"
+        room = width - label - 1
+        axis = " " * (label + 1) + left + right.rjust(max(room - len(left), 1))
+        lines.append(Content.styled(axis, MUTED).truncate(width, pad=True))
+        return lines
+
+
+class ChecksScreen(ModalScreen[None]):
+    """Every check that fired, newest first, with its fix."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,l", "close", "Close")]
+
+    def __init__(self, checks: Sequence[Check]) -> None:
+        super().__init__()
+        self.checks = list(checks)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="checks"):
+            yield Static(Content.styled(f"Checks on the run: {len(self.checks)} fired", "bold"))
+            with VerticalScroll():
+                yield Static(self.text(), id="checks-list")
+            yield Static(Content.styled("Escape closes", MUTED))
+
+    def text(self) -> Content:
+        if not self.checks:
+            return Content.styled("none fired so far", MUTED)
+        parts: list[str | tuple[str, str]] = []
+        for check in reversed(self.checks):
+            style = "bold $error" if check.severity == "error" else "bold $warning"
+            where = f" (step {check.step})" if check.step is not None else ""
+            parts += [(f"{check.severity} [{check.rule}]", style), where, "\n  ", clean(check.message), "\n"]
+            if check.fix:
+                parts += [("  fix: ", MUTED), clean(check.fix), "\n"]
+        return Content.assemble(*parts)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
