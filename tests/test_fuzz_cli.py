@@ -827,6 +827,14 @@ def test_oom_custom_model_options(model_files: dict[str, Path], factory: str, sp
             args += ["--freeze", data.draw(NASTY_REGEX)]
         if data.draw(st.booleans()):
             args += ["--accumulate", data.draw(BATCHES)]
+        if data.draw(st.booleans()):
+            args += ["--cuda", data.draw(st.one_of(st.sampled_from(["11.2", "11.8", "12", "12.x", "12.4.1", "", "x",
+                                                                   "1.0", "99", "12.y", "١٢"]),
+                                                   st.text(alphabet="0123456789.x", max_size=6)))]
+        if data.draw(st.booleans()):
+            args += ["--zero-grad", data.draw(st.sampled_from(["none", "zeros", "None", ""]))]
+        if data.draw(st.booleans()):
+            args += ["--optimizer-impl", data.draw(st.sampled_from(["foreach", "for-loop", "fused", "loop", ""]))]
         args += data.draw(st.lists(st.sampled_from(["--inference", "--checkpointing", "--json"]), max_size=2,
                                    unique=True))
         if data.draw(st.booleans()):

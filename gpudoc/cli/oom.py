@@ -54,11 +54,22 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      "nn.Sequential or nn.ModuleList); a note names the blocks, or says why there are none."),
         click.option("--accumulate", type=click.IntRange(1), default=1, show_default=True,
                      help="Gradient accumulation steps: micro-batch = batch / K."),
+        click.option("--zero-grad", "zero_grad", type=click.Choice(["none", "zeros"]), default="none",
+                     show_default=True, help="optimizer.zero_grad(set_to_none=True) frees the gradients every step "
+                     "(PyTorch's default since 2.0); zeros keeps them allocated through the next forward."),
+        click.option("--optimizer-impl", "optimizer_impl", type=click.Choice(["foreach", "for-loop", "fused"]),
+                     default="foreach", show_default=True, help="foreach: CUDA's default multi-tensor kernels, "
+                     "whose temporaries span all parameters; for-loop: one parameter at a time (foreach=False); "
+                     "fused: one kernel, no temporaries (adam, adamw, sgd, momentum)."),
         click.option("--inference", is_flag=True, help="Forward only, no gradients."),
         click.option("--gpu", "gpu_name", default=None,
                      help="Target device (V100-16GB/32GB, A100-40GB/80GB, H100-80GB, H200-141GB, L4, T4, "
                      "RTX-3090, RTX-4090, TPU-v2-core, TPU-v3-core) or local (GPU 0, simulated under --simulate). "
                      "Default: local, else A100-80GB."),
+        click.option("--cuda", "cuda", metavar="VERSION", default=None,
+                     help="CUDA version of the target's PyTorch build (11.2, 11.8, 12.4, 12.x): it sets the "
+                     "CUDA context (lazy module loading from 11.7; before, ~1.3 GiB of eagerly loaded kernels). "
+                     "Default: the local torch build's (torch.version.cuda), else 12."),
         json_option,
     ]
     for option in reversed(options):
@@ -85,12 +96,12 @@ def _device(name: str | None) -> Any:
 
 
 def _run(model: str, batch: int, input_spec: str | None, precision: str, optimizer: str, freeze: str | None,
-         checkpointing: bool, accumulate: int, inference: bool, gpu_name: str | None
-         ) -> tuple[Any, Any, Any, Run, list[str]]:
+         checkpointing: bool, accumulate: int, inference: bool, gpu_name: str | None, cuda: str | None,
+         zero_grad: str = "none", optimizer_impl: str = "foreach") -> tuple[Any, Any, Any, Run, list[str]]:
     """The model, device and configuration (every option checked before anything is built),
     a function estimating a configuration, and notes for every estimate."""
     from gpudoc.errors import InputError
-    from gpudoc.oom.devices import check_precision
+    from gpudoc.oom.devices import check_precision, cuda_note, for_cuda, local_torch_cuda, parse_cuda
     from gpudoc.oom.models import require, resolve
     from gpudoc.oom.trace import TraceConfig, compile_freeze, parse_input
 
@@ -100,9 +111,13 @@ def _run(model: str, batch: int, input_spec: str | None, precision: str, optimiz
         raise InputError(f"--accumulate {accumulate} is more than --batch {batch}: a micro-batch would be empty",
                          f"use at most --accumulate {batch}")
     compile_freeze(freeze)
-    device = _device(gpu_name)
+    local = None if cuda else local_torch_cuda()
+    version = parse_cuda(cuda or local or "12")
+    source = "--cuda" if cuda else "the local torch build's" if local else "assumed; choose with --cuda"
+    device = for_cuda(_device(gpu_name), version)
     precision_note = check_precision(device, precision)
     notes = [precision_note] if precision_note else []
+    context_note = cuda_note(device, version, source)
     spec = resolve(model)
     require(spec.framework)
     shape = input_spec or spec.default_input
@@ -118,9 +133,16 @@ def _run(model: str, batch: int, input_spec: str | None, precision: str, optimiz
             raise InputError(f"{model}: its input size is open ({dims})", "give one with --input, e.g. 224x224x3")
         shape = "x".join(str(d) for d in dims)
         keras_models[shape] = loaded
-    config = TraceConfig(batch, shape or "", precision, optimizer, freeze, checkpointing, accumulate, inference)
+    config = TraceConfig(batch, shape or "", precision, optimizer, freeze, checkpointing, accumulate, inference,
+                         zero_grad, optimizer_impl)
 
     def run(cfg: TraceConfig, progress: Progress | None = None) -> Any:
+        est = estimate_one(cfg, progress)
+        if context_note:
+            est.notes.append(context_note)
+        return est
+
+    def estimate_one(cfg: TraceConfig, progress: Progress | None) -> Any:
         say = progress or (lambda _: None)
         if spec.framework == "keras":
             from gpudoc.oom.analytic import keras_estimate, load_keras
@@ -146,7 +168,8 @@ def _print(est: Any) -> None:
     c = est.config
     extras = [c.precision, c.optimizer] + (["checkpointing"] if c.checkpointing else []) + (
         [f"accumulate {c.accumulate}"] if c.accumulate > 1 else []) + ([f"freeze {c.freeze}"] if c.freeze else []) + (
-        ["inference"] if c.inference else [])
+        ["inference"] if c.inference else []) + ([f"{c.optimizer_impl} optimizer"] if c.optimizer_impl != "foreach"
+                                                  else []) + (["zero_grad to zeros"] if c.zero_grad == "zeros" else [])
     click.echo(f"{est.model}  batch {c.batch}  {c.input}  {', '.join(extras)}  on {est.device} "
                f"({format_bytes(est.capacity_bytes)})  [{est.method}]")
     click.echo(f"parameters      {est.parameters:,} ({est.trainable_parameters:,} trainable)")
@@ -194,7 +217,8 @@ def oom() -> None:
               help="Re-estimate with each remedy (default: when the verdict is tight or OOM).")
 def estimate_command(model: str, batch: int, input_spec: str | None, precision: str, optimizer: str,
                      freeze: str | None, checkpointing: bool, accumulate: int, inference: bool, gpu_name: str | None,
-                     as_json: bool, with_remedies: bool | None) -> int:
+                     cuda: str | None, zero_grad: str, optimizer_impl: str, as_json: bool,
+                     with_remedies: bool | None) -> int:
     """Peak memory of two training steps of MODEL at --batch, and whether it fits the GPU.
 
     MODEL: a built-in name (resnet18, resnet50, unet, vit_b16, gpt2_small, efficientnetv2_s,
@@ -203,7 +227,7 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
     shows on stderr when it is a terminal (not with --json). Exit 1 when the verdict is OOM.
     """
     spec, device, config, run, notes = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
-                                            accumulate, inference, gpu_name)
+                                            accumulate, inference, gpu_name, cuda, zero_grad, optimizer_impl)
     with _status(as_json) as stage:
         est = run(config, stage(f"{spec.name} at batch {batch}"))
         est.notes = notes + est.notes
@@ -231,13 +255,14 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
               help="The second batch size traced to fit the line (the first is 1).")
 def max_batch_command(model: str, batch: int, input_spec: str | None, precision: str, optimizer: str,
                       freeze: str | None, checkpointing: bool, accumulate: int, inference: bool,
-                      gpu_name: str | None, as_json: bool) -> int:
+                      gpu_name: str | None, cuda: str | None, zero_grad: str, optimizer_impl: str,
+                      as_json: bool) -> int:
     """The largest batch of MODEL whose estimate leaves 10% of the GPU free: estimate batch 1
     and --batch, solve, confirm. Exit 1 when not even batch 1 fits."""
     from gpudoc.oom.estimate import max_batch
 
     _, device, config, run, notes = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
-                                         accumulate, inference, gpu_name)
+                                         accumulate, inference, gpu_name, cuda, zero_grad, optimizer_impl)
     with _status(as_json) as stage:
         best_batch, est = max_batch(config, device, lambda cfg: run(cfg, stage(f"batch {cfg.batch}")))
         est.notes = notes + est.notes

@@ -3,8 +3,10 @@ costs that are not tensors (CUDA context, cuBLAS workspace, cuDNN workspace marg
 
 from __future__ import annotations
 
+import importlib.util
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpudoc.errors import EnvironmentMissing, InputError
@@ -56,6 +58,55 @@ CATALOG: tuple[Device, ...] = (
     Device("TPU-v2-core", 8 * GiB, 0, 0, 0, "tpu", ("tpu v2", "tpu-v2", "tpu-v2-8")),
     Device("TPU-v3-core", 16 * GiB, 0, 0, 0, "tpu", ("tpu v3", "tpu-v3", "tpu-v3-8")),
 )
+
+
+# The CUDA context by CUDA version. Lazy module loading (CUDA_MODULE_LOADING=LAZY, which
+# PyTorch sets when it is unset) exists from CUDA 11.7; the catalog's contexts are lazy ones.
+# Before 11.7 every kernel of PyTorch's binary is loaded when the context is made: 1343 MiB
+# measured on a V100 with CUDA 11.2 (Hugging Face's "model memory anatomy" guide, nvidia-smi
+# after one small tensor), against 287 MiB lazy and 667 MiB eager on CUDA 11.7 (pytorch #86509).
+LAZY_LOADING_FROM = (11, 7)
+EAGER_CONTEXT = 1343 * MiB
+
+
+def parse_cuda(text: str) -> tuple[int, int]:
+    """``12.4`` → (12, 4); ``12``, ``12.x`` → (12, 0). Anything else is bad input."""
+    found = re.fullmatch(r"\s*(\d{1,2})(?:\.(\d{1,2}|x))?(?:\.\d+)?\s*", text, re.IGNORECASE)
+    if found is None or not 7 <= int(found.group(1)) <= 20:
+        raise InputError(f"--cuda {text!r}: not a CUDA version", "e.g. 11.8, 12.4 or 12.x")
+    minor = found.group(2)
+    return int(found.group(1)), int(minor) if minor and minor.lower() != "x" else 0
+
+
+def local_torch_cuda() -> str | None:
+    """The CUDA version the installed torch was built with (``torch.version.cuda``), read from
+    its ``version.py`` without importing torch; None for a CPU build or no torch."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([\d.]+)['\"]", text, re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def for_cuda(device: Device, cuda: tuple[int, int]) -> Device:
+    """``device`` with the CUDA context of a PyTorch built for CUDA ``cuda``: the catalog's
+    (lazy loading) from 11.7, the eager-loading context before."""
+    if device.kind != "gpu" or cuda >= LAZY_LOADING_FROM:
+        return device
+    return replace(device, context=EAGER_CONTEXT)
+
+
+def cuda_note(device: Device, cuda: tuple[int, int], source: str) -> str | None:
+    """What the CUDA context was taken to be, for a GPU; ``source`` says where the version
+    came from (``--cuda``, the local torch build, or the default)."""
+    if device.kind != "gpu":
+        return None
+    loading = "lazy module loading" if cuda >= LAZY_LOADING_FROM else "eager module loading (lazy needs 11.7)"
+    return f"CUDA {cuda[0]}.{cuda[1]} ({source}): context {device.context // MiB} MiB, {loading}"
 
 
 def _norm(name: str) -> str:

@@ -137,6 +137,7 @@ REMEDIES: tuple[tuple[str, str], ...] = (
     ("accumulate", "gradient accumulation: half the micro-batch (x2 steps)"),
     ("freeze", "frozen backbone (train the head only)"),
     ("sgd", "SGD with momentum instead of Adam (one state tensor instead of two)"),
+    ("fused", "fused optimizer (--optimizer-impl fused: no foreach temporaries)"),
     ("smaller-input", "input at 75% of the side length"),
 )
 
@@ -152,6 +153,10 @@ def _remedy_config(config: TraceConfig, remedy: str, backbone: str | None, chann
         return replace(config, freeze=backbone) if backbone and not config.freeze and not config.inference else None
     if remedy == "sgd":
         return replace(config, optimizer="momentum") if config.optimizer.lower() in ("adam", "adamw") else None
+    if remedy == "fused":
+        fusable = config.optimizer.lower() in ("adam", "adamw", "sgd", "momentum")
+        return replace(config, optimizer_impl="fused") if fusable and config.optimizer_impl != "fused" \
+            and not config.inference else None
     if remedy == "smaller-input":
         if config.input.startswith("tokens:"):
             return replace(config, input=f"tokens:{max(1, int(config.input.split(':')[1]) * 3 // 4)}")

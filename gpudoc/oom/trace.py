@@ -26,6 +26,8 @@ from gpudoc.oom.quiet import quiet_frameworks
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 PRECISIONS = ("fp32", "amp", "bf16")
+IMPLEMENTATIONS = ("foreach", "for-loop", "fused")
+ZERO_GRAD = ("none", "zeros")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class TraceConfig:
     checkpointing: bool = False
     accumulate: int = 1
     inference: bool = False
+    zero_grad: str = "none"  # optimizer.zero_grad(set_to_none=True), or "zeros" (False)
+    optimizer_impl: str = "foreach"  # CUDA's default; "for-loop" (foreach=False) or "fused"
 
 
 @dataclass
@@ -176,20 +180,20 @@ def parse_input(spec: str, batch: int) -> tuple[tuple[int, ...], bool]:
     return (batch, *dims), tokens
 
 
-def _optimizer(name: str, params: list[Any]) -> Any:
+def _optimizer(name: str, params: list[Any], impl: str = "foreach") -> Any:
+    """The optimizer of ``--optimizer``, as ``impl`` runs it: ``foreach`` (the default on CUDA:
+    multi-tensor kernels and their temporaries; CPU tensors would get the per-parameter loop),
+    ``for-loop`` or ``fused``."""
     import torch
 
-    # foreach=True: the default on CUDA (multi-tensor kernels and their temporaries), while
-    # CPU tensors would get the per-parameter loop.
+    if impl not in IMPLEMENTATIONS:
+        raise InputError(f"--optimizer-impl {impl!r}: not one of {', '.join(IMPLEMENTATIONS)}")
     lowered = name.lower()
-    if lowered == "sgd":
-        return torch.optim.SGD(params, lr=0.1, foreach=True)
-    if lowered == "momentum":
-        return torch.optim.SGD(params, lr=0.1, momentum=0.9, foreach=True)
-    if lowered == "adam":
-        return torch.optim.Adam(params, foreach=True)
-    if lowered == "adamw":
-        return torch.optim.AdamW(params, foreach=True)
+    builtin = {"sgd": (torch.optim.SGD, {"lr": 0.1}), "momentum": (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+               "adam": (torch.optim.Adam, {}), "adamw": (torch.optim.AdamW, {})}
+    if lowered in builtin:
+        cls, settings = builtin[lowered]
+        return cls(params, **settings, **_implementation(cls, impl, name))
     if ":" in name:
         module, _, attr = name.partition(":")
         if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module):
@@ -203,13 +207,31 @@ def _optimizer(name: str, params: list[Any]) -> Any:
         cls = getattr(torch.optim, name, None)
     if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer):
         make: Callable[..., Any] = cls
+        options = _implementation(cls, impl, name)
         try:
-            return make(params)
+            return make(params, **options)
         except Exception as exc:  # e.g. the abstract torch.optim.Optimizer, or required arguments
             raise InputError(f"--optimizer {name!r}: cannot be made with default settings ({_first_line(exc)})",
                              "choose sgd, momentum, adam, adamw or another torch.optim class") from None
     raise InputError(f"--optimizer {name!r}: not sgd, momentum, adam, adamw, a torch.optim class name or "
                      "module:OptimizerClass")
+
+
+def _implementation(cls: Any, impl: str, name: str) -> dict[str, bool]:
+    """The keyword arguments that make ``cls`` run as ``impl``; an optimizer without a
+    ``fused`` argument cannot be fused, one without ``foreach`` runs its own way."""
+    import inspect
+
+    try:
+        accepted = set(inspect.signature(cls.__init__).parameters)
+    except (TypeError, ValueError):
+        accepted = set()
+    if impl == "fused":
+        if "fused" not in accepted:
+            raise InputError(f"--optimizer-impl fused: {name} has no fused implementation",
+                             "use foreach or for-loop, or adam, adamw, sgd, momentum")
+        return {"fused": True}
+    return {"foreach": impl == "foreach"} if "foreach" in accepted else {}
 
 
 def _checkpoint_blocks(model: Any) -> list[str]:
@@ -426,7 +448,9 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
             recorder.trace.checkpointed = _checkpoint_blocks(model)
         model.train(not config.inference)
         low = {"amp": torch.float16, "bf16": torch.bfloat16}.get(config.precision)
-        optimizer = _optimizer(config.optimizer, trainable) if not config.inference else None
+        if config.zero_grad not in ZERO_GRAD:
+            raise InputError(f"--zero-grad {config.zero_grad!r}: not one of {', '.join(ZERO_GRAD)}")
+        optimizer = _optimizer(config.optimizer, trainable, config.optimizer_impl) if not config.inference else None
         mode = _dispatch_mode(recorder)
         try:
             with mode, cuda_kernels(capability, recorder.trace.attention), _module_labels(model, recorder):
@@ -434,6 +458,10 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
                     recorder.track(p, "parameters")
                 for b in model.buffers():
                     recorder.track(b, "parameters")
+                for state in (optimizer.state.values() if optimizer is not None else ()):
+                    for value in state.values():  # made by the constructor (Adagrad's sums)
+                        if isinstance(value, torch.Tensor):
+                            recorder.track(value, "optimizer")
 
                 def mark_gradients() -> None:
                     for p in trainable:
@@ -511,7 +539,7 @@ def _step(model: Any, optimizer: Any, recorder: _Recorder, config: TraceConfig, 
                          f"({_first_line(exc)})", "choose sgd, momentum, adam, adamw or another torch.optim class"
                          ) from None
     recorder.phase = "backward"
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=config.zero_grad == "none")
 
 
 def _describe(value: Any) -> str:

@@ -364,3 +364,28 @@ def test_gpu_local_reads_the_simulated_machine(two_layers: str) -> None:
     result = CliRunner().invoke(cli, ["--simulate", "faults", "oom", "estimate", two_layers, "--input", "100",
                                       "--batch", "4", "--gpu", "local"])
     assert result.exit_code == 3 and "--gpu local: cannot read this machine's GPUs (" in result.stderr
+
+
+def test_cuda_version_sets_the_context(two_layers: str) -> None:
+    base = ("estimate", two_layers, "--input", "100", "--batch", "2", "--gpu", "V100", "--json")
+    old = json.loads(run(*base, "--cuda", "11.2")[1])
+    new = json.loads(run(*base, "--cuda", "12.x")[1])
+    assert old["breakdown"]["CUDA context"] == 1343 * 2**20 and new["breakdown"]["CUDA context"] == 300 * 2**20
+    assert old["total_bytes"] - new["total_bytes"] == (1343 - 300) * 2**20
+    assert any("CUDA 11.2 (--cuda): context 1343 MiB, eager module loading" in n for n in old["notes"])
+    default = json.loads(run(*base)[1])  # the local torch is a CPU build: CUDA 12 assumed
+    assert default["breakdown"]["CUDA context"] == 300 * 2**20
+    assert any("CUDA 12.0 (assumed; choose with --cuda)" in n for n in default["notes"])
+    code, _, err = run(*base, "--cuda", "eleven")
+    assert code == 2 and err.strip() == "gpudoc: error: --cuda 'eleven': not a CUDA version: e.g. 11.8, 12.4 or 12.x"
+
+
+def test_optimizer_implementation_and_zero_grad_options(two_layers: str) -> None:
+    base = ("estimate", two_layers, "--input", "100", "--batch", "2", "--gpu", "A100", "--no-remedies")
+    for impl in ("foreach", "for-loop", "fused"):  # the memory each takes: test_cuda_rules
+        data = json.loads(run(*base, "--optimizer-impl", impl, "--zero-grad", "zeros", "--json")[1])
+        assert data["config"]["optimizer_impl"] == impl and data["config"]["zero_grad"] == "zeros"
+    code, out, _ = run(*base, "--optimizer-impl", "fused", "--zero-grad", "zeros")
+    assert code == 0 and "fused optimizer, zero_grad to zeros" in out
+    code, _, err = run(*base, "--optimizer", "LBFGS", "--optimizer-impl", "fused")
+    assert code == 2 and "LBFGS has no fused implementation" in err
