@@ -96,6 +96,9 @@ def peek(data: bytes) -> tuple[int, float, int] | None:
             if byte < 0x80:
                 break
             shift += 7
+            if shift > 63:  # longer than a 64-bit varint: the parser decides
+                return None
+        step &= 0xFFFFFFFFFFFFFFFF  # the low 64 bits, as protobuf keeps them
         if step >= 1 << 63:
             step -= 1 << 64
     if pos >= size:

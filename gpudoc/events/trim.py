@@ -25,6 +25,7 @@ from gpudoc.events.files import OtherFiles, stage
 from gpudoc.events.model import (
     RUN_LEVEL,
     RUN_LEVEL_FIELDS,
+    RUN_LEVEL_MARKS,
     SUMMARY_FIELD,
     Kind,
     TagPlugins,
@@ -32,7 +33,7 @@ from gpudoc.events.model import (
     event_kinds,
     peek,
 )
-from gpudoc.events.records import Damage, RecordReader, RecordWriter, file_crc, frame
+from gpudoc.events.records import Damage, FastTrim, RecordReader, RecordWriter, Span, core_active, file_crc, frame
 from gpudoc.events.sessions import session_metric_records
 from gpudoc.output import output_target, place
 
@@ -140,6 +141,21 @@ class _Trimmer:
         kept = self._slow(decode(data, where[0], where[1]), framed, metrics)
         self.pending = {tag for tag in self.plugins.metadata if tag not in self.emitted}
         return kept
+
+    def fast_trim(self, metrics: dict[int, set[str]]) -> FastTrim | None:
+        """The part of :meth:`record`'s fast branch the compiled core applies to whole records
+        (``metrics``' records are always given to :meth:`record`), or None when it has none."""
+        if not self.fast or not core_active():
+            return None
+        spec = self.spec
+        return self.update(FastTrim(spec.first_step, spec.last_step, spec.start, spec.end, spec.keep_run_level,
+                                    sorted(metrics)))
+
+    def update(self, fast: FastTrim) -> FastTrim:
+        """``fast`` after :meth:`record` parsed a record (tags' metadata and run-level tags seen)."""
+        fast.pending = bool(self.pending)
+        fast.marks = RUN_LEVEL_MARKS + tuple(self.plugins.run_level)
+        return fast
 
     def _slow(self, event: event_pb2.Event, framed: bytes, metrics: set[str] | frozenset[str]) -> bytes | None:
         spec = self.spec
@@ -317,11 +333,19 @@ def _trim_file(
         try:
             with open(temp, "wb") as handle:
                 writer = RecordWriter(handle)
-                for offset, data, framed in reader:
+                fast = trimmer.fast_trim(metrics)
+                for item in reader.spans(fast):
+                    if type(item) is Span:  # kept by the compiled core, as stored
+                        writer.write_span(item)
+                        continue
+                    offset, data, framed = item
                     records_in += 1
                     kept = trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
                     if kept is not None:
                         writer.write_framed(kept)
+                    if fast is not None:
+                        trimmer.update(fast)
+                records_in += fast.records if fast is not None else 0
                 records_out, crc, size = writer.count, writer.crc, writer.size
         except BaseException:
             temp.unlink(missing_ok=True)
