@@ -445,7 +445,7 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
 @click.option("--speed", type=float,
               help="Replay wall-time gaps this many times faster (10 = ten times); a gap is at most a day.")
 @click.option("--rate", type=float, help="Instead, a fixed number of records per second.")
-@click.option("--steps", help="Inclusive step range A:B to replay (run-level data always).")
+@click.option("--steps", help="Inclusive step range A:B to replay: what trim --steps keeps (run-level data too).")
 @_EXCLUDE_FILES
 @_SALVAGE
 @json_option

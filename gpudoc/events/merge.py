@@ -16,9 +16,10 @@ from tensorboard.compat.proto import event_pb2
 from gpudoc.errors import InputError
 from gpudoc.events.discover import Run, staging_beside
 from gpudoc.events.files import OtherFiles, check_free, copy_all
-from gpudoc.events.model import RUN_LEVEL, RUN_LEVEL_FIELDS, SUMMARY_FIELD, TagPlugins, decode, event_kinds, peek
+from gpudoc.events.model import RUN_LEVEL, SUMMARY_FIELD, decode, event_kinds, peek
 from gpudoc.events.records import Damage, RecordReader, RecordWriter, check_whole, file_crc, frame
 from gpudoc.events.sessions import session_metric_records
+from gpudoc.events.trim import TrimReport, TrimSpec, _Trimmer
 from gpudoc.output import output_target, place
 
 OVERLAP_POLICIES = ("keep-last", "keep-first", "error")
@@ -143,38 +144,26 @@ def _merge_record(
 
 
 def _stream(
-    run: Run, salvage: bool, damage: list[tuple[str, Damage]], metrics: dict[Path, dict[int, set[str]]]
-) -> Iterator[tuple[float, Path, bytes, int, bool]]:
-    """``(wall, file, framed, step, run_level)`` of a run's records in its file order; a
-    record without a wall time gets the previous one's. A summary is run-level when one of
-    its values is (hparams, a graph plugin's, the custom-scalars layout) or when it holds an
-    hparams session metric's last value (``metrics``: per file, those records' offsets).
-    What salvage skips goes to ``damage``."""
+    run: Run, salvage: bool, damage: list[tuple[str, Damage]], spec: TrimSpec | None,
+    metrics: dict[Path, dict[int, set[str]]],
+) -> Iterator[tuple[float, Path, bytes | None, int]]:
+    """``(wall, file, framed, size)`` of a run's records in its file order; a record without
+    a wall time gets the previous one's. With a ``spec`` (a step range), ``framed`` is what
+    trim keeps of the record (None: nothing) — run-level data, a tag's metadata moved to its
+    first kept value, the hparams session metrics' last values (``metrics``: per file, those
+    records' offsets). What salvage skips goes to ``damage``."""
     wall = 0.0
-    plugins = TagPlugins()
+    trimmer = None if spec is None else _Trimmer(run.label, spec, TrimReport(), count=False)
     for path in run.files:
         reader = RecordReader(path, salvage=salvage, whole=True)
-        metric_offsets = metrics.get(path, {})
+        held = metrics.get(path, {})
         for offset, data, framed in reader:
             peeked = peek(data)
-            if offset in metric_offsets:
-                event = decode(data, path, offset)
-                wall = event.wall_time or wall
-                yield wall, path, framed, event.step, True
-                continue
-            if peeked is None:  # not in canonical field order: parse it
-                event = decode(data, path, offset)
-                step, own = event.step, event.wall_time
-                kind = event_kinds(event)
-                run_level = kind in RUN_LEVEL if kind is not None else any(
-                    v.kind in RUN_LEVEL for v in plugins.values(event))
-            else:
-                step, own, what = peeked
-                run_level = what in RUN_LEVEL_FIELDS
-                if what == SUMMARY_FIELD and plugins.may_be_run_level(data):
-                    run_level = any(v.kind in RUN_LEVEL for v in plugins.values(decode(data, path, offset)))
+            own = peeked[1] if peeked is not None else decode(data, path, offset).wall_time
             wall = own or wall
-            yield wall, path, framed, step, run_level
+            out = framed if trimmer is None else trimmer.record(data, framed, (path, offset),
+                                                                held.get(offset, frozenset()))
+            yield wall, path, out, len(framed)
         damage.extend((str(path), d) for d in reader.state.damage)
 
 
@@ -204,9 +193,10 @@ def replay(
 ) -> ReplayReport:
     """Copy the runs' records into ``dest`` (each run into ``dest/<run name>``, mirroring the
     logdir) one at a time, flushed, in wall-time order across runs, waiting the recorded gap
-    divided by ``speed`` (or 1/``rate`` s) between them. Records outside the step range are
-    skipped (run-level records are always copied). A damaged or cut-off input is an error
-    before anything is written, unless ``salvage`` skips the damage. ``progress`` gets the
+    divided by ``speed`` (or 1/``rate`` s) between them. Of a step range, what trim keeps
+    is replayed (run-level data too; a tag's metadata moves to its first replayed value).
+    A damaged or cut-off input is an error before anything is written, unless ``salvage``
+    skips the damage. ``progress`` gets the
     size of each record read. ``others`` (non-event files, by their path below the logdir)
     are copied into ``dest`` first, so a dashboard finds the projector's files from the start."""
     if (speed is None) == (rate is None):
@@ -228,9 +218,10 @@ def replay(
     report = ReplayReport(skipped=list(others.skipped))
     report.copied = copy_all(others, dest)
     ranged = first_step is not None or last_step is not None
+    spec = TrimSpec(first_step, last_step) if ranged else None
     metrics = session_metric_records(runs) if ranged else {}
-    streams = [_stream(run, salvage, report.damage, metrics) for run in runs]
-    heap: list[tuple[float, int, tuple[float, Path, bytes, int, bool]]] = []
+    streams = [_stream(run, salvage, report.damage, spec, metrics) for run in runs]
+    heap: list[tuple[float, int, tuple[float, Path, bytes | None, int]]] = []
     for order, stream in enumerate(streams):
         first = next(stream, None)
         if first is not None:
@@ -239,14 +230,13 @@ def replay(
     previous: float | None = None
     try:
         while heap:
-            _, order, (wall, path, framed, step, run_level) = heapq.heappop(heap)
+            _, order, (wall, path, framed, size) = heapq.heappop(heap)
             following = next(streams[order], None)
             if following is not None:
                 heapq.heappush(heap, (following[0], order, following))
             if progress is not None:
-                progress(len(framed))
-            if not run_level and ((first_step is not None and step < first_step)
-                                  or (last_step is not None and step > last_step)):
+                progress(size)
+            if framed is None:
                 continue
             if rate is not None:
                 wait = 1.0 / rate if report.records else 0.0

@@ -3,7 +3,8 @@ output must be what they show of the input restricted to the same steps.
 
 One logdir holds every kind each available writer can produce without downloads —
 torch.utils.tensorboard, tensorboardX, tf.summary (with the hparams API, custom scalars, pr
-curves and meshes through their summary protos) and Keras's TensorBoard callback — steps 0..9
+curves and meshes through their summary protos), TF1's FileWriter and Keras's TensorBoard
+callback — steps 0..9
 everywhere. Its views are read through TensorBoard's plugin event multiplexer: the data
 provider's scalars, tensors and blob sequences of every plugin, and the HTTP routes of the
 plugins that show data per run (hparams, custom scalars, graphs, projector) through werkzeug's
@@ -111,6 +112,25 @@ def _tf(logdir: Path) -> None:
     with tf.summary.create_file_writer(str(logdir / "session" / "validation")).as_default():
         for step in STEPS:
             tf.summary.scalar("epoch_loss", 1 / (step + 2), step=step)
+    _tf1(logdir / "v1")
+
+
+def _tf1(run: Path) -> None:
+    """TF1's FileWriter: a GraphDef and MetaGraphDef, and text whose metadata only the first
+    value carries (the writer strips it from later ones)."""
+    import tensorflow as tf
+
+    with tf.Graph().as_default():
+        text = tf.compat.v1.placeholder(tf.string, [])
+        values = tf.compat.v1.placeholder(tf.float32, [3])
+        merged = tf.compat.v1.summary.merge([tf.compat.v1.summary.text("note", text),
+                                             tf.compat.v1.summary.histogram("h", values),
+                                             tf.compat.v1.summary.scalar("first", values[0])])
+        with tf.compat.v1.Session() as session:
+            writer = tf.compat.v1.summary.FileWriter(str(run), session.graph)
+            for step in STEPS:
+                writer.add_summary(session.run(merged, {text: f"v1 step {step}", values: [step, 1, 2]}), step)
+            writer.close()
 
 
 def _keras(run: Path) -> None:
