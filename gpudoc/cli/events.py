@@ -203,9 +203,12 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
 
     Kept records are copied byte for byte (wall times, every value kind, metadata); a tag
     whose first value (which carries its metadata) is cut gets that metadata on its first
-    kept value. Run-level data (what TensorBoard shows per run: graphs, Keras's model, hparams
-    sessions and each session metric's last value) is kept. Output is verified before it
-    replaces anything; a damaged or cut-off input is an error (exit 2) unless --salvage.
+    kept value. Run-level data (what TensorBoard shows per run: graphs, Keras's model, run
+    metadata, hparams experiments, sessions and each session metric's last value, the
+    custom-scalars layout) is kept, and the non-event files below SRC (the projector's config,
+    .tsv files and sprite, anything else) are copied as they are unless --exclude-files. DST
+    must be outside SRC. Output is verified before it replaces anything; a damaged or cut-off
+    input is an error (exit 2) unless --salvage.
     """
     from gpudoc.events import TrimSpec, discover, parse_steps, trim
     from gpudoc.events.discover import output_directory
@@ -396,6 +399,8 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
     Each RUN is a run directory (or event file); a logdir of several runs is refused unless
     --run names the ones to merge. Overlapping (tag, step) pairs are refused (exit 2) unless
     --overlap chooses; a damaged or cut-off input is an error (exit 2) unless --salvage.
+    Each run's own non-event files (projector config and assets, …) are copied once; the same
+    file with different bytes in two runs is refused unless --exclude-files leaves it out.
     """
     from gpudoc.events.discover import output_directory
     from gpudoc.events.files import copy_all, for_merge
@@ -453,7 +458,8 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
                    exclude_files: tuple[str, ...], salvage: bool, as_json: bool) -> int:
     """Re-emit a recorded run (or every run of a logdir, mirrored, interleaved by wall time)
     into a new directory in real time, byte for byte, so a dashboard (or gpudoc's own tailing
-    reader) watches it as if it were live.
+    reader) watches it as if it were live. Non-event files (the projector's config and assets,
+    …) are copied first, unless --exclude-files.
 
     A damaged or cut-off input is an error before anything is written (exit 2) unless --salvage.
     """
