@@ -420,7 +420,9 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
     if output.exists() and any(output.iterdir()) and not force:
         raise InputError(f"{output}: exists and is not empty", "pass --force to write into it")
     name = f"events.out.tfevents.{int(min(f.stat().st_mtime for r in found for f in r.files))}.gpudoc-merge"
-    others = for_merge(found, exclude_files)
+    # An event file given by itself brings no other files (as in trim and replay).
+    given_files = {Path(p).resolve() for p in runs if Path(p).is_file()}
+    others = for_merge([run for run in found if not {f.resolve() for f in run.files} <= given_files], exclude_files)
     created = not output.exists()
     try:
         with _progress("merging", found, quiet=as_json) as advance:

@@ -65,8 +65,9 @@ def test_trim_copies_the_other_files_byte_for_byte_and_lists_them(projected: Pat
 
 def test_a_single_event_file_given_copies_nothing_else(projected: Path, tmp_path: Path) -> None:
     (event,) = (projected / "run").glob("*tfevents*")
-    code, out, _ = gpudoc("trim", str(event), "-o", str(tmp_path / "out"), "--json")
-    assert code == 0 and json.loads(out)["copied"] == [] and _others(tmp_path / "out") == {}
+    for command in (["trim", str(event)], ["merge", str(event)], ["replay", str(event), "--rate", "100000"]):
+        code, out, _ = gpudoc(*command, "-o", str(tmp_path / command[0]), "--json")
+        assert code == 0 and json.loads(out)["copied"] == [] and _others(tmp_path / command[0]) == {}
 
 
 def test_trim_into_the_source_logdir_is_refused(projected: Path, tmp_path: Path) -> None:
