@@ -1,5 +1,6 @@
-"""Resolving a MODEL argument: a zoo name, ``package.module:factory``, ``path/to/file.py:factory``,
-a ``.keras`` file, or a torchvision/timm model name when those are installed."""
+"""Resolving a MODEL argument: a zoo name, ``hf:NAME`` or ``hf:config.json`` (Hugging Face, built
+from its config), ``package.module:factory``, ``path/to/file.py:factory``, a ``.keras`` file, or
+a torchvision/timm model name when those are installed."""
 
 from __future__ import annotations
 
@@ -87,6 +88,11 @@ def _hub_factory(module: Any, package: str, name: str) -> Callable[[], Any]:
 
 def resolve(model: str) -> ModelSpec:
     """The :class:`ModelSpec` of a MODEL argument; bad specs raise :class:`InputError` (exit 2)."""
+    if model.startswith("hf:"):
+        from gpudoc.oom.hf import hf_factory
+
+        label, factory, tokens, backbone = hf_factory(model.removeprefix("hf:"))
+        return ModelSpec(label, "torch", factory, tokens, backbone)
     key = model.strip().lower().replace("-", "_").replace("/", "")
     if key in ZOO:
         entry = ZOO[key]

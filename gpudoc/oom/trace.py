@@ -490,16 +490,55 @@ class TraceImpossible(Exception):
     """The model uses an op whose output depends on tensor values (``.item()``, ``nonzero``)."""
 
 
+MULTIPLE_CHOICES = 2  # choices per sample of a *ForMultipleChoice model (optimum-benchmark's default)
+_PER_SAMPLE_LABELS = ("SequenceClassification", "MultipleChoice", "ImageClassification", "AudioClassification")
+
+
+def labelled_inputs(model: Any, shape: tuple[int, ...], tokens: bool, labels: bool = True) -> dict[str, Any] | None:
+    """The keyword inputs of a model that follows transformers' convention (its forward takes
+    ``labels`` and returns an output whose ``.loss`` is the training loss): token ids, an
+    attention mask of ones, and labels shaped for the head (one per sample for classification
+    and multiple choice, else one per token); a ``*ForMultipleChoice`` model gets
+    :data:`MULTIPLE_CHOICES` sequences per sample. None for any other model."""
+    import inspect
+
+    import torch
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    if "labels" not in params:
+        return None
+    name = type(model).__name__
+    batch = shape[0]
+    first = next((p for p in params if p not in ("self", "labels")), "input_ids")
+    if tokens:
+        ids = (batch, MULTIPLE_CHOICES, *shape[1:]) if "MultipleChoice" in name else shape
+        key = "input_ids" if "input_ids" in params else first
+        inputs: dict[str, Any] = {key: torch.zeros(ids, dtype=torch.long)}
+        if "attention_mask" in params:
+            inputs["attention_mask"] = torch.ones(ids, dtype=torch.long)
+    else:
+        inputs = {"pixel_values" if "pixel_values" in params else first: torch.zeros(shape)}
+    if labels:
+        per_sample = not tokens or any(kind in name for kind in _PER_SAMPLE_LABELS)
+        inputs["labels"] = torch.zeros(batch if per_sample else shape, dtype=torch.long)
+    return inputs
+
+
 def _step(model: Any, optimizer: Any, recorder: _Recorder, config: TraceConfig, shape: tuple[int, ...],
           tokens: bool, low: Any, micro_steps: int, after_backward: Callable[[], None]) -> None:
     import torch
 
     for _ in range(micro_steps):
         recorder.phase = "inputs"
-        if tokens:
+        inputs = labelled_inputs(model, shape, tokens, labels=not config.inference)
+        x = target = None
+        if inputs is None and tokens:
             x = torch.zeros(shape, dtype=torch.long)
             target = torch.zeros(shape, dtype=torch.long)
-        else:
+        elif inputs is None:
             x = torch.zeros(shape)
             target = torch.zeros(shape[0], dtype=torch.long)
         recorder.phase = "activations"
@@ -507,16 +546,18 @@ def _step(model: Any, optimizer: Any, recorder: _Recorder, config: TraceConfig, 
         recorder.calls.clear()
         with (torch.no_grad() if config.inference else _nothing()), autocast or _nothing():
             try:
-                out = model(x)
+                out = model(**inputs) if inputs is not None else model(x)
             except Exception as exc:  # the user's model on the user's input: its own error, in one line
                 if _data_dependent(exc):
                     raise TraceImpossible(f"in the model's forward: {str(exc).splitlines()[0]}") from None
                 raise _rejected(recorder, config, exc) from None
             if config.inference:
-                del out
+                del out, inputs
                 return
             try:
-                loss = training_loss(out, tokens, target)
+                own = getattr(out, "loss", None) if inputs is not None else None
+                loss = own if isinstance(own, torch.Tensor) else training_loss(
+                    out, tokens, inputs["labels"] if inputs is not None else target)
             except Exception as exc:  # an output the loss cannot take
                 raise InputError(f"the model's output ({_describe(out)}) cannot be turned into a loss: "
                                  f"{_first_line(exc)}", "return a tensor, a tuple whose first item is one, or "
@@ -528,7 +569,7 @@ def _step(model: Any, optimizer: Any, recorder: _Recorder, config: TraceConfig, 
                              "check the model's forward, or use --inference")
         loss.backward()
         after_backward()
-        del loss, x, target
+        del loss, x, target, inputs
     recorder.phase = "optimizer"
     try:
         optimizer.step()
