@@ -304,10 +304,12 @@ def views(root: Path) -> tuple[Series, dict[str, Any]]:
     return _series(board), _routes(board)
 
 
-def restricted(series: Series, routes: dict[str, Any], first: int | None, last: int | None) -> Series:
-    """What TensorBoard shows of ``series`` restricted to steps first..last: per-step data in
-    the range; run-level plugins' data whole; and each HParams session metric's value, the
-    point the HParams table shows (a scalar chart of that tag shows it too)."""
+def restricted(series: Series, routes: dict[str, Any], first: int | None, last: int | None,
+               start: float | None = None, end: float | None = None) -> Series:
+    """What TensorBoard shows of ``series`` restricted to steps first..last and wall times
+    start..end: per-step data in the range; run-level plugins' data whole; and each HParams
+    session metric's value, the point the HParams table shows (a scalar chart of that tag
+    shows it too)."""
     metric_points = set()
     for group in routes["hparams/session_groups"]["sessionGroups"]:
         for session in group["sessions"]:
@@ -319,7 +321,8 @@ def restricted(series: Series, routes: dict[str, Any], first: int | None, last: 
     for (plugin, run, tag), item in series.items():
         points = item["points"] if plugin in RUN_LEVEL_PLUGINS else [
             p for p in item["points"] if (run, tag, p[0]) in metric_points
-            or ((first is None or p[0] >= first) and (last is None or p[0] <= last))]
+            or ((first is None or p[0] >= first) and (last is None or p[0] <= last)
+                and (start is None or p[1] >= start) and (end is None or p[1] <= end))]
         if points:
             kept[(plugin, run, tag)] = {**item, "points": points}
     return kept
@@ -368,6 +371,17 @@ def test_trim_shows_the_range(writer: str, logdirs: dict[str, Path], inputs: dic
     series, routes = inputs[writer]
     gpudoc("trim", str(logdirs[writer]), "-o", str(tmp_path / "out"), "--steps", f"{FIRST}:{LAST}")
     _assert_same(views(tmp_path / "out"), restricted(series, routes, FIRST, LAST), routes)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_trim_by_wall_time_shows_the_window(writer: str, logdirs: dict[str, Path], inputs: dict[str, Any],
+                                            tmp_path: Path) -> None:
+    series, routes = inputs[writer]
+    walls = sorted(p[1] for (plugin, _, _), item in series.items() if plugin not in RUN_LEVEL_PLUGINS
+                   for p in item["points"])
+    start, end = walls[len(walls) // 3], walls[2 * len(walls) // 3]
+    gpudoc("trim", str(logdirs[writer]), "-o", str(tmp_path / "out"), "--start", repr(start), "--end", repr(end))
+    _assert_same(views(tmp_path / "out"), restricted(series, routes, None, None, start, end), routes)
 
 
 @pytest.mark.parametrize("writer", WRITERS)
