@@ -1,12 +1,14 @@
-"""`gpudoc events trim` next to TensorBoard's RawEventFileLoader and tbparse, in one run.
+"""`gpudoc events` on both record cores, next to TensorBoard's RawEventFileLoader, tbparse and cp.
 
-Generates a file of tiny scalars (default 2M events, ~100 MB) and an image-heavy file
-(~100 MB), then times: `gpudoc events trim` (CRCs verified, output staged and re-verified)
-keeping everything and keeping half the steps; TensorBoard's RawEventFileLoader reading every
-record (read only; it uses TensorFlow's C++ record reader when TensorFlow is installed, a
-pure-Python one otherwise); tbparse reading the scalars (read only); and, on the image file, the
-least any Python trim with the same guarantees does (block read and CRC, write, re-read and CRC,
-rename: no record framing at all). Wall time and peak RSS per command, each in its own process.
+Generates a file of tiny scalars (default 2M events, ~88 MB) and an image-heavy file (~100 MB),
+then times, each command in its own process (wall time and peak RSS): `gpudoc events trim`
+(CRCs verified, output staged and re-verified) keeping everything and keeping half the steps,
+`events info` and `events export --format csv`, each with the compiled core and with
+GPUDOC_EVENTS_CORE=python; TensorBoard's RawEventFileLoader reading every record (read only; it
+uses TensorFlow's C++ record reader when TensorFlow is installed); tbparse reading the scalars
+(read only, with --peer-python); and, on the image file, `cp`. Last, the CPU cost of tailing a
+file that grows by 100 records a second (gpudoc.runwatch.EventTail, as `gpudoc run` and the
+TUI's run view follow event files), per core, in this process.
 
     python benchmarks/events_trim.py --events 2000000 --peer-python /tmp/peers/bin/python
 """
@@ -21,33 +23,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from gpudoc.events import RecordWriter
+from gpudoc.events import RecordWriter, records
+from gpudoc.runwatch import EventTail
 
 RAW = """
 import sys
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 print(sum(1 for _ in RawEventFileLoader(sys.argv[1]).Load()))
-"""
-# The least a trim that keeps its guarantees can do in Python: read in 4 MiB blocks and CRC
-# them, write them while keeping the output's CRC, re-read and CRC the output, rename.
-FLOOR = """
-import os, sys, google_crc32c
-src, dst = sys.argv[1], sys.argv[2]
-crc = 0
-with open(src, "rb") as f, open(dst + ".tmp", "wb") as o:
-    while block := f.read(4 << 20):
-        google_crc32c.value(block)
-        crc = google_crc32c.extend(crc, block)
-        o.write(block)
-check = 0
-with open(dst + ".tmp", "rb") as f:
-    while block := f.read(4 << 20):
-        check = google_crc32c.extend(check, block)
-assert check == crc
-os.replace(dst + ".tmp", dst)
 """
 TBPARSE = """
 import sys
@@ -79,12 +65,40 @@ def images(path: Path, megabytes: int) -> int:
     return count
 
 
-def timed(argv: list[str]) -> tuple[float, float]:
+def timed(argv: list[str], python_core: bool = False) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one command."""
+    env = {k: v for k, v in os.environ.items() if k != "GPUDOC_EVENTS_CORE"}
+    if python_core:
+        env["GPUDOC_EVENTS_CORE"] = "python"
     start = time.perf_counter()
-    out = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], capture_output=True, text=True, check=True)
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], capture_output=True, text=True, check=True, env=env)
     elapsed = time.perf_counter() - start
     return elapsed, int(out.stderr.strip().splitlines()[-1]) / 1024
+
+
+def tailing(directory: Path, seconds: int, core: Any) -> float:
+    """CPU seconds per second of following a file that grows by 100 scalar records a second
+    (one poll a second, as the run view does), with ``core`` (None: pure Python)."""
+    directory.mkdir(parents=True)
+    path = directory / "events.out.tfevents.1.tail"
+    records._core = core
+    tail = EventTail()
+    tail.follow(path, "run")
+    used = 0.0
+    with open(path, "wb") as handle:
+        writer = RecordWriter(handle)
+        for second in range(-1, seconds):  # the first poll (imports protobuf) is not counted
+            for step in range((second + 1) * 100, (second + 2) * 100):
+                value = summary_pb2.Summary.Value(tag="loss", simple_value=1.0 / (step + 1))
+                writer.write(event_pb2.Event(wall_time=1.7e9 + step, step=step,
+                                             summary=summary_pb2.Summary(value=[value])).SerializeToString())
+            handle.flush()
+            start = time.process_time()
+            points, _ = tail.poll()
+            if second >= 0:
+                used += time.process_time() - start
+            assert len(points) == 100
+    return used / seconds
 
 
 def main() -> int:
@@ -92,6 +106,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--image-mb", type=int, default=100)
     parser.add_argument("--peer-python", help="A Python with tbparse installed.")
+    parser.add_argument("--tail-seconds", type=int, default=10, help="Polls of the tailing measurement.")
     args = parser.parse_args()
     gpudoc = str(Path(sys.executable).with_name("gpudoc"))
     work = Path(tempfile.mkdtemp(prefix="gpudoc-bench-"))
@@ -102,30 +117,56 @@ def main() -> int:
         heavy.parent.mkdir(parents=True)
         scalars(tiny, args.events)
         image_count = images(heavy, args.image_mb)
-        cases = [
-            ("tiny scalars", args.events, tiny, "gpudoc events trim (all kept)",
-             [gpudoc, "events", "trim", str(tiny.parent.parent), "-o", str(work / "o1")]),
-            ("tiny scalars", args.events, tiny, "gpudoc events trim --steps (half kept)",
-             [gpudoc, "events", "trim", str(tiny.parent.parent), "-o", str(work / "o2"),
-              "--steps", f"{args.events // 4}:{3 * args.events // 4}"]),
-            ("tiny scalars", args.events, tiny, "RawEventFileLoader (read only)",
-             [sys.executable, "-c", RAW, str(tiny)]),
-            ("images", image_count, heavy, "gpudoc events trim (all kept)",
-             [gpudoc, "events", "trim", str(heavy.parent.parent), "-o", str(work / "o3")]),
-            ("images", image_count, heavy, "RawEventFileLoader (read only)", [sys.executable, "-c", RAW, str(heavy)]),
-            ("images", image_count, heavy, "pure-Python floor: block read + CRC, write, re-read + CRC",
-             [sys.executable, "-c", FLOOR, str(heavy), str(work / "floor")]),
-        ]
+        compiled = records.core_active()
+        cases: list[tuple[str, int, Path, str, list[str], bool]] = []
+        for python_core in ([False, True] if compiled else [True]):
+            core = "python core" if python_core else "compiled core"
+            cases += [
+                ("tiny scalars", args.events, tiny, f"gpudoc events trim (all kept), {core}",
+                 [gpudoc, "events", "trim", str(tiny.parent.parent), "-o", str(work / f"o1{python_core}")],
+                 python_core),
+                ("tiny scalars", args.events, tiny, f"gpudoc events trim --steps (half kept), {core}",
+                 [gpudoc, "events", "trim", str(tiny.parent.parent), "-o", str(work / f"o2{python_core}"),
+                  "--steps", f"{args.events // 4}:{3 * args.events // 4}"], python_core),
+                ("tiny scalars", args.events, tiny, f"gpudoc events info, {core}",
+                 [gpudoc, "events", "info", str(tiny.parent.parent)], python_core),
+                ("tiny scalars", args.events, tiny, f"gpudoc events export --format csv, {core}",
+                 [gpudoc, "events", "export", str(tiny.parent.parent), "-o", str(work / f"x{python_core}.csv")],
+                 python_core),
+            ]
+        cases.append(("tiny scalars", args.events, tiny, "RawEventFileLoader (read only)",
+                      [sys.executable, "-c", RAW, str(tiny)], False))
         if args.peer_python:
-            cases.insert(3, ("tiny scalars", args.events, tiny, "tbparse .scalars (read only)",
-                             [args.peer_python, "-c", TBPARSE, str(tiny.parent)]))
+            cases.append(("tiny scalars", args.events, tiny, "tbparse .scalars (read only)",
+                          [args.peer_python, "-c", TBPARSE, str(tiny.parent)], False))
+        for python_core in ([False, True] if compiled else [True]):
+            core = "python core" if python_core else "compiled core"
+            cases.append(("images", image_count, heavy, f"gpudoc events trim (all kept), {core}",
+                          [gpudoc, "events", "trim", str(heavy.parent.parent), "-o", str(work / f"o3{python_core}")],
+                          python_core))
+        cases += [
+            ("images", image_count, heavy, "RawEventFileLoader (read only)", [sys.executable, "-c", RAW, str(heavy)],
+             False),
+            ("images", image_count, heavy, "cp", ["cp", str(heavy), str(work / "copy")], False),
+        ]
         print("| file | tool | seconds | events/s | MB/s | peak RSS MiB |")
         print("|---|---|---:|---:|---:|---:|")
-        for name, count, path, tool, argv in cases:
-            seconds, rss = timed(argv)
+        for name, count, path, tool, argv, python_core in cases:
+            seconds, rss = timed(argv, python_core)
             size = path.stat().st_size / 1e6
             print(f"| {name} ({size:.0f} MB) | {tool} | {seconds:.2f} | {count / seconds:,.0f} | "
-                  f"{size / seconds:.0f} | {rss:.0f} |")
+                  f"{size / seconds:.0f} | {rss:.0f} |", flush=True)
+        if compiled:
+            same = all((work / f"{o}False" / "run" / tiny.name).read_bytes()
+                       == (work / f"{o}True" / "run" / tiny.name).read_bytes() for o in ("o1", "o2"))
+            print(f"\ncompiled and python cores' trims byte-identical: {same}")
+        print("\n| tailing 100 records/s, one poll a second | CPU % of one core |")
+        print("|---|---:|")
+        active = records._core
+        for label, core_module in ([("compiled core", active)] if compiled else []) + [("python core", None)]:
+            share = tailing(work / f"tail-{label.split()[0]}", args.tail_seconds, core_module)
+            print(f"| {label} | {100 * share:.2f} |")
+        records._core = active
     finally:
         shutil.rmtree(work)
     return 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import sysconfig
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +29,10 @@ from gpudoc.events.discover import discover
 from gpudoc.events.records import RecordReader, ReadState, frame
 from gpudoc.events.trim import TrimSpec, trim
 
-COMPILED: ModuleType | None = records._core
+try:
+    from gpudoc.events import _core as COMPILED
+except ImportError:  # an install without a C compiler: test_the_compiled_core_is_built... says if one is here
+    COMPILED = None
 needs_compiled = pytest.mark.skipif(COMPILED is None, reason="the compiled core is not built here")
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -51,13 +56,27 @@ def core(module: ModuleType | None) -> Iterator[None]:
 def test_the_compiled_core_is_built_where_there_is_a_compiler() -> None:
     """An install with a C compiler builds the core, and doctor names the active one."""
     compiler = (sysconfig.get_config_var("CC") or "").split()
-    if compiler and shutil.which(compiler[0]) and os.environ.get("GPUDOC_EVENTS_CORE") != "python":
+    if compiler and shutil.which(compiler[0]):
         assert COMPILED is not None, records.CORE_REASON
+    if os.environ.get("GPUDOC_EVENTS_CORE") != "python" and COMPILED is not None:
         assert records.CORE_REASON.startswith("compiled C")
     check = _events_core()
     assert check.detail == records.CORE_REASON
     with core(None):
         assert not records.core_active()
+
+
+@pytest.mark.parametrize(("setup", "expected"), [
+    ("import os; os.environ['GPUDOC_EVENTS_CORE'] = 'python'", "pure Python (GPUDOC_EVENTS_CORE=python)"),
+    ("import sys; sys.modules['gpudoc.events._core'] = None", "pure Python: the compiled core is not built"),
+])
+def test_doctor_says_which_core_and_why(setup: str, expected: str) -> None:
+    """Forced by the switch, or the extension missing (an install without a compiler)."""
+    code = f"{setup}\nfrom gpudoc.doctor import _events_core\nc = _events_core(); print(c.status.name, c.detail)"
+    env = {k: v for k, v in os.environ.items() if k != "GPUDOC_EVENTS_CORE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert expected in out
+    assert out.startswith("OK" if "GPUDOC" in expected else "INFO")
 
 
 @needs_compiled
@@ -107,9 +126,10 @@ def garbage_file(draw: st.DrawFn) -> bytes:
     return b"".join(pieces)
 
 
-def _read(path: Path, split: int | None, **options: Any) -> tuple[Any, ...]:
+def _read(path: Path, split: int | None, taken: int | None, **options: Any) -> tuple[Any, ...]:
     """Everything a reader gives: records, its state, and the error, if any (read in two goes,
-    the file growing in between, when ``split`` is given)."""
+    the file growing in between, when ``split`` is given; the first stopped after ``taken``
+    records, as the run view stops at its budget, when that is given)."""
     whole = path.read_bytes()
     got: list[Any] = []
     state = ReadState()
@@ -117,7 +137,10 @@ def _read(path: Path, split: int | None, **options: Any) -> tuple[Any, ...]:
     try:
         if split is not None:
             path.write_bytes(whole[:split])
-            got += list(RecordReader(path, state=state, **options))
+            for index, record in enumerate(RecordReader(path, state=state, **options)):
+                if index == taken:
+                    break
+                got.append(record)
             got.append(("resumed", state.offset, state.records, state.partial))
             path.write_bytes(whole)
         got += list(RecordReader(path, state=state, **options))
@@ -130,16 +153,16 @@ def _read(path: Path, split: int | None, **options: Any) -> tuple[Any, ...]:
 
 @needs_compiled
 @SETTINGS
-@given(garbage_file(), st.booleans(), st.booleans(), st.none() | st.integers(0, 400))
+@given(garbage_file(), st.booleans(), st.booleans(), st.none() | st.integers(0, 400), st.none() | st.integers(0, 4))
 def test_compiled_reader_reads_framed_garbage_as_python_does(
-    tmp_path: Path, data: bytes, salvage: bool, whole: bool, split: int | None
+    tmp_path: Path, data: bytes, salvage: bool, whole: bool, split: int | None, taken: int | None
 ) -> None:
     path = tmp_path / "events.out.tfevents.1.fuzz"
     path.write_bytes(data)
     with core(None):
-        expected = _read(path, split, salvage=salvage, whole=whole)
+        expected = _read(path, split, taken, salvage=salvage, whole=whole)
     with core(COMPILED):
-        assert _read(path, split, salvage=salvage, whole=whole) == expected
+        assert _read(path, split, taken, salvage=salvage, whole=whole) == expected
 
 
 TAGS = st.sampled_from(["loss", "acc", "_hparams_/session_start_info", "graph_x", "J", "img"])
