@@ -324,8 +324,9 @@ static PyObject *py_trim_scan(PyObject *self, PyObject *args) {
         size_t n = size - HEADER - FOOTER;
         Peek p;
         if (!peek(data, n, &p)) break;
+        /* As TrimSpec.in_range: a NaN wall time passes the start bound and fails the end one. */
         int in_range = !((bounds & 1) && p.step < first) && !((bounds & 2) && p.step > last) &&
-                       !((bounds & 4) && p.wall < tstart) && !((bounds & 8) && p.wall > tend);
+                       !((bounds & 4) && p.wall < tstart) && !((bounds & 8) && !(p.wall <= tend));
         int keep;
         if (p.what == 3 || p.what == 4 || (p.what >= 8 && p.what <= 10)) {
             keep = keep_run_level;

@@ -213,11 +213,11 @@ def _trim(source: Path, out: Path, spec: TrimSpec, salvage: bool) -> tuple[Any, 
 @needs_compiled
 @SETTINGS
 @given(st.lists(event_bytes(), max_size=14), st.none() | st.integers(-1, 8), st.none() | st.integers(0, 12),
-       st.none() | st.sampled_from([0.5, 1.0, 6.0]), st.booleans(), st.booleans(),
-       st.none() | st.none() | st.integers(0, 13))
+       st.none() | st.sampled_from([0.5, 1.0, 6.0]), st.none() | st.sampled_from([0.0, 1.0, 9.5]), st.booleans(),
+       st.booleans(), st.none() | st.none() | st.integers(0, 13))
 def test_compiled_trim_writes_the_bytes_python_does(
     tmp_path: Path, events: list[bytes], first: int | None, last: int | None, start: float | None,
-    keep_run_level: bool, salvage: bool, damage_at: int | None,
+    end: float | None, keep_run_level: bool, salvage: bool, damage_at: int | None,
 ) -> None:
     source = tmp_path / "logs"
     (source / "run").mkdir(parents=True, exist_ok=True)
@@ -225,7 +225,7 @@ def test_compiled_trim_writes_the_bytes_python_does(
     if damage_at is not None and damage_at < len(framed):
         framed[damage_at] = framed[damage_at][:-1] + bytes([framed[damage_at][-1] ^ 1])
     (source / "run" / "events.out.tfevents.1.fuzz").write_bytes(b"".join(framed))
-    spec = TrimSpec(first_step=first, last_step=last, start=start, keep_run_level=keep_run_level)
+    spec = TrimSpec(first_step=first, last_step=last, start=start, end=end, keep_run_level=keep_run_level)
     with core(None):
         expected = _trim(source, tmp_path / "python", spec, salvage)
     with core(COMPILED):
