@@ -281,22 +281,25 @@ static int add_span(PyObject *spans, size_t start, size_t end, long long records
     return ok;
 }
 
-/* trim_scan(buffer, at, base, bounds, first, last, start, end, keep_run_level, pending, marks, stop)
+/* trim_scan(buffer, at, base, bounds, first, last, start, end, run_level_fields, keep_run_level, pending,
+ *           marks, stop)
  *   -> (spans, records, kept, at)
  * Decides intact records from ``at`` the way gpudoc.events.trim._Trimmer.record's fast branch
  * does, and stops (leaving ``at`` there) at the first record it cannot: one not intact, one
  * that needs parsing, or the one at absolute offset ``stop`` (-1: none). ``first``/``last``
  * bound the step and ``start``/``end`` the wall time, each only where its bit of ``bounds``
- * (1, 2, 4, 8) is set. ``spans`` are (start, end, records) runs of kept records in the buffer. */
+ * (1, 2, 4, 8) is set; ``run_level_fields`` has bit N set for each Event field N (3-10) that makes
+ * a record run-level (model.RUN_LEVEL_FIELDS); field 5 is a summary. ``spans`` are (start, end, records) runs of kept records in the buffer. */
 static PyObject *py_trim_scan(PyObject *self, PyObject *args) {
     Py_buffer b;
     Py_ssize_t at;
     long long base, first, last, stop;
     double tstart, tend;
     int bounds, keep_run_level, pending;
+    unsigned int run_level_fields;
     PyObject *marks;
-    if (!PyArg_ParseTuple(args, "y*nLiLLddppO!L", &b, &at, &base, &bounds, &first, &last, &tstart, &tend,
-                          &keep_run_level, &pending, &PyTuple_Type, &marks, &stop))
+    if (!PyArg_ParseTuple(args, "y*nLiLLddIppO!L", &b, &at, &base, &bounds, &first, &last, &tstart, &tend,
+                          &run_level_fields, &keep_run_level, &pending, &PyTuple_Type, &marks, &stop))
         return NULL;
     if (!check_at(at, b.len)) {
         PyBuffer_Release(&b);
@@ -328,7 +331,7 @@ static PyObject *py_trim_scan(PyObject *self, PyObject *args) {
         int in_range = !((bounds & 1) && p.step < first) && !((bounds & 2) && p.step > last) &&
                        !((bounds & 4) && p.wall < tstart) && !((bounds & 8) && !(p.wall <= tend));
         int keep;
-        if (p.what == 3 || p.what == 4 || (p.what >= 8 && p.what <= 10)) {
+        if (run_level_fields & (1u << p.what)) {
             keep = keep_run_level;
         } else if (p.what != 5) {
             keep = in_range;

@@ -117,16 +117,18 @@ class Span(NamedTuple):
 @dataclass
 class FastTrim:
     """What trim decides without parsing a record (the compiled core applies it): the step and
-    wall-time bounds (None: open), whether run-level records are kept, whether a tag's metadata
-    is still to be re-attached (``pending``: every in-range summary is then parsed), the byte
-    strings that make a summary possibly run-level (``marks``), and the sorted offsets of the
-    records that must be parsed whatever they hold (``stops``)."""
+    wall-time bounds (None: open), whether run-level records are kept and which Event fields
+    make one, whether a tag's metadata is still to be re-attached (``pending``: every in-range
+    summary is then parsed), the byte strings that make a summary possibly run-level
+    (``marks``), and the sorted offsets of the records that must be parsed whatever they hold
+    (``stops``)."""
 
     first_step: int | None
     last_step: int | None
     start: float | None
     end: float | None
     keep_run_level: bool
+    run_level_fields: frozenset[int]  # the Event fields that make a record run-level
     stops: list[int] = field(default_factory=list)
     pending: bool = False
     marks: tuple[bytes, ...] = ()
@@ -141,8 +143,9 @@ class FastTrim:
                                             (8, self.end)) if value is not None)
         index = bisect_left(self.stops, at)
         stop = self.stops[index] if index < len(self.stops) else -1
+        fields = sum(1 << f for f in self.run_level_fields if 0 <= f < 32)
         return (bounds, self.first_step or 0, self.last_step or 0, float(self.start or 0.0),
-                float(self.end or 0.0), self.keep_run_level, self.pending, self.marks, stop)
+                float(self.end or 0.0), fields, self.keep_run_level, self.pending, self.marks, stop)
 
 
 def _valid_header(buffer: bytes, at: int) -> int | None:

@@ -149,7 +149,7 @@ class _Trimmer:
             return None
         spec = self.spec
         return self.update(FastTrim(spec.first_step, spec.last_step, spec.start, spec.end, spec.keep_run_level,
-                                    sorted(metrics)))
+                                    RUN_LEVEL_FIELDS, sorted(metrics)))
 
     def update(self, fast: FastTrim) -> FastTrim:
         """``fast`` after :meth:`record` parsed a record (tags' metadata and run-level tags seen)."""
