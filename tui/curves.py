@@ -168,6 +168,10 @@ class Curves:
         (t0, s0), (t1, s1) = self._arrivals[0], self._arrivals[-1]
         return (s1 - s0) / (t1 - t0) if t1 > t0 else None
 
+    def label(self, curve: Curve) -> str:
+        """The tag alone while the series all come from one run, else ``run/tag``."""
+        return curve.tag if len(self.first_wall) <= 1 else curve.name
+
     def names(self) -> list[Curve]:
         """Every series: losses first, then the metrics gpudoc knows, then the rest, by name."""
         return sorted(self.series.values(), key=lambda c: (_rank(c), c.name))

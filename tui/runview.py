@@ -93,7 +93,7 @@ class CurvesPanel(LinePanel):
 
     def _what(self) -> str:
         if self.selected is not None:
-            return self.curves.series[self.selected].name
+            return self.curves.label(self.curves.series[self.selected])
         return "losses and metrics" if len(self.curves.default()) < len(self.curves.series) else "every scalar"
 
     def toggle_axis(self) -> str:
@@ -120,7 +120,7 @@ class CurvesPanel(LinePanel):
 
     def chart_rows(self) -> int:
         height = self.app.size.height if self.is_mounted else 48
-        return 6 if height >= 46 else 4 if height >= 36 else 2
+        return 6 if height >= 56 else 4 if height >= 44 else 3 if height >= 40 else 2
 
     def build_lines(self) -> list[Content]:
         width = max(self.size.width - _EDGES, 40)
@@ -173,7 +173,7 @@ class CurvesPanel(LinePanel):
         """``rows + 3`` lines, each ``width`` cells: name and last value, min and max, the
         plot with its value range on the left, the x range."""
         smoothed = curve.smoothed[-1] if curve.smoothed else math.nan
-        title = Content.assemble((clean(curve.name), f"bold {colour}"), f"  {number(curve.last)}",
+        title = Content.assemble((clean(self.curves.label(curve)), f"bold {colour}"), f"  {number(curve.last)}",
                                  (f" ~{number(smoothed)}" if curve.weight else "", MUTED))
         stats = Content.styled(f"min {number(curve.low)}  max {number(curve.high)}", MUTED)
         if self.axis == "time":

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -274,3 +275,19 @@ def test_r_ends_the_orphans_it_asked_about_not_one_found_while_it_asked(
     assert result.exit_code == 0, result.output
     assert questions[0].startswith("End 1 orphan(s) you own") and f"  {asked} " in questions[0]
     assert not alive(asked) and alive(unasked[0])
+
+
+def test_the_readmes_first_command_shows_the_run_its_curves_and_a_check_firing(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    first = "python3 -m venv .venv && .venv/bin/pip install -e . && "
+    line = next(line for line in readme.splitlines() if line.startswith(first))
+    args = shlex.split(line.split("&& .venv/bin/gpudoc ", 1)[1].replace('"$(mktemp -d)"', str(tmp_path)))
+    assert args[:4] == ["tui", "--demo", "dgx", "--"] and "--buggy-scale" in args
+    args[4] = sys.executable  # the venv's python, wherever the suite runs
+    with Terminal(*args[:3], "--device-glob", "/none/*", *args[3:]) as term:
+        term.read_until(b"1 event file \xc2\xb7 step")  # the curves' header
+        term.read_until(b"checks: 2 (1 error)")  # implied-range and psnr-implausible
+        term.type(b"q")
+        term.read_until(b"Stop it and quit?")
+        term.type(b"y")
+        assert term.exit_code() == 130

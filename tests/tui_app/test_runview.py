@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from gpudoc.cli import cli
 from gpudoc.gpu import ManualClock
-from gpudoc.runwatch import Checks, LogFinder, Point, Watch
+from gpudoc.runwatch import Check, Checks, LogFinder, Point, Watch
 from gpudoc.train import Run
 from gpudoc.tui.app import GpudocApp
 from gpudoc.tui.curves import KEEP, Curve, plot, smooth
@@ -259,3 +259,27 @@ def test_logdir_that_cannot_be_followed_is_bad_input(tmp_path: Path, kind: str) 
         path.write_text("x")
     result = CliRunner().invoke(cli, ["tui", "--demo", "--logdir", str(path)], env={"GPUDOC_SIMULATE": None})
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "gpudoc: error: " in result.stderr
+
+
+def test_run_view_snapshot(snap_compare: Any, tmp_path: Path) -> None:
+    """The curves panel on fixed values: four scalars of one run, smoothed, and two checks."""
+    watch = Watch(LogFinder(tmp_path, tmp_path, 0.0), Checks())
+    points = [Point(".", "train/loss", s, 2.0 / (1 + s) + 0.05 * ((s * 7) % 5), wall_time=1000.0 + s / 20)
+              for s in range(1, 201)]
+    for s in range(20, 201, 20):
+        points += [Point(".", "val/mse", s, 0.02 / s, wall_time=1000.0 + s / 20),
+                   Point(".", "val/mae", s, 0.5 / s, wall_time=1000.0 + s / 20),
+                   Point(".", "val/psnr", s, 60 + s / 10, wall_time=1000.0 + s / 20)]
+    checks = [Check("psnr-implausible", "warning", "PSNR 62 dB is implausibly high (step 20, val)", "", "val", 20),
+              Check("implied-range", "error", "PSNR 62 dB with MSE 0.001 implies a peak of 255 (step 20, val)",
+                    "compute PSNR with the data's range", "val", 20)]
+
+    async def show(pilot: Any) -> None:
+        panel = pilot.app.query_one(CurvesPanel)
+        while not panel.source.startswith("no event file in"):  # the first look (and the only one) is done
+            await pilot.pause(0.05)
+        panel.take(points, checks, "1 event file", False)
+        await pilot.pause()
+
+    app = make_app("dgx", ManualClock(30), watch=watch)
+    assert snap_compare(app, terminal_size=SIZE, run_before=show)
