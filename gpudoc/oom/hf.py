@@ -48,6 +48,7 @@ def import_transformers() -> Any:
 
     with quiet_frameworks():
         import transformers
+    transformers.logging.set_verbosity_error()  # its notes on the configs built here (loss_type=None)
     return transformers
 
 

@@ -17,7 +17,7 @@ import re
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,18 +234,30 @@ def _implementation(cls: Any, impl: str, name: str) -> dict[str, bool]:
     return {"foreach": impl == "foreach"} if "foreach" in accepted else {}
 
 
-def _checkpoint_blocks(model: Any) -> list[str]:
+def _checkpoint_blocks(model: Any, modes: Callable[[], list[Any]]) -> list[str]:
     """Wrap every block of the model's block containers (Sequential/ModuleList of two or more
     modules that hold parameters and submodules) in non-reentrant activation checkpointing;
-    the paths of the blocks wrapped."""
+    the paths of the blocks wrapped. The recomputation in the backward runs under ``modes()``
+    (the trace's CUDA kernels and autocast: the backward runs outside the trace's
+    torch-function modes, and the recomputed tensors must match the saved ones)."""
     import torch
     from torch.utils.checkpoint import checkpoint
+
+    @contextmanager
+    def recomputing() -> Iterator[None]:
+        with ExitStack() as stack:
+            for mode in modes():
+                stack.enter_context(mode)
+            yield
+
+    def contexts() -> tuple[Any, Any]:
+        return nullcontext(), recomputing()
 
     def wrap(module: Any) -> None:
         forward = module.forward
 
         def checkpointed(*args: Any, **kwargs: Any) -> Any:
-            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+            return checkpoint(forward, *args, use_reentrant=False, context_fn=contexts, **kwargs)
 
         module.forward = checkpointed
 
@@ -444,10 +456,11 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
         recorder.trace.parameters = sum(p.numel() for p in params)
         recorder.trace.trainable = sum(p.numel() for p in trainable)
         recorder.trace.module_types = {n: type(m).__name__ for n, m in model.named_modules() if n}
-        if config.checkpointing and not config.inference:
-            recorder.trace.checkpointed = _checkpoint_blocks(model)
-        model.train(not config.inference)
         low = {"amp": torch.float16, "bf16": torch.bfloat16}.get(config.precision)
+        if config.checkpointing and not config.inference:
+            recorder.trace.checkpointed = _checkpoint_blocks(model, lambda: [
+                cuda_kernels(capability, {}), *([_cuda_autocast(low)] if low is not None else [])])
+        model.train(not config.inference)
         if config.zero_grad not in ZERO_GRAD:
             raise InputError(f"--zero-grad {config.zero_grad!r}: not one of {', '.join(ZERO_GRAD)}")
         optimizer = _optimizer(config.optimizer, trainable, config.optimizer_impl) if not config.inference else None

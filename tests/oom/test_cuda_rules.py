@@ -223,3 +223,26 @@ def test_state_the_optimizers_constructor_makes_is_counted() -> None:
     """Adagrad makes its sums in __init__, before the first step: they are optimizer state."""
     est = _estimate(8, optimizer="Adagrad")
     assert est.breakdown["optimizer state"] >= 4 * (256 * 256 + 256) * 4  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "amp"])
+def test_checkpointing_recomputes_under_the_same_cuda_rules(precision: str) -> None:
+    """The backward's recomputation runs with the trace's dropout and autocast rules (else the
+    recomputed tensors differ from the saved ones and torch's checkpoint raises)."""
+    torch = pytest.importorskip("torch")
+    from gpudoc.oom.trace import TraceConfig, trace_training
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(64, 64)
+            self.dropout = torch.nn.Dropout(0.1)
+
+        def forward(self, x: object) -> object:
+            return torch.relu(self.dropout(self.linear(x)))
+
+    def model() -> object:
+        return torch.nn.Sequential(*[Block() for _ in range(3)])
+
+    trace = trace_training(model, TraceConfig(4, "64", precision, checkpointing=True))
+    assert trace.checkpointed == ["0", "1", "2"]
