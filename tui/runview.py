@@ -61,16 +61,16 @@ class CurvesPanel(LinePanel):
         self.checks += checks
         self.source, self.error = source, None
         if before != (self.curves.version, len(self.checks), self.source, self.error):
-            self.changed()
+            self._redraw()
 
     def failed(self, error: str) -> None:
         if error != self.error:
             self.error = error
-            self.changed()
+            self._redraw()
 
     def add_check(self, check: Check) -> None:
         self.checks.append(check)
-        self.changed()
+        self._redraw()
 
     def shown(self) -> list[Curve]:
         if self.selected is not None and self.selected in self.curves.series:
@@ -88,7 +88,7 @@ class CurvesPanel(LinePanel):
             self.selected = keys[index] if index < len(keys) else None
         else:
             self.selected = keys[0]
-        self.changed()
+        self._redraw()
         return self._what()
 
     def _what(self) -> str:
@@ -98,7 +98,7 @@ class CurvesPanel(LinePanel):
 
     def toggle_axis(self) -> str:
         self.axis = "time" if self.axis == "step" else "step"
-        self.changed()
+        self._redraw()
         return self.axis
 
     def smoothing(self, direction: int) -> float:
@@ -109,14 +109,23 @@ class CurvesPanel(LinePanel):
         else:
             weight = next((w for w in reversed(WEIGHTS) if w < weight), WEIGHTS[0])
         self.curves.set_weight(weight)
-        self.changed()
+        self._redraw()
         return weight
 
     # ------------------------------------------------------------ drawing
 
+    def _redraw(self) -> None:
+        """Draw again; the first time, lay out too (a panel built out of view, on a small
+        screen, would otherwise keep the height of no lines)."""
+        self.changed(relayout=not self.lines)
+
     def on_resize(self) -> None:
+        """Charts are laid out for the width: build them again. A height change asked for
+        while this resize is being laid out is not seen by it: ask again after it."""
         if not self.stale:
             self.changed(relayout=True)
+            if self.size.height != len(self.lines) + 2:
+                self.call_after_refresh(self.refresh, layout=True)
 
     def chart_rows(self) -> int:
         height = self.app.size.height if self.is_mounted else 48

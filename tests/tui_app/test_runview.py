@@ -283,3 +283,15 @@ def test_run_view_snapshot(snap_compare: Any, tmp_path: Path) -> None:
 
     app = make_app("dgx", ManualClock(30), watch=watch)
     assert snap_compare(app, terminal_size=SIZE, run_before=show)
+
+
+async def test_on_a_narrow_screen_the_curves_panel_gets_the_height_of_its_lines(tmp_path: Path) -> None:
+    toy = [sys.executable, TOY, "--epochs", "2", "--steps", "5", "--step-time", "0", "--logdir", str(tmp_path)]
+    subprocess.run(toy, check=True, capture_output=True, timeout=60)
+    app = make_app("dgx", ManualClock(30), watch=Watch(LogFinder(tmp_path, tmp_path, 0.0), Checks()))
+    async with app.run_test(size=(60, 40)) as pilot:
+        panel = app.query_one(CurvesPanel)
+        await until(app, pilot, lambda: len(panel.curves.series) == 4)
+        assert len(panel.lines) == 8 and all(line.cell_length <= panel.size.width - 4 for line in panel.lines)
+        assert panel.region.height == len(panel.lines) + 2
+        assert "train/loss" in screen_text(app)
