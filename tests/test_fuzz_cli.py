@@ -848,6 +848,7 @@ def test_oom_custom_model_options(model_files: dict[str, Path], factory: str, sp
     "missing.py:build", "{dir-py}:build", "{text}:build", "{tiny}:", "{tiny}:nosuch", "{tiny}:not_callable",
     "{tiny}:raising", "{tiny}:not_a_module", "{tiny}:none", "{tiny}:needs_arguments", "{syntax}:build",
     "{import-fails}:build", "{exits}:build", "missing.keras", "{keras-garbage}", "{h5-garbage}",
+    "hf:", "hf:no-such-checkpoint", "hf:{text}", "hf:{dir-py}", "hf:{tiny}", "hf:gpt2:NoSuch", "hf:gpt2:os",
 ])
 def test_oom_model_specs(model_files: dict[str, Path], model: str) -> None:
     spec = model.format(**{k: str(v) for k, v in model_files.items()})

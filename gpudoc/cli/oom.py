@@ -222,7 +222,10 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
     """Peak memory of two training steps of MODEL at --batch, and whether it fits the GPU.
 
     MODEL: a built-in name (resnet18, resnet50, unet, vit_b16, gpt2_small, efficientnetv2_s,
-    efficientnetv2_l), package.module:factory, path/to/file.py:factory, or a .keras file.
+    efficientnetv2_l), hf:NAME or hf:config.json (a Hugging Face model built from its config,
+    no download; hf:bert-large-uncased:BertForSequenceClassification picks the head),
+    package.module:factory, path/to/file.py:factory, or a .keras file. A model whose forward
+    takes labels gets input_ids, attention_mask and labels, and trains on its own .loss.
     An input the model rejects is exit 2, naming the layer and the shape it takes. Progress
     shows on stderr when it is a terminal (not with --json). Exit 1 when the verdict is OOM.
     """

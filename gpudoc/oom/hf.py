@@ -54,6 +54,8 @@ def import_transformers() -> Any:
 
 def config_values(name: str) -> tuple[dict[str, Any], str]:
     """The config values of ``name`` (a known checkpoint or a config.json path) and a label."""
+    if not name.strip():
+        raise InputError("hf: needs a checkpoint name or a config.json", "e.g. hf:bert-base-uncased")
     key = name
     for org in _ORGS:
         key = key.removeprefix(org)
@@ -112,6 +114,10 @@ def hf_factory(spec: str) -> tuple[str, Callable[[], Any], str, str | None]:
         if not isinstance(cls, type) or not hasattr(cls, "config_class"):
             raise InputError(f"hf:{spec}: transformers has no model class {cls_name!r}",
                              "e.g. BertForSequenceClassification")
+    wanted = getattr(cls, "config_class", None)
+    if cls is not transformers.AutoModel and isinstance(wanted, type) and not isinstance(config, wanted):
+        raise InputError(f"hf:{spec}: {cls_name} takes a {wanted.__name__}, the config is a {type(config).__name__}",
+                         f"pick a head of {type(config).__name__.removesuffix('Config')}")
     if attention:
         config._attn_implementation = attention
 

@@ -300,8 +300,9 @@ def _module_labels(model: Any, recorder: _Recorder) -> Iterator[None]:
     handles = []
     for name, module in model.named_modules():
 
-        def pre(module: Any, args: Any, name: str = name) -> None:
-            shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
+        def pre(module: Any, args: Any, kwargs: Any, name: str = name) -> None:
+            given = [*args, *kwargs.values()]
+            shapes = [tuple(a.shape) for a in given if isinstance(a, torch.Tensor)]
             recorder.calls.append((name, module, shapes))
             if name:
                 recorder.modules.append(name)
@@ -312,7 +313,7 @@ def _module_labels(model: Any, recorder: _Recorder) -> Iterator[None]:
             if name and recorder.modules:
                 recorder.modules.pop()
 
-        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(module.register_forward_hook(post))
     try:
         yield

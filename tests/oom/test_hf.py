@@ -103,6 +103,17 @@ def test_bad_configs_are_one_line(tmp_path: Path, text: str | None, message: str
     assert code == 2 and message in err and len(err.strip().splitlines()) <= 2, err
 
 
-def test_an_unknown_head_is_named(tmp_path: Path) -> None:
+def test_an_unknown_or_mismatched_head_is_named(tmp_path: Path) -> None:
     code, _, err = run("estimate", config(tmp_path, "BertForEverything"), "--batch", "2", "--gpu", "A100")
     assert code == 2 and "transformers has no model class 'BertForEverything'" in err
+    code, _, err = run("estimate", f"{config(tmp_path, 'BertForMaskedLM')}:GPT2LMHeadModel", "--batch", "2")
+    assert code == 2 and "GPT2LMHeadModel takes a GPT2Config, the config is a BertConfig" in err
+    code, _, err = run("estimate", "hf:", "--batch", "2")
+    assert code == 2 and "hf: needs a checkpoint name or a config.json" in err
+
+
+def test_a_rejected_input_names_the_keyword_tensors(tmp_path: Path) -> None:
+    """Past the model's positions: the module that raised it, with the tensors it was given."""
+    code, _, err = run("estimate", config(tmp_path, "BertForMaskedLM"), "--batch", "2", "--input", "tokens:256",
+                       "--gpu", "A100", "--no-remedies")
+    assert code == 2 and "at bert.embeddings (BertEmbeddings): got (2, 256)" in err
