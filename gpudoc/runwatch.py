@@ -15,6 +15,7 @@ import itertools
 import math
 import os
 import re
+import shlex
 import signal
 import threading
 import time
@@ -93,7 +94,9 @@ class Check:
 
 @dataclass
 class Series:
-    """What is known of one scalar so far."""
+    """What is known of one scalar so far; :attr:`name` (checks, summary, ``--json``) is its
+    tag under its run's directory relative to the log root (``--logdir``, else the working
+    directory): ``train/loss`` for the tag ``loss`` in ``runs/x/train`` under ``--logdir runs/x``."""
 
     run: str
     tag: str
@@ -370,9 +373,10 @@ class OutputParser:
 class Checks:
     """The checks on values as they arrive; each fires once per rule and series."""
 
-    def __init__(self, data_range: float | None = None, stall_min: float = 60.0) -> None:
+    def __init__(self, data_range: float | None = None, stall_min: float = 60.0, started: float | None = None) -> None:
         self.data_range = data_range
         self.stall_min = stall_min
+        self.started = time.monotonic() if started is None else started  # the stall check's first reference
         self.series: dict[tuple[str, str], Series] = {}
         self.raised: list[Check] = []
         self.counts: dict[str, int] = {}
@@ -519,21 +523,31 @@ class Checks:
 
     def tick(self, alive: bool, members: int, now: float | None = None, gpus: str = "") -> list[Check]:
         """The stall check: no new step for ``STALL_FACTOR`` times the recent median step
-        interval (and at least ``stall_min`` seconds) while the run's processes live."""
+        interval (and at least ``stall_min`` seconds) while the run's processes live. Before
+        steps have arrived in two looks there is no interval: then no new step for
+        ``stall_min`` and twice the time the first steps took to come after the start (a
+        writer that flushes every 2 minutes is not stalled between its first two flushes)."""
         now = time.monotonic() if now is None else now
-        if not alive or self._stalled or len(self._step_times) < 2:
+        if not alive or self._stalled or not self._step_times:
             return []
         times = list(self._step_times)
-        intervals = sorted(b - a for a, b in itertools.pairwise(times))
-        median = intervals[len(intervals) // 2]
         quiet = now - times[-1]
-        if quiet < max(STALL_FACTOR * median, self.stall_min):
+        if len(times) >= 2:
+            intervals = sorted(b - a for a, b in itertools.pairwise(times))
+            median = intervals[len(intervals) // 2]
+            wait = max(STALL_FACTOR * median, self.stall_min)
+            before = f"new steps came every {_seconds(median)} before"
+        else:
+            first = max(times[0] - self.started, 0.0)
+            wait = max(2 * first, self.stall_min)
+            before = f"the steps so far came in one look, {_seconds(first)} after the start"
+        if quiet < wait:
             return []
         self._stalled = True
         return self._fire(Check(
             "stall", "warning",
-            f"no new step for {_seconds(quiet)} after step {self.max_step} (new steps came every "
-            f"{_seconds(median)} before) while {members} process(es) of the run live{gpus}",
+            f"no new step for {_seconds(quiet)} after step {self.max_step} ({before}) "
+            f"while {members} process(es) of the run live{gpus}",
             "a hung collective (NCCL), a dataloader deadlock or a stuck file system: 'py-spy dump --pid PID' "
             "shows where each process waits"), f"stall@{self.max_step}")
 
@@ -662,11 +676,12 @@ class Watch:
         return found + self.checks.finish()
 
     def summary(self, status: RunStatus, exit_code: int, attempts: int = 1,
-                leftovers: Iterable[Leftover] = (), duration: float | None = None) -> RunSummary:
-        """The end summary; ``duration`` covers every attempt (default: the last one's)."""
-        ended, killer = how_it_ended(status)
+                leftovers: Iterable[Leftover] = (), duration: float | None = None,
+                killed: bool = False) -> RunSummary:
+        """The end summary; ``duration`` covers every attempt (default: the last one's);
+        ``killed``: gpudoc sent the run SIGKILL (a second signal while stopping)."""
+        ended, killer = how_it_ended(status, killed)
         checks = self.checks
-        one_run = len({s.run for s in checks.series.values()}) == 1  # its tags need no directory
         return RunSummary(
             command=list(status.command), state=status.state.value, ended=ended, returncode=status.returncode,
             exit_code=exit_code, duration_s=round(status.elapsed if duration is None else duration, 3),
@@ -674,7 +689,7 @@ class Watch:
             first_step=checks.min_step, last_step=checks.max_step,
             source="output" if self.tail.files == {} else "event files",
             event_files=[str(p) for p in self.tail.files],
-            scalars=sorted((ScalarSummary(s.tag if one_run else s.name, s.count, _finite(s.last), s.last_step,
+            scalars=sorted((ScalarSummary(s.name, s.count, _finite(s.last), s.last_step,
                                           s.best, s.best_step, "max" if s.higher_is_better else "min")
                             for s in checks.series.values()), key=lambda s: s.name),
             checks=list(checks.raised), check_counts=dict(checks.counts), attempts=attempts,
@@ -714,14 +729,14 @@ def find_leftovers(members: Iterable[ProcStat], device_glob: str) -> list[Leftov
     found = []
     for pid, member in sorted(alive.items()):
         cmdline = read_cmdline(pid)
-        command = " ".join(cmdline) if isinstance(cmdline, tuple) and cmdline else member.comm
+        command = shlex.join(cmdline) if isinstance(cmdline, tuple) and cmdline else member.comm
         found.append(Leftover(pid, command, held.get(pid, ()), member.start_ticks))
     return found
 
 
 def leftover_check(leftover: Leftover) -> Check:
     return Check("leftover", "warning",
-                 f"PID {leftover.pid} ({_short(leftover.command)}) still holds {', '.join(leftover.devices)} "
+                 f"PID {leftover.pid} ({one_line(leftover.command)}) still holds {', '.join(leftover.devices)} "
                  "after the run's leader exited",
                  "--reap-leftovers ends such processes; 'gpudoc reap' finds them later", str(leftover.pid))
 
@@ -735,8 +750,16 @@ def end_leftovers(leftovers: list[Leftover], grace: float) -> list[Leftover]:
             for left in leftovers]
 
 
-def _short(command: str, limit: int = 60) -> str:
-    return command if len(command) <= limit else command[: limit - 1] + "…"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # what ends or garbles a line
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def one_line(command: str | Iterable[str], limit: int | None = 60) -> str:
+    """``command`` (a string, or argv quoted as a shell would take it) on one line: control
+    characters escaped (a newline reads ``\\n``), shortened to ``limit`` characters with ``…``."""
+    text = command if isinstance(command, str) else shlex.join(command)
+    text = _CONTROL.sub(lambda m: _ESCAPES.get(m.group()) or f"\\u{ord(m.group()):04x}", text)
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 # ---------------------------------------------------------------- the end
@@ -813,10 +836,10 @@ class RunSummary:
             out.append(f"  GPU memory of its processes: none seen ({self.gpu_note or 'no GPU use'})")
         for left in self.leftovers:
             if left.devices:
-                out.append(f"  leftover PID {left.pid} ({_short(left.command)}) holding {', '.join(left.devices)}: "
+                out.append(f"  leftover PID {left.pid} ({one_line(left.command)}) holding {', '.join(left.devices)}: "
                            + (left.action or "left running (--reap-leftovers ends it)"))
             else:
-                out.append(f"  PID {left.pid} ({_short(left.command)}) still runs after its leader exited "
+                out.append(f"  PID {left.pid} ({one_line(left.command)}) still runs after its leader exited "
                            "(it holds no GPU device)")
         if self.checks:
             errors = self.errors
@@ -828,10 +851,13 @@ class RunSummary:
         return out
 
 
-def how_it_ended(status: RunStatus) -> tuple[str, bool]:
+def how_it_ended(status: RunStatus, killed: bool = False) -> tuple[str, bool]:
     """``succeeded``, ``failed (exit 3)``, ``killed by SIGSEGV``, ``stopped``; and whether a
-    SIGKILL that gpudoc did not send makes the kernel's OOM killer the likely cause."""
+    SIGKILL that gpudoc did not send makes the kernel's OOM killer the likely cause
+    (``killed``: gpudoc sent the run SIGKILL on a second signal)."""
     code = status.returncode
+    if killed and status.state.value != "succeeded":
+        return "was stopped by gpudoc (SIGKILL after a second signal)", False
     if status.state.value == "stopped":
         return "was stopped by gpudoc", False
     if code is not None and code < 0:

@@ -698,7 +698,8 @@ def test_values_from_output_give_way_to_event_files_once_found(tmp_path: Path) -
     """), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     data = json.loads((tmp_path / "s.json").read_text())
-    assert [s["name"] for s in data["scalars"]] == ["loss"] and (data["first_step"], data["last_step"]) == (0, 2)
+    assert [s["name"] for s in data["scalars"]] == ["logs/loss"]  # its directory under the working directory
+    assert (data["first_step"], data["last_step"]) == (0, 2)
 
 
 def test_a_process_left_running_without_a_gpu_device_is_named_not_ended(tmp_path: Path) -> None:
@@ -738,6 +739,125 @@ def test_torch_summary_writer_found_through_its_open_file(tmp_path: Path) -> Non
     assert out.returncode == 0, out.stderr
     data = json.loads((tmp_path / "s.json").read_text())
     assert data["event_files"] and data["event_files"][0].startswith(str(logs))
-    scalars = {s["name"]: s for s in data["scalars"]}  # one run: its tags alone
+    # Outside the working directory, the run is named by its whole directory (as in its checks).
+    scalars = {s["name"].removeprefix(f"{logs}/"): s for s in data["scalars"]}
     assert scalars["Loss/train"]["best"] == pytest.approx(0.2) and scalars["PSNR/val"]["goal"] == "max"
     assert scalars["PSNR/val"]["best"] == 34.0 and scalars["PSNR/val"]["count"] == 5
+
+
+# ---------------------------------------------------------------- new-user trial
+
+def test_steps_that_all_came_in_one_look_still_stall_after_stall_min() -> None:
+    checks = Checks(stall_min=2.0, started=100.0)
+    assert checks.feed([Point("output", "loss", s, 1.0 / s) for s in range(1, 6)], now=101.0) == []
+    assert checks.tick(True, 1, now=102.5) == []  # quiet for 1.5 s: under --stall-min
+    stall = checks.tick(True, 1, now=103.5)
+    assert [c.rule for c in stall] == ["stall"]
+    assert "no new step for 2.5s after step 5 (the steps so far came in one look, 1.0s after the start)" \
+        in stall[0].message
+
+
+def test_a_first_flush_that_came_late_is_waited_for_twice_as_long() -> None:
+    checks = Checks(stall_min=2.0, started=0.0)
+    checks.feed([Point(".", "loss", 1, 1.0)], now=120.0)  # a writer that flushes every 2 minutes
+    assert checks.tick(True, 1, now=239.0) == []
+    assert [c.rule for c in checks.tick(True, 1, now=361.0)] == ["stall"]
+
+
+def test_a_run_that_hangs_after_its_first_output_raises_the_stall_check(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpudoc", "run", "--interval", "0.1", "--stall-min", "0.5", "--",
+         "sh", "-c", 'echo "step 1 loss: 0.5"; echo "step 2 loss: 0.4"; exec sleep 600'],
+        cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        reader = Reader(proc.stderr)
+        assert reader.wait_for("[stall]"), reader.lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert re.search(r"no new step for \d+\.\ds after step 2 \(the steps so far came in one look",
+                     warnings(reader.text(), "stall")[0])
+
+
+def test_a_sigkill_gpudoc_sent_on_a_quick_second_signal_is_no_oom_kill(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpudoc", "run", "--interval", "0.1", "--grace", "600", "--json", "s.json",
+         *python(f"""
+            import signal, time
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            open({str(ready)!r}, "w").close()
+            time.sleep(600)
+        """)], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        reader = Reader(proc.stderr)
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the second one comes before gpudoc has begun its SIGTERM to the session
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = reader.text()
+    assert proc.returncode == 130, stderr
+    assert "gpudoc: SIGTERM again: SIGKILL to the run" in stderr
+    assert "the run was stopped by gpudoc (SIGKILL after a second signal)" in stderr
+    assert "OOM killer" not in stderr and "killed by SIGKILL" not in stderr
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["ended"] == "was stopped by gpudoc (SIGKILL after a second signal)"
+    assert data["oom_killer_likely"] is False
+
+
+MULTI_LINE_WORKER = """
+import subprocess, sys
+code = '''import sys, time
+f = open(sys.argv[1], "rb")
+time.sleep(600)'''
+worker = subprocess.Popen([sys.executable, "-c", code, sys.argv[1]], stdout=subprocess.DEVNULL)
+print("worker", worker.pid, flush=True)
+"""
+
+
+@pytest.mark.parametrize("github", [False, True])
+def test_a_multi_line_command_is_shown_on_one_line(tmp_path: Path, github: bool) -> None:
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "nvidia0").write_bytes(b"")
+    out = gpudoc_run("--device-glob", str(dev / "nvidia*"), "--reap-leftovers", "--junit", "j.xml",
+                     *(["--github"] if github else []),
+                     "--", sys.executable, "-c", MULTI_LINE_WORKER, str(dev / "nvidia0"), cwd=tmp_path)
+    worker = int(out.stdout.split("worker ")[1].split()[0])
+    assert out.returncode == 0, out.stderr
+    assert not alive(worker)
+    lines = out.stderr.splitlines()
+    mine = [line for line in lines if line.startswith(("gpudoc:", "::"))]
+    assert mine == lines  # every line of gpudoc's is whole: no piece of the command on a line of its own
+    said = [line for line in lines if f"PID {worker} (" in line]
+    assert len(said) == 2  # the check as it happens, the summary's leftover line
+    assert all("-c 'import sys, time\\nf = open(" in line for line in said)
+    if github:
+        assert said[0].startswith("::warning")
+    assert "import sys, time\n" not in (tmp_path / "j.xml").read_text()
+
+
+def test_scalars_have_one_name_in_checks_summary_and_json(tmp_path: Path) -> None:
+    # The logdir goes to the training only: the run's directory is relative to the working directory.
+    out = gpudoc_run("--json", "s.json", *toy("--logdir", "runs/nan", "--nan-at", "5"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "s.json").read_text())
+    names = {s["name"] for s in data["scalars"]}
+    series = {c["series"] for c in data["checks"] if c["rule"] == "non-finite"}
+    assert "runs/nan/train/loss" in names and series <= names
+    assert "gpudoc: warning: [non-finite] error: runs/nan/train/loss is nan at step 5" in out.stderr
+    assert "gpudoc:   runs/nan/train/loss  last" in out.stderr
+    # Given to gpudoc, names are relative to it.
+    out = gpudoc_run("--logdir", "runs/b", "--json", "b.json", *toy("--nan-at", "5"), cwd=tmp_path)
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert {c["series"] for c in data["checks"]} <= {s["name"] for s in data["scalars"]}
+    assert "train/loss" in {s["name"] for s in data["scalars"]}

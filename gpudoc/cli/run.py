@@ -43,7 +43,8 @@ _RANGES = ["auto", "1", "2", "255", "65535"]
 @click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="Seconds between looks at the event files and the output.")
 @click.option("--stall-min", type=click.FloatRange(min=0.1), default=60.0, show_default=True, metavar="SECONDS",
-              help="A stall is no new step for 10 times the recent step interval and at least this long.")
+              help="A stall is no new step for 10 times the recent step interval and at least this long; "
+              "while every step so far came in one look, this long and twice the time the first took to come.")
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS",
               help="When stopping: seconds between SIGTERM and SIGKILL.")
 @click.option("--device-glob", default=DEFAULT_DEVICE_GLOB, show_default=True, envvar="GPUDOC_DEVICE_GLOB",
@@ -62,7 +63,8 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     (and to --log), its scalars are read from its event files (or its output lines) and
     checked as they arrive — non-finite values, loss spikes, steps going backwards or repeating,
     stalls and the metric-scale rules of metrics-check — each printed once as
-    'gpudoc: warning: …' on stderr. SIGINT or SIGTERM to gpudoc stops the whole run. At the
+    'gpudoc: warning: …' on stderr; a scalar is named by its tag under its directory relative
+    to --logdir (else the working directory). SIGINT or SIGTERM to gpudoc stops the whole run. At the
     end one summary on stderr: how it ended, duration, steps, last and best of each scalar,
     the peak GPU memory of its processes (NVML, or --simulate), the checks raised, the leftovers.
 
@@ -70,12 +72,12 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     reported at once (--reap-leftovers ends them); --restarts N starts a failed run again.
 
     Exit status: the command's own when it failed (128+N when signal N killed it), 130 when
-    stopped, 0 when it succeeded — 1 under --strict when a check raised an error.
+    stopped (a second signal SIGKILLs the run at once), 0 when it succeeded — 1 under --strict when a check raised an error.
     """
     from gpudoc.output import atomic_file, emit_json, is_stdout, output_target
     from gpudoc.metrics.report import junit_xml
     from gpudoc.runwatch import (Check, Checks, Leftover, LogFinder, Watch, annotation, end_leftovers, find_leftovers,
-                                 how_it_ended, jsonable_summary, leftover_check, plain, run_report)
+                                 how_it_ended, jsonable_summary, leftover_check, one_line, plain, run_report)
     from gpudoc.train import Run, RunState
 
     dests = [d for d in (json_dest, junit_dest) if d is not None]
@@ -99,11 +101,13 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     stop = threading.Event()
     received: list[int] = []
     current: list[Run] = []  # the attempt running now
+    killed: list[Run] = []  # attempts gpudoc sent SIGKILL (no OOM killer to blame)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
         if stop.is_set() and current:  # a second signal while stopping: no more grace
             print(f"gpudoc: {signal.Signals(signum).name} again: SIGKILL to the run", file=sys.stderr, flush=True)
+            killed.append(current[0])
             for member in current[0].members():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(member.pid, signal.SIGKILL)
@@ -173,11 +177,11 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     else:
         code = int(ExitCode.OK)
     duration = time.monotonic() - began
-    summary = watch.summary(status, code, attempts, leftovers, duration)
-    checked = run_report(watch.checks, " ".join(command), {"exit_status": str(code)})
+    summary = watch.summary(status, code, attempts, leftovers, duration, killed=started in killed)
+    checked = run_report(watch.checks, one_line(command, None), {"exit_status": str(code)})
     if strict and code == 0 and checked.exit_code:
         code = int(ExitCode.FINDINGS)
-        summary = watch.summary(status, code, attempts, leftovers, duration)
+        summary = watch.summary(status, code, attempts, leftovers, duration, killed=started in killed)
     for line in summary.lines():
         say("gpudoc: " + line, started)
     if json_dest is not None:
