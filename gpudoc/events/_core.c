@@ -126,6 +126,7 @@ typedef struct {
     int64_t step;
     double wall;
     int what;
+    size_t at; /* where the field ``what`` starts */
 } Peek;
 
 /* gpudoc.events.model.peek, byte for byte: 0 when the record does not lead with wall_time and
@@ -153,6 +154,7 @@ static int peek(const unsigned char *d, size_t size, Peek *out) {
     }
     out->step = (int64_t)step;
     out->wall = wall;
+    out->at = pos;
     if (pos >= size) {
         out->what = 0;
         return 1;
@@ -160,6 +162,46 @@ static int peek(const unsigned char *d, size_t size, Peek *out) {
     unsigned char key = d[pos];
     if ((key & 7) != 2 || (key >> 3) < 3 || (key >> 3) > 10) return 0;
     out->what = key >> 3;
+    return 1;
+}
+
+/* A varint at d[*pos] (end: one past the last byte allowed), at most 10 bytes; 0 if none. */
+static int varint(const unsigned char *d, size_t end, size_t *pos, uint64_t *value) {
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (*pos >= end) return 0;
+        unsigned char byte = d[(*pos)++];
+        v |= (uint64_t)(byte & 0x7F) << shift;
+        if (byte < 0x80) {
+            *value = v;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Whether the summary at d[pos] (the record's last field) is nothing but values of the form
+ * {tag (ASCII), simple_value}: no value carries SummaryMetadata, and protobuf parses it (an
+ * ASCII tag is valid UTF-8). trim's Python then drops such a record, out of range, with no
+ * change to what it remembers; anything else is left to it. */
+static int plain_scalars(const unsigned char *d, size_t size, size_t pos) {
+    uint64_t length;
+    if (pos >= size || d[pos++] != 0x2a || !varint(d, size, &pos, &length) || length != size - pos) return 0;
+    while (pos < size) {
+        uint64_t value_length;
+        if (d[pos++] != 0x0a || !varint(d, size, &pos, &value_length) || value_length > size - pos) return 0;
+        size_t end = pos + (size_t)value_length;
+        if (pos < end && d[pos] == 0x0a) {
+            uint64_t tag_length;
+            pos++;
+            if (!varint(d, end, &pos, &tag_length) || tag_length > end - pos) return 0;
+            for (size_t i = 0; i < tag_length; i++)
+                if (d[pos + i] >= 0x80) return 0;
+            pos += (size_t)tag_length;
+        }
+        if (end - pos != 5 || d[pos] != 0x15) return 0;
+        pos = end;
+    }
     return 1;
 }
 
@@ -343,7 +385,7 @@ static PyObject *py_trim_scan(PyObject *self, PyObject *args) {
             }
             if (run_level) break;
             if (!in_range) {
-                if (memchr(data, 0x4a, n)) break;
+                if (memchr(data, 0x4a, n) && !plain_scalars(data, n, p.at)) break;
                 keep = 0;
             } else if (!pending) {
                 keep = 1;

@@ -165,13 +165,15 @@ def test_compiled_reader_reads_framed_garbage_as_python_does(
         assert _read(path, split, taken, salvage=salvage, whole=whole) == expected
 
 
-TAGS = st.sampled_from(["loss", "acc", "_hparams_/session_start_info", "graph_x", "J", "img"])
+# Mostly one tag, so that its metadata, dropped with an early record, must move to a later one;
+# "J" is the byte of a Value's metadata key (0x4a), which makes trim look closer.
+TAGS = st.sampled_from(["loss"] * 4 + ["J"] * 2 + ["acc", "_hparams_/session_start_info", "graph_x", "né"])
 
 
 @st.composite
 def event_bytes(draw: st.DrawFn) -> bytes:
     """One record's data: a real Event of any of the kinds trim tells apart, or raw bytes."""
-    what = draw(st.sampled_from(["scalar"] * 4 + ["metadata", "version", "log", "graph", "start", "empty"] * 2
+    what = draw(st.sampled_from(["scalar"] * 4 + ["metadata"] * 3 + ["version", "log", "graph", "start", "empty"] * 2
                                 + ["raw"]))
     if what == "raw":  # mostly no Event: trim stops there, on both cores alike
         return draw(st.binary(max_size=30))
@@ -230,6 +232,30 @@ def test_compiled_trim_writes_the_bytes_python_does(
         expected = _trim(source, tmp_path / "python", spec, salvage)
     with core(COMPILED):
         assert _trim(source, tmp_path / "compiled", spec, salvage) == expected
+
+
+@needs_compiled
+@pytest.mark.parametrize("tag", ["loss", "J"])
+def test_metadata_of_a_dropped_record_moves_on_both_cores(tmp_path: Path, tag: str) -> None:
+    """A tag's first value, out of range, carries its SummaryMetadata (key byte 0x4a): the
+    compiled core leaves that record to Python, which moves the metadata to the first kept value."""
+    first = event_pb2.Event(step=0, wall_time=1.0)
+    value = first.summary.value.add(tag=tag, simple_value=1.0)
+    value.metadata.plugin_data.plugin_name = "scalars"
+    later = [event_pb2.Event(step=step, wall_time=1.0, summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=tag, simple_value=2.0)])) for step in (1, 2, 3)]
+    source = tmp_path / "logs"
+    (source / "run").mkdir(parents=True)
+    (source / "run" / "events.out.tfevents.1.x").write_bytes(
+        b"".join(frame(e.SerializeToString()) for e in [first, *later]))
+    with core(None):
+        expected = _trim(source, tmp_path / "python", TrimSpec(first_step=2), False)
+    with core(COMPILED):
+        assert _trim(source, tmp_path / "compiled", TrimSpec(first_step=2), False) == expected
+    (length,) = struct.unpack_from("<Q", expected[0][0])
+    kept = event_pb2.Event.FromString(expected[0][0][12 : 12 + length])
+    assert kept.step == 2 and kept.summary.value[0].metadata.plugin_data.plugin_name == "scalars"
+    assert expected[3] == 1  # re-attached once
 
 
 @needs_compiled
