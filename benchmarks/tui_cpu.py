@@ -9,9 +9,11 @@ simulated GPUs through ``benchmarks/nvml_shim`` (a stand-in ``pynvml`` answering
 SimulatedNvml; the peer's environment needs pyyaml for it), so both monitors draw the same
 scenario at the same size. nvitop is measured at gpudoc's 1 s interval and at its own default (2 s).
 A last row calibrates the machine: ``textual_floor.py``, a Textual app that redraws one line a
-second and does nothing else.
+second and does nothing else. ``--run`` adds gpudoc with a training run in it (``tui --demo dgx
+-- python -c WRITER``: 4 scalars logged with tensorboardX at 20 steps/s, their curves on
+screen); only the monitor's own session is counted, not the run's.
 
-    python benchmarks/tui_cpu.py --seconds 60 --peer-bin /tmp/peers/bin
+    python benchmarks/tui_cpu.py --seconds 60 --peer-bin /tmp/peers/bin [--run]
 """
 
 from __future__ import annotations
@@ -25,11 +27,25 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 from pathlib import Path
 
 import psutil
+
+
+# A training loop's logging: 4 scalars a step, 20 steps a second, flushed every second.
+WRITER = """
+import os, sys, time, math
+sys.modules['torch'] = None
+from tensorboardX import SummaryWriter
+log = SummaryWriter(os.environ['GPUDOC_LOGDIR'], flush_secs=1)
+for step in range(100000):
+    for i, tag in enumerate(('train/loss', 'val/mse', 'val/mae', 'val/psnr')):
+        log.add_scalar(tag, 1 / (1 + step) + i + 0.01 * math.sin(step), step)
+    time.sleep(0.05)
+"""
 
 
 class Drained:
@@ -63,17 +79,22 @@ class Drained:
         return None
 
     def cpu_seconds(self) -> float:
+        """CPU seconds of the monitor's process tree, within its session (a run it started
+        has a session of its own and is not counted)."""
         try:
             root = psutil.Process(self.proc.pid)
             procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
+            session = os.getsid(root.pid)
+        except (psutil.NoSuchProcess, ProcessLookupError):
             return 0.0
         total = 0.0
         for p in procs:
             try:
+                if os.getsid(p.pid) != session:
+                    continue
                 t = p.cpu_times()
                 total += t.user + t.system
-            except psutil.NoSuchProcess:
+            except (psutil.NoSuchProcess, ProcessLookupError):
                 pass
         return total
 
@@ -106,10 +127,15 @@ def main() -> int:
     parser.add_argument("--peer-bin", type=Path)
     parser.add_argument("--peer-simulated", action="store_true",
                         help="run nvitop on the simulated GPUs even where a real NVML exists")
+    parser.add_argument("--run", action="store_true", help="also measure gpudoc with a run logging 4 scalars")
     args = parser.parse_args()
     gpudoc = str(Path(sys.executable).with_name("gpudoc"))
     nvitop = str(args.peer_bin / "nvitop") if args.peer_bin else shutil.which("nvitop")
     cases = {"gpudoc tui --demo dgx": ([gpudoc, "tui", "--demo", "dgx"], b"H100", {})}
+    if args.run:
+        logdir = tempfile.mkdtemp(prefix="gpudoc-bench-")
+        cases["gpudoc tui --demo dgx -- (a run logging 4 scalars at 20 steps/s, curves on screen)"] = (
+            [gpudoc, "tui", "--demo", "dgx", "--logdir", logdir, "--", sys.executable, "-c", WRITER], b"steps/s", {})
     if nvitop:
         version = subprocess.run([nvitop, "--version"], capture_output=True, text=True, check=False).stdout.split()
         name = f"nvitop {version[-1] if version else ''}".strip()
