@@ -104,6 +104,25 @@ class _Recorder:
 
         self._refs[key] = weakref.ref(storage, freed)
 
+    def repeat(self, start: int) -> None:
+        """Append the events from ``start`` on once more, as the next training step makes them:
+        what was allocated and freed there again under new handles (with the same roles), what
+        survived it (state made on the first step) not again."""
+        events = self.trace.events[start:]
+        freed = {e.handle for e in events if not e.nbytes}
+        fresh: dict[int, int] = {}
+        for event in events:
+            if event.nbytes:
+                if event.handle not in freed:
+                    continue
+                handle = fresh[event.handle] = self._next
+                self._next += 1
+                if event.handle in self.trace.roles:
+                    self.trace.roles[handle] = self.trace.roles[event.handle]
+                self.trace.events.append(Event(handle, event.nbytes, event.phase, event.module))
+            elif event.handle in fresh:
+                self.trace.events.append(Event(fresh.pop(event.handle), 0, "", ""))
+
     def handle_of(self, tensor: Any) -> int | None:
         return self._handles.get(tensor.untyped_storage()._cdata)
 
@@ -411,10 +430,12 @@ def checked_forward(model: Any, x: Any, config: TraceConfig) -> Any:
 
 
 def trace_training(factory: Callable[[], Any], config: TraceConfig,
-                   progress: Callable[[str], None] | None = None, capability: tuple[int, int] = (8, 0)) -> Trace:
+                   progress: Callable[[str], None] | None = None, capability: tuple[int, int] = (8, 0),
+                   repeat_step: bool = True) -> Trace:
     """Build the model and run two training steps (or one forward in inference mode) on fake
     CPU tensors, recording storages, with dropout and attention as CUDA runs them on a device
-    of compute ``capability`` (:mod:`gpudoc.oom.kernels`). Raises :class:`TraceImpossible` for data-dependent ops
+    of compute ``capability`` (:mod:`gpudoc.oom.kernels`). ``repeat_step``: the second step's
+    allocations are the first's repeated (:meth:`_Recorder.repeat`) rather than run. Raises :class:`TraceImpossible` for data-dependent ops
     and :class:`InputError` when the model rejects the input."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -483,8 +504,16 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
                             recorder.trace.roles[h] = "gradients"
 
                 steps = 1 if config.inference else 2
+                # Step 2 differs from step 1 only by what step 1 made to keep (the optimizer's
+                # state), unless the gradients stay allocated (zeros: step 2 accumulates into them).
+                repeat = repeat_step and config.zero_grad == "none"
                 for step in range(steps):
+                    if step and repeat:
+                        say("training step 2/2 (step 1's allocations repeated)")
+                        recorder.repeat(first)
+                        break
                     say("forward pass" if config.inference else f"training step {step + 1}/{steps}")
+                    first = len(recorder.trace.events)
                     _step(model, optimizer, recorder, config, micro_shape, tokens, low,
                           1 if config.inference else min(config.accumulate, 2), mark_gradients)
                 if optimizer is not None:

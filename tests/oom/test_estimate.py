@@ -143,3 +143,26 @@ def test_a_local_gpu_outside_the_catalog_gets_the_capability_its_name_tells(
     device = device_named(name, 24 * 1024**3)
     assert device.capability == capability and supports(device, "bf16") is bf16
     assert device.cublas_workspace == (32 * 1024**2 if name == "NVIDIA H800" else 8 * 1024**2 + 128 * 1024)
+
+
+@pytest.mark.parametrize("config", [
+    TraceConfig(4, "3x32x32"), TraceConfig(4, "3x32x32", "amp", "momentum"),
+    TraceConfig(4, "3x32x32", checkpointing=True, accumulate=2, optimizer="adamw"),
+    TraceConfig(4, "3x32x32", optimizer="Adagrad", optimizer_impl="for-loop"),
+    TraceConfig(4, "3x32x32", freeze=r"^(?!fc\.)", optimizer_impl="fused")])
+def test_the_repeated_second_step_is_the_traced_one(config: TraceConfig) -> None:
+    """Step 2 made from step 1's allocations (what step 1 kept not again) replays exactly as
+    the traced step 2."""
+    traced = replay(trace_training(resnet18, config, repeat_step=False), T4)
+    repeated = replay(trace_training(resnet18, config, repeat_step=True), T4)
+    assert repeated == traced
+
+
+def test_zero_grad_zeros_traces_the_second_step() -> None:
+    """With gradients kept, step 2 accumulates into them: it is traced, not repeated."""
+    messages: list[str] = []
+    trace_training(resnet18, TraceConfig(2, "3x32x32", zero_grad="zeros"), messages.append)
+    assert "training step 2/2" in messages
+    messages.clear()
+    trace_training(resnet18, TraceConfig(2, "3x32x32"), messages.append)
+    assert "training step 2/2 (step 1's allocations repeated)" in messages
