@@ -35,6 +35,7 @@ _ACTIONS = ("terminate", "kill", "reap", "stop_run")
 _CURVE_ACTIONS = ("cycle_curves", "curve_axis", "smoothing", "checks")
 _DONE = (Outcome.ENDED, Outcome.GONE)  # the process is gone: the action did its job
 FIRST_SAMPLE_WAIT = 0.5
+NOTIFY_AT_ONCE = 3  # checks that fire in one look: each notified up to this many
 STOP_GRACE = 10.0
 
 
@@ -207,8 +208,13 @@ class GpudocApp(App[None]):
 
     def on_watched(self, message: Watched) -> None:
         self.query_one(CurvesPanel).take(message.points, message.checks, message.source, not message.from_output)
-        for check in message.checks:
+        checks = message.checks
+        told = checks if len(checks) <= NOTIFY_AT_ONCE else checks[: NOTIFY_AT_ONCE - 1]
+        for check in told:
             self._tell(check)
+        if len(told) < len(checks):  # a damaged or restarted logdir: not a toast for each
+            self.notify(f"{len(checks) - len(told)} more checks fired (l lists them)", title="checks fired",
+                        severity="warning", timeout=10)
 
     def on_watch_failed(self, message: WatchFailed) -> None:
         self.query_one(CurvesPanel).failed(message.error)

@@ -295,3 +295,15 @@ async def test_on_a_narrow_screen_the_curves_panel_gets_the_height_of_its_lines(
         assert len(panel.lines) == 8 and all(line.cell_length <= panel.size.width - 4 for line in panel.lines)
         assert panel.region.height == len(panel.lines) + 2
         assert "train/loss" in screen_text(app)
+
+
+async def test_many_checks_at_once_are_notified_as_a_few_and_a_count(tmp_path: Path) -> None:
+    toy = [sys.executable, TOY, "--epochs", "1", "--steps", "5", "--step-time", "0"]
+    for _ in range(2):  # a restart into the same directory: every tag's steps go backwards
+        subprocess.run([*toy, "--logdir", str(tmp_path)], check=True, capture_output=True, timeout=60)
+    app = make_app("workstation", ManualClock(5), watch=Watch(LogFinder(tmp_path, tmp_path, 0.0), Checks()))
+    async with app.run_test(size=SIZE) as pilot:
+        panel = app.query_one(CurvesPanel)
+        await until(app, pilot, lambda: len(panel.checks) >= 4)
+        fired = [n for n in notes(app) if n.startswith("[")]
+        assert len(fired) == 2 and f"{len(panel.checks) - 2} more checks fired (l lists them)" in notes(app)
