@@ -237,8 +237,8 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
         if with_remedies or (with_remedies is None and est.verdict != "fits"):
             from gpudoc.oom.estimate import remedies
 
-            # The analytic Keras estimate does not model checkpointing.
-            skip = frozenset({"checkpointing"}) if spec.framework == "keras" else frozenset()
+            # The analytic Keras estimate models neither checkpointing nor optimizer kernels.
+            skip = frozenset({"checkpointing", "fused"}) if spec.framework == "keras" else frozenset()
             current = [""]  # "i/n name", set before each remedy's estimate runs
             est.remedies = remedies(est, lambda cfg: run(cfg, stage(f"remedy {current[0]}")), spec.backbone,
                                     lambda step: current.__setitem__(0, step), skip, device,

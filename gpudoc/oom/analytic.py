@@ -133,6 +133,9 @@ def _unmodelled(config: TraceConfig) -> list[str]:
     notes = []
     if config.accumulate > 1:
         notes.append(f"gradient accumulation: micro-batch {_micro_batch(config)}")
+    if config.optimizer_impl != "foreach" or config.zero_grad != "none":
+        notes.append("--optimizer-impl and --zero-grad are not modelled by the analytic estimate (gradients and "
+                     "optimizer state are counted in full, temporaries not)")
     if config.checkpointing:
         notes.append("--checkpointing had no effect: " + (
             "--inference has no backward pass" if config.inference else "the analytic estimate does not model it"))

@@ -435,7 +435,8 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
     """Build the model and run two training steps (or one forward in inference mode) on fake
     CPU tensors, recording storages, with dropout and attention as CUDA runs them on a device
     of compute ``capability`` (:mod:`gpudoc.oom.kernels`). ``repeat_step``: the second step's
-    allocations are the first's repeated (:meth:`_Recorder.repeat`) rather than run. Raises :class:`TraceImpossible` for data-dependent ops
+    allocations are the first's repeated (:meth:`_Recorder.repeat`) rather than run.
+    Raises :class:`TraceImpossible` for data-dependent ops
     and :class:`InputError` when the model rejects the input."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -503,19 +504,18 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
                         if p.grad is not None and (h := recorder.handle_of(p.grad)) is not None:
                             recorder.trace.roles[h] = "gradients"
 
-                steps = 1 if config.inference else 2
+                micro_steps = 1 if config.inference else min(config.accumulate, 2)
+                say("forward pass" if config.inference else "training step 1/2")
+                first = len(recorder.trace.events)
+                _step(model, optimizer, recorder, config, micro_shape, tokens, low, micro_steps, mark_gradients)
                 # Step 2 differs from step 1 only by what step 1 made to keep (the optimizer's
                 # state), unless the gradients stay allocated (zeros: step 2 accumulates into them).
-                repeat = repeat_step and config.zero_grad == "none"
-                for step in range(steps):
-                    if step and repeat:
-                        say("training step 2/2 (step 1's allocations repeated)")
-                        recorder.repeat(first)
-                        break
-                    say("forward pass" if config.inference else f"training step {step + 1}/{steps}")
-                    first = len(recorder.trace.events)
-                    _step(model, optimizer, recorder, config, micro_shape, tokens, low,
-                          1 if config.inference else min(config.accumulate, 2), mark_gradients)
+                if not config.inference and repeat_step and config.zero_grad == "none":
+                    say("training step 2/2 (step 1's allocations repeated)")
+                    recorder.repeat(first)
+                elif not config.inference:
+                    say("training step 2/2")
+                    _step(model, optimizer, recorder, config, micro_shape, tokens, low, micro_steps, mark_gradients)
                 if optimizer is not None:
                     for state in optimizer.state.values():
                         for value in state.values():

@@ -246,3 +246,15 @@ def test_checkpointing_recomputes_under_the_same_cuda_rules(precision: str) -> N
 
     trace = trace_training(model, TraceConfig(4, "64", precision, checkpointing=True))
     assert trace.checkpointed == ["0", "1", "2"]
+
+
+def test_the_analytic_estimate_says_it_ignores_the_optimizer_options() -> None:
+    from gpudoc.oom.analytic import torch_analytic
+    from gpudoc.oom.devices import find_device
+    from gpudoc.oom.trace import TraceConfig
+
+    config = TraceConfig(8, "256", optimizer_impl="fused", zero_grad="zeros")
+    est = torch_analytic("mlp", _mlp, config, find_device("A100"), "a data-dependent op")
+    assert any("--optimizer-impl and --zero-grad are not modelled" in n for n in est.notes)
+    plain = torch_analytic("mlp", _mlp, TraceConfig(8, "256"), find_device("A100"), "a data-dependent op")
+    assert not any("--optimizer-impl" in n for n in plain.notes)
