@@ -201,7 +201,9 @@ class _MetricsHandler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
 
     def _answer(self, send_body: bool) -> None:
-        if urllib.parse.urlsplit(self.path).path != "/metrics":
+        # The path as sent: http.server turns a leading "//" into "/" in self.path.
+        sent = self.requestline.split(" ")[1] if self.requestline.count(" ") >= 2 else self.path
+        if sent.startswith("//") or urllib.parse.urlsplit(sent).path != "/metrics":
             self._send(404, b"not found: gpudoc serves its metrics on /metrics\n", "text/plain; charset=utf-8",
                        send_body=send_body)
             return

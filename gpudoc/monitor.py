@@ -16,7 +16,7 @@ from gpudoc.gpu.backend import GpuBackend
 from gpudoc.gpu.model import GpuSnapshot
 from gpudoc.host import HostProbe, HostProcess, HostSnapshot
 from gpudoc.na import NA, NotAvailable
-from gpudoc.reap.classify import HolderReport, ReapReport, Verdict
+from gpudoc.reap.classify import HolderReport, ReapReport, Verdict, rejudge
 from gpudoc.reap.end import Action, Outcome, Scope, end_processes, plan
 from gpudoc.reap.proc import read_stat, user_name
 from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB, device_files
@@ -59,7 +59,8 @@ class Monitor:
     """Samples a GPU backend, the host and the device holders.
 
     The holder scan (a /proc walk plus a CPU-sampling window) runs at most every
-    ``holder_interval`` seconds; samples in between reuse its result. ``clock`` is a
+    ``holder_interval`` seconds; samples in between reuse it, judged again by their own NVML
+    reading (an orphan is not one while NVML or its GPU cannot be read). ``clock`` is a
     monotonic clock and ``host`` the host probe (a test passes its own).
 
     ``device_glob`` None scans no device file. Simulated GPUs are not this host's: with the
@@ -85,7 +86,8 @@ class Monitor:
         self.window = window
         self.clock = clock
         self.host = host or HostProbe()
-        self._holders: ReapReport | None = None
+        self._holders: ReapReport | None = None  # the last scan, judged by the last sample's NVML reading
+        self._scanned: ReapReport | None = None  # the last scan as judged when it ran
         self._holders_error: str | None = None
         self._holders_at: float | None = None
 
@@ -94,6 +96,7 @@ class Monitor:
         gpus = self.backend.snapshot()
         host = self.host.sample()
         self._refresh_holders(gpus)
+        self._holders = rejudge(self._scanned, gpus) if self._scanned is not None else None
         listed: dict[int, list[tuple[int, int | NotAvailable]]] = {}
         for device in gpus.devices:
             for p in device.processes:
@@ -115,16 +118,16 @@ class Monitor:
             return
         self._holders_at = now
         if self.device_glob is None:
-            self._holders, self._holders_error = None, "simulated GPUs: this host's device files are not scanned"
+            self._scanned, self._holders_error = None, "simulated GPUs: this host's device files are not scanned"
             return
         if not device_files(self.device_glob):
-            self._holders, self._holders_error = None, f"no device file matches {self.device_glob}"
+            self._scanned, self._holders_error = None, f"no device file matches {self.device_glob}"
             return
         try:
-            self._holders = inspect_holders(None, device_glob=self.device_glob, window=self.window, snapshot=gpus)
+            self._scanned = inspect_holders(None, device_glob=self.device_glob, window=self.window, snapshot=gpus)
             self._holders_error = None
         except OSError as exc:
-            self._holders, self._holders_error = None, f"cannot scan /proc: {exc}"
+            self._scanned, self._holders_error = None, f"cannot scan /proc: {exc}"
 
     def _row(
         self,

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from reap.conftest import Spawner, alive, dev, spawn, subreaper, trainer_script  # noqa: F401
 
-from gpudoc.exporter import serve
+from gpudoc.exporter import MetricsServer, MonitorCollector, serve
 from gpudoc.gpu import ManualClock, SimulatedBackend
 from gpudoc.monitor import Monitor
 
@@ -86,7 +87,7 @@ def _status(url: str, method: str = "GET") -> tuple[int, bytes]:
 def test_only_metrics_is_served(server: str) -> None:
     code, body = _status(f"{server}/metrics?x=1")
     assert code == 200 and b"DCGM_FI_DEV_GPU_UTIL" in body
-    for path in ("/", "/favicon.ico", "/metricsx", "/api/v1/metrics"):
+    for path in ("/", "/favicon.ico", "/metricsx", "/api/v1/metrics", "//metrics", "///metrics?x=1"):
         code, body = _status(server + path)
         assert code == 404 and b"/metrics" in body and b"DCGM" not in body, path
 
@@ -169,4 +170,59 @@ def test_a_gpu_without_a_process_list_says_so_and_its_holders_are_unconfirmed(
     holders = {s.labels["verdict"]: s.value for s in samples if s.name == "gpudoc_device_holders"}
     assert holders["unconfirmed"] == 1.0 and holders["orphan"] == 0.0
     assert not [s for s in samples if s.name == "gpudoc_orphan_holders"]
+    assert alive(worker)
+
+
+def test_serve_stops_cleanly_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpudoc", "--simulate", "workstation", "serve", "--port", "0",
+         "--device-glob", "/nonexistent/nvidia*"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "GPUDOC_SIMULATE": ""},
+    )
+    try:
+        assert proc.stderr is not None
+        assert "serving metrics on" in proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert proc.stderr.read() == "gpudoc: SIGTERM: stopped\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_holder_verdicts_follow_the_nvml_reading_of_the_same_scrape(dev: Path, spawn: Spawner) -> None:  # noqa: F811
+    trainer, (worker,) = spawn.start(trainer_script(dev, exits=True, files=("nvidiactl", "nvidia1")))
+    trainer.wait()
+    clock = ManualClock(5)
+    monitor = Monitor(SimulatedBackend("faults", clock=clock), device_glob=str(dev / "nvidia*"),
+                      holder_interval=30.0, window=0.1)  # serve's: one scan for every scrape here
+    running = MetricsServer(("127.0.0.1", 0), MonitorCollector(monitor, min_interval=0.0))
+    threading.Thread(target=running.serve_forever, daemon=True).start()
+
+    def scrape() -> dict[str, dict[str, float]]:
+        _, body = _status(f"http://127.0.0.1:{running.server_port}/metrics")
+        found: dict[str, dict[str, float]] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                key = sample.labels.get("verdict") or sample.labels.get("gpu") or sample.labels.get("user") or ""
+                found.setdefault(sample.name, {})[key] = sample.value
+        return found
+
+    try:
+        first = scrape()
+        assert first["gpudoc_device_holders"]["orphan"] == 1.0 and first["gpudoc_orphan_holders"] == {"root": 1.0}
+        clock.t = 12  # GPU 1, the one it holds, falls off the bus
+        lost = scrape()
+        assert lost["gpudoc_gpu_up"]["1"] == 0.0
+        assert lost["gpudoc_device_holders"]["orphan"] == 0.0 and lost["gpudoc_device_holders"]["unconfirmed"] == 1.0
+        assert "gpudoc_orphan_holders" not in lost
+        clock.t = 1  # NVML cannot be asked at all
+        down = scrape()
+        assert down["gpudoc_nvml_up"][""] == 0.0
+        assert down["gpudoc_device_holders"]["orphan"] == 0.0 and "gpudoc_orphan_holders" not in down
+    finally:
+        running.shutdown()
+        running.server_close()
+        monitor.close()
     assert alive(worker)

@@ -100,3 +100,47 @@ def test_another_users_orphan_is_not_offered(dev: Path, spawn: Spawner) -> None:
     sample = monitor.sample()
     assert next(r for r in sample.processes if r.pid == theirs).verdict is Verdict.ORPHAN
     assert monitor.orphans(sample) == []
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_holders_are_judged_again_by_each_samples_nvml_reading(dev: Path, spawn: Spawner) -> None:  # noqa: F811
+    trainer, (worker,) = spawn.start(trainer_script(dev, exits=True, files=("nvidiactl", "nvidia1")))
+    trainer.wait()
+    clock = ManualClock(5)  # faults: NVML answers at 5 s; GPU 1 is off the bus from 10 s to 20 s
+    monitor = Monitor(SimulatedBackend("faults", clock=clock), device_glob=str(dev / "nvidia*"),
+                      holder_interval=3600, window=0.1)
+
+    def verdict() -> tuple[Verdict, str, list[int]]:
+        sample = monitor.sample()
+        row = next(r for r in sample.processes if r.pid == worker)
+        return row.verdict, str(row.reason), [r.pid for r in monitor.orphans(sample)]
+
+    assert verdict() == (Verdict.ORPHAN, verdict()[1], [worker])
+    clock.advance(7)  # the scan is kept; GPU 1 cannot be read now
+    judged, reason, offered = verdict()
+    assert judged is Verdict.UNCONFIRMED and offered == []
+    assert "CUDA context unknown (GPU 1 could not be read" in reason and "not in NVML's list" not in reason
+    assert monitor.reap_orphans([r for r in monitor.sample().processes if r.pid == worker]) is None
+    assert alive(worker)
+    clock.t = 1  # the loop's start: a driver/library mismatch, NVML cannot be asked at all
+    judged, reason, offered = verdict()
+    assert judged is Verdict.UNCONFIRMED and "CUDA context unknown (NVML unavailable)" in reason and offered == []
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_an_orphan_nvml_lists_later_is_detached_before_the_next_scan(dev: Path, spawn: Spawner) -> None:  # noqa: F811
+    trainer, (worker,) = spawn.start(trainer_script(dev, exits=True))
+    trainer.wait()
+    scenario = {
+        "name": "context", "gpus": [{"name": "Sim GPU", "memory_total_mib": 1024}],
+        "processes": [{"pid": worker, "gpu": 0, "memory_mib": 100, "start_s": 10}],
+    }
+    clock = ManualClock(5)
+    monitor = Monitor(SimulatedBackend(scenario, clock=clock), device_glob=str(dev / "nvidia*"),
+                      holder_interval=3600, window=0.1)
+    assert [r.pid for r in monitor.orphans(monitor.sample())] == [worker]
+    clock.t = 11  # NVML lists it now: it owns a CUDA context
+    sample = monitor.sample()
+    row = next(r for r in sample.processes if r.pid == worker)
+    assert row.verdict is Verdict.DETACHED and "owns a CUDA context (GPU 0: 100.0 MiB)" in str(row.reason)
+    assert monitor.orphans(sample) == [] and monitor.reap_orphans([row]) is None and alive(worker)

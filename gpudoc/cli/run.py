@@ -72,7 +72,8 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     reported at once (--reap-leftovers ends them); --restarts N starts a failed run again.
 
     Exit status: the command's own when it failed (128+N when signal N killed it), 130 when
-    stopped (a second signal SIGKILLs the run at once), 0 when it succeeded — 1 under --strict when a check raised an error.
+    stopped (a second signal SIGKILLs the run at once), 0 when it succeeded — 1 under
+    --strict when a check raised an error.
     """
     from gpudoc.output import atomic_file, emit_json, is_stdout, output_target
     from gpudoc.metrics.report import junit_xml

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
+from types import FrameType
 
 import click
 
@@ -28,7 +30,9 @@ def serve(settings: Settings, prometheus: bool, port: int, address: str, device_
     Other paths answer 404; GET and HEAD are served. GPU readings use NVIDIA
     dcgm-exporter's metric names (DCGM_FI_DEV_GPU_UTIL, DCGM_FI_DEV_FB_USED, …) so existing
     dashboards work; gpudoc adds gpudoc_host_*, gpudoc_device_holders{verdict} and
-    gpudoc_orphan_holders{user}. Runs until interrupted.
+    gpudoc_orphan_holders{user}. Runs until stopped: SIGTERM (systemd, Kubernetes) is a clean
+    stop, exit 0 after one line "gpudoc: SIGTERM: stopped" on stderr; Ctrl-C (SIGINT) exits
+    130 as every command does when interrupted.
     """
     from gpudoc.exporter import serve as start
     from gpudoc.monitor import Monitor
@@ -43,11 +47,19 @@ def serve(settings: Settings, prometheus: bool, port: int, address: str, device_
         fix = "check --address" if isinstance(exc, socket.gaierror) else "choose another --port or --address"
         raise InputError(f"cannot listen on {address}:{port}: {exc.strerror}", fix) from None
     host = f"[{address}]" if ":" in address else address
+    stopped = threading.Event()
+
+    def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+        stopped.set()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     click.echo(f"serving metrics on http://{host}:{server.server_port}/metrics (Ctrl-C stops)", err=True)
     try:
-        threading.Event().wait()
+        stopped.wait()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.shutdown()
         server.server_close()
         monitor.close()
+    click.echo("gpudoc: SIGTERM: stopped", err=True)
     return 0

@@ -4,6 +4,7 @@ detached job that is still working."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import re
@@ -65,6 +66,7 @@ _COMM_LEN = 15
 _GPU_DEVICE = re.compile(r"nvidia(\d+)$")
 CUDA_CONTEXT = "cuda-context"
 CPU_USE = "cpu"
+_NOT_LISTED = "not in NVML's list (no CUDA context)"
 
 
 class Verdict(str, enum.Enum):
@@ -456,7 +458,7 @@ class Inspector:
             reasons.append(f"CUDA context unknown ({context_unknown})")
             unchecked.add(CUDA_CONTEXT)
         else:
-            reasons.append("not in NVML's list (no CUDA context)")
+            reasons.append(_NOT_LISTED)
         devices = ",".join(_device_label(d) for d in f.holder.devices)
         if devices:
             reasons.append(f"holds {devices}")
@@ -549,3 +551,66 @@ def state_name(state: str | NotAvailable) -> str:
     if not isinstance(state, str):
         return "N/A"
     return f"{state} ({STATE_NAMES.get(state, 'unknown')})"
+
+
+
+def rejudge(report: ReapReport, gpus: GpuSnapshot) -> ReapReport:
+    """``report``'s orphans judged again by a later NVML reading ``gpus`` (the device scan
+    and the CPU samples kept): one NVML lists now owns a CUDA context (detached); one whose
+    context that reading cannot tell (NVML failed, a GPU it holds could not be read or would
+    not list its processes), or whose parent became unconfirmed, is unconfirmed. Nothing is
+    confirmed here: an unconfirmed holder waits for a new scan."""
+    listed: dict[int, list[GpuProcess]] = {}
+    unlisted: dict[int, str] = {}
+    for device in gpus.devices:
+        if device.error:
+            unlisted[device.index] = f"GPU {device.index} could not be read: {device.error}"
+        elif device.processes_error:
+            unlisted[device.index] = f"GPU {device.index}: {device.processes_error}"
+        for process in device.processes:
+            listed.setdefault(process.pid, []).append(process)
+    judged = {h.pid: h for h in report.holders}
+    changed = True
+    while changed:  # an orphan's children follow it
+        changed = False
+        for holder in judged.values():
+            if holder.verdict not in (Verdict.ORPHAN, Verdict.UNCONFIRMED):
+                continue
+            new = _rejudged(holder, listed, unlisted, gpus.error, judged.get(holder.ppid)
+                            if isinstance(holder.ppid, int) else None)
+            if new is not holder:
+                judged[holder.pid] = new
+                changed = True
+                break
+    return dataclasses.replace(report, holders=tuple(judged[h.pid] for h in report.holders),
+                               nvml_error=gpus.error or report.nvml_error)
+
+
+def _rejudged(holder: HolderReport, listed: dict[int, list[GpuProcess]], unlisted: dict[int, str],
+              error: str | None, parent: HolderReport | None) -> HolderReport:
+    gone = holder.reason.split("; ", 1)[0]
+    if holder.pid in listed and not error:
+        processes = listed[holder.pid]
+        return dataclasses.replace(
+            holder, verdict=Verdict.DETACHED, in_nvml=True, gpu_memory=_memory(processes), unchecked=(),
+            reason=f"{gone}, but it owns a CUDA context ({_context(processes)}): detached, still running")
+    if holder.verdict is not Verdict.ORPHAN:
+        return holder
+    if error:
+        why: str | None = "NVML unavailable"
+    else:
+        unread = sorted(set(unlisted) & set(holder.gpus)) if holder.gpus else sorted(unlisted)
+        why = "; ".join(unlisted[g] for g in unread) or None
+    unchecked = set(holder.unchecked)
+    reason = holder.reason
+    if why is not None:
+        unchecked.add(CUDA_CONTEXT)
+        reason = reason.replace(_NOT_LISTED, f"CUDA context unknown ({why})")
+    if parent is not None and parent.verdict is Verdict.UNCONFIRMED and gone.startswith(f"its parent {parent.pid} "):
+        unchecked |= set(parent.unchecked)
+        was = f"its parent {parent.pid} is an orphan"
+        reason = reason.replace(was, f"its parent {parent.pid} is an unconfirmed orphan")
+    if not unchecked:
+        return holder
+    return dataclasses.replace(holder, verdict=Verdict.UNCONFIRMED, reason=reason, in_nvml=NA,
+                               unchecked=tuple(sorted(unchecked)))
