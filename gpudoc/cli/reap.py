@@ -58,7 +58,7 @@ def _gpus(h: HolderReport) -> str:
 
 
 def render(report: ReapReport, actions: dict[int, Action], console: Console, acting: bool = False) -> None:
-    """One block per holder: facts, then the reason and the action, indented (``acting``:
+    """One block per holder: facts, then the reason and the action (or why none), indented (``acting``:
     the targets are being ended now, not in a dry run)."""
     from rich.markup import escape
 
@@ -89,11 +89,9 @@ def render(report: ReapReport, actions: dict[int, Action], console: Console, act
         tail = f" [dim]({'; '.join(extra)})[/]" if extra else ""
         console.print(f"{'':>10}[dim]why:[/] {escape(_printable(h.reason))}{tail}")
         action = actions.get(h.pid)
-        if action is not None and action.outcome is Outcome.WOULD_END:
+        if action is not None:  # every holder: what is done to it, or "none:" and every reason why not
             text = action.action.replace("would end:", "ending:", 1) if acting else action.action
             console.print(f"{'':>10}[dim]→[/] {escape(text)}")
-        elif action is not None and h.verdict is Verdict.UNCONFIRMED:
-            console.print(f"{'':>10}[dim]→[/] {escape(action.action)}")
 
 
 def _summary(report: ReapReport, actions: dict[int, Action]) -> str:

@@ -64,21 +64,23 @@ def plan(holders: Iterable[HolderReport], scope: Scope, sig: signal.Signals) -> 
 
 
 def _plan_one(h: HolderReport, scope: Scope, targets: set[Verdict], sig: signal.Signals) -> Action:
-    def skip(why: str) -> Action:
-        return Action(h.pid, Outcome.NONE, f"none: {why}")
-
+    """A target, or ``none:`` with every reason it is not one (its verdict, its owner)."""
+    if h.verdict in (Verdict.PROTECTED, Verdict.FOREIGN):
+        return Action(h.pid, Outcome.NONE, f"none: {h.verdict.value}")  # no option ends these
+    reasons = []
     unconfirmed_target = h.verdict is Verdict.UNCONFIRMED and scope.without_nvml and h.unchecked == (CUDA_CONTEXT,)
     if h.verdict not in targets and not unconfirmed_target:
         if h.verdict in (Verdict.ACTIVE, Verdict.DETACHED):
-            return skip(f"{h.verdict.value} (add --include-active to end it)")
-        if h.verdict is Verdict.UNCONFIRMED:
-            if h.unchecked == (CUDA_CONTEXT,):
-                return skip("unconfirmed: its CUDA context is unknown (add --without-nvml to end it anyway)")
-            return skip(f"unconfirmed: {' and '.join(_UNCHECKED.get(u, u) for u in h.unchecked)} unknown")
-        return skip(h.verdict.value)
+            reasons.append(f"{h.verdict.value} (add --include-active to end it)")
+        elif h.unchecked == (CUDA_CONTEXT,):
+            reasons.append("unconfirmed: its CUDA context is unknown (add --without-nvml to end it anyway)")
+        else:
+            reasons.append(f"unconfirmed: {' and '.join(_UNCHECKED.get(u, u) for u in h.unchecked)} unknown")
     if scope.uid is not None and h.uid != scope.uid:
         owner = h.user if isinstance(h.user, str) else "another user"
-        return skip(f"owned by {owner} (only root with --all-users or --user ends it)")
+        reasons.append(f"owned by {owner} (only root with --all-users or --user ends it)")
+    if reasons:
+        return Action(h.pid, Outcome.NONE, "none: " + "; ".join(reasons))
     escalation = "" if sig is signal.SIGKILL else ", then SIGKILL if it survives"
     return Action(h.pid, Outcome.WOULD_END, f"would end: {sig.name}{escalation}")
 

@@ -397,3 +397,32 @@ def test_terminal_asks_first_and_defaults_to_no(dev: Path, spawn: Spawner, answe
     assert "End 1 process(es)?" in output
     assert alive(worker) is not ends
     assert ("ended by SIGTERM" in output) is ends
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="spawning a process as another user needs root")
+@pytest.mark.parametrize("scenario", [{}, NO_NVML])
+def test_every_holder_left_alone_says_every_reason_on_one_action_line(
+    dev: Path, spawn: Spawner, scenario: dict[str, object]
+) -> None:
+    trainer, (theirs,) = spawn.start(trainer_script(dev, exits=True), user="nobody")
+    trainer.wait()
+    live, (mine,) = spawn.start(trainer_script(dev, exits=False))
+    out = subprocess.run(
+        [sys.executable, "-m", "gpudoc", "reap", "--device-glob", str(dev / "nvidia*"), "--window", "0.2"],
+        capture_output=True, text=True, env={**os.environ, "GPUDOC_SIMULATE": nvml(dev, **scenario)},
+    )
+    blocks: dict[int, list[str]] = {}
+    for line in out.stdout.splitlines():
+        if line.split()[:1] and line.split()[0].isdigit():
+            blocks[int(line.split()[0])] = []
+        elif blocks and line.startswith(" "):
+            blocks[list(blocks)[-1]].append(line.strip())
+    owner = "owned by nobody (only root with --all-users or --user ends it)"
+    arrows = {pid: [line for line in lines if line.startswith("→")] for pid, lines in blocks.items()}
+    if scenario:
+        assert arrows[theirs] == ["→ none: unconfirmed: its CUDA context is unknown (add --without-nvml to end it "
+                                  f"anyway); {owner}"]
+    else:
+        assert arrows[theirs] == [f"→ none: {owner}"]
+    assert arrows[mine] == arrows[live.pid] == ["→ none: active (add --include-active to end it)"]
+    assert alive(theirs) and alive(mine)
