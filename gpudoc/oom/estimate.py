@@ -191,6 +191,8 @@ def remedies(base: Estimate, run: Callable[[TraceConfig], Estimate], backbone: s
         other = run(config)
         if remedy == "checkpointing" and not other.checkpointed_blocks:
             continue  # nothing in the model to checkpoint: not a remedy
+        if remedy == "fused" and other.total_bytes >= base.total_bytes:
+            continue  # the peak is not at the optimizer step: fusing it changes nothing
         found.append(Remedy(remedy, change, other.total_bytes, base.total_bytes - other.total_bytes, other.verdict))
     return sorted(found, key=lambda r: -r.saved_bytes)
 

@@ -258,3 +258,23 @@ def test_the_analytic_estimate_says_it_ignores_the_optimizer_options() -> None:
     assert any("--optimizer-impl and --zero-grad are not modelled" in n for n in est.notes)
     plain = torch_analytic("mlp", _mlp, TraceConfig(8, "256"), find_device("A100"), "a data-dependent op")
     assert not any("--optimizer-impl" in n for n in plain.notes)
+
+
+def test_the_fused_remedy_is_offered_only_where_it_saves_memory() -> None:
+    torch = pytest.importorskip("torch")
+    from gpudoc.oom.devices import find_device
+    from gpudoc.oom.estimate import estimate, remedies
+    from gpudoc.oom.trace import TraceConfig
+
+    a100 = find_device("A100")
+
+    def wide() -> object:
+        return torch.nn.Sequential(*[torch.nn.Linear(2048, 2048) for _ in range(4)])
+
+    def run(cfg: TraceConfig) -> object:
+        return estimate("wide", wide, cfg, a100)
+
+    others = frozenset({"amp", "bf16", "smaller-input", "checkpointing", "accumulate", "sgd"})
+    for batch, offered in ((8, True), (65536, False)):  # the peak at the optimizer step, or in the forward
+        names = {r.name for r in remedies(run(TraceConfig(batch, "2048")), run, None, skip=others)}  # type: ignore[arg-type]
+        assert ("fused" in names) == offered, batch
