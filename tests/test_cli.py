@@ -144,3 +144,20 @@ def test_a_reader_that_goes_away_ends_it_quietly_as_sigpipe_would(tmp_path) -> N
                           capture_output=True, text=True, timeout=120)
     assert pipe.stdout == "run,tag,kind,step,wall_time,value\n"
     assert pipe.stderr == f"status={int(ExitCode.BROKEN_PIPE)}\n"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["doctor", "--simulate", "dgx"], "--simulate is a global option: gpudoc --simulate dgx doctor"),
+    (["reap", "--json", "--simulate=faults", "-y"],
+     "--simulate is a global option: gpudoc --simulate=faults reap --json -y"),
+    (["events", "info", "--debug", "a b.tfevents"],
+     "--debug is a global option: gpudoc --debug events info 'a b.tfevents'"),
+])
+def test_a_global_option_after_the_subcommand_says_where_it_goes(args: list[str], says: str) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "gpudoc", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == ExitCode.USAGE and out.stdout == ""
+    assert out.stderr.startswith("gpudoc: error: ") and out.stderr.count("\n") == 1
+    assert out.stderr.rstrip().endswith(f"({says})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import sys
 import traceback
 from typing import NoReturn
@@ -85,6 +86,9 @@ class GpudocGroup(click.Group):
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            if isinstance(exc, click.NoSuchOption) and exc.option_name in _GLOBAL_OPTIONS:
+                moved = _global_first(sys.argv[1:] if args is None else list(args), exc.option_name)
+                hint = f" ({exc.option_name} is a global option: {shlex.join([prog_name, *moved])})"
             print_error(f"{exc.format_message()}{hint}")
             return ExitCode.USAGE
         except click.ClickException as exc:
@@ -110,6 +114,26 @@ class GpudocGroup(click.Group):
             )
             return ExitCode.INTERNAL
         return int(result) if isinstance(result, int) else ExitCode.OK
+
+
+# The group's options (with whether each takes a value): given after a subcommand, they are
+# shown where they go.
+_GLOBAL_OPTIONS = {"--simulate": True, "--debug": False}
+
+
+def _global_first(args: list[str], option: str) -> list[str]:
+    """``args`` with ``option`` (its last use, and its value) moved before the subcommand."""
+    rest = list(args)
+    for i in reversed(range(len(rest))):
+        arg = rest[i]
+        if arg == option:
+            taken = rest[i:i + 1 + _GLOBAL_OPTIONS[option]]
+            del rest[i:i + len(taken)]
+            return [*taken, *rest]
+        if arg.startswith(option + "="):
+            del rest[i]
+            return [arg, *rest]
+    return rest
 
 
 def _occupy_closed_descriptors() -> None:
