@@ -85,9 +85,13 @@ def local_torch_cuda() -> str | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     try:
-        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+        return cuda_of_version_file((Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text())
     except OSError:
         return None
+
+
+def cuda_of_version_file(text: str) -> str | None:
+    """The ``cuda`` value of a torch ``version.py`` (``cuda: Optional[str] = '12.4'``)."""
     found = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([\d.]+)['\"]", text, re.MULTILINE)
     return found.group(1) if found else None
 

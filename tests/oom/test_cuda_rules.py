@@ -179,6 +179,15 @@ def test_local_cuda_default_is_the_torch_builds() -> None:
     assert local_torch_cuda() == torch.version.cuda
 
 
+@pytest.mark.parametrize(("text", "cuda"), [
+    ("__version__ = '2.13.0+cu124'\ncuda: Optional[str] = '12.4'\nhip = None\n", "12.4"),
+    ("cuda = '11.8'\n", "11.8"), ("cuda: Optional[str] = None\n", None), ("git_version = 'abc'\n", None)])
+def test_the_cuda_of_a_torch_version_file(text: str, cuda: str | None) -> None:
+    from gpudoc.oom.devices import cuda_of_version_file
+
+    assert cuda_of_version_file(text) == cuda
+
+
 # --- optimizer implementation and zero_grad ---------------------------------------------------------
 
 def _mlp() -> object:
