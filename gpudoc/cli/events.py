@@ -187,7 +187,8 @@ def _copied_json(copied: Sequence[tuple[str, str]], skipped: Sequence[tuple[str,
 @click.option("--start", help="Drop records before this wall time (epoch seconds or ISO time).")
 @click.option("--end", help="Drop records after this wall time.")
 @click.option("--drop-run-level", is_flag=True,
-              help="Filter run-level data (file_version, graphs, hparams sessions and their metrics) like the rest.")
+              help="Filter run-level data (graphs, hparams sessions and their metrics) like the rest; the "
+              "file version and restart markers are always kept (TensorBoard reads restarts by them).")
 @click.option("--dry-run", is_flag=True, help="Print what would be kept, per kind and tag; write nothing.")
 @_EXCLUDE_FILES
 @_SALVAGE

@@ -53,6 +53,13 @@ RUN_LEVEL = frozenset({Kind.FILE_VERSION, Kind.GRAPH, Kind.RUN_METADATA, Kind.HP
 # tagged_run_metadata, meta_graph_def, source_metadata.
 RUN_LEVEL_FIELDS = frozenset({3, 4, 8, 9, 10})
 SUMMARY_FIELD = 5
+# The records that tell TensorBoard how to read a restart are kept whatever the range or
+# --drop-run-level: the file version (from version 2 on, restarts are marked, not guessed from
+# steps going back) and SessionLog (a START drops the steps at and after its own that came
+# before it: a restarted writer's purge_step). A trim that dropped them would show values
+# TensorBoard had superseded, or hide ones it shows.
+FILE_VERSION_FIELD, SESSION_LOG_FIELD = 3, 7
+STRUCTURAL = frozenset({Kind.FILE_VERSION, Kind.SESSION_LOG})
 _PLUGIN_KINDS = {
     "scalars": Kind.SCALAR,
     "histograms": Kind.HISTOGRAM,

@@ -25,6 +25,9 @@ from gpudoc.events.files import OtherFiles, stage
 from gpudoc.events.model import (
     RUN_LEVEL,
     RUN_LEVEL_FIELDS,
+    FILE_VERSION_FIELD,
+    SESSION_LOG_FIELD,
+    STRUCTURAL,
     RUN_LEVEL_MARKS,
     SUMMARY_FIELD,
     Kind,
@@ -126,6 +129,8 @@ class _Trimmer:
         peeked = peek(data) if self.fast and not metrics else None
         if peeked is not None:
             step, wall, what = peeked
+            if what in (FILE_VERSION_FIELD, SESSION_LOG_FIELD):
+                return framed
             if what in RUN_LEVEL_FIELDS:
                 return framed if spec.keep_run_level else None
             if what != SUMMARY_FIELD:
@@ -145,11 +150,13 @@ class _Trimmer:
     def fast_trim(self, metrics: dict[int, set[str]]) -> FastTrim | None:
         """The part of :meth:`record`'s fast branch the compiled core applies to whole records
         (``metrics``' records are always given to :meth:`record`), or None when it has none."""
-        if not self.fast or not core_active():
-            return None
         spec = self.spec
+        # The core keeps the given fields exactly when run-level data is kept: the session
+        # logs go with them, and without run-level data every record comes to Python.
+        if not self.fast or not core_active() or not spec.keep_run_level:
+            return None
         return self.update(FastTrim(spec.first_step, spec.last_step, spec.start, spec.end, spec.keep_run_level,
-                                    RUN_LEVEL_FIELDS, sorted(metrics)))
+                                    RUN_LEVEL_FIELDS | {SESSION_LOG_FIELD}, sorted(metrics)))
 
     def update(self, fast: FastTrim) -> FastTrim:
         """``fast`` after :meth:`record` parsed a record (tags' metadata and run-level tags seen)."""
@@ -161,7 +168,8 @@ class _Trimmer:
         spec = self.spec
         kind = event_kinds(event)
         if kind is not None:
-            keep = spec.keep_run_level if kind in RUN_LEVEL else spec.in_range(event.step, event.wall_time)
+            keep = kind in STRUCTURAL or (spec.keep_run_level if kind in RUN_LEVEL
+                                          else spec.in_range(event.step, event.wall_time))
             if self.count:
                 self.report.before[(self.run, kind.value, "")] += 1
                 if keep:

@@ -228,3 +228,32 @@ def test_trim_keeps_a_traced_graph(tfdir: Path, tmp_path: Path) -> None:
     accumulator.Reload()
     assert set(accumulator.PluginTagToContent("graph_run_metadata_graph")) == {"double"}
     assert min(t.step for t in accumulator.Tensors("loss")) == 10
+
+
+def _accumulated(run: Path) -> dict[int, float]:
+    from tensorboard.util import tensor_util
+
+    accumulator = plugin_event_accumulator.EventAccumulator(str(run), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return {t.step: float(tensor_util.make_ndarray(t.tensor_proto)) for t in accumulator.Tensors("train/loss")}
+
+
+@pytest.mark.parametrize("args", [["--steps", "60:"], ["--steps", "55:65"], ["--steps", "60:", "--drop-run-level"],
+                                  ["--steps", "0:40"]])
+def test_a_step_trim_never_brings_back_what_a_restart_superseded(tmp_path: Path, args: list[str]) -> None:
+    """A writer restarted with purge_step=50 marks it with SessionLog.START at step 50: a trim
+    from step 60 dropped that marker, and TensorBoard showed the superseded values again."""
+    from tensorboardX import SummaryWriter
+
+    run = tmp_path / "logs" / "run"
+    with SummaryWriter(str(run), filename_suffix=".a") as first:
+        for step in range(100):
+            first.add_scalar("train/loss", 1.0, step)
+    with SummaryWriter(str(run), purge_step=50, filename_suffix=".b") as resumed:
+        for step in range(50, 70):
+            resumed.add_scalar("train/loss", 5.0, step)
+    first_step, _, last = args[1].partition(":")
+    wanted = {s: v for s, v in _accumulated(run).items() if s >= int(first_step) and (not last or s <= int(last))}
+    code, _, err = gpudoc("trim", str(run), "-o", str(tmp_path / "out"), *args)
+    assert code == 0, err
+    assert _accumulated(tmp_path / "out") == wanted
