@@ -49,6 +49,7 @@ class CurvesPanel(LinePanel):
         self.axis = "step"
         self.source = "looking for the run's scalars"
         self.error: str | None = None
+        self._height = 0
 
     # ------------------------------------------------------------ what is shown
 
@@ -120,12 +121,19 @@ class CurvesPanel(LinePanel):
         self.changed(relayout=not self.lines)
 
     def on_resize(self) -> None:
-        """Charts are laid out for the width: build them again. A height change asked for
-        while this resize is being laid out is not seen by it: ask again after it."""
+        """Charts are laid out for the width: build them again."""
         if not self.stale:
             self.changed(relayout=True)
-            if self.size.height != len(self.lines) + 2:
-                self.call_after_refresh(self.refresh, layout=True)
+
+    def _update(self, lines: tuple[Content, ...]) -> None:
+        """Show ``lines``, with the panel's height set to theirs: Textual keeps a widget's
+        laid-out height by a key that a second layout request made before the first was
+        handled does not change, so an ``auto`` height could keep a count of lines gone by."""
+        super()._update(lines)
+        height = len(self.lines) + 2
+        if height != self._height:
+            self._height = height
+            self.styles.height = height
 
     def chart_rows(self) -> int:
         height = self.app.size.height if self.is_mounted else 48
