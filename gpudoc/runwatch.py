@@ -522,25 +522,26 @@ class Checks:
         return found
 
     def tick(self, alive: bool, members: int, now: float | None = None, gpus: str = "") -> list[Check]:
-        """The stall check: no new step for ``STALL_FACTOR`` times the recent median step
-        interval (and at least ``stall_min`` seconds) while the run's processes live. Before
-        steps have arrived in two looks there is no interval: then no new step for
-        ``stall_min`` and twice the time the first steps took to come after the start (a
-        writer that flushes every 2 minutes is not stalled between its first two flushes)."""
+        """The stall check while the run's processes live: no new step for at least
+        ``stall_min`` seconds and for ``STALL_FACTOR`` times the recent median interval
+        between looks that brought new steps — or, if shorter, twice the time from the start
+        to the last new step: early in a run (steps in one look, or a few looks in a row,
+        whose interval is only the polling's) a hang is caught after ``stall_min``, while a
+        writer that flushes every 2 minutes is never stalled between flushes."""
         now = time.monotonic() if now is None else now
         if not alive or self._stalled or not self._step_times:
             return []
         times = list(self._step_times)
         quiet = now - times[-1]
+        since_start = max(times[-1] - self.started, 0.0)
         if len(times) >= 2:
             intervals = sorted(b - a for a, b in itertools.pairwise(times))
             median = intervals[len(intervals) // 2]
-            wait = max(STALL_FACTOR * median, self.stall_min)
+            wait = max(min(STALL_FACTOR * median, 2 * since_start), self.stall_min)
             before = f"new steps came every {_seconds(median)} before"
         else:
-            first = max(times[0] - self.started, 0.0)
-            wait = max(2 * first, self.stall_min)
-            before = f"the steps so far came in one look, {_seconds(first)} after the start"
+            wait = max(2 * since_start, self.stall_min)
+            before = f"the steps so far came in one look, {_seconds(since_start)} after the start"
         if quiet < wait:
             return []
         self._stalled = True

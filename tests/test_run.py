@@ -759,9 +759,19 @@ def test_steps_that_all_came_in_one_look_still_stall_after_stall_min() -> None:
 
 def test_a_first_flush_that_came_late_is_waited_for_twice_as_long() -> None:
     checks = Checks(stall_min=2.0, started=0.0)
-    checks.feed([Point(".", "loss", 1, 1.0)], now=120.0)  # a writer that flushes every 2 minutes
-    assert checks.tick(True, 1, now=239.0) == []
-    assert [c.rule for c in checks.tick(True, 1, now=361.0)] == ["stall"]
+    for flush in range(1, 4):  # a writer that flushes every 2 minutes
+        checks.feed([Point(".", "loss", flush, 1.0)], now=5.0 + 120 * flush)
+        assert checks.tick(True, 1, now=5.0 + 120 * flush + 119) == []
+    assert [c.rule for c in checks.tick(True, 1, now=365.0 + 2 * 365.0)] == ["stall"]
+
+
+def test_steps_seen_in_two_looks_in_a_row_stall_after_stall_min() -> None:
+    checks = Checks(stall_min=2.0, started=0.0)
+    checks.feed([Point("output", "loss", 1, 0.1)], now=0.1)
+    checks.feed([Point("output", "loss", s, 0.1) for s in range(2, 6)], now=1.0)  # the next look: 1 s is the polling's
+    assert checks.tick(True, 1, now=2.9) == []
+    stall = checks.tick(True, 1, now=3.1)
+    assert [c.rule for c in stall] == ["stall"] and "(new steps came every 0.9s before)" in stall[0].message
 
 
 def test_a_run_that_hangs_after_its_first_output_raises_the_stall_check(tmp_path: Path) -> None:

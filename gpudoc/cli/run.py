@@ -43,8 +43,9 @@ _RANGES = ["auto", "1", "2", "255", "65535"]
 @click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="Seconds between looks at the event files and the output.")
 @click.option("--stall-min", type=click.FloatRange(min=0.1), default=60.0, show_default=True, metavar="SECONDS",
-              help="A stall is no new step for 10 times the recent step interval and at least this long; "
-              "while every step so far came in one look, this long and twice the time the first took to come.")
+              help="A stall is no new step for at least this long and for 10 times the recent interval "
+              "between new steps or, if shorter, twice the time from the start to the last new step (so a hang "
+              "early in the run is caught too).")
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS",
               help="When stopping: seconds between SIGTERM and SIGKILL.")
 @click.option("--device-glob", default=DEFAULT_DEVICE_GLOB, show_default=True, envvar="GPUDOC_DEVICE_GLOB",
