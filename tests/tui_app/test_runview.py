@@ -309,3 +309,20 @@ async def test_many_checks_at_once_are_notified_as_a_few_and_a_count(tmp_path: P
         await until(app, pilot, lambda: len(panel.checks) >= 4)
         fired = [n for n in notes(app) if n.startswith("[")]
         assert len(fired) == 2 and f"{len(panel.checks) - 2} more checks fired (l lists them)" in notes(app)
+
+
+async def test_a_hung_toy_run_raises_the_stall_check_while_its_process_lives(tmp_path: Path) -> None:
+    watch = Watch(LogFinder(tmp_path, Path.cwd(), time.time()), Checks(stall_min=1.0))
+    toy = [sys.executable, TOY, "--epochs", "50", "--steps", "5", "--step-time", "0.05", "--hang-at", "30"]
+    run = Run([*toy, "--logdir", str(tmp_path)], on_line=watch.take_line)  # an epoch, and a flush, every 0.25 s
+    try:
+        app = make_app("workstation", ManualClock(5), run=run, watch=watch)
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one(CurvesPanel)
+            await until(app, pilot, lambda: any(c.rule == "stall" for c in panel.checks))
+            (stall,) = [c for c in panel.checks if c.rule == "stall"]
+            assert stall.message.startswith("no new step for ") and "after step 29" in stall.message
+            assert "1 process(es) of the run live" in stall.message and run.running
+            assert any(n.startswith("[stall] no new step") for n in notes(app))
+    finally:
+        run.stop(grace=1)
