@@ -142,7 +142,7 @@ def test_a_reader_that_goes_away_ends_it_quietly_as_sigpipe_would(tmp_path) -> N
     pipe = subprocess.run(f'"{sys.executable}" -m gpudoc events export {logs} -o - | head -1; '
                           'echo "status=${PIPESTATUS[0]}" >&2', shell=True, executable="/bin/bash",
                           capture_output=True, text=True, timeout=120)
-    assert pipe.stdout == "run,tag,kind,step,wall_time,value\n"
+    assert pipe.stdout.startswith("run,tag,kind,step,wall_time,value") and pipe.stdout.count("\n") == 1
     assert pipe.stderr == f"status={int(ExitCode.BROKEN_PIPE)}\n"
 
 

@@ -110,6 +110,9 @@ def _run(model: str, batch: int, input_spec: str | None, precision: str, optimiz
     if accumulate > batch:
         raise InputError(f"--accumulate {accumulate} is more than --batch {batch}: a micro-batch would be empty",
                          f"use at most --accumulate {batch}")
+    if batch % accumulate:
+        raise InputError(f"--batch {batch} does not split into {accumulate} equal micro-batches",
+                         f"give a --batch that {accumulate} divides (e.g. {batch - batch % accumulate})")
     compile_freeze(freeze)
     local = None if cuda else local_torch_cuda()
     version = parse_cuda(cuda or local or "12")

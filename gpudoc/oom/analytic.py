@@ -47,7 +47,7 @@ def torch_analytic(name: str, factory: Callable[[], Any], config: TraceConfig, d
     shape, tokens = parse_input(config.input, 1)
     try:
         model = factory()
-    except Exception as exc:  # the user's factory: report its error in one line
+    except (Exception, SystemExit) as exc:  # the user's factory (argparse exits too): one line
         raise InputError(f"calling the model factory failed: {type(exc).__name__}: {exc}") from None
     frozen = compile_freeze(config.freeze)
     params = list(model.named_parameters())

@@ -374,6 +374,21 @@ def _data_dependent(exc: BaseException) -> bool:
                                   "UnsupportedOperatorException") or "data-dependent" in str(exc)
 
 
+_POSITION_NAME = re.compile(r"(^|[._])(wpe|pos|position|positions|position_embeddings?|pos_embed)$")
+
+
+def _check_positions(model: Any, length: int) -> None:
+    """Fake tensors do not check indices, so a sequence longer than the model's learned
+    position table (GPT-2's 1024) would be estimated as if it ran: refuse it, naming the table."""
+    import torch
+
+    for name, module in model.named_modules():
+        if (isinstance(module, torch.nn.Embedding) and _POSITION_NAME.search(name)
+                and module.num_embeddings < length):
+            raise InputError(f"{name} (Embedding) holds {module.num_embeddings} positions; the input has {length} "
+                             "tokens", f"use at most tokens:{module.num_embeddings}")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
@@ -456,7 +471,7 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
         try:
             with quiet_frameworks():
                 model = factory()
-        except Exception as exc:  # the user's factory: report its error in one line
+        except (Exception, SystemExit) as exc:  # the user's factory (argparse exits too): one line
             raise InputError(f"calling the model factory failed: {_first_line(exc)}") from None
         if not isinstance(model, torch.nn.Module):
             if type(model).__module__.startswith(("keras", "tensorflow", "tf_keras")):
@@ -476,6 +491,8 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
             what = f"--freeze {config.freeze!r} matches every parameter" if frozen else "the model has no parameters"
             raise InputError(f"{what}: nothing to train", "use --inference for a forward pass only"
                              + (f"; names look like {names}" if names else ""))
+        if tokens:
+            _check_positions(model, shape[-1])
         recorder.trace.parameters = sum(p.numel() for p in params)
         recorder.trace.trainable = sum(p.numel() for p in trainable)
         recorder.trace.module_types = {n: type(m).__name__ for n, m in model.named_modules() if n}

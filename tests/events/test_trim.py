@@ -238,12 +238,15 @@ def _accumulated(run: Path) -> dict[int, float]:
     return {t.step: float(tensor_util.make_ndarray(t.tensor_proto)) for t in accumulator.Tensors("train/loss")}
 
 
+@pytest.mark.parametrize("writer", ["tensorboardX", "torch.utils.tensorboard"])
 @pytest.mark.parametrize("args", [["--steps", "60:"], ["--steps", "55:65"], ["--steps", "60:", "--drop-run-level"],
                                   ["--steps", "0:40"]])
-def test_a_step_trim_never_brings_back_what_a_restart_superseded(tmp_path: Path, args: list[str]) -> None:
-    """A writer restarted with purge_step=50 marks it with SessionLog.START at step 50: a trim
-    from step 60 dropped that marker, and TensorBoard showed the superseded values again."""
-    from tensorboardX import SummaryWriter
+def test_a_step_trim_never_brings_back_what_a_restart_superseded(tmp_path: Path, args: list[str], writer: str) -> None:
+    """A writer restarted with purge_step=50 marks it (torch: SessionLog.START at step 50): a
+    trim from step 60 dropped that marker, and TensorBoard showed the superseded values again."""
+    import importlib
+
+    SummaryWriter = importlib.import_module(writer).SummaryWriter
 
     run = tmp_path / "logs" / "run"
     with SummaryWriter(str(run), filename_suffix=".a") as first:

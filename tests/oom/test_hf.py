@@ -112,8 +112,10 @@ def test_an_unknown_or_mismatched_head_is_named(tmp_path: Path) -> None:
     assert code == 2 and "hf: needs a checkpoint name or a config.json" in err
 
 
-def test_a_rejected_input_names_the_keyword_tensors(tmp_path: Path) -> None:
-    """Past the model's positions: the module that raised it, with the tensors it was given."""
+def test_a_sequence_past_the_position_table_is_named_before_the_model_runs(tmp_path: Path) -> None:
+    """Past the model's positions: the position table is named before the model runs (its own
+    error would name the module that raised it, with the tensors it was given)."""
     code, _, err = run("estimate", config(tmp_path, "BertForMaskedLM"), "--batch", "2", "--input", "tokens:256",
                        "--gpu", "A100", "--no-remedies")
-    assert code == 2 and "at bert.embeddings (BertEmbeddings): got (2, 256)" in err
+    assert code == 2 and err == ("gpudoc: error: bert.embeddings.position_embeddings (Embedding) holds 128 "
+                                 "positions; the input has 256 tokens: use at most tokens:128\n")
