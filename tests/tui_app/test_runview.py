@@ -326,3 +326,24 @@ async def test_a_hung_toy_run_raises_the_stall_check_while_its_process_lives(tmp
             assert any(n.startswith("[stall] no new step") for n in notes(app))
     finally:
         run.stop(grace=1)
+
+
+def test_logdir_with_a_command_is_given_to_it_as_gpudoc_logdir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def drive(pilot: Any) -> None:
+        panel = pilot.app.query_one(CurvesPanel)
+        deadline = time.monotonic() + 30
+        loss = (".", "train/loss")
+        while loss not in panel.curves.series or len(panel.curves.series[loss].steps) < 10:
+            assert time.monotonic() < deadline, panel.lines[0].plain
+            await pilot.pause(0.2)
+        seen["steps"] = panel.curves.series[(".", "train/loss")].steps
+        await pilot.press("q")
+
+    _headless(monkeypatch, drive)
+    toy = [sys.executable, TOY, "--epochs", "2", "--steps", "5", "--step-time", "0"]  # no --logdir of its own
+    result = CliRunner().invoke(cli, ["tui", "--demo", "--device-glob", "/none/*", "--logdir", str(tmp_path / "new"),
+                                      "--", *toy], env={"GPUDOC_SIMULATE": None, "GPUDOC_LOGDIR": None})
+    assert result.exit_code == 0, result.output
+    assert seen["steps"] == list(range(1, 11)) and list((tmp_path / "new").glob("*tfevents*"))
