@@ -5,7 +5,6 @@ them from images at the declared range and compare with what a project reported.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +14,9 @@ import click
 
 from gpudoc.cli.common import json_option
 from gpudoc.errors import InputError
+from gpudoc.metrics.logcheck import lint_logs as _lint
+from gpudoc.metrics.logcheck import log_rules as _log_rules
+from gpudoc.metrics.logcheck import read_records as _read
 
 if TYPE_CHECKING:
     from gpudoc.metrics.logs import Record
@@ -24,32 +26,6 @@ _RANGES = ["auto", "1", "2", "255", "65535"]
 STACKS = ("Stacks: arrays (.npy, .npz) of H×W and H×W×C (C = 1, 3 or 4) are one image, N×H×W a stack of N, "
           "N×H×W×C a stack of N; channels-first N×1×H×W and N×3×H×W (as torch saves them) are read as "
           "N×H×W×1 and N×H×W×3 when the last axis is not 1, 3 or 4. An image file is one image.")
-
-
-def _read(path: Path, salvage: bool) -> tuple[list[Record], list[tuple[str, str]]]:
-    """A log's records and, with ``salvage``, what was skipped of its event files; a damaged
-    or cut-off event file is unreadable input (exit 2) otherwise."""
-    from gpudoc.events.records import CorruptRecord
-    from gpudoc.metrics.logs import read_log
-
-    damage: list[tuple[str, str]] = []
-    try:
-        return read_log(path, salvage, damage), damage
-    except CorruptRecord as exc:
-        raise InputError(exc.message, exc.fix) from None
-
-
-def _log_rules(path: Path, records: list[Record], source: str, checked: set[str], damage: list[tuple[str, str]],
-               findings: list[Any]) -> dict[str, str | None]:
-    """Each log rule: None when ``checked``, else why it could not apply; for event files also
-    ``log-damaged``, whose findings (what --salvage skipped of ``source``) join ``findings``."""
-    from gpudoc.metrics.lint import DAMAGE_RULE, NOT_APPLICABLE, RULES, damage_finding
-
-    rules: dict[str, str | None] = {r: None if r in checked else NOT_APPLICABLE[r] for r in RULES}
-    if records and records[0].line is None and (path.is_dir() or "tfevents" in path.name):
-        rules.update(dict.fromkeys(DAMAGE_RULE))
-        findings.extend(damage_finding(s, skipped) for s, skipped in damage if s == source)
-    return rules
 
 
 def _reported(records: list[Record], path: Path) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
@@ -173,34 +149,6 @@ def _refuse_overwriting(junit: Path | None, report: str, logs: list[Path], image
     if junit is not None:
         outputs.append(("--junit", junit))
     refuse_inputs_as_outputs(outputs, files)
-
-
-def _lint(logs: list[Path], declared: float | None, salvage: bool) -> tuple[Report, dict[str, Any]]:
-    """Each log's records, grouped by the file they came from (a directory gives its event
-    files or runs), checked against the rules; a file given twice is checked once."""
-    from gpudoc.metrics.lint import DAMAGE_RULE, RULES, check_records
-    from gpudoc.metrics.report import Report, Subject
-
-    findings, subjects, seen = [], [], set()
-    for path in logs:
-        records, damage = _read(path, salvage)
-        if not records:
-            raise InputError(f"{path}: no metric values found (mae, mse, rmse, psnr, ssim, loss…)",
-                             "is this a Keras log, a CSVLogger file, event files or JSON lines?")
-        by_source: dict[str, list[Record]] = {}
-        for record in records:
-            by_source.setdefault(record.source, []).append(record)
-        for source, group in by_source.items():
-            if os.path.realpath(source) in seen:
-                continue
-            seen.add(os.path.realpath(source))
-            checked: set[str] = set()
-            findings.extend(check_records(group, declared, checked))
-            names = sorted({n for r in group for n in r.values})
-            subjects.append(Subject(source, "log", _log_rules(path, group, source, checked, damage, findings),
-                                    {"input": str(path), "records": len(group), "metrics": names}))
-    range_text = f"{declared:g} (declared)" if declared is not None else "auto: none declared"
-    return Report({**RULES, **DAMAGE_RULE}, subjects, findings, {"range": range_text}), {"range": declared}
 
 
 def _dims(h: int, w: int) -> str:
