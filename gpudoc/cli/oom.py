@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,8 +13,10 @@ from gpudoc.cli.common import json_option
 from gpudoc.errors import ExitCode
 
 
+if TYPE_CHECKING:
+    from gpudoc.oom.plan import Plan
+
 Progress = Callable[[str], None]
-Run = Callable[[Any, Progress | None], Any]
 
 
 @contextmanager
@@ -95,74 +97,14 @@ def _device(name: str | None) -> Any:
         return find_device("A100-80GB")
 
 
-def _run(model: str, batch: int, input_spec: str | None, precision: str, optimizer: str, freeze: str | None,
-         checkpointing: bool, accumulate: int, inference: bool, gpu_name: str | None, cuda: str | None,
-         zero_grad: str = "none", optimizer_impl: str = "foreach") -> tuple[Any, Any, Any, Run, list[str]]:
-    """The model, device and configuration (every option checked before anything is built),
-    a function estimating a configuration, and notes for every estimate."""
-    from gpudoc.errors import InputError
-    from gpudoc.oom.devices import check_precision, cuda_note, for_cuda, local_torch_cuda, parse_cuda
-    from gpudoc.oom.models import require, resolve
-    from gpudoc.oom.trace import TraceConfig, compile_freeze, parse_input
+def _plan(model: str, batch: int, input_spec: str | None, precision: str, optimizer: str, freeze: str | None,
+          checkpointing: bool, accumulate: int, inference: bool, gpu_name: str | None, cuda: str | None,
+          zero_grad: str, optimizer_impl: str) -> Plan:
+    """The plan of the options (every one checked before anything is built) on ``--gpu``'s device."""
+    from gpudoc.oom.plan import plan
 
-    if input_spec is not None:
-        parse_input(input_spec, batch)
-    if accumulate > batch:
-        raise InputError(f"--accumulate {accumulate} is more than --batch {batch}: a micro-batch would be empty",
-                         f"use at most --accumulate {batch}")
-    if batch % accumulate:
-        raise InputError(f"--batch {batch} does not split into {accumulate} equal micro-batches",
-                         f"give a --batch that {accumulate} divides (e.g. {batch - batch % accumulate})")
-    compile_freeze(freeze)
-    local = None if cuda else local_torch_cuda()
-    version = parse_cuda(cuda or local or "12")
-    source = "--cuda" if cuda else "the local torch build's" if local else "assumed; choose with --cuda"
-    device = for_cuda(_device(gpu_name), version)
-    precision_note = check_precision(device, precision)
-    notes = [precision_note] if precision_note else []
-    context_note = cuda_note(device, version, source)
-    spec = resolve(model)
-    require(spec.framework)
-    shape = input_spec or spec.default_input
-    if shape is None and spec.framework == "torch":
-        raise InputError(f"{model}: --input is required for this model (e.g. 3x224x224 or tokens:1024)")
-    keras_models: dict[str, Any] = {}  # by input size: remedies and max-batch estimate many times
-    if shape is None:
-        from gpudoc.oom.analytic import load_keras
-
-        loaded = load_keras(spec.source, None)
-        dims = loaded.input_shape[1:]
-        if any(d is None for d in dims):
-            raise InputError(f"{model}: its input size is open ({dims})", "give one with --input, e.g. 224x224x3")
-        shape = "x".join(str(d) for d in dims)
-        keras_models[shape] = loaded
-    config = TraceConfig(batch, shape or "", precision, optimizer, freeze, checkpointing, accumulate, inference,
-                         zero_grad, optimizer_impl)
-
-    def run(cfg: TraceConfig, progress: Progress | None = None) -> Any:
-        est = estimate_one(cfg, progress)
-        if context_note:
-            est.notes.append(context_note)
-        return est
-
-    def estimate_one(cfg: TraceConfig, progress: Progress | None) -> Any:
-        say = progress or (lambda _: None)
-        if spec.framework == "keras":
-            from gpudoc.oom.analytic import keras_estimate, load_keras
-
-            if cfg.input not in keras_models:
-                say("building the Keras model" if "keras" in sys.modules else "importing TensorFlow")
-                keras_models[cfg.input] = load_keras(spec.source, cfg.input or None)
-            say("counting layer outputs")
-            return keras_estimate(spec.name, keras_models[cfg.input], cfg, device)
-        from gpudoc.oom.estimate import estimate
-
-        if "torch" not in sys.modules:
-            say("importing torch")
-        assert callable(spec.source)
-        return estimate(spec.name, spec.source, cfg, device, progress)
-
-    return spec, device, config, run, notes
+    return plan(model, batch, lambda: _device(gpu_name), input_spec, precision, optimizer, freeze, checkpointing,
+                accumulate, inference, cuda, zero_grad, optimizer_impl)
 
 
 def _print(est: Any) -> None:
@@ -232,20 +174,13 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
     An input the model rejects is exit 2, naming the layer and the shape it takes. Progress
     shows on stderr when it is a terminal (not with --json). Exit 1 when the verdict is OOM.
     """
-    spec, device, config, run, notes = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
-                                            accumulate, inference, gpu_name, cuda, zero_grad, optimizer_impl)
+    made = _plan(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate, inference,
+                 gpu_name, cuda, zero_grad, optimizer_impl)
     with _status(as_json) as stage:
-        est = run(config, stage(f"{spec.name} at batch {batch}"))
-        est.notes = notes + est.notes
+        est = made.estimate(progress=stage(f"{made.spec.name} at batch {batch}"))
+        est.notes = made.notes + est.notes
         if with_remedies or (with_remedies is None and est.verdict != "fits"):
-            from gpudoc.oom.estimate import remedies
-
-            # The analytic Keras estimate models neither checkpointing nor optimizer kernels.
-            skip = frozenset({"checkpointing", "fused"}) if spec.framework == "keras" else frozenset()
-            current = [""]  # "i/n name", set before each remedy's estimate runs
-            est.remedies = remedies(est, lambda cfg: run(cfg, stage(f"remedy {current[0]}")), spec.backbone,
-                                    lambda step: current.__setitem__(0, step), skip, device,
-                                    channels_last=spec.framework == "keras")
+            est.remedies = made.remedies(est, lambda step: stage(f"remedy {step}"))
     if as_json:
         from gpudoc.output import emit_json
 
@@ -265,13 +200,11 @@ def max_batch_command(model: str, batch: int, input_spec: str | None, precision:
                       as_json: bool) -> int:
     """The largest batch of MODEL whose estimate leaves 10% of the GPU free: estimate batch 1
     and --batch, solve, confirm. Exit 1 when not even batch 1 fits."""
-    from gpudoc.oom.estimate import max_batch
-
-    _, device, config, run, notes = _run(model, batch, input_spec, precision, optimizer, freeze, checkpointing,
-                                         accumulate, inference, gpu_name, cuda, zero_grad, optimizer_impl)
+    made = _plan(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate, inference,
+                 gpu_name, cuda, zero_grad, optimizer_impl)
     with _status(as_json) as stage:
-        best_batch, est = max_batch(config, device, lambda cfg: run(cfg, stage(f"batch {cfg.batch}")))
-        est.notes = notes + est.notes
+        best_batch, est = made.max_batch(lambda size: stage(f"batch {size}"))
+        est.notes = made.notes + est.notes
     if as_json:
         from gpudoc.output import emit_json, to_jsonable
 

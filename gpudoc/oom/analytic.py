@@ -34,7 +34,7 @@ def _finish(name: str, config: TraceConfig, device: Device, parts: dict[str, int
     breakdown["CUDA context"] = device.context
     breakdown["cuDNN workspace margin"] = device.cudnn_margin
     return Estimate(name, config, device.name, "analytic", allocated, reserved, total, device.capacity,
-                    verdict(total, device.capacity), device.capacity - total, breakdown, top, parameters,
+                    verdict(total, device.usable), device.usable - total, breakdown, top, parameters,
                     trainable, notes)
 
 

@@ -24,7 +24,8 @@ class Device:
     ``context`` what the CUDA context takes from it before any tensor (lazy module loading);
     ``cublas_workspace`` what cuBLAS takes through the caching allocator on the first matmul;
     ``cudnn_margin`` room kept for convolution workspaces; ``capability`` the CUDA compute
-    capability (None: unknown, or a TPU)."""
+    capability (None: unknown, or a TPU); ``free`` the memory free on it now, when read from a
+    live GPU (other processes hold the rest): an estimate must fit in :attr:`usable`."""
 
     name: str
     capacity: int
@@ -34,6 +35,12 @@ class Device:
     kind: str = "gpu"
     aliases: tuple[str, ...] = ()
     capability: tuple[int, int] | None = None
+    free: int | None = None
+
+    @property
+    def usable(self) -> int:
+        """The memory an estimate must fit: what is free now when known, else the capacity."""
+        return self.capacity if self.free is None else min(self.free, self.capacity)
 
 
 def _gpu(name: str, mib: int, context_mib: int, capability: tuple[int, int], *aliases: str) -> Device:

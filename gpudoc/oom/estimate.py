@@ -83,7 +83,7 @@ def from_trace(name: str, trace: Trace, config: TraceConfig, device: Device, not
     breakdown["cuDNN workspace margin"] = device.cudnn_margin
     return Estimate(
         name, config, device.name, "trace", free.peak_allocated, free.peak_reserved, total, device.capacity,
-        verdict(total, device.capacity), device.capacity - total, breakdown, free.top_modules,
+        verdict(total, device.usable), device.usable - total, breakdown, free.top_modules,
         trace.parameters, trace.trainable, notes, checkpointed_blocks=list(trace.checkpointed),
         attention_kernels=dict(trace.attention))
 
@@ -205,7 +205,7 @@ def max_batch(config: TraceConfig, device: Device, run: Callable[[TraceConfig], 
     fits, smallest that does not) by interpolating along the line through the estimates,
     doubling while nothing is over yet and halving the bracket when interpolation stalls (small
     models: the allocator's segments can make batch 1 and 32 cost the same)."""
-    target = int(device.capacity * limit)
+    target = int(device.capacity * limit) - (device.capacity - device.usable)  # memory in use elsewhere: gone
 
     def at(batch: int) -> Estimate:
         if progress is not None:

@@ -1,0 +1,235 @@
+"""One model, batch and training configuration checked against one device: what ``gpudoc oom
+estimate|max-batch`` and ``gpudoc run --model`` share (:func:`plan`), and the pre-launch check
+of a run against the GPUs it will see and the memory free on them now (:func:`prelaunch`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from gpudoc.errors import EnvironmentMissing, InputError
+from gpudoc.oom.devices import Device
+from gpudoc.oom.result import Estimate, Remedy
+from gpudoc.oom.trace import TraceConfig
+
+if TYPE_CHECKING:
+    from gpudoc.gpu import GpuBackend
+    from gpudoc.gpu.model import GpuDevice
+    from gpudoc.oom.models import ModelSpec
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Plan:
+    """A resolved model on a device with its configuration; ``notes`` go with every estimate."""
+
+    spec: ModelSpec
+    device: Device
+    config: TraceConfig
+    notes: list[str]
+    context_note: str | None
+    keras_models: dict[str, Any] = field(default_factory=dict)  # by input size: built once each
+
+    def estimate(self, cfg: TraceConfig | None = None, progress: Progress | None = None) -> Estimate:
+        """The estimate of ``cfg`` (default: the plan's configuration) on the plan's device."""
+        cfg = cfg or self.config
+        say = progress or (lambda _: None)
+        if self.spec.framework == "keras":
+            from gpudoc.oom.analytic import keras_estimate, load_keras
+
+            if cfg.input not in self.keras_models:
+                say("building the Keras model" if "keras" in sys.modules else "importing TensorFlow")
+                self.keras_models[cfg.input] = load_keras(self.spec.source, cfg.input or None)
+            say("counting layer outputs")
+            est = keras_estimate(self.spec.name, self.keras_models[cfg.input], cfg, self.device)
+        else:
+            from gpudoc.oom.estimate import estimate
+
+            if "torch" not in sys.modules:
+                say("importing torch")
+            assert callable(self.spec.source)
+            est = estimate(self.spec.name, self.spec.source, cfg, self.device, progress)
+        if self.context_note:
+            est.notes.append(self.context_note)
+        return est
+
+    def remedies(self, est: Estimate, progress: Callable[[str], Progress | None] | None = None) -> list[Remedy]:
+        """Each remedy re-estimated, largest saving first; ``progress(step)`` gives the progress
+        callback of the remedy ``step`` (``i/n name``)."""
+        from gpudoc.oom.estimate import remedies
+
+        # The analytic Keras estimate models neither checkpointing nor optimizer kernels.
+        skip = frozenset({"checkpointing", "fused"}) if self.spec.framework == "keras" else frozenset()
+        current = [""]  # "i/n name", set before each remedy's estimate runs
+        return remedies(est, lambda cfg: self.estimate(cfg, progress(current[0]) if progress else None),
+                        self.spec.backbone, lambda step: current.__setitem__(0, step), skip, self.device,
+                        channels_last=self.spec.framework == "keras")
+
+    def max_batch(self, progress: Callable[[int], Progress | None] | None = None) -> tuple[int, Estimate]:
+        """The largest batch that leaves 10% of the device free, and its estimate."""
+        from gpudoc.oom.estimate import max_batch
+
+        return max_batch(self.config, self.device,
+                         lambda cfg: self.estimate(cfg, progress(cfg.batch) if progress else None))
+
+
+def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str | None = None,
+         precision: str = "fp32", optimizer: str = "adam", freeze: str | None = None, checkpointing: bool = False,
+         accumulate: int = 1, inference: bool = False, cuda: str | None = None, zero_grad: str = "none",
+         optimizer_impl: str = "foreach") -> Plan:
+    """The plan of MODEL at ``batch`` on the device ``device()`` gives, every option checked
+    (bad input: :class:`InputError`) before the device is read or anything is built."""
+    from gpudoc.oom.devices import check_precision, cuda_note, for_cuda, local_torch_cuda, parse_cuda
+    from gpudoc.oom.models import require, resolve
+    from gpudoc.oom.trace import compile_freeze, parse_input
+
+    if input_spec is not None:
+        parse_input(input_spec, batch)
+    if accumulate > batch:
+        raise InputError(f"--accumulate {accumulate} is more than --batch {batch}: a micro-batch would be empty",
+                         f"use at most --accumulate {batch}")
+    if batch % accumulate:
+        raise InputError(f"--batch {batch} does not split into {accumulate} equal micro-batches",
+                         f"give a --batch that {accumulate} divides (e.g. {batch - batch % accumulate})")
+    compile_freeze(freeze)
+    local = None if cuda else local_torch_cuda()
+    version = parse_cuda(cuda or local or "12")
+    source = "--cuda" if cuda else "the local torch build's" if local else "assumed; choose with --cuda"
+    target = for_cuda(device(), version)
+    precision_note = check_precision(target, precision)
+    notes = [precision_note] if precision_note else []
+    context_note = cuda_note(target, version, source)
+    spec = resolve(model)
+    require(spec.framework)
+    shape = input_spec or spec.default_input
+    if shape is None and spec.framework == "torch":
+        raise InputError(f"{model}: --input is required for this model (e.g. 3x224x224 or tokens:1024)")
+    keras_models: dict[str, Any] = {}
+    if shape is None:
+        from gpudoc.oom.analytic import load_keras
+
+        loaded = load_keras(spec.source, None)
+        dims = loaded.input_shape[1:]
+        if any(d is None for d in dims):
+            raise InputError(f"{model}: its input size is open ({dims})", "give one with --input, e.g. 224x224x3")
+        shape = "x".join(str(d) for d in dims)
+        keras_models[shape] = loaded
+    config = TraceConfig(batch, shape or "", precision, optimizer, freeze, checkpointing, accumulate, inference,
+                         zero_grad, optimizer_impl)
+    return Plan(spec, target, config, notes, context_note, keras_models)
+
+
+# ---------------------------------------------------------------- before a run starts
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The pre-launch estimate of a run: checked against the visible GPU with the least memory
+    free now (``gpu``; ``gpus``: all it will see), whose ``free_bytes`` the estimate must fit."""
+
+    model: str
+    batch: int
+    gpus: list[int]
+    gpu: int
+    device: str
+    capacity_bytes: int
+    free_bytes: int
+    total_bytes: int
+    verdict: str
+    headroom_bytes: int
+    remedy: Remedy | None = None
+    max_batch: int | None = None  # filled after an out-of-memory end
+
+    def line(self) -> str:
+        """``estimate: m at batch 64 needs 9.1 GiB on GPU 7, H100 with 10.3 GiB free of 79.6 GiB: fits (…)``."""
+        from gpudoc.output import format_bytes
+
+        shown = f"GPU {self.gpu}" + (f" (the tightest of GPUs {','.join(map(str, self.gpus))})"
+                                     if len(self.gpus) > 1 else "")
+        room = (f"{format_bytes(self.headroom_bytes)} headroom" if self.headroom_bytes >= 0
+                else f"{format_bytes(-self.headroom_bytes)} over")
+        return (f"estimate: {self.model} at batch {self.batch} needs {format_bytes(self.total_bytes)} on {shown}, "
+                f"{self.device} with {format_bytes(self.free_bytes)} free of {format_bytes(self.capacity_bytes)}: "
+                f"{self.verdict} ({room})")
+
+    def remedy_line(self) -> str | None:
+        """The best remedy, when the verdict is not ``fits`` and one was found."""
+        from gpudoc.output import format_bytes
+
+        if self.remedy is None:
+            return None
+        r = self.remedy
+        return f"best remedy: {r.change} -> {format_bytes(r.total_bytes)} ({r.verdict})"
+
+
+def visible(devices: Sequence[GpuDevice], value: str | None) -> list[GpuDevice]:
+    """The GPUs a process sees under ``CUDA_VISIBLE_DEVICES=value`` (None: all): indices or
+    UUIDs (a unique prefix from ``GPU-``), comma-separated; as CUDA does, the list ends at
+    the first entry that names no GPU, and a GPU named twice makes it empty."""
+    if value is None:
+        return list(devices)
+    chosen: list[GpuDevice] = []
+    for entry in (e.strip() for e in value.split(",")):
+        if entry.isdigit():
+            found = [d for d in devices if d.index == int(entry)]
+        elif entry.upper().startswith("GPU-"):
+            found = [d for d in devices if str(d.uuid).upper().startswith(entry.upper())]
+        else:
+            found = []
+        if len(found) != 1:
+            break
+        if found[0] in chosen:
+            return []
+        chosen.append(found[0])
+    return chosen
+
+
+def read_visible(backend: GpuBackend, value: str | None) -> list[GpuDevice]:
+    """The visible GPUs with their memory now, through ``backend`` (closed after)."""
+    try:
+        with backend as gpus:
+            snap = gpus.snapshot()
+    except Exception as exc:  # NVML missing or broken: say so, in one line
+        raise EnvironmentMissing(f"--model: cannot read this machine's GPUs ({exc})",
+                                 "run where the GPUs are, or without --model") from None
+    if snap.error and not snap.devices:
+        raise EnvironmentMissing(f"--model: cannot read this machine's GPUs ({snap.error})",
+                                 "run where the GPUs are, or without --model")
+    seen = visible(snap.devices, value)
+    if not seen:
+        raise EnvironmentMissing(f"--model: CUDA_VISIBLE_DEVICES={value!r} leaves the run no GPU to estimate against",
+                                 "name GPUs by index or UUID, or unset it")
+    return seen
+
+
+def tightest(seen: Sequence[GpuDevice]) -> tuple[GpuDevice, Device]:
+    """The GPU with the least memory free (lowest index on a tie) and its :class:`Device` with
+    that free memory; a GPU without a memory reading is refused (unknown is not room)."""
+    from gpudoc.oom.devices import device_named
+
+    unread = [d.index for d in seen if not isinstance(d.memory_free, int) or not isinstance(d.memory_total, int)]
+    if unread:
+        raise EnvironmentMissing(f"--model: GPU {unread[0]} has no memory reading, so no estimate against it",
+                                 "run without --model, or hide it with CUDA_VISIBLE_DEVICES")
+    gpu = min(seen, key=lambda d: (d.memory_free, d.index))
+    assert isinstance(gpu.memory_total, int) and isinstance(gpu.memory_free, int)
+    return gpu, replace(device_named(str(gpu.name), gpu.memory_total), free=gpu.memory_free)
+
+
+def prelaunch(build: Callable[[Callable[[], Device]], Plan], seen: Sequence[GpuDevice],
+              progress: Callable[[str], Progress | None] | None = None) -> tuple[Plan, Fit]:
+    """The plan ``build(device)`` makes for the tightest visible GPU, its estimate and, when
+    it does not fit comfortably, the remedy that saves most among those that make it fit
+    (else the one that saves most)."""
+    gpu, device = tightest(seen)
+    made = build(lambda: device)
+    est = made.estimate(progress=progress("estimating") if progress else None)
+    best = None
+    if est.verdict != "fits":
+        found = [r for r in made.remedies(est, progress) if r.saved_bytes > 0]
+        best = next((r for r in found if r.verdict == "fits"), found[0] if found else None)
+    return made, Fit(made.spec.name, made.config.batch, [d.index for d in seen], gpu.index, made.device.name,
+                     made.device.capacity, made.device.usable, est.total_bytes, est.verdict, est.headroom_bytes, best)
