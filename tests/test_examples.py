@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from gpudoc.train import Run, RunState
 
@@ -80,3 +87,73 @@ def test_toy_training_logs_event_files_that_metrics_check_reads(tmp_path: Path) 
     buggy = check("--buggy-scale")
     assert buggy.returncode == 1
     assert "implied-range" in buggy.stdout and "psnr-implausible" in buggy.stdout
+
+
+# ------------------------------------------------ the training examples under gpudoc run (torch, Keras)
+
+
+def gpudoc_run(tmp_path: Path, name: str, example: str, *args: str, strict: bool = False) \
+        -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``gpudoc run [--strict] --logdir DIR --json FILE -- python EXAMPLE ARGS`` and its summary."""
+    summary = tmp_path / f"{name}.json"
+    command = [sys.executable, "-m", "gpudoc", "run", "--interval", "0.1", "--logdir", str(tmp_path / name),
+               "--json", str(summary), *(["--strict"] if strict else []), "--",
+               sys.executable, str(EXAMPLES / example), "--threads", "1", *args]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(EXAMPLES.parent)})
+    return out, json.loads(summary.read_text())
+
+
+def scalars(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in summary["scalars"]}
+
+
+def test_denoise_logs_8bit_metrics_and_buggy_scale_fails_strict(tmp_path: Path) -> None:
+    tiny = ("--epochs", "2", "--size", "16", "--images", "64")
+    good, data = gpudoc_run(tmp_path, "good", "train_denoise.py", *tiny, strict=True)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.count("epoch ") == 2 and data["state"] == "succeeded" and data["checks"] == []
+    logged = scalars(data)
+    assert set(logged) == {"train/loss", "val/mae", "val/mse", "val/psnr", "val/ssim"}
+    assert logged["train/loss"]["count"] == 4 and logged["val/psnr"]["count"] == 2
+    assert logged["val/mae"]["last"] > 1 and 5 < logged["val/psnr"]["last"] < 40 and 0 < logged["val/ssim"]["last"] < 1
+
+    buggy, bad = gpudoc_run(tmp_path, "buggy", "train_denoise.py", *tiny, "--buggy-scale", strict=True)
+    assert buggy.returncode == 1, buggy.stderr
+    assert bad["state"] == "succeeded" and bad["exit_code"] == 1 and bad["errors"] >= 1
+    assert "implied-range" in {c["rule"] for c in bad["checks"] if c["severity"] == "error"}
+    assert "gpudoc: warning: [implied-range] error" in buggy.stderr
+    wrong = scalars(bad)
+    # The same training, only the metrics' scale differs: MSE 255² smaller, PSNR 20·log10(255) dB higher.
+    assert wrong["val/mse"]["last"] * 255**2 == pytest.approx(logged["val/mse"]["last"], rel=1e-4)
+    assert wrong["val/psnr"]["last"] - logged["val/psnr"]["last"] == pytest.approx(20 * math.log10(255), abs=1e-3)
+
+
+def test_segment_reports_dice_iou_best_threshold_and_its_workers_leave_nothing(tmp_path: Path) -> None:
+    out, data = gpudoc_run(tmp_path, "seg", "train_segment.py", "--epochs", "2", "--size", "16", "--images", "256",
+                           "--batch", "16", "--workers", "2", strict=True)
+    assert out.returncode == 0, out.stderr
+    assert data["state"] == "succeeded" and data["checks"] == [] and data["leftovers"] == []
+    workers = [int(line.rsplit("PID ", 1)[1]) for line in out.stdout.splitlines()
+               if line.startswith("DataLoader worker ")]
+    assert len(workers) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    logged = scalars(data)
+    assert set(logged) == {"train/loss", "val/dice", "val/iou", "val/best_threshold", "val/best_dice"}
+    assert all(logged[name]["count"] == 2 for name in ("val/dice", "val/iou", "val/best_threshold"))
+    dice, iou = logged["val/dice"]["last"], logged["val/iou"]["last"]
+    assert dice > 0.8 and iou == pytest.approx(dice / (2 - dice), rel=1e-6)  # IoU = D / (2 − D), pooled
+    assert logged["val/best_dice"]["last"] >= dice and 0 <= logged["val/best_threshold"]["last"] <= 1
+
+
+def test_keras_example_writes_tensorboard_and_csvlogger_files_gpudoc_run_follows(tmp_path: Path) -> None:
+    out, data = gpudoc_run(tmp_path, "keras", "train_keras.py", "--epochs", "2", "--size", "256", strict=True)
+    assert out.returncode == 0, out.stderr
+    assert data["state"] == "succeeded" and data["source"] == "event files" and data["checks"] == []
+    logged = scalars(data)
+    for name in ("train/epoch_loss", "train/epoch_accuracy", "validation/epoch_loss", "validation/epoch_accuracy"):
+        assert logged[name]["count"] == 2 and logged[name]["last_step"] == 1, name
+    with open(tmp_path / "keras" / "training.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert float(rows[-1]["val_loss"]) == pytest.approx(logged["validation/epoch_loss"]["last"], rel=1e-6)
+    assert float(rows[-1]["accuracy"]) == pytest.approx(logged["train/epoch_accuracy"]["last"], rel=1e-6)
