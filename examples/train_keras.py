@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices, before it loads
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def data(count: int, features: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -55,7 +55,7 @@ def announce(worker: int) -> None:
 
 
 def model(width: int) -> nn.Module:
-    """A few 3×3 convolutions (one dilated, for context) ending in one logit per pixel."""
+    """A few 3x3 convolutions (one dilated, for context) ending in one logit per pixel."""
     return nn.Sequential(
         nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
         nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU(),

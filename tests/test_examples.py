@@ -141,7 +141,7 @@ def test_segment_reports_dice_iou_best_threshold_and_its_workers_leave_nothing(t
     assert set(logged) == {"train/loss", "val/dice", "val/iou", "val/best_threshold", "val/best_dice"}
     assert all(logged[name]["count"] == 2 for name in ("val/dice", "val/iou", "val/best_threshold"))
     dice, iou = logged["val/dice"]["last"], logged["val/iou"]["last"]
-    assert dice > 0.8 and iou == pytest.approx(dice / (2 - dice), rel=1e-6)  # IoU = D / (2 − D), pooled
+    assert dice > 0.8 and iou == pytest.approx(dice / (2 - dice), rel=1e-6)  # IoU = D / (2 - D), pooled
     assert logged["val/best_dice"]["last"] >= dice and 0 <= logged["val/best_threshold"]["last"] <= 1
 
 
