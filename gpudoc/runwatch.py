@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from gpudoc.gpu.model import GpuSnapshot
     from gpudoc.events.model import TagPlugins
     from gpudoc.events.records import RecordReader
+    from gpudoc.oom.plan import Fit
     from gpudoc.train import RunStatus
 
 # The run's own checks (metric-scale rules keep the ids of ``gpudoc metrics-check``).
@@ -805,6 +806,7 @@ class RunSummary:
     gpus: list[int] = field(default_factory=list)
     gpu_note: str | None = None
     logs_note: str | None = None
+    estimate: Fit | None = None  # gpudoc run --model: the pre-launch estimate (and max-batch after an OOM)
 
     @property
     def errors(self) -> int:
@@ -835,6 +837,15 @@ class RunSummary:
             out.append(f"  peak GPU memory of its processes {format_bytes(self.peak_gpu_memory)} (GPU {on})")
         else:
             out.append(f"  GPU memory of its processes: none seen ({self.gpu_note or 'no GPU use'})")
+        if self.estimate is not None:
+            est = self.estimate
+            out.append(f"  estimated before the start {format_bytes(est.total_bytes)} per GPU ({est.verdict} in "
+                       f"{format_bytes(est.free_bytes)} free on GPU {est.gpu}), measured peak "
+                       + (format_bytes(self.peak_gpu_memory) if self.peak_gpu_memory is not None else "none seen"))
+            if est.max_batch is not None:
+                out.append(f"  max batch for the same spec: {est.max_batch} (as gpudoc oom max-batch: leaves 10% of "
+                           f"the {format_bytes(est.free_bytes)} free on GPU {est.gpu})" if est.max_batch else
+                           f"  max batch for the same spec: none, not even batch 1 fits GPU {est.gpu}'s free memory")
         for left in self.leftovers:
             if left.devices:
                 out.append(f"  leftover PID {left.pid} ({one_line(left.command)}) holding {', '.join(left.devices)}: "

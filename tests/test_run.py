@@ -543,6 +543,14 @@ def test_the_peak_gpu_memory_of_the_runs_processes(tmp_path: Path) -> None:
     summary = watch.summary(run.wait(5), 130)
     assert summary.peak_gpu_memory == 1536 * 2**20 and summary.gpus == [1]  # not PID 1's memory on GPU 0
     assert "  peak GPU memory of its processes 1.5 GiB (GPU 1)" in summary.lines()
+    # gpudoc run --model: the pre-launch estimate beside the measured peak.
+    from dataclasses import replace
+
+    from gpudoc.oom.plan import Fit
+
+    fit = Fit("m", 8, [0, 1], 1, "Sim GPU", 16 * 2**30, 12 * 2**30, 2 * 2**30, "fits", 10 * 2**30)
+    assert ("  estimated before the start 2.0 GiB per GPU (fits in 12.0 GiB free on GPU 1), measured peak 1.5 GiB"
+            in replace(summary, estimate=fit).lines())
 
 
 @pytest.mark.parametrize("line", [
@@ -871,3 +879,111 @@ def test_scalars_have_one_name_in_checks_summary_and_json(tmp_path: Path) -> Non
     data = json.loads((tmp_path / "b.json").read_text())
     assert {c["series"] for c in data["checks"]} <= {s["name"] for s in data["scalars"]}
     assert "train/loss" in {s["name"] for s in data["scalars"]}
+
+
+# ---------------------------------------------------------------- OOM before and during the run
+
+# The simulated DGX's GPUs are 79.6 GiB H100s with about 10 GiB free each (GPU 0: 9.6 GiB, GPU 7:
+# 10.4 GiB); ``big`` needs 10.6 GiB at batch 8 with Adam: it fits the capacity, not the free memory.
+MODELS = """
+import torch.nn as nn
+
+
+def small():
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8))
+
+
+def big():
+    return nn.Sequential(nn.Linear(16384, 16384), nn.ReLU(), nn.Linear(16384, 16384))
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "models.py"
+    path.write_text(MODELS)
+    return path
+
+
+def dgx_run(*args: str, visible: str | None = None, cwd: Path | None = None,
+            merged: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in ENV.items() if k != "CUDA_VISIBLE_DEVICES"}
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    return subprocess.run([sys.executable, "-m", "gpudoc", "--simulate", "dgx", "run", "--interval", "0.1", *args],
+                          cwd=cwd, env=env, stdout=subprocess.PIPE, text=True, timeout=120,
+                          stderr=subprocess.STDOUT if merged else subprocess.PIPE)
+
+
+def test_the_verdict_against_free_memory_is_printed_before_the_command_starts(models: Path) -> None:
+    out = dgx_run("--model", f"{models}:big", "--batch", "8", "--input", "16384",
+                  *python("print('the command started', flush=True)"), merged=True)
+    assert out.returncode == 0, out.stdout
+    lines = out.stdout.splitlines()
+    estimate = next(i for i, line in enumerate(lines) if line.startswith("gpudoc: estimate: "))
+    assert estimate < lines.index("the command started")
+    # 10.6 GiB of 79.6 GiB would fit; against the 9.6 GiB free on GPU 0 it does not.
+    assert re.search(r"needs 10\.\d GiB on GPU 0 \(the tightest of GPUs 0,1,2,3,4,5,6,7\), NVIDIA H100 80GB HBM3 "
+                     r"with 9\.6 GiB free of 79\.6 GiB: oom", lines[estimate]), lines[estimate]
+    warning = [line for line in lines if line.startswith("gpudoc: warning: [predicted-oom]")]
+    assert len(warning) == 1 and "(fix: best remedy: " in warning[0]
+    assert any(line.startswith("gpudoc:   estimated before the start 10.") for line in lines)
+
+
+def test_require_fit_refuses_to_start_a_run_predicted_out_of_memory(models: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    out = dgx_run("--require-fit", "--model", f"{models}:big", "--batch", "8", "--input", "16384",
+                  *python(f"open({str(marker)!r}, 'w').close()"))
+    assert out.returncode == 1, out.stderr
+    assert not marker.exists()
+    assert ": oom (" in out.stderr and "best remedy: " in out.stderr
+    assert "gpudoc: --require-fit: not starting the run" in out.stderr
+    fits = dgx_run("--require-fit", "--model", f"{models}:small", "--batch", "8", "--input", "64",
+                   *python(f"open({str(marker)!r}, 'w').close()"))
+    assert fits.returncode == 0, fits.stderr
+    assert marker.exists() and ": fits (" in fits.stderr
+
+
+@pytest.mark.parametrize(("visible", "shown"), [
+    ("7", "on GPU 7, NVIDIA H100 80GB HBM3 with 10.4 GiB free"),
+    ("GPU-55b3fcea", "on GPU 3, NVIDIA H100"),  # a UUID prefix, as CUDA takes it
+    ("5,2", "on GPU 2 (the tightest of GPUs 5,2)"),
+    ("6,x,0", "on GPU 6, NVIDIA"),  # CUDA ignores the list from the first entry that names no GPU
+])
+def test_cuda_visible_devices_chooses_the_gpus_estimated_against(models: Path, visible: str, shown: str) -> None:
+    out = dgx_run("--model", f"{models}:small", "--batch", "8", "--input", "64", *python("pass"), visible=visible)
+    assert out.returncode == 0, out.stderr
+    assert shown in out.stderr
+
+
+def test_a_run_that_sees_no_gpu_or_bad_options_is_one_line(models: Path) -> None:
+    hidden = dgx_run("--model", f"{models}:small", "--batch", "8", "--input", "64", *python("pass"), visible="-1")
+    assert hidden.returncode == 3
+    assert hidden.stderr.startswith("gpudoc: error: --model: CUDA_VISIBLE_DEVICES='-1' leaves the run no GPU")
+    alone = dgx_run("--model", f"{models}:small", *python("pass"))
+    assert alone.returncode == 2 and "--model and --batch go together" in alone.stderr
+    bad = dgx_run("--model", f"{models}:small", "--batch", "9", "--accumulate", "2", "--input", "64", *python("pass"))
+    assert bad.returncode == 2 and "does not split into 2 equal micro-batches" in bad.stderr
+    assert "Traceback" not in hidden.stderr + alone.stderr + bad.stderr
+
+
+def test_an_out_of_memory_end_gets_max_batch_in_the_summary_and_json(models: Path, tmp_path: Path) -> None:
+    from gpudoc.gpu import SimulatedBackend
+    from gpudoc.oom.plan import plan, prelaunch, read_visible
+
+    out = dgx_run("--json", "s.json", "--model", f"{models}:small", "--batch", "8", "--input", "64",
+                  *python("print('torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB'); exit(1)"),
+                  visible="7", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    data = json.loads((tmp_path / "s.json").read_text())
+    estimate = data["estimate"]
+    assert estimate["gpus"] == [7] and estimate["gpu"] == 7 and estimate["verdict"] == "fits"
+    assert estimate["free_bytes"] < estimate["capacity_bytes"] and "peak_gpu_memory" in data
+    # The answer is gpudoc.oom's max-batch for the same spec on the same GPU, read the same way.
+    made, fit = prelaunch(lambda device: plan(f"{models}:small", 8, device, "64"),
+                          read_visible(SimulatedBackend("dgx"), "7"))
+    best, _ = made.max_batch()
+    assert best > 8 and estimate["max_batch"] == best and estimate["total_bytes"] == fit.total_bytes
+    assert f"gpudoc:   max batch for the same spec: {best} (as gpudoc oom max-batch" in out.stderr
+    plain_run = dgx_run("--json", "p.json", *python("pass"), cwd=tmp_path)
+    assert plain_run.returncode == 0 and json.loads((tmp_path / "p.json").read_text())["estimate"] is None

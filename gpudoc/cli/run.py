@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from gpudoc.errors import ExitCode, InputError
 from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
 
 if TYPE_CHECKING:
+    from gpudoc.oom.plan import Fit, Plan
     from gpudoc.reap.proc import ProcStat
     from gpudoc.train import Run
 
@@ -54,12 +56,28 @@ _RANGES = ["auto", "1", "2", "255", "65535"]
               "its leader exited (SIGTERM, SIGKILL after --grace, gpudoc reap's identity checks).")
 @click.option("--restarts", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Start the command again after it failed (not after a stop), up to N times.")
+@click.option("--model", metavar="SPEC", help="Estimate the run's GPU memory before it starts (as `gpudoc oom "
+              "estimate SPEC`) against the GPUs it will see (CUDA_VISIBLE_DEVICES, else all) and the memory free "
+              "on them now; needs --batch.")
+@click.option("--batch", type=click.IntRange(1), help="The batch one GPU trains (per process), for --model.")
+@click.option("--input", "input_spec", help="For --model: the input size without the batch (as in oom estimate).")
+@click.option("--precision", type=click.Choice(["fp32", "amp", "bf16"]), default="fp32", show_default=True,
+              help="For --model, as in oom estimate.")
+@click.option("--optimizer", default="adam", show_default=True, help="For --model, as in oom estimate.")
+@click.option("--freeze", metavar="REGEX", help="For --model, as in oom estimate.")
+@click.option("--checkpointing", is_flag=True, help="For --model, as in oom estimate.")
+@click.option("--accumulate", type=click.IntRange(1), default=1, show_default=True,
+              help="For --model, as in oom estimate.")
+@click.option("--require-fit", is_flag=True, help="With --model: do not start the run when the estimate "
+              "predicts out of memory (exit 1, with the verdict and the best remedy).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_settings
 def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: str | None, github: bool,
         junit_dest: str | None, strict: bool,
         range_: str, interval: float, stall_min: float, grace: float, device_glob: str, reap_leftovers: bool,
-        restarts: int, command: tuple[str, ...]) -> int:
+        restarts: int, model: str | None, batch: int | None, input_spec: str | None, precision: str,
+        optimizer: str, freeze: str | None, checkpointing: bool, accumulate: int, require_fit: bool,
+        command: tuple[str, ...]) -> int:
     """Run COMMAND (after --) in a session of its own and watch it: its output passes through
     (and to --log), its scalars are read from its event files (or its output lines) and
     checked as they arrive — non-finite values, loss spikes, steps going backwards or repeating,
@@ -72,9 +90,14 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     Processes of the run that still hold a GPU device file after its leader exited are
     reported at once (--reap-leftovers ends them); --restarts N starts a failed run again.
 
+    --model SPEC --batch N estimates the run's peak GPU memory before it starts, against the
+    visible GPU with the least memory free now, and prints the verdict (a warning when it
+    predicts out of memory; --require-fit then refuses to start); the summary shows the
+    estimate next to the measured peak, and after an out-of-memory end max-batch's answer.
+
     Exit status: the command's own when it failed (128+N when signal N killed it), 130 when
     stopped (a second signal SIGKILLs the run at once), 0 when it succeeded — 1 under
-    --strict when a check raised an error.
+    --strict when a check raised an error, or when --require-fit refused to start it.
     """
     from gpudoc.output import atomic_file, emit_json, is_stdout, output_target
     from gpudoc.metrics.report import junit_xml
@@ -96,6 +119,25 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
         if logdir.exists() and not logdir.is_dir():
             raise InputError(f"{logdir}: not a directory", "give --logdir the directory the run writes events to")
         env["GPUDOC_LOGDIR"] = str(logdir)
+    fit: Fit | None = None
+    made: Plan | None = None
+    if model is not None or batch is not None:
+        if model is None or batch is None:
+            raise click.UsageError("--model and --batch go together (the estimate needs both)")
+        made, fit = _estimate(settings, env.get("CUDA_VISIBLE_DEVICES"), model, batch, input_spec, precision,
+                              optimizer, freeze, checkpointing, accumulate)
+        print("gpudoc: " + fit.line(), file=sys.stderr, flush=True)
+        remedy = fit.remedy_line()
+        if fit.verdict == "oom":
+            print(f"gpudoc: warning: [predicted-oom] the run is estimated not to fit GPU {fit.gpu}'s free memory"
+                  + (f" (fix: {remedy})" if remedy else ""), file=sys.stderr, flush=True)
+            if require_fit:
+                print("gpudoc: --require-fit: not starting the run", file=sys.stderr, flush=True)
+                return int(ExitCode.FINDINGS)
+        elif remedy:
+            print(f"gpudoc: note: {remedy}", file=sys.stderr, flush=True)
+    elif require_fit:
+        raise click.UsageError("--require-fit needs --model and --batch")
     cwd = Path.cwd()
     watch = Watch(LogFinder(logdir, cwd, time.time()),
                   Checks(None if range_ == "auto" else float(range_), stall_min=stall_min), settings.gpu_backend())
@@ -179,11 +221,17 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     else:
         code = int(ExitCode.OK)
     duration = time.monotonic() - began
-    summary = watch.summary(status, code, attempts, leftovers, duration, killed=started in killed)
+    if fit is not None and made is not None and status.oom:
+        from gpudoc.cli.oom import _status
+
+        with _status(False) as stage:
+            fit = replace(fit, max_batch=made.max_batch(lambda size: stage(f"max batch: batch {size}"))[0])
+    summary = replace(watch.summary(status, code, attempts, leftovers, duration, killed=started in killed),
+                      estimate=fit)
     checked = run_report(watch.checks, one_line(command, None), {"exit_status": str(code)})
     if strict and code == 0 and checked.exit_code:
         code = int(ExitCode.FINDINGS)
-        summary = watch.summary(status, code, attempts, leftovers, duration, killed=started in killed)
+        summary = replace(summary, exit_code=code)
     for line in summary.lines():
         say("gpudoc: " + line, started)
     if json_dest is not None:
@@ -193,6 +241,21 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
         with atomic_file(junit_dest, "wb") as out:
             out.write(junit_xml(checked, "gpudoc run"))
     return code
+
+
+def _estimate(settings: Settings, visible_env: str | None, model: str, batch: int, input_spec: str | None,
+              precision: str, optimizer: str, freeze: str | None, checkpointing: bool,
+              accumulate: int) -> tuple[Plan, Fit]:
+    """The pre-launch estimate against the GPUs the run will see (``CUDA_VISIBLE_DEVICES``),
+    read through the backend of ``--simulate`` or NVML, with progress on a terminal."""
+    from gpudoc.cli.oom import _status
+    from gpudoc.oom.plan import plan, prelaunch, read_visible
+
+    seen = read_visible(settings.gpu_backend(), visible_env)
+    with _status(False) as stage:
+        return prelaunch(lambda device: plan(model, batch, device, input_spec, precision, optimizer, freeze,
+                                             checkpointing, accumulate), seen,
+                         lambda step: stage(f"{model} at batch {batch}: {step}"))
 
 
 LEFTOVER_WAIT = 2.0

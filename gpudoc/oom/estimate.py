@@ -200,12 +200,13 @@ def remedies(base: Estimate, run: Callable[[TraceConfig], Estimate], backbone: s
 def max_batch(config: TraceConfig, device: Device, run: Callable[[TraceConfig], Estimate],
               progress: Callable[[int], None] | None = None, limit: float = 1.0 - TIGHT,
               tries: int = 16) -> tuple[int, Estimate]:
-    """The largest batch whose estimate (by ``run``) stays within ``limit`` of the device, to
-    within 2%: estimate batch 1 and ``config.batch``, then close a bracket (largest batch that
-    fits, smallest that does not) by interpolating along the line through the estimates,
-    doubling while nothing is over yet and halving the bracket when interpolation stalls (small
-    models: the allocator's segments can make batch 1 and 32 cost the same)."""
-    target = int(device.capacity * limit) - (device.capacity - device.usable)  # memory in use elsewhere: gone
+    """The largest batch whose estimate (by ``run``) stays within ``limit`` of the device (of its
+    free memory when known), to within 2%: estimate batch 1 and ``config.batch``, then close a
+    bracket (largest batch that fits, smallest that does not) by interpolating along the line
+    through the estimates, doubling while nothing is over yet and halving the bracket when
+    interpolation stalls (small models: the allocator's segments can make batch 1 and 32 cost
+    the same)."""
+    target = int(device.usable * limit)  # the memory free now, when the device was read with it
 
     def at(batch: int) -> Estimate:
         if progress is not None:
