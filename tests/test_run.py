@@ -927,6 +927,8 @@ def test_the_verdict_against_free_memory_is_printed_before_the_command_starts(mo
                      r"with 9\.6 GiB free of 79\.6 GiB: oom", lines[estimate]), lines[estimate]
     warning = [line for line in lines if line.startswith("gpudoc: warning: [predicted-oom]")]
     assert len(warning) == 1 and "(fix: best remedy: " in warning[0]
+    github = dgx_run("--github", "--model", f"{models}:big", "--batch", "8", "--input", "16384", *python("pass"))
+    assert "::warning title=gpudoc predicted-oom::the run is estimated not to fit GPU 0" in github.stderr
     assert any(line.startswith("gpudoc:   estimated before the start 10.") for line in lines)
 
 
@@ -957,8 +959,15 @@ def test_cuda_visible_devices_chooses_the_gpus_estimated_against(models: Path, v
 
 
 def test_a_run_that_sees_no_gpu_or_bad_options_is_one_line(models: Path) -> None:
-    hidden = dgx_run("--model", f"{models}:small", "--batch", "8", "--input", "64", *python("pass"), visible="-1")
-    assert hidden.returncode == 3
+    # No GPU to estimate against: a warning, and the run starts; under --require-fit it does not (exit 3).
+    cpu = dgx_run("--model", f"{models}:small", "--batch", "8", "--input", "64", *python("print('ran')"),
+                  visible="-1")
+    assert cpu.returncode == 0 and cpu.stdout == "ran\n"
+    assert cpu.stderr.startswith("gpudoc: warning: no estimate before the start: --model: "
+                                 "CUDA_VISIBLE_DEVICES='-1' leaves the run no GPU")
+    hidden = dgx_run("--require-fit", "--model", f"{models}:small", "--batch", "8", "--input", "64",
+                     *python("print('ran')"), visible="-1")
+    assert hidden.returncode == 3 and hidden.stdout == ""
     assert hidden.stderr.startswith("gpudoc: error: --model: CUDA_VISIBLE_DEVICES='-1' leaves the run no GPU")
     alone = dgx_run("--model", f"{models}:small", *python("pass"))
     assert alone.returncode == 2 and "--model and --batch go together" in alone.stderr

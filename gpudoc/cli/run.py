@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from gpudoc.cli.common import Settings, pass_settings
-from gpudoc.errors import ExitCode, InputError
+from gpudoc.errors import EnvironmentMissing, ExitCode, InputError
 from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
 
 if TYPE_CHECKING:
@@ -124,20 +124,30 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     if model is not None or batch is not None:
         if model is None or batch is None:
             raise click.UsageError("--model and --batch go together (the estimate needs both)")
-        made, fit = _estimate(settings, env.get("CUDA_VISIBLE_DEVICES"), model, batch, input_spec, precision,
-                              optimizer, freeze, checkpointing, accumulate)
+        try:
+            made, fit = _estimate(settings, env.get("CUDA_VISIBLE_DEVICES"), model, batch, input_spec, precision,
+                                  optimizer, freeze, checkpointing, accumulate)
+        except EnvironmentMissing as exc:
+            if require_fit:  # no estimate is no proof that it fits
+                raise
+            fix = f" (fix: {exc.fix})" if exc.fix else ""
+            print(f"gpudoc: warning: no estimate before the start: {exc.message}{fix}", file=sys.stderr, flush=True)
+    elif require_fit:
+        raise click.UsageError("--require-fit needs --model and --batch")
+    if fit is not None:
         print("gpudoc: " + fit.line(), file=sys.stderr, flush=True)
         remedy = fit.remedy_line()
         if fit.verdict == "oom":
-            print(f"gpudoc: warning: [predicted-oom] the run is estimated not to fit GPU {fit.gpu}'s free memory"
-                  + (f" (fix: {remedy})" if remedy else ""), file=sys.stderr, flush=True)
+            from gpudoc.runwatch import Check, annotation, plain
+
+            check = Check("predicted-oom", "warning", f"the run is estimated not to fit GPU {fit.gpu}'s free memory",
+                          remedy or "")
+            print(annotation(check) if github else plain(check), file=sys.stderr, flush=True)
             if require_fit:
                 print("gpudoc: --require-fit: not starting the run", file=sys.stderr, flush=True)
                 return int(ExitCode.FINDINGS)
         elif remedy:
             print(f"gpudoc: note: {remedy}", file=sys.stderr, flush=True)
-    elif require_fit:
-        raise click.UsageError("--require-fit needs --model and --batch")
     cwd = Path.cwd()
     watch = Watch(LogFinder(logdir, cwd, time.time()),
                   Checks(None if range_ == "auto" else float(range_), stall_min=stall_min), settings.gpu_backend())
