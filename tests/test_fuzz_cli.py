@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import struct
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -807,6 +808,32 @@ def test_oom_builtin_models_with_refused_inputs(model: str, spec: str, batch: st
     check(["oom", command, model, "--input", spec, "--batch", batch, "--gpu", gpu, "--precision", precision,
            "--no-remedies"] if command == "estimate" else
           ["oom", command, model, "--input", spec, "--batch", batch, "--gpu", gpu, "--precision", precision])
+
+
+@FEW
+@given(factory=st.sampled_from(["scale", "conv", "linear", "returns_none", "forward_raises"]),
+       spec=INPUT_SPECS, batch=BATCHES, precision=PRECISIONS,
+       accumulate=st.sampled_from(["1", "2", "3", "0", "-1", "x", "10" + "0" * 20]),
+       visible=st.sampled_from([None, "", "-1", "7", "0,0", "GPU-", "GPU-947c", "x", "3,99"]))
+@example(factory="linear", spec="8", batch="4", precision="fp32", accumulate="2", visible="GPU-947c")  # it starts
+@example(factory="conv", spec="3x8x8", batch="2", precision="bf16", accumulate="1", visible="3,99")
+def test_run_model_options(model_files: dict[str, Path], factory: str, spec: str, batch: str, precision: str,
+                           accumulate: str, visible: str | None) -> None:
+    """gpudoc run's pre-launch estimate: bad options and GPUs it cannot see are one line, and
+    --require-fit starts the command only when the estimate says it fits."""
+    before = os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    if visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    try:
+        result = check(["--simulate", "dgx", "run", "--require-fit", "--model", f"{model_files['tiny']}:{factory}",
+                        "--input", spec, "--batch", batch, "--precision", precision, "--accumulate", accumulate,
+                        "--", sys.executable, "-c", "print('started')"])
+    finally:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        if before is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
+    assert ("started" in result.stdout) == (result.code == 0), result
+    assert (": fits (" in result.stderr or ": tight (" in result.stderr) == (result.code == 0), result
 
 
 @FUZZ
