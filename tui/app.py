@@ -11,13 +11,15 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from typing import ClassVar
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.containers import VerticalScroll
+from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from gpudoc.monitor import Monitor, MonitorSample, ProcessRow
@@ -29,10 +31,12 @@ from gpudoc.train import Run, RunState, RunStatus, describe
 from .messages import ActionFinished, SampleFailed, Sampled, Watched, WatchFailed
 from .runview import ChecksScreen, CurvesPanel, check_line
 from .screens import ConfirmScreen, HelpScreen
+from .tools import TOOLS, ToolScreen
 from .widgets import GpuPanel, HostPanel, LinePanel, ProcessTable, RunPanel, TextPanel, verdict_name
 
 _ACTIONS = ("terminate", "kill", "reap", "stop_run")
 _CURVE_ACTIONS = ("cycle_curves", "curve_axis", "smoothing", "checks")
+_OVER_TOOLS = ("quit", "help", "tool")  # the app's actions that a tool screen on top keeps
 _DONE = (Outcome.ENDED, Outcome.GONE)  # the process is gone: the action did its job
 FIRST_SAMPLE_WAIT = 0.5
 NOTIFY_AT_ONCE = 3  # checks that fire in one look: each notified up to this many
@@ -60,6 +64,9 @@ class GpudocApp(App[None]):
         Binding("k", "kill", "Kill"),
         Binding("r", "reap", "Reap orphans"),
         Binding("x", "stop_run", "Stop run"),
+        Binding("d", "tool('doctor')", "Doctor", show=False),
+        Binding("m", "tool('metrics')", "Metrics", show=False),
+        Binding("o", "tool('oom')", "OOM", show=False),
         Binding("v", "cycle_curves", "Curves"),
         Binding("l", "checks", "Checks"),
         Binding("a", "curve_axis", "Step/time", show=False),
@@ -76,8 +83,10 @@ class GpudocApp(App[None]):
         host_name: str | None = None,
         run: Run | None = None,
         watch: Watch | None = None,
+        simulated: str | None = None,
     ) -> None:
         super().__init__()
+        self.simulated = simulated
         self.training_run = run
         self.run_watch = watch
         self._points: list[Point] = []  # what the watch read in one poll (sampler thread only)
@@ -99,6 +108,7 @@ class GpudocApp(App[None]):
         self._first_taken = threading.Event()
         self._gpu_panels: dict[int, GpuPanel] = {}
         self._table = ProcessTable(TextPanel(id="processes-title"))
+        self._own_actions = {b.action.split("(")[0] for b in self.BINDINGS if isinstance(b, Binding)}
 
     def on_load(self) -> None:
         """Start sampling, and give the first sample a moment: when it is in the queue before
@@ -144,6 +154,8 @@ class GpudocApp(App[None]):
         """Signal actions do not exist in read-only mode, nor "stop run" without a run or
         once it ended (and left no process on a GPU), nor "clear filters" without a filter
         (hidden from the footer too)."""
+        if isinstance(self.screen, ToolScreen) and action in self._own_actions and action not in _OVER_TOOLS:
+            return False  # the monitor's keys act on the monitor's screen only
         if action == "stop_run" and (not self._stoppable or self._stop_pending):
             return False
         if action == "clear_filters" and not self._table.filtered:
@@ -308,6 +320,18 @@ class GpudocApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """Textual's commands, and one per tool screen ("gpudoc: doctor"…)."""
+        yield from super().get_system_commands(screen)
+        for name, (title, help_text, _) in TOOLS.items():
+            yield SystemCommand(f"gpudoc: {title}", help_text, lambda name=name: self.action_tool(name))
+
+    def action_tool(self, name: str) -> None:
+        """Open a tool's screen (over the monitor, which keeps sampling below it)."""
+        if isinstance(self.screen, ToolScreen):
+            self.screen.dismiss(None)
+        self.push_screen(TOOLS[name][2](self))
 
     def action_cycle_curves(self) -> None:
         """Show the next scalar alone (after the last, losses and metrics together)."""

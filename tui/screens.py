@@ -57,9 +57,14 @@ HELP = """\
   [b]a[/b]             curves over step or relative time
   [b]\\[[/b] / [b]][/b]         less / more smoothing (TensorBoard's, 0 to 0.999)
   [b]l[/b]             list the checks that fired on the run
+  [b]d[/b]             doctor: the environment checklist (as `gpudoc doctor`)
+  [b]m[/b]             metrics-check on log files (as `gpudoc metrics-check LOG…`)
+  [b]o[/b]             oom estimate of a model (as `gpudoc oom estimate`)
+  [b]ctrl+p[/b]        the same from the command palette: "gpudoc: doctor"…
   [b]?[/b]             this help
   [b]q[/b]             quit (a run still going, or what it left, is stopped after asking)
 
+Tool screens: Enter runs, Escape cancels (else closes), ctrl+s saves the --json.
 Above the table: its sort key, its filters, and how many rows are shown.
 Curves (with a run or --logdir): raw values as dots, the smoothed line bright.
 
@@ -78,7 +83,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
-            yield Static(HELP)
+            yield Static(HELP, id="help-text")
             yield Static("[dim]Escape closes[/]")
 
     def action_close(self) -> None:

@@ -83,7 +83,8 @@ def tui(
     try:
         monitor = Monitor(backend, device_glob=device_glob)
         try:
-            app = GpudocApp(monitor, interval=interval, readonly=readonly, run=run, watch=watch)
+            app = GpudocApp(monitor, interval=interval, readonly=readonly, run=run, watch=watch,
+                            simulated=settings.simulate)
             app.run()
             failed = bool(app.return_code)  # Textual returns 1 after an exception in the app
         finally:
