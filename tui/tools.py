@@ -284,6 +284,7 @@ class OomScreen(ToolScreen):
     def __init__(self, simulated: str | None, **values: str) -> None:
         super().__init__(**values)
         self.simulated = simulated
+        self._fallback = False  # no local GPU: estimated for A100-80GB (the worker sets it)
 
     def compute(self, progress: Progress) -> Outcome:
         from gpudoc.errors import InputError
@@ -309,12 +310,16 @@ class OomScreen(ToolScreen):
         est.notes = notes + est.notes
         if est.verdict != "fits":
             est.remedies = made.remedies(est, lambda step: self._stage(progress, f"remedy {step}"))
-        return Outcome(est, _estimate_text(est))
+        text = _estimate_text(est)
+        if self._fallback:
+            text = Content.assemble(("no local GPU: estimated for A100-80GB (give a gpu to choose)\n", "yellow"), text)
+        return Outcome(est, text)
 
     def _device(self) -> Any:
         """``gpu``'s device; the local GPU 0 (the simulated one under --demo) when empty."""
         from gpudoc.oom.devices import find_device
 
+        self._fallback = False
         name = self.field("gpu") or "local"
         if name.lower() != "local":
             return find_device(name)
@@ -323,6 +328,7 @@ class OomScreen(ToolScreen):
         try:
             return find_device("local", _backend(self.simulated))
         except EnvironmentMissing:
+            self._fallback = True
             return find_device("A100-80GB")
 
     @staticmethod

@@ -154,6 +154,12 @@ async def test_oom_estimate_of_a_small_model_file_is_the_clis(tmp_path: Path) ->
         assert screen.outcome is not None, status(screen)
         assert to_jsonable(screen.outcome.json) == expected
         assert "verdict         fits" in str(screen.query_one("#tool-result").render())
+        local = cli_json("--simulate", "workstation", "oom", "estimate", spec, "--batch", "2", "--input", "8",
+                         "--cuda", "12.4")
+        assert local["device"] != expected["device"]
+        await fill(app, pilot, gpu="")  # the local GPU 0: the simulated one under --demo, as the CLI's
+        screen = await run_tool(app, pilot)
+        assert screen.outcome is not None and to_jsonable(screen.outcome.json) == local
 
 
 async def test_a_long_estimate_is_cancelled_with_escape(tmp_path: Path) -> None:
