@@ -105,6 +105,9 @@ class ToolScreen(Screen[None]):
         if inputs:
             inputs.first().focus()
 
+    def on_unmount(self) -> None:
+        self._cancel.set()  # closed while it runs (another tool opened): stop at the next step
+
     def field(self, name: str) -> str:
         return self.query_one(f"#field-{name}", Input).value.strip()
 
