@@ -76,9 +76,8 @@ class ToolScreen(Screen[None]):
         Binding("ctrl+s", "save", "Save JSON"),
     ]
 
-    def __init__(self, **values: str) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.values = values
         self.outcome: Outcome | None = None
         self.running = False
         self._cancel = threading.Event()
@@ -89,7 +88,7 @@ class ToolScreen(Screen[None]):
         for field in self.FIELDS:
             with Horizontal(classes="tool-field"):
                 yield Label(field.label, classes="tool-label")
-                yield Input(self.values.get(field.name, field.value), placeholder=field.placeholder,
+                yield Input(field.value, placeholder=field.placeholder,
                             id=f"field-{field.name}")
         with Horizontal(classes="tool-field"):
             yield Label("save JSON to", classes="tool-label")
@@ -214,8 +213,8 @@ class DoctorScreen(ToolScreen):
     TITLE_TEXT = "Doctor: Python, the driver and GPUs, device files, torch, TensorFlow, numba"
     FIELDS = (Field("skip", "skip frameworks", placeholder="torch tensorflow numba (not probed)"),)
 
-    def __init__(self, backend: Any, simulated: str | None, **values: str) -> None:
-        super().__init__(**values)
+    def __init__(self, backend: Any, simulated: str | None) -> None:
+        super().__init__()
         self.backend = backend
         self.simulated = simulated
 
@@ -284,8 +283,8 @@ class OomScreen(ToolScreen):
         Field("cuda", "cuda", placeholder="12.4 (default: the local torch build's)"),
     )
 
-    def __init__(self, simulated: str | None, **values: str) -> None:
-        super().__init__(**values)
+    def __init__(self, simulated: str | None) -> None:
+        super().__init__()
         self.simulated = simulated
         self._fallback = False  # no local GPU: estimated for A100-80GB (the worker sets it)
 
