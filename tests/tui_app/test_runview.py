@@ -291,9 +291,10 @@ async def test_on_a_narrow_screen_the_curves_panel_gets_the_height_of_its_lines(
     app = make_app("dgx", ManualClock(30), watch=Watch(LogFinder(tmp_path, tmp_path, 0.0), Checks()))
     async with app.run_test(size=(60, 40)) as pilot:
         panel = app.query_one(CurvesPanel)
-        await until(app, pilot, lambda: len(panel.curves.series) == 4)
-        assert len(panel.lines) == 8 and all(line.cell_length <= panel.size.width - 4 for line in panel.lines)
-        assert panel.region.height == len(panel.lines) + 2
+        # The height follows the lines at the next layout: wait for both, not only the points.
+        await until(app, pilot, lambda: len(panel.curves.series) == 4 and len(panel.lines) == 8
+                    and panel.region.height == len(panel.lines) + 2)
+        assert all(line.cell_length <= panel.size.width - 4 for line in panel.lines)
         assert "train/loss" in screen_text(app)
 
 
