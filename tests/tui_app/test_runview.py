@@ -208,7 +208,9 @@ async def test_a_worker_that_outlives_the_leader_is_reported_with_its_verdict_an
             assert isinstance(app.screen, ConfirmScreen) and f"{worker} orphan" in app.screen.question
             await pilot.press("y")
             await app.workers.wait_for_complete()
-            await refresh(app, pilot)
+            deadline = time.monotonic() + 15  # SIGTERM, then the exit (and SIGKILL after the grace)
+            while alive(worker) and time.monotonic() < deadline:
+                await refresh(app, pilot)
             assert not alive(worker)
     finally:
         run.stop(grace=1)
