@@ -284,30 +284,13 @@ def trim(
             return report
         placements: list[tuple[Path, Path | None, Path]] = []
         for temp, dest, (_, _, crc, size) in temps:
-            target = output_target(dest)
-            if target.stream:
-                raise InputError(f"{dest}: not a regular file", "trim replaces event files only")
-            target.path.parent.mkdir(parents=True, exist_ok=True)
-            if temp.stat().st_dev != target.path.parent.stat().st_dev:
-                # A symlinked file on another filesystem: stage a copy beside it (rename cannot cross).
-                beside = staging_beside(target.path)
-                elsewhere.append(beside)
-                shutil.copyfile(temp, beside)
-                temp = beside
+            temp, path = _beside_target(temp, dest, elsewhere, "trim replaces event files only")
             if file_crc(temp) != (crc, size):
                 raise InputError(f"{temp}: the written file does not read back intact; nothing was replaced")
-            placements.append((temp, dest, target.path))
+            placements.append((temp, dest, path))
         for temp, dest in copies:
-            target = output_target(dest)
-            if target.stream:
-                raise InputError(f"{dest}: not a regular file", "write to a new directory")
-            target.path.parent.mkdir(parents=True, exist_ok=True)
-            if temp.stat().st_dev != target.path.parent.stat().st_dev:
-                beside = staging_beside(target.path)
-                elsewhere.append(beside)
-                shutil.copyfile(temp, beside)
-                temp = beside
-            placements.append((temp, None, target.path))
+            temp, path = _beside_target(temp, dest, elsewhere, "write to a new directory")
+            placements.append((temp, None, path))
         for temp, dest, path in placements:
             if backup is not None and dest is not None:
                 copy = backup / dest.relative_to(src_root)
@@ -322,6 +305,22 @@ def trim(
         if not done and created and dst is not None and dst.exists() and not any(dst.iterdir()):
             dst.rmdir()
     return report
+
+
+def _beside_target(temp: Path, dest: Path, elsewhere: list[Path], fix: str) -> tuple[Path, Path]:
+    """The staged file to rename onto ``dest``'s regular-file target, and that target: a
+    target on another filesystem (a symlinked file) gets a copy staged beside it, listed in
+    ``elsewhere`` for clean-up, since a rename cannot cross filesystems."""
+    target = output_target(dest)
+    if target.stream:
+        raise InputError(f"{dest}: not a regular file", fix)
+    target.path.parent.mkdir(parents=True, exist_ok=True)
+    if temp.stat().st_dev != target.path.parent.stat().st_dev:
+        beside = staging_beside(target.path)
+        elsewhere.append(beside)
+        shutil.copyfile(temp, beside)
+        temp = beside
+    return temp, target.path
 
 
 def _trim_file(

@@ -241,22 +241,14 @@ class Inspector:
             self._caller.close()
 
     def _inspect(self, scan: DeviceScan, gpus: GpuSnapshot | None, nvml_error: str | None) -> ReapReport:
-        listed: dict[int, list[GpuProcess]] = {}
         by_minor: dict[int, int] = {}
         memory_used: dict[int, int] = {}
-        unlisted: dict[int, str] = {}
-        if gpus is not None:
-            for device in gpus.devices:
-                if isinstance(device.minor_number, int):
-                    by_minor[device.minor_number] = device.index
-                if isinstance(device.memory_used, int):
-                    memory_used[device.index] = device.memory_used
-                if device.error:
-                    unlisted[device.index] = f"GPU {device.index} could not be read: {device.error}"
-                elif device.processes_error:
-                    unlisted[device.index] = f"GPU {device.index}: {device.processes_error}"
-                for process in device.processes:
-                    listed.setdefault(process.pid, []).append(process)
+        listed, unlisted = _listed(gpus) if gpus is not None else ({}, {})
+        for device in gpus.devices if gpus is not None else ():
+            if isinstance(device.minor_number, int):
+                by_minor[device.minor_number] = device.index
+            if isinstance(device.memory_used, int):
+                memory_used[device.index] = device.memory_used
         holders = {h.pid: h for h in scan.holders}
         simulated = gpus is not None and gpus.backend == "simulated"
         foreign: list[HolderReport] = []
@@ -554,12 +546,9 @@ def state_name(state: str | NotAvailable) -> str:
 
 
 
-def rejudge(report: ReapReport, gpus: GpuSnapshot) -> ReapReport:
-    """``report``'s orphans judged again by a later NVML reading ``gpus`` (the device scan
-    and the CPU samples kept): one NVML lists now owns a CUDA context (detached); one whose
-    context that reading cannot tell (NVML failed, a GPU it holds could not be read or would
-    not list its processes), or whose parent became unconfirmed, is unconfirmed. Nothing is
-    confirmed here: an unconfirmed holder waits for a new scan."""
+
+def _listed(gpus: GpuSnapshot) -> tuple[dict[int, list[GpuProcess]], dict[int, str]]:
+    """NVML's processes by PID, and why each GPU whose list could not be read has none."""
     listed: dict[int, list[GpuProcess]] = {}
     unlisted: dict[int, str] = {}
     for device in gpus.devices:
@@ -569,6 +558,16 @@ def rejudge(report: ReapReport, gpus: GpuSnapshot) -> ReapReport:
             unlisted[device.index] = f"GPU {device.index}: {device.processes_error}"
         for process in device.processes:
             listed.setdefault(process.pid, []).append(process)
+    return listed, unlisted
+
+
+def rejudge(report: ReapReport, gpus: GpuSnapshot) -> ReapReport:
+    """``report``'s orphans judged again by a later NVML reading ``gpus`` (the device scan
+    and the CPU samples kept): one NVML lists now owns a CUDA context (detached); one whose
+    context that reading cannot tell (NVML failed, a GPU it holds could not be read or would
+    not list its processes), or whose parent became unconfirmed, is unconfirmed. Nothing is
+    confirmed here: an unconfirmed holder waits for a new scan."""
+    listed, unlisted = _listed(gpus)
     judged = {h.pid: h for h in report.holders}
     changed = True
     while changed:  # an orphan's children follow it
