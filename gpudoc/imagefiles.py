@@ -5,9 +5,6 @@ output that is one of a command's inputs."""
 from __future__ import annotations
 
 import math
-import os
-import stat
-import sys
 import warnings
 import zipfile
 import zlib
@@ -177,32 +174,13 @@ def read_array(path: Path, *, single_channel: bool, frames: bool = False) -> np.
         raise InputError(f"{file}: cannot read it ({exc.strerror or 'I/O error'})") from None
 
 
-def _identity(dest: str | Path) -> tuple[int, int] | None:
-    """The (device, inode) of the regular file an output argument writes (``-``: stdout's,
-    symlinks followed), or None for a new path, a device, a pipe, or a stdout without a file."""
-    try:
-        info = os.fstat(sys.stdout.fileno()) if str(dest) == "-" else os.stat(dest)
-    except (OSError, ValueError, AttributeError):  # no such file, or a stdout that is not a descriptor
-        return None
-    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
-
-
 def refuse_inputs_as_outputs(outputs: Iterable[tuple[str, str | Path]], inputs: Iterable[str | Path]) -> None:
-    """Stop before any work when an output (``(option, destination)``; ``-`` is stdout) is the
-    same file as one of ``inputs`` (files; ``file.npz:NAME`` names its archive), after symlinks
-    and hard links: writing it would destroy what is read."""
-    wanted = {}
-    for option, dest in outputs:
-        identity = _identity(dest)
-        if identity is not None:
-            wanted.setdefault(identity, (option, dest))
-    if not wanted:
-        return
-    for raw in inputs:
+    """:func:`gpudoc.output.refuse_inputs_as_outputs` for image inputs, where ``file.npz:NAME``
+    names its archive."""
+    from gpudoc.output import refuse_inputs_as_outputs as refuse
+
+    def archive(raw: str | Path) -> str:
         name, sep, _ = str(raw).partition(".npz:")
-        identity = _identity(name + ".npz" if sep else name)
-        if identity in wanted:
-            option, dest = wanted[identity]
-            where = f"{option} (stdout)" if str(dest) == "-" else f"{option} {dest}"
-            raise InputError(f"{where}: the same file as the input {raw}; writing it would destroy what is read",
-                             "write the output to another file")
+        return name + ".npz" if sep else name
+
+    refuse(outputs, inputs, file_of=archive)

@@ -13,7 +13,7 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import IO, Any, TextIO
@@ -147,6 +147,37 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _identity(dest: str | Path) -> tuple[int, int] | None:
+    """The (device, inode) of the regular file an output argument writes (``-``: stdout's,
+    symlinks followed), or None for a new path, a device, a pipe, or a stdout without a file."""
+    try:
+        info = os.fstat(sys.stdout.fileno()) if str(dest) == "-" else os.stat(dest)
+    except (OSError, ValueError, AttributeError):  # no such file, or a stdout that is not a descriptor
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+
+
+def refuse_inputs_as_outputs(outputs: Iterable[tuple[str, str | Path]], inputs: Iterable[str | Path],
+                             file_of: Callable[[str | Path], str | Path] = str) -> None:
+    """Stop before any work when an output (``(option, destination)``; ``-`` is stdout) is the
+    same file as one of ``inputs`` (each read from ``file_of(input)``), after symlinks and hard
+    links: writing it would destroy what is read."""
+    wanted = {}
+    for option, dest in outputs:
+        identity = _identity(dest)
+        if identity is not None:
+            wanted.setdefault(identity, (option, dest))
+    if not wanted:
+        return
+    for raw in inputs:
+        identity = _identity(file_of(raw))
+        if identity in wanted:
+            option, dest = wanted[identity]
+            where = f"{option} (stdout)" if str(dest) == "-" else f"{option} {dest}"
+            raise InputError(f"{where}: the same file as the input {raw}; writing it would destroy what is read",
+                             "write the output to another file")
 
 
 def place(temp: Path, dest: Path) -> None:

@@ -319,19 +319,14 @@ class OomScreen(ToolScreen):
 
     def _device(self) -> Any:
         """``gpu``'s device; the local GPU 0 (the simulated one under --demo) when empty."""
-        from gpudoc.oom.devices import find_device
+        from gpudoc.oom.devices import device_or_fallback
 
-        self._fallback = False
         name = self.field("gpu") or "local"
         if name.lower() != "local":
-            return find_device(name)
-        from gpudoc.errors import EnvironmentMissing
-
-        try:
-            return find_device("local", _backend(self.simulated))
-        except EnvironmentMissing:
-            self._fallback = True
-            return find_device("A100-80GB")
+            self._fallback = False
+            return device_or_fallback(name)[0]
+        device, self._fallback = device_or_fallback(None, _backend(self.simulated))
+        return device
 
     @staticmethod
     def _stage(progress: Progress, what: str) -> Progress:

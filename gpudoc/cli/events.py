@@ -303,7 +303,7 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
     from gpudoc.events import discover
     from gpudoc.events.export import export, format_for
     from gpudoc.events.model import Kind
-    from gpudoc.output import emit_json, is_stdout, output_target
+    from gpudoc.output import emit_json, is_stdout, output_target, refuse_inputs_as_outputs
 
     target = output_target(output)
     if not target.stream and target.path.exists() and not force:
@@ -315,10 +315,7 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
         what = f"unknown kind {unknown[0]!r}" if unknown else f"no kind in {kinds!r}"
         raise InputError(f"--kinds: {what}", "choose from scalar, histogram, tensor, text, pr_curve")
     runs = _distinct_runs([run for path in paths for run in discover(path)[1]])
-    if not target.stream and target.path.exists():
-        inputs = [f for run in runs for f in run.files if f.exists() and target.path.samefile(f)]
-        if inputs:
-            raise InputError(f"-o {output}: is the input {inputs[0]}", "write the table to another file")
+    refuse_inputs_as_outputs([("-o", output)], [f for run in runs for f in run.files])
     with _progress("exporting", runs, quiet=as_json) as advance:
         report = export(runs, Path(output), fmt=chosen, kinds=frozenset(Kind(n) for n in names),
                         purge=on_restart == "purge", salvage=salvage, progress=advance)

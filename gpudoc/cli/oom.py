@@ -83,18 +83,14 @@ def _device(name: str | None) -> Any:
     """The device of ``--gpu``; ``local`` (and the default) reads GPU 0 through the backend of
     ``--simulate`` when given, else NVML."""
     from gpudoc.cli.common import Settings
-    from gpudoc.errors import EnvironmentMissing
-    from gpudoc.oom.devices import find_device
+    from gpudoc.oom.devices import FALLBACK_DEVICE, device_or_fallback
 
     settings = click.get_current_context().find_object(Settings)
     backend = settings.gpu_backend() if settings is not None and settings.simulate else None
-    if name is not None:
-        return find_device(name, backend)
-    try:
-        return find_device("local", backend)
-    except EnvironmentMissing:
-        click.echo("gpudoc: note: no local GPU; estimating for A100-80GB (choose with --gpu)", err=True)
-        return find_device("A100-80GB")
+    device, fallback = device_or_fallback(name, backend)
+    if fallback:
+        click.echo(f"gpudoc: note: no local GPU; estimating for {FALLBACK_DEVICE} (choose with --gpu)", err=True)
+    return device
 
 
 def _plan(model: str, batch: int, input_spec: str | None, precision: str, optimizer: str, freeze: str | None,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from gpudoc.errors import EnvironmentMissing, InputError
 
 if TYPE_CHECKING:
-    from gpudoc.gpu import GpuBackend
+    from gpudoc.gpu import GpuBackend, GpuSnapshot
 
 MiB = 1024**2
 GiB = 1024**3
@@ -137,20 +137,39 @@ def find_device(name: str, backend: GpuBackend | None = None) -> Device:
     raise InputError(f"--gpu {name!r}: not a known device", f"use one of {names}, or local")
 
 
+def read_gpus(backend: GpuBackend, option: str, fix: str) -> GpuSnapshot:
+    """A snapshot of this machine's GPUs through ``backend`` (closed after); NVML missing or
+    broken is one line naming ``option``."""
+    try:
+        with backend as gpus:
+            snap = gpus.snapshot()
+    except Exception as exc:  # NVML missing or broken: say so, in one line
+        raise EnvironmentMissing(f"{option}: cannot read this machine's GPUs ({exc})", fix) from None
+    if snap.error and not snap.devices:
+        raise EnvironmentMissing(f"{option}: cannot read this machine's GPUs ({snap.error})", fix)
+    return snap
+
+
+FALLBACK_DEVICE = "A100-80GB"
+
+
+def device_or_fallback(name: str | None, backend: GpuBackend | None = None) -> tuple[Device, bool]:
+    """The device named (``find_device``), or with no name the local GPU 0 (through
+    ``backend``), else ``FALLBACK_DEVICE``; and whether the fallback was taken."""
+    if name is not None:
+        return find_device(name, backend), False
+    try:
+        return find_device("local", backend), False
+    except EnvironmentMissing:
+        return find_device(FALLBACK_DEVICE), True
+
+
 def local_device(index: int = 0, backend: GpuBackend | None = None) -> Device:
     """GPU ``index`` of this machine (read through ``backend``, NVML when None), with its
     catalog constants when its name is known."""
     from gpudoc.gpu import NvmlBackend
 
-    try:
-        with backend or NvmlBackend() as gpus:
-            snap = gpus.snapshot()
-    except Exception as exc:  # NVML missing or broken: say so, in one line
-        raise EnvironmentMissing(f"--gpu local: cannot read this machine's GPUs ({exc})",
-                                 "name a device such as A100-80GB") from None
-    if snap.error and not snap.devices:
-        raise EnvironmentMissing(f"--gpu local: cannot read this machine's GPUs ({snap.error})",
-                                 "name a device such as A100-80GB")
+    snap = read_gpus(backend or NvmlBackend(), "--gpu local", "name a device such as A100-80GB")
     devices = [d for d in snap.devices if d.index == index]
     if not devices or not isinstance(devices[0].memory_total, int):
         raise EnvironmentMissing(f"--gpu local: no GPU {index} with a memory reading on this machine",

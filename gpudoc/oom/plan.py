@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from gpudoc.errors import EnvironmentMissing, InputError
-from gpudoc.oom.devices import Device
+from gpudoc.oom.devices import Device, read_gpus
 from gpudoc.oom.result import Estimate, Remedy
 from gpudoc.oom.trace import TraceConfig
 
@@ -189,15 +189,7 @@ def visible(devices: Sequence[GpuDevice], value: str | None) -> list[GpuDevice]:
 
 def read_visible(backend: GpuBackend, value: str | None) -> list[GpuDevice]:
     """The visible GPUs with their memory now, through ``backend`` (closed after)."""
-    try:
-        with backend as gpus:
-            snap = gpus.snapshot()
-    except Exception as exc:  # NVML missing or broken: say so, in one line
-        raise EnvironmentMissing(f"--model: cannot read this machine's GPUs ({exc})",
-                                 "run where the GPUs are, or without --model") from None
-    if snap.error and not snap.devices:
-        raise EnvironmentMissing(f"--model: cannot read this machine's GPUs ({snap.error})",
-                                 "run where the GPUs are, or without --model")
+    snap = read_gpus(backend, "--model", "run where the GPUs are, or without --model")
     seen = visible(snap.devices, value)
     if not seen:
         raise EnvironmentMissing(f"--model: CUDA_VISIBLE_DEVICES={value!r} leaves the run no GPU to estimate against",

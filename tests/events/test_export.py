@@ -197,5 +197,5 @@ def test_an_output_that_is_one_of_the_inputs_is_refused_even_with_force(tmp_path
     for output in (source, link):
         result = CliRunner().invoke(cli, ["events", "export", str(source), "-o", str(output), "--force",
                                           "--format", "csv"])
-        assert result.exit_code == 2 and "is the input" in result.stderr
+        assert result.exit_code == 2 and f"the same file as the input {source}" in result.stderr
     assert source.read_bytes() == before
