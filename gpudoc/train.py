@@ -226,9 +226,8 @@ class Run:
         """Every live process in the run's session (the command and its descendants that did
         not start a session of their own).
 
-        Linux keeps a PID from reuse while any process is in the session it names; once the
-        session has emptied, a new session with the same ID belongs to someone else: a leader
-        that is not ours means the run's session is over, and an empty session stays over."""
+        Linux keeps a PID from reuse while any process is in the session it names, so a
+        process with the leader's PID that is not ours means the run's session is over."""
         if self._session_over:
             return []
         leader = read_stat(self.pid)
@@ -242,8 +241,6 @@ class Run:
                 if (stat is not None and stat.sid == self.pid and stat.state != "Z"
                         and stat.start_ticks >= self._leader_ticks):
                     found.append(stat)
-        if not found and self._ended is not None:
-            self._session_over = True
         return found
 
     def stop(self, grace: float = 10.0) -> dict[int, Action]:

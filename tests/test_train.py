@@ -135,9 +135,3 @@ def test_a_session_whose_leader_pid_now_names_another_process_has_no_members() -
         os.kill(run.pid, 9)
         run.wait(10)
 
-
-def test_an_emptied_session_stays_over() -> None:
-    run = Run(python("pass"))
-    assert run.wait(10) is not None
-    assert wait_for(lambda: run.members() == [])
-    assert run._session_over
