@@ -51,7 +51,9 @@ class Shapes(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 def announce(worker: int) -> None:
     """Says which process a training worker is (the run's output names every process it starts)."""
-    print(f"DataLoader worker {worker}: PID {os.getpid()}", flush=True)
+    # One write: two workers printing at once (unbuffered under gpudoc run) would interleave
+    # print's text and its newline into one line.
+    os.write(1, f"DataLoader worker {worker}: PID {os.getpid()}\n".encode())
 
 
 def model(width: int) -> nn.Module:
