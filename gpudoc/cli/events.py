@@ -83,23 +83,12 @@ def info(paths: tuple[str, ...], as_json: bool) -> int:
     PATH is an event file, a run directory or a logdir. Exit 1 when a file is damaged or ends
     in an incomplete record.
     """
-    from gpudoc.events import RunInfo, discover, run_info
-    from gpudoc.events.records import CorruptRecord
-    from gpudoc.events.sessions import session_metric_records
-    from gpudoc.output import emit_json, to_jsonable
+    from gpudoc.events.info import describe, info_json
+    from gpudoc.output import emit_json
 
-    infos: list[tuple[str, RunInfo]] = []
-    for path in paths:
-        root, runs = discover(path)
-        try:
-            metrics = session_metric_records(runs)
-        except CorruptRecord:  # records that are no Events: reported by run_info below
-            metrics = {}
-        for run in runs:
-            tags = frozenset(t for f in run.files for held in metrics.get(f, {}).values() for t in held)
-            infos.append((path, run_info(run, root, tags)))
+    infos = describe(paths)
     if as_json:
-        emit_json([{"path": p, **to_jsonable(i)} for p, i in infos])
+        emit_json(info_json(infos))
     else:
         for path, item in infos:
             _print_info(path, item)
@@ -149,10 +138,6 @@ def _damage_lines(damage: Sequence[tuple[str, Damage]]) -> None:
         click.echo(f"skipped damaged bytes {item.start}..{item.end} of {file}: {item.reason}", err=True)
 
 
-def _damage_json(damage: Sequence[tuple[str, Damage]]) -> list[dict[str, str | int]]:
-    return [{"file": f, "start": d.start, "end": d.end, "reason": d.reason} for f, d in damage]
-
-
 _SALVAGE = click.option("--salvage", is_flag=True,
                         help="Skip damaged records and a cut-off last record (listed on stderr) instead of failing.")
 _EXCLUDE_FILES = click.option(
@@ -169,11 +154,6 @@ def _copied_lines(copied: Sequence[tuple[str, str]], skipped: Sequence[tuple[str
         click.echo(f"{verb} {source} → {dest}", err=err)
     for path, why in skipped:
         click.echo(f"not copied: {path} ({why})", err=err)
-
-
-def _copied_json(copied: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]]) -> dict[str, object]:
-    return {"copied": [{"source": s, "output": d} for s, d in copied],
-            "not_copied": [{"path": p, "reason": r} for p, r in skipped]}
 
 
 @events.command("trim")
@@ -215,7 +195,7 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
     from gpudoc.events.discover import output_directory
     from gpudoc.events.files import for_runs
     from gpudoc.events.model import Kind
-    from gpudoc.events.trim import check_destination
+    from gpudoc.events.trim import check_destination, trim_json
     from gpudoc.output import emit_json
 
     first, last = parse_steps(steps) if steps else (None, None)
@@ -251,15 +231,7 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
         report = trim(root, runs, None if in_place else output, spec, salvage=salvage, dry_run=dry_run,
                       backup=backup if in_place else None, progress=advance, others=others)
     if as_json:
-        emit_json({
-            "files": [{"source": s, "output": d, "records_in": i, "records_out": o} for s, d, i, o in report.files],
-            "reencoded": report.reencoded, "metadata_reattached": report.reattached,
-            "values": [{"run": r, "kind": k, "tag": t, "before": n, "after": report.after.get((r, k, t), 0)}
-                       for (r, k, t), n in sorted(report.before.items())],
-            **_copied_json(report.copied, report.skipped),
-            "damage": _damage_json(report.damage),
-            "dry_run": dry_run,
-        })
+        emit_json(trim_json(report, dry_run))
         return 0
     rows = [(run, kind, tag or "-", str(n), str(report.after.get((run, kind, tag), 0)))
             for (run, kind, tag), n in sorted(report.before.items())]
@@ -301,7 +273,7 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
     --salvage. When the table goes to stdout, the summary (and --json) goes to stderr.
     """
     from gpudoc.events import discover
-    from gpudoc.events.export import export, format_for
+    from gpudoc.events.export import export, export_json, format_for
     from gpudoc.events.model import Kind
     from gpudoc.output import emit_json, is_stdout, output_target, refuse_inputs_as_outputs
 
@@ -321,8 +293,7 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
                         purge=on_restart == "purge", salvage=salvage, progress=advance)
     to_stderr = is_stdout(output)
     if as_json:
-        emit_json({"output": output, "format": chosen, "rows": report.rows, "purged": report.purged,
-                   "damage": _damage_json(report.damage)}, sys.stderr if to_stderr else None)
+        emit_json(export_json(output, chosen, report), sys.stderr if to_stderr else None)
         return 0
     click.echo(f"{report.rows} rows → {output} ({chosen})", err=to_stderr)
     for run, count in report.purged.items():
@@ -401,8 +372,9 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
     file with different bytes in two runs is refused unless --exclude-files leaves it out.
     """
     from gpudoc.events.discover import output_directory
-    from gpudoc.events.files import copy_all, for_merge
+    from gpudoc.events.files import copied_json, copy_all, for_merge
     from gpudoc.events.merge import merge
+    from gpudoc.events.records import damage_json
     from gpudoc.output import emit_json
 
     found = _merge_inputs(runs, run_names)
@@ -433,7 +405,7 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
     if as_json:
         emit_json({"output": str(output / name), "records_in": report.records_in, "records_out": report.records_out,
                    "overlaps_dropped": report.overlaps, "repeated_run_level_dropped": report.repeated_run_level,
-                   **_copied_json(copied, others.skipped), "damage": _damage_json(report.damage)})
+                   **copied_json(copied, others.skipped), "damage": damage_json(report.damage)})
         return 0
     click.echo(f"{report.records_in} records from {len(found)} run(s) → {report.records_out} in {output / name}")
     _copied_lines(copied, others.skipped)
@@ -465,8 +437,9 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
     """
     from gpudoc.events import discover, parse_steps
     from gpudoc.events.discover import output_directory
-    from gpudoc.events.files import for_runs
+    from gpudoc.events.files import copied_json, for_runs
     from gpudoc.events.merge import replay
+    from gpudoc.events.records import damage_json
     from gpudoc.output import emit_json
 
     if speed is None and rate is None:
@@ -480,7 +453,7 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
                         salvage=salvage, progress=advance, others=others)
     if as_json:
         emit_json({"output": str(output), "runs": [run.label for run in found], "records": report.records,
-                   **_copied_json(report.copied, report.skipped), "damage": _damage_json(report.damage)})
+                   **copied_json(report.copied, report.skipped), "damage": damage_json(report.damage)})
     else:
         _copied_lines(report.copied, report.skipped, err=True)
         click.echo(f"replayed {report.records} records from {len(found)} run(s) into {output}", err=True)

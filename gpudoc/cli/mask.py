@@ -205,12 +205,6 @@ def threshold_command(inputs: tuple[str, ...], output: str, t: float, rule: str,
     return 0
 
 
-def _image_summary(index: int, report: Any) -> dict[str, Any]:
-    return {"image": index, "values": report.values, "minimum": report.minimum, "maximum": report.maximum,
-            "foreground": report.foreground, "at_threshold": report.at_threshold,
-            "near_threshold": report.near_threshold, "rules_disagree": report.rules_disagree}
-
-
 _SHOWN_IMAGES = 20
 
 
@@ -224,22 +218,15 @@ def audit_command(inputs: tuple[str, ...], t: float, rule: str, scale: str, as_j
     """What thresholding each input at --t does: values at and near it, where rules and
     common idioms (tf.where, tf.cast(x + 0.5), tf.round, uint8 casts) disagree. A stack is
     audited as a whole and per image (--json: per_image)."""
-    from gpudoc.masks import audit
-    from gpudoc.output import emit_json, to_jsonable
+    from gpudoc.masks.audit import audit_json, audit_stack
+    from gpudoc.output import emit_json
 
     stacks = _read(list(inputs))
     scales, warning = _scales(stacks, scale)
     _warn(warning)
-    reports = []
-    for stack, found in zip(stacks, scales):
-        report = audit(stack.values, t, rule, scale=found)
-        per_image = None
-        if stack.stacked:
-            per_image = [_image_summary(i, audit(stack.images[i], t, rule, scale=found)) for i in range(stack.count)]
-        reports.append((stack, report, per_image))
+    reports = [(stack, *audit_stack(stack, t, rule, found)) for stack, found in zip(stacks, scales)]
     if as_json:
-        emit_json([{"input": s.source, **to_jsonable(r), "images": s.count, "per_image": per}
-                   for s, r, per in reports])
+        emit_json(audit_json(reports))
         return 0
     for stack, r, per_image in reports:
         images = f" in {stack.count} images" if stack.stacked else ""
@@ -261,41 +248,6 @@ def audit_command(inputs: tuple[str, ...], t: float, rule: str, scale: str, as_j
                 click.echo(f"  image {s['image']}: range [{s['minimum']:g}, {s['maximum']:g}], {s['foreground']} "
                            f"foreground, {s['at_threshold']} at the threshold, {s['near_threshold']} within one ulp")
     return 0
-
-
-def _pairs(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(probabilities, truth) files: by position when each side is one file, else by name
-    (a warning names truth files left over)."""
-    from gpudoc.masks.io import expand
-
-    probs_files, truth_files = expand(list(probs_paths)), expand(list(truth_paths))
-    one_file = len(probs_paths) == len(truth_paths) == 1 and len(probs_files) == len(truth_files) == 1
-    if one_file and not Path(probs_paths[0]).is_dir() and not Path(truth_paths[0]).is_dir():
-        return [(probs_files[0], truth_files[0])]
-    named: list[dict[str, str]] = []
-    for files, side in ((probs_files, "--probs"), (truth_files, "--truth")):
-        by_stem: dict[str, str] = {}
-        for f in files:
-            stem = Path(f.partition(".npz:")[0]).stem
-            if stem in by_stem:
-                raise InputError(f"{side}: {by_stem[stem]} and {f} have the same name",
-                                 "files are matched by name: keep one per name")
-            by_stem[stem] = f
-        named.append(by_stem)
-    probs, truth = named
-    missing = [f for stem, f in probs.items() if stem not in truth]
-    if missing:
-        raise InputError(f"{missing[0]}: no truth mask of the same name ({len(missing)} of {len(probs)} unmatched)",
-                         "give truth files with the same names, or one file each for --probs and --truth")
-    unused = [f for stem, f in truth.items() if stem not in probs]
-    if unused:
-        click.echo(f"gpudoc: warning: {len(unused)} truth file(s) have no probability map of the same name "
-                   f"({', '.join(unused[:3])}{', …' if len(unused) > 3 else ''}); they are not scored", err=True)
-    return [(f, truth[stem]) for stem, f in probs.items()]
-
-
-def _dims(images: Any) -> str:
-    return "×".join(map(str, images.shape[1:]))
 
 
 @mask.command("sweep", epilog=STACKS)
@@ -320,18 +272,17 @@ def sweep_command(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...], th
                   force: bool, as_json: bool) -> int:
     """Dice, IoU, precision and recall over thresholds, pooled and per image; the best
     threshold, and Otsu's."""
-    import numpy as np
-
     from gpudoc.imagefiles import refuse_inputs_as_outputs
     from gpudoc.masks import sweep
-    from gpudoc.masks.io import as_probabilities, read_stack, read_truth
+    from gpudoc.masks.io import load_pairs, pair_files
     from gpudoc.output import emit_json, output_target
 
     report_out = _stdout_free({f"--plot {plot}": _on_stdout(plot), f"--csv {csv_path}": _on_stdout(csv_path),
                                "--json": as_json})
     if plot and csv_path and _same_destination(plot, csv_path):
         raise InputError(f"--plot {plot} and --csv {csv_path} name the same file", "give each its own file")
-    pairs = _pairs(probs_paths, truth_paths)
+    pairs, unused = pair_files(list(probs_paths), list(truth_paths))
+    _warn(unused)
     refuse_inputs_as_outputs([(f"--{name}", dest) for name, dest in (("plot", plot), ("csv", csv_path)) if dest],
                              [f for pair in pairs for f in pair])
     if plot:
@@ -341,24 +292,9 @@ def sweep_command(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...], th
             raise InputError(f"--plot {plot}: the chart is a PNG", "name it .png, or - for stdout")
     if csv_path:
         _refuse_existing(csv_path, force)
-    stacks = [read_stack(p) for p, _ in pairs]
-    scales, warning = _scales(stacks, scale)
-    maps, masks = [], []
-    for stack, found, (_, truth_file) in zip(stacks, scales, pairs):
-        truth = read_truth(truth_file)
-        if truth.count != stack.count:
-            raise InputError(f"{stack.source}: {stack.count} image(s) but its truth {truth_file} has {truth.count}",
-                             "give one truth mask per probability map, in the same order")
-        if truth.images.shape != stack.images.shape:
-            raise InputError(f"{stack.label(0)} is {_dims(stack.images)} but its truth {truth.label(0)} is "
-                             f"{_dims(truth.images)}", "give truth masks of the maps' size")
-        if maps and stack.images.shape[1:] != maps[0].shape[1:]:
-            raise InputError(f"{stack.source} has {_dims(stack.images)} images but {stacks[0].source} "
-                             f"{_dims(maps[0])}", "sweep images of one size per call")
-        maps.append(as_probabilities(stack, found))
-        masks.append(truth.images)
+    probs, truth, warning = load_pairs(pairs, None if scale == "auto" else scale)
     _warn(warning)
-    result = sweep(np.concatenate(maps), np.concatenate(masks), thresholds, metric=metric, reduction=reduction,
+    result = sweep(probs, truth, thresholds, metric=metric, reduction=reduction,
                    rule=rule, exact=exact)
     if plot:
         from gpudoc.masks.plot import write_plot

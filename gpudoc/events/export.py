@@ -17,7 +17,7 @@ from tensorboard.util import tensor_util
 from gpudoc.errors import EnvironmentMissing, InputError
 from gpudoc.events.discover import Run
 from gpudoc.events.model import Kind, TagPlugins, decode, is_start
-from gpudoc.events.records import Damage, RecordReader, check_whole
+from gpudoc.events.records import Damage, RecordReader, check_whole, damage_json
 from gpudoc.output import atomic_file, output_target
 
 EXPORTABLE = frozenset({Kind.SCALAR, Kind.HISTOGRAM, Kind.TENSOR, Kind.TEXT, Kind.PR_CURVE})
@@ -47,6 +47,12 @@ class ExportReport:
     rows: int = 0
     purged: dict[str, int] = field(default_factory=dict)
     damage: list[tuple[str, Damage]] = field(default_factory=list)
+
+
+def export_json(output: str, fmt: str, report: ExportReport) -> dict[str, object]:
+    """What ``events export --json`` prints."""
+    return {"output": output, "format": fmt, "rows": report.rows, "purged": report.purged,
+            "damage": damage_json(report.damage)}
 
 
 def _value(value: event_pb2.Summary.Value, kind: Kind) -> Any:

@@ -10,6 +10,7 @@ import fnmatch
 import os
 import shutil
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,12 @@ class OtherFiles:
 
     files: list[OtherFile] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def copied_json(copied: Iterable[tuple[str, str]], skipped: Iterable[tuple[str, str]]) -> dict[str, object]:
+    """The other files copied (``(source, copy)``) and left out (``(path, why)``), as ``--json`` lists them."""
+    return {"copied": [{"source": s, "output": d} for s, d in copied],
+            "not_copied": [{"path": p, "reason": r} for p, r in skipped]}
 
 
 def _excluded(relative: Path, patterns: tuple[str, ...]) -> str | None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from gpudoc.events.discover import Run
+from gpudoc.events.discover import Run, discover
 from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, decode, event_kinds, is_start
 from gpudoc.events.records import CorruptRecord, Damage, RecordReader
+from gpudoc.events.sessions import session_metric_records
+from gpudoc.output import to_jsonable
 
 
 @dataclass
@@ -171,3 +175,24 @@ def run_info(run: Run, root: Path, metric_tags: frozenset[str] = frozenset()) ->
 def _step_range(info: RunInfo, step: int) -> None:
     info.step_min = step if info.step_min is None else min(info.step_min, step)
     info.step_max = step if info.step_max is None else max(info.step_max, step)
+
+
+def describe(paths: Sequence[str]) -> list[tuple[str, RunInfo]]:
+    """``events info``: ``(path, info)`` of every run of each path, in order, with each run's
+    hparams session metrics named."""
+    infos: list[tuple[str, RunInfo]] = []
+    for path in paths:
+        root, runs = discover(path)
+        try:
+            metrics = session_metric_records(runs)
+        except CorruptRecord:  # records that are no Events: reported by run_info below
+            metrics = {}
+        for run in runs:
+            tags = frozenset(t for f in run.files for held in metrics.get(f, {}).values() for t in held)
+            infos.append((path, run_info(run, root, tags)))
+    return infos
+
+
+def info_json(infos: Sequence[tuple[str, RunInfo]]) -> list[dict[str, Any]]:
+    """What ``events info --json`` prints."""
+    return [{"path": p, **to_jsonable(i)} for p, i in infos]

@@ -96,6 +96,11 @@ class Damage:
     reason: str
 
 
+def damage_json(damage: Iterable[tuple[str, Damage]]) -> list[dict[str, str | int]]:
+    """Damaged stretches per file as the commands' ``--json`` lists them."""
+    return [{"file": f, "start": d.start, "end": d.end, "reason": d.reason} for f, d in damage]
+
+
 @dataclass
 class ReadState:
     """Where reading stopped: ``offset`` after the last complete record, ``records`` read,

@@ -21,7 +21,7 @@ from tensorboard.compat.proto import event_pb2
 
 from gpudoc.errors import InputError
 from gpudoc.events.discover import Run, staging_beside
-from gpudoc.events.files import OtherFiles, stage
+from gpudoc.events.files import OtherFiles, copied_json, stage
 from gpudoc.events.model import (
     RUN_LEVEL,
     RUN_LEVEL_FIELDS,
@@ -36,7 +36,17 @@ from gpudoc.events.model import (
     event_kinds,
     peek,
 )
-from gpudoc.events.records import Damage, FastTrim, RecordReader, RecordWriter, Span, core_active, file_crc, frame
+from gpudoc.events.records import (
+    Damage,
+    FastTrim,
+    RecordReader,
+    RecordWriter,
+    Span,
+    core_active,
+    damage_json,
+    file_crc,
+    frame,
+)
 from gpudoc.events.sessions import session_metric_records
 from gpudoc.output import output_target, place
 
@@ -105,6 +115,19 @@ class TrimReport:
     before: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     after: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     damage: list[tuple[str, Damage]] = field(default_factory=list)
+
+
+def trim_json(report: TrimReport, dry_run: bool) -> dict[str, object]:
+    """What ``events trim --json`` prints."""
+    return {
+        "files": [{"source": s, "output": d, "records_in": i, "records_out": o} for s, d, i, o in report.files],
+        "reencoded": report.reencoded, "metadata_reattached": report.reattached,
+        "values": [{"run": r, "kind": k, "tag": t, "before": n, "after": report.after.get((r, k, t), 0)}
+                   for (r, k, t), n in sorted(report.before.items())],
+        **copied_json(report.copied, report.skipped),
+        "damage": damage_json(report.damage),
+        "dry_run": dry_run,
+    }
 
 
 class _Trimmer:

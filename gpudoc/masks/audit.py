@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gpudoc.masks.rules import Rule, Scale, bound, resolve_scale
+
+if TYPE_CHECKING:
+    from gpudoc.masks.io import Stack
 
 Idiom = tuple[str, Callable[[np.ndarray], np.ndarray], str]
 
@@ -133,3 +136,27 @@ def audit(x: Any, t: float = 0.5, rule: Rule | str = Rule.GE, *, scale: Scale | 
         histogram=tuple((float(edges[i]), float(edges[i + 1]), int(counts[i])) for i in range(len(counts))),
         idioms=results,
     )
+
+
+def _image_summary(index: int, report: MaskAudit) -> dict[str, Any]:
+    return {"image": index, "values": report.values, "minimum": report.minimum, "maximum": report.maximum,
+            "foreground": report.foreground, "at_threshold": report.at_threshold,
+            "near_threshold": report.near_threshold, "rules_disagree": report.rules_disagree}
+
+
+def audit_stack(
+    stack: Stack, t: float, rule: Rule | str, scale: Scale
+) -> tuple[MaskAudit, list[dict[str, Any]] | None]:
+    """``mask audit`` of one file: the whole of it, and for a stack each image's summary."""
+    report = audit(stack.values, t, rule, scale=scale)
+    per_image = None
+    if stack.stacked:
+        per_image = [_image_summary(i, audit(stack.images[i], t, rule, scale=scale)) for i in range(stack.count)]
+    return report, per_image
+
+
+def audit_json(reports: list[tuple[Stack, MaskAudit, list[dict[str, Any]] | None]]) -> list[dict[str, Any]]:
+    """What ``mask audit --json`` prints."""
+    from gpudoc.output import to_jsonable
+
+    return [{"input": s.source, **to_jsonable(r), "images": s.count, "per_image": per} for s, r, per in reports]

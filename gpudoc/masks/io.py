@@ -180,3 +180,59 @@ def write_mask(mask: np.ndarray, dest: Path | str, fmt: str) -> None:
             from PIL import Image
 
             Image.fromarray(mask.astype(np.uint8) * 255).save(out, format="PNG")
+
+
+def pair_files(probs_paths: list[str], truth_paths: list[str]) -> tuple[list[tuple[str, str]], str | None]:
+    """(probabilities, truth) files, and a warning naming truth files left over: by position
+    when each side is one file, else by name."""
+    probs_files, truth_files = expand(probs_paths), expand(truth_paths)
+    one_file = len(probs_paths) == len(truth_paths) == 1 and len(probs_files) == len(truth_files) == 1
+    if one_file and not Path(probs_paths[0]).is_dir() and not Path(truth_paths[0]).is_dir():
+        return [(probs_files[0], truth_files[0])], None
+    named: list[dict[str, str]] = []
+    for files, side in ((probs_files, "--probs"), (truth_files, "--truth")):
+        by_stem: dict[str, str] = {}
+        for f in files:
+            stem = Path(f.partition(".npz:")[0]).stem
+            if stem in by_stem:
+                raise InputError(f"{side}: {by_stem[stem]} and {f} have the same name",
+                                 "files are matched by name: keep one per name")
+            by_stem[stem] = f
+        named.append(by_stem)
+    probs, truth = named
+    missing = [f for stem, f in probs.items() if stem not in truth]
+    if missing:
+        raise InputError(f"{missing[0]}: no truth mask of the same name ({len(missing)} of {len(probs)} unmatched)",
+                         "give truth files with the same names, or one file each for --probs and --truth")
+    unused = [f for stem, f in truth.items() if stem not in probs]
+    warning = None
+    if unused:
+        warning = (f"{len(unused)} truth file(s) have no probability map of the same name "
+                   f"({', '.join(unused[:3])}{', …' if len(unused) > 3 else ''}); they are not scored")
+    return [(f, truth[stem]) for stem, f in probs.items()], warning
+
+
+def _dims(images: np.ndarray) -> str:
+    return "×".join(map(str, images.shape[1:]))
+
+
+def load_pairs(pairs: list[tuple[str, str]], scale: str | None) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Every pair's probabilities (N, H, W, float64) and truth (bool), each image checked
+    against its truth, and the scale warning when ``scale`` (1, 255, logits) is inferred."""
+    stacks = [read_stack(p) for p, _ in pairs]
+    scales, warning = resolve_scales(stacks, scale)
+    maps, masks = [], []
+    for stack, found, (_, truth_file) in zip(stacks, scales, pairs):
+        truth = read_truth(truth_file)
+        if truth.count != stack.count:
+            raise InputError(f"{stack.source}: {stack.count} image(s) but its truth {truth_file} has {truth.count}",
+                             "give one truth mask per probability map, in the same order")
+        if truth.images.shape != stack.images.shape:
+            raise InputError(f"{stack.label(0)} is {_dims(stack.images)} but its truth {truth.label(0)} is "
+                             f"{_dims(truth.images)}", "give truth masks of the maps' size")
+        if maps and stack.images.shape[1:] != maps[0].shape[1:]:
+            raise InputError(f"{stack.source} has {_dims(stack.images)} images but {stacks[0].source} "
+                             f"{_dims(maps[0])}", "sweep images of one size per call")
+        maps.append(as_probabilities(stack, found))
+        masks.append(truth.images)
+    return np.concatenate(maps), np.concatenate(masks), warning
