@@ -56,13 +56,17 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      "nn.Sequential or nn.ModuleList); a note names the blocks, or says why there are none."),
         click.option("--accumulate", type=click.IntRange(1), default=1, show_default=True,
                      help="Gradient accumulation steps: micro-batch = batch / K."),
-        click.option("--zero-grad", "zero_grad", type=click.Choice(["none", "zeros"]), default="none",
-                     show_default=True, help="optimizer.zero_grad(set_to_none=True) frees the gradients every step "
-                     "(PyTorch's default since 2.0); zeros keeps them allocated through the next forward."),
+        click.option("--zero-grad", "zero_grad", type=click.Choice(["none", "zeros"]), default=None,
+                     help="none: zero_grad(set_to_none=True) frees the gradients every step; zeros keeps them "
+                     "allocated through the next forward. Default: --torch's (none from 2.0, zeros before)."),
         click.option("--optimizer-impl", "optimizer_impl", type=click.Choice(["foreach", "for-loop", "fused"]),
-                     default="foreach", show_default=True, help="foreach: CUDA's default multi-tensor kernels, "
-                     "whose temporaries span all parameters; for-loop: one parameter at a time (foreach=False); "
-                     "fused: one kernel, no temporaries (adam, adamw, sgd, momentum)."),
+                     default=None, help="foreach: multi-tensor kernels, whose temporaries span all parameters; "
+                     "for-loop: one parameter at a time (foreach=False); fused: one kernel, no temporaries (adam, "
+                     "adamw, sgd, momentum). Default: --torch's on CUDA (foreach from 2.0, for-loop before)."),
+        click.option("--torch", "torch_version", metavar="VERSION", default=None,
+                     help="PyTorch version of the training run (1.10, 2.3): softmax's backward keeps its input up "
+                     "to 1.10; the --zero-grad and --optimizer-impl defaults change in 2.0. Default: the local "
+                     "torch's."),
         click.option("--inference", is_flag=True, help="Forward only, no gradients."),
         click.option("--gpu", "gpu_name", default=None,
                      help="Target device (V100-16GB/32GB, A100-40GB/80GB, H100-80GB, H200-141GB, L4, T4, "
@@ -95,12 +99,12 @@ def _device(name: str | None) -> Any:
 
 def _plan(model: str, batch: int, input_spec: str | None, precision: str, optimizer: str, freeze: str | None,
           checkpointing: bool, accumulate: int, inference: bool, gpu_name: str | None, cuda: str | None,
-          zero_grad: str, optimizer_impl: str) -> Plan:
+          zero_grad: str | None, optimizer_impl: str | None, torch_version: str | None) -> Plan:
     """The plan of the options (every one checked before anything is built) on ``--gpu``'s device."""
     from gpudoc.oom.plan import plan
 
     return plan(model, batch, lambda: _device(gpu_name), input_spec, precision, optimizer, freeze, checkpointing,
-                accumulate, inference, cuda, zero_grad, optimizer_impl)
+                accumulate, inference, cuda, zero_grad, optimizer_impl, torch_version)
 
 
 def _print(est: Any) -> None:
@@ -111,6 +115,7 @@ def _print(est: Any) -> None:
         [f"accumulate {c.accumulate}"] if c.accumulate > 1 else []) + ([f"freeze {c.freeze}"] if c.freeze else []) + (
         ["inference"] if c.inference else []) + ([f"{c.optimizer_impl} optimizer"] if c.optimizer_impl != "foreach"
                                                   else []) + (["zero_grad to zeros"] if c.zero_grad == "zeros" else [])
+    extras += [f"torch {c.torch}"] if c.torch else []
     click.echo(f"{est.model}  batch {c.batch}  {c.input}  {', '.join(extras)}  on {est.device} "
                f"({format_bytes(est.capacity_bytes)})  [{est.method}]")
     click.echo(f"parameters      {est.parameters:,} ({est.trainable_parameters:,} trainable)")
@@ -158,8 +163,8 @@ def oom() -> None:
               help="Re-estimate with each remedy (default: when the verdict is tight or OOM).")
 def estimate_command(model: str, batch: int, input_spec: str | None, precision: str, optimizer: str,
                      freeze: str | None, checkpointing: bool, accumulate: int, inference: bool, gpu_name: str | None,
-                     cuda: str | None, zero_grad: str, optimizer_impl: str, as_json: bool,
-                     with_remedies: bool | None) -> int:
+                     cuda: str | None, zero_grad: str | None, optimizer_impl: str | None, torch_version: str | None,
+                     as_json: bool, with_remedies: bool | None) -> int:
     """Peak memory of two training steps of MODEL at --batch, and whether it fits the GPU.
 
     MODEL: a built-in name (resnet18, resnet50, unet, vit_b16, gpt2_small, efficientnetv2_s,
@@ -171,7 +176,7 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
     shows on stderr when it is a terminal (not with --json). Exit 1 when the verdict is OOM.
     """
     made = _plan(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate, inference,
-                 gpu_name, cuda, zero_grad, optimizer_impl)
+                 gpu_name, cuda, zero_grad, optimizer_impl, torch_version)
     with _status(as_json) as stage:
         est = made.estimate(progress=stage(f"{made.spec.name} at batch {batch}"))
         est.notes = made.notes + est.notes
@@ -192,12 +197,12 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
               help="The second batch size traced to fit the line (the first is 1).")
 def max_batch_command(model: str, batch: int, input_spec: str | None, precision: str, optimizer: str,
                       freeze: str | None, checkpointing: bool, accumulate: int, inference: bool,
-                      gpu_name: str | None, cuda: str | None, zero_grad: str, optimizer_impl: str,
-                      as_json: bool) -> int:
+                      gpu_name: str | None, cuda: str | None, zero_grad: str | None, optimizer_impl: str | None,
+                      torch_version: str | None, as_json: bool) -> int:
     """The largest batch of MODEL whose estimate leaves 10% of the GPU free: estimate batch 1
     and --batch, solve, confirm. Exit 1 when not even batch 1 fits."""
     made = _plan(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate, inference,
-                 gpu_name, cuda, zero_grad, optimizer_impl)
+                 gpu_name, cuda, zero_grad, optimizer_impl, torch_version)
     with _status(as_json) as stage:
         best_batch, est = made.max_batch(lambda size: stage(f"batch {size}"))
         est.notes = made.notes + est.notes

@@ -103,6 +103,7 @@ def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device:
     cannot be traced (data-dependent ops) gets the analytic estimate, labelled. ``progress``
     hears each stage (building the model, each training step, the allocator simulation)."""
     from gpudoc.oom.trace import TraceImpossible, trace_training
+    from gpudoc.oom.versions import rules_of
 
     capability = device.capability or (8, 0)
     try:
@@ -112,7 +113,9 @@ def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device:
 
         if progress is not None:
             progress("analytic estimate (one real batch-1 forward)")
-        return torch_analytic(name, factory, config, device, str(exc))
+        analytic = torch_analytic(name, factory, config, device, str(exc))
+        analytic.torch_rules = rules_of(config.torch).assumed()[1:]  # no trace: no softmax rule
+        return analytic
     notes = []
     if config.precision != "fp32":
         notes.append(f"{config.precision}: CUDA autocast's casting rules emulated on CPU")
@@ -127,7 +130,9 @@ def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device:
                      f"(compute capability {capability[0]}.{capability[1]}{known}): {why}")
     if progress is not None:
         progress("allocator simulation")
-    return from_trace(name, trace, config, device, notes)
+    est = from_trace(name, trace, config, device, notes)
+    est.torch_rules = rules_of(config.torch).assumed()
+    return est
 
 
 REMEDIES: tuple[tuple[str, str], ...] = (

@@ -9,6 +9,11 @@ trace records what CUDA keeps.
   the CPU has its own rules (it takes its math path with dropout, materialising the score
   matrix). The chosen kernel's own op runs, so its saved tensors (logsumexp, the RNG seed and
   offset) are what the trace records; the math path is spelled out with the fused dropout.
+- **softmax / log_softmax of PyTorch <= 1.10** (``--torch``, :mod:`gpudoc.oom.versions`): their
+  autograd kept the op's input as well as its output for the backward, so they run as an
+  autograd function that saves both (cross entropy on class indices, which is log_softmax and
+  nll_loss, too); CUDA's half-to-float path (an fp16 input with ``dtype=float32``) keeps the
+  fp16 input, not a float copy. Later versions keep the output only: the plain ops.
 """
 
 from __future__ import annotations
@@ -85,9 +90,44 @@ def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str, d
     return args[index] if len(args) > index else kwargs.get(name, default)
 
 
-def cuda_kernels(capability: tuple[int, int], chosen: dict[str, str]) -> Any:
+def _kept_input(log: bool) -> Any:
+    """softmax (``log``: log_softmax) as PyTorch <= 1.10's autograd ran it: the input saved
+    beside the result, the backward from the result (``_softmax_backward_data``)."""
+    import torch
+
+    class KeptInput(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any, dim: int, half_to_float: bool) -> Any:
+            y = (torch._log_softmax if log else torch._softmax)(x, dim, half_to_float)
+            ctx.save_for_backward(x, y)
+            ctx.dim = dim
+            return y
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            x, y = ctx.saved_tensors
+            backward = torch.ops.aten._log_softmax_backward_data if log else torch.ops.aten._softmax_backward_data
+            return backward(grad, y, ctx.dim, x.dtype), None, None
+
+    return KeptInput
+
+
+def legacy_softmax(x: Any, dim: int, dtype: Any, log: bool) -> Any:
+    """softmax / log_softmax of ``x`` along ``dim`` (to ``dtype`` when given), its input kept
+    for the backward as PyTorch <= 1.10 did."""
+    import torch
+
+    half_to_float = x.dtype == torch.float16 and dtype == torch.float32
+    if dtype is not None and not half_to_float:
+        x = x.to(dtype)
+    return _kept_input(log).apply(x, dim, half_to_float)
+
+
+def cuda_kernels(capability: tuple[int, int], chosen: dict[str, str], softmax_keeps_input: bool = False) -> Any:
     """A torch-function mode running dropout and SDPA as CUDA would on a device of compute
-    ``capability``; each SDPA kernel taken goes into ``chosen`` (kernel → why)."""
+    ``capability``; each SDPA kernel taken goes into ``chosen`` (kernel → why).
+    ``softmax_keeps_input``: softmax, log_softmax and cross entropy as PyTorch <= 1.10 ran
+    them (:func:`legacy_softmax`)."""
     import torch
     from torch.nn import functional
     from torch.overrides import TorchFunctionMode
@@ -123,9 +163,42 @@ def cuda_kernels(capability: tuple[int, int], chosen: dict[str, str]) -> Any:
                                                                          scale=scale)[0]
         return _math(q, k, v, mask, p, causal, scale)
 
+    def softmax(args: tuple[Any, ...], kwargs: dict[str, Any], log: bool, dtype_index: int) -> Any | None:
+        x = args[0]
+        dim = _arg(args, kwargs, 1, "dim", None)
+        dtype = _arg(args, kwargs, dtype_index, "dtype", None)
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return None
+        if dim is None:  # functional.softmax's implicit dim, as it picks it
+            dim = functional._get_softmax_dim("log_softmax" if log else "softmax", x.dim(), 3)
+        if not isinstance(dim, int):
+            return None  # a named dimension: the plain op
+        return legacy_softmax(x, dim, dtype, log)
+
+    def cross_entropy(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any | None:
+        x, target = args[0], _arg(args, kwargs, 1, "target", None)
+        smoothing = float(_arg(args, kwargs, 7, "label_smoothing", 0.0))
+        legacy_reduction = _arg(args, kwargs, 3, "size_average", None) is not None or \
+            _arg(args, kwargs, 5, "reduce", None) is not None
+        if not isinstance(x, torch.Tensor) or not isinstance(target, torch.Tensor) or target.is_floating_point() \
+                or smoothing or legacy_reduction or not x.is_floating_point():
+            return None  # probabilities, label smoothing, size_average/reduce: the plain op
+        logp = legacy_softmax(x, 1 if x.dim() >= 2 else 0, None, log=True)
+        return functional.nll_loss(logp, target, _arg(args, kwargs, 2, "weight", None),
+                                   ignore_index=_arg(args, kwargs, 4, "ignore_index", -100),
+                                   reduction=_arg(args, kwargs, 6, "reduction", "mean"))
+
     handlers = {functional.dropout: lambda a, k: dropout(a, k, "training"),
                 torch.dropout: lambda a, k: dropout(a, k, "train"),
                 functional.scaled_dot_product_attention: attention}
+    if softmax_keeps_input:
+        handlers.update({functional.softmax: lambda a, k: softmax(a, k, False, 3),
+                         functional.log_softmax: lambda a, k: softmax(a, k, True, 3),
+                         torch.softmax: lambda a, k: softmax(a, k, False, 2),
+                         torch.log_softmax: lambda a, k: softmax(a, k, True, 2),
+                         torch.Tensor.softmax: lambda a, k: softmax(a, k, False, 2),
+                         torch.Tensor.log_softmax: lambda a, k: softmax(a, k, True, 2),
+                         functional.cross_entropy: cross_entropy})
 
     class CudaKernels(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:

@@ -32,6 +32,7 @@ class Plan:
     notes: list[str]
     context_note: str | None
     keras_models: dict[str, Any] = field(default_factory=dict)  # by input size: built once each
+    torch_note: str | None = None  # the PyTorch version modelled and its rules (torch models)
 
     def estimate(self, cfg: TraceConfig | None = None, progress: Progress | None = None) -> Estimate:
         """The estimate of ``cfg`` (default: the plan's configuration) on the plan's device."""
@@ -52,8 +53,7 @@ class Plan:
                 say("importing torch")
             assert callable(self.spec.source)
             est = estimate(self.spec.name, self.spec.source, cfg, self.device, progress)
-        if self.context_note:
-            est.notes.append(self.context_note)
+        est.notes.extend(note for note in (self.torch_note, self.context_note) if note)
         return est
 
     def remedies(self, est: Estimate, progress: Callable[[str], Progress | None] | None = None) -> list[Remedy]:
@@ -78,13 +78,16 @@ class Plan:
 
 def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str | None = None,
          precision: str = "fp32", optimizer: str = "adam", freeze: str | None = None, checkpointing: bool = False,
-         accumulate: int = 1, inference: bool = False, cuda: str | None = None, zero_grad: str = "none",
-         optimizer_impl: str = "foreach") -> Plan:
+         accumulate: int = 1, inference: bool = False, cuda: str | None = None, zero_grad: str | None = None,
+         optimizer_impl: str | None = None, torch: str | None = None) -> Plan:
     """The plan of MODEL at ``batch`` on the device ``device()`` gives, every option checked
-    (bad input: :class:`InputError`) before the device is read or anything is built."""
+    (bad input: :class:`InputError`) before the device is read or anything is built.
+    ``torch``: the PyTorch version modelled (default: the installed one's); ``zero_grad`` and
+    ``optimizer_impl`` default to that version's defaults."""
     from gpudoc.oom.devices import check_precision, cuda_note, for_cuda, local_torch_cuda, parse_cuda
     from gpudoc.oom.models import require, resolve
     from gpudoc.oom.trace import compile_freeze, parse_input
+    from gpudoc.oom.versions import local_torch_version, parse_torch, rules_of, torch_note
 
     if input_spec is not None:
         parse_input(input_spec, batch)
@@ -95,6 +98,16 @@ def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str |
         raise InputError(f"--batch {batch} does not split into {accumulate} equal micro-batches",
                          f"give a --batch that {accumulate} divides (e.g. {batch - batch % accumulate})")
     compile_freeze(freeze)
+    installed = local_torch_version()
+    if torch is not None:
+        major, minor = parse_torch(torch)
+        torch_version, torch_source = f"{major}.{minor}", "--torch"
+    else:
+        torch_version = installed or "2.0"
+        torch_source = "the local torch's" if installed else "assumed; choose with --torch"
+    rules = rules_of(torch_version)
+    zero_grad = zero_grad or rules.zero_grad_default
+    optimizer_impl = optimizer_impl or rules.optimizer_impl_default
     local = None if cuda else local_torch_cuda()
     version = parse_cuda(cuda or local or "12")
     source = "--cuda" if cuda else "the local torch build's" if local else "assumed; choose with --cuda"
@@ -104,6 +117,9 @@ def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str |
     context_note = cuda_note(target, version, source)
     spec = resolve(model)
     require(spec.framework)
+    version_note = torch_note(torch_version, torch_source, installed) if spec.framework == "torch" else None
+    if spec.framework != "torch" and torch is not None:
+        notes.append(f"--torch {torch} has no effect on a Keras model")
     shape = input_spec or spec.default_input
     if shape is None and spec.framework == "torch":
         raise InputError(f"{model}: --input is required for this model (e.g. 3x224x224 or tokens:1024)")
@@ -118,8 +134,8 @@ def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str |
         shape = "x".join(str(d) for d in dims)
         keras_models[shape] = loaded
     config = TraceConfig(batch, shape or "", precision, optimizer, freeze, checkpointing, accumulate, inference,
-                         zero_grad, optimizer_impl)
-    return Plan(spec, target, config, notes, context_note, keras_models)
+                         zero_grad, optimizer_impl, torch_version if spec.framework == "torch" else "")
+    return Plan(spec, target, config, notes, context_note, keras_models, version_note)
 
 
 # ---------------------------------------------------------------- before a run starts

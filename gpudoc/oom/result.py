@@ -32,6 +32,7 @@ class Estimate:
     remedies: list[Remedy] = field(default_factory=list)
     checkpointed_blocks: list[str] = field(default_factory=list)
     attention_kernels: dict[str, int] = field(default_factory=dict)
+    torch_rules: list[str] = field(default_factory=list)  # the version rules of config.torch assumed
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class TraceConfig:
     inference: bool = False
     zero_grad: str = "none"  # optimizer.zero_grad(set_to_none=True), or "zeros" (False)
     optimizer_impl: str = "foreach"  # CUDA's default; "for-loop" (foreach=False) or "fused"
+    torch: str = ""  # the PyTorch version modelled (gpudoc.oom.versions); "": the newest rules
 
 
 @dataclass
@@ -155,12 +156,15 @@ def _cuda_autocast(dtype: Any) -> Any:
              functional.prelu, torch.matmul, torch.mm, torch.bmm, torch.addmm, torch.baddbmm, torch.addbmm,
              torch.mv, torch.addmv, torch.einsum, torch.Tensor.__matmul__, torch.Tensor.matmul, torch.Tensor.mm,
              torch.Tensor.bmm}
-    full = {functional.softmax, functional.log_softmax, functional.layer_norm, functional.group_norm,
+    # softmax and log_softmax get dtype=float32 rather than a float32 copy (autocast's
+    # fp32_set_opt_dtype): an fp16 input takes CUDA's half-to-float kernel; by dtype's position.
+    set_dtype = {functional.softmax: 3, functional.log_softmax: 3, torch.softmax: 2, torch.log_softmax: 2,
+                 torch.Tensor.softmax: 2, torch.Tensor.log_softmax: 2}
+    full = {functional.layer_norm, functional.group_norm,
             functional.cross_entropy, functional.nll_loss, functional.mse_loss, functional.l1_loss,
             functional.smooth_l1_loss, functional.binary_cross_entropy_with_logits, functional.kl_div,
             functional.normalize, functional.softplus, functional.cosine_similarity, torch.exp, torch.log,
-            torch.log1p, torch.pow, torch.sum, torch.prod, torch.cumsum, torch.norm, torch.rsqrt, torch.softmax,
-            torch.log_softmax, torch.Tensor.softmax, torch.Tensor.log_softmax, torch.Tensor.sum,
+            torch.log1p, torch.pow, torch.sum, torch.prod, torch.cumsum, torch.norm, torch.rsqrt, torch.Tensor.sum,
             torch.Tensor.pow, torch.Tensor.exp, torch.Tensor.log, torch.Tensor.norm, torch.Tensor.cumsum}
 
     def cast(value: Any, to: Any) -> Any:
@@ -173,6 +177,12 @@ def _cuda_autocast(dtype: Any) -> Any:
     class Autocast(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
+            if func in set_dtype:
+                x = args[0] if args else None
+                if len(args) <= set_dtype[func] and kwargs.get("dtype") is None and isinstance(x, torch.Tensor) \
+                        and x.dtype in (torch.float16, torch.bfloat16):
+                    kwargs = {**kwargs, "dtype": torch.float32}
+                return func(*args, **kwargs)
             target = dtype if func in lower else torch.float32 if func in full else None
             if target is not None:
                 args = tuple(cast(a, target) for a in args)
@@ -457,8 +467,10 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from gpudoc.oom.kernels import cuda_kernels
+    from gpudoc.oom.versions import rules_of
 
     say = progress or (lambda _: None)
+    legacy_softmax = rules_of(config.torch).softmax_keeps_input
     if config.precision not in PRECISIONS:
         raise InputError(f"--precision {config.precision!r}: not one of {', '.join(PRECISIONS)}")
     shape, tokens = parse_input(config.input, config.batch)
@@ -499,14 +511,15 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
         low = {"amp": torch.float16, "bf16": torch.bfloat16}.get(config.precision)
         if config.checkpointing and not config.inference:
             recorder.trace.checkpointed = _checkpoint_blocks(model, lambda: [
-                cuda_kernels(capability, {}), *([_cuda_autocast(low)] if low is not None else [])])
+                cuda_kernels(capability, {}, legacy_softmax), *([_cuda_autocast(low)] if low is not None else [])])
         model.train(not config.inference)
         if config.zero_grad not in ZERO_GRAD:
             raise InputError(f"--zero-grad {config.zero_grad!r}: not one of {', '.join(ZERO_GRAD)}")
         optimizer = _optimizer(config.optimizer, trainable, config.optimizer_impl) if not config.inference else None
         mode = _dispatch_mode(recorder)
         try:
-            with mode, cuda_kernels(capability, recorder.trace.attention), _module_labels(model, recorder):
+            with mode, cuda_kernels(capability, recorder.trace.attention, legacy_softmax), \
+                    _module_labels(model, recorder):
                 for p in params:
                     recorder.track(p, "parameters")
                 for b in model.buffers():
