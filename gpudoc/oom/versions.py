@@ -7,8 +7,9 @@
 - **zero_grad**: ``Optimizer.zero_grad()`` and ``nn.Module.zero_grad()`` set the gradients to
   None by default from 2.0 (pytorch#92731); before, they zeroed them in place.
 - **optimizer implementation**: from 2.0 the torch.optim classes default to their foreach
-  (multi-tensor) implementation when every parameter is on CUDA (pytorch#90865 and the
-  per-optimizer follow-ups; #95241 made it foreach rather than fused); before, the for-loop.
+  (multi-tensor) implementation when every parameter is on CUDA (one PR per optimizer, e.g.
+  pytorch#91896, #92728; Adam's went in as fused, #90865, and #95241 set it back to foreach
+  before the release); before, the for-loop.
 """
 
 from __future__ import annotations
