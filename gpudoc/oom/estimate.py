@@ -114,7 +114,9 @@ def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device:
         if progress is not None:
             progress("analytic estimate (one real batch-1 forward)")
         analytic = torch_analytic(name, factory, config, device, str(exc))
-        analytic.torch_rules = rules_of(config.torch).assumed()[1:]  # no trace: no softmax rule
+        if rules_of(config.torch).softmax_keeps_input:  # no trace: no version rule applies (torch_rules empty)
+            analytic.notes.append(f"torch {config.torch}'s kept softmax inputs are not modelled by the analytic "
+                                  "estimate")
         return analytic
     notes = []
     if config.precision != "fp32":

@@ -218,3 +218,14 @@ def test_a_torch_newer_than_the_local_one_is_taken_with_the_newest_rules(softmax
 def test_a_malformed_or_unknown_torch_is_one_line_exit_two(softmax_model: str, version: str, line: str) -> None:
     code, out, err = _run("estimate", softmax_model, "--input", "16", "--batch", "2", "--torch", version)
     assert (code, out, err.strip()) == (2, "", line)
+
+
+def test_the_analytic_estimate_assumes_no_version_rule(softmax_model: str) -> None:
+    """An optimizer the fake tensors cannot run gets the analytic estimate: no rule applied, and
+    the kept softmax inputs of --torch 1.10 are said to be left out."""
+    code, out, err = _run("estimate", softmax_model, "--input", "16", "--batch", "4", "--gpu", "T4", "--optimizer",
+                          "Adafactor", "--torch", "1.10", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["method"] == "analytic", err
+    assert data["torch_rules"] == []
+    assert "torch 1.10's kept softmax inputs are not modelled by the analytic estimate" in data["notes"]
