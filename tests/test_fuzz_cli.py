@@ -794,7 +794,9 @@ INPUT_SPECS = st.one_of(
 REFUSED_SPECS = st.sampled_from(["x", "0x0", "-1x3", "3x-224x224", "abc", "tokens:", "tokens:0", "tokens:1x2",
                                  "3.5x224", "nan", "3x0x224", "1e3", " ", "tokens:-5", "3x224xabc"])
 GPUS = st.one_of(st.sampled_from(["A100-80GB", "a100", "H100", "T4", "V100-16GB", "TPU-v3-core", "local", "",
-                                  "nosuch", "A100-80GB ", "rtx 4090", "cpu", "0"]), st.text(max_size=8))
+                                  "nosuch", "A100-80GB ", "rtx 4090", "cpu", "0", "local:0", "local:1", "local:7",
+                                  "LOCAL:0", "local:", "local:-1", "local:0x1", "local:" + "9" * 30]),
+                 st.text(max_size=8))
 PRECISIONS = st.sampled_from(["fp32", "amp", "bf16", "fp16", "FP32", "", "int8"])
 BATCHES = st.one_of(st.sampled_from(["1", "2", "0", "-1", "abc", "1.5", "", "10" + "0" * 20, str(2**63)]),
                     st.integers(1, 2**40).map(str))

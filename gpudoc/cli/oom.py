@@ -70,7 +70,8 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--inference", is_flag=True, help="Forward only, no gradients."),
         click.option("--gpu", "gpu_name", default=None,
                      help="Target device (V100-16GB/32GB, A100-40GB/80GB, H100-80GB, H200-141GB, L4, T4, "
-                     "RTX-3090, RTX-4090, TPU-v2-core, TPU-v3-core) or local (GPU 0, simulated under --simulate). "
+                     "RTX-3090, RTX-4090, TPU-v2-core, TPU-v3-core), local (GPU 0, simulated under --simulate) or "
+                     "local:N (GPU N, checked against the memory free on it now, as gpudoc run --model). "
                      "Default: local, else A100-80GB."),
         click.option("--cuda", "cuda", metavar="VERSION", default=None,
                      help="CUDA version of the target's PyTorch build (11.2, 11.8, 12.4, 12.x): it sets the "
@@ -84,14 +85,15 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _device(name: str | None) -> Any:
-    """The device of ``--gpu``; ``local`` (and the default) reads GPU 0 through the backend of
-    ``--simulate`` when given, else NVML."""
+    """The device of ``--gpu``; ``local`` (and the default) reads GPU 0, ``local:N`` GPU N and its
+    free memory, through the backend of ``--simulate`` when given, else NVML."""
     from gpudoc.cli.common import Settings
-    from gpudoc.oom.devices import FALLBACK_DEVICE, device_or_fallback
+    from gpudoc.oom.devices import FALLBACK_DEVICE
+    from gpudoc.oom.plan import target_device
 
     settings = click.get_current_context().find_object(Settings)
     backend = settings.gpu_backend() if settings is not None and settings.simulate else None
-    device, fallback = device_or_fallback(name, backend)
+    device, fallback = target_device(name, backend)
     if fallback:
         click.echo(f"gpudoc: note: no local GPU; estimating for {FALLBACK_DEVICE} (choose with --gpu)", err=True)
     return device
@@ -108,47 +110,10 @@ def _plan(model: str, batch: int, input_spec: str | None, precision: str, optimi
 
 
 def _print(est: Any) -> None:
-    from gpudoc.output import format_bytes
+    from gpudoc.oom.plan import estimate_lines
 
-    c = est.config
-    extras = [c.precision, c.optimizer] + (["checkpointing"] if c.checkpointing else []) + (
-        [f"accumulate {c.accumulate}"] if c.accumulate > 1 else []) + ([f"freeze {c.freeze}"] if c.freeze else []) + (
-        ["inference"] if c.inference else []) + ([f"{c.optimizer_impl} optimizer"] if c.optimizer_impl != "foreach"
-                                                  else []) + (["zero_grad to zeros"] if c.zero_grad == "zeros" else [])
-    extras += [f"torch {c.torch}"] if c.torch else []
-    click.echo(f"{est.model}  batch {c.batch}  {c.input}  {', '.join(extras)}  on {est.device} "
-               f"({format_bytes(est.capacity_bytes)})  [{est.method}]")
-    click.echo(f"parameters      {est.parameters:,} ({est.trainable_parameters:,} trainable)")
-    click.echo(f"peak allocated  {format_bytes(est.peak_allocated_bytes):>11}  tensors (max_memory_allocated)")
-    click.echo(f"peak reserved   {format_bytes(est.peak_reserved_bytes):>11}  caching allocator (max_memory_reserved)")
-    click.echo(f"total           {format_bytes(est.total_bytes):>11}  with CUDA context and cuDNN margin (nvidia-smi)")
-    click.echo(f"verdict         {est.verdict}: {_headroom(est)}")
-    click.echo("at the peak:")
-    for name, value in sorted(est.breakdown.items(), key=lambda kv: -kv[1]):
-        click.echo(f"  {name:42} {format_bytes(value):>11}")
-    if est.top_modules:
-        click.echo("activations by module: " + ", ".join(f"{n} {format_bytes(v)}" for n, v in est.top_modules[:5]))
-    for note in est.notes:
-        click.echo(f"note: {note}")
-    if est.remedies:
-        click.echo("remedies, most memory saved first:")
-        for r in est.remedies:
-            effect = f"saves {format_bytes(r.saved_bytes):>11}" if r.saved_bytes >= 0 else \
-                f"adds  {format_bytes(-r.saved_bytes):>11}"
-            click.echo(f"  {r.name:14} {effect} -> {format_bytes(r.total_bytes):>11} ({r.verdict})  {r.change}")
-
-
-def _headroom(est: Any) -> str:
-    """``2.0 GiB headroom (13% free)`` or ``9.0 GiB over (needs 160% of the GPU)``: no signs."""
-    from gpudoc.output import format_bytes
-
-    if not est.capacity_bytes:
-        return f"{format_bytes(abs(est.headroom_bytes))} {'headroom' if est.headroom_bytes >= 0 else 'over'}"
-    if est.headroom_bytes >= 0:
-        free = 100 * est.headroom_bytes / est.capacity_bytes
-        return f"{format_bytes(est.headroom_bytes)} headroom ({free:.0f}% free)"
-    return (f"{format_bytes(-est.headroom_bytes)} over (needs {100 * est.total_bytes / est.capacity_bytes:.0f}% "
-            f"of the {'TPU core' if est.device.startswith('TPU') else 'GPU'})")
+    for line in estimate_lines(est):
+        click.echo(line)
 
 
 @click.group()
@@ -178,10 +143,7 @@ def estimate_command(model: str, batch: int, input_spec: str | None, precision: 
     made = _plan(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate, inference,
                  gpu_name, cuda, zero_grad, optimizer_impl, torch_version)
     with _status(as_json) as stage:
-        est = made.estimate(progress=stage(f"{made.spec.name} at batch {batch}"))
-        est.notes = made.notes + est.notes
-        if with_remedies or (with_remedies is None and est.verdict != "fits"):
-            est.remedies = made.remedies(est, lambda step: stage(f"remedy {step}"))
+        est = made.report(stage, with_remedies)
     if as_json:
         from gpudoc.output import emit_json
 
@@ -204,12 +166,12 @@ def max_batch_command(model: str, batch: int, input_spec: str | None, precision:
     made = _plan(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate, inference,
                  gpu_name, cuda, zero_grad, optimizer_impl, torch_version)
     with _status(as_json) as stage:
-        best_batch, est = made.max_batch(lambda size: stage(f"batch {size}"))
-        est.notes = made.notes + est.notes
+        best_batch, est = made.largest(stage)
     if as_json:
-        from gpudoc.output import emit_json, to_jsonable
+        from gpudoc.oom.plan import max_batch_json
+        from gpudoc.output import emit_json
 
-        emit_json({**to_jsonable(est), "max_batch": best_batch})
+        emit_json(max_batch_json(best_batch, est))
     else:
         click.echo(f"max batch       {best_batch}  (leaves at least 10% of {est.device} free)")
         _print(est)

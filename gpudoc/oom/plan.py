@@ -4,13 +4,14 @@ of a run against the GPUs it will see and the memory free on them now (:func:`pr
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from gpudoc.errors import EnvironmentMissing, InputError
-from gpudoc.oom.devices import Device, read_gpus
+from gpudoc.oom.devices import Device, device_or_fallback, read_gpus
 from gpudoc.oom.result import Estimate, Remedy
 from gpudoc.oom.trace import TraceConfig
 
@@ -74,6 +75,105 @@ class Plan:
 
         return max_batch(self.config, self.device,
                          lambda cfg: self.estimate(cfg, progress(cfg.batch) if progress else None))
+
+    def report(self, stage: Callable[[str], Progress], with_remedies: bool | None = None) -> Estimate:
+        """``gpudoc oom estimate``'s estimate: the plan's notes first, and the remedies when asked
+        (None: when the verdict is tight or OOM). ``stage(what)`` gives each stage's progress."""
+        est = self.estimate(progress=stage(f"{self.spec.name} at batch {self.config.batch}"))
+        est.notes = self.notes + est.notes
+        if with_remedies or (with_remedies is None and est.verdict != "fits"):
+            est.remedies = self.remedies(est, lambda step: stage(f"remedy {step}"))
+        return est
+
+    def largest(self, stage: Callable[[str], Progress]) -> tuple[int, Estimate]:
+        """``gpudoc oom max-batch``'s answer: the largest batch and its estimate, with the plan's notes."""
+        best, est = self.max_batch(lambda size: stage(f"batch {size}"))
+        est.notes = self.notes + est.notes
+        return best, est
+
+
+def max_batch_json(best: int, est: Estimate) -> dict[str, Any]:
+    """The object ``gpudoc oom max-batch --json`` prints."""
+    from gpudoc.output import to_jsonable
+
+    return {**to_jsonable(est), "max_batch": best}
+
+
+def headroom(est: Estimate) -> str:
+    """``2.0 GiB headroom (13% free)`` or ``9.0 GiB over (needs 160% of the GPU)``: no signs."""
+    from gpudoc.output import format_bytes
+
+    if not est.capacity_bytes:
+        return f"{format_bytes(abs(est.headroom_bytes))} {'headroom' if est.headroom_bytes >= 0 else 'over'}"
+    if est.headroom_bytes >= 0:
+        free = 100 * est.headroom_bytes / est.capacity_bytes
+        return f"{format_bytes(est.headroom_bytes)} headroom ({free:.0f}% free)"
+    return (f"{format_bytes(-est.headroom_bytes)} over (needs {100 * est.total_bytes / est.capacity_bytes:.0f}% "
+            f"of the {'TPU core' if est.device.startswith('TPU') else 'GPU'})")
+
+
+def estimate_lines(est: Estimate) -> list[str]:
+    """The text report of an estimate (``gpudoc oom estimate``'s, the TUI's OOM screen's)."""
+    from gpudoc.output import format_bytes
+
+    c = est.config
+    extras = [c.precision, c.optimizer] + (["checkpointing"] if c.checkpointing else []) + (
+        [f"accumulate {c.accumulate}"] if c.accumulate > 1 else []) + ([f"freeze {c.freeze}"] if c.freeze else []) + (
+        ["inference"] if c.inference else []) + ([f"{c.optimizer_impl} optimizer"] if c.optimizer_impl != "foreach"
+                                                  else []) + (["zero_grad to zeros"] if c.zero_grad == "zeros" else [])
+    extras += [f"torch {c.torch}"] if c.torch else []
+    lines = [
+        f"{est.model}  batch {c.batch}  {c.input}  {', '.join(extras)}  on {est.device} "
+        f"({format_bytes(est.capacity_bytes)})  [{est.method}]",
+        f"parameters      {est.parameters:,} ({est.trainable_parameters:,} trainable)",
+        f"peak allocated  {format_bytes(est.peak_allocated_bytes):>11}  tensors (max_memory_allocated)",
+        f"peak reserved   {format_bytes(est.peak_reserved_bytes):>11}  caching allocator (max_memory_reserved)",
+        f"total           {format_bytes(est.total_bytes):>11}  with CUDA context and cuDNN margin (nvidia-smi)",
+        f"verdict         {est.verdict}: {headroom(est)}",
+        "at the peak:",
+        *(f"  {name:42} {format_bytes(value):>11}"
+          for name, value in sorted(est.breakdown.items(), key=lambda kv: -kv[1])),
+    ]
+    if est.top_modules:
+        lines.append("activations by module: " + ", ".join(f"{n} {format_bytes(v)}" for n, v in est.top_modules[:5]))
+    lines.extend(f"note: {note}" for note in est.notes)
+    if est.remedies:
+        lines.append("remedies, most memory saved first:")
+        for r in est.remedies:
+            effect = f"saves {format_bytes(r.saved_bytes):>11}" if r.saved_bytes >= 0 else \
+                f"adds  {format_bytes(-r.saved_bytes):>11}"
+            lines.append(f"  {r.name:14} {effect} -> {format_bytes(r.total_bytes):>11} ({r.verdict})  {r.change}")
+    return lines
+
+
+def target_device(name: str | None, backend: GpuBackend | None = None) -> tuple[Device, bool]:
+    """``--gpu``'s device and whether it fell back to the default device: ``local:N`` is GPU N of
+    this machine (through ``backend``, NVML when None) checked against the memory free on it now,
+    as ``gpudoc run --model`` does; any other name (or none) as :func:`device_or_fallback`."""
+    found = re.fullmatch(r"\s*local:(\d+)\s*", name or "", re.IGNORECASE)
+    if found is None:
+        return device_or_fallback(name, backend)
+    from gpudoc.gpu import NvmlBackend
+
+    index = int(found.group(1))
+    gpus = read_gpus(backend or NvmlBackend(), f"--gpu {name.strip()}", "name a device such as A100-80GB").devices
+    chosen = [d for d in gpus if d.index == index]
+    if not chosen:
+        raise InputError(f"--gpu {name.strip()}: this machine has no GPU {index}",
+                         f"use local:N with N one of {', '.join(str(d.index) for d in gpus)}" if gpus
+                         else "name a device such as A100-80GB")
+    return tightest(chosen, f"--gpu {name.strip()}")[1], False
+
+
+def local_gpus(backend: GpuBackend | None = None) -> list[GpuDevice]:
+    """This machine's GPUs with their memory now (through ``backend``, NVML when None); none
+    when they cannot be read."""
+    from gpudoc.gpu import NvmlBackend
+
+    try:
+        return list(read_gpus(backend or NvmlBackend(), "--gpu local", "").devices)
+    except EnvironmentMissing:
+        return []
 
 
 def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str | None = None,
@@ -213,15 +313,17 @@ def read_visible(backend: GpuBackend, value: str | None) -> list[GpuDevice]:
     return seen
 
 
-def tightest(seen: Sequence[GpuDevice]) -> tuple[GpuDevice, Device]:
+def tightest(seen: Sequence[GpuDevice], option: str = "--model") -> tuple[GpuDevice, Device]:
     """The GPU with the least memory free (lowest index on a tie) and its :class:`Device` with
-    that free memory; a GPU without a memory reading is refused (unknown is not room)."""
+    that free memory; a GPU without a memory reading is refused (unknown is not room), naming
+    ``option``."""
     from gpudoc.oom.devices import device_named
 
     unread = [d.index for d in seen if not isinstance(d.memory_free, int) or not isinstance(d.memory_total, int)]
     if unread:
-        raise EnvironmentMissing(f"--model: GPU {unread[0]} has no memory reading, so no estimate against it",
-                                 "run without --model, or hide it with CUDA_VISIBLE_DEVICES")
+        raise EnvironmentMissing(f"{option}: GPU {unread[0]} has no memory reading, so no estimate against it",
+                                 "run without --model, or hide it with CUDA_VISIBLE_DEVICES" if option == "--model"
+                                 else "name a device such as A100-80GB")
     gpu = min(seen, key=lambda d: (d.memory_free, d.index))
     assert isinstance(gpu.memory_total, int) and isinstance(gpu.memory_free, int)
     return gpu, replace(device_named(str(gpu.name), gpu.memory_total), free=gpu.memory_free)
