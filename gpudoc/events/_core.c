@@ -12,7 +12,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <nmmintrin.h>
+#include <immintrin.h>
 #define HAVE_SSE42_PATH 1
 #endif
 
@@ -89,19 +89,97 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uns
 }
 #endif
 
+/* Arithmetic modulo the CRC-32C polynomial, bit-reflected as the CRC register is: appending n
+ * zero bytes to a message multiplies its raw register by x^(8n). That lets independent pieces be
+ * CRC'd apart and joined (three interleaved lanes below; a record's CRC joined to the CRC of
+ * everything before it in trim_pass), at the cost of a few multiplications per join. */
+#define POLY 0x82F63B78u
+static uint32_t x2n[64]; /* x^(2^k) */
+
+static uint32_t multmodp(uint32_t a, uint32_t b) {
+    uint32_t product = 0;
+    for (uint32_t m = 1u << 31; m; m >>= 1) {
+        if (a & m) product ^= b;
+        b = (b & 1) ? (b >> 1) ^ POLY : b >> 1;
+    }
+    return product;
+}
+
+/* x^(8n) modulo the polynomial. */
+static uint32_t x8n(uint64_t n) {
+    uint32_t p = 1u << 31; /* x^0 */
+    for (unsigned k = 3; n && k < 64; k++, n >>= 1)
+        if (n & 1) p = multmodp(x2n[k], p);
+    return p;
+}
+
+/* The CRC-32C of A then B from crc(A), crc(B) and B's length. */
+static uint32_t combine(uint32_t crc_a, uint32_t crc_b, uint64_t length_b) {
+    return multmodp(x8n(length_b), crc_a) ^ crc_b;
+}
+
+#ifdef HAVE_SSE42_PATH
+/* Raw register shifts over one lane of zeros, by table (a byte at a time). */
+#define LONG_LANE 8192
+#define SHORT_LANE 256
+static uint32_t shift_long[4][256], shift_short[4][256];
+
+static void init_shift(uint32_t t[4][256], uint64_t lane) {
+    uint32_t factor = x8n(lane);
+    for (int k = 0; k < 4; k++)
+        for (uint32_t b = 0; b < 256; b++) t[k][b] = multmodp(factor, b << (8 * k));
+}
+
+static inline uint32_t shifted(uint32_t t[4][256], uint32_t c) {
+    return t[0][c & 0xFF] ^ t[1][(c >> 8) & 0xFF] ^ t[2][(c >> 16) & 0xFF] ^ t[3][c >> 24];
+}
+
+/* Three lanes of ``lane`` bytes at once (the crc32 instruction's latency is three times its
+ * throughput), joined by shifting: one lane's register over the next lane's length. */
+__attribute__((target("sse4.2"))) static uint32_t crc_lanes(uint32_t crc, const unsigned char **pp, size_t *np,
+                                                           size_t lane, uint32_t t[4][256]) {
+    const unsigned char *p = *pp;
+    size_t n = *np;
+    while (n >= 3 * lane) {
+        uint64_t a = crc, b = 0, c = 0;
+        const unsigned char *q = p + lane, *r = p + 2 * lane;
+        for (size_t i = 0; i < lane; i += 8) {
+            uint64_t u, v, w;
+            memcpy(&u, p + i, 8);
+            memcpy(&v, q + i, 8);
+            memcpy(&w, r + i, 8);
+            a = _mm_crc32_u64(a, u);
+            b = _mm_crc32_u64(b, v);
+            c = _mm_crc32_u64(c, w);
+        }
+        crc = shifted(t, shifted(t, (uint32_t)a) ^ (uint32_t)b) ^ (uint32_t)c;
+        p += 3 * lane;
+        n -= 3 * lane;
+    }
+    *pp = p;
+    *np = n;
+    return crc;
+}
+
+__attribute__((target("sse4.2"))) static uint32_t crc_hw3(uint32_t crc, const unsigned char *p, size_t n) {
+    crc = crc_lanes(crc, &p, &n, LONG_LANE, shift_long);
+    crc = crc_lanes(crc, &p, &n, SHORT_LANE, shift_short);
+    return crc_hw(crc, p, n);
+}
+#endif
+
 /* CRC-32C of n bytes continuing ``crc`` (0 to start), as google_crc32c.extend computes it. */
 static uint32_t crc32c(uint32_t crc, const unsigned char *p, size_t n) {
     crc = ~crc;
 #ifdef HAVE_SSE42_PATH
-    if (hardware) return ~crc_hw(crc, p, n);
+    if (hardware) return ~crc_hw3(crc, p, n);
 #endif
     return ~crc_table(crc, p, n);
 }
 
-static inline uint32_t masked(const unsigned char *p, size_t n) {
-    uint32_t c = crc32c(0, p, n);
-    return ((c >> 15) | (c << 17)) + MASK_DELTA;
-}
+static inline uint32_t mask(uint32_t c) { return ((c >> 15) | (c << 17)) + MASK_DELTA; }
+
+static inline uint32_t masked(const unsigned char *p, size_t n) { return mask(crc32c(0, p, n)); }
 
 /* The data length of an intact record header at p (n bytes available), or -1. */
 static inline int64_t header_length(const unsigned char *p, size_t n) {
@@ -113,13 +191,20 @@ static inline int64_t header_length(const unsigned char *p, size_t n) {
 
 /* Status of the record at p with n bytes available: its framed size when complete and both
  * CRCs check, else 0 (Python then looks at it: damage, a cut-off end, or more bytes to read). */
-static inline size_t intact(const unsigned char *p, size_t n) {
+static inline size_t intact_crc(const unsigned char *p, size_t n, uint32_t *data_crc) {
     int64_t length = header_length(p, n);
     if (length < 0) return 0;
     if ((uint64_t)length > n - HEADER || (uint64_t)length + FOOTER > n - HEADER) return 0;
     size_t end = HEADER + (size_t)length;
-    if (masked(p + HEADER, (size_t)length) != load32(p + end)) return 0;
+    uint32_t c = crc32c(0, p + HEADER, (size_t)length);
+    if (mask(c) != load32(p + end)) return 0;
+    *data_crc = c;
     return end + FOOTER;
+}
+
+static inline size_t intact(const unsigned char *p, size_t n) {
+    uint32_t unused;
+    return intact_crc(p, n, &unused);
 }
 
 typedef struct {
@@ -209,6 +294,71 @@ static int contains(const unsigned char *hay, size_t n, const char *needle, size
     if (m == 0) return 1;
     if (m > n) return 0;
     return memmem(hay, n, needle, m) != NULL;
+}
+
+typedef struct {
+    const unsigned char *s;
+    size_t m;
+} Needle;
+
+#define MAX_NEEDLES 8
+
+/* Whether any of the k needles occurs in hay[0:n]. */
+static int any_needle(const unsigned char *hay, size_t n, const Needle *nd, int k) {
+    for (int j = 0; j < k; j++)
+        if (contains(hay, n, (const char *)nd[j].s, nd[j].m)) return 1;
+    return 0;
+}
+
+static int has_avx2;
+
+#ifdef HAVE_SSE42_PATH
+/* any_needle, 32 start positions at a time: a position is a candidate for a needle when the
+ * needle's first byte is there and its last byte where it would end, and only candidates are
+ * compared in full (on image or tensor bytes there are few). Every load stays inside hay: the
+ * loop runs while the farthest one (a block at the longest needle's end) ends before n, and the
+ * start positions after it go to any_needle. */
+__attribute__((target("avx2"))) static int any_needle_avx2(const unsigned char *hay, size_t n, const Needle *nd,
+                                                          int k) {
+    size_t longest = 0;
+    for (int j = 0; j < k; j++) {
+        if (nd[j].m == 0) return 1;
+        if (nd[j].m > longest) longest = nd[j].m;
+    }
+    size_t i = 0;
+    if (k <= MAX_NEEDLES && n >= longest + 32) {
+        __m256i first[MAX_NEEDLES], last[MAX_NEEDLES];
+        for (int j = 0; j < k; j++) {
+            first[j] = _mm256_set1_epi8((char)nd[j].s[0]);
+            last[j] = _mm256_set1_epi8((char)nd[j].s[nd[j].m - 1]);
+        }
+        for (; i + longest + 31 <= n; i += 32) {
+            __m256i block = _mm256_loadu_si256((const __m256i *)(hay + i));
+            __m256i hit = _mm256_setzero_si256();
+            for (int j = 0; j < k; j++) {
+                __m256i end = _mm256_loadu_si256((const __m256i *)(hay + i + nd[j].m - 1));
+                hit = _mm256_or_si256(hit, _mm256_and_si256(_mm256_cmpeq_epi8(block, first[j]),
+                                                            _mm256_cmpeq_epi8(end, last[j])));
+            }
+            uint32_t bits = (uint32_t)_mm256_movemask_epi8(hit);
+            while (bits) {
+                size_t at = i + (size_t)__builtin_ctz(bits);
+                bits &= bits - 1;
+                for (int j = 0; j < k; j++)
+                    if (at + nd[j].m <= n && !memcmp(hay + at, nd[j].s, nd[j].m)) return 1;
+            }
+        }
+    }
+    return any_needle(hay + i, n - i, nd, k);
+}
+#endif
+
+/* Whether any of ``marks`` (a tuple of bytes, as decide() got it) occurs in hay[0:n]. */
+static int any_mark(const unsigned char *hay, size_t n, const Needle *nd, int k) {
+#ifdef HAVE_SSE42_PATH
+    if (has_avx2) return any_needle_avx2(hay, n, nd, k);
+#endif
+    return any_needle(hay, n, nd, k);
 }
 
 static PyObject *py_masked_crc(PyObject *self, PyObject *args) {
@@ -323,6 +473,118 @@ static int add_span(PyObject *spans, size_t start, size_t end, long long records
     return ok;
 }
 
+/* What trim decides without parsing (see py_trim_scan), and what trim_pass tracks besides. */
+typedef struct {
+    long long base, first, last, stop;
+    double tstart, tend;
+    int bounds, keep_run_level, pending;
+    unsigned int run_level_fields;
+    PyObject *marks;            /* a tuple of bytes */
+    const char *needle;         /* trim_pass: searched in every record it decides; NULL: none */
+    size_t needle_length;
+    int needle_is_mark;         /* the needle is one of the marks (a summary holding it stops the loop) */
+} Decide;
+
+typedef struct {
+    size_t pos;
+    long long records, kept;
+    uint32_t crc;               /* trim_pass: CRC-32C of the kept bytes, continued */
+    int mentions;               /* trim_pass: a decided record holds the needle */
+} Decided;
+
+/* A kept record of this many data bytes or more joins its data CRC (computed by the check) to
+ * the output's CRC instead of being CRC'd a second time. */
+#define JOIN_MIN 2048
+
+/* The loop of trim_scan and trim_pass: decides intact records from d->pos, appending the
+ * (start, end, records) runs of kept ones to ``spans``; 0 on a Python error. */
+static int decide(const unsigned char *buf, size_t len, const Decide *a, Decided *d, PyObject *spans) {
+    size_t pos = d->pos, span_start = pos, span_end = pos;
+    long long span_records = 0;
+    Py_ssize_t nmarks = PyTuple_GET_SIZE(a->marks);
+    Needle marks[MAX_NEEDLES];
+    int fits = nmarks <= MAX_NEEDLES;
+    for (Py_ssize_t i = 0; fits && i < nmarks; i++) {
+        PyObject *m = PyTuple_GET_ITEM(a->marks, i);
+        marks[i].s = (const unsigned char *)PyBytes_AS_STRING(m);
+        marks[i].m = (size_t)PyBytes_GET_SIZE(m);
+    }
+    for (;;) {
+        if (a->stop >= 0 && a->base + (long long)pos == a->stop) break;
+        uint32_t data_crc = 0;
+        size_t size = intact_crc(buf + pos, len - pos, &data_crc);
+        if (!size) break;
+        const unsigned char *data = buf + pos + HEADER;
+        size_t n = size - HEADER - FOOTER;
+        Peek p;
+        if (!peek(data, n, &p)) break;
+        /* As TrimSpec.in_range: a NaN wall time passes the start bound and fails the end one. */
+        int in_range = !((a->bounds & 1) && p.step < a->first) && !((a->bounds & 2) && p.step > a->last) &&
+                       !((a->bounds & 4) && p.wall < a->tstart) && !((a->bounds & 8) && !(p.wall <= a->tend));
+        int keep, summary = 0;
+        if (a->run_level_fields & (1u << p.what)) {
+            keep = a->keep_run_level;
+        } else if (p.what != 5) {
+            keep = in_range;
+        } else {
+            int run_level = 0;
+            if (fits) {
+                run_level = any_mark(data, n, marks, (int)nmarks);
+            } else {
+                for (Py_ssize_t i = 0; i < nmarks && !run_level; i++) {
+                    PyObject *m = PyTuple_GET_ITEM(a->marks, i);
+                    run_level = contains(data, n, PyBytes_AS_STRING(m), (size_t)PyBytes_GET_SIZE(m));
+                }
+            }
+            if (run_level) break;
+            summary = 1;
+            if (!in_range) {
+                if (memchr(data, 0x4a, n) && !plain_scalars(data, n, p.at)) break;
+                keep = 0;
+            } else if (!a->pending) {
+                keep = 1;
+            } else {
+                break;
+            }
+        }
+        if (a->needle && !d->mentions && !(summary && a->needle_is_mark))
+            d->mentions = contains(data, n, a->needle, a->needle_length);
+        if (keep) {
+            if (span_end != pos) {
+                if (span_end > span_start && !add_span(spans, span_start, span_end, span_records)) return 0;
+                span_start = pos;
+                span_records = 0;
+            }
+            span_end = pos + size;
+            span_records++;
+            d->kept++;
+            if (a->needle) {
+                if (n >= JOIN_MIN) {
+                    uint32_t c = combine(crc32c(d->crc, buf + pos, HEADER), data_crc, n);
+                    d->crc = crc32c(c, buf + pos + HEADER + n, FOOTER);
+                } else {
+                    d->crc = crc32c(d->crc, buf + pos, size);
+                }
+            }
+        }
+        d->records++;
+        pos += size;
+    }
+    if (span_end > span_start && !add_span(spans, span_start, span_end, span_records)) return 0;
+    d->pos = pos;
+    return 1;
+}
+
+static int check_marks(PyObject *marks) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(marks); i++) {
+        if (!PyBytes_Check(PyTuple_GET_ITEM(marks, i))) {
+            PyErr_SetString(PyExc_TypeError, "marks must be bytes");
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* trim_scan(buffer, at, base, bounds, first, last, start, end, run_level_fields, keep_run_level, pending,
  *           marks, stop)
  *   -> (spans, records, kept, at)
@@ -335,84 +597,79 @@ static int add_span(PyObject *spans, size_t start, size_t end, long long records
 static PyObject *py_trim_scan(PyObject *self, PyObject *args) {
     Py_buffer b;
     Py_ssize_t at;
-    long long base, first, last, stop;
-    double tstart, tend;
-    int bounds, keep_run_level, pending;
-    unsigned int run_level_fields;
-    PyObject *marks;
-    if (!PyArg_ParseTuple(args, "y*nLiLLddIppO!L", &b, &at, &base, &bounds, &first, &last, &tstart, &tend,
-                          &run_level_fields, &keep_run_level, &pending, &PyTuple_Type, &marks, &stop))
+    Decide a = {0};
+    if (!PyArg_ParseTuple(args, "y*nLiLLddIppO!L", &b, &at, &a.base, &a.bounds, &a.first, &a.last, &a.tstart,
+                          &a.tend, &a.run_level_fields, &a.keep_run_level, &a.pending, &PyTuple_Type, &a.marks,
+                          &a.stop))
         return NULL;
+    if (!check_at(at, b.len) || !check_marks(a.marks)) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    Decided d = {(size_t)at, 0, 0, 0, 0};
+    PyObject *spans = PyList_New(0);
+    if (!spans || !decide(b.buf, (size_t)b.len, &a, &d, spans)) {
+        Py_XDECREF(spans);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    PyBuffer_Release(&b);
+    return Py_BuildValue("(NLLn)", spans, d.records, d.kept, (Py_ssize_t)d.pos);
+}
+
+/* trim_pass(buffer, at, base, bounds, first, last, start, end, run_level_fields, keep_run_level, pending,
+ *           marks, stop, crc, needle)
+ *   -> (spans, records, kept, at, crc, mentions)
+ * trim_scan, and in the same pass over the bytes: ``crc`` (the CRC-32C of the output so far)
+ * continued over every kept record, and whether a record it decided holds ``needle`` (a
+ * summary it decides never holds a mark: it stops there instead). */
+static PyObject *py_trim_pass(PyObject *self, PyObject *args) {
+    Py_buffer b, needle;
+    Py_ssize_t at;
+    unsigned long crc;
+    Decide a = {0};
+    if (!PyArg_ParseTuple(args, "y*nLiLLddIppO!Lky*", &b, &at, &a.base, &a.bounds, &a.first, &a.last, &a.tstart,
+                          &a.tend, &a.run_level_fields, &a.keep_run_level, &a.pending, &PyTuple_Type, &a.marks,
+                          &a.stop, &crc, &needle))
+        return NULL;
+    PyObject *spans = NULL;
+    if (!check_at(at, b.len) || !check_marks(a.marks) || !(spans = PyList_New(0))) goto fail;
+    a.needle = needle.buf;
+    a.needle_length = (size_t)needle.len;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(a.marks); i++) {
+        PyObject *m = PyTuple_GET_ITEM(a.marks, i);
+        if (PyBytes_GET_SIZE(m) == needle.len && !memcmp(PyBytes_AS_STRING(m), needle.buf, (size_t)needle.len))
+            a.needle_is_mark = 1;
+    }
+    Decided d = {(size_t)at, 0, 0, (uint32_t)crc, 0};
+    if (!decide(b.buf, (size_t)b.len, &a, &d, spans)) goto fail;
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&needle);
+    return Py_BuildValue("(NLLnkO)", spans, d.records, d.kept, (Py_ssize_t)d.pos, (unsigned long)d.crc,
+                         d.mentions ? Py_True : Py_False);
+fail:
+    Py_XDECREF(spans);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&needle);
+    return NULL;
+}
+
+/* record_at(buffer, at) -> (length, framed): the data length of an intact header at ``at`` (-1:
+ * none, or too few bytes for one) and the framed size of an intact record there (0: none). */
+static PyObject *py_record_at(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    Py_ssize_t at;
+    if (!PyArg_ParseTuple(args, "y*n", &b, &at)) return NULL;
     if (!check_at(at, b.len)) {
         PyBuffer_Release(&b);
         return NULL;
     }
-    Py_ssize_t nmarks = PyTuple_GET_SIZE(marks);
-    for (Py_ssize_t i = 0; i < nmarks; i++) {
-        if (!PyBytes_Check(PyTuple_GET_ITEM(marks, i))) {
-            PyBuffer_Release(&b);
-            PyErr_SetString(PyExc_TypeError, "marks must be bytes");
-            return NULL;
-        }
-    }
-    const unsigned char *buf = b.buf;
-    size_t len = (size_t)b.len, pos = (size_t)at;
-    size_t span_start = pos, span_end = pos;
-    long long records = 0, kept = 0, span_records = 0;
-    PyObject *spans = PyList_New(0);
-    if (!spans) goto fail;
-    for (;;) {
-        if (stop >= 0 && base + (long long)pos == stop) break;
-        size_t size = intact(buf + pos, len - pos);
-        if (!size) break;
-        const unsigned char *data = buf + pos + HEADER;
-        size_t n = size - HEADER - FOOTER;
-        Peek p;
-        if (!peek(data, n, &p)) break;
-        /* As TrimSpec.in_range: a NaN wall time passes the start bound and fails the end one. */
-        int in_range = !((bounds & 1) && p.step < first) && !((bounds & 2) && p.step > last) &&
-                       !((bounds & 4) && p.wall < tstart) && !((bounds & 8) && !(p.wall <= tend));
-        int keep;
-        if (run_level_fields & (1u << p.what)) {
-            keep = keep_run_level;
-        } else if (p.what != 5) {
-            keep = in_range;
-        } else {
-            int run_level = 0;
-            for (Py_ssize_t i = 0; i < nmarks && !run_level; i++) {
-                PyObject *m = PyTuple_GET_ITEM(marks, i);
-                run_level = contains(data, n, PyBytes_AS_STRING(m), (size_t)PyBytes_GET_SIZE(m));
-            }
-            if (run_level) break;
-            if (!in_range) {
-                if (memchr(data, 0x4a, n) && !plain_scalars(data, n, p.at)) break;
-                keep = 0;
-            } else if (!pending) {
-                keep = 1;
-            } else {
-                break;
-            }
-        }
-        if (keep) {
-            if (span_end != pos) {
-                if (span_end > span_start && !add_span(spans, span_start, span_end, span_records)) goto fail;
-                span_start = pos;
-                span_records = 0;
-            }
-            span_end = pos + size;
-            span_records++;
-            kept++;
-        }
-        records++;
-        pos += size;
-    }
-    if (span_end > span_start && !add_span(spans, span_start, span_end, span_records)) goto fail;
+    const unsigned char *p = (const unsigned char *)b.buf + at;
+    size_t n = (size_t)(b.len - at);
+    long long length = header_length(p, n);
+    size_t framed = length < 0 ? 0 : intact(p, n);
     PyBuffer_Release(&b);
-    return Py_BuildValue("(NLLn)", spans, records, kept, (Py_ssize_t)pos);
-fail:
-    Py_XDECREF(spans);
-    PyBuffer_Release(&b);
-    return NULL;
+    return Py_BuildValue("(Ln)", length, (Py_ssize_t)framed);
 }
 
 /* peek(data) -> (step, wall_time, what) or None: gpudoc.events.model.peek. */
@@ -433,6 +690,8 @@ static PyMethodDef methods[] = {
     {"scan", py_scan, METH_VARARGS, "scan(buffer, at, base) -> (records, at): the intact records from at."},
     {"resync", py_resync, METH_VARARGS, "resync(buffer, start) -> offset or -1: the next record start."},
     {"trim_scan", py_trim_scan, METH_VARARGS, "Trim's keep/drop decision over intact records, as spans."},
+    {"trim_pass", py_trim_pass, METH_VARARGS, "trim_scan, continuing the output's CRC and searching a needle."},
+    {"record_at", py_record_at, METH_VARARGS, "(header's data length or -1, intact record's size or 0) at an offset."},
     {"peek", py_peek, METH_VARARGS, "(step, wall_time, what) from a record's leading fields, or None."},
     {NULL, NULL, 0, NULL},
 };
@@ -442,9 +701,14 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_core", "gpudoc's co
 
 PyMODINIT_FUNC PyInit__core(void) {
     init_table();
+    x2n[0] = 1u << 30; /* x^1 */
+    for (int k = 1; k < 64; k++) x2n[k] = multmodp(x2n[k - 1], x2n[k - 1]);
 #ifdef HAVE_SSE42_PATH
     __builtin_cpu_init();
     hardware = __builtin_cpu_supports("sse4.2");
+    has_avx2 = __builtin_cpu_supports("avx2");
+    init_shift(shift_long, LONG_LANE);
+    init_shift(shift_short, SHORT_LANE);
 #endif
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;

@@ -10,11 +10,17 @@ import enum
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-from google.protobuf.message import DecodeError
-from tensorboard.compat.proto import event_pb2
+from typing import TYPE_CHECKING, Any
 
 from gpudoc.events.records import CorruptRecord
+
+if TYPE_CHECKING:
+    from tensorboard.compat.proto import event_pb2
+
+# protobuf and tensorboard's Event are imported on the first decode (~20 ms at start-up that a
+# trim the compiled core decides alone never needs).
+_EVENT: Any = None
+_DECODE_ERROR: type[Exception] = Exception
 
 _DOUBLE = struct.Struct("<d")
 
@@ -118,12 +124,22 @@ def peek(data: bytes) -> tuple[int, float, int] | None:
     return step, wall, key >> 3
 
 
+def _event_type() -> Any:
+    global _EVENT, _DECODE_ERROR
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto import event_pb2
+
+    _EVENT, _DECODE_ERROR = event_pb2.Event, DecodeError
+    return _EVENT
+
+
 def decode(data: bytes, path: Path, offset: int) -> event_pb2.Event:
     """The record's Event. A record whose CRCs check but whose bytes are no Event (a TFRecord
     file of something else) is a :class:`CorruptRecord` naming the file and offset."""
+    event = _EVENT or _event_type()
     try:
-        return event_pb2.Event.FromString(data)
-    except DecodeError:
+        return event.FromString(data)
+    except _DECODE_ERROR:
         raise CorruptRecord(
             f"{path}: the record at byte {offset} is not a TensorBoard Event (its CRCs check, its bytes do not parse)",
             "this is not an event file (a TFRecord file of something else?)",
@@ -202,4 +218,4 @@ class TagPlugins:
 
 def is_start(event: event_pb2.Event) -> bool:
     """Whether the record is a SessionLog.START (a writer restart)."""
-    return event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START
+    return event.HasField("session_log") and event.session_log.status == event.session_log.START

@@ -9,17 +9,18 @@ A trim keeps these values whatever its step range, as it keeps the session itsel
 
 from __future__ import annotations
 
+import mmap
 import os
+from collections.abc import Container
 from pathlib import Path
-
-from google.protobuf.message import DecodeError
-from tensorboard.plugins.hparams import plugin_data_pb2
 
 from gpudoc.events.discover import Run
 from gpudoc.events.model import SUMMARY_FIELD, Kind, TagPlugins, decode, peek
 from gpudoc.events.records import RecordReader
 
-_PREFIX = b"_hparams_/"
+# Every record that names an hparams session or experiment holds this (trim finds it in the
+# records it reads, and asks for the sessions only when one does).
+PREFIX = b"_hparams_/"
 _SESSION = "_hparams_/session_start_info"
 _EXPERIMENT = "_hparams_/experiment"
 _BLOCK = 1 << 22
@@ -27,8 +28,13 @@ _BLOCK = 1 << 22
 
 def _mentions(path: Path, needle: bytes) -> bool:
     """Whether the file's bytes contain ``needle`` (a raw scan, much cheaper than reading records)."""
-    tail = b""
     with open(path, "rb") as handle:
+        try:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return mapped.find(needle) >= 0
+        except (OSError, ValueError):  # empty, or not mappable (a pipe): read it in blocks
+            pass
+        tail = b""
         while block := handle.read(_BLOCK):
             if needle in tail + block:
                 return True
@@ -36,15 +42,19 @@ def _mentions(path: Path, needle: bytes) -> bool:
     return False
 
 
-def _hparams_values(run: Run) -> tuple[bool, set[tuple[str, str]]]:
-    """Whether ``run`` holds a session, and the (group, tag) metrics its experiments name."""
+def _hparams_values(run: Run, mentioned: Container[Path] | None) -> tuple[bool, set[tuple[str, str]]]:
+    """Whether ``run`` holds a session, and the (group, tag) metrics its experiments name
+    (``mentioned``: the files known to hold the prefix, if known)."""
+    from google.protobuf.message import DecodeError
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
     session = False
     metrics: set[tuple[str, str]] = set()
     for path in run.files:
-        if not _mentions(path, _PREFIX):
+        if not (_mentions(path, PREFIX) if mentioned is None else path in mentioned):
             continue
         for offset, data, _ in RecordReader(path, salvage=True):
-            if _PREFIX not in data:
+            if PREFIX not in data:
                 continue
             for value in decode(data, path, offset).summary.value:
                 if value.tag == _SESSION:
@@ -58,13 +68,16 @@ def _hparams_values(run: Run) -> tuple[bool, set[tuple[str, str]]]:
     return session, metrics
 
 
-def session_metric_records(runs: list[Run]) -> dict[Path, dict[int, set[str]]]:
+def session_metric_records(
+    runs: list[Run], mentioned: Container[Path] | None = None,
+) -> dict[Path, dict[int, set[str]]]:
     """For each file, the byte offsets of the records that hold a session metric's last
-    value, with the tags whose value that is."""
+    value, with the tags whose value that is; ``mentioned``, when given, holds every file
+    whose records hold :data:`PREFIX` (the others are not searched)."""
     sessions: list[Path] = []
     metrics: set[tuple[str, str]] = set()
     for run in runs:
-        session, named = _hparams_values(run)
+        session, named = _hparams_values(run, mentioned)
         metrics |= named
         if session:
             sessions.append(run.directory.resolve())

@@ -9,6 +9,7 @@ are renamed into place, so an interrupted or failed trim leaves nothing behind.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import shutil
@@ -16,8 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tensorboard.compat.proto import event_pb2
+from typing import TYPE_CHECKING
 
 from gpudoc.errors import InputError
 from gpudoc.events.discover import Run, staging_beside
@@ -36,21 +36,30 @@ from gpudoc.events.model import (
     event_kinds,
     peek,
 )
+from gpudoc.events import records
 from gpudoc.events.records import (
     Damage,
     FastTrim,
+    ReadState,
     RecordReader,
     RecordWriter,
     Span,
     core_active,
+    crc32c_extend,
     damage_json,
     file_crc,
     frame,
 )
-from gpudoc.events.sessions import session_metric_records
+from gpudoc.events.sessions import PREFIX, session_metric_records
 from gpudoc.output import output_target, place
 
+if TYPE_CHECKING:
+    from tensorboard.compat.proto import event_pb2
+
 _METADATA_KEY = b"\x4a"
+# The compiled path reads a file in blocks of this size (a record longer than that gets a
+# block of its own size).
+_BLOCK = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -226,6 +235,8 @@ class _Trimmer:
         if not changed:
             return framed
         self.report.reencoded += 1
+        from tensorboard.compat.proto import event_pb2
+
         out = event_pb2.Event()
         out.CopyFrom(event)
         del out.summary.value[:]
@@ -274,26 +285,44 @@ def trim(
     report = TrimReport()
     others = others if others is not None and dst is not None else OtherFiles()
     report.skipped = list(others.skipped)
-    temps: list[tuple[Path, Path, tuple[int, int, int, int]]] = []
     # Staged in one hidden directory (no 'tfevents' in any name, so a TensorBoard watching
     # the destination reads nothing early), moved into place only once all are verified.
     created = dst is not None and not dst.exists()
     staging = (src_root if dst is None else dst) / f".gpudoc-trim-{os.getpid()}"
     done = False
     elsewhere: list[Path] = []
-    metrics = session_metric_records(runs) if spec.keep_run_level else {}
+    count = dry_run or spec.filters_values
     try:
+        # Each run is trimmed as if no hparams session were there (its metrics' last values
+        # kept as run-level); the records read say whether any names one, and only then are
+        # the sessions found and the runs they own trimmed again, knowing them.
+        places: list[list[tuple[Path, Path]]] = []
+        parts: list[TrimReport] = []
+        outcomes: list[list[tuple[int, int, int, int]]] = []
+        mentioned: set[Path] = set()
         for run in runs:
-            trimmer = _Trimmer(run.label, spec, report, count=dry_run or spec.filters_values)
+            places.append([])
             for path in run.files:
-                relative = path.relative_to(src_root)
-                dest = path if dst is None else dst / relative
-                temp = staging / f"{len(temps)}.tmp"
-                written = _trim_file(path, temp, trimmer, report, salvage, dry_run, metrics.get(path, {}))
-                if progress is not None:
-                    progress(path.stat().st_size)
-                temps.append((temp, dest, written))
-                report.files.append((str(path), str(dest), written[0], written[1]))
+                temp = staging / f"{sum(map(len, places))}.tmp"
+                places[-1].append((temp, path if dst is None else dst / path.relative_to(src_root)))
+            part, written = _trim_run(run, places[-1], spec, count, salvage, dry_run, {}, mentioned, progress)
+            parts.append(part)
+            outcomes.append(written)
+        if spec.keep_run_level and mentioned:
+            metrics = session_metric_records(runs, mentioned)
+            for index, run in enumerate(runs):
+                if any(path in metrics for path in run.files):
+                    parts[index], outcomes[index] = _trim_run(run, places[index], spec, count, salvage, dry_run,
+                                                              metrics, set(), None)
+        temps: list[tuple[Path, Path, tuple[int, int, int, int]]] = []
+        for part, run_places, written in zip(parts, places, outcomes):
+            report.files += part.files
+            report.reencoded += part.reencoded
+            report.reattached += part.reattached
+            report.before.update(part.before)
+            report.after.update(part.after)
+            report.damage += part.damage
+            temps += [(temp, dest, w) for (temp, dest), w in zip(run_places, written)]
         copies = []
         for number, item in enumerate(others.files):
             assert dst is not None
@@ -308,7 +337,7 @@ def trim(
         placements: list[tuple[Path, Path | None, Path]] = []
         for temp, dest, (_, _, crc, size) in temps:
             temp, path = _beside_target(temp, dest, elsewhere, "trim replaces event files only")
-            if file_crc(temp) != (crc, size):
+            if _staged_crc(temp) != (crc, size):
                 raise InputError(f"{temp}: the written file does not read back intact; nothing was replaced")
             placements.append((temp, dest, path))
         for temp, dest in copies:
@@ -346,39 +375,198 @@ def _beside_target(temp: Path, dest: Path, elsewhere: list[Path], fix: str) -> t
     return temp, target.path
 
 
+def _trim_run(
+    run: Run, places: list[tuple[Path, Path]], spec: TrimSpec, count: bool, salvage: bool, dry_run: bool,
+    metrics: dict[Path, dict[int, set[str]]], mentioned: set[Path], progress: Callable[[int], None] | None,
+) -> tuple[TrimReport, list[tuple[int, int, int, int]]]:
+    """Trim one run's files into their staged ``places`` (``(temp, destination)``): what it
+    reports and each file's :func:`_trim_file` outcome; files whose records hold
+    :data:`~gpudoc.events.sessions.PREFIX` are added to ``mentioned``."""
+    part = TrimReport()
+    trimmer = _Trimmer(run.label, spec, part, count=count)
+    written = []
+    for path, (temp, dest) in zip(run.files, places):
+        outcome, mentions = _trim_file(path, temp, trimmer, part, salvage, dry_run, metrics.get(path, {}))
+        if mentions:
+            mentioned.add(path)
+        if progress is not None:
+            progress(path.stat().st_size)
+        written.append(outcome)
+        part.files.append((str(path), str(dest), outcome[0], outcome[1]))
+    return part, written
+
+
+def _staged_crc(path: Path) -> tuple[int, int]:
+    """CRC-32C and size of a staged file, read back (mapped, at memory speed, with the compiled core)."""
+    core = records._core
+    if core is not None:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size:
+                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                    return int(core.extend(0, mapped)), size
+    return file_crc(path)
+
+
 def _trim_file(
     path: Path, temp: Path, trimmer: _Trimmer, report: TrimReport, salvage: bool, dry_run: bool,
     metrics: dict[int, set[str]],
-) -> tuple[int, int, int, int]:
-    """Records in, records out, and the CRC-32C and size of the bytes written; ``metrics``:
-    the offsets of records holding hparams session metrics' last values, and those tags."""
+) -> tuple[tuple[int, int, int, int], bool]:
+    """Records in, records out, and the CRC-32C and size of the bytes written, and whether a
+    record read holds :data:`PREFIX` (may hold, where the file's damage was skipped by the
+    compiled core); ``metrics``: the offsets of records holding hparams session metrics' last
+    values, and those tags."""
     reader = RecordReader(path, salvage=salvage, whole=True)
     records_in = records_out = crc = size = 0
+    mentions = False
     if dry_run:
         for offset, data, framed in reader:
             records_in += 1
+            mentions = mentions or PREFIX in data
             records_out += trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset())) is not None
-    else:
-        temp.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(temp, "wb") as handle:
-                writer = RecordWriter(handle)
-                fast = trimmer.fast_trim(metrics)
-                for item in reader.spans(fast):
-                    if type(item) is Span:  # kept by the compiled core, as stored
-                        writer.write_span(item)
-                        continue
-                    offset, data, framed = item
-                    records_in += 1
-                    kept = trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
-                    if kept is not None:
-                        writer.write_framed(kept)
-                    if fast is not None:
-                        trimmer.update(fast)
-                records_in += fast.records if fast is not None else 0
-                records_out, crc, size = writer.count, writer.crc, writer.size
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        report.damage.extend((str(path), d) for d in reader.state.damage)
+        return (records_in, records_out, crc, size), mentions
+    temp.parent.mkdir(parents=True, exist_ok=True)
+    fast = trimmer.fast_trim(metrics)
+    try:
+        if fast is not None and fast.usable():
+            with open(temp, "wb", buffering=0) as handle:
+                out = _Output(handle.fileno())
+                records_in, mentions, damage = _trim_compiled(path, out, trimmer, fast, metrics, salvage)
+                out.flush()
+            report.damage.extend((str(path), d) for d in damage)
+            return (records_in, out.count, out.crc, out.size), mentions
+        with open(temp, "wb") as handle:
+            writer = RecordWriter(handle)
+            for offset, data, framed in reader:
+                records_in += 1
+                mentions = mentions or PREFIX in data
+                kept = trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
+                if kept is not None:
+                    writer.write_framed(kept)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     report.damage.extend((str(path), d) for d in reader.state.damage)
-    return records_in, records_out, crc, size
+    return (records_in, writer.count, writer.crc, writer.size), mentions
+
+
+class _Output:
+    """A staged file being written by the compiled path, straight from the buffer its bytes
+    were checked in (small writes gathered): the CRC-32C, size and record count of it all."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.crc = 0
+        self.size = 0
+        self.count = 0
+        self._pending = bytearray()
+
+    def write(self, framed: bytes | memoryview, records: int) -> None:
+        """Framed records."""
+        self.crc = crc32c_extend(self.crc, framed)
+        self.put(framed, records)
+
+    def put(self, framed: bytes | memoryview, records: int) -> None:
+        """Framed records whose CRC the caller adds to :attr:`crc` (the core computes it as it checks them)."""
+        self.size += len(framed)
+        self.count += records
+        if len(framed) >= 1 << 16:
+            self.flush()
+            self._write_all(memoryview(framed))
+            return
+        self._pending += framed
+        if len(self._pending) >= 1 << 20:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._write_all(memoryview(self._pending))
+            self._pending = bytearray()
+
+    def _write_all(self, data: memoryview) -> None:
+        while data:
+            data = data[os.write(self.fd, data) :]
+
+
+def _trim_compiled(
+    path: Path, out: _Output, trimmer: _Trimmer, fast: FastTrim, metrics: dict[int, set[str]], salvage: bool,
+) -> tuple[int, bool, list[Damage]]:
+    """Trim one file with the compiled core into ``out``, in one pass over its bytes: the core
+    checks both CRCs of each record, decides it (as :meth:`_Trimmer.record`'s fast branch),
+    continues the output's CRC over the kept ones and looks for :data:`PREFIX`; the runs it
+    keeps are copied file to file, and the records it leaves are decided by Python. At the
+    first damaged or cut-off record, the rest of the file goes through :class:`RecordReader`
+    (its errors, salvage and damage list). Records in, whether one holds the prefix, damage."""
+    core = records._core
+    assert core is not None
+    records_in = 0
+    mentions = False
+    with open(path, "rb", buffering=0) as handle:
+        fd = handle.fileno()
+        buffer = bytearray(_BLOCK)
+        view = memoryview(buffer)
+        base = filled = at = 0  # buffer[0] is the file's byte ``base``; buffer[:filled] is read
+        eof = False
+        while True:
+            spans, decided, _, stop, crc, found = core.trim_pass(view[:filled], at, base, *fast.arguments(base + at),
+                                                                 out.crc, PREFIX)
+            mentions = mentions or found
+            for start, end, kept in spans:
+                out.put(view[start:end], kept)
+            out.crc = crc
+            fast.records += decided
+            records_in += decided
+            at = stop
+            if at == filled and eof:
+                break
+            length, size = core.record_at(view[:filled], at)
+            if size:  # intact: a record Python decides
+                data, framed = bytes(view[at + 12 : at + size - 4]), bytes(view[at : at + size])
+                records_in += 1
+                mentions = mentions or PREFIX in data
+                kept_bytes = trimmer.record(data, framed, (path, base + at), metrics.get(base + at, frozenset()))
+                if kept_bytes is not None:
+                    out.write(kept_bytes, 1)
+                trimmer.update(fast)
+                at += size
+                continue
+            need = 16 + length if length >= 0 else 12
+            if eof or (length < 0 and filled - at >= 12) or filled - at >= need:
+                break  # damaged, or cut off: RecordReader says which
+            # The record runs past what is read: move its start to the front and read on.
+            if need > len(buffer):
+                if base + at + need > os.fstat(fd).st_size:
+                    break  # it cannot be complete
+                buffer = bytearray(need)
+                buffer[: filled - at] = view[at:filled]
+                view = memoryview(buffer)
+            else:
+                buffer[: filled - at] = buffer[at:filled]
+            base, filled, at = base + at, filled - at, 0
+            while filled < len(buffer):
+                got = handle.readinto(view[filled:])
+                if not got:
+                    eof = True
+                    break
+                filled += got
+    state = ReadState(offset=base + at, records=records_in)
+    if at == filled and eof:
+        return records_in, mentions, []
+    # Damage or a cut-off end: the rest as the reader reads it, records it keeps unseen here
+    # counting as possibly holding the prefix.
+    reader = RecordReader(path, salvage=salvage, state=state, whole=True)
+    before = fast.records
+    for item in reader.spans(fast):
+        if type(item) is Span:
+            out.write(item.data, item.records)
+            continue
+        offset, data, framed = item
+        records_in += 1
+        mentions = mentions or PREFIX in data
+        kept_bytes = trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
+        if kept_bytes is not None:
+            out.write(kept_bytes, 1)
+        trimmer.update(fast)
+    records_in += fast.records - before
+    return records_in, mentions or fast.records > before, reader.state.damage
