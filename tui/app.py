@@ -67,6 +67,7 @@ class GpudocApp(App[None]):
         Binding("d", "tool('doctor')", "Doctor", show=False),
         Binding("m", "tool('metrics')", "Metrics", show=False),
         Binding("o", "tool('oom')", "OOM", show=False),
+        Binding("b", "tool('max-batch')", "Max batch", show=False),
         Binding("v", "cycle_curves", "Curves"),
         Binding("l", "checks", "Checks"),
         Binding("a", "curve_axis", "Step/time", show=False),

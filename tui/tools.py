@@ -1,9 +1,10 @@
-"""The toolbox's screens: doctor, metrics-check and oom estimate inside the TUI.
+"""The toolbox's screens: doctor, metrics-check (logs or images) and oom estimate / max-batch.
 
-Each screen is a form, a status line and the result. Enter (or ctrl+r) runs the tool on a
-worker thread that only posts messages; Escape cancels it (the next progress step stops it;
-its result is dropped), or closes the screen when nothing runs. ctrl+s saves the result as
-the JSON the CLI's ``--json`` prints. The screens call the CLI's own core functions.
+Each screen is a form, a status line and the result. Enter in a text field (or ctrl+r) runs
+the tool on a worker thread that only posts messages; Escape cancels it (the next progress
+step stops it; its result is dropped), or closes the screen when nothing runs. ctrl+s saves
+the result as the JSON the CLI's ``--json`` prints (never over a file the tool read). The
+screens call the CLI's own core functions.
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ from __future__ import annotations
 import shlex
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Label, Static
+from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, Static
 
 from gpudoc.errors import GpudocError
+from gpudoc.metrics.compute import RANGES
+from gpudoc.oom.devices import CATALOG
 
 Progress = Callable[[str], None]
 
@@ -34,10 +37,12 @@ class Cancelled(Exception):
 
 @dataclass
 class Outcome:
-    """What a tool found: the object its ``--json`` prints, and the lines to show."""
+    """What a tool found: the object its ``--json`` prints, the lines to show, and the files
+    it read (never saved over)."""
 
     json: Any
     text: Content
+    inputs: list[Path] = field(default_factory=list)
 
 
 class ToolProgress(Message):
@@ -56,12 +61,25 @@ class ToolDone(Message):
 
 @dataclass(frozen=True)
 class Field:
-    """One input of a tool's form."""
+    """One input of a tool's form: a text field, a picker of ``choices`` (``value`` chosen
+    first; none chosen is the default, which ``placeholder`` names) or, with ``flag``, a
+    checkbox. ``wide`` spans both columns of a two-column form."""
 
     name: str
     label: str
     value: str = ""
     placeholder: str = ""
+    choices: tuple[str, ...] = ()
+    flag: bool = False
+    wide: bool = False
+
+
+class GpusRead(Message):
+    """This machine's GPUs with their free memory, read for the device picker."""
+
+    def __init__(self, gpus: list[Any]) -> None:
+        super().__init__()
+        self.gpus = gpus
 
 
 class ToolScreen(Screen[None]):
@@ -70,6 +88,17 @@ class ToolScreen(Screen[None]):
     TOOL: ClassVar[str] = ""
     TITLE_TEXT: ClassVar[str] = ""
     FIELDS: ClassVar[tuple[Field, ...]] = ()
+    COLUMNS: ClassVar[int] = 1
+    DEFAULT_CSS = """
+    ToolScreen #tool-form { layout: grid; grid-size: 1; grid-rows: 1; grid-gutter: 0 2; height: auto; }
+    ToolScreen #tool-form.columns-2 { grid-size: 2; }
+    ToolScreen .tool-field.wide { column-span: 2; }
+    ToolScreen .tool-field Select { width: 1fr; height: 1; }
+    ToolScreen .tool-field SelectCurrent { border: none; height: 1; padding: 0 1; background: $boost; }
+    ToolScreen .tool-field Select:focus > SelectCurrent { background: $primary 30%; }
+    ToolScreen .tool-field Checkbox { border: none; height: 1; width: 1fr; padding: 0; background: $boost; }
+    ToolScreen .tool-field Checkbox:focus { background: $primary 30%; }
+    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel_or_close", "Cancel / close"),
         Binding("ctrl+r", "start", "Run"),
@@ -85,15 +114,17 @@ class ToolScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(Content.from_markup(f"[b]{self.TITLE_TEXT}[/b]"), classes="tool-title")
-        for field in self.FIELDS:
-            with Horizontal(classes="tool-field"):
-                yield Label(field.label, classes="tool-label")
-                yield Input(field.value, placeholder=field.placeholder,
-                            id=f"field-{field.name}")
-        with Horizontal(classes="tool-field"):
-            yield Label("save JSON to", classes="tool-label")
-            yield Input(f"gpudoc-{self.TOOL}.json", id="save-path")
-        yield Static("Enter runs · Escape cancels or closes · ctrl+s saves the JSON", id="tool-status")
+        wide = " wide" if self.COLUMNS == 2 else ""
+        with Grid(id="tool-form", classes=f"columns-{self.COLUMNS}"):
+            for field in self.FIELDS:
+                with Horizontal(classes="tool-field" + (wide if field.wide else "")):
+                    yield Label(field.label, classes="tool-label")
+                    yield _widget(field)
+            with Horizontal(classes="tool-field" + wide):
+                yield Label("save JSON to", classes="tool-label")
+                yield Input(f"gpudoc-{self.TOOL.replace(' ', '-')}.json", id="save-path")
+        yield Static("Enter runs (ctrl+r in a picker) · Escape cancels or closes · ctrl+s saves the JSON",
+                     id="tool-status")
         with VerticalScroll(id="tool-result-box"):
             yield Static(id="tool-result")
         yield Footer()
@@ -108,7 +139,27 @@ class ToolScreen(Screen[None]):
         self._cancel.set()  # closed while it runs (another tool opened): stop at the next step
 
     def field(self, name: str) -> str:
-        return self.query_one(f"#field-{name}", Input).value.strip()
+        """A field's value: its text, the choice picked ("" for none) or "yes"/"" for a checkbox."""
+        widget = self.query_one(f"#field-{name}")
+        if isinstance(widget, Checkbox):
+            return "yes" if widget.value else ""
+        if isinstance(widget, Select):
+            return "" if widget.is_blank() else str(widget.value)
+        assert isinstance(widget, Input)
+        return widget.value.strip()
+
+    def number(self, name: str, low: int, default: int) -> int:
+        """A whole-number field (``default`` when empty), at least ``low``; bad input otherwise."""
+        from gpudoc.errors import InputError
+
+        text = self.field(name)
+        try:
+            value = int(text) if text else default
+        except ValueError:
+            raise InputError(f"{name} {text!r}: not a whole number", f"e.g. {default}") from None
+        if value < low:
+            raise InputError(f"{name} {value}: must be at least {low}", f"e.g. {default}")
+        return value
 
     def compute(self, progress: Progress) -> Outcome:
         """Run the tool (a worker thread): call ``progress`` at each step."""
@@ -184,7 +235,7 @@ class ToolScreen(Screen[None]):
 
     def action_save(self) -> None:
         """Write the result as ``--json`` prints it (one line), staged and renamed into place."""
-        from gpudoc.output import atomic_file, emit_json
+        from gpudoc.output import atomic_file, emit_json, refuse_inputs_as_outputs
 
         if self.outcome is None:
             self.notify("nothing to save yet: run it first", severity="warning")
@@ -194,7 +245,8 @@ class ToolScreen(Screen[None]):
             self.notify("give a file to save the JSON to", severity="warning")
             return
         try:
-            with atomic_file(Path(dest), "w") as out:
+            refuse_inputs_as_outputs([("save JSON to", Path(dest).expanduser())], self.outcome.inputs)
+            with atomic_file(Path(dest).expanduser(), "w") as out:
                 emit_json(self.outcome.json, out)
         except GpudocError as exc:
             self.notify(exc.message, severity="error")
@@ -242,30 +294,64 @@ class DoctorScreen(ToolScreen):
 
 
 class MetricsScreen(ToolScreen):
-    """``gpudoc metrics-check LOG…``: the logged metrics checked for scale errors."""
+    """``gpudoc metrics-check``: logged metrics checked for scale errors (LOG…), or metrics
+    computed from predicted and target images at the range and checked (--pred --target)."""
 
     TOOL = "metrics-check"
-    TITLE_TEXT = "Metrics: check logged metrics (Keras logs, CSVLogger files, event files, JSON lines)"
-    FIELDS = (Field("logs", "log files", placeholder="train.log metrics.csv runs/ (shell quoting)"),
-              Field("range", "range", "auto", "auto, 1, 2, 255 or 65535"))
+    TITLE_TEXT = "Metrics: check logged metrics, or compute them from prediction/target images"
+    COLUMNS = 2
+    FIELDS = (Field("logs", "log files", placeholder="train.log metrics.csv runs/ (shell quoting)", wide=True),
+              Field("pred", "or pred", placeholder="predicted images: a file (.npy, .npz, .png…) or a directory",
+                    wide=True),
+              Field("target", "target", placeholder="target images, matched to pred by name", wide=True),
+              Field("reported", "reported", placeholder="with pred/target: a log or JSON of the reported metrics",
+                    wide=True),
+              Field("range", "range", "auto", choices=RANGES),
+              Field("ssim-preset", "ssim preset", "wang", choices=("wang", "skimage")),
+              Field("crop-border", "crop border", "0"),
+              Field("y-channel", "Y channel", flag=True),
+              Field("ms-ssim", "MS-SSIM", flag=True),
+              Field("salvage", "salvage", flag=True))
 
     def compute(self, progress: Progress) -> Outcome:
         from gpudoc.errors import InputError
+        from gpudoc.metrics.compute import check_images, report_lines
         from gpudoc.metrics.logcheck import lint_json, lint_logs
-        from gpudoc.metrics.report import text_lines
 
         try:
-            logs = [Path(p) for p in shlex.split(self.field("logs"))]
+            logs = [Path(p).expanduser() for p in shlex.split(self.field("logs"))]
         except ValueError as exc:
             raise InputError(f"log files: {exc}", "quote paths as in a shell") from None
-        if not logs:
-            raise InputError("give the log files to check", "e.g. training.log or a TensorBoard logdir")
+        pred, target, reported = (Path(self.field(n)).expanduser() if self.field(n) else None
+                                  for n in ("pred", "target", "reported"))
+        if (pred is None) != (target is None):
+            raise InputError("give both pred and target images", "or clear both to check log files")
+        if pred is not None and logs:
+            raise InputError("give either log files or pred/target images, not both", "clear one of them")
+        if pred is None and not logs:
+            raise InputError("give the log files to check, or pred and target images",
+                             "e.g. training.log, a TensorBoard logdir, or pred.npy and target.npy")
+        if reported is not None and pred is None:
+            raise InputError("reported compares with images: give pred and target too", "or clear reported")
         range_ = self.field("range") or "auto"
-        if range_ not in ("auto", "1", "2", "255", "65535"):
-            raise InputError(f"range {range_!r}: not one of auto, 1, 2, 255, 65535", "use 255 for 8-bit images")
-        progress(f"reading {len(logs)} log(s)")
-        report, extra = lint_logs(logs, None if range_ == "auto" else float(range_), False)
-        return Outcome(lint_json(report, extra), Content("\n".join(text_lines(report))))
+        declared = None if range_ == "auto" else float(range_)
+        salvage = bool(self.field("salvage"))
+        if pred is None:
+            progress(f"reading {len(logs)} log(s)")
+            report, extra = lint_logs(logs, declared, salvage)
+            return Outcome(lint_json(report, extra), Content("\n".join(report_lines(report, {}))), logs)
+        assert target is not None
+        crop = self.number("crop-border", 0, 0)
+        progress(f"reading {pred} and {target}")
+        notes: list[str] = []
+        report, extra = check_images(pred, target, reported, declared, salvage, notes.append,
+                                     y_channel=bool(self.field("y-channel")), crop_border=crop,
+                                     ssim_preset=self.field("ssim-preset") or "wang",
+                                     ms_ssim=bool(self.field("ms-ssim")))
+        printed = extra.pop("printed")
+        text = Content.assemble(*((f"{note}\n", "yellow" if note.startswith("warning") else "dim")
+                                  for note in notes), "\n".join(report_lines(report, printed)))
+        return Outcome(lint_json(report, extra), text, [pred, target, *([reported] if reported else [])])
 
 
 class OomScreen(ToolScreen):
@@ -273,14 +359,25 @@ class OomScreen(ToolScreen):
 
     TOOL = "oom"
     TITLE_TEXT = "OOM: peak GPU memory of training, and whether it fits (as gpudoc oom estimate)"
+    COLUMNS = 2
+    BATCH = Field("batch", "batch", "32")
     FIELDS = (
-        Field("model", "model", placeholder="resnet18, hf:gpt2, path/to/file.py:factory, model.keras"),
-        Field("batch", "batch", "32"),
-        Field("input", "input", placeholder="3x224x224, tokens:1024 (default: the model's)"),
-        Field("precision", "precision", "fp32", "fp32, amp or bf16"),
+        Field("model", "model", placeholder="resnet18, hf:gpt2, path/to/file.py:factory, model.keras", wide=True),
+        Field("gpu", "gpu", placeholder="local GPU 0, else A100-80GB (reading this machine's GPUs…)",
+              choices=tuple(d.name for d in CATALOG), wide=True),
+        BATCH,
+        Field("input", "input", placeholder="3x224x224, tokens:1024"),
+        Field("precision", "precision", "fp32", choices=("fp32", "amp", "bf16")),
         Field("optimizer", "optimizer", "adam", "sgd, momentum, adam, adamw…"),
-        Field("gpu", "gpu", placeholder="A100-80GB, H100-80GB, T4… (default: local GPU 0, else A100-80GB)"),
-        Field("cuda", "cuda", placeholder="12.4 (default: the local torch build's)"),
+        Field("freeze", "freeze", placeholder="regex, e.g. ^backbone\\."),
+        Field("accumulate", "accumulate", "1"),
+        Field("checkpointing", "checkpointing", flag=True),
+        Field("inference", "inference", flag=True),
+        Field("zero-grad", "zero_grad", placeholder="torch's default", choices=("none", "zeros")),
+        Field("optimizer-impl", "optimizer impl", placeholder="torch's default",
+              choices=("foreach", "for-loop", "fused")),
+        Field("cuda", "cuda", placeholder="12.4 (default: local torch's)"),
+        Field("torch", "torch", placeholder="2.3 (default: local torch's)"),
     )
 
     def __init__(self, simulated: str | None) -> None:
@@ -288,49 +385,107 @@ class OomScreen(ToolScreen):
         self.simulated = simulated
         self._fallback = False  # no local GPU: estimated for A100-80GB (the worker sets it)
 
-    def compute(self, progress: Progress) -> Outcome:
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.run_worker(self._read_gpus, thread=True, group="gpus")
+
+    def _read_gpus(self) -> None:
+        """The worker listing this machine's GPUs for the picker (it touches no widget)."""
+        from gpudoc.oom.plan import local_gpus
+
+        self.post_message(GpusRead(local_gpus(_backend(self.simulated))))
+
+    def on_gpus_read(self, message: GpusRead) -> None:
+        """The local GPUs with their free memory first in the picker, then the catalog; the
+        first local GPU is chosen unless another device already was."""
+        from gpudoc.output import format_bytes
+
+        picker = self.query_one("#field-gpu", Select)
+        chosen = picker.value
+        local = [(f"GPU {g.index} · {str(g.name).removeprefix('NVIDIA ')} · {format_bytes(g.memory_free)} free of "
+                  f"{format_bytes(g.memory_total)}", f"local:{g.index}") for g in message.gpus
+                 if isinstance(g.memory_free, int) and isinstance(g.memory_total, int)]
+        picker.set_options([*local, *_catalog()])
+        if not picker.is_blank() or chosen is Select.NULL:
+            chosen = local[0][1] if local else Select.NULL
+        if chosen is not Select.NULL:
+            picker.value = chosen
+        if not local:
+            picker.prompt = "no local GPU: A100-80GB, or pick one"
+
+    def plan(self) -> Any:
+        """The form's plan (every field checked first, as the CLI's options are)."""
         from gpudoc.errors import InputError
         from gpudoc.oom.plan import plan
 
         model = self.field("model")
         if not model:
             raise InputError("give a model", "e.g. resnet18, or path/to/file.py:factory")
-        try:
-            batch = int(self.field("batch"))
-        except ValueError:
-            raise InputError(f"batch {self.field('batch')!r}: not a whole number", "e.g. 32") from None
-        if batch < 1:
-            raise InputError(f"batch {batch}: must be at least 1", "e.g. 32")
-        precision = self.field("precision") or "fp32"
-        if precision not in ("fp32", "amp", "bf16"):
-            raise InputError(f"precision {precision!r}: not fp32, amp or bf16", "use fp32, amp or bf16")
-        made = plan(model, batch, self._device, self.field("input") or None, precision,
-                    self.field("optimizer") or "adam", None, False, 1, False, self.field("cuda") or None,
-                    "none", "foreach")
-        notes = list(made.notes)
-        est = made.estimate(progress=self._stage(progress, f"{made.spec.name} at batch {batch}"))
-        est.notes = notes + est.notes
-        if est.verdict != "fits":
-            est.remedies = made.remedies(est, lambda step: self._stage(progress, f"remedy {step}"))
-        text = _estimate_text(est)
+        return plan(model, self.number("batch", 1, int(self.BATCH.value)), self._device,
+                    input_spec=self.field("input") or None, precision=self.field("precision") or "fp32",
+                    optimizer=self.field("optimizer") or "adam", freeze=self.field("freeze") or None,
+                    checkpointing=bool(self.field("checkpointing")), accumulate=self.number("accumulate", 1, 1),
+                    inference=bool(self.field("inference")), cuda=self.field("cuda") or None,
+                    zero_grad=self.field("zero-grad") or None, optimizer_impl=self.field("optimizer-impl") or None,
+                    torch=self.field("torch") or None)
+
+    def compute(self, progress: Progress) -> Outcome:
+        est = self.plan().report(lambda what: self._stage(progress, what))
+        return Outcome(est, self._text(_estimate_text(est)), self._inputs())
+
+    def _text(self, text: Content) -> Content:
         if self._fallback:
-            text = Content.assemble(("no local GPU: estimated for A100-80GB (give a gpu to choose)\n", "yellow"), text)
-        return Outcome(est, text)
+            return Content.assemble(("no local GPU: estimated for A100-80GB (pick a gpu to choose)\n", "yellow"), text)
+        return text
+
+    def _inputs(self) -> list[Path]:
+        """The model file the spec names (path/to/file.py:factory, a .keras file), if any."""
+        spec = self.field("model")
+        return [Path(spec.rpartition(":")[0] if spec.rpartition(":")[0].endswith(".py") else spec).expanduser()]
 
     def _device(self) -> Any:
-        """``gpu``'s device; the local GPU 0 (the simulated one under --demo) when empty."""
-        from gpudoc.oom.devices import device_or_fallback
+        """The picked device (``local:N``: GPU N and its free memory now); the local GPU 0 (the
+        simulated one under --demo), else A100-80GB, when none is picked."""
+        from gpudoc.oom.plan import target_device
 
-        name = self.field("gpu") or "local"
-        if name.lower() != "local":
-            self._fallback = False
-            return device_or_fallback(name)[0]
-        device, self._fallback = device_or_fallback(None, _backend(self.simulated))
+        device, self._fallback = target_device(self.field("gpu") or None, _backend(self.simulated))
         return device
 
     @staticmethod
     def _stage(progress: Progress, what: str) -> Progress:
         return lambda step: progress(f"{what}: {step}")
+
+
+class MaxBatchScreen(OomScreen):
+    """``gpudoc oom max-batch``: the largest batch whose estimate leaves 10% of the GPU free."""
+
+    TOOL = "oom max-batch"
+    TITLE_TEXT = "OOM: the largest batch that leaves 10% of the GPU free (as gpudoc oom max-batch)"
+    BATCH = Field("batch", "2nd batch", "32")  # the second batch traced to fit the line (the first is 1)
+    FIELDS = tuple(Field("batch", "2nd batch", "32") if f.name == "batch" else f for f in OomScreen.FIELDS)
+
+    def compute(self, progress: Progress) -> Outcome:
+        from gpudoc.oom.plan import max_batch_json
+
+        best, est = self.plan().largest(lambda what: self._stage(progress, what))
+        head = Content.assemble("max batch       ", (str(best), "bold green" if best else "bold red"),
+                                f"  (leaves at least 10% of {est.device} free)\n")
+        return Outcome(max_batch_json(best, est), self._text(Content.assemble(head, _estimate_text(est))),
+                       self._inputs())
+
+
+def _widget(spec: Field) -> Input | Select[str] | Checkbox:
+    """The form's widget for one field."""
+    if spec.flag:
+        return Checkbox("", spec.value == "yes", id=f"field-{spec.name}")
+    if spec.choices:
+        return Select([(c, c) for c in spec.choices], prompt=spec.placeholder or "default",
+                      value=spec.value or Select.NULL, id=f"field-{spec.name}")
+    return Input(spec.value, placeholder=spec.placeholder, id=f"field-{spec.name}")
+
+
+def _catalog() -> list[tuple[str, str]]:
+    return [(d.name, d.name) for d in CATALOG]
 
 
 def _backend(simulated: str | None) -> Any:
@@ -343,28 +498,17 @@ def _backend(simulated: str | None) -> Any:
 
 
 def _estimate_text(est: Any) -> Content:
-    from gpudoc.output import format_bytes
+    """``gpudoc oom estimate``'s text report, its verdict coloured."""
+    from gpudoc.oom.plan import estimate_lines
 
-    c = est.config
     style = {"fits": "green", "tight": "yellow"}.get(est.verdict, "red")
-    lines = [
-        Content(f"{est.model}  batch {c.batch}  {c.input}  {c.precision}, {c.optimizer}  on {est.device} "
-                f"({format_bytes(est.capacity_bytes)})  [{est.method}]"),
-        Content(f"parameters      {est.parameters:,} ({est.trainable_parameters:,} trainable)"),
-        Content(f"peak allocated  {format_bytes(est.peak_allocated_bytes):>11}"),
-        Content(f"peak reserved   {format_bytes(est.peak_reserved_bytes):>11}"),
-        Content(f"total           {format_bytes(est.total_bytes):>11}  with CUDA context and cuDNN margin"),
-        Content.assemble("verdict         ", (est.verdict, f"bold {style}"),
-                         f"  headroom {format_bytes(est.headroom_bytes)}"),
-        Content("at the peak:"),
-        *(Content(f"  {name:42} {format_bytes(value):>11}")
-          for name, value in sorted(est.breakdown.items(), key=lambda kv: -kv[1])),
-        *(Content(f"note: {note}") for note in est.notes),
-    ]
-    if est.remedies:
-        lines.append(Content("remedies, most memory saved first:"))
-        lines.extend(Content(f"  {r.name:14} saves {format_bytes(r.saved_bytes):>11} -> "
-                             f"{format_bytes(r.total_bytes):>11} ({r.verdict})  {r.change}") for r in est.remedies)
+    lines = []
+    for line in estimate_lines(est):
+        if line.startswith("verdict "):
+            head, _, rest = line.partition(est.verdict)
+            lines.append(Content.assemble(head, (est.verdict, f"bold {style}"), rest))
+        else:
+            lines.append(Content(line))
     return Content("\n").join(lines)
 
 
@@ -374,4 +518,6 @@ TOOLS: dict[str, tuple[str, str, Callable[[Any], ToolScreen]]] = {
     "metrics": ("metrics-check", "Check logged metrics for scale errors (m)", lambda app: MetricsScreen()),
     "oom": ("oom estimate", "Peak GPU memory of training a model, and the remedies (o)",
             lambda app: OomScreen(app.simulated)),
+    "max-batch": ("oom max-batch", "The largest batch of a model that fits the GPU (b)",
+                  lambda app: MaxBatchScreen(app.simulated)),
 }

@@ -1,6 +1,6 @@
-"""The tool screens (doctor, metrics-check, oom estimate) driven by Pilot: opened from the command
-palette and by key, their result the CLI's ``--json`` for the same input, a long estimate
-cancelled with Escape."""
+"""The tool screens (doctor, metrics-check on logs and on images, oom estimate and max-batch)
+driven by Pilot: opened from the command palette and by key, their result the CLI's ``--json``
+for the same input, a long estimate cancelled with Escape."""
 
 from __future__ import annotations
 
@@ -13,20 +13,23 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from gpudoc.gpu import ManualClock
+from gpudoc.gpu import ManualClock, SimulatedBackend
 from gpudoc.output import to_jsonable
 from gpudoc.tui.app import GpudocApp
-from gpudoc.tui.tools import DoctorScreen, MetricsScreen, OomScreen, ToolScreen
+from gpudoc.tui.tools import DoctorScreen, MaxBatchScreen, MetricsScreen, OomScreen, ToolScreen
 from gpudoc.tui.widgets import ProcessTable
-from textual.widgets import Input
+from textual.widgets import Checkbox, Input, Select
 
 from .test_app import SIZE, make_app, refresh
 
 SKIP_FRAMEWORKS = "torch tensorflow numba"
 LOG = "epoch,loss,mse,mae,psnr\n0,0.02,0.01,0.08,68.13\n1,0.015,0.008,0.07,69.1\n"  # PSNR at peak 255, data on [0,1]
 TINY = "import torch\n\n\ndef make():\n    return torch.nn.Sequential(torch.nn.Linear(8, 4))\n"
+TWO = ("import torch\n\n\ndef make():\n"
+       "    return torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))\n")
 
 
 def cli_json(*args: str) -> Any:
@@ -49,10 +52,30 @@ async def open_from_palette(pilot: Any, title: str) -> None:
     await pilot.pause()
 
 
-async def fill(app: GpudocApp, pilot: Any, **values: str) -> None:
+async def fill(app: GpudocApp, pilot: Any, **values: str | bool) -> None:
+    """Type into text fields, pick in pickers ("" clears one), tick checkboxes."""
     for name, value in values.items():
-        app.screen.query_one(f"#field-{name}", Input).value = value
+        widget = app.screen.query_one(f"#field-{name}")
+        if isinstance(widget, Select) and value == "":
+            widget.clear()
+        else:
+            assert isinstance(widget, Input | Select | Checkbox)
+            widget.value = value
     await pilot.pause()
+
+
+def screen_text(app: GpudocApp) -> str:
+    """The SVG screenshot's text, row by row, each piece at its column (12.2 px a cell)."""
+    rows: dict[float, dict[int, str]] = {}
+    for x, y, text in re.findall(r'<text[^>]* x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', app.export_screenshot()):
+        rows.setdefault(float(y), {})[round(float(x) / 12.2)] = html.unescape(text).replace("\xa0", " ")
+    lines = []
+    for _, row in sorted(rows.items()):
+        line = ""
+        for column, text in sorted(row.items()):
+            line = line.ljust(column) + text
+        lines.append(line.rstrip())
+    return "\n".join(lines)
 
 
 async def run_tool(app: GpudocApp, pilot: Any) -> ToolScreen:
@@ -162,7 +185,8 @@ async def test_oom_estimate_of_a_small_model_file_is_the_clis(tmp_path: Path) ->
         assert screen.outcome is not None and to_jsonable(screen.outcome.json) == local
 
 
-async def test_a_long_estimate_is_cancelled_with_escape(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["o", "b"])
+async def test_a_long_estimate_is_cancelled_with_escape(tmp_path: Path, key: str) -> None:
     started, release = tmp_path / "started", tmp_path / "release"
     model = tmp_path / "slow.py"
     model.write_text(textwrap.dedent(f"""\
@@ -180,11 +204,11 @@ async def test_a_long_estimate_is_cancelled_with_escape(tmp_path: Path) -> None:
         """))
     app = tool_app()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("o")
+        await pilot.press(key)
         await pilot.pause()
         await fill(app, pilot, model=f"{model}:make", batch="2", input="8", gpu="A100-80GB", cuda="12.4")
         screen = app.screen
-        assert isinstance(screen, OomScreen)
+        assert isinstance(screen, MaxBatchScreen if key == "b" else OomScreen)
         screen.query_one(Input).focus()
         await pilot.press("enter")
         while not started.exists():
@@ -228,6 +252,7 @@ async def test_the_help_lists_the_tool_keys() -> None:
         await pilot.pause()
         text = str(app.screen.query_one("#help-text").render())
         assert "doctor" in text and "metrics-check" in text and "oom estimate" in text and "ctrl+p" in text
+        assert "oom max-batch" in text and "pred/target images" in text
 
 
 async def test_snapshot_of_the_metrics_screen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -246,3 +271,166 @@ async def test_snapshot_of_the_metrics_screen(tmp_path: Path, monkeypatch: pytes
     assert "cause: PSNR used peak 255 on [0,1] data (+48.13 dB)" in text
     assert "1 checked: 1 error(s), 1 warning(s)" in text
     assert "Cancel / close" in text and "Save JSON" in text
+
+
+async def test_oom_estimate_with_every_option_on_a_local_gpu_is_the_clis(tmp_path: Path) -> None:
+    model = tmp_path / "two.py"
+    model.write_text(TWO)
+    spec = f"{model}:make"
+    options = {"precision": "amp", "optimizer": "momentum", "freeze": r"^0\.", "accumulate": "2",
+               "zero-grad": "zeros", "optimizer-impl": "for-loop", "cuda": "11.2"}
+    expected = cli_json("--simulate", "workstation", "oom", "estimate", spec, "--batch", "4", "--input", "8",
+                        *(f"--{name}={value}" for name, value in options.items()), "--checkpointing",
+                        "--gpu", "local:0")
+    assert expected["config"]["checkpointing"] and expected["config"]["zero_grad"] == "zeros"
+    with SimulatedBackend("workstation") as gpus:  # local:0 is checked against GPU 0's free memory, not all of it
+        free = gpus.snapshot().devices[0].memory_free
+    assert expected["total_bytes"] + expected["headroom_bytes"] == free < expected["capacity_bytes"]
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_from_palette(pilot, "gpudoc: oom estimate")
+        screen = app.screen
+        assert isinstance(screen, OomScreen)
+        await app.workers.wait_for_complete()  # the device picker's look at this machine's GPUs
+        await pilot.pause()
+        assert screen.field("gpu") == "local:0"  # the local GPUs come first, the first one picked
+        await fill(app, pilot, model=spec, batch="4", input="8", checkpointing=True, **options)
+        await run_tool(app, pilot)
+        assert screen.outcome is not None, status(screen)
+        assert to_jsonable(screen.outcome.json) == expected
+        shown = str(screen.query_one("#tool-result").render())
+        assert "momentum, checkpointing, accumulate 2, freeze ^0\\." in shown and "at the peak:" in shown
+        await fill(app, pilot, precision="bf16", gpu="T4")  # the CLI's refusal, in one line
+        await run_tool(app, pilot)
+        assert screen.outcome is None and "T4 (compute capability 7.5) has no bf16 support" in status(screen)
+        assert "\n" not in status(screen)
+
+
+async def test_max_batch_by_key_and_from_the_palette_is_the_clis(tmp_path: Path) -> None:
+    model = tmp_path / "two.py"
+    model.write_text(TWO)
+    spec = f"{model}:make"
+    expected = cli_json("oom", "max-batch", spec, "--batch", "8", "--input", "8", "--gpu", "T4", "--cuda", "12.4",
+                        "--optimizer", "sgd")
+    assert expected["max_batch"] > 8
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_from_palette(pilot, "gpudoc: oom max-batch")
+        assert isinstance(app.screen, MaxBatchScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("b")
+        await pilot.pause()
+        assert isinstance(app.screen, MaxBatchScreen)
+        await fill(app, pilot, model=spec, batch="8", input="8", gpu="T4", cuda="12.4", optimizer="sgd")
+        screen = await run_tool(app, pilot)
+        assert screen.outcome is not None, status(screen)
+        assert to_jsonable(screen.outcome.json) == expected
+        assert f"max batch       {expected['max_batch']}  (leaves at least 10% of T4 free)" in screen_text(app)
+
+
+def write_images(folder: Path) -> tuple[Path, Path]:
+    """A prediction and its target: two 16x16 float images on [0,1]."""
+    rng = np.random.default_rng(7)
+    target = rng.random((2, 16, 16)).astype(np.float32)
+    pred = np.clip(target + rng.normal(0, 0.05, target.shape), 0, 1).astype(np.float32)
+    np.save(folder / "pred.npy", pred)
+    np.save(folder / "target.npy", target)
+    return folder / "pred.npy", folder / "target.npy"
+
+
+async def test_metrics_compute_mode_on_npy_images_is_the_clis(tmp_path: Path) -> None:
+    pred, target = write_images(tmp_path)
+    at_255 = cli_json("metrics-check", "--pred", str(pred), "--target", str(target), "--range", "255")
+    auto = cli_json("metrics-check", "--pred", str(pred), "--target", str(target))
+    assert at_255["errors"] >= 1 and auto["errors"] == 0 and auto["data_range"] == 1.0
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("m")
+        await pilot.pause()
+        await fill(app, pilot, pred=str(pred), target=str(target), range="255")
+        screen = await run_tool(app, pilot)
+        assert screen.outcome is not None, status(screen)
+        assert to_jsonable(screen.outcome.json) == at_255
+        await fill(app, pilot, range="auto")
+        await run_tool(app, pilot)
+        assert screen.outcome is not None and to_jsonable(screen.outcome.json) == auto
+        shown = str(screen.query_one("#tool-result").render())
+        assert "note: --range auto: computing at 1, inferred from the target" in shown
+        assert f"psnr     {auto['metrics']['psnr']:.6g}" in shown
+        screen.query_one("#save-path", Input).value = str(pred)  # the JSON never replaces an input
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert np.load(pred).shape == (2, 16, 16)
+
+
+@pytest.mark.parametrize(("fields", "said"), [
+    ({"pred": "{d}/nope.npy", "target": "{d}/target.npy"}, "nope.npy: no such file or directory"),
+    ({"pred": "{d}", "target": "{d}/target.npy"}, "names are not in both"),
+    ({"pred": "{d}/pred.npy", "target": "{d}/half.npy"}, "differ in shape"),
+    ({"pred": "{d}/pred.npy"}, "give both pred and target images"),
+    ({"pred": "{d}/pred.npy", "target": "{d}/target.npy", "crop-border": "x"}, "crop-border 'x': not a whole number"),
+])
+async def test_metrics_compute_mode_on_bad_input_says_so_in_one_line(tmp_path: Path, fields: dict[str, str],
+                                                                     said: str) -> None:
+    pred, _ = write_images(tmp_path)
+    np.save(tmp_path / "half.npy", np.load(pred)[:, :8])
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("m")
+        await pilot.pause()
+        await fill(app, pilot, **{name: value.format(d=tmp_path) for name, value in fields.items()})
+        screen = await run_tool(app, pilot)
+        assert screen.outcome is None and said in status(screen) and "\n" not in status(screen)
+        assert screen.query_one("#tool-status").has_class("error")
+
+
+async def test_oom_with_a_model_that_does_not_exist_says_so_in_one_line(tmp_path: Path) -> None:
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("o")
+        await pilot.pause()
+        await fill(app, pilot, model=str(tmp_path / "gone.py:make"), gpu="T4")
+        screen = await run_tool(app, pilot)
+        assert screen.outcome is None and "gone.py" in status(screen) and "\n" not in status(screen)
+        assert "Error:" not in status(screen)  # a clear line, not an exception's name
+
+
+async def test_snapshots_of_the_oom_max_batch_and_metrics_compute_screens(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("two.py").write_text(TWO)
+    write_images(Path("."))
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("o")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await fill(app, pilot, model="two.py:make", batch="4", input="8", cuda="12.4", checkpointing=True)
+        await run_tool(app, pilot)
+        text = screen_text(app)
+        assert "OOM: peak GPU memory of training, and whether it fits" in text
+        assert re.search(r"\n gpu +GPU 0 · GeForce RTX 4090 · 22.8 GiB free of 24.0 GiB +▼", text), text
+        assert re.search(r"\n checkpointing +▐X▌ +inference +▐X▌\n", text), text
+        assert re.search(r"\n zero_grad +torch's default +▼ +optimizer impl +torch's default", text), text
+        assert "two.py:make  batch 4  8  fp32, adam, checkpointing" in text
+        assert "verdict         fits:" in text and "at the peak:" in text
+
+        await pilot.press("escape", "b")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await fill(app, pilot, model="two.py:make", batch="8", input="8", cuda="12.4", gpu="T4")
+        await run_tool(app, pilot)
+        text = screen_text(app)
+        assert "OOM: the largest batch that leaves 10% of the GPU free" in text
+        assert re.search(r"\n 2nd batch +8 +input +8\n", text), text
+        assert re.search(r"max batch       \d+  \(leaves at least 10% of T4 free\)", text), text
+
+        await pilot.press("escape", "m")
+        await pilot.pause()
+        await fill(app, pilot, pred="pred.npy", target="target.npy")
+        await run_tool(app, pilot)
+        text = screen_text(app)
+        assert re.search(r"\n or pred +pred.npy\n", text) and re.search(r"\n range +auto +▼ +ssim preset +wang", text)
+        assert "note: --range auto: computing at 1, inferred from the target" in text
+        assert "1 checked: 0 error(s), 0 warning(s)" in text
