@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,9 +177,9 @@ def _step_range(info: RunInfo, step: int) -> None:
     info.step_max = step if info.step_max is None else max(info.step_max, step)
 
 
-def describe(paths: Sequence[str]) -> list[tuple[str, RunInfo]]:
+def describe(paths: Sequence[str], progress: Callable[[str], None] | None = None) -> list[tuple[str, RunInfo]]:
     """``events info``: ``(path, info)`` of every run of each path, in order, with each run's
-    hparams session metrics named."""
+    hparams session metrics named; ``progress`` gets each run's name before it is read."""
     infos: list[tuple[str, RunInfo]] = []
     for path in paths:
         root, runs = discover(path)
@@ -188,6 +188,8 @@ def describe(paths: Sequence[str]) -> list[tuple[str, RunInfo]]:
         except CorruptRecord:  # records that are no Events: reported by run_info below
             metrics = {}
         for run in runs:
+            if progress is not None:
+                progress(run.label)
             tags = frozenset(t for f in run.files for held in metrics.get(f, {}).values() for t in held)
             infos.append((path, run_info(run, root, tags)))
     return infos
