@@ -128,6 +128,7 @@ class Curves:
         self._arrivals: list[tuple[float, int]] = []
         self.max_step: int | None = None
         self.version = 0  # bumped when anything drawn changed
+        self._ranks: dict[str, int] = {}
 
     def add(self, points: Sequence[Point]) -> None:
         if not points:
@@ -174,12 +175,18 @@ class Curves:
 
     def names(self) -> list[Curve]:
         """Every series: losses first, then the metrics gpudoc knows, then the rest, by name."""
-        return sorted(self.series.values(), key=lambda c: (_rank(c), c.name))
+        return sorted(self.series.values(), key=lambda c: (self._rank(c), c.name))
+
+    def _rank(self, curve: Curve) -> int:
+        rank = self._ranks.get(curve.tag)
+        if rank is None:  # a regex pass: once per tag, not on every redraw
+            rank = self._ranks[curve.tag] = _rank(curve)
+        return rank
 
     def default(self) -> list[Curve]:
         """Losses and the metrics gpudoc knows (all series when there is none of those)."""
         every = self.names()
-        known = [c for c in every if _rank(c) < 2]
+        known = [c for c in every if self._rank(c) < 2]
         return known or every
 
 
@@ -227,10 +234,9 @@ def plot(xs: Sequence[float], raw: Sequence[float], smoothed: Sequence[float], w
     smooth_y = rows - 1 - np.rint((s - low) / span_y * (rows - 1)).astype(np.int64)
     dots = np.zeros((rows, cols), dtype=bool)
     dots[raw_y, cx] = True
-    line = np.zeros((rows, cols), dtype=bool)
     # The smoothed line: in each dot column the span of its points, joined to the column
-    # before with points by a straight line across the empty ones (a few hundred columns at
-    # most: a plain loop).
+    # before with points by a straight line across the empty ones (rounded half to even, as
+    # Python's round), each column filled from where the line before it reached.
     top = np.full(cols, rows, dtype=np.int64)
     bottom = np.full(cols, -1, dtype=np.int64)
     np.minimum.at(top, cx, smooth_y)
@@ -239,23 +245,32 @@ def plot(xs: Sequence[float], raw: Sequence[float], smoothed: Sequence[float], w
     last = np.full(cols, -1, dtype=np.int64)
     last[cx] = smooth_y  # numpy assigns in order: the last point of a column wins
     first[cx[::-1]] = smooth_y[::-1]
-    before: tuple[int, int] | None = None  # (column, its last row)
-    for col in np.flatnonzero(bottom >= 0).tolist():
-        if before is not None:
-            was, row = before
-            reached = row
-            for gap in range(was + 1, col):
-                at = round(row + (int(first[col]) - row) * (gap - was) / (col - was))
-                line[min(at, reached):max(at, reached) + 1, gap] = True
-                reached = at
-            lo, hi = min(int(top[col]), reached), max(int(bottom[col]), reached)
-        else:
-            lo, hi = int(top[col]), int(bottom[col])
-        line[lo:hi + 1, col] = True
-        before = (col, int(last[col]))
+    used = np.flatnonzero(bottom >= 0)
+    was, col = used[:-1], used[1:]
+    row = last[was]  # where the line leaves each column with points
+    gaps = col - was - 1  # empty columns between each pair of columns with points
+    filled = gaps > 0
+    opens = np.cumsum(gaps) - gaps  # where each pair's empty columns start in ``at``
+    pair = np.repeat(np.arange(len(col)), gaps)  # each empty column's pair
+    gap = was[pair] + 1 + np.arange(len(pair)) - opens[pair]
+    start, end = row[pair], first[col][pair]
+    at = np.rint(start + (end - start) * (gap - was[pair]) / (col[pair] - was[pair])).astype(np.int64)
+    # Where the line stood before each empty column (the empty column before it, or the row
+    # it left its pair's first column at) and before each column with points.
+    before = np.empty_like(at)
+    before[1:] = at[:-1]
+    before[opens[filled]] = row[filled]
+    reached = row.copy()
+    reached[filled] = at[(opens + gaps - 1)[filled]]
+    columns = np.concatenate([used, gap])
+    low_row = np.concatenate([top[used[:1]], np.minimum(top[col], reached), np.minimum(at, before)])
+    high_row = np.concatenate([bottom[used[:1]], np.maximum(bottom[col], reached), np.maximum(at, before)])
+    line = np.zeros((rows, cols), dtype=bool)
+    ys = np.arange(rows)[:, np.newaxis]
+    line[:, columns] = (ys >= low_row) & (ys <= high_row)
     every = dots | line
     bits = _BITS[np.newaxis, :, np.newaxis, :]
-    codes = (every.reshape(height, 4, width, 2) * bits).sum(axis=(1, 3))
+    codes = (every.reshape(height, 4, width, 2) * bits).sum(axis=(1, 3)) + 0x2800
     strong = line.reshape(height, 4, width, 2).any(axis=(1, 3))
-    text = tuple("".join(chr(0x2800 + int(c)) for c in row) for row in codes)
-    return Plot(text, tuple(tuple(bool(b) for b in row) for row in strong), low, high, x0, x1)
+    text = tuple(cells.tobytes().decode("utf-32-le") for cells in codes.astype("<u4"))
+    return Plot(text, tuple(tuple(cells) for cells in strong.tolist()), low, high, x0, x1)
