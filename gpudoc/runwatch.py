@@ -254,6 +254,8 @@ class LogFinder:
         self._last_walk = -math.inf
         self._open_found = False
         self.note: str | None = None  # why the working directory is not searched
+        self._listed: dict[str, _Listing] = {}  # the directories of the last walk
+        self.listings = 0  # directories listed so far (an unchanged one is not listed again)
 
     def find(self, pids: Iterable[int], force: bool = False) -> list[tuple[Path, str]]:
         """``(path, run)`` of event files found now (followed ones included). Directories are
@@ -282,23 +284,80 @@ class LogFinder:
         return str(directory)
 
     def _walk(self, top: Path, root: Path, since: float | None, limit: int | None = None) -> Iterable[tuple[Path, str]]:
+        """Event files under ``top``, depth first in name order. A directory is listed again
+        only when its modification time changed (an entry was added, removed or renamed):
+        a look at an unchanged tree costs one ``stat`` per directory."""
         seen = 0
-        for directory, subdirs, names in os.walk(top):
-            subdirs[:] = sorted(d for d in subdirs if d not in _SKIP_DIRS and not d.startswith("."))
-            seen += len(subdirs) + len(names)
-            if limit is not None and seen > limit:
-                self.note = f"{top} has more than {limit} entries: not searched for event files (give --logdir)"
-                return
-            for name in sorted(names):
-                if "tfevents" not in name:
+        listed: dict[str, _Listing] = {}
+        stack = [str(top)]
+        try:
+            while stack:
+                directory = stack.pop()
+                listing = self._listing(directory)
+                if listing is None:
                     continue
-                path = Path(directory) / name
-                try:
-                    info = path.stat()
-                except OSError:
-                    continue
-                if since is None or info.st_mtime >= since:
-                    yield path, os.path.relpath(directory, root)
+                listed[directory] = listing
+                seen += listing.entries
+                if limit is not None and seen > limit:
+                    self.note = f"{top} has more than {limit} entries: not searched for event files (give --logdir)"
+                    return
+                for name in listing.events:
+                    path = Path(directory) / name
+                    try:
+                        info = path.stat()
+                    except OSError:
+                        continue
+                    if since is None or info.st_mtime >= since:
+                        yield path, os.path.relpath(directory, root)
+                stack += [os.path.join(directory, d) for d in reversed(listing.descend)]
+        finally:
+            self._listed = listed
+
+    def _listing(self, directory: str) -> _Listing | None:
+        """What ``directory`` holds, from the last look when its modification time is the same
+        and was already in the past then (a change within the same clock tick shows no new time)."""
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+        except OSError:
+            return None
+        known = self._listed.get(directory)
+        if known is not None and known.mtime == mtime and known.settled:
+            return known
+        self.listings += 1
+        try:
+            with os.scandir(directory) as scan_it:
+                found = list(scan_it)
+        except OSError:
+            return None
+        entries, events, descend = 0, [], []
+        for entry in found:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                entries += 1
+                if "tfevents" in entry.name:
+                    events.append(entry.name)
+            elif entry.name not in _SKIP_DIRS and not entry.name.startswith("."):
+                entries += 1
+                if not entry.is_symlink():  # as os.walk: a link to a directory is not followed
+                    descend.append(entry.name)
+        settled = time.time_ns() - mtime > 2_000_000_000
+        return _Listing(mtime, settled, entries, sorted(events), sorted(descend))
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """A directory as last listed: its modification time (``settled``: already two seconds
+    old then), its entries counted as the walk limit counts them, its event file names and
+    the subdirectories searched."""
+
+    mtime: int
+    settled: bool
+    entries: int
+    events: list[str]
+    descend: list[str]
 
 
 def _open_event_files(pids: Iterable[int]) -> list[Path]:
@@ -385,6 +444,7 @@ class Checks:
         self._fired: set[tuple[str, str | None]] = set()
         self._pending: dict[tuple[str, str], Record] = {}
         self._touched: set[tuple[str, str]] = set()
+        self._canonical: dict[str, tuple[str, str | None]] = {}
         self.max_step: int | None = None
         self.min_step: int | None = None
         self._step_times: deque[float] = deque(maxlen=21)
@@ -478,7 +538,11 @@ class Checks:
     def _metric_record(self, point: Point) -> list[Check]:
         """Values of one run, split and step form a record for the metric-scale rules; it is
         checked when a later step of that split arrives (or at the end)."""
-        split, metric = canonical(point.tag if point.run in (".", "output") else f"{point.run}/{point.tag}")
+        name = point.tag if point.run in (".", "output") else f"{point.run}/{point.tag}"
+        known = self._canonical.get(name)
+        if known is None:
+            known = self._canonical[name] = canonical(name)  # a regex pass per value otherwise
+        split, metric = known
         if metric is None:
             return []
         key = (point.run, split)
