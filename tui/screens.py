@@ -58,9 +58,9 @@ HELP = """\
   [b]\\[[/b] / [b]][/b]         less / more smoothing (TensorBoard's, 0 to 0.999)
   [b]l[/b]             list the checks that fired on the run
   [b]d[/b]             doctor: the environment checklist (as `gpudoc doctor`)
-  [b]m[/b]             metrics-check on log files or pred/target images (as `gpudoc metrics-check`)
+  [b]m[/b]             metrics-check on logs or pred/target images (`gpudoc metrics-check`)
   [b]o[/b]             oom estimate of a model (as `gpudoc oom estimate`)
-  [b]b[/b]             oom max-batch: the largest batch that fits (as `gpudoc oom max-batch`)
+  [b]b[/b]             oom max-batch: the largest batch that fits the GPU
   [b]ctrl+p[/b]        the same from the command palette: "gpudoc: doctor"…
   [b]?[/b]             this help
   [b]q[/b]             quit (a run still going, or what it left, is stopped after asking)
