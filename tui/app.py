@@ -68,6 +68,8 @@ class GpudocApp(App[None]):
         Binding("m", "tool('metrics')", "Metrics", show=False),
         Binding("o", "tool('oom')", "OOM", show=False),
         Binding("b", "tool('max-batch')", "Max batch", show=False),
+        Binding("e", "tool('events')", "Events", show=False),
+        Binding("M", "tool('masks')", "Masks", show=False),
         Binding("v", "cycle_curves", "Curves"),
         Binding("l", "checks", "Checks"),
         Binding("a", "curve_axis", "Step/time", show=False),

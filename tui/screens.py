@@ -61,6 +61,8 @@ HELP = """\
   [b]m[/b]             metrics-check on logs or pred/target images (`gpudoc metrics-check`)
   [b]o[/b]             oom estimate of a model (as `gpudoc oom estimate`)
   [b]b[/b]             oom max-batch: the largest batch that fits the GPU
+  [b]e[/b]             events: a logdir's runs, tags, restarts, damage; trim/export
+  [b]M[/b]             mask sweep: Dice/IoU by threshold, the best and Otsu's; audit
   [b]ctrl+p[/b]        the same from the command palette: "gpudoc: doctor"…
   [b]?[/b]             this help
   [b]q[/b]             quit (a run still going, or what it left, is stopped after asking)

@@ -13,6 +13,7 @@ import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -512,6 +513,11 @@ def _estimate_text(est: Any) -> Content:
     return Content("\n").join(lines)
 
 
+def _toolbox(module: str) -> Callable[[Any], ToolScreen]:
+    """The screen of one of the toolbox's own modules (imported when opened: they import this one)."""
+    return lambda app: import_module(f"{__package__}.{module}").for_app(app)
+
+
 TOOLS: dict[str, tuple[str, str, Callable[[Any], ToolScreen]]] = {
     "doctor": ("doctor", "The environment checklist with a fix for each failed check (d)",
                lambda app: DoctorScreen(app.monitor.backend, app.simulated)),
@@ -520,4 +526,8 @@ TOOLS: dict[str, tuple[str, str, Callable[[Any], ToolScreen]]] = {
             lambda app: OomScreen(app.simulated)),
     "max-batch": ("oom max-batch", "The largest batch of a model that fits the GPU (b)",
                   lambda app: MaxBatchScreen(app.simulated)),
+    "events": ("events", "TensorBoard runs, tags, restarts and damage; trim and export (e)",
+               _toolbox("events_screen")),
+    "masks": ("mask sweep", "Dice/IoU against the mask threshold, the best one and Otsu's; the audit (M)",
+              _toolbox("masks_screen")),
 }

@@ -41,8 +41,10 @@ def tui(
 
     Keys: s sort, u/g filter by user/GPU, c clear the filters, t terminate, k kill, r reap
     orphans, x stop the run, ? help, q quit. Every action asks first and follows `gpudoc
-    reap`'s rules. d, m and o open the doctor, metrics-check and oom estimate screens (also
-    from the command palette, ctrl+p): Enter runs, Escape cancels, ctrl+s saves the --json.
+    reap`'s rules. d, m, o and b open the doctor, metrics-check (logs or pred/target
+    images), oom estimate and oom max-batch screens, e events (info, trim, export) and M mask
+    sweep (also from the command palette, ctrl+p): Enter runs, Escape cancels, ctrl+s saves
+    the --json.
 
     The run gets a session of its own: its panel shows its state, last output lines and any
     out-of-memory message, its processes are marked in the table, and stopping it (x, or
