@@ -1,0 +1,229 @@
+"""The compiled trim path (gpudoc.events.trim._trim_compiled over _core.trim_pass) against the
+pure-Python one on large records: CRCs continued across the core's three lanes and joined per
+record, run-level marks found by the vectorised search wherever they sit, records that straddle
+read blocks or outgrow them, damage and cut-off ends handed to the reader, the staged copy
+checked before it is placed, and hparams sessions found after the first pass."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
+
+import google_crc32c
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tensorboard.compat.proto import event_pb2, summary_pb2
+
+from gpudoc.errors import GpudocError
+from gpudoc.events import records
+from gpudoc.events.discover import discover
+from gpudoc.events.records import frame
+from gpudoc.events.trim import TrimSpec, trim
+
+try:
+    from gpudoc.events import _core as COMPILED
+except ImportError:
+    COMPILED = None
+needs_compiled = pytest.mark.skipif(COMPILED is None, reason="the compiled core is not built here")
+trim_module = importlib.import_module("gpudoc.events.trim")
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+MARKS = [b"_hparams_/", b"graph_", b"custom_scalars"]
+
+
+@pytest.fixture
+def events_core() -> str:
+    """These tests compare both cores themselves: run once (overrides the conftest's)."""
+    return "both"
+
+
+@needs_compiled
+@SETTINGS
+@given(st.integers(0, 80_000), st.integers(0, 2**32 - 1), st.integers(0, 2**16), st.integers(0, 7))
+def test_crc32c_of_long_buffers_matches_google_crc32c(length: int, start: int, seed: int, skew: int) -> None:
+    """Lengths across the 3 x 8192 and 3 x 256 byte lanes, at any alignment."""
+    assert COMPILED is not None
+    data = random.Random(seed).randbytes(length + skew)
+    view = memoryview(data)[skew:]
+    assert COMPILED.extend(start, view) == google_crc32c.extend(start, bytes(view))
+    assert COMPILED.extend_table(start, view) == google_crc32c.extend(start, bytes(view))
+
+
+def _pass(data: list[bytes], marks: tuple[bytes, ...] = tuple(MARKS)) -> tuple[Any, ...]:
+    """trim_pass over framed ``data`` keeping everything (no bounds, run-level kept)."""
+    assert COMPILED is not None
+    buffer = b"".join(frame(d) for d in data)
+    return COMPILED.trim_pass(buffer, 0, 0, 0, 0, 0, 0.0, 0.0, sum(1 << f for f in (3, 4, 7, 8, 9, 10)), True, False,
+                              marks, -1, 0, b"_hparams_/")
+
+
+def _summary(body: bytes) -> bytes:
+    """Event bytes as peek reads them: wall_time, step 1, then a summary field holding ``body``."""
+    length, size = bytearray(), len(body)
+    while size >= 0x80:
+        length.append(size & 0x7F | 0x80)
+        size >>= 7
+    length.append(size)
+    return b"\x09" + struct.pack("<d", 1.0) + b"\x10\x01\x2a" + bytes(length) + body
+
+
+@needs_compiled
+@pytest.mark.parametrize("size", [0, 1, 31, 32, 33, 45, 46, 47, 63, 64, 65, 77, 96, 100, 129, 300])
+def test_a_mark_anywhere_in_a_summary_stops_the_core(size: int) -> None:
+    """Every start position, in the vectorised blocks and the positions after them: the core
+    leaves the record to Python; without a mark it keeps it and continues the output's CRC."""
+    body = bytes(random.Random(size).choice(b"abcdefghijklmnop") for _ in range(size))
+    _, count, kept, _, crc, mentions = _pass([_summary(body)])
+    assert (count, kept, mentions) == (1, 1, False)
+    assert crc == google_crc32c.value(frame(_summary(body)))
+    for mark in MARKS:
+        for at in range(size - len(mark) + 1):
+            data = _summary(body[:at] + mark + body[at + len(mark):])
+            assert _pass([data])[1] == 0, (mark, at)
+            assert _pass([data], (b"x", mark, b"y"))[1] == 0, (mark, at)
+            assert _pass([data], (*(m for m in MARKS if m != mark), b"zz"))[1] == 1, (mark, at)
+
+
+@needs_compiled
+def test_the_prefix_in_a_record_the_core_keeps_is_reported() -> None:
+    """A graph (or any record not a summary) holding '_hparams_/' is kept by the core, which says so."""
+    graph = event_pb2.Event(step=1, wall_time=1.0, graph_def=b"x" * 50 + b"_hparams_/" + b"y" * 40).SerializeToString()
+    version = event_pb2.Event(wall_time=1.0, file_version="brain.Event:2").SerializeToString()
+    assert _pass([version])[1:3] + _pass([version])[5:] == (1, 1, False)
+    result = _pass([version, graph])
+    assert result[1:3] == (2, 2) and result[5] is True
+    assert result[4] == google_crc32c.value(frame(version) + frame(graph))
+
+
+@st.composite
+def large_event(draw: st.DrawFn) -> bytes:
+    """An image-like summary (payloads either side of the sizes the core treats apart), with a
+    run-level mark planted at its start, end or anywhere, sometimes; or a small record."""
+    step = draw(st.sampled_from([0, 1, 3, 7, 10]))
+    event = event_pb2.Event(wall_time=draw(st.sampled_from([0.0, 1.0, 5.0, 9.5])), step=step)
+    what = draw(st.sampled_from(["image"] * 6 + ["version", "scalar", "graph"]))
+    if what == "version":
+        event.file_version = "brain.Event:2"
+    elif what == "graph":
+        event.graph_def = random.Random(step).randbytes(draw(st.sampled_from([10, 5000])))
+    elif what == "scalar":
+        event.summary.value.add(tag=draw(st.sampled_from(["loss", "J"])), simple_value=1.0)
+    else:
+        size = draw(st.sampled_from([0, 100, 2030, 2047, 2048, 3 * 256, 3 * 8192 - 1, 3 * 8192 + 37, 40_000]))
+        payload = bytearray(random.Random(draw(st.integers(0, 99))).randbytes(size))
+        mark = draw(st.none() | st.sampled_from(MARKS))
+        if mark is not None and size >= len(mark):
+            at = draw(st.sampled_from([0, size - len(mark) - draw(st.integers(0, min(40, size - len(mark)))),
+                                       draw(st.integers(0, size - len(mark)))]))
+            payload[at : at + len(mark)] = mark
+        value = event.summary.value.add(tag=draw(st.sampled_from(["img", "J"])))
+        value.image.encoded_image_string = bytes(payload)
+        if draw(st.integers(0, 5)) == 0:
+            value.metadata.plugin_data.plugin_name = "images"
+    return event.SerializeToString()
+
+
+def _trim(source: Path, out: Path, spec: TrimSpec, salvage: bool) -> tuple[Any, ...]:
+    root, runs = discover(source)
+    try:
+        report = trim(root, runs, out, spec, salvage=salvage)
+    except GpudocError as exc:
+        return str(exc), out.exists()
+    files = sorted(out.rglob("*tfevents*"))
+    result = ([f.read_bytes() for f in files], [(f[2], f[3]) for f in report.files], report.reencoded,
+              report.reattached, report.damage)
+    shutil.rmtree(out)
+    return result
+
+
+@needs_compiled
+@SETTINGS
+@given(st.lists(large_event(), max_size=10), st.none() | st.integers(0, 8), st.none() | st.sampled_from([0.5, 6.0]),
+       st.booleans(), st.none() | st.integers(0, 9), st.sampled_from(["flip", "cut", "lie"]),
+       st.sampled_from([64, 4096, 60_000, 1 << 21]))
+def test_large_records_trim_to_the_bytes_python_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, events: list[bytes], first: int | None, end: float | None,
+    salvage: bool, damage_at: int | None, damage: str, block: int,
+) -> None:
+    """Read blocks from 64 bytes (every record outgrows its block) to the default."""
+    monkeypatch.setattr(trim_module, "_BLOCK", block)
+    source = tmp_path / "logs"
+    (source / "run").mkdir(parents=True, exist_ok=True)
+    framed = [frame(e) for e in events]
+    if damage_at is not None and damage_at < len(framed):
+        record = bytearray(framed[damage_at])
+        if damage == "flip":
+            record[len(record) // 2] ^= 0x20
+        elif damage == "lie":  # a length whose CRC checks, past the file's end
+            record[:12] = struct.pack("<Q", 1 << 30) + struct.pack("<I", records.masked_crc(struct.pack("<Q", 1 << 30)))
+        else:
+            del record[len(record) // 3 :]
+        framed[damage_at] = bytes(record)
+        if damage != "flip":
+            framed = framed[: damage_at + 1]
+    (source / "run" / "events.out.tfevents.1.big").write_bytes(b"".join(framed))
+    spec = TrimSpec(first_step=first, end=end)
+    saved = records._core
+    try:
+        records._core = None
+        expected = _trim(source, tmp_path / "python", spec, salvage)
+        records._core = COMPILED
+        assert _trim(source, tmp_path / "compiled", spec, salvage) == expected
+    finally:
+        records._core = saved
+
+
+@needs_compiled
+def test_a_staged_copy_that_does_not_read_back_is_never_placed(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled path writes from its checked buffer; the staged file is still CRC-checked
+    before the rename: a write that went wrong leaves nothing at the destination."""
+    source = tmp_path / "logs"
+    (source / "run").mkdir(parents=True)
+    image = event_pb2.Event(step=1, wall_time=1.0, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag="img", image=summary_pb2.Summary.Image(encoded_image_string=os.urandom(100_000)))]))
+    (source / "run" / "events.out.tfevents.1.x").write_bytes(frame(image.SerializeToString()) * 3)
+    written = trim_module._Output._write_all
+
+    def flipped(self: Any, data: memoryview) -> None:
+        changed = bytearray(data)
+        changed[-5] ^= 1
+        written(self, memoryview(changed))
+
+    monkeypatch.setattr(trim_module._Output, "_write_all", flipped)
+    root, runs = discover(source)
+    with pytest.raises(GpudocError, match="does not read back intact; nothing was replaced"):
+        trim(root, runs, tmp_path / "out", TrimSpec())
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("logdir", ["keras", "tbx"])
+@pytest.mark.parametrize("core", ["compiled", "python"])
+def test_sessions_found_after_the_first_pass_are_counted_once(written: dict[str, Path], tmp_path: Path,
+                                                              logdir: str, core: str) -> None:
+    """A run an hparams session owns is trimmed again once the session is known: its files
+    are listed once, with every record, and a dry run counts every value once (as a trim
+    that never looks for sessions does)."""
+    if core == "compiled" and COMPILED is None:
+        pytest.skip("the compiled core is not built here")
+    saved = records._core
+    records._core = COMPILED if core == "compiled" else None
+    try:
+        root, runs = discover(written[logdir])
+        report = trim(root, runs, tmp_path / "out", TrimSpec(first_step=1, last_step=1))
+        sources = [f[0] for f in report.files]
+        assert sorted(sources) == sorted(str(p) for run in runs for p in run.files)
+        for source, _, records_in, _ in report.files:
+            assert records_in == sum(1 for _ in records.RecordReader(source))
+        spec = TrimSpec(first_step=1, last_step=1)
+        counted = trim(root, runs, None, spec, dry_run=True).before
+        unsearched = trim(root, runs, None, TrimSpec(first_step=1, last_step=1, keep_run_level=False),
+                          dry_run=True).before
+        assert counted == unsearched and sum(counted.values()) > 0
+    finally:
+        records._core = saved
