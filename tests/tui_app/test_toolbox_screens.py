@@ -8,9 +8,12 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
 import re
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,8 @@ from gpudoc.gpu import ManualClock
 from gpudoc.output import to_jsonable
 from gpudoc.runwatch import Checks, LogFinder, Watch
 from gpudoc.tui.app import GpudocApp
-from gpudoc.tui.events_screen import EventsScreen
+from gpudoc.tui import events_screen
+from gpudoc.tui.events_screen import EventsScreen, run_logdir
 from gpudoc.tui.masks_screen import MasksScreen
 from gpudoc.tui.tools import ToolScreen
 
@@ -127,6 +131,17 @@ async def test_events_info_by_key_from_the_palette_and_on_the_runs_logdir(tmp_pa
         assert isinstance(app.screen, EventsScreen)
 
 
+def test_without_a_logdir_the_screen_starts_on_the_directory_of_the_runs_event_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    logdir = write_logdir(tmp_path, monkeypatch)
+    watch = Watch(LogFinder(None, tmp_path, 0.0), Checks())
+    assert run_logdir(SimpleNamespace(run_watch=watch)) == ""  # none found yet
+    for path in logdir.rglob("*tfevents*"):  # as the watch follows the files the run holds open
+        watch.tail.follow(path, path.parent.name)
+    assert run_logdir(SimpleNamespace(run_watch=watch)) == os.path.realpath(logdir)
+    assert run_logdir(SimpleNamespace(run_watch=None)) == ""
+
+
 async def test_a_trim_from_the_form_is_a_dry_run_first_then_the_clis_trim(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     logdir = write_logdir(tmp_path, monkeypatch)
@@ -161,6 +176,47 @@ async def test_a_trim_from_the_form_is_a_dry_run_first_then_the_clis_trim(tmp_pa
     expected = cli_json("events", "trim", *args, "-o", str(cli_out))
     assert json.loads(json.dumps(wrote).replace(str(out), str(cli_out))) == expected
     assert digest(out) == digest(cli_out) and digest(out)
+
+
+async def test_a_trim_cancelled_with_escape_leaves_nothing_behind(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    logdir = write_logdir(tmp_path, monkeypatch)
+    before, out = digest(logdir), tmp_path / "cut"
+    reached, release = threading.Event(), threading.Event()
+    release.set()
+    counted = events_screen._bytes
+
+    def held(runs: Any, verb: str, progress: Any) -> Any:  # trim's progress, held after each file
+        advance = counted(runs, verb, progress)
+
+        def step(size: int) -> None:
+            reached.set()
+            release.wait(30)
+            advance(size)
+        return step
+
+    monkeypatch.setattr(events_screen, "_bytes", held)
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("e")
+        await pilot.pause()
+        await fill(pilot, path=str(logdir), output=str(out))
+        await press(pilot, "ctrl+t")  # the dry run
+        release.clear()
+        reached.clear()
+        screen = app.screen
+        await pilot.press("ctrl+t")  # the write: held after its first file
+        while not reached.is_set():
+            await pilot.pause(0.05)
+        assert any(out.rglob("*"))  # the first file staged
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen and "cancelling" in status(screen)
+        release.set()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(screen, EventsScreen) and screen.outcome is None and "cancelled" in status(screen)
+    assert not out.exists() and digest(logdir) == before
 
 
 async def test_an_export_from_the_form_counts_first_then_writes_the_clis_table(tmp_path: Path,
