@@ -7,4 +7,7 @@ warning and gpudoc installs with its pure-Python core (``gpudoc doctor`` says wh
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("gpudoc.events._core", ["gpudoc/events/_core.c"], optional=True,
+                             extra_compile_args=["-O2", "-std=c11", "-Wall"]),
+                   # events info's and export's decoder of scalar records (optional the same way).
+                   Extension("gpudoc.events._scan", ["gpudoc/events/_scan.c"], optional=True,
                              extra_compile_args=["-O2", "-std=c11", "-Wall"])])

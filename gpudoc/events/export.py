@@ -4,12 +4,17 @@ writers."""
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
+
+import numpy as np
 
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
@@ -17,7 +22,7 @@ from tensorboard.util import tensor_util
 from gpudoc.errors import EnvironmentMissing, InputError
 from gpudoc.events.discover import Run
 from gpudoc.events.model import Kind, TagPlugins, decode, is_start
-from gpudoc.events.records import Damage, RecordReader, check_whole, damage_json
+from gpudoc.events.records import Damage, RecordReader, Scalars, check_whole, damage_json, scalar_decoder
 from gpudoc.output import atomic_file, output_target
 
 EXPORTABLE = frozenset({Kind.SCALAR, Kind.HISTOGRAM, Kind.TENSOR, Kind.TEXT, Kind.PR_CURVE})
@@ -69,6 +74,76 @@ def _value(value: event_pb2.Summary.Value, kind: Kind) -> Any:
     return array.item() if array.size == 1 else array.tolist()
 
 
+# A value as the compiled decoder packs it (gpudoc/events/_scan.c's Row).
+_PACKED = np.dtype([("step", "<i8"), ("wall", "<f8"), ("value", "<f8"), ("tag", "<i4"), ("record", "<i4")])
+
+
+@dataclass
+class _Tags:
+    """A run's tag names by the decoder's index, and their CSV line starts, as they are met."""
+
+    run: str
+    decoder: Any
+    names: list[str] = field(default_factory=list)
+    prefixes: list[bytes] = field(default_factory=list)
+
+    def update(self) -> None:
+        while len(self.names) < len(self.decoder):
+            self.names.append(self.decoder.name(len(self.names)))
+        while len(self.prefixes) < len(self.names):
+            # The run, tag and kind fields exactly as csv.writer quotes them, then the comma.
+            line = io.StringIO()
+            csv.writer(line).writerow((self.run, self.names[len(self.prefixes)], Kind.SCALAR.value, ""))
+            self.prefixes.append(line.getvalue().removesuffix("\r\n").encode())
+
+
+class ScalarRows(NamedTuple):
+    """Scalar rows the compiled decoder read, packed (``rows_of(..., bulk=True)``)."""
+
+    columns: bytes
+    tags: _Tags
+
+    def __len__(self) -> int:
+        return len(self.columns) // _PACKED.itemsize
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        packed = np.frombuffer(self.columns, _PACKED)
+        names = self.tags.names
+        return zip(repeat(self.tags.run), [names[i] for i in packed["tag"].tolist()], repeat(Kind.SCALAR.value),
+                   packed["step"].tolist(), packed["wall"].tolist(), packed["value"].tolist())
+
+    def csv(self) -> bytes:
+        """The rows as :func:`_text` writes them with csv.writer (floats as their repr), UTF-8."""
+        from gpudoc.events import _scan
+
+        return bytes(_scan.csv(self.columns, self.tags.prefixes))
+
+
+@dataclass
+class _Purge:
+    """``--on-restart purge``: the rows kept so far; a restart drops the ones it supersedes."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    last: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0
+
+    def start(self, step: int) -> None:
+        before = len(self.rows)
+        self.rows = [r for r in self.rows if r[3] < step]
+        self.dropped += before - len(self.rows)
+        self.last.clear()
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        tag, step = row[1], row[3]
+        previous = self.last.get(tag)
+        if previous is not None and step < previous:
+            before = len(self.rows)
+            self.rows = [r for r in self.rows if r[1] != tag or r[3] < step]
+            self.dropped += before - len(self.rows)
+        self.last[tag] = step
+        self.rows.append(row)
+
+
 def rows_of(
     run: Run,
     kinds: frozenset[Kind],
@@ -78,47 +153,61 @@ def rows_of(
     *,
     salvage: bool = False,
     whole: bool = False,
-) -> Iterator[tuple[Any, ...]]:
+    bulk: bool = False,
+) -> Iterator[Any]:
     """``(run, tag, kind, step, wall_time, value)`` in file order; with ``purge``, the rows a
     restart supersedes (steps at or after it, written before it) are left out. ``salvage``
-    and ``whole`` are :class:`RecordReader`'s; what salvage skips goes to ``report.damage``."""
+    and ``whole`` are :class:`RecordReader`'s; what salvage skips goes to ``report.damage``.
+    With the compiled core, runs of scalar records are decoded in C; with ``bulk`` (and no
+    ``purge``) their rows come as :class:`ScalarRows`, in order among the other rows."""
     plugins = TagPlugins()
-    rows: list[tuple[Any, ...]] = []
-    last: dict[str, int] = {}
-    dropped = 0
+    decoder = scalar_decoder()
+    tags = _Tags(run.label, decoder)
+    purged = _Purge()
     name = run.label
     for path in run.files:
         reader = RecordReader(path, salvage=salvage, whole=whole)
-        for offset, data, _ in reader:
+        for item in reader.scalars(decoder):
+            if isinstance(item, Scalars):
+                if not item.values or Kind.SCALAR not in kinds:
+                    continue
+                tags.update()
+                chunk = ScalarRows(item.columns or b"", tags)
+                if not purge:
+                    if bulk:
+                        yield chunk
+                    else:
+                        yield from chunk.rows()
+                    continue
+                for row in chunk.rows():
+                    purged.add(row)
+                continue
+            offset, data, _ = item
             event = decode(data, path, offset)
             if is_start(event) and purge:
-                before = len(rows)
-                rows = [r for r in rows if r[3] < event.step]
-                dropped += before - len(rows)
-                last.clear()
+                purged.start(event.step)
                 continue
             if not event.HasField("summary"):
                 continue
-            for value, info in zip(event.summary.value, plugins.values(event)):
+            found = plugins.values(event)
+            if decoder is not None:  # a tag's first metadata names its plugin: the decoder learns it
+                for info in found:
+                    if info.has_metadata:
+                        decoder.learn(decoder.index(info.tag), plugins.plugins[info.tag])
+            for value, info in zip(event.summary.value, found):
                 if info.kind not in kinds:
                     continue
-                previous = last.get(info.tag)
-                if purge and previous is not None and event.step < previous:
-                    before = len(rows)
-                    rows = [r for r in rows if r[1] != info.tag or r[3] < event.step]
-                    dropped += before - len(rows)
-                last[info.tag] = event.step
                 row = (name, info.tag, info.kind.value, event.step, event.wall_time, _value(value, info.kind))
                 if purge:
-                    rows.append(row)
+                    purged.add(row)
                 else:
                     yield row
         report.damage.extend((str(path), d) for d in reader.state.damage)
         if progress is not None:
             progress(path.stat().st_size)
-    if dropped:
-        report.purged[name] = dropped
-    yield from rows
+    if purged.dropped:
+        report.purged[name] = purged.dropped
+    yield from purged.rows
 
 
 def export(
@@ -142,7 +231,8 @@ def export(
     if not salvage and output_target(dest).stream:
         check_whole(path for run in runs for path in run.files)
     report = ExportReport()
-    rows = (r for run in runs for r in rows_of(run, kinds, purge, report, progress, salvage=salvage, whole=True))
+    rows = (r for run in runs
+            for r in rows_of(run, kinds, purge, report, progress, salvage=salvage, whole=True, bulk=fmt == "csv"))
     with atomic_file(dest, "wb" if fmt == "parquet" else "w") as out:
         if fmt == "parquet":
             _parquet(rows, out, report)
@@ -169,7 +259,19 @@ def _text(rows: Iterator[tuple[Any, ...]], out: IO[Any], fmt: str, report: Expor
     if fmt == "csv":
         writer = csv.writer(out)
         writer.writerow((*_COLUMNS, "value_type"))
+        # Packed scalar rows are formatted in C as UTF-8: written straight to the bytes below a
+        # UTF-8 text file, decoded for any other stream.
+        raw = out.buffer if isinstance(out, io.TextIOWrapper) and codecs.lookup(out.encoding).name == "utf-8" else None
         for row in rows:
+            if isinstance(row, ScalarRows):
+                text = row.csv()
+                if raw is not None:
+                    out.flush()
+                    raw.write(text)
+                else:
+                    out.write(text.decode())
+                report.rows += len(row)
+                continue
             writer.writerow((*row[:5], *csv_value(row[5])))
             report.rows += 1
     else:

@@ -10,7 +10,7 @@ from typing import Any
 
 from gpudoc.events.discover import Run, discover
 from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, decode, event_kinds, is_start
-from gpudoc.events.records import CorruptRecord, Damage, RecordReader
+from gpudoc.events.records import CorruptRecord, Damage, RecordReader, Scalars, scalar_decoder
 from gpudoc.events.sessions import session_metric_records
 from gpudoc.output import to_jsonable
 
@@ -97,14 +97,48 @@ def _backwards_resolution(earlier: int, step: int) -> str:
 
 def run_info(run: Run, root: Path, metric_tags: frozenset[str] = frozenset()) -> RunInfo:
     """Read every file of ``run`` in salvage mode (so damage is reported, not fatal);
-    ``metric_tags`` are its hparams session metrics."""
+    ``metric_tags`` are its hparams session metrics. With the compiled core, runs of scalar
+    records are decoded and counted in C (:func:`_compiled_info`), with the same result."""
     info = RunInfo(run=run.label)
+    values: Counter[str] = Counter()
+    records: Counter[str] = Counter()
+    decoder = scalar_decoder(tally=True)
+    if decoder is not None:
+        stats = _compiled_info(info, run, root, decoder, values, records)
+    else:
+        stats = _python_info(info, run, root, values, records)
+    if info.records > sum(records.values()):
+        records["damaged"] = info.records - sum(records.values())
+    info.records_by_kind = dict(sorted(records.items()))
+    info.values_by_kind = dict(sorted(values.items()))
+    for tag in stats.values():
+        if Kind(tag.kind) in RUN_LEVEL:
+            tag.shown = "per run"
+        elif tag.tag in metric_tags and tag.kind == Kind.SCALAR.value:
+            tag.shown = "per step; last value in the HParams table"
+    info.tags = sorted(stats.values(), key=lambda t: (t.kind, t.tag))
+    return info
+
+
+def _shown(path: Path, root: Path) -> str:
+    return str(path.relative_to(root) if path.is_relative_to(root) else path)
+
+
+def _file_done(info: RunInfo, path: Path, root: Path, reader: RecordReader) -> None:
+    size = path.stat().st_size
+    info.files.append(FileInfo(_shown(path, root), size, reader.state.records, reader.state.partial,
+                               tuple(reader.state.damage)))
+    info.records += reader.state.records
+    info.bytes += size
+
+
+def _python_info(info: RunInfo, run: Run, root: Path, values: Counter[str],
+                 records: Counter[str]) -> dict[str, TagStats]:
+    """The pure-Python loop: every record parsed, every value counted here."""
     plugins = TagPlugins()
     stats: dict[str, TagStats] = {}
     steps_seen: dict[str, set[int]] = {}
     last_step: dict[str, int] = {}
-    values: Counter[str] = Counter()
-    records: Counter[str] = Counter()
     for path in run.files:
         reader = RecordReader(path, salvage=True)
         index = -1
@@ -125,10 +159,8 @@ def run_info(run: Run, root: Path, metric_tags: frozenset[str] = frozenset()) ->
             if kind is not None:
                 if is_start(event):
                     earlier = sum(sum(1 for s in seen if s >= step) for seen in steps_seen.values())
-                    info.restarts.append(Restart(
-                        str(path.relative_to(root) if path.is_relative_to(root) else path), index, step,
-                        "start", None, earlier, _start_resolution(earlier, step),
-                    ))
+                    info.restarts.append(Restart(_shown(path, root), index, step, "start", None, earlier,
+                                                 _start_resolution(earlier, step)))
                     last_step.clear()
                 continue
             _step_range(info, step)
@@ -146,30 +178,79 @@ def run_info(run: Run, root: Path, metric_tags: frozenset[str] = frozenset()) ->
                 previous = last_step.get(value.tag)
                 if previous is not None and step < previous:
                     earlier = sum(1 for s in seen if s >= step)
-                    info.restarts.append(Restart(
-                        str(path.relative_to(root) if path.is_relative_to(root) else path), index, step,
-                        "backwards", value.tag, earlier, _backwards_resolution(earlier, step),
-                    ))
+                    info.restarts.append(Restart(_shown(path, root), index, step, "backwards", value.tag, earlier,
+                                                 _backwards_resolution(earlier, step)))
                 seen.add(step)
                 last_step[value.tag] = step
-        size = path.stat().st_size
-        info.files.append(FileInfo(
-            str(path.relative_to(root) if path.is_relative_to(root) else path), size,
-            reader.state.records, reader.state.partial, tuple(reader.state.damage),
-        ))
-        info.records += reader.state.records
-        info.bytes += size
-    if info.records > sum(records.values()):
-        records["damaged"] = info.records - sum(records.values())
-    info.records_by_kind = dict(sorted(records.items()))
-    info.values_by_kind = dict(sorted(values.items()))
+        _file_done(info, path, root, reader)
+    return stats
+
+
+def _compiled_info(info: RunInfo, run: Run, root: Path, decoder: Any, values: Counter[str],
+                   records: Counter[str]) -> dict[str, TagStats]:
+    """:func:`_python_info`'s loop with the compiled ``decoder`` keeping every count (per-tag
+    values, step ranges, repeated steps, steps going back, the run's step and time range):
+    it reads runs of scalar records itself, and the records it leaves are parsed here and
+    counted through it too."""
+    plugins = TagPlugins()
+    stats: dict[str, TagStats] = {}
+    for path in run.files:
+        reader = RecordReader(path, salvage=True)
+        index = -1
+        for item in reader.scalars(decoder):
+            if isinstance(item, Scalars):
+                records["summary"] += item.records
+                if item.values:  # (a summary of no values counts no kind)
+                    values[Kind.SCALAR.value] += item.values
+                for i in item.tags:  # their values are scalars: the tag's last kind and plugin
+                    name = decoder.name(i)
+                    plugin = plugins.plugins.get(name, "")
+                    found = stats.get(name)
+                    if found is None:
+                        stats[name] = TagStats(name, Kind.SCALAR.value, plugin)
+                    else:
+                        found.kind, found.plugin = Kind.SCALAR.value, plugin
+                for record, i, step, earlier in item.backwards:
+                    info.restarts.append(Restart(_shown(path, root), index + 1 + record, step, "backwards",
+                                                 decoder.name(i), earlier, _backwards_resolution(earlier, step)))
+                index += item.records
+                continue
+            offset, data, framed = item
+            index += 1
+            try:
+                event = decode(data, path, offset)
+            except CorruptRecord:
+                skipped = Damage(offset, offset + len(framed), "not a TensorBoard Event; record skipped")
+                reader.state.damage.append(skipped)
+                continue
+            step = event.step
+            decoder.wall(event.wall_time)
+            kind = event_kinds(event)
+            records[kind.value if kind is not None else "summary"] += 1
+            if kind is not None:
+                if is_start(event):
+                    earlier = decoder.start(step)
+                    info.restarts.append(Restart(_shown(path, root), index, step, "start", None, earlier,
+                                                 _start_resolution(earlier, step)))
+                continue
+            decoder.step(step)
+            for value in plugins.values(event):
+                values[value.kind.value] += 1
+                tag = stats.setdefault(value.tag, TagStats(value.tag, value.kind.value, value.plugin))
+                if value.kind is not Kind.METADATA:
+                    tag.kind, tag.plugin = value.kind.value, value.plugin
+                i = decoder.index(value.tag)
+                if value.has_metadata:
+                    decoder.learn(i, plugins.plugins[value.tag])
+                _, earlier = decoder.add(i, step)
+                if earlier >= 0:
+                    info.restarts.append(Restart(_shown(path, root), index, step, "backwards", value.tag, earlier,
+                                                 _backwards_resolution(earlier, step)))
+        _file_done(info, path, root, reader)
     for tag in stats.values():
-        if Kind(tag.kind) in RUN_LEVEL:
-            tag.shown = "per run"
-        elif tag.tag in metric_tags and tag.kind == Kind.SCALAR.value:
-            tag.shown = "per step; last value in the HParams table"
-    info.tags = sorted(stats.values(), key=lambda t: (t.kind, t.tag))
-    return info
+        tag.count, tag.step_min, tag.step_max, tag.duplicate_steps = decoder.stats(decoder.index(tag.tag))
+    info.step_min, info.step_max, info.wall_start, info.wall_end = decoder.ranges()
+    return stats
 
 
 def _step_range(info: RunInfo, step: int) -> None:

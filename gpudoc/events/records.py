@@ -9,6 +9,9 @@ records without being read, and the reader can resume from that offset later.
 The per-record loop runs in a compiled core (``gpudoc/events/_core.c``: framing, both CRCs, and
 trim's keep/drop decision for whole records) when it is built; the environment variable
 ``GPUDOC_EVENTS_CORE=python`` forces the pure-Python loop, which gives the same results.
+``events info`` and ``events export`` read runs of canonical scalar records through a second
+compiled module (``gpudoc/events/_scan.c``: framing, CRCs and the Event's fields decoded in
+place, see :meth:`RecordReader.scalars`) when it is built and the compiled core is active.
 Whatever the compiled loop cannot decide cleanly (damage, a cut-off end, a record trim must
 parse) it leaves to the Python code below, so errors and salvage behave the same on both.
 """
@@ -22,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import google_crc32c
 
@@ -50,12 +53,32 @@ def _load_core() -> tuple[ModuleType | None, str]:
     return _core, f"compiled C ({_core.crc} for CRC-32C)"
 
 
+def _load_scan() -> tuple[ModuleType | None, str]:
+    """The compiled scalar-record decoder of info and export, or None, and what that means."""
+    try:
+        from gpudoc.events import _scan
+    except ImportError:
+        return None, "; its scalar decoder for info/export (_scan) is not built"
+    return _scan, "; info/export decode scalar records in C (_scan)"
+
+
 _core, CORE_REASON = _load_core()
+_scan, _SCAN_REASON = _load_scan()
+if _core is not None:
+    CORE_REASON += _SCAN_REASON
 
 
 def core_active() -> bool:
     """Whether the compiled core reads the records (see :data:`CORE_REASON`)."""
     return _core is not None
+
+
+def scalar_decoder(*, tally: bool = False) -> Any:
+    """A compiled decoder of scalar records for :meth:`RecordReader.scalars` (``tally``: it
+    counts values as ``events info`` does), or None with the pure-Python core."""
+    if _core is None or _scan is None:
+        return None
+    return _scan.Decoder(tally=tally)
 
 
 def crc32c_extend(crc: int, data: bytes | memoryview) -> int:
@@ -117,6 +140,20 @@ class Span(NamedTuple):
 
     data: memoryview
     records: int
+
+
+class Scalars(NamedTuple):
+    """Consecutive scalar records the compiled decoder read (``RecordReader.scalars``):
+    ``records`` holding ``values`` values; ``columns`` packs each value (step, wall time, value,
+    tag index, record; see ``_scan.c``) unless the decoder tallies them; ``tags``: the indexes
+    of the tags the values name; ``backwards``: ``(record, tag, step, earlier points)`` where a
+    tag's steps went back (tallying only)."""
+
+    records: int
+    values: int
+    columns: bytes | None
+    tags: list[int]
+    backwards: list[tuple[int, int, int, int]]
 
 
 @dataclass
@@ -188,9 +225,16 @@ class RecordReader:
         pure-Python core (or ``fast`` None) every record is given, for the caller to decide."""
         return self._read(fast if fast is not None and fast.usable() else None)
 
-    def _read(self, fast: FastTrim | None) -> Iterator[tuple[int, bytes, bytes] | Span]:
+    def scalars(self, decoder: Any) -> Iterator[tuple[int, bytes, bytes] | Scalars]:
+        """The records as :meth:`__iter__` gives them, except that runs of scalar records the
+        compiled ``decoder`` (:func:`scalar_decoder`) reads come as :class:`Scalars`; every other
+        record (and all of them with ``decoder`` None) is given as it is, for the caller to parse."""
+        return self._read(None, decoder if _core is not None else None)  # type: ignore[return-value]
+
+    def _read(self, fast: FastTrim | None,
+              decoder: Any = None) -> Iterator[tuple[int, bytes, bytes] | Span | Scalars]:
         with open(self.path, "rb") as handle:
-            yield from self._records(handle, fast)
+            yield from self._records(handle, fast, decoder)
         state = self.state
         if self.whole and state.partial:
             if not self.salvage:
@@ -208,7 +252,8 @@ class RecordReader:
             "the file is damaged; '--salvage' reads the records that are intact",
         )
 
-    def _records(self, handle: BinaryIO, fast: FastTrim | None) -> Iterator[tuple[int, bytes, bytes] | Span]:
+    def _records(self, handle: BinaryIO, fast: FastTrim | None,
+                 decoder: Any = None) -> Iterator[tuple[int, bytes, bytes] | Span | Scalars]:
         state = self.state
         core = _core
         handle.seek(state.offset)
@@ -237,7 +282,18 @@ class RecordReader:
             if core is not None:
                 # The compiled loop takes every intact record it can; the record it stops at
                 # (damaged, cut off, past the buffer, or one trim must parse) is read below.
-                if fast is None:
+                if decoder is not None:
+                    records, values, stop, end, columns, tags, backwards = decoder.scan(buffer, at)
+                    if records:
+                        yield Scalars(records, values, columns, tags, backwards)
+                        state.records += records
+                        state.offset = base + stop
+                    if end > stop:  # intact, but not a record the decoder reads
+                        yield base + stop, buffer[stop + 12 : end - 4], buffer[stop:end]
+                        state.records += 1
+                        state.offset = base + end
+                        stop = end
+                elif fast is None:
                     found, stop = core.scan(buffer, at, base)
                     for record in found:
                         yield record
