@@ -18,6 +18,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.content import Content
+from textual.message import Message
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header
@@ -188,17 +189,23 @@ class GpudocApp(App[None]):
             sample = None
             try:
                 sample = self.monitor.sample()
-                self.post_message(Sampled(sample))
+                sampled: Message = Sampled(sample)
             except Exception as exc:  # the monitor must survive anything a sample meets
-                self.post_message(SampleFailed(f"{type(exc).__name__}: {exc}"))
-            finally:
+                sampled = SampleFailed(f"{type(exc).__name__}: {exc}")
+            # With a run, the sample is posted just before the look's message (the first one
+            # at once: the first paint waits for it): the UI handles both before it paints,
+            # one frame a second instead of two.
+            later = self.run_watch is not None and self._first_taken.is_set()
+            if not later:
+                self.post_message(sampled)
                 self._first_taken.set()
             if self.run_watch is not None:
-                self._look(self.run_watch, sample)
+                self._look(self.run_watch, sample, sampled if later else None)
 
-    def _look(self, watch: Watch, sample: MonitorSample | None) -> None:
+    def _look(self, watch: Watch, sample: MonitorSample | None, sampled: Message | None = None) -> None:
         """Poll the watch (sampler thread): the run's processes for its open event files, the
-        stall check and its GPU use (from the monitor's sample, not a second NVML call)."""
+        stall check and its GPU use (from the monitor's sample, not a second NVML call); post
+        ``sampled`` just before what it found."""
         run = self.training_run
         try:
             members = run.members() if run is not None else []
@@ -215,11 +222,14 @@ class GpudocApp(App[None]):
                 where = watch.finder.logdir
                 source = (f"no event file in {where} yet" if where is not None
                           else watch.finder.note or "no event file or value in the output yet")
-            self.post_message(Watched(list(self._points), checks, source, watch.from_output))
+            found: Message = Watched(list(self._points), checks, source, watch.from_output)
         except Exception as exc:  # reading the logs must not take the monitor down
-            self.post_message(WatchFailed(f"reading the run's scalars failed: {type(exc).__name__}: {exc}"))
+            found = WatchFailed(f"reading the run's scalars failed: {type(exc).__name__}: {exc}")
         finally:
             self._points.clear()
+        if sampled is not None:
+            self.post_message(sampled)
+        self.post_message(found)
 
     def on_watched(self, message: Watched) -> None:
         self.query_one(CurvesPanel).take(message.points, message.checks, message.source, not message.from_output)
