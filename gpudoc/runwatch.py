@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from gpudoc.gpu.model import GpuSnapshot
     from gpudoc.events.model import TagPlugins
     from gpudoc.events.records import RecordReader
-    from gpudoc.oom.plan import Fit
+    from gpudoc.oom.plan import Fit, Plan, Progress
     from gpudoc.train import RunStatus
 
 # The run's own checks (metric-scale rules keep the ids of ``gpudoc metrics-check``).
@@ -633,14 +633,17 @@ def _from_finding(finding: Finding) -> Check:
 
 class GpuUse:
     """The GPU memory NVML reports for the run's processes: the peak of their sum, the GPUs
-    they used, and each used GPU's utilisation and power at the last sample. After a backend
-    error it stops asking (``note`` says why)."""
+    they used, and at the last sample the sum (``current``), the GPUs they were on
+    (``using``) and each one's utilisation and power. After a backend error it stops asking
+    (``note`` says why)."""
 
     def __init__(self, backend: GpuBackend | None) -> None:
         self.backend = backend
         self.peak: int | None = None
         self.gpus: set[int] = set()
         self.now: dict[int, str] = {}
+        self.current = 0
+        self.using: tuple[int, ...] = ()
         self.note: str | None = None if backend is not None else "no GPU backend"
 
     def sample(self, pids: Iterable[int]) -> None:
@@ -665,6 +668,7 @@ class GpuUse:
             util = f"{device.utilization_gpu}%" if isinstance(device.utilization_gpu, int) else "?%"
             power = f"{device.power_draw:.0f} W" if isinstance(device.power_draw, float | int) else "? W"
             self.now[device.index] = f"GPU {device.index} {util} {power}"
+        self.current, self.using = total, tuple(sorted(self.now))
         if self.gpus:
             self.peak = max(self.peak or 0, total)
 
@@ -828,6 +832,54 @@ def one_line(command: str | Iterable[str], limit: int | None = 60) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
+# ---------------------------------------------------------------- OOM before and after
+
+
+Stage = Callable[[str], "Progress | None"]  # a stage's name -> the progress callback of its steps
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What the run trains, for its pre-launch estimate: ``--model SPEC --batch N`` with
+    ``gpudoc oom estimate``'s options (the same :func:`gpudoc.oom.plan.plan`)."""
+
+    model: str
+    batch: int
+    input_spec: str | None = None
+    precision: str = "fp32"
+    optimizer: str = "adam"
+    freeze: str | None = None
+    checkpointing: bool = False
+    accumulate: int = 1
+
+    def estimate(self, backend: GpuBackend, visible_env: str | None, stage: Stage | None = None) -> tuple[Plan, Fit]:
+        """The estimate against the GPUs the run will see (``CUDA_VISIBLE_DEVICES``, None: all)
+        and the memory free on them now, read through ``backend`` (closed after); bad options
+        raise :class:`InputError`, no GPU to read :class:`EnvironmentMissing`."""
+        from gpudoc.oom.plan import plan, prelaunch, read_visible
+
+        seen = read_visible(backend, visible_env)
+        return prelaunch(lambda device: plan(self.model, self.batch, device, self.input_spec, self.precision,
+                                             self.optimizer, self.freeze, self.checkpointing, self.accumulate),
+                         seen, (lambda step: stage(f"{self.model} at batch {self.batch}: {step}")) if stage else None)
+
+
+def with_max_batch(made: Plan, fit: Fit, stage: Stage | None = None) -> Fit:
+    """``fit`` with max-batch's answer for the same spec on the same GPU (after an out-of-memory end)."""
+    from dataclasses import replace
+
+    best, _ = made.max_batch((lambda size: stage(f"max batch: batch {size}")) if stage else None)
+    return replace(fit, max_batch=best)
+
+
+def max_batch_line(fit: Fit) -> str:
+    """``max batch for the same spec: 48 (as gpudoc oom max-batch: leaves 10% of …)``."""
+    if not fit.max_batch:
+        return f"max batch for the same spec: none, not even batch 1 fits GPU {fit.gpu}'s free memory"
+    return (f"max batch for the same spec: {fit.max_batch} (as gpudoc oom max-batch: leaves 10% of the "
+            f"{format_bytes(fit.free_bytes)} free on GPU {fit.gpu})")
+
+
 # ---------------------------------------------------------------- the end
 
 
@@ -907,9 +959,7 @@ class RunSummary:
                        f"{format_bytes(est.free_bytes)} free on GPU {est.gpu}), measured peak "
                        + (format_bytes(self.peak_gpu_memory) if self.peak_gpu_memory is not None else "none seen"))
             if est.max_batch is not None:
-                out.append(f"  max batch for the same spec: {est.max_batch} (as gpudoc oom max-batch: leaves 10% of "
-                           f"the {format_bytes(est.free_bytes)} free on GPU {est.gpu})" if est.max_batch else
-                           f"  max batch for the same spec: none, not even batch 1 fits GPU {est.gpu}'s free memory")
+                out.append("  " + max_batch_line(est))
         for left in self.leftovers:
             if left.devices:
                 out.append(f"  leftover PID {left.pid} ({one_line(left.command)}) holding {', '.join(left.devices)}: "

@@ -31,6 +31,7 @@ from gpudoc.reap.end import Action, end_processes
 from gpudoc.reap.proc import ProcStat, read_stat
 
 KEEP_LINES = 200
+LEFTOVER_WAIT = 2.0  # seconds the run's workers get to exit after its leader, before they are leftovers
 _OOM = re.compile(
     r"out of memory|OutOfMemoryError|RESOURCE_EXHAUSTED|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation",
     re.IGNORECASE,
@@ -270,3 +271,37 @@ def describe(status: RunStatus) -> str:
 def _clean(text: str) -> str:
     """Output text as shown in the run's lines: no terminal codes, tabs expanded."""
     return strip_terminal_codes(text).expandtabs()
+
+
+class Attempts:
+    """``command`` run by :class:`Run` (``env``, ``log``, ``echo``, ``on_line`` as for Run),
+    started again after it failed — not after a stop or a success — up to ``restarts`` times,
+    as torchrun's ``--max-restarts``.
+    :meth:`start` begins the next attempt; :meth:`again` says whether an ended one gets another."""
+
+    def __init__(self, command: Sequence[str], restarts: int = 0, *, env: dict[str, str] | None = None,
+                 log: Path | None = None, echo: BinaryIO | None = None,
+                 on_line: Callable[[str], None] | None = None) -> None:
+        self.command = tuple(command)
+        self.restarts = restarts
+        self.env, self.log, self.echo, self.on_line = env, log, echo, on_line
+        self.number = 0  # the attempt started last (1 for the first)
+        self.run: Run | None = None
+
+    def start(self) -> Run:
+        """Start the next attempt (:class:`InputError` when the command cannot run)."""
+        run = Run(self.command, env=self.env, log=self.log, echo=self.echo, on_line=self.on_line)
+        self.number += 1
+        self.run = run
+        return run
+
+    def again(self, status: RunStatus) -> bool:
+        return status.state is RunState.FAILED and self.number <= self.restarts
+
+    def label(self) -> str:
+        """``attempt 2 of 4`` once a restart is possible, else ""."""
+        return f"attempt {self.number} of {self.restarts + 1}" if self.restarts else ""
+
+    def restarting(self, ended: str) -> str:
+        """What is said as the next attempt starts after the run ``ended`` (``failed (exit 1)``)."""
+        return f"the run {ended}: starting it again (attempt {self.number + 1} of {self.restarts + 1})"

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
@@ -23,17 +23,21 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from gpudoc.errors import InputError
 from gpudoc.monitor import Monitor, MonitorSample, ProcessRow
 from gpudoc.output import format_bytes
 from gpudoc.reap.end import Action, Outcome
-from gpudoc.runwatch import Check, Point, Watch
-from gpudoc.train import Run, RunState, RunStatus, describe
+from gpudoc.runwatch import Check, Point, Watch, how_it_ended, max_batch_line, with_max_batch
+from gpudoc.train import LEFTOVER_WAIT, Attempts, Run, RunState, RunStatus, describe
 
 from .messages import ActionFinished, SampleFailed, Sampled, Watched, WatchFailed
-from .runview import ChecksScreen, CurvesPanel, check_line
+from .runview import ChecksScreen, CurvesPanel, RunPanel, check_line, compact
 from .screens import ConfirmScreen, HelpScreen
 from .tools import TOOLS, ToolScreen
-from .widgets import GpuPanel, HostPanel, LinePanel, ProcessTable, RunPanel, TextPanel, verdict_name
+from .widgets import GpuPanel, HostPanel, LinePanel, ProcessTable, TextPanel, verdict_name
+
+if TYPE_CHECKING:
+    from gpudoc.oom.plan import Fit, Plan
 
 _ACTIONS = ("terminate", "kill", "reap", "stop_run")
 _CURVE_ACTIONS = ("cycle_curves", "curve_axis", "smoothing", "checks")
@@ -50,7 +54,11 @@ class GpudocApp(App[None]):
     With a ``run`` (a command gpudoc started), its panel shows how it goes, its processes are
     marked in the table, ``x`` stops it, and quitting stops it first (after asking). With a
     ``watch`` (of that run, or of a logdir alone), the curves panel follows its scalars and
-    the checks on them; the watch is polled on the sampler's thread after each sample."""
+    the checks on them; the watch is polled on the sampler's thread after each sample.
+    ``attempts`` runs the command instead of ``run``: a failed attempt is started again (under
+    ``--restarts``), and one not started yet is started after asking whether to, when the
+    pre-launch ``estimate`` (``--model``) predicts out of memory (``declined``: the answer was
+    no; ``start_error``: it could not start). ``estimate_note`` says why there is none."""
 
     CSS_PATH = "app.tcss"
     TITLE = "gpudoc"
@@ -88,10 +96,20 @@ class GpudocApp(App[None]):
         run: Run | None = None,
         watch: Watch | None = None,
         simulated: str | None = None,
+        attempts: Attempts | None = None,
+        estimate: tuple[Plan, Fit] | None = None,
+        estimate_note: str | None = None,
     ) -> None:
         super().__init__()
         self.simulated = simulated
-        self.training_run = run
+        self.attempts = attempts
+        self.training_run = run if run is not None or attempts is None else attempts.run
+        self.estimate = estimate
+        self.estimate_note = estimate_note
+        self.declined = False
+        self.start_error: InputError | None = None
+        self.max_batch: str | None = None  # after an out-of-memory end: max-batch's answer
+        self._ended_at: float | None = None  # when this attempt was first seen ended
         self.run_watch = watch
         self._points: list[Point] = []  # what the watch read in one poll (sampler thread only)
         if watch is not None:
@@ -99,7 +117,7 @@ class GpudocApp(App[None]):
         self._left_told: set[int] = set()  # leftovers already notified
         self._run_state = RunState.RUNNING
         self._run_left: tuple[ProcessRow, ...] = ()  # processes of an ended run still on a GPU
-        self._stoppable = run is not None
+        self._stoppable = self.training_run is not None
         self._stop_pending = False
         self.host_name = host_name or socket.gethostname()
         self.monitor = monitor
@@ -125,7 +143,7 @@ class GpudocApp(App[None]):
         yield TextPanel(id="status")
         yield VerticalScroll(id="gpus")
         yield HostPanel(id="host")
-        if self.training_run is not None:
+        if self.training_run is not None or self.attempts is not None:
             yield RunPanel(id="run")
         if self.run_watch is not None:
             yield CurvesPanel(id="curves")
@@ -136,13 +154,72 @@ class GpudocApp(App[None]):
     def on_mount(self) -> None:
         self.sub_title = self.host_name + ("  [read-only]" if self.readonly else "")
         self.screen.set_class(self.run_watch is not None, "watching")
+        self._pack()
         self.query_one(ProcessTable).focus()
         self.watch(self.query_one("#gpus", VerticalScroll), "scroll_y", self._reveal_panels_soon, init=False)
+        if self.query(RunPanel):
+            self._mount_run()
+
+    def _mount_run(self) -> None:
+        """The run panel's estimate and attempt; a run not started yet is started after
+        asking when its estimate predicts out of memory."""
+        panel = self.query_one(RunPanel)
+        fit = self.estimate[1] if self.estimate is not None else None
+        panel.set_info(estimate=fit, estimate_note=self.estimate_note,
+                       attempt=self.attempts.label() if self.attempts is not None else "")
+        if self.training_run is not None or self.attempts is None:
+            return
+        assert fit is not None, "a run is started before the app unless its estimate predicts out of memory"
+        panel.wait_for("estimated out of memory: start it anyway?", self.attempts.command)
+        remedy = fit.remedy_line()
+        command = shlex.join(self.attempts.command)[:200]
+        question = (f"The run is estimated not to fit the GPU memory free now:\n{fit.line()}\n"
+                    + (f"{remedy}\n" if remedy else "") + f"\nStart it anyway?\n{command}")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._start_attempt()
+            else:
+                self.declined = True
+                self.exit()
+
+        self.push_screen(ConfirmScreen(question, yes="Start anyway (y)", no="Don't start (n)"), answered)
+
+    def _start_attempt(self) -> None:
+        """Start the next attempt of the run (the first after asking, or a restart)."""
+        assert self.attempts is not None
+        try:
+            self.training_run = self.attempts.start()
+        except InputError as exc:  # the command cannot run (any more): said once gpudoc tui exits
+            self.start_error = exc
+            self.exit()
+            return
+        self._run_state, self._ended_at = RunState.RUNNING, None
+        self._stoppable = True
+        panel = self.query_one(RunPanel)
+        panel.set_info(attempt=self.attempts.label())
+        panel.show(self.training_run.status(), ())
+        self.refresh_bindings()
+        self.poll()
+
+    def _pack(self) -> None:
+        """Below ``COMPACT_BELOW`` rows, a run's view packs itself (app.tcss hides the host
+        panel, whose summary joins the status line, and gives the GPUs less room)."""
+        packed = compact(self) and (self.training_run is not None or self.attempts is not None
+                                    or self.run_watch is not None)
+        screen = self.screen_stack[0]
+        if packed != screen.has_class("compact"):
+            screen.set_class(packed, "compact")
+            for panel in (*self.query(RunPanel), *self.query(CurvesPanel)):
+                panel.changed(relayout=True)
+            if self.sample is not None:
+                self._show_status(self.sample)
 
     def on_unmount(self) -> None:
         self._stopped.set()
 
     def on_resize(self) -> None:
+        self._pack()
         self._reveal_panels_soon()
 
     def _reveal_panels_soon(self) -> None:
@@ -233,6 +310,9 @@ class GpudocApp(App[None]):
 
     def on_watched(self, message: Watched) -> None:
         self.query_one(CurvesPanel).take(message.points, message.checks, message.source, not message.from_output)
+        if self.run_watch is not None and self.query(RunPanel):
+            gpu = self.run_watch.gpu
+            self.query_one(RunPanel).measure(gpu.using, gpu.current, gpu.peak)
         checks = message.checks
         told = checks if len(checks) <= NOTIFY_AT_ONCE else checks[: NOTIFY_AT_ONCE - 1]
         for check in told:
@@ -252,25 +332,7 @@ class GpudocApp(App[None]):
     def on_sampled(self, message: Sampled) -> None:
         self.sample = sample = message.sample
         self.samples += 1
-        gpus = sample.gpus
-        failed = ",".join(str(d.index) for d in gpus.devices if d.error is not None)
-        status = self.query_one("#status", TextPanel)
-        if gpus.error:
-            status.set_text(Content.assemble(("No GPU shown: ", "bold"), gpus.error))
-            unlisted = "no GPU answering: only processes holding device files are listed"
-        else:
-            used = sum(d.memory_used for d in gpus.devices if isinstance(d.memory_used, int))
-            status.set_text(Content(
-                f"{len(gpus.devices)} GPU(s) via {gpus.backend}  driver {gpus.driver.driver_version}  "
-                f"CUDA {gpus.driver.cuda_version}  {format_bytes(used)} in use"
-                + (f" (GPU {failed} not answering, not counted)" if failed else "")
-            ))
-            notes = [f"GPU {failed} not answering: processes on it may be missing"] if failed else []
-            unread = ",".join(str(d.index) for d in gpus.devices if d.error is None and d.processes_error)
-            if unread:
-                notes.append(f"GPU {unread} process list N/A: processes on it may be missing")
-            unlisted = " · ".join(notes)
-        status.set_class(bool(gpus.error), "error")
+        unlisted = self._show_status(sample)
         self._show_gpus(sample)
         self.query_one(HostPanel).show(sample.host)
         run = self.training_run
@@ -278,6 +340,35 @@ class GpudocApp(App[None]):
         if run is not None:
             members = tuple(row for row in sample.processes if row.sid == run.pid)
             self._show_run(run.status(), members)
+
+    def _show_status(self, sample: MonitorSample) -> str:
+        """The status line (with the host's summary while its panel is hidden, packed); what
+        the process table may be missing."""
+        gpus = sample.gpus
+        failed = ",".join(str(d.index) for d in gpus.devices if d.error is not None)
+        status = self.query_one("#status", TextPanel)
+        host = sample.host
+        packed = self.screen_stack[0].has_class("compact")
+        summary = (f"  host CPU {host.cpu_percent:.0f}%  MEM {format_bytes(host.memory_used)} / "
+                   f"{format_bytes(host.memory_total)}" if packed and isinstance(host.cpu_percent, float | int)
+                   and isinstance(host.memory_used, int) and isinstance(host.memory_total, int) else "")
+        if gpus.error:
+            status.set_text(Content.assemble(("No GPU shown: ", "bold"), gpus.error, summary), wraps=True)
+            unlisted = "no GPU answering: only processes holding device files are listed"
+        else:
+            used = sum(d.memory_used for d in gpus.devices if isinstance(d.memory_used, int))
+            status.set_text(Content(
+                f"{len(gpus.devices)} GPU(s) via {gpus.backend}  driver {gpus.driver.driver_version}  "
+                f"CUDA {gpus.driver.cuda_version}  {format_bytes(used)} in use"
+                + (f" (GPU {failed} not answering, not counted)" if failed else "") + summary
+            ), wraps=bool(summary))
+            notes = [f"GPU {failed} not answering: processes on it may be missing"] if failed else []
+            unread = ",".join(str(d.index) for d in gpus.devices if d.error is None and d.processes_error)
+            if unread:
+                notes.append(f"GPU {unread} process list N/A: processes on it may be missing")
+            unlisted = " · ".join(notes)
+        status.set_class(bool(gpus.error), "error")
+        return unlisted
 
     def _show_run(self, status: RunStatus, members: tuple[ProcessRow, ...]) -> None:
         self.query_one(RunPanel).show(status, members)
@@ -289,12 +380,44 @@ class GpudocApp(App[None]):
             self.refresh_bindings()
         if status.state is not self._run_state:
             self._run_state = status.state
+            self._ended_at = time.monotonic()
             ok = status.state is RunState.SUCCEEDED
             self.notify(f"the run {describe(status)}", severity="information" if ok else "warning", timeout=10)
+            if status.oom is not None and self.estimate is not None and self.max_batch is None:
+                self._find_max_batch()
         new = [row for row in self._run_left if row.pid not in self._left_told and not self._stop_pending]
         if new:
             self._left_told.update(row.pid for row in new)
             self._leftovers_found(new)
+        attempts = self.attempts
+        # As gpudoc run: its workers get LEFTOVER_WAIT seconds to exit with it (those that do
+        # not were told above as leftovers) before the next attempt starts.
+        if (attempts is not None and attempts.again(status) and not self._stop_pending
+                and self._ended_at is not None
+                and (not members or time.monotonic() - self._ended_at >= LEFTOVER_WAIT)):
+            self.notify(attempts.restarting(how_it_ended(status)[0]), severity="warning", timeout=10)
+            self._start_attempt()
+
+    def _find_max_batch(self) -> None:
+        """After an out-of-memory end: max-batch's answer for the same spec on the same GPU."""
+        self.max_batch = "max batch for the same spec: estimating…"
+        self.query_one(RunPanel).set_info(max_batch=self.max_batch)
+        self._max_batch_worker()
+
+    @work(thread=True, group="estimate")
+    def _max_batch_worker(self) -> None:
+        assert self.estimate is not None
+        made, fit = self.estimate
+        try:
+            line = max_batch_line(with_max_batch(made, fit))
+        except Exception as exc:  # the estimate must not take the monitor down
+            line = f"max batch for the same spec: failed ({type(exc).__name__}: {exc})"
+        self.call_from_thread(self._show_max_batch, line)
+
+    def _show_max_batch(self, line: str) -> None:
+        self.max_batch = line
+        self.query_one(RunPanel).set_info(max_batch=line)
+        self.notify(line, title="out of memory", severity="warning", timeout=15)
 
     def _leftovers_found(self, rows: list[ProcessRow]) -> None:
         """The run's leader exited and these processes of it still hold a GPU: say so at once,

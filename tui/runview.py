@@ -1,11 +1,14 @@
-"""The run view: the curves of the run's scalars and the checks on them, and the list of
-the checks that fired."""
+"""The run view: the run gpudoc started (its state, attempt, GPU memory beside the
+pre-launch estimate, last output lines), the curves of its scalars and the checks on them,
+and the list of the checks that fired. Below ``COMPACT_BELOW`` rows (an 80x30 terminal) the
+panels pack themselves so that the monitor and the run fit without scrolling."""
 
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,16 +17,29 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from gpudoc.monitor import ProcessRow
 from gpudoc.output import format_duration
 from gpudoc.runwatch import Check, Point
+from gpudoc.train import RunState, RunStatus, describe
 
 from .curves import WEIGHTS, Curve, Curves, plot
-from .format import MUTED, clean
-from .widgets import _EDGES, LinePanel
+from .format import MUTED, clean, size
+from .widgets import _EDGES, LinePanel, verdict_name
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+    from gpudoc.oom.plan import Fit
 
 COLOURS = ("$accent", "$success", "$warning", "$secondary", "$primary")
 CHART_MIN = 30  # cells a chart needs beside another
 GAP = 2
+COMPACT_BELOW = 40  # screen rows below which the run view packs itself (80x30 must fit)
+VERDICT_STYLES = {"fits": "$success", "tight": "$warning", "oom": "bold $error"}
+
+
+def compact(app: App[object]) -> bool:
+    return app.size.height < COMPACT_BELOW
 
 
 def number(value: float | None) -> str:
@@ -34,6 +50,180 @@ def number(value: float | None) -> str:
 
 def check_line(check: Check) -> str:
     return f"[{check.rule}] {check.message}"
+
+
+class RunPanel(LinePanel):
+    """The run gpudoc started: its state (and attempt, under ``--restarts``), the GPUs and
+    GPU memory NVML reports for its processes — once it ended, the GPUs it was seen using and
+    any process of it still holding one —, its command; with ``--model``, that memory beside
+    the pre-launch estimate (and max-batch's answer after an out-of-memory end); then its last
+    output lines (the first out-of-memory message it printed in place of the oldest). Lines
+    for the estimate take output lines' places; compact, the header is cut to one line and
+    one output line is kept."""
+
+    SHOWN = 3
+    STATE_STYLES: ClassVar[dict[RunState, str]] = {
+        RunState.RUNNING: "$success", RunState.SUCCEEDED: "$success",
+        RunState.FAILED: "$error", RunState.STOPPED: "$warning",
+    }
+
+    status: RunStatus | None = None
+    members: tuple[ProcessRow, ...] = ()
+    stopping = False  # gpudoc is stopping it (SIGTERM sent, SIGKILL after the grace)
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.used_gpus: set[int] = set()
+        self.peak_memory = 0
+        self.attempt = ""  # "attempt 2 of 4" under --restarts
+        self.estimate: Fit | None = None  # --model: the pre-launch estimate
+        self.estimate_note: str | None = None  # --model without an estimate: why
+        self.max_batch: str | None = None  # after an out-of-memory end: max-batch's answer (or that it runs)
+        self.waiting: str | None = None  # not started yet: why
+        self.command: tuple[str, ...] = ()
+        # NVML's processes matched by the run's PIDs (the watch's, as gpudoc run measures):
+        # the GPUs they are on and their memory now, and its peak.
+        self.measured: tuple[tuple[int, ...], int, int] = ((), 0, 0)
+
+    def show(self, status: RunStatus, members: tuple[ProcessRow, ...]) -> None:
+        """Show ``status``; ``members`` are the run's rows in the process table (its GPUs)."""
+        first = self.status is None
+        self.status, self.members, self.waiting = status, members, None
+        self._account()
+        self.changed(relayout=first)
+
+    def measure(self, gpus: tuple[int, ...], now: int, peak: int | None) -> None:
+        """The run's GPU use as the watch found it (NVML's processes by the run's PIDs)."""
+        measured = (gpus, now, peak or 0)
+        if measured != self.measured:
+            self.measured = measured
+            self._account()
+            self.changed()
+
+    def _account(self) -> None:
+        self.used_gpus.update(g for row in self.members for g in row.gpus)
+        self.used_gpus.update(self.measured[0])
+        self.peak_memory = max(self.peak_memory, self._memory(), self.measured[2])
+
+    def wait_for(self, why: str, command: tuple[str, ...]) -> None:
+        """The run is not started yet (``why``)."""
+        self.waiting, self.command = why, command
+        self.changed(relayout=True)
+
+    def set_info(self, **info: object) -> None:
+        """Change ``attempt``, ``estimate``, ``estimate_note`` or ``max_batch`` and draw again."""
+        for name, value in info.items():
+            setattr(self, name, value)
+        self.changed(relayout=True)
+
+    def _memory(self) -> int:
+        """The GPU memory of its processes now: their rows' in the table, or the watch's
+        reading (the rows lack the session of simulated processes)."""
+        rows = sum(row.gpu_memory for row in self.members if isinstance(row.gpu_memory, int))
+        return max(rows, self.measured[1] if self.status is not None and self.status.state is RunState.RUNNING
+                   else 0)
+
+    def _held(self) -> str:
+        """``GPU 0,1 3.2 GiB``: the GPUs its processes hold now, "" for none."""
+        running = self.status is not None and self.status.state is RunState.RUNNING
+        gpus = sorted({g for row in self.members for g in row.gpus} | set(self.measured[0] if running else ()))
+        if not gpus:
+            return ""
+        memory = self._memory()
+        return f"GPU {','.join(map(str, gpus))}" + (f" {size(memory)}" if memory else "")
+
+    def _gpu_use(self) -> Content:
+        assert self.status is not None
+        held = self._held()
+        if self.status.state is RunState.RUNNING:
+            return Content(held or "no GPU yet")
+        if self.used_gpus:
+            peak = f" (up to {size(self.peak_memory)})" if self.peak_memory else ""
+            used = f"used GPU {','.join(map(str, sorted(self.used_gpus)))}{peak}"
+        else:
+            used = "no GPU use seen"
+        if not self.members:
+            return Content(used)
+        left = len(self.members)
+        which = ", ".join(f"{row.pid} {verdict_name(row)}" for row in self.members[:3]) + (
+            ", …" if left > 3 else "")
+        return Content.assemble(used, "; ", (
+            f"{left} process{'es' if left > 1 else ''} of it still hold{'' if left > 1 else 's'} "
+            f"{held or 'GPU device files'}: {which} (x stops {'them' if left > 1 else 'it'})", "bold $warning",
+        ))
+
+    def _measured(self) -> str:
+        """The run's GPU memory as NVML reports it for its processes: now and the peak."""
+        now = self._memory()
+        running = self.status is not None and self.status.state is RunState.RUNNING
+        if self.peak_memory:
+            return (f"{size(now)} now, peak {size(self.peak_memory)}" if running
+                    else f"peak {size(self.peak_memory)}")
+        return "none seen yet" if running else "none seen"
+
+    def _estimate_lines(self, packed: bool) -> list[Content]:
+        """With --model: the measured memory beside the estimate, and max-batch's answer."""
+        lines = []
+        fit = self.estimate
+        if fit is not None:
+            lines.append(Content.assemble(
+                ("memory ", "bold"), "" if packed else "measured ", self._measured() if self.status else "-",
+                (" · est. " if packed else " · estimated before the start ", MUTED),
+                f"{size(fit.total_bytes)}/GPU: ",
+                (fit.verdict, VERDICT_STYLES.get(fit.verdict, "")),
+                f" in {size(fit.free_bytes)} free on GPU {fit.gpu}", strip_control_codes=False))
+        elif self.estimate_note is not None:
+            lines.append(Content.assemble(("memory ", "bold"), "measured ", self._measured(),
+                                          (f" · no estimate: {clean(self.estimate_note)}", MUTED)))
+        if self.max_batch is not None:
+            lines.append(Content.styled(clean(self.max_batch), "bold $warning"))
+        return lines
+
+    def build_lines(self) -> list[Content]:
+        packed = self.is_mounted and compact(self.app)
+        width = max(self.size.width - _EDGES, 40)
+        status = self.status
+        if status is None:
+            if self.waiting is None:
+                return []
+            return [Content.assemble(("RUN ", "bold"), (f"not started: {clean(self.waiting)}", "bold $warning"),
+                                     "  ", clean(shlex.join(self.command))).truncate(width),
+                    *self._estimate_lines(packed)]
+        header = Content.assemble(
+            ("RUN ", "bold"),
+            ("stopping, " if self.stopping and status.state is RunState.RUNNING else "", "bold $warning"),
+            (describe(status), self.STATE_STYLES[status.state]),
+            (f"  {self.attempt}" if self.attempt else "", "bold"),
+            "  ", self._gpu_use(), (f"  pid {status.pid}  ", MUTED), clean(shlex.join(status.command)),
+            strip_control_codes=False,
+        )
+        # One line packed (two while processes it left hold a GPU), else two at most: a long
+        # command would push the table off the screen.
+        first = header.wrap(width)[0]
+        left = bool(self.members) and status.state is not RunState.RUNNING
+        if (packed and not left) or first.cell_length == header.cell_length:
+            lines = [header.truncate(width, ellipsis=True)]
+        else:
+            start = len(first.plain)
+            start += len(header.plain[start:]) - len(header.plain[start:].lstrip(" "))
+            lines = [first, header.divide([start])[1].truncate(width, ellipsis=True)]
+        if status.oom is not None:
+            lines.append(Content.assemble(
+                ("out of memory: ", "bold $error"), (clean(status.oom), "$error"),
+                ("" if self.estimate is not None else "  (gpudoc oom max-batch finds a batch size that fits)", MUTED),
+                strip_control_codes=False,
+            ))
+        lines += self._estimate_lines(packed)
+        if packed:
+            lines = [line.truncate(width) for line in lines]
+        total = 3 if packed else self.SHOWN + 1
+        room = max(total - len(lines), 0)
+        shown = status.lines[-room:] if room else ()
+        for line in shown:
+            text = Content.styled(clean(line), MUTED, strip_control_codes=False)
+            lines.append(text.truncate(width) if packed else text)
+        lines += [Content("")] * (room - len(shown))
+        return lines
 
 
 class CurvesPanel(LinePanel):
@@ -142,17 +332,19 @@ class CurvesPanel(LinePanel):
     def build_lines(self) -> list[Content]:
         width = max(self.size.width - _EDGES, 40)
         rows = self.chart_rows()
+        packed = self.is_mounted and compact(self.app)  # no min/max line: the plot's labels show its range
         lines = [self._header().truncate(width), self._checks_line().truncate(width)]
         shown = self.shown()
         if not shown:
             waiting = self.error or "no scalars yet"
             lines.append(Content.styled(clean(waiting), "$error" if self.error else MUTED).truncate(width))
-            return lines + [Content("")] * (rows + 2)
+            return lines + [Content("")] * (rows + (1 if packed else 2))
         fit = max(1, min(len(shown), (width + GAP) // (CHART_MIN + GAP)))
         each = (width + GAP) // fit - GAP
-        charts = [self._chart(curve, each, rows, COLOURS[i % len(COLOURS)]) for i, curve in enumerate(shown[:fit])]
+        charts = [self._chart(curve, each, rows, COLOURS[i % len(COLOURS)], packed)
+                  for i, curve in enumerate(shown[:fit])]
         more = len(shown) - fit
-        for y in range(rows + 3):
+        for y in range(len(charts[0])):
             parts: list[Content] = []
             for i, chart in enumerate(charts):
                 if i:
@@ -186,9 +378,9 @@ class CurvesPanel(LinePanel):
         return Content.assemble((count, style), ("  (l lists them)  ", MUTED), "latest ",
                                 clean(check_line(latest)))
 
-    def _chart(self, curve: Curve, width: int, rows: int, colour: str) -> list[Content]:
-        """``rows + 3`` lines, each ``width`` cells: name and last value, min and max, the
-        plot with its value range on the left, the x range."""
+    def _chart(self, curve: Curve, width: int, rows: int, colour: str, packed: bool = False) -> list[Content]:
+        """``rows + 3`` lines, each ``width`` cells: name and last value, min and max (not
+        when ``packed``), the plot with its value range on the left, the x range."""
         smoothed = curve.smoothed[-1] if curve.smoothed else math.nan
         title = Content.assemble((clean(self.curves.label(curve)), f"bold {colour}"), f"  {number(curve.last)}",
                                  (f" ~{number(smoothed)}" if curve.weight else "", MUTED))
@@ -201,7 +393,7 @@ class CurvesPanel(LinePanel):
         # The range drawn lies within every value's (smoothing averages them): labels fit.
         label = max(len(number(curve.low)), len(number(curve.high)), 5)
         drawn = plot(xs, curve.values, curve.smoothed, max(1, width - label - 1), rows)
-        lines = [title.truncate(width, pad=True), stats.truncate(width, pad=True)]
+        lines = [title.truncate(width, pad=True)] + ([] if packed else [stats.truncate(width, pad=True)])
         if drawn is None:
             blank = Content(" " * width)
             lines.append(Content.styled("no finite value yet".ljust(width), MUTED))

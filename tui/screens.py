@@ -12,23 +12,24 @@ from textual.widgets import Button, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Asks before acting; "No" has the focus, Escape answers No."""
+    """Asks before acting; "No" (or the label ``no`` gives it) has the focus, Escape answers No."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,n", "answer(False)", "No"),
         Binding("y", "answer(True)", "Yes"),
     ]
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, question: str, yes: str = "Yes", no: str = "No") -> None:
         super().__init__()
         self.question = question
+        self.labels = (yes, no)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static(self.question, id="question")
             with Horizontal(id="buttons"):
-                yield Button("Yes", variant="error", id="yes")
-                yield Button("No", variant="primary", id="no")
+                yield Button(self.labels[0], variant="error", id="yes")
+                yield Button(self.labels[1], variant="primary", id="no")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

@@ -1,8 +1,8 @@
-"""The monitor's panels: one per GPU, the host, and the process table."""
+"""The monitor's panels: one per GPU, the host, and the process table (the run's are in
+:mod:`runview`)."""
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -21,7 +21,6 @@ from gpudoc.host import HostSnapshot
 from gpudoc.monitor import ProcessRow
 from gpudoc.na import NotAvailable
 from gpudoc.reap.classify import Verdict
-from gpudoc.train import RunState, RunStatus, describe
 
 from .format import MUTED, NA_TEXT, History, bar, clean, duration, na, rate, size
 
@@ -358,91 +357,6 @@ class HostPanel(LinePanel):
             for i in range(first, min(first + 4, len(cores))):
                 parts += ["  " if i > first else "", f"{i:>3} ", bar(cores[i], 10)]
             lines.append(Content.assemble(*parts, strip_control_codes=False))
-        return lines
-
-
-class RunPanel(LinePanel):
-    """The run gpudoc started: its state, the GPUs (and GPU memory NVML reports) of its
-    processes — once it ended, the GPUs it was seen using and any process of it still
-    holding one —, its command, then its last output lines (the first out-of-memory message
-    it printed, if any, in place of the oldest of them)."""
-
-    SHOWN = 3
-    STATE_STYLES: ClassVar[dict[RunState, str]] = {
-        RunState.RUNNING: "$success", RunState.SUCCEEDED: "$success",
-        RunState.FAILED: "$error", RunState.STOPPED: "$warning",
-    }
-
-    status: RunStatus | None = None
-    members: tuple[ProcessRow, ...] = ()
-    stopping = False  # gpudoc is stopping it (SIGTERM sent, SIGKILL after the grace)
-
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(id=id, classes=classes)
-        self.used_gpus: set[int] = set()
-        self.peak_memory = 0
-
-    def show(self, status: RunStatus, members: tuple[ProcessRow, ...]) -> None:
-        """Show ``status``; ``members`` are the run's rows in the process table (its GPUs)."""
-        first = self.status is None
-        self.status, self.members = status, members
-        self.used_gpus.update(g for row in members for g in row.gpus)
-        self.peak_memory = max(self.peak_memory, self._memory())
-        self.changed(relayout=first)
-
-    def _memory(self) -> int:
-        return sum(row.gpu_memory for row in self.members if isinstance(row.gpu_memory, int))
-
-    def _held(self) -> str:
-        """``GPU 0,1 3.2 GiB``: the GPUs its processes hold now, "" for none."""
-        gpus = sorted({g for row in self.members for g in row.gpus})
-        if not gpus:
-            return ""
-        memory = self._memory()
-        return f"GPU {','.join(map(str, gpus))}" + (f" {size(memory)}" if memory else "")
-
-    def _gpu_use(self) -> Content:
-        assert self.status is not None
-        held = self._held()
-        if self.status.state is RunState.RUNNING:
-            return Content(held or "no GPU yet")
-        if self.used_gpus:
-            peak = f" (up to {size(self.peak_memory)})" if self.peak_memory else ""
-            used = f"used GPU {','.join(map(str, sorted(self.used_gpus)))}{peak}"
-        else:
-            used = "no GPU use seen"
-        if not self.members:
-            return Content(used)
-        left = len(self.members)
-        which = ", ".join(f"{row.pid} {verdict_name(row)}" for row in self.members[:3]) + (
-            ", …" if left > 3 else "")
-        return Content.assemble(used, "; ", (
-            f"{left} process{'es' if left > 1 else ''} of it still hold{'' if left > 1 else 's'} "
-            f"{held or 'GPU device files'}: {which} (x stops {'them' if left > 1 else 'it'})", "bold $warning",
-        ))
-
-    def build_lines(self) -> list[Content]:
-        status = self.status
-        if status is None:
-            return []
-        lines = [
-            Content.assemble(
-                ("RUN ", "bold"),
-                ("stopping, " if self.stopping and status.state is RunState.RUNNING else "", "bold $warning"),
-                (describe(status), self.STATE_STYLES[status.state]),
-                "  ", self._gpu_use(), (f"  pid {status.pid}  ", MUTED), clean(shlex.join(status.command)),
-                strip_control_codes=False,
-            )
-        ]
-        if status.oom is not None:
-            lines.append(Content.assemble(
-                ("out of memory: ", "bold $error"), (clean(status.oom), "$error"),
-                ("  (gpudoc oom max-batch finds a batch size that fits)", MUTED), strip_control_codes=False,
-            ))
-        room = self.SHOWN + 1 - len(lines)  # an out-of-memory message takes an output line's place
-        shown = status.lines[-room:]
-        lines += [Content.styled(clean(line), MUTED, strip_control_codes=False) for line in shown]
-        lines += [Content("")] * (room - len(shown))
         return lines
 
 

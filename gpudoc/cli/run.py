@@ -10,8 +10,9 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -22,9 +23,52 @@ from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
 if TYPE_CHECKING:
     from gpudoc.oom.plan import Fit, Plan
     from gpudoc.reap.proc import ProcStat
+    from gpudoc.runwatch import ModelRun
     from gpudoc.train import Run
 
 _RANGES = ["auto", "1", "2", "255", "65535"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def restarts_option(fn: F) -> F:
+    """``--restarts N`` (gpudoc run and gpudoc tui)."""
+    return click.option("--restarts", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+                        help="Start the command again after it failed (not after a stop), up to N times.")(fn)
+
+
+def model_options(fn: F) -> F:
+    """``--model SPEC --batch N`` and oom estimate's options, for the pre-launch estimate
+    (gpudoc run and gpudoc tui); :func:`model_run` reads them."""
+    options = [
+        click.option("--model", metavar="SPEC", help="Estimate the run's GPU memory before it starts (as `gpudoc "
+                     "oom estimate SPEC`) against the GPUs it will see (CUDA_VISIBLE_DEVICES, else all) and the "
+                     "memory free on them now; needs --batch."),
+        click.option("--batch", type=click.IntRange(1), help="The batch one GPU trains (per process), for --model."),
+        click.option("--input", "input_spec", help="For --model: the input size without the batch (as in oom "
+                     "estimate)."),
+        click.option("--precision", type=click.Choice(["fp32", "amp", "bf16"]), default="fp32", show_default=True,
+                     help="For --model, as in oom estimate."),
+        click.option("--optimizer", default="adam", show_default=True, help="For --model, as in oom estimate."),
+        click.option("--freeze", metavar="REGEX", help="For --model, as in oom estimate."),
+        click.option("--checkpointing", is_flag=True, help="For --model, as in oom estimate."),
+        click.option("--accumulate", type=click.IntRange(1), default=1, show_default=True,
+                     help="For --model, as in oom estimate."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def model_run(model: str | None, batch: int | None, input_spec: str | None, precision: str, optimizer: str,
+              freeze: str | None, checkpointing: bool, accumulate: int) -> ModelRun | None:
+    """The run's model from :func:`model_options` (None without ``--model``/``--batch``)."""
+    from gpudoc.runwatch import ModelRun
+
+    if model is None and batch is None:
+        return None
+    if model is None or batch is None:
+        raise click.UsageError("--model and --batch go together (the estimate needs both)")
+    return ModelRun(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate)
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -54,20 +98,8 @@ _RANGES = ["auto", "1", "2", "255", "65535"]
               help="Device files that a process of the run may not hold once its leader has exited.")
 @click.option("--reap-leftovers", is_flag=True, help="End the run's processes that still hold a device file after "
               "its leader exited (SIGTERM, SIGKILL after --grace, gpudoc reap's identity checks).")
-@click.option("--restarts", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
-              help="Start the command again after it failed (not after a stop), up to N times.")
-@click.option("--model", metavar="SPEC", help="Estimate the run's GPU memory before it starts (as `gpudoc oom "
-              "estimate SPEC`) against the GPUs it will see (CUDA_VISIBLE_DEVICES, else all) and the memory free "
-              "on them now; needs --batch.")
-@click.option("--batch", type=click.IntRange(1), help="The batch one GPU trains (per process), for --model.")
-@click.option("--input", "input_spec", help="For --model: the input size without the batch (as in oom estimate).")
-@click.option("--precision", type=click.Choice(["fp32", "amp", "bf16"]), default="fp32", show_default=True,
-              help="For --model, as in oom estimate.")
-@click.option("--optimizer", default="adam", show_default=True, help="For --model, as in oom estimate.")
-@click.option("--freeze", metavar="REGEX", help="For --model, as in oom estimate.")
-@click.option("--checkpointing", is_flag=True, help="For --model, as in oom estimate.")
-@click.option("--accumulate", type=click.IntRange(1), default=1, show_default=True,
-              help="For --model, as in oom estimate.")
+@restarts_option
+@model_options
 @click.option("--require-fit", is_flag=True, help="With --model: do not start the run when the estimate "
               "predicts out of memory (exit 1, with the verdict and the best remedy).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -101,9 +133,11 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     """
     from gpudoc.output import atomic_file, emit_json, is_stdout, output_target
     from gpudoc.metrics.report import junit_xml
-    from gpudoc.runwatch import (Check, Checks, Leftover, LogFinder, Watch, annotation, end_leftovers, find_leftovers,
-                                 how_it_ended, jsonable_summary, leftover_check, one_line, plain, run_report)
-    from gpudoc.train import Run, RunState
+    from gpudoc.cli.oom import _status
+    from gpudoc.runwatch import (Check, Checks, Leftover, LogFinder, Watch, annotation, end_leftovers,
+                                 find_leftovers, how_it_ended, jsonable_summary, leftover_check, one_line, plain,
+                                 run_report, with_max_batch)
+    from gpudoc.train import Attempts, RunState
 
     dests = [d for d in (json_dest, junit_dest) if d is not None]
     for dest in dests:
@@ -121,12 +155,11 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
         env["GPUDOC_LOGDIR"] = str(logdir)
     fit: Fit | None = None
     made: Plan | None = None
-    if model is not None or batch is not None:
-        if model is None or batch is None:
-            raise click.UsageError("--model and --batch go together (the estimate needs both)")
+    spec = model_run(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate)
+    if spec is not None:
         try:
-            made, fit = _estimate(settings, env.get("CUDA_VISIBLE_DEVICES"), model, batch, input_spec, precision,
-                                  optimizer, freeze, checkpointing, accumulate)
+            with _status(False) as stage:
+                made, fit = spec.estimate(settings.gpu_backend(), env.get("CUDA_VISIBLE_DEVICES"), stage)
         except EnvironmentMissing as exc:
             if require_fit:  # no estimate is no proof that it fits
                 raise
@@ -138,8 +171,6 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
         print("gpudoc: " + fit.line(), file=sys.stderr, flush=True)
         remedy = fit.remedy_line()
         if fit.verdict == "oom":
-            from gpudoc.runwatch import Check, annotation, plain
-
             check = Check("predicted-oom", "warning", f"the run is estimated not to fit GPU {fit.gpu}'s free memory",
                           remedy or "")
             print(annotation(check) if github else plain(check), file=sys.stderr, flush=True)
@@ -181,13 +212,12 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
             say(annotation(check) if github else plain(check), run)
 
     began = time.monotonic()
-    attempts = 0
+    attempts = Attempts(command, restarts, env=env, log=log, echo=echo, on_line=watch.take_line)
     leftovers: list[Leftover] = []
     started: Run | None = None
     try:
         while True:
-            attempts += 1
-            started = Run(command, env=env, log=log, echo=echo, on_line=watch.take_line)
+            started = attempts.start()
             current[:] = [started]
             while started.running and not stop.is_set():
                 members = started.members()
@@ -210,10 +240,9 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
                     f"{grace:g}s)", started)
                 started.stop(grace)
             status = started.wait(grace + 1)
-            if status.state is not RunState.FAILED or attempts > restarts or stop.is_set():
+            if not attempts.again(status) or stop.is_set():
                 break
-            ended, _ = how_it_ended(status)
-            say(f"gpudoc: the run {ended}: starting it again (attempt {attempts + 1} of {restarts + 1})", started)
+            say("gpudoc: " + attempts.restarting(how_it_ended(status)[0]), started)
     except BaseException:
         if started is not None and started.members():
             started.stop(grace)  # gpudoc failing leaves no run behind
@@ -232,11 +261,9 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
         code = int(ExitCode.OK)
     duration = time.monotonic() - began
     if fit is not None and made is not None and status.oom:
-        from gpudoc.cli.oom import _status
-
         with _status(False) as stage:
-            fit = replace(fit, max_batch=made.max_batch(lambda size: stage(f"max batch: batch {size}"))[0])
-    summary = replace(watch.summary(status, code, attempts, leftovers, duration, killed=started in killed),
+            fit = with_max_batch(made, fit, stage)
+    summary = replace(watch.summary(status, code, attempts.number, leftovers, duration, killed=started in killed),
                       estimate=fit)
     checked = run_report(watch.checks, one_line(command, None), {"exit_status": str(code)})
     if strict and code == 0 and checked.exit_code:
@@ -253,27 +280,11 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     return code
 
 
-def _estimate(settings: Settings, visible_env: str | None, model: str, batch: int, input_spec: str | None,
-              precision: str, optimizer: str, freeze: str | None, checkpointing: bool,
-              accumulate: int) -> tuple[Plan, Fit]:
-    """The pre-launch estimate against the GPUs the run will see (``CUDA_VISIBLE_DEVICES``),
-    read through the backend of ``--simulate`` or NVML, with progress on a terminal."""
-    from gpudoc.cli.oom import _status
-    from gpudoc.oom.plan import plan, prelaunch, read_visible
-
-    seen = read_visible(settings.gpu_backend(), visible_env)
-    with _status(False) as stage:
-        return prelaunch(lambda device: plan(model, batch, device, input_spec, precision, optimizer, freeze,
-                                             checkpointing, accumulate), seen,
-                         lambda step: stage(f"{model} at batch {batch}: {step}"))
-
-
-LEFTOVER_WAIT = 2.0
-
-
 def _remaining(run: Run, stop: threading.Event) -> list[ProcStat]:
     """The run's processes still alive a moment after its leader exited (workers that exit
     with their leader are given ``LEFTOVER_WAIT`` seconds to go)."""
+    from gpudoc.train import LEFTOVER_WAIT
+
     deadline = time.monotonic() + LEFTOVER_WAIT
     members = run.members()
     while members and time.monotonic() < deadline and not stop.wait(0.1):

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from gpudoc.cli.common import Settings, pass_settings
-from gpudoc.errors import ExitCode, InputError
+from gpudoc.cli.run import model_options, model_run, restarts_option
+from gpudoc.errors import EnvironmentMissing, ExitCode, InputError
 from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
 
 
@@ -30,11 +31,15 @@ from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
               help="Follow the TensorBoard event files under this directory (given to a COMMAND as "
               "GPUDOC_LOGDIR); without a COMMAND, the runs already there. Default with a COMMAND: the event "
               "files its processes hold open, else those that appear under the working directory.")
+@restarts_option
+@model_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_settings
 def tui(
     settings: Settings, demo: str | None, interval: float, readonly: bool, device_glob: str, log: Path | None,
-    logdir: Path | None, command: tuple[str, ...],
+    logdir: Path | None, restarts: int, model: str | None, batch: int | None, input_spec: str | None,
+    precision: str, optimizer: str, freeze: str | None, checkpointing: bool, accumulate: int,
+    command: tuple[str, ...],
 ) -> int:
     """Watch the GPUs, their processes (orphaned device holders included) and the host;
     with a COMMAND (after --), run it and watch it too.
@@ -54,16 +59,29 @@ def tui(
     checked as in `gpudoc run`: v shows the next scalar, a switches the x axis between step
     and relative time, [ and ] change TensorBoard's smoothing, l lists the checks that fired.
     With --logdir and no COMMAND, the runs there are followed the same way.
-    Exit status: 0, or with a COMMAND 0 when it succeeded, 1 when it failed, 130 when you
-    stopped it; 70 when the monitor itself failed (every process of the run still alive is
-    stopped then).
+    --restarts N starts the command again after it failed (not after x), the attempt shown.
+
+    --model SPEC --batch N (with oom estimate's options) estimates the run's GPU memory before
+    it starts, as `gpudoc run --model` does: against the visible GPU (CUDA_VISIBLE_DEVICES,
+    else all; --demo's) with the least memory free now. The verdict is shown beside the memory
+    its processes use; when it predicts out of memory, you are asked whether to start it at
+    all; after an out-of-memory end the panel shows max-batch's answer for the same spec.
+
+    Exit status: 0, or with a COMMAND 0 when it succeeded, 1 when it failed or you chose not
+    to start it, 130 when you stopped it; 70 when the monitor itself failed (every process of
+    the run still alive is stopped then).
     """
     from gpudoc.monitor import Monitor
-    from gpudoc.train import Run, RunState, describe
+    from gpudoc.train import Attempts, RunState, describe
     from gpudoc.tui.app import GpudocApp
 
     if log is not None and not command:
         raise InputError("--log needs a command to run", "gpudoc tui --log run.log -- python train.py")
+    spec = model_run(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate)
+    if (spec is not None or restarts) and not command:
+        raise InputError(f"{'--model' if spec is not None else '--restarts'} needs a command to run",
+                         "gpudoc tui --model SPEC --batch N -- python train.py" if spec is not None
+                         else "gpudoc tui --restarts 2 -- python train.py")
     env = dict(os.environ)
     if logdir is not None:
         logdir = logdir.absolute()
@@ -76,24 +94,38 @@ def tui(
     if demo:
         settings.simulate = demo
     backend = settings.gpu_backend()  # a bad --demo scenario fails here, before the run starts
+    estimate = None
+    note = None
+    if spec is not None:  # as gpudoc run --model: bad options are one line, before anything starts
+        from gpudoc.cli.oom import _status
+
+        try:
+            with _status(False) as stage:
+                estimate = spec.estimate(settings.gpu_backend(), env.get("CUDA_VISIBLE_DEVICES"), stage)
+        except EnvironmentMissing as exc:
+            note = exc.message
     watch = None
     if command or logdir is not None:
         from gpudoc.runwatch import Checks, LogFinder, Watch
 
         watch = Watch(LogFinder(logdir, Path.cwd(), time.time()), Checks())
-    run = Run(command, env=env, log=log, on_line=watch.take_line if watch else None) if command else None
+    attempts = Attempts(command, restarts, env=env, log=log, on_line=watch.take_line if watch else None) \
+        if command else None
+    if attempts is not None and (estimate is None or estimate[1].verdict != "oom"):
+        attempts.start()  # at once (a command that cannot run is one line); else after asking, in the app
     failed = True  # until the app has returned by itself
     try:
         monitor = Monitor(backend, device_glob=device_glob)
         try:
-            app = GpudocApp(monitor, interval=interval, readonly=readonly, run=run, watch=watch,
-                            simulated=settings.simulate)
+            app = GpudocApp(monitor, interval=interval, readonly=readonly, watch=watch, simulated=settings.simulate,
+                            attempts=attempts, estimate=estimate, estimate_note=note)
             app.run()
             failed = bool(app.return_code)  # Textual returns 1 after an exception in the app
         finally:
             monitor.close()
     finally:
         # After a failure nobody was asked about the processes the run left: stop them too.
+        run = attempts.run if attempts is not None else None
         if run is not None and (run.running or (failed and run.members())):
             run.stop()
     status = run.wait(1.0) if run is not None else None
@@ -101,10 +133,18 @@ def tui(
         ended = f"; the run {describe(status)}" if status is not None else ""
         print(f"gpudoc: error: the monitor failed (its traceback is above){ended}", file=sys.stderr)
         return ExitCode.INTERNAL
-    if status is None:
+    if app.start_error is not None:
+        raise app.start_error
+    if app.declined and estimate is not None:
+        print(f"gpudoc: the run was not started: {estimate[1].line()}", file=sys.stderr)
+        return ExitCode.FINDINGS
+    if status is None or attempts is None:
         return ExitCode.OK
     oom = f"; out of memory: {status.oom}" if status.oom else ""
-    print(f"gpudoc: the run {describe(status)}{oom}", file=sys.stderr)
+    attempt = f" (attempt {attempts.number})" if attempts.number > 1 else ""
+    print(f"gpudoc: the run {describe(status)}{attempt}{oom}", file=sys.stderr)
+    if app.max_batch is not None:
+        print(f"gpudoc: {app.max_batch}", file=sys.stderr)
     if status.state is RunState.SUCCEEDED:
         return ExitCode.OK
     return ExitCode.INTERRUPTED if status.state is RunState.STOPPED else ExitCode.FINDINGS

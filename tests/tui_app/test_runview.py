@@ -7,6 +7,7 @@ import asyncio
 import math
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,11 +18,12 @@ from click.testing import CliRunner
 
 from gpudoc.cli import cli
 from gpudoc.gpu import ManualClock
+from gpudoc.output import format_bytes
 from gpudoc.runwatch import Check, Checks, LogFinder, Point, Watch
 from gpudoc.train import Run
 from gpudoc.tui.app import GpudocApp
 from gpudoc.tui.curves import KEEP, Curve, plot, smooth
-from gpudoc.tui.runview import ChecksScreen, CurvesPanel
+from gpudoc.tui.runview import ChecksScreen, CurvesPanel, RunPanel
 from gpudoc.tui.screens import ConfirmScreen
 
 from reap.conftest import alive, dev, subreaper, trainer_script  # noqa: F401
@@ -350,3 +352,249 @@ def test_logdir_with_a_command_is_given_to_it_as_gpudoc_logdir(monkeypatch: pyte
                                       "--", *toy], env={"GPUDOC_SIMULATE": None, "GPUDOC_LOGDIR": None})
     assert result.exit_code == 0, result.output
     assert seen["steps"] == list(range(1, 11)) and list((tmp_path / "new").glob("*tfevents*"))
+
+
+# ---------------------------------------------------------------- restarts, the estimate, 80x30
+
+
+_APP_RUN = GpudocApp.run
+
+
+def _headless_at(monkeypatch: pytest.MonkeyPatch, drive: Callable[[Any], Any], size: tuple[int, int]) -> None:
+    """`gpudoc tui` runs its real app without a terminal, at ``size``, driven by ``drive``."""
+
+    def run(self: GpudocApp, **_: object) -> object:
+        return _APP_RUN(self, headless=True, size=size, auto_pilot=drive)
+
+    monkeypatch.setattr(GpudocApp, "run", run)
+
+
+def _tui(*args: str) -> Any:
+    return CliRunner().invoke(cli, ["tui", "--device-glob", "/none/*", "--interval", "0.1", *args],
+                              env={"GPUDOC_SIMULATE": None, "GPUDOC_DEVICE_GLOB": None, "CUDA_VISIBLE_DEVICES": None,
+                                   "GPUDOC_LOGDIR": None})
+
+
+async def _until(pilot: Any, done: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+def _run_text(app: GpudocApp) -> str:
+    return "\n".join(line.plain for line in app.query_one(RunPanel).lines)
+
+
+def test_restarts_start_a_failed_command_again_with_the_attempt_shown_and_x_stops_for_good(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    flaky = textwrap.dedent(f"""
+        import os, sys, time
+        count = len(os.listdir({str(tmp_path)!r}))
+        open(os.path.join({str(tmp_path)!r}, f"attempt{{count}}"), "w").close()
+        print(f"attempt {{count}}", flush=True)
+        time.sleep(0.5)  # long enough to be seen running
+        sys.exit(0 if count == 2 else 4)
+    """)
+    seen: dict[str, Any] = {}
+
+    async def drive(pilot: Any) -> None:
+        app = pilot.app
+        shown: list[str] = []
+
+        def done() -> bool:
+            shown.append(_run_text(app))
+            run = app.training_run
+            return app.attempts.number == 3 and run is not None and not run.running and "succeeded" in shown[-1]
+
+        await _until(pilot, done, "the third attempt's end")
+        seen["shown"], seen["notes"] = shown, notes(app)
+        await pilot.pause(0.5)  # a success is not started again
+        seen["number"] = app.attempts.number
+        await pilot.press("q")
+
+    _headless_at(monkeypatch, drive, SIZE)
+    result = _tui("--demo", "--restarts", "3", "--", sys.executable, "-c", flaky)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attempt0", "attempt1", "attempt2"] and seen["number"] == 3
+    assert any("RUN running" in text and "attempt 2 of 4" in text for text in seen["shown"])  # the attempt is shown
+    assert "attempt 3 of 4" in seen["shown"][-1] and "attempt 2" in seen["shown"][-1]  # its output: the last lines
+    assert "the run failed (exit 4): starting it again (attempt 2 of 4)" in seen["notes"]
+    assert "the run failed (exit 4): starting it again (attempt 3 of 4)" in seen["notes"]
+    assert "gpudoc: the run succeeded after " in result.stderr and "(attempt 3)" in result.stderr
+
+    # A run stopped with x is not started again.
+    stopped: dict[str, Any] = {}
+
+    async def stop(pilot: Any) -> None:
+        app = pilot.app
+        await _until(pilot, lambda: app.training_run is not None and app.samples > 0, "the first sample")
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await _until(pilot, lambda: "RUN stopped" in _run_text(app), "the stop")
+        await pilot.pause(0.5)
+        stopped["number"], stopped["text"] = app.attempts.number, _run_text(app)
+        await pilot.press("q")
+
+    _headless_at(monkeypatch, stop, SIZE)
+    result = _tui("--demo", "--restarts", "2", "--", sys.executable, "-c", "import time; time.sleep(60)")
+    assert result.exit_code == 130, result.output
+    assert stopped["number"] == 1 and "attempt 1 of 3" in stopped["text"]
+    assert "starting it again" not in result.stderr
+
+
+MODELS = """
+import torch.nn as nn
+
+
+def small():
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8))
+
+
+def big():
+    return nn.Sequential(nn.Linear(16384, 16384), nn.ReLU(), nn.Linear(16384, 16384))
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``small`` fits any simulated GPU; ``big`` (10.6 GiB at batch 8 with Adam) fits an H100's
+    capacity but not the 9.6 GiB the dgx scenario leaves free on GPU 0."""
+    path = tmp_path_factory.mktemp("models") / "models.py"
+    path.write_text(MODELS)
+    return path
+
+
+@pytest.mark.parametrize("answer", ["n", "y"])
+def test_an_estimate_that_predicts_oom_asks_before_the_command_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, models: Path, answer: str,
+) -> None:
+    marker = tmp_path / "started"
+    seen: dict[str, Any] = {}
+
+    async def drive(pilot: Any) -> None:
+        app = pilot.app
+        await _until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        seen["question"], seen["panel"] = app.screen.question, _run_text(app)
+        seen["started_before"] = marker.exists() or app.training_run is not None
+        await pilot.press(answer)
+        if answer == "y":
+            await _until(pilot, lambda: app.training_run is not None and not app.training_run.running, "the run's end")
+            seen["panel_after"] = _run_text(app)
+            await pilot.press("q")
+
+    _headless_at(monkeypatch, drive, SIZE)
+    result = _tui("--demo", "dgx", "--model", f"{models}:big", "--batch", "8", "--input", "16384", "--",
+                  sys.executable, "-c", f"open({str(marker)!r}, 'w').close()")
+    assert not seen["started_before"]
+    assert "The run is estimated not to fit the GPU memory free now:" in seen["question"]
+    assert "needs 10." in seen["question"] and "with 9.6 GiB free of 79.6 GiB: oom (" in seen["question"]
+    assert "best remedy: " in seen["question"] and "Start it anyway?" in seen["question"]
+    assert "RUN not started: estimated out of memory" in seen["panel"] and ": oom in 9.6 GiB free on GPU 0" in seen[
+        "panel"]
+    if answer == "n":
+        assert result.exit_code == 1, result.output
+        assert not marker.exists()
+        assert result.stderr.startswith("gpudoc: the run was not started: estimate: ") and ": oom (" in result.stderr
+    else:
+        assert result.exit_code == 0, result.output
+        assert marker.exists() and "RUN succeeded" in seen["panel_after"]
+        assert "memory measured none seen · estimated before the start 10." in seen["panel_after"]
+
+
+def test_after_an_out_of_memory_end_the_pane_shows_max_batchs_answer(
+    monkeypatch: pytest.MonkeyPatch, models: Path,
+) -> None:
+    from gpudoc.gpu import SimulatedBackend
+    from gpudoc.oom.plan import plan, prelaunch, read_visible
+
+    seen: dict[str, Any] = {}
+
+    async def drive(pilot: Any) -> None:
+        app = pilot.app
+        await _until(pilot, lambda: app.max_batch is not None and "estimating" not in app.max_batch,
+                     "max-batch's answer", timeout=60)
+        await pilot.pause()
+        seen["panel"], seen["notes"] = _run_text(app), notes(app)
+        await pilot.press("q")
+
+    _headless_at(monkeypatch, drive, SIZE)
+    oom = "print('torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB'); exit(1)"
+    result = _tui("--demo", "dgx", "--model", f"{models}:small", "--batch", "8", "--input", "64", "--",
+                  sys.executable, "-c", oom)
+    assert result.exit_code == 1, result.output
+    made, _ = prelaunch(lambda device: plan(f"{models}:small", 8, device, "64"), read_visible(SimulatedBackend("dgx"),
+                                                                                            None))
+    best, _ = made.max_batch()
+    line = f"max batch for the same spec: {best} (as gpudoc oom max-batch: leaves 10% of the "
+    assert "out of memory: torch.OutOfMemoryError: CUDA out of memory." in seen["panel"]
+    assert ": fits in 9.6 GiB free on GPU 0" in seen["panel"] and line in seen["panel"]
+    assert any(n.startswith(line) for n in seen["notes"])
+    assert f"gpudoc: {line}" in result.stderr
+
+
+async def test_the_runs_measured_gpu_memory_is_shown_beside_the_estimate(models: Path, tmp_path: Path) -> None:
+    from gpudoc.gpu import SimulatedBackend
+    from gpudoc.monitor import Monitor
+    from gpudoc.runwatch import ModelRun
+
+    from tui_app.test_app import FixedHost
+
+    run = Run([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        scenario = {"name": "test", "gpus": [{"name": "Sim GPU", "memory_total_mib": 16384}] * 2,
+                    "processes": [{"pid": run.pid, "gpu": 1, "memory_mib": 1536}]}
+        estimate = ModelRun(f"{models}:small", 8, "64").estimate(SimulatedBackend(scenario), "1")
+        monitor = Monitor(SimulatedBackend(scenario), device_glob="/none/*", host=FixedHost(), holder_interval=0.0,
+                          window=0.1)
+        watch = Watch(LogFinder(None, tmp_path, time.time()), Checks())
+        app = GpudocApp(monitor, interval=3600, host_name="testhost", run=run, watch=watch, estimate=estimate)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(app, pilot, lambda: "1.5 GiB now" in _run_text(app), timeout=5)
+            text = _run_text(app)
+            assert f"memory measured 1.5 GiB now, peak 1.5 GiB · estimated before the start " \
+                   f"{format_bytes(estimate[1].total_bytes)}/GPU: fits in " in text and "free on GPU 1" in text
+            assert "GPU 1 1.5 GiB" in text  # in the header too
+    finally:
+        run.stop(grace=1)
+
+
+@pytest.mark.parametrize("size", [(80, 30), (120, 40)])
+def test_the_monitor_and_the_run_view_fit_the_screen_snapshot(snap_compare: Any, tmp_path: Path,
+                                                              size: tuple[int, int]) -> None:
+    """A run (restarted once, with its estimate) and its curves beside the monitor of eight
+    GPUs: at 80x30 the run view packs itself (the host's summary in the status line, one
+    header line, no min/max line) and nothing scrolls; at 120x40 it is laid out in full."""
+    from gpudoc.oom.plan import Fit
+    from gpudoc.train import RunState, RunStatus
+
+    run = Run([sys.executable, "-c", "pass"])  # ended before the app starts; its panel is shown fixed values
+    run.wait(20)
+    watch = Watch(LogFinder(tmp_path, tmp_path, 0.0), Checks())
+    points = [Point(".", "train/loss", s, 2.0 / (1 + s) + 0.05 * ((s * 7) % 5), wall_time=1000.0 + s / 20)
+              for s in range(1, 201)]
+    points += [Point(".", "val/mae", s, 0.5 / s, wall_time=1000.0 + s / 20) for s in range(20, 201, 20)]
+    checks = [Check("loss-spike", "warning", "train/loss jumped to 3.1 at step 120", "lower the learning rate",
+                    "train/loss", 120)]
+    status = RunStatus(("python", "train.py", "--epochs", "10", "--batch", "64"), 4242, RunState.RUNNING, None, 754.0,
+                       tuple(f"epoch {e} | step {e * 20} | loss={2.0 / (1 + e * 20):.4f}" for e in range(1, 11)), None)
+    fit = Fit("train.py:model", 64, [0, 1, 2, 3, 4, 5, 6, 7], 0, "NVIDIA H100 80GB HBM3", 85_520_809_984,
+              10_307_921_510, 6_012_954_214, "fits", 4_294_967_296)
+
+    async def show(pilot: Any) -> None:
+        app = pilot.app
+        panel = app.query_one(CurvesPanel)
+        while not panel.source.startswith("no event file in") or app.samples < 1:  # the first look is done
+            await pilot.pause(0.05)
+        panel.take(points, checks, "1 event file", False)
+        app.query_one(RunPanel).set_info(attempt="attempt 2 of 3", estimate=fit)
+        app.query_one(RunPanel).show(status, ())
+        app.clear_notifications()
+        await pilot.pause()
+        assert app.screen.max_scroll_y == 0
+        assert app.query_one("#processes").region.height >= 4 and app.query_one("#curves").region.bottom < size[1]
+
+    app = make_app("dgx", ManualClock(30), run=run, watch=watch)
+    assert snap_compare(app, terminal_size=size, run_before=show)
