@@ -9,6 +9,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -353,9 +354,47 @@ __attribute__((target("avx2"))) static int any_needle_avx2(const unsigned char *
 }
 #endif
 
+static int has_avx512;
+
+#ifdef HAVE_SSE42_PATH
+/* any_needle_avx2, 64 start positions at a time (AVX-512BW compares into bit masks). */
+__attribute__((target("avx512bw"))) static int any_needle_avx512(const unsigned char *hay, size_t n,
+                                                                const Needle *nd, int k) {
+    size_t longest = 0;
+    for (int j = 0; j < k; j++) {
+        if (nd[j].m == 0) return 1;
+        if (nd[j].m > longest) longest = nd[j].m;
+    }
+    size_t i = 0;
+    if (k <= MAX_NEEDLES && n >= longest + 64) {
+        __m512i first[MAX_NEEDLES], last[MAX_NEEDLES];
+        for (int j = 0; j < k; j++) {
+            first[j] = _mm512_set1_epi8((char)nd[j].s[0]);
+            last[j] = _mm512_set1_epi8((char)nd[j].s[nd[j].m - 1]);
+        }
+        for (; i + longest + 63 <= n; i += 64) {
+            __m512i block = _mm512_loadu_si512((const void *)(hay + i));
+            __mmask64 hit = 0;
+            for (int j = 0; j < k; j++) {
+                __m512i end = _mm512_loadu_si512((const void *)(hay + i + nd[j].m - 1));
+                hit |= _mm512_cmpeq_epi8_mask(block, first[j]) & _mm512_cmpeq_epi8_mask(end, last[j]);
+            }
+            while (hit) {
+                size_t at = i + (size_t)__builtin_ctzll(hit);
+                hit &= hit - 1;
+                for (int j = 0; j < k; j++)
+                    if (at + nd[j].m <= n && !memcmp(hay + at, nd[j].s, nd[j].m)) return 1;
+            }
+        }
+    }
+    return any_needle(hay + i, n - i, nd, k);
+}
+#endif
+
 /* Whether any of ``marks`` (a tuple of bytes, as decide() got it) occurs in hay[0:n]. */
 static int any_mark(const unsigned char *hay, size_t n, const Needle *nd, int k) {
 #ifdef HAVE_SSE42_PATH
+    if (has_avx512) return any_needle_avx512(hay, n, nd, k);
     if (has_avx2) return any_needle_avx2(hay, n, nd, k);
 #endif
     return any_needle(hay, n, nd, k);
@@ -707,12 +746,16 @@ PyMODINIT_FUNC PyInit__core(void) {
     __builtin_cpu_init();
     hardware = __builtin_cpu_supports("sse4.2");
     has_avx2 = __builtin_cpu_supports("avx2");
+    /* GPUDOC_EVENTS_NO_AVX512: the AVX2 search where both exist (the tests run both). */
+    has_avx512 = __builtin_cpu_supports("avx512bw") && !getenv("GPUDOC_EVENTS_NO_AVX512");
     init_shift(shift_long, LONG_LANE);
     init_shift(shift_short, SHORT_LANE);
 #endif
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    if (PyModule_AddStringConstant(m, "crc", hardware ? "SSE4.2 crc32 instructions" : "slicing-by-8 table") < 0) {
+    const char *search = has_avx512 ? "AVX-512BW" : has_avx2 ? "AVX2" : "memmem";
+    if (PyModule_AddStringConstant(m, "crc", hardware ? "SSE4.2 crc32 instructions" : "slicing-by-8 table") < 0 ||
+        PyModule_AddStringConstant(m, "search", search) < 0) {
         Py_DECREF(m);
         return NULL;
     }

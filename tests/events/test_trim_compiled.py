@@ -11,6 +11,8 @@ import os
 import random
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +75,8 @@ def _summary(body: bytes) -> bytes:
 
 
 @needs_compiled
-@pytest.mark.parametrize("size", [0, 1, 31, 32, 33, 45, 46, 47, 63, 64, 65, 77, 96, 100, 129, 300])
+@pytest.mark.parametrize("size", [0, 1, 31, 32, 33, 45, 46, 47, 63, 64, 65, 77, 78, 79, 96, 100, 127, 128, 129, 150,
+                                  300])
 def test_a_mark_anywhere_in_a_summary_stops_the_core(size: int) -> None:
     """Every start position, in the vectorised blocks and the positions after them: the core
     leaves the record to Python; without a mark it keeps it and continues the output's CRC."""
@@ -87,6 +90,19 @@ def test_a_mark_anywhere_in_a_summary_stops_the_core(size: int) -> None:
             assert _pass([data])[1] == 0, (mark, at)
             assert _pass([data], (b"x", mark, b"y"))[1] == 0, (mark, at)
             assert _pass([data], (*(m for m in MARKS if m != mark), b"zz"))[1] == 1, (mark, at)
+
+
+@needs_compiled
+def test_the_avx2_search_finds_every_mark_too() -> None:
+    """Where the CPU has AVX-512BW the search above used it; the AVX2 one, as other CPUs run it."""
+    assert COMPILED is not None
+    if COMPILED.search != "AVX-512BW":
+        pytest.skip(f"this CPU searches with {COMPILED.search} (tested above)")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import test_trim_compiled as t; "
+            "assert t.COMPILED.search == 'AVX2', t.COMPILED.search\n"
+            "for size in (46, 47, 63, 64, 65, 77, 96, 150): t.test_a_mark_anywhere_in_a_summary_stops_the_core(size)")
+    env = {**os.environ, "GPUDOC_EVENTS_NO_AVX512": "1"}
+    subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], check=True, env=env)
 
 
 @needs_compiled
