@@ -266,11 +266,28 @@ static int varint(const unsigned char *d, size_t end, size_t *pos, uint64_t *val
     return 0;
 }
 
+/* Whether d[pos:end] is an old-style Summary.Image value field (tensorboardX's and torch's
+ * add_image write them) whose height, width and colorspace varints and encoded bytes, each
+ * optional, come in field order and fill it. */
+static int plain_image(const unsigned char *d, size_t end, size_t pos) {
+    static const unsigned char keys[3] = {0x08, 0x10, 0x18};
+    uint64_t length, value;
+    if (pos >= end || d[pos++] != 0x22 || !varint(d, end, &pos, &length) || length != end - pos) return 0;
+    for (int k = 0; k < 3; k++) {
+        if (pos < end && d[pos] == keys[k]) {
+            pos++;
+            if (!varint(d, end, &pos, &value)) return 0;
+        }
+    }
+    if (pos == end) return 1;
+    return d[pos++] == 0x22 && varint(d, end, &pos, &length) && length == end - pos;
+}
+
 /* Whether the summary at d[pos] (the record's last field) is nothing but values of the form
- * {tag (ASCII), simple_value}: no value carries SummaryMetadata, and protobuf parses it (an
- * ASCII tag is valid UTF-8). trim's Python then drops such a record, out of range, with no
- * change to what it remembers; anything else is left to it. */
-static int plain_scalars(const unsigned char *d, size_t size, size_t pos) {
+ * {tag (ASCII), simple_value or an old-style image}: no value carries SummaryMetadata, and
+ * protobuf parses it (an ASCII tag is valid UTF-8). trim's Python then drops such a record,
+ * out of range, with no change to what it remembers; anything else is left to it. */
+static int plain_values(const unsigned char *d, size_t size, size_t pos) {
     uint64_t length;
     if (pos >= size || d[pos++] != 0x2a || !varint(d, size, &pos, &length) || length != size - pos) return 0;
     while (pos < size) {
@@ -285,7 +302,7 @@ static int plain_scalars(const unsigned char *d, size_t size, size_t pos) {
                 if (d[pos + i] >= 0x80) return 0;
             pos += (size_t)tag_length;
         }
-        if (end - pos != 5 || d[pos] != 0x15) return 0;
+        if (!(end - pos == 5 && d[pos] == 0x15) && !plain_image(d, end, pos)) return 0;
         pos = end;
     }
     return 1;
@@ -578,7 +595,7 @@ static int decide(const unsigned char *buf, size_t len, const Decide *a, Decided
             if (run_level) break;
             summary = 1;
             if (!in_range) {
-                if (memchr(data, 0x4a, n) && !plain_scalars(data, n, p.at)) break;
+                if (memchr(data, 0x4a, n) && !plain_values(data, n, p.at)) break;
                 keep = 0;
             } else if (!a->pending) {
                 keep = 1;

@@ -243,3 +243,32 @@ def test_sessions_found_after_the_first_pass_are_counted_once(written: dict[str,
         assert counted == unsearched and sum(counted.values()) > 0
     finally:
         records._core = saved
+
+
+@needs_compiled
+def test_dropped_images_are_not_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step trim of add_image's old-style images: those out of range (their encoded bytes
+    hold 0x4a, the metadata key, as any image does) are dropped by the core, not parsed."""
+    source = tmp_path / "logs"
+    (source / "run").mkdir(parents=True)
+    events = []
+    for step in range(10):
+        image = summary_pb2.Summary.Image(height=8, width=8, colorspace=3,
+                                          encoded_image_string=b"\x4a" + random.Random(step).randbytes(5000))
+        events.append(event_pb2.Event(step=step, wall_time=1.0 + step, summary=summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag="img", image=image)])).SerializeToString())
+    (source / "run" / "events.out.tfevents.1.x").write_bytes(b"".join(frame(e) for e in events))
+    saved = records._core
+    try:
+        records._core = None
+        expected = _trim(source, tmp_path / "python", TrimSpec(first_step=5), False)
+        records._core = COMPILED
+
+        def parse(*_: object) -> None:
+            raise AssertionError("parsed")
+
+        monkeypatch.setattr(trim_module, "decode", parse)
+        assert _trim(source, tmp_path / "compiled", TrimSpec(first_step=5), False) == expected
+    finally:
+        records._core = saved
+    assert expected[1] == [(10, 5)]
