@@ -350,3 +350,20 @@ def test_a_known_tags_later_metadata_is_checked_as_protobuf_checks_it(tmp_path: 
         assert (_info(root), _export(root, out, "csv", frozenset({Kind.SCALAR}), False, True)) == expected
     assert expected[0].count("not a TensorBoard Event") == (2 if metadata[:1] in (b"\x12", b"\x0a") and
                                                             metadata != b"\x12\x01a\x12\x01b" else 1)
+
+
+@pytest.mark.parametrize("damage_at", [0, 7, 19])
+def test_a_streamed_export_of_a_damaged_file_fails_alike_before_writing(tmp_path: Path, damage_at: int) -> None:
+    """To stdout, every record is checked before the first row is written (through the decoder
+    where it is built): the same one-line error, naming the same record and byte, and nothing
+    on stdout, on both paths."""
+    root = tmp_path / "logs"
+    _write(root, [_scalar("loss", s, 1.0 / (s + 1)) for s in range(20)], damage_at, False)
+    env = {k: v for k, v in os.environ.items() if k != "GPUDOC_EVENTS_CORE"}
+    argv = [sys.executable, "-m", "gpudoc", "events", "export", str(root), "-o", "-"]
+    results = [subprocess.run(argv, capture_output=True, text=True, env={**env, **extra})
+               for extra in ({}, {"GPUDOC_EVENTS_CORE": "python"})]
+    assert results[0].returncode == results[1].returncode == 2
+    assert results[0].stdout == results[1].stdout == ""
+    assert results[0].stderr == results[1].stderr
+    assert f"record {damage_at} at byte" in results[0].stderr and results[0].stderr.count("\n") == 1
