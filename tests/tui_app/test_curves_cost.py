@@ -44,7 +44,8 @@ class Counted:
 @pytest.fixture
 def bytes_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     total = [0]
-    monkeypatch.setattr(records, "open", lambda *a, **k: Counted(builtins.open(*a, **k), total), raising=False)
+    monkeypatch.setattr(records, "open", lambda *a, **k: Counted(builtins.open(*a, **k), total),  # noqa: SIM115
+                        raising=False)
     return total
 
 
