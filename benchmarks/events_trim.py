@@ -101,12 +101,96 @@ def tailing(directory: Path, seconds: int, core: Any) -> float:
     return used / seconds
 
 
+def image_rows(work: Path, heavy: Path, count: int, gpudoc: str, compiled: bool, repeat: int) -> None:
+    """The image file: each trim interleaved with `cp` of the same file into a fresh directory
+    (so both write new pages), ``repeat`` times; then where a trim's time goes, phase by phase."""
+    size = heavy.stat().st_size / 1e6
+    steps = f"0:{count // 2 - 1}"
+    commands = {"cp": lambda out: ["cp", str(heavy), str(out / heavy.name)]}
+    for python_core in ([False, True] if compiled else [True]):
+        core = "python core" if python_core else "compiled core"
+        commands[f"gpudoc events trim (all kept), {core}"] = (
+            lambda out: [gpudoc, "events", "trim", str(heavy.parent.parent), "-o", str(out)])
+        commands[f"gpudoc events trim --steps {steps} (half kept), {core}"] = (
+            lambda out: [gpudoc, "events", "trim", str(heavy.parent.parent), "-o", str(out), "--steps", steps])
+    seconds: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeat):
+        for name, argv in commands.items():
+            out = work / "image-out"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            seconds[name].append(timed(argv(out), "python core" in name)[0])
+    shutil.rmtree(work / "image-out", ignore_errors=True)
+    cp = min(seconds["cp"])
+    print(f"\n| images ({size:.0f} MB, {count} records), {repeat} runs each, interleaved | best s | median s "
+          "| best / cp's best |")
+    print("|---|---:|---:|---:|")
+    for name, times in seconds.items():
+        times.sort()
+        print(f"| {name} | {times[0]:.3f} | {times[len(times) // 2]:.3f} | {times[0] / cp:.2f} |")
+    if compiled:
+        phases(work, heavy)
+
+
+def phases(work: Path, heavy: Path) -> None:
+    """Best of five of each phase of the compiled trim of the image file, each alone."""
+    import mmap
+
+    from gpudoc.events import _core
+
+    block = bytearray(1 << 21)
+    view = memoryview(block)
+    copy = work / "phase-copy"
+    marks = (b"_hparams_/", b"graph_", b"custom_scalars")
+
+    def read(scan: bool, write: bool) -> None:
+        with open(heavy, "rb", buffering=0) as handle, open(copy, "wb", buffering=0) as out:
+            filled = 0
+            while got := handle.readinto(view[filled:]):
+                filled += got
+                at = _core.trim_pass(view[:filled], 0, 0, 0, 0, 0, 0.0, 0.0, 0, True, False, marks, -1, 0,
+                                     b"_hparams_/")[3] if scan else filled
+                if write:
+                    out.write(view[:at])
+                block[: filled - at] = block[at:filled]
+                filled -= at
+
+    def verify() -> None:
+        with open(copy, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            _core.extend(0, mapped)
+
+    def best(run: Any) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    rows = [
+        ("interpreter start (`python -c pass`)", lambda: subprocess.run([sys.executable, "-c", "pass"], check=True)),
+        ("start + the imports `events trim` needs", lambda: subprocess.run(
+            [sys.executable, "-c", "import gpudoc.cli, gpudoc.cli.events, gpudoc.events.trim"], check=True)),
+        ("read (2 MiB blocks)", lambda: read(False, False)),
+        ("read + core pass (CRCs, decisions, output CRC, marks)", lambda: read(True, False)),
+        ("read + core pass + write the staged copy", lambda: read(True, True)),
+        ("verify the staged copy (mapped, CRC-32C)", verify),
+    ]
+    print("\n| phase of a compiled trim of the image file (in this process, best of 5) | seconds |")
+    print("|---|---:|")
+    for name, run in rows:
+        print(f"| {name} | {best(run):.4f} |")
+    copy.unlink()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--image-mb", type=int, default=100)
     parser.add_argument("--peer-python", help="A Python with tbparse installed.")
     parser.add_argument("--tail-seconds", type=int, default=10, help="Polls of the tailing measurement.")
+    parser.add_argument("--image-repeat", type=int, default=5,
+                        help="Runs of each image-file command, interleaved with cp's (best and median shown).")
     args = parser.parse_args()
     gpudoc = str(Path(sys.executable).with_name("gpudoc"))
     work = Path(tempfile.mkdtemp(prefix="gpudoc-bench-"))
@@ -139,16 +223,8 @@ def main() -> int:
         if args.peer_python:
             cases.append(("tiny scalars", args.events, tiny, "tbparse .scalars (read only)",
                           [args.peer_python, "-c", TBPARSE, str(tiny.parent)], False))
-        for python_core in ([False, True] if compiled else [True]):
-            core = "python core" if python_core else "compiled core"
-            cases.append(("images", image_count, heavy, f"gpudoc events trim (all kept), {core}",
-                          [gpudoc, "events", "trim", str(heavy.parent.parent), "-o", str(work / f"o3{python_core}")],
-                          python_core))
-        cases += [
-            ("images", image_count, heavy, "RawEventFileLoader (read only)", [sys.executable, "-c", RAW, str(heavy)],
-             False),
-            ("images", image_count, heavy, "cp", ["cp", str(heavy), str(work / "copy")], False),
-        ]
+        cases.append(("images", image_count, heavy, "RawEventFileLoader (read only)",
+                      [sys.executable, "-c", RAW, str(heavy)], False))
         print("| file | tool | seconds | events/s | MB/s | peak RSS MiB |")
         print("|---|---|---:|---:|---:|---:|")
         for name, count, path, tool, argv, python_core in cases:
@@ -160,6 +236,7 @@ def main() -> int:
             same = all((work / f"{o}False" / "run" / tiny.name).read_bytes()
                        == (work / f"{o}True" / "run" / tiny.name).read_bytes() for o in ("o1", "o2"))
             print(f"\ncompiled and python cores' trims byte-identical: {same}")
+        image_rows(work, heavy, image_count, gpudoc, compiled, args.image_repeat)
         print("\n| tailing 100 records/s, one poll a second | CPU % of one core |")
         print("|---|---:|")
         active = records._core

@@ -764,7 +764,8 @@ PyMODINIT_FUNC PyInit__core(void) {
     hardware = __builtin_cpu_supports("sse4.2");
     has_avx2 = __builtin_cpu_supports("avx2");
     /* GPUDOC_EVENTS_NO_AVX512: the AVX2 search where both exist (the tests run both). */
-    has_avx512 = __builtin_cpu_supports("avx512bw") && !getenv("GPUDOC_EVENTS_NO_AVX512");
+    const char *no_avx512 = getenv("GPUDOC_EVENTS_NO_AVX512");
+    has_avx512 = __builtin_cpu_supports("avx512bw") && !(no_avx512 && *no_avx512);
     init_shift(shift_long, LONG_LANE);
     init_shift(shift_short, SHORT_LANE);
 #endif
