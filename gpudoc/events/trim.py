@@ -495,7 +495,8 @@ def _trim_compiled(
     """Trim one file with the compiled core into ``out``, in one pass over its bytes: the core
     checks both CRCs of each record, decides it (as :meth:`_Trimmer.record`'s fast branch),
     continues the output's CRC over the kept ones and looks for :data:`PREFIX`; the runs it
-    keeps are copied file to file, and the records it leaves are decided by Python. At the
+    keeps are written from the buffer they were checked in, and the records it leaves are
+    decided by Python. At the
     first damaged or cut-off record, the rest of the file goes through :class:`RecordReader`
     (its errors, salvage and damage list). Records in, whether one holds the prefix, damage."""
     core = records._core
