@@ -252,6 +252,7 @@ class LogFinder:
         self.cwd = cwd
         self.started = started
         self._last_walk = -math.inf
+        self._last_fds = -math.inf
         self._open_found = False
         self.note: str | None = None  # why the working directory is not searched
         self._listed: dict[str, _Listing] = {}  # the directories of the last walk
@@ -260,7 +261,9 @@ class LogFinder:
     def find(self, pids: Iterable[int], force: bool = False) -> list[tuple[Path, str]]:
         """``(path, run)`` of event files found now (followed ones included). Directories are
         walked at most every few seconds unless ``force``; the working directory only until an
-        open event file has been seen; ``logdir`` at every look until it has event files."""
+        open event file has been seen; ``logdir`` at every look until it has event files. The
+        processes' descriptors are read at every look until an event file is open, then every
+        few seconds (a run's workers can hold hundreds)."""
         now = time.monotonic()
         walk = force or now - self._last_walk >= _WALK_EVERY
         if self.logdir is not None:
@@ -270,6 +273,9 @@ class LogFinder:
             found = list(self._walk(self.logdir, self.logdir, since=None))
             self._open_found = bool(found)
             return found
+        if not force and self._open_found and now - self._last_fds < _WALK_EVERY:
+            return []
+        self._last_fds = now
         found = [(path, self._run_name(path)) for path in _open_event_files(pids)]
         self._open_found = self._open_found or bool(found)
         if not self._open_found and walk and self.note is None:
@@ -855,13 +861,22 @@ class ModelRun:
     def estimate(self, backend: GpuBackend, visible_env: str | None, stage: Stage | None = None) -> tuple[Plan, Fit]:
         """The estimate against the GPUs the run will see (``CUDA_VISIBLE_DEVICES``, None: all)
         and the memory free on them now, read through ``backend`` (closed after); bad options
-        raise :class:`InputError`, no GPU to read :class:`EnvironmentMissing`."""
+        raise :class:`InputError` even with no GPU to read (then :class:`EnvironmentMissing`)."""
+        from gpudoc.errors import EnvironmentMissing
+        from gpudoc.oom.devices import FALLBACK_DEVICE, Device, find_device
         from gpudoc.oom.plan import plan, prelaunch, read_visible
 
-        seen = read_visible(backend, visible_env)
-        return prelaunch(lambda device: plan(self.model, self.batch, device, self.input_spec, self.precision,
-                                             self.optimizer, self.freeze, self.checkpointing, self.accumulate),
-                         seen, (lambda step: stage(f"{self.model} at batch {self.batch}: {step}")) if stage else None)
+        def build(device: Callable[[], Device]) -> Plan:
+            return plan(self.model, self.batch, device, self.input_spec, self.precision, self.optimizer,
+                        self.freeze, self.checkpointing, self.accumulate)
+
+        try:
+            seen = read_visible(backend, visible_env)
+        except EnvironmentMissing:
+            build(lambda: find_device(FALLBACK_DEVICE))  # a bad spec or option is still bad input
+            raise
+        return prelaunch(build, seen, (lambda step: stage(f"{self.model} at batch {self.batch}: {step}"))
+                         if stage else None)
 
 
 def with_max_batch(made: Plan, fit: Fit, stage: Stage | None = None) -> Fit:

@@ -467,11 +467,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("answer", ["n", "y"])
+@pytest.mark.parametrize("answer", ["n", "y", "y-missing"])
 def test_an_estimate_that_predicts_oom_asks_before_the_command_starts(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, models: Path, answer: str,
 ) -> None:
     marker = tmp_path / "started"
+    command = ["/no/such/command"] if answer == "y-missing" else [
+        sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
+    answer = answer[0]
     seen: dict[str, Any] = {}
 
     async def drive(pilot: Any) -> None:
@@ -480,14 +483,13 @@ def test_an_estimate_that_predicts_oom_asks_before_the_command_starts(
         seen["question"], seen["panel"] = app.screen.question, _run_text(app)
         seen["started_before"] = marker.exists() or app.training_run is not None
         await pilot.press(answer)
-        if answer == "y":
+        if answer == "y" and command != ["/no/such/command"]:
             await _until(pilot, lambda: app.training_run is not None and not app.training_run.running, "the run's end")
             seen["panel_after"] = _run_text(app)
             await pilot.press("q")
 
     _headless_at(monkeypatch, drive, SIZE)
-    result = _tui("--demo", "dgx", "--model", f"{models}:big", "--batch", "8", "--input", "16384", "--",
-                  sys.executable, "-c", f"open({str(marker)!r}, 'w').close()")
+    result = _tui("--demo", "dgx", "--model", f"{models}:big", "--batch", "8", "--input", "16384", "--", *command)
     assert not seen["started_before"]
     assert "The run is estimated not to fit the GPU memory free now:" in seen["question"]
     assert "needs 10." in seen["question"] and "with 9.6 GiB free of 79.6 GiB: oom (" in seen["question"]
@@ -498,6 +500,10 @@ def test_an_estimate_that_predicts_oom_asks_before_the_command_starts(
         assert result.exit_code == 1, result.output
         assert not marker.exists()
         assert result.stderr.startswith("gpudoc: the run was not started: estimate: ") and ": oom (" in result.stderr
+    elif command == ["/no/such/command"]:  # started anyway, and it cannot run: one line
+        assert result.exit_code == 2, result.output
+        assert result.stderr == ("gpudoc: error: cannot run '/no/such/command': No such file or directory: check "
+                                 "the command after '--' (and that it is on PATH)\n")
     else:
         assert result.exit_code == 0, result.output
         assert marker.exists() and "RUN succeeded" in seen["panel_after"]
@@ -598,3 +604,23 @@ def test_the_monitor_and_the_run_view_fit_the_screen_snapshot(snap_compare: Any,
 
     app = make_app("dgx", ManualClock(30), run=run, watch=watch)
     assert snap_compare(app, terminal_size=size, run_before=show)
+
+
+@pytest.mark.parametrize("command", ["tui", "run"])
+def test_a_bad_model_spec_is_one_line_even_with_no_gpu_to_estimate_against(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: str,
+) -> None:
+    """No GPU to read makes the estimate a note (the run starts), but a bad --model is still
+    bad input: one line, exit 2, nothing started."""
+    marker = tmp_path / "started"
+
+    async def quit_at_once(pilot: Any) -> None:  # (were the app started)
+        await pilot.press("q")
+
+    _headless_at(monkeypatch, quit_at_once, SIZE)
+    result = CliRunner().invoke(cli, ["--simulate", "dgx", command, "--model", "nosuch_model", "--batch", "8", "--",
+                                      sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"],
+                                env={"GPUDOC_SIMULATE": None, "CUDA_VISIBLE_DEVICES": "-1"})
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("gpudoc: error: MODEL 'nosuch_model': not a built-in model")
+    assert result.stderr.count("\n") == 1 and not marker.exists()
