@@ -838,6 +838,37 @@ def test_run_model_options(model_files: dict[str, Path], factory: str, spec: str
     assert (": fits (" in result.stderr or ": tight (" in result.stderr) == (result.code == 0), result
 
 
+@FEW
+@given(model=st.sampled_from(["tiny:scale", "tiny:conv", "tiny:nosuch", "syntax:build", "import-fails:build",
+                              "exits:build", "keras-garbage", "dir-py:build", "text:build", "nosuch_model", ""]),
+       refused=REFUSED_SPECS, good=st.booleans(), batch=BATCHES, accumulate=st.sampled_from(["1", "2", "0", "x"]),
+       restarts=st.sampled_from(["0", "2", "-1", "x"]))
+@example(model="syntax:build", refused="x", good=True, batch="8", accumulate="1", restarts="0")
+def test_tui_model_options_that_are_bad_input_never_open_the_monitor(model_files: dict[str, Path], model: str,
+                                                                     refused: str, good: bool, batch: str,
+                                                                     accumulate: str, restarts: str) -> None:
+    """gpudoc tui --model/--batch/--restarts: each case here is bad input (a spec --input
+    refuses, or a good one with a model that does not load): one line, exit 2, before the
+    monitor or the command starts."""
+    from gpudoc.tui.app import GpudocApp
+
+    loads = model in ("tiny:scale", "tiny:conv")
+    spec = "8" if good and not loads else refused
+    name, _, factory = model.partition(":")
+    path = f"{model_files[name]}:{factory}" if name in model_files else model
+    opened: list[bool] = []
+    before = os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(GpudocApp, "run", lambda self, **_: opened.append(True))
+            result = check(["tui", "--demo", "dgx", "--restarts", restarts, "--model", path, "--input", spec,
+                            "--batch", batch, "--accumulate", accumulate, "--", sys.executable, "-c", "pass"])
+    finally:
+        if before is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
+    assert result.code == 2 and not opened, result
+
+
 @FUZZ
 @given(factory=st.sampled_from(["scale", "conv", "linear", "returns_none", "returns_dict", "forward_raises"]),
        spec=INPUT_SPECS, batch=BATCHES, gpu=GPUS, precision=PRECISIONS, data=st.data())
