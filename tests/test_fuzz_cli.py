@@ -237,7 +237,7 @@ def test_events_commands_on_damaged_files(event_file: Path, several_runs: Path, 
         check(["events", "info", "--json", str(folder / "logs")], ctx)
         check(["events", "trim", str(run), "-o", str(folder / "trimmed"), "--steps", "1:3"], ctx)
         check(["events", "trim", str(run), "-o", str(folder / "salvaged"), "--salvage", "--kinds", "scalar"], ctx)
-        check(["events", "trim", str(run), "--dry-run", "--salvage", "--json"], ctx)
+        check(["events", "trim", str(run), "-o", str(folder / "dry"), "--dry-run", "--salvage", "--json"], ctx)
         check(["events", "export", str(target), "-o", str(folder / "out.csv"), "--kinds", "scalar,histogram,text"], ctx)
         check(["events", "export", str(run), "-o", str(folder / "out.jsonl"), "--on-restart", "purge"], ctx)
         check(["events", "merge", str(run), str(event_file.parent), "-o", str(folder / "merged"),

@@ -169,7 +169,8 @@ def _copied_lines(copied: Sequence[tuple[str, str]], skipped: Sequence[tuple[str
 @click.option("--drop-run-level", is_flag=True,
               help="Filter run-level data (graphs, hparams sessions and their metrics) like the rest; the "
               "file version and restart markers are always kept (TensorBoard reads restarts by them).")
-@click.option("--dry-run", is_flag=True, help="Print what would be kept, per kind and tag; write nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would be kept, per kind and tag; write nothing (what the trim refuses is refused).")
 @_EXCLUDE_FILES
 @_SALVAGE
 @click.option("--force", is_flag=True, help="Write into a destination that is not empty.")
@@ -222,9 +223,10 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
             raise InputError(f"{backup}: inside the source; TensorBoard would read the backups",
                              "choose another --backup")
         output_directory(backup)
-    elif output is None and not dry_run:
-        raise click.UsageError("give -o/--output DIR (or --in-place --backup DIR, or --dry-run)")
-    elif output is not None:
+    elif output is None:
+        # A dry run refuses what the run itself refuses: without -o it would "write" onto SRC.
+        raise click.UsageError("give -o/--output DIR (or --in-place --backup DIR)")
+    else:
         check_destination(root, runs, output_directory(output), force=force)
     others = None if in_place else for_runs(root, exclude_files, source_is_file=Path(src).is_file())
     with _progress("trimming", runs, quiet=as_json) as advance:

@@ -332,16 +332,21 @@ def trim(
             copies.append((temp, dst / item.relative))
             report.copied.append((str(item.source), str(dst / item.relative)))
         if dry_run:
+            # Refuse what the real run would refuse: a destination that is no regular file.
+            for _, dest, _ in temps:
+                _regular_target(dest, _EVENT_FILES_ONLY)
+            for _, dest in copies:
+                _regular_target(dest, _NEW_DIRECTORY)
             done = True
             return report
         placements: list[tuple[Path, Path | None, Path]] = []
         for temp, dest, (_, _, crc, size) in temps:
-            temp, path = _beside_target(temp, dest, elsewhere, "trim replaces event files only")
+            temp, path = _beside_target(temp, dest, elsewhere, _EVENT_FILES_ONLY)
             if _staged_crc(temp) != (crc, size):
                 raise InputError(f"{temp}: the written file does not read back intact; nothing was replaced")
             placements.append((temp, dest, path))
         for temp, dest in copies:
-            temp, path = _beside_target(temp, dest, elsewhere, "write to a new directory")
+            temp, path = _beside_target(temp, dest, elsewhere, _NEW_DIRECTORY)
             placements.append((temp, None, path))
         for temp, dest, path in placements:
             if backup is not None and dest is not None:
@@ -359,20 +364,31 @@ def trim(
     return report
 
 
+_EVENT_FILES_ONLY = "trim replaces event files only"
+_NEW_DIRECTORY = "write to a new directory"
+
+
+def _regular_target(dest: Path, fix: str) -> Path:
+    """The regular file ``dest`` names (a symlink followed); a directory, device, FIFO or a
+    path below a file is bad input."""
+    target = output_target(dest)
+    if target.stream:
+        raise InputError(f"{dest}: not a regular file", fix)
+    return target.path
+
+
 def _beside_target(temp: Path, dest: Path, elsewhere: list[Path], fix: str) -> tuple[Path, Path]:
     """The staged file to rename onto ``dest``'s regular-file target, and that target: a
     target on another filesystem (a symlinked file) gets a copy staged beside it, listed in
     ``elsewhere`` for clean-up, since a rename cannot cross filesystems."""
-    target = output_target(dest)
-    if target.stream:
-        raise InputError(f"{dest}: not a regular file", fix)
-    target.path.parent.mkdir(parents=True, exist_ok=True)
-    if temp.stat().st_dev != target.path.parent.stat().st_dev:
-        beside = staging_beside(target.path)
+    path = _regular_target(dest, fix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if temp.stat().st_dev != path.parent.stat().st_dev:
+        beside = staging_beside(path)
         elsewhere.append(beside)
         shutil.copyfile(temp, beside)
         temp = beside
-    return temp, target.path
+    return temp, path
 
 
 def _trim_run(

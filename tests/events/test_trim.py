@@ -82,6 +82,34 @@ def test_dry_run_writes_nothing_and_reports_before_and_after(tbx: Path, tmp_path
     assert loss.split()[-3:] == ["142", "→", "10"]
 
 
+@pytest.mark.parametrize("where", ["", "-o", "--in-place"], ids=["no-destination", "-o", "--in-place"])
+def test_a_dry_run_refuses_what_the_run_refuses(tbx: Path, tmp_path: Path, where: str) -> None:
+    """The same message and exit 2, and nothing written, with --dry-run as without: no
+    destination at all (a dry run would report "writing" onto SRC), a destination whose event
+    file is a directory or lies below a file, a --backup inside SRC."""
+    (tmp_path / "dst" / "run1").mkdir(parents=True)
+    cases = {
+        "": [[]],
+        "-o": [["-o", str(tmp_path / "dst"), "--force"], ["-o", str(tmp_path / "below"), "--force"]],
+        "--in-place": [["--in-place", "--backup", str(tbx / "bak")], ["--in-place"]],
+    }[where]
+    for name in (p.relative_to(tbx) for p in files(tbx) if p.parent.name == "run1"):
+        (tmp_path / "dst" / name).mkdir(parents=True)
+    (tmp_path / "below").mkdir()
+    (tmp_path / "below" / "run1").write_text("a file where a run directory goes")
+    def state() -> list[tuple[Path, int]]:
+        return sorted((p, p.stat().st_mtime_ns) for p in (tmp_path, *tmp_path.rglob("*"), tbx, *tbx.rglob("*")))
+
+    for args in cases:
+        before = state()
+        dry = gpudoc("trim", str(tbx), *args, "--steps", "1:2", "--dry-run")
+        dry_json = gpudoc("trim", str(tbx), *args, "--steps", "1:2", "--dry-run", "--json")
+        assert state() == before, args
+        real = gpudoc("trim", str(tbx), *args, "--steps", "1:2")
+        assert real[0] == 2 and real[2].startswith("gpudoc: error: "), (args, real)
+        assert dry == real == dry_json, args
+
+
 def test_destination_inside_a_source_run_or_not_empty_is_refused(tbx: Path, tmp_path: Path) -> None:
     code, _, err = gpudoc("trim", str(tbx), "-o", str(tbx / "run1" / "trimmed"), "--steps", "1:2")
     assert code == 2 and "TensorBoard would merge" in err
@@ -183,7 +211,8 @@ def test_trim_keeps_kerass_model_graph(written: dict[str, Path], tmp_path: Path)
     source = plugin_event_accumulator.EventAccumulator(str(train))
     source.Reload()
     assert accumulator.Tensors("keras") == source.Tensors("keras")
-    code, out, _ = gpudoc("trim", str(written["keras"]), "--steps", "2:", "--dry-run", "--json")
+    code, out, _ = gpudoc("trim", str(written["keras"]), "-o", str(tmp_path / "dry"), "--steps", "2:", "--dry-run",
+                          "--json")
     kept = {(v["run"], v["kind"], v["tag"]) for v in json.loads(out)["values"] if v["after"]}
     assert code == 0 and ("run0/train", "graph", "keras") in kept
     # Keras's per-epoch scalars outside the range go (but for each metric's last value, still in range here).
@@ -192,7 +221,7 @@ def test_trim_keeps_kerass_model_graph(written: dict[str, Path], tmp_path: Path)
 
 def test_dry_run_table_stays_aligned_with_long_run_names(tbx: Path, tmp_path: Path) -> None:
     (tbx / "run2").rename(tbx / ("a-run-name-much-longer-than-twenty-characters" * 2))
-    code, out, _ = gpudoc("trim", str(tbx), "--steps", ":9", "--dry-run")
+    code, out, _ = gpudoc("trim", str(tbx), "-o", str(tmp_path / "dry"), "--steps", ":9", "--dry-run")
     table = [line for line in out.splitlines() if "→" in line and "records" not in line]
     assert code == 0 and len(table) > 5
     # kind and tag start, and the arrow stands, at one position in every line.
