@@ -11,6 +11,7 @@ from typing import Any
 
 from gpudoc.oom.allocator import CachingAllocator
 from gpudoc.oom.devices import Device, supports
+from gpudoc.oom.kernels import EAGER
 from gpudoc.oom.result import TIGHT, Estimate, Remedy, verdict
 from gpudoc.oom.trace import Trace, TraceConfig
 
@@ -128,6 +129,9 @@ def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device:
                      else checkpointing_note(trace.checkpointed))
     known = "" if device.capability else ", unknown: assumed"
     for kernel, why in trace.attention.items():
+        if kernel == EAGER:
+            notes.append(eager_note(name, why))
+            continue
         notes.append(f"attention: CUDA's {kernel} kernel assumed for scaled_dot_product_attention on {device.name} "
                      f"(compute capability {capability[0]}.{capability[1]}{known}): {why}")
     if progress is not None:
@@ -135,6 +139,20 @@ def estimate(name: str, factory: Callable[[], Any], config: TraceConfig, device:
     est = from_trace(name, trace, config, device, notes)
     est.torch_rules = rules_of(config.torch).assumed()
     return est
+
+
+def eager_note(name: str, why: str) -> str:
+    """The note on attention run eagerly because the PyTorch version modelled has no SDPA
+    (``why``, :func:`gpudoc.oom.kernels.eager_why`): a built-in or Hugging Face model is
+    modelled as written for that version; a user's model calling SDPA would fail there."""
+    from gpudoc.oom.zoo import ZOO
+
+    if name in ZOO or name.startswith("hf:") or why.endswith("transformers' eager attention"):
+        return f"attention: {why}"
+    version = why.removeprefix("torch ").split(" ", 1)[0]
+    return (f"attention: the model calls F.scaled_dot_product_attention, which torch {version} does not have "
+            f"(added in 2.0): it would fail there; modelled as the eager computation (scores, softmax, dropout, "
+            "product)")
 
 
 REMEDIES: tuple[tuple[str, str], ...] = (

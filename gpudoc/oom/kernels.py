@@ -14,6 +14,9 @@ trace records what CUDA keeps.
   autograd function that saves both (cross entropy on class indices, which is log_softmax and
   nll_loss, too); CUDA's half-to-float path (an fp16 input with ``dtype=float32``) keeps the
   fp16 input, not a float copy. Later versions keep the output only: the plain ops.
+- **PyTorch before 2.0** had no ``scaled_dot_product_attention``: a call to it runs as the
+  eager computation attention was written as then (scores, softmax, dropout, product), and a
+  transformers model takes its eager attention (:func:`eager_transformers`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,24 @@ from typing import Any
 FLASH = "flash"
 EFFICIENT = "memory-efficient"
 MATH = "math"
+EAGER = "eager"  # no SDPA kernel: the attention spelled out (PyTorch before 2.0)
+
+
+def eager_why(version: str, transformers: bool = False) -> str:
+    """Why attention is eager under PyTorch ``version`` (< 2.0): for a call to SDPA, or (with
+    ``transformers``) a transformers model switched to its eager attention."""
+    what = "transformers' eager attention" if transformers else \
+        "the eager computation (scores, softmax, dropout, product)"
+    return f"torch {version} has no scaled_dot_product_attention (added in 2.0): {what}"
+
+
+def eager_transformers(model: Any, version: str, chosen: dict[str, str]) -> None:
+    """A transformers model set to SDPA attention switched to its eager attention, as
+    transformers does where torch has no SDPA; recorded in ``chosen``."""
+    config = getattr(model, "config", None)
+    if type(model).__module__.startswith("transformers.") and getattr(config, "_attn_implementation", None) == "sdpa":
+        config._attn_implementation = "eager"
+        chosen.setdefault(EAGER, eager_why(version, transformers=True))
 
 
 @dataclass(frozen=True)
@@ -123,11 +144,13 @@ def legacy_softmax(x: Any, dim: int, dtype: Any, log: bool) -> Any:
     return _kept_input(log).apply(x, dim, half_to_float)
 
 
-def cuda_kernels(capability: tuple[int, int], chosen: dict[str, str], softmax_keeps_input: bool = False) -> Any:
+def cuda_kernels(capability: tuple[int, int], chosen: dict[str, str], softmax_keeps_input: bool = False,
+                 no_sdpa: str = "") -> Any:
     """A torch-function mode running dropout and SDPA as CUDA would on a device of compute
     ``capability``; each SDPA kernel taken goes into ``chosen`` (kernel → why).
     ``softmax_keeps_input``: softmax, log_softmax and cross entropy as PyTorch <= 1.10 ran
-    them (:func:`legacy_softmax`)."""
+    them (:func:`legacy_softmax`). ``no_sdpa``: the PyTorch version modelled, when it had no
+    SDPA (before 2.0): every call runs as the eager computation."""
     import torch
     from torch.nn import functional
     from torch.overrides import TorchFunctionMode
@@ -147,6 +170,11 @@ def cuda_kernels(capability: tuple[int, int], chosen: dict[str, str], softmax_ke
         p = float(_arg(args, kwargs, 4, "dropout_p", 0.0))
         causal = bool(_arg(args, kwargs, 5, "is_causal", False))
         scale = _arg(args, kwargs, 6, "scale", None)
+        if no_sdpa:
+            if not all(isinstance(t, torch.Tensor) for t in (q, k, v)) or kwargs.get("enable_gqa"):
+                return None
+            chosen.setdefault(EAGER, eager_why(no_sdpa))
+            return _math(q, k, v, mask, p, causal, scale, softmax_keeps_input)
         if kwargs.get("enable_gqa") or not all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in (q, k, v)) \
                 or q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] or q.is_nested:
             return None  # grouped-query or unusual shapes: the CPU's own path
@@ -161,7 +189,7 @@ def cuda_kernels(capability: tuple[int, int], chosen: dict[str, str], softmax_ke
             grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
             return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, grad, p, causal,
                                                                          scale=scale)[0]
-        return _math(q, k, v, mask, p, causal, scale)
+        return _math(q, k, v, mask, p, causal, scale, softmax_keeps_input)
 
     def softmax(args: tuple[Any, ...], kwargs: dict[str, Any], log: bool, dtype_index: int) -> Any | None:
         x = args[0]
@@ -222,8 +250,10 @@ def _float_mask(mask: Any, dtype: Any) -> Any:
     return torch.zeros(mask.shape, dtype=dtype).masked_fill_(mask.logical_not(), float("-inf"))
 
 
-def _math(q: Any, k: Any, v: Any, mask: Any, p: float, causal: bool, scale: float | None) -> Any:
-    """SDPA's math path on CUDA: the score matrix, softmax, fused dropout, and the product."""
+def _math(q: Any, k: Any, v: Any, mask: Any, p: float, causal: bool, scale: float | None,
+          softmax_keeps_input: bool = False) -> Any:
+    """SDPA's math path on CUDA: the score matrix, softmax (its input kept too with
+    ``softmax_keeps_input``: PyTorch <= 1.10), fused dropout, and the product."""
     import torch
 
     root = math.sqrt(scale if scale is not None else 1.0 / math.sqrt(q.shape[-1]))
@@ -233,7 +263,7 @@ def _math(q: Any, k: Any, v: Any, mask: Any, p: float, causal: bool, scale: floa
         scores = scores.masked_fill(keep.logical_not(), float("-inf"))
     if mask is not None:
         scores = scores.masked_fill(mask.logical_not(), float("-inf")) if mask.dtype == torch.bool else scores + mask
-    weights = torch.softmax(scores, dim=-1)
+    weights = legacy_softmax(scores, -1, None, log=False) if softmax_keeps_input else torch.softmax(scores, dim=-1)
     if p > 0:
         weights = fused_dropout(weights, p)
     return weights @ v

@@ -34,6 +34,7 @@ class Plan:
     context_note: str | None
     keras_models: dict[str, Any] = field(default_factory=dict)  # by input size: built once each
     torch_note: str | None = None  # the PyTorch version modelled and its rules (torch models)
+    cuda: str = ""  # the CUDA version modelled (MAJOR.MINOR; "" for a TPU)
 
     def estimate(self, cfg: TraceConfig | None = None, progress: Progress | None = None) -> Estimate:
         """The estimate of ``cfg`` (default: the plan's configuration) on the plan's device."""
@@ -55,15 +56,19 @@ class Plan:
             assert callable(self.spec.source)
             est = estimate(self.spec.name, self.spec.source, cfg, self.device, progress)
         est.notes.extend(note for note in (self.torch_note, self.context_note) if note)
+        est.cuda = self.cuda
         return est
 
     def remedies(self, est: Estimate, progress: Callable[[str], Progress | None] | None = None) -> list[Remedy]:
         """Each remedy re-estimated, largest saving first; ``progress(step)`` gives the progress
         callback of the remedy ``step`` (``i/n name``)."""
         from gpudoc.oom.estimate import remedies
+        from gpudoc.oom.versions import rules_of
 
-        # The analytic Keras estimate models neither checkpointing nor optimizer kernels.
-        skip = frozenset({"checkpointing", "fused"}) if self.spec.framework == "keras" else frozenset()
+        # The analytic Keras estimate models neither checkpointing nor optimizer kernels; a torch
+        # model gets none that its PyTorch version did not have (fused Adam before 1.13, AMP before 1.6).
+        skip = frozenset({"checkpointing", "fused"}) if self.spec.framework == "keras" else \
+            rules_of(est.config.torch).lacks(est.config.optimizer)
         current = [""]  # "i/n name", set before each remedy's estimate runs
         return remedies(est, lambda cfg: self.estimate(cfg, progress(current[0]) if progress else None),
                         self.spec.backbone, lambda step: current.__setitem__(0, step), skip, self.device,
@@ -187,7 +192,8 @@ def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str |
     from gpudoc.oom.devices import check_precision, cuda_note, for_cuda, local_torch_cuda, parse_cuda
     from gpudoc.oom.models import require, resolve
     from gpudoc.oom.trace import compile_freeze, parse_input
-    from gpudoc.oom.versions import local_torch_version, parse_torch, rules_of, torch_note
+    from gpudoc.oom.versions import (cuda_build_note, cuda_default, local_torch_version, parse_torch, rules_of,
+                                     torch_note)
 
     if input_spec is not None:
         parse_input(input_spec, batch)
@@ -208,15 +214,26 @@ def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str |
     rules = rules_of(torch_version)
     zero_grad = zero_grad or rules.zero_grad_default
     optimizer_impl = optimizer_impl or rules.optimizer_impl_default
-    local = None if cuda else local_torch_cuda()
-    version = parse_cuda(cuda or local or "12")
-    source = "--cuda" if cuda else "the local torch build's" if local else "assumed; choose with --cuda"
+    # --cuda, else the local build's when it is the version modelled, else the newest official
+    # build of --torch, else 12.
+    local = None if cuda or torch_version != installed else local_torch_cuda()
+    official = None if cuda or local else cuda_default(torch_version)
+    version = parse_cuda(cuda or local or (official[0] if official else "12"))
+    source = "--cuda" if cuda else "the local torch build's" if local else official[1] if official else \
+        "assumed; choose with --cuda" if torch is None else \
+        f"assumed: the official builds of torch {torch_version} are not listed here; choose with --cuda"
     target = for_cuda(device(), version)
     precision_note = check_precision(target, precision)
     notes = [precision_note] if precision_note else []
+    build_note = cuda_build_note(torch_version, version) if cuda and torch is not None else None
     context_note = cuda_note(target, version, source)
+    if build_note and target.kind == "gpu":
+        context_note = f"{context_note}; {build_note}"
     spec = resolve(model)
     require(spec.framework)
+    missing = rules.missing(precision, optimizer, optimizer_impl) if spec.framework == "torch" else None
+    if missing is not None:
+        raise InputError(*missing)
     version_note = torch_note(torch_version, torch_source, installed) if spec.framework == "torch" else None
     if spec.framework != "torch" and torch is not None:
         notes.append(f"--torch {torch} has no effect on a Keras model")
@@ -235,7 +252,8 @@ def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str |
         keras_models[shape] = loaded
     config = TraceConfig(batch, shape or "", precision, optimizer, freeze, checkpointing, accumulate, inference,
                          zero_grad, optimizer_impl, torch_version if spec.framework == "torch" else "")
-    return Plan(spec, target, config, notes, context_note, keras_models, version_note)
+    return Plan(spec, target, config, notes, context_note, keras_models, version_note,
+                f"{version[0]}.{version[1]}" if target.kind == "gpu" else "")
 
 
 # ---------------------------------------------------------------- before a run starts

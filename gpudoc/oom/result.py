@@ -31,7 +31,8 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
     remedies: list[Remedy] = field(default_factory=list)
     checkpointed_blocks: list[str] = field(default_factory=list)
-    attention_kernels: dict[str, int] = field(default_factory=dict)
+    attention_kernels: dict[str, str] = field(default_factory=dict)  # kernel → why (eager: torch < 2.0)
+    cuda: str = ""  # the CUDA version of the target's PyTorch build modelled ("": not a GPU)
     torch_rules: list[str] = field(default_factory=list)  # the version rules of config.torch assumed
 
 

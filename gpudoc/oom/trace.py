@@ -466,11 +466,13 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from gpudoc.oom.kernels import cuda_kernels
+    from gpudoc.oom.kernels import cuda_kernels, eager_transformers
     from gpudoc.oom.versions import rules_of
 
     say = progress or (lambda _: None)
-    legacy_softmax = rules_of(config.torch).softmax_keeps_input
+    rules = rules_of(config.torch)
+    legacy_softmax = rules.softmax_keeps_input
+    no_sdpa = "" if rules.has_sdpa else rules.name
     if config.precision not in PRECISIONS:
         raise InputError(f"--precision {config.precision!r}: not one of {', '.join(PRECISIONS)}")
     shape, tokens = parse_input(config.input, config.batch)
@@ -491,6 +493,8 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
                                  "are estimated from a file", "save it with model.save('model.keras') and pass "
                                  "model.keras as MODEL")
             raise InputError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
+        if no_sdpa:
+            eager_transformers(model, no_sdpa, recorder.trace.attention)
         params = list(model.parameters())
         for name, p in model.named_parameters():
             if config.inference or (frozen is not None and frozen.search(name)):
@@ -511,14 +515,14 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
         low = {"amp": torch.float16, "bf16": torch.bfloat16}.get(config.precision)
         if config.checkpointing and not config.inference:
             recorder.trace.checkpointed = _checkpoint_blocks(model, lambda: [
-                cuda_kernels(capability, {}, legacy_softmax), *([_cuda_autocast(low)] if low is not None else [])])
+                cuda_kernels(capability, {}, legacy_softmax, no_sdpa), *([_cuda_autocast(low)] if low is not None else [])])
         model.train(not config.inference)
         if config.zero_grad not in ZERO_GRAD:
             raise InputError(f"--zero-grad {config.zero_grad!r}: not one of {', '.join(ZERO_GRAD)}")
         optimizer = _optimizer(config.optimizer, trainable, config.optimizer_impl) if not config.inference else None
         mode = _dispatch_mode(recorder)
         try:
-            with mode, cuda_kernels(capability, recorder.trace.attention, legacy_softmax), \
+            with mode, cuda_kernels(capability, recorder.trace.attention, legacy_softmax, no_sdpa), \
                     _module_labels(model, recorder):
                 for p in params:
                     recorder.track(p, "parameters")
