@@ -31,7 +31,9 @@ STACKS = ("Stacks: arrays (.npy, .npz) of H×W and H×W×C (C = 1, 3 or 4) are o
 @click.option("--crop-border", type=click.IntRange(0), default=0, help="Pixels to drop at each border.")
 @click.option("--ssim-preset", type=click.Choice(["wang", "skimage"]), default="wang", show_default=True,
               help="wang: 11-tap Gaussian, population covariance; skimage: scikit-image's 7x7 uniform window.")
-@click.option("--ms-ssim", "with_ms_ssim", is_flag=True, help="Also compute MS-SSIM (images of 161 px or more).")
+@click.option("--ms-ssim", "with_ms_ssim", is_flag=True,
+              help="Also compute MS-SSIM (images of 161 px or more, 97 with --ssim-preset skimage; smaller ones: "
+              "a warning, not computed).")
 @click.option("--salvage", is_flag=True,
               help="Read the complete records of damaged or cut-off event files (a warning) instead of failing.")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here (- for stdout).")

@@ -64,13 +64,13 @@ def _applicable(pred: Path, batch: Any, values: dict[str, float], options: dict[
         other = " or --ssim-preset skimage (7×7)" if preset == "wang" and min(h, w) >= 7 else ""
         skipped["ssim"] = (f"the images are {size}, smaller than SSIM's {win}×{win} window (--ssim-preset {preset}); "
                            f"give images of {win}×{win} or more{other}")
-    if min(h, w) < smallest:
-        why = (f"the images are {size}; MS-SSIM's 5 scales of the {win}-pixel window need {smallest}×{smallest} "
-               "or more")
-        if options["ms_ssim"]:
-            raise InputError(f"--ms-ssim: {pred}: {why}", "leave out --ms-ssim, or give larger images")
+    if min(h, w) < smallest and (options["ms_ssim"] or "ms_ssim" in values):
+        skimage = (window("skimage").size - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1
+        other = f" (or --ssim-preset skimage: {skimage}×{skimage})" if preset == "wang" and min(h, w) >= skimage else ""
+        skipped["ms_ssim"] = (f"the images are {size}, smaller than the {smallest}×{smallest} MS-SSIM needs (5 scales "
+                              f"of its {win}×{win} window); give images of {smallest}×{smallest} or more{other}")
         if "ms_ssim" in values:
-            skipped["ms_ssim"] = f"{why}; the reported MS-SSIM is not compared"
+            skipped["ms_ssim"] += "; the reported MS-SSIM is not compared"
             del values["ms_ssim"]
     return skipped
 
@@ -117,6 +117,7 @@ def check_images(pred: Path, target: Path, reported: Path | None, declared: floa
     records, damage = read_records(reported, salvage) if reported is not None else ([], [])
     values, rounding, shown = _reported(records, reported) if reported is not None else ({}, {}, {})
     skipped = _applicable(pred, p, values, options)
+    options["ms_ssim"] = options["ms_ssim"] and "ms_ssim" not in skipped
     if declared is None:
         say(f"note: --range auto: computing at {data.data_range:g}, {data.how}")
     for name, why in skipped.items():
@@ -148,8 +149,10 @@ def check_images(pred: Path, target: Path, reported: Path | None, declared: floa
         reported_rules.update(log_rules(reported, records, str(reported), checked, damage, findings))
         subjects.append(Subject(str(reported), "reported", reported_rules, {"records": len(records)}))
     range_text = f"{data.data_range:g} ({data.how})"
+    # What --json's not_computed says, in JUnit's properties too (a metric not computed is no rule of its own).
+    not_computed = "; ".join(f"{name.upper().replace('_', '-')}: {why.split(';')[0]}" for name, why in skipped.items())
     report = Report({**DATA_RULES, **RULES, **REPORTED_RULES, **DAMAGE_RULE}, subjects, findings,
-                    {"range": range_text})
+                    {"range": range_text, **({"not_computed": not_computed} if skipped else {})})
     extra = {
         "data_range": data.data_range,
         "range_source": data.how,

@@ -18,6 +18,8 @@ from skimage.metrics import structural_similarity
 
 from gpudoc.cli import cli
 
+from .agreement import reports
+
 
 def run(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, ["metrics-check", *args])
@@ -76,6 +78,40 @@ def test_a_metric_that_cannot_be_computed_is_warned_about(tmp_path: Path) -> Non
     assert run("--pred", p, "--target", t, "--range", "255", "--ssim-preset", "skimage")[2] == ""
 
 
+def test_ms_ssim_on_images_too_small_for_it_is_warned_about_not_an_error(tmp_path: Path) -> None:
+    """--ms-ssim on 32x32 images threw every other metric away (exit 2); now, as SSIM on 5x5:
+    a warning naming the size needed, the other metrics reported, the exit as without it."""
+    p, t = save_pair(tmp_path, *noisy((3, 32, 32)))
+    plain = run("--pred", p, "--target", t, "--range", "255")
+    code, out, err = run("--pred", p, "--target", t, "--range", "255", "--ms-ssim")
+    assert code == plain[0] == 0
+    assert err == ("gpudoc: warning: MS-SSIM not computed: the images are 32×32, smaller than the 161×161 MS-SSIM "
+                   "needs (5 scales of its 11×11 window); give images of 161×161 or more\n")
+    note = ("ms_ssim  not computed: the images are 32×32, smaller than the 161×161 MS-SSIM needs (5 scales of its "
+            "11×11 window)")
+    assert out.splitlines() == [*plain[1].splitlines()[:-1], note, plain[1].splitlines()[-1]]
+    without = reports(["--pred", p, "--target", t, "--range", "255"], tmp_path / "plain.xml")
+    result = reports(["--pred", p, "--target", t, "--range", "255", "--ms-ssim"], tmp_path / "report.xml")
+    assert result.code == without.code and result.data["metrics"] == without.data["metrics"]
+    assert "161×161 or more" in result.data["not_computed"]["ms_ssim"] and "ms_ssim" not in result.data["metrics"]
+    assert result.data["files"] == without.data["files"]  # SSIM was checked: the rule ran, on it
+    props = {e.get("name"): e.get("value") for e in result.suite.iter("property")}
+    assert props["not_computed"].startswith("MS-SSIM: the images are 32×32, smaller than the 161×161")
+    assert "not_computed" not in {e.get("name") for e in without.suite.iter("property")}
+    # Large enough for the 7x7 window's 97x97: the other preset is suggested, and computes it.
+    p, t = save_pair(tmp_path, *noisy((2, 100, 100)), name="100")
+    assert "(or --ssim-preset skimage: 97×97)" in run("--pred", p, "--target", t, "--range", "255", "--ms-ssim")[2]
+    code, out, err = run("--pred", p, "--target", t, "--range", "255", "--ms-ssim", "--ssim-preset", "skimage",
+                         "--json")
+    assert code == 0 and err == "" and "ms_ssim" in json.loads(out)["metrics"]
+    # Under SSIM's window too (5x5): both warned about, both named in JUnit's properties.
+    p, t = save_pair(tmp_path, *noisy((2, 5, 5)), name="5")
+    result = reports(["--pred", p, "--target", t, "--range", "255", "--ms-ssim"], tmp_path / "five.xml")
+    assert set(result.data["not_computed"]) == {"ssim", "ms_ssim"} and result.code == 0
+    assert {e.get("name"): e.get("value") for e in result.suite.iter("property")}["not_computed"].startswith(
+        "SSIM: the images are 5×5, smaller than SSIM's 11×11 window (--ssim-preset wang); MS-SSIM: the images are 5×5")
+
+
 def test_overflowing_metrics_are_errors_not_inf(tmp_path: Path) -> None:
     huge = np.full((2, 16, 16), 1e300)
     opposite = huge.copy()
@@ -108,8 +144,6 @@ def test_bad_images_are_named_with_a_fix(tmp_path: Path) -> None:
         assert code == 2 and err.startswith(f"gpudoc: error: {tmp_path / 'odd.npy'}: {said}"), err
     code, _, err = run("--pred", p, "--target", t, "--range", "255", "--crop-border", "20")
     assert code == 2 and f"--crop-border 20: {p} holds 32×32 images" in err and "use --crop-border 15 or less" in err
-    code, _, err = run("--pred", p, "--target", t, "--range", "255", "--ms-ssim")
-    assert code == 2 and f"--ms-ssim: {p}: the images are 32×32" in err and "leave out --ms-ssim" in err
     code, _, err = run("--pred", p, "--target", t, "--range", "255", "--y-channel")
     assert code == 2 and "1-channel images; the Y channel needs RGB" in err
     values = np.random.default_rng(1).random((3, 8, 8))
