@@ -515,7 +515,8 @@ def trace_training(factory: Callable[[], Any], config: TraceConfig,
         low = {"amp": torch.float16, "bf16": torch.bfloat16}.get(config.precision)
         if config.checkpointing and not config.inference:
             recorder.trace.checkpointed = _checkpoint_blocks(model, lambda: [
-                cuda_kernels(capability, {}, legacy_softmax, no_sdpa), *([_cuda_autocast(low)] if low is not None else [])])
+                cuda_kernels(capability, {}, legacy_softmax, no_sdpa),
+                *([_cuda_autocast(low)] if low is not None else [])])
         model.train(not config.inference)
         if config.zero_grad not in ZERO_GRAD:
             raise InputError(f"--zero-grad {config.zero_grad!r}: not one of {', '.join(ZERO_GRAD)}")

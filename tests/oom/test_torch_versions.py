@@ -157,7 +157,7 @@ def test_zero_grad_and_optimizer_defaults_follow_the_version(version: str, zero_
 
 
 def test_given_zero_grad_and_optimizer_impl_win_over_the_versions_defaults() -> None:
-    config = _plan(torch="1.10", zero_grad="none", optimizer_impl="fused").config
+    config = _plan(torch="1.13", zero_grad="none", optimizer_impl="fused").config
     assert (config.zero_grad, config.optimizer_impl) == ("none", "fused")
 
 
@@ -229,3 +229,192 @@ def test_the_analytic_estimate_assumes_no_version_rule(softmax_model: str) -> No
     assert code == 0 and data["method"] == "analytic", err
     assert data["torch_rules"] == []
     assert "torch 1.10's kept softmax inputs are not modelled by the analytic estimate" in data["notes"]
+
+
+# --- the CUDA of the version's official builds ----------------------------------------------------------
+
+MiB = 1024**2
+RESNET = ("estimate", "resnet18", "--input", "3x32x32", "--batch", "8", "--gpu", "V100-32GB", "--no-remedies",
+          "--json")
+
+
+@pytest.mark.parametrize(("version", "cuda", "context_mib", "others"), [
+    ("1.10", "11.3", 1343, "pass --cuda 10.2 or 11.1 for its other builds"),  # eager module loading
+    ("1.13", "11.7", 300, "pass --cuda 11.6 for its other builds"),  # lazy from 11.7 (set by torch from 1.13)
+    ("2.3", "12.1", 300, "pass --cuda 11.8 for its other builds"),
+])
+def test_cuda_defaults_to_the_newest_official_build_of_the_torch(version: str, cuda: str, context_mib: int,
+                                                                 others: str) -> None:
+    code, out, err = _run(*RESNET, "--torch", version)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["cuda"] == cuda and data["breakdown"]["CUDA context"] == context_mib * MiB
+    assert any(n.startswith(f"CUDA {cuda} (the newest official build of torch {version}; {others}): ")
+               for n in data["notes"])
+    given = json.loads(_run(*RESNET, "--torch", version, "--cuda", cuda)[1])
+    assert given["total_bytes"] == data["total_bytes"] and given["cuda"] == cuda
+
+
+def test_a_cuda_no_official_build_of_the_torch_had_is_a_note_not_an_error() -> None:
+    code, out, err = _run(*RESNET, "--torch", "1.10", "--cuda", "12.1")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["cuda"] == "12.1" and data["breakdown"]["CUDA context"] == 300 * MiB  # as given: lazy loading
+    assert any(n.endswith("--cuda 12.1: no official build of torch 1.10 had it (its builds: 10.2, 11.1, 11.3); "
+                          "taken as given, as for a build from source") for n in data["notes"])
+    ok = json.loads(_run(*RESNET, "--torch", "1.10", "--cuda", "11.1")[1])
+    assert not any("no official build" in n for n in ok["notes"])
+
+
+def test_a_torch_whose_builds_are_not_listed_says_so() -> None:
+    data = json.loads(_run(*RESNET, "--torch", "2.7")[1])
+    assert data["cuda"] == "12.0"
+    assert any("(assumed: the official builds of torch 2.7 are not listed here; choose with --cuda)" in n
+               for n in data["notes"])
+
+
+def test_the_build_table_is_ordered_and_has_no_impossible_pairs() -> None:
+    from gpudoc.oom.versions import CUDA_BUILDS
+
+    for version, builds in CUDA_BUILDS.items():
+        parsed = [tuple(int(x) for x in b.split(".")) for b in builds]
+        assert parsed == sorted(parsed), version
+        # Lazy loading (CUDA 11.7) came with 1.13's builds: none before had it.
+        assert (max(parsed) >= (11, 7)) == (version >= (1, 13)), version
+
+
+# --- no scaled_dot_product_attention before 2.0 ----------------------------------------------------------
+
+SDPA_MODEL = """import torch
+from torch.nn import functional
+
+
+class Attend(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.Linear(64, 192)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).view(x.shape[0], x.shape[1], 3, 4, 16).permute(2, 0, 3, 1, 4)
+        return functional.scaled_dot_product_attention(q, k, v, is_causal=True).sum(1)
+
+
+def build():
+    return Attend()
+"""
+
+
+def test_a_user_model_calling_sdpa_before_2_0_is_told_it_does_not_exist(tmp_path: Path) -> None:
+    path = tmp_path / "attend.py"
+    path.write_text(SDPA_MODEL)
+    base = ("estimate", f"{path}:build", "--input", "128x64", "--batch", "2", "--gpu", "V100", "--no-remedies",
+            "--json", "--optimizer", "sgd")
+    old, new = (json.loads(_run(*base, "--torch", v)[1]) for v in ("1.12", "2.0"))
+    assert list(old["attention_kernels"]) == ["eager"] and list(new["attention_kernels"]) == ["memory-efficient"]
+    assert ("attention: the model calls F.scaled_dot_product_attention, which torch 1.12 does not have (added in "
+            "2.0): it would fail there; modelled as the eager computation (scores, softmax, dropout, product)"
+            in old["notes"])
+    # batch x heads x L x L float32: the eager path keeps the probabilities, and its backward makes
+    # L x L gradients; the memory-efficient kernel neither.
+    square = 2 * 4 * 128 * 128 * 4
+    assert old["peak_allocated_bytes"] - new["peak_allocated_bytes"] >= 2 * square
+
+
+def test_the_eager_path_computes_what_sdpa_does() -> None:
+    from gpudoc.oom.kernels import cuda_kernels
+
+    q, k, v = (torch.randn(2, 3, 5, 8, dtype=torch.float64) for _ in range(3))
+    mask = torch.rand(5, 5) > 0.3
+    mask[:, 0] = True
+    for keeps_input in (False, True):
+        for kwargs in ({"is_causal": True}, {"attn_mask": mask}, {"scale": 0.5}):
+            expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs)
+            chosen: dict[str, str] = {}
+            with cuda_kernels((8, 0), chosen, keeps_input, no_sdpa="1.10"):
+                got = torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs)
+            assert torch.allclose(got, expected) and list(chosen) == ["eager"]
+
+
+def test_the_builtin_gpt2_runs_eager_attention_before_2_0() -> None:
+    code, out, err = _run("estimate", "gpt2_small", "--input", "tokens:256", "--batch", "2", "--gpu", "T4",
+                          "--torch", "1.10", "--json", "--no-remedies")
+    assert code == 0, err
+    data = json.loads(out)
+    why = "torch 1.10 has no scaled_dot_product_attention (added in 2.0): the eager computation (scores, softmax, " \
+          "dropout, product)"
+    assert data["attention_kernels"] == {"eager": why} and f"attention: {why}" in data["notes"]
+
+
+def test_hf_models_take_eager_attention_before_2_0(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    tiny = {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "intermediate_size": 128, "vocab_size": 1000, "max_position_embeddings": 128,
+            "architectures": ["BertForMaskedLM"]}
+    activations = {}
+    for attention in ("sdpa", "eager"):
+        path = tmp_path / f"{attention}.json"
+        path.write_text(json.dumps({**tiny, "attn_implementation": attention}))
+        for version in ("1.10", "2.0"):
+            code, out, err = _run("estimate", f"hf:{path}", "--batch", "2", "--input", "tokens:128", "--gpu", "V100",
+                                  "--no-remedies", "--json", "--torch", version)
+            assert code == 0, err
+            data = json.loads(out)
+            activations[attention, version] = data["breakdown"]["activations"]
+            if (attention, version) == ("sdpa", "1.10"):
+                assert data["attention_kernels"] == {"eager": "torch 1.10 has no scaled_dot_product_attention "
+                                                               "(added in 2.0): transformers' eager attention"}
+    assert activations["sdpa", "1.10"] == activations["eager", "1.10"]  # what transformers runs there
+    assert activations["sdpa", "2.0"] < activations["eager", "2.0"]
+
+
+# --- what a version did not have yet ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "line"), [
+    (("--torch", "1.10", "--optimizer-impl", "fused"),
+     "--optimizer-impl fused: torch 1.10 has no fused Adam (Adam(fused=True) is from torch 1.13): use "
+     "--optimizer-impl for-loop, or --torch 1.13 or newer"),
+    (("--torch", "1.13", "--optimizer", "adamw", "--optimizer-impl", "fused"),
+     "--optimizer-impl fused: torch 1.13 has no fused AdamW (AdamW(fused=True) is from torch 2.0): use "
+     "--optimizer-impl for-loop, or --torch 2.0 or newer"),
+    (("--torch", "2.1", "--optimizer", "torch.optim:SGD", "--optimizer-impl", "fused"),
+     "--optimizer-impl fused: torch 2.1 has no fused SGD (SGD(fused=True) is from torch 2.2): use "
+     "--optimizer-impl for-loop, or --torch 2.2 or newer"),
+    (("--torch", "1.5", "--precision", "amp"),
+     "--precision amp: torch 1.5 has no CUDA autocast (torch.cuda.amp), which is from torch 1.6: use --precision "
+     "fp32, or --torch 1.6 or newer"),
+    (("--torch", "1.5", "--precision", "bf16"),
+     "--precision bf16: torch 1.5 has no bf16 autocast on CUDA (torch.autocast's dtype), which is from torch 1.10: "
+     "use --precision fp32, or --torch 1.10 or newer"),
+    (("--torch", "1.9", "--precision", "bf16"),
+     "--precision bf16: torch 1.9 has no bf16 autocast on CUDA (torch.autocast's dtype), which is from torch 1.10: "
+     "use --precision amp or fp32, or --torch 1.10 or newer"),
+])
+@pytest.mark.parametrize("command", ["estimate", "max-batch"])
+def test_what_the_version_did_not_have_is_refused(softmax_model: str, command: str, args: tuple[str, ...],
+                                                  line: str) -> None:
+    code, out, err = _run(command, softmax_model, "--input", "16", "--batch", "2", "--gpu", "A100-80GB", *args)
+    assert (code, out, err.strip()) == (2, "", f"gpudoc: error: {line}")
+
+
+@pytest.mark.parametrize("args", [
+    ("--torch", "1.13", "--optimizer-impl", "fused"), ("--torch", "2.0", "--optimizer", "adamw", "--optimizer-impl",
+                                                       "fused"),
+    ("--torch", "1.6", "--precision", "amp"), ("--torch", "1.10", "--precision", "bf16"),
+])
+def test_what_the_version_had_is_accepted(softmax_model: str, args: tuple[str, ...]) -> None:
+    code, out, err = _run("estimate", softmax_model, "--input", "16", "--batch", "2", "--gpu", "A100-80GB",
+                          "--no-remedies", "--json", *args)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(("version", "absent"), [
+    ("1.5", {"amp", "bf16", "fused"}), ("1.10", {"fused"}), ("2.3", set()),
+])
+def test_remedies_the_version_did_not_have_are_not_offered(softmax_model: str, version: str,
+                                                           absent: set[str]) -> None:
+    code, out, err = _run("estimate", softmax_model, "--input", "16", "--batch", "64", "--gpu", "A100-80GB",
+                          "--remedies", "--json", "--torch", version, "--optimizer-impl", "foreach")
+    assert code == 0, err
+    names = {r["name"] for r in json.loads(out)["remedies"]}
+    assert not names & absent and {"amp", "bf16"} - absent <= names
+    assert rules_of(version).lacks("adam") == absent
