@@ -65,8 +65,9 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      "adamw, sgd, momentum). Default: --torch's on CUDA (foreach from 2.0, for-loop before)."),
         click.option("--torch", "torch_version", metavar="VERSION", default=None,
                      help="PyTorch version of the training run (1.10, 2.3): softmax's backward keeps its input up "
-                     "to 1.10; the --zero-grad and --optimizer-impl defaults change in 2.0. Default: the local "
-                     "torch's."),
+                     "to 1.10; the --zero-grad and --optimizer-impl defaults change in 2.0; before 2.0 attention is "
+                     "eager (no scaled_dot_product_attention); amp needs 1.6, bf16 1.10, fused Adam 1.13, fused "
+                     "AdamW 2.0 (exit 2 before). It sets --cuda's default. Default: the local torch's."),
         click.option("--inference", is_flag=True, help="Forward only, no gradients."),
         click.option("--gpu", "gpu_name", default=None,
                      help="Target device (V100-16GB/32GB, A100-40GB/80GB, H100-80GB, H200-141GB, L4, T4, "
@@ -76,7 +77,8 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--cuda", "cuda", metavar="VERSION", default=None,
                      help="CUDA version of the target's PyTorch build (11.2, 11.8, 12.4, 12.x): it sets the "
                      "CUDA context (lazy module loading from 11.7; before, ~1.3 GiB of eagerly loaded kernels). "
-                     "Default: the local torch build's (torch.version.cuda), else 12."),
+                     "Default: the local torch build's (torch.version.cuda) when --torch is the local version, "
+                     "else the newest official build of --torch, else 12."),
         json_option,
     ]
     for option in reversed(options):
