@@ -897,8 +897,8 @@ def test_oom_custom_model_options(model_files: dict[str, Path], factory: str, sp
             args += ["--optimizer-impl", data.draw(st.sampled_from(["foreach", "for-loop", "fused", "loop", ""]))]
         if data.draw(st.booleans()):
             args += ["--torch", data.draw(st.one_of(st.sampled_from(["1.10", "2.3", "2.1.0+cu118", "1.13", "1.14",
-                                                                    "0.4", "9.9", "2", "", "x", "2.x", "v2.0",
-                                                                    "2.0rc1", "١.١٠"]),
+                                                                    "1.5", "2.7", "0.4", "9.9", "2", "", "x", "2.x",
+                                                                    "v2.0", "2.0rc1", "١.١٠"]),
                                                     st.text(alphabet="0123456789.+rcu", max_size=7)))]
         args += data.draw(st.lists(st.sampled_from(["--inference", "--checkpointing", "--json"]), max_size=2,
                                    unique=True))
