@@ -31,7 +31,7 @@ from gpudoc.runwatch import Check, Point, Watch, how_it_ended, max_batch_line, w
 from gpudoc.train import LEFTOVER_WAIT, Attempts, Run, RunState, RunStatus, describe
 
 from .messages import ActionFinished, SampleFailed, Sampled, Watched, WatchFailed
-from .runview import ChecksScreen, CurvesPanel, RunPanel, check_line, compact
+from .runview import ChecksScreen, CurvesPanel, MaxBatchFound, RunPanel, check_line, compact
 from .screens import ConfirmScreen, HelpScreen
 from .tools import TOOLS, ToolScreen
 from .widgets import GpuPanel, HostPanel, LinePanel, ProcessTable, TextPanel, verdict_name
@@ -57,8 +57,8 @@ class GpudocApp(App[None]):
     the checks on them; the watch is polled on the sampler's thread after each sample.
     ``attempts`` runs the command instead of ``run``: a failed attempt is started again (under
     ``--restarts``), and one not started yet is started after asking whether to, when the
-    pre-launch ``estimate`` (``--model``) predicts out of memory (``declined``: the answer was
-    no; ``start_error``: it could not start). ``estimate_note`` says why there is none."""
+    pre-launch ``estimate`` (``--model``) predicts out of memory (the answer no exits the app;
+    ``start_error``: it could not start). ``estimate_note`` says why there is no estimate."""
 
     CSS_PATH = "app.tcss"
     TITLE = "gpudoc"
@@ -106,7 +106,6 @@ class GpudocApp(App[None]):
         self.training_run = run if run is not None or attempts is None else attempts.run
         self.estimate = estimate
         self.estimate_note = estimate_note
-        self.declined = False
         self.start_error: InputError | None = None
         self.max_batch: str | None = None  # after an out-of-memory end: max-batch's answer
         self._ended_at: float | None = None  # when this attempt was first seen ended
@@ -180,7 +179,6 @@ class GpudocApp(App[None]):
             if yes:
                 self._start_attempt()
             else:
-                self.declined = True
                 self.exit()
 
         self.push_screen(ConfirmScreen(question, yes="Start anyway (y)", no="Don't start (n)"), answered)
@@ -266,23 +264,17 @@ class GpudocApp(App[None]):
             sample = None
             try:
                 sample = self.monitor.sample()
-                sampled: Message = Sampled(sample)
+                self.post_message(Sampled(sample))
             except Exception as exc:  # the monitor must survive anything a sample meets
-                sampled = SampleFailed(f"{type(exc).__name__}: {exc}")
-            # With a run, the sample is posted just before the look's message (the first one
-            # at once: the first paint waits for it): the UI handles both before it paints,
-            # one frame a second instead of two.
-            later = self.run_watch is not None and self._first_taken.is_set()
-            if not later:
-                self.post_message(sampled)
+                self.post_message(SampleFailed(f"{type(exc).__name__}: {exc}"))
+            finally:
                 self._first_taken.set()
             if self.run_watch is not None:
-                self._look(self.run_watch, sample, sampled if later else None)
+                self._look(self.run_watch, sample)
 
-    def _look(self, watch: Watch, sample: MonitorSample | None, sampled: Message | None = None) -> None:
+    def _look(self, watch: Watch, sample: MonitorSample | None) -> None:
         """Poll the watch (sampler thread): the run's processes for its open event files, the
-        stall check and its GPU use (from the monitor's sample, not a second NVML call); post
-        ``sampled`` just before what it found."""
+        stall check and its GPU use (from the monitor's sample, not a second NVML call)."""
         run = self.training_run
         try:
             members = run.members() if run is not None else []
@@ -299,14 +291,11 @@ class GpudocApp(App[None]):
                 where = watch.finder.logdir
                 source = (f"no event file in {where} yet" if where is not None
                           else watch.finder.note or "no event file or value in the output yet")
-            found: Message = Watched(list(self._points), checks, source, watch.from_output)
+            self.post_message(Watched(list(self._points), checks, source, watch.from_output))
         except Exception as exc:  # reading the logs must not take the monitor down
-            found = WatchFailed(f"reading the run's scalars failed: {type(exc).__name__}: {exc}")
+            self.post_message(WatchFailed(f"reading the run's scalars failed: {type(exc).__name__}: {exc}"))
         finally:
             self._points.clear()
-        if sampled is not None:
-            self.post_message(sampled)
-        self.post_message(found)
 
     def on_watched(self, message: Watched) -> None:
         self.query_one(CurvesPanel).take(message.points, message.checks, message.source, not message.from_output)
@@ -412,12 +401,12 @@ class GpudocApp(App[None]):
             line = max_batch_line(with_max_batch(made, fit))
         except Exception as exc:  # the estimate must not take the monitor down
             line = f"max batch for the same spec: failed ({type(exc).__name__}: {exc})"
-        self.call_from_thread(self._show_max_batch, line)
+        self.post_message(MaxBatchFound(line))  # dropped if the app has exited meanwhile
 
-    def _show_max_batch(self, line: str) -> None:
-        self.max_batch = line
-        self.query_one(RunPanel).set_info(max_batch=line)
-        self.notify(line, title="out of memory", severity="warning", timeout=15)
+    def on_max_batch_found(self, message: MaxBatchFound) -> None:
+        self.max_batch = message.line
+        self.query_one(RunPanel).set_info(max_batch=message.line)
+        self.notify(message.line, title="out of memory", severity="warning", timeout=15)
 
     def _leftovers_found(self, rows: list[ProcessRow]) -> None:
         """The run's leader exited and these processes of it still hold a GPU: say so at once,

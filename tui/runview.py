@@ -14,6 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -50,6 +51,14 @@ def number(value: float | None) -> str:
 
 def check_line(check: Check) -> str:
     return f"[{check.rule}] {check.message}"
+
+
+class MaxBatchFound(Message):
+    """max-batch's answer after an out-of-memory end, from the worker thread that found it."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        self.line = line
 
 
 class RunPanel(LinePanel):

@@ -135,7 +135,8 @@ def tui(
         return ExitCode.INTERNAL
     if app.start_error is not None:
         raise app.start_error
-    if app.declined and estimate is not None:
+    if attempts is not None and attempts.run is None:  # "don't start", or quit at the question
+        assert estimate is not None
         print(f"gpudoc: the run was not started: {estimate[1].line()}", file=sys.stderr)
         return ExitCode.FINDINGS
     if status is None or attempts is None:

@@ -467,14 +467,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("answer", ["n", "y", "y-missing"])
+@pytest.mark.parametrize("answer", ["n", "ctrl+q", "y", "y-missing"])  # ctrl+q: quit at the question
 def test_an_estimate_that_predicts_oom_asks_before_the_command_starts(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, models: Path, answer: str,
 ) -> None:
     marker = tmp_path / "started"
     command = ["/no/such/command"] if answer == "y-missing" else [
         sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
-    answer = answer[0]
+    answer = "y" if answer.startswith("y") else answer
     seen: dict[str, Any] = {}
 
     async def drive(pilot: Any) -> None:
@@ -496,7 +496,7 @@ def test_an_estimate_that_predicts_oom_asks_before_the_command_starts(
     assert "best remedy: " in seen["question"] and "Start it anyway?" in seen["question"]
     assert "RUN not started: estimated out of memory" in seen["panel"] and ": oom in 9.6 GiB free on GPU 0" in seen[
         "panel"]
-    if answer == "n":
+    if answer in ("n", "ctrl+q"):
         assert result.exit_code == 1, result.output
         assert not marker.exists()
         assert result.stderr.startswith("gpudoc: the run was not started: estimate: ") and ": oom (" in result.stderr
