@@ -242,7 +242,8 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
         click.echo(f"{run:<{widths[0]}}  {kind:<{widths[1]}}  {tag:<{widths[2]}}  {before:>{widths[3]}} → {after}")
     for source, dest, records_in, records_out in report.files:
         verb = "would write" if dry_run else "wrote"
-        click.echo(f"{source}: {records_in} records → {verb} {records_out} to {dest}")
+        where = f"in place (the original kept in {backup})" if in_place else f"to {dest}"
+        click.echo(f"{source}: {records_in} records → {verb} {records_out} {where}")
     _copied_lines(report.copied, report.skipped, dry_run=dry_run)
     click.echo(f"{report.reencoded} event(s) re-encoded, {report.reattached} tag metadata re-attached")
     _damage_lines(report.damage)

@@ -123,8 +123,14 @@ def test_in_place_needs_a_backup_outside_and_keeps_the_originals(tbx: Path, tmp_
     original = {p.relative_to(tbx): p.read_bytes() for p in files(tbx)}
     code, _, err = gpudoc("trim", str(tbx), "--in-place", "--steps", "0:10")
     assert code == 2 and "--backup" in err
-    code, _, _ = gpudoc("trim", str(tbx), "--in-place", "--backup", str(tmp_path / "bak"), "--steps", "0:10")
-    assert code == 0
+    # The dry run (and the run) say the files are rewritten in place, not "written to" SRC.
+    code, out, _ = gpudoc("trim", str(tbx), "--in-place", "--backup", str(tmp_path / "bak"), "--steps", "0:10",
+                          "--dry-run")
+    lines = [line for line in out.splitlines() if " records → " in line]
+    assert code == 0 and len(lines) == len(original) and not (tmp_path / "bak").exists()
+    assert all(line.endswith(f" in place (the original kept in {tmp_path / 'bak'})") for line in lines), out
+    code, out, _ = gpudoc("trim", str(tbx), "--in-place", "--backup", str(tmp_path / "bak"), "--steps", "0:10")
+    assert code == 0 and f"in place (the original kept in {tmp_path / 'bak'})" in out
     assert {p.relative_to(tmp_path / "bak"): p.read_bytes() for p in files(tmp_path / "bak")} == original
     assert max(e.step for e in events_of(next(iter(files(tbx))))) <= 10
 
