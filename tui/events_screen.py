@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 from textual.binding import Binding, BindingType
 from textual.content import Content
-from textual.widgets import Input
 
 from gpudoc.errors import InputError
 
@@ -70,15 +69,24 @@ class EventsScreen(ToolScreen):
         Binding("ctrl+o", "act('export')", "Export"),
     ]
 
+    FIXES = (("pass --force to write into it", "give a new or empty output directory"),
+             ("write to another directory, or use --in-place with --backup", "write to another directory"),
+             ("name the file .csv, .jsonl or .parquet, or pass --format csv|jsonl|parquet",
+              "name the output .csv, .jsonl or .parquet"),
+             ("pip install pyarrow, or use --format csv|jsonl",
+              "pip install pyarrow, or name the output .csv or .jsonl"))
+
     def __init__(self, logdir: str = "") -> None:
         super().__init__()
         self.logdir = logdir
         self._job: _Job = ("info", False, ())
         self._preview: tuple[str, tuple[str, ...]] | None = None  # the dry run a second press confirms
 
-    def on_mount(self) -> None:  # ToolScreen's runs too (Textual calls each class's)
-        if self.logdir:
-            self.query_one("#field-path", Input).value = self.logdir
+    def defaults(self) -> dict[str, str | bool]:
+        return {"path": self.logdir} if self.logdir else {}
+
+    def outputs(self) -> list[tuple[str, str]]:
+        return [("output", self.field("output"))]
 
     def _values(self) -> tuple[str, ...]:
         return tuple(self.field(f.name) for f in self.FIELDS)
@@ -111,9 +119,11 @@ class EventsScreen(ToolScreen):
     # ------------------------------------------------------------------ info
 
     def _info(self, path: str, progress: Progress) -> Outcome:
+        from gpudoc.events import discover
         from gpudoc.events.info import describe, info_json
 
         infos = describe([path], progress=lambda run: progress(f"reading run {run}"))
+        _, runs = discover(path)
         lines: list[Content] = []
         for _, info in infos:
             lines += _info_lines(info)
@@ -121,7 +131,7 @@ class EventsScreen(ToolScreen):
         lines.append(Content.styled(f"{_count(bad, 'damaged or incomplete stretch')} (exit 1 in the CLI)", "bold red")
                      if bad else Content.styled(f"{_count(len(infos), 'run')}, nothing damaged", "green"))
         lines.append(Content.styled("ctrl+t trims, ctrl+o exports (a dry run first; again to write)", "dim"))
-        return Outcome(info_json(infos), Content("\n").join(lines), _files(infos))
+        return Outcome(info_json(infos), Content("\n").join(lines), [f for run in runs for f in run.files])
 
     # ------------------------------------------------------------------ trim
 
@@ -135,8 +145,9 @@ class EventsScreen(ToolScreen):
         spec = TrimSpec(first, last, _patterns(form["tags"], "trim tags"), _patterns(form["exclude"], "exclude tags"),
                         _kinds(form["kinds"], None))
         output = Path(form["output"]) if form["output"] else None
-        if write and output is None:
-            raise InputError("give the output directory to write the trimmed copy to", "a new directory outside SRC")
+        if output is None:  # before the dry run too: it checks the destination
+            raise InputError("give the output directory to write the trimmed copy to",
+                             "a new directory outside the logdir")
         root, runs = discover(form["path"])
         if output is not None:
             check_destination(root, runs, output_directory(output), force=False)
@@ -160,7 +171,7 @@ class EventsScreen(ToolScreen):
         if target.stream:
             raise InputError(f"{output}: a stream; the screen is on the terminal", "give a file to export to")
         if target.path.exists():
-            raise InputError(f"{output}: exists", "give a new file (the CLI replaces one with --force)")
+            raise InputError(f"{output}: exists", "give a new file")
         fmt = format_for(output, None)
         kinds = _kinds(form["kinds"], "scalar")
         assert kinds is not None
@@ -200,10 +211,6 @@ class EventsScreen(ToolScreen):
                         severity="warning")
             return
         super().action_save()
-
-
-def _files(infos: list[tuple[str, Any]]) -> list[Path]:
-    return [Path(f.path) for _, info in infos for f in info.files]
 
 
 def _patterns(text: str, label: str) -> tuple[re.Pattern[str], ...]:

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from textual.content import Content
-from textual.widgets import Input
 
-from gpudoc.errors import GpudocError, InputError
+from gpudoc.errors import InputError
 
 from .curves import plot
 from .runview import number
@@ -45,12 +44,15 @@ class MasksScreen(ToolScreen):
         Field("audit_path", "audit JSON to", "gpudoc-mask-audit.json", wide=True),
     )
 
+    SAVE_NAME = "gpudoc-mask-sweep.json"
+    FIXES = (("(declare it with --scale to silence this)", "(pick the scale to silence this)"),
+             ("declare the scale the data is in (--scale 1|255|logits)",
+              "pick the scale the data is in: 1, 255, logits"),
+             ("or declare --scale logits", "or pick the scale logits"))
+
     def __init__(self) -> None:
         super().__init__()
         self.audit_json: Any = None
-
-    def on_mount(self) -> None:  # ToolScreen's runs too (Textual calls each class's)
-        self.query_one("#save-path", Input).value = "gpudoc-mask-sweep.json"
 
     def compute(self, progress: Progress) -> Outcome:
         from gpudoc.masks import sweep
@@ -79,25 +81,20 @@ class MasksScreen(ToolScreen):
         scales, _ = resolve_scales(stacks, declared)
         reports = [(stack, *audit_stack(stack, t, rule, found)) for stack, found in zip(stacks, scales)]
         self.audit_json = audit_json(reports)
-        notes = [Content.styled(f"warning: {w}", "yellow") for w in (unused, warning) if w]
+        notes = [Content.styled(f"warning: {self.own_words(w)}", "yellow") for w in (unused, warning) if w]
         text = Content("\n").join([*notes, *_sweep_lines(result), Content(""), *_audit_lines(reports)])
         return Outcome(result, text, [_on_disk(f) for pair in pairs for f in pair])
 
-    def action_save(self) -> None:
+    def saves(self) -> list[tuple[str, str, Any]]:
         """The sweep's JSON to the save field, the audit's to its own."""
-        from gpudoc.output import atomic_file, emit_json
-
-        super().action_save()
         dest = self.field("audit_path")
-        if self.outcome is None or not dest or dest == "-":
-            return
-        try:
-            with atomic_file(Path(dest), "w") as out:
-                emit_json(self.audit_json, out)
-        except GpudocError as exc:
-            self.notify(exc.message, severity="error")
-            return
-        self.notify(f"saved {dest}")
+        return [*super().saves(), *([("audit JSON to", os.path.expanduser(dest), self.audit_json)] if dest else [])]
+
+    def read_files(self) -> list[Path]:
+        """The pairs the sweep read and the probabilities the audit read."""
+        from gpudoc.masks.io import expand
+
+        return [*super().read_files(), *(_on_disk(f) for f in expand(_paths(self.field("probs"), "probabilities")))]
 
 
 def for_app(app: Any) -> MasksScreen:

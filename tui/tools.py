@@ -2,34 +2,44 @@
 
 Each screen is a form, a status line and the result. Enter in a text field (or ctrl+r) runs
 the tool on a worker thread that only posts messages; Escape cancels it (the next progress
-step stops it; its result is dropped), or closes the screen when nothing runs. ctrl+s saves
-the result as the JSON the CLI's ``--json`` prints (never over a file the tool read). The
-screens call the CLI's own core functions.
+step stops it; its result is dropped), or closes the screen when nothing runs; ``q`` closes it.
+ctrl+s saves the result as the JSON the CLI's ``--json`` prints: never over a file the tool
+read, never two outputs to one file, and an existing file only after asking. A form keeps its
+values for the app's lifetime. Errors name the form's fields, not the CLI's flags. The screens
+call the CLI's own core functions.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import threading
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, Static
+from textual.widgets._select import NoSelection
 
 from gpudoc.errors import GpudocError
 from gpudoc.metrics.compute import RANGES
 from gpudoc.oom.devices import CATALOG
 
 Progress = Callable[[str], None]
+Form = dict[str, str | bool]
+_FORMS: weakref.WeakKeyDictionary[App[Any], dict[str, Form]] = weakref.WeakKeyDictionary()  # per app, per tool
+_FLAG = re.compile(r"(?<![\w-])--([a-z][\w-]*)")
+_CLI_ONLY = (("name a file to write, or - for stdout", "name a file to write"),)  # the screens refuse stdout
 
 
 class Cancelled(Exception):
@@ -39,7 +49,7 @@ class Cancelled(Exception):
 @dataclass
 class Outcome:
     """What a tool found: the object its ``--json`` prints, the lines to show, and the files
-    it read (never saved over)."""
+    it read (never saved over; a directory stands for every file under it)."""
 
     json: Any
     text: Content
@@ -63,8 +73,9 @@ class ToolDone(Message):
 @dataclass(frozen=True)
 class Field:
     """One input of a tool's form: a text field, a picker of ``choices`` (``value`` chosen
-    first; none chosen is the default, which ``placeholder`` names) or, with ``flag``, a
-    checkbox. ``wide`` spans both columns of a two-column form."""
+    first and then always one chosen; without ``value``, none chosen is the default, which
+    ``placeholder`` names) or, with ``flag``, a checkbox. ``wide`` spans both columns of a
+    two-column form."""
 
     name: str
     label: str
@@ -84,9 +95,12 @@ class GpusRead(Message):
 
 
 class ToolScreen(Screen[None]):
-    """A tool's form and result. A subclass gives ``TOOL``, ``FIELDS`` and ``compute``."""
+    """A tool's form and result. A subclass gives ``TOOL``, ``FIELDS`` and ``compute``;
+    ``FIXES`` rewrites the core's advice that names the CLI's flags into the form's words."""
 
     TOOL: ClassVar[str] = ""
+    FIXES: ClassVar[tuple[tuple[str, str], ...]] = ()
+    SAVE_NAME: ClassVar[str] = ""
     TITLE_TEXT: ClassVar[str] = ""
     FIELDS: ClassVar[tuple[Field, ...]] = ()
     COLUMNS: ClassVar[int] = 1
@@ -102,6 +116,7 @@ class ToolScreen(Screen[None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel_or_close", "Cancel / close"),
+        Binding("q", "close", "Close"),
         Binding("ctrl+r", "start", "Run"),
         Binding("ctrl+s", "save", "Save JSON"),
     ]
@@ -112,7 +127,25 @@ class ToolScreen(Screen[None]):
         self.running = False
         self._cancel = threading.Event()
 
+    def defaults(self) -> Form:
+        """Initial values that differ from the fields' own (e.g. the run's logdir)."""
+        return {}
+
+    def form(self) -> Form:
+        """Every widget's value, by id without ``field-`` (the save fields' too)."""
+        values: Form = {}
+        for widget in self.query("#tool-form Input, #tool-form Select, #tool-form Checkbox"):
+            if widget.id is None:
+                continue
+            key = widget.id.removeprefix("field-")
+            if isinstance(widget, Select):
+                values[key] = "" if widget.is_blank() else str(widget.value)
+            elif isinstance(widget, Input | Checkbox):
+                values[key] = widget.value
+        return values
+
     def compose(self) -> ComposeResult:
+        initial: Form = {**self.defaults(), **_FORMS.get(self.app, {}).get(self.TOOL, {})}
         yield Header()
         yield Static(Content.from_markup(f"[b]{self.TITLE_TEXT}[/b]"), classes="tool-title")
         wide = " wide" if self.COLUMNS == 2 else ""
@@ -120,11 +153,13 @@ class ToolScreen(Screen[None]):
             for field in self.FIELDS:
                 with Horizontal(classes="tool-field" + (wide if field.wide else "")):
                     yield Label(field.label, classes="tool-label")
-                    yield _widget(field)
+                    yield _widget(field, initial.get(field.name))
             with Horizontal(classes="tool-field" + wide):
                 yield Label("save JSON to", classes="tool-label")
-                yield Input(f"gpudoc-{self.TOOL.replace(' ', '-')}.json", id="save-path")
-        yield Static("Enter runs (ctrl+r in a picker) · Escape cancels or closes · ctrl+s saves the JSON",
+                saved = initial.get("save-path")
+                yield Input(saved if isinstance(saved, str) else
+                            self.SAVE_NAME or f"gpudoc-{self.TOOL.replace(' ', '-')}.json", id="save-path")
+        yield Static("Enter runs (ctrl+r in a picker) · Escape cancels or closes · q closes · ctrl+s saves the JSON",
                      id="tool-status")
         with VerticalScroll(id="tool-result-box"):
             yield Static(id="tool-result")
@@ -138,6 +173,27 @@ class ToolScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         self._cancel.set()  # closed while it runs (another tool opened): stop at the next step
+
+    def on_screen_suspend(self) -> None:
+        self._keep_form()
+
+    def _keep_form(self) -> None:
+        """Remember the form for the next time this tool opens in this app."""
+        if self.is_mounted:
+            _FORMS.setdefault(self.app, {})[self.TOOL] = self.form()
+
+    def explain(self, exc: GpudocError) -> str:
+        """The error as one line in the form's words: ``--name`` of a field becomes its label,
+        the known CLI advice is rewritten (``FIXES``), and advice still naming a flag the form
+        does not have is left out."""
+        fix = self.own_words(getattr(exc, "fix", None) or "")
+        return self.own_words(exc.message) + (f" ({fix})" if fix and not _FLAG.search(fix) else "")
+
+    def own_words(self, text: str) -> str:
+        for cli, ours in (*self.FIXES, *_CLI_ONLY):
+            text = text.replace(cli, ours)
+        labels = {f.name: f.label for f in self.FIELDS}
+        return _FLAG.sub(lambda m: labels.get(m.group(1), m.group(0)), text)
 
     def field(self, name: str) -> str:
         """A field's value: its text, the choice picked ("" for none) or "yes"/"" for a checkbox."""
@@ -199,7 +255,7 @@ class ToolScreen(Screen[None]):
         except Cancelled:
             pass
         except GpudocError as exc:
-            error = exc.message + (f" ({exc.fix})" if getattr(exc, "fix", None) else "")
+            error = self.explain(exc)
         except Exception as exc:  # a bug in a tool must not take the monitor down
             error = f"{type(exc).__name__}: {exc}"
         self.post_message(ToolDone(None if cancel.is_set() else outcome, error, cancel.is_set()))
@@ -232,27 +288,109 @@ class ToolScreen(Screen[None]):
                 self._cancel.set()
                 self._status(f"{self.TOOL}: cancelling (stops at its next step)…")
             return
+        self.action_close()
+
+    def action_close(self) -> None:
+        """Back to the monitor (a tool still running is cancelled); the form is kept."""
+        self._keep_form()
         self.dismiss(None)
 
+    def saves(self) -> list[tuple[str, str, Any]]:
+        """What ctrl+s writes: (field label, destination, the JSON), for each field filled in."""
+        assert self.outcome is not None
+        dest = self.query_one("#save-path", Input).value.strip()
+        return [("save JSON to", os.path.expanduser(dest), self.outcome.json)] if dest else []
+
+    def outputs(self) -> list[tuple[str, str]]:
+        """The screen's other outputs (label, destination): never the same file as a save."""
+        return []
+
+    def read_files(self) -> list[Path]:
+        """The files the tool read: its outcome's inputs, a directory as every file under it."""
+        assert self.outcome is not None
+        files: list[Path] = []
+        for path in self.outcome.inputs:
+            if not path.is_dir():
+                files.append(path)
+                continue
+            for folder, _, names in os.walk(path):  # an unreadable folder is skipped, not an error
+                files += [Path(folder, name) for name in names]
+        return files
+
+    def check_saves(self, saves: list[tuple[str, str, Any]]) -> None:
+        """Bad input if a save goes to stdout, is no file to write, is one file with another
+        output, or is a file the tool read."""
+        from gpudoc.errors import InputError
+        from gpudoc.output import output_target, refuse_inputs_as_outputs
+
+        named = [(label, dest) for label, dest, _ in saves]
+        for label, dest in named:
+            if dest == "-":
+                raise InputError(f"{label} -: stdout, and the screen is on the terminal", "give a file")
+            if output_target(dest).stream:
+                raise InputError(f"{label} {dest}: a stream, not a file", "give a file")
+        everything = [*named, *((label, os.path.expanduser(dest)) for label, dest in self.outputs() if dest)]
+        for i, (label, dest) in enumerate(named):
+            for other, there in everything[i + 1:]:
+                if _same_file(dest, there):
+                    raise InputError(f"{label} {dest} and {other} {there}: the same file; one would be lost",
+                                     "give each its own file")
+        refuse_inputs_as_outputs(named, self.read_files())
+
     def action_save(self) -> None:
-        """Write the result as ``--json`` prints it (one line), staged and renamed into place."""
-        from gpudoc.output import atomic_file, emit_json, refuse_inputs_as_outputs
+        """Write the result as ``--json`` prints it (one line), staged and renamed into place,
+        each output to its own file; an existing file is replaced only after asking."""
+        from .screens import ConfirmScreen
 
         if self.outcome is None:
             self.notify("nothing to save yet: run it first", severity="warning")
             return
-        dest = self.query_one("#save-path", Input).value.strip()
-        if not dest or dest == "-":
-            self.notify("give a file to save the JSON to", severity="warning")
+        saves = self.saves()
+        if not self.query_one("#save-path", Input).value.strip():
+            self._status(f"{self.TOOL}: give a file to save the JSON to", error=True)
             return
         try:
-            refuse_inputs_as_outputs([("save JSON to", Path(dest).expanduser())], self.outcome.inputs)
-            with atomic_file(Path(dest).expanduser(), "w") as out:
-                emit_json(self.outcome.json, out)
+            self.check_saves(saves)
         except GpudocError as exc:
-            self.notify(exc.message, severity="error")
+            self._status(f"{self.TOOL}: {self.explain(exc)} · nothing saved", error=True)
             return
-        self.notify(f"saved {dest}")
+        existing = [dest for _, dest, _ in saves if os.path.isfile(dest)]
+        if not existing:
+            self._write(saves)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._write(saves)
+            else:
+                self._status(f"{self.TOOL}: nothing saved ({' and '.join(existing)} kept)")
+
+        self.app.push_screen(ConfirmScreen(f"{' and '.join(existing)} exists.\nReplace it with the JSON?",
+                                           yes="Replace (y)", no="Keep it (n)"), answered)
+
+    def _write(self, saves: list[tuple[str, str, Any]]) -> None:
+        from gpudoc.output import atomic_file, emit_json
+
+        for _, dest, data in saves:
+            try:
+                with atomic_file(Path(dest), "w") as out:
+                    emit_json(data, out)
+            except GpudocError as exc:
+                self._status(f"{self.TOOL}: {self.explain(exc)}", error=True)
+                return
+        done = f"saved {', '.join(dest for _, dest, _ in saves)}"
+        self._status(f"{self.TOOL}: {done}")
+        self.notify(done)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two destinations are one file (after symlinks and hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 _MARKS = {"ok": ("✓", "green"), "info": ("–", "dim"), "warn": ("!", "yellow"),
@@ -377,13 +515,15 @@ class OomScreen(ToolScreen):
         Field("zero-grad", "zero_grad", placeholder="torch's default", choices=("none", "zeros")),
         Field("optimizer-impl", "optimizer impl", placeholder="torch's default",
               choices=("foreach", "for-loop", "fused")),
-        Field("cuda", "cuda", placeholder="12.4 (default: local torch's)"),
-        Field("torch", "torch", placeholder="2.3 (default: local torch's)"),
+        Field("cuda", "cuda", placeholder="e.g. 12.4"),
+        Field("torch", "torch", placeholder="e.g. 2.3"),
     )
 
     def __init__(self, simulated: str | None) -> None:
         super().__init__()
         self.simulated = simulated
+        self.FIELDS = tuple(replace(f, placeholder=_version_default(f.name)) if f.name in ("cuda", "torch") else f
+                            for f in self.FIELDS)
         self._fallback = False  # no local GPU: estimated for A100-80GB (the worker sets it)
 
     def on_mount(self) -> None:
@@ -475,14 +615,31 @@ class MaxBatchScreen(OomScreen):
                        self._inputs())
 
 
-def _widget(spec: Field) -> Input | Select[str] | Checkbox:
-    """The form's widget for one field."""
+def _widget(spec: Field, kept: str | bool | None) -> Input | Select[str] | Checkbox:
+    """The form's widget for one field, with the value ``kept`` from the last time if any."""
     if spec.flag:
-        return Checkbox("", spec.value == "yes", id=f"field-{spec.name}")
+        return Checkbox("", kept if isinstance(kept, bool) else spec.value == "yes", id=f"field-{spec.name}")
     if spec.choices:
-        return Select([(c, c) for c in spec.choices], prompt=spec.placeholder or "default",
-                      value=spec.value or Select.NULL, id=f"field-{spec.name}")
-    return Input(spec.value, placeholder=spec.placeholder, id=f"field-{spec.name}")
+        value: str | NoSelection = (kept if isinstance(kept, str) and kept in spec.choices
+                                    else spec.value or Select.NULL)
+        return Select([(c, c) for c in spec.choices], prompt=spec.placeholder or "default", value=value,
+                      allow_blank=not spec.value, id=f"field-{spec.name}")
+    return Input(kept if isinstance(kept, str) else spec.value, placeholder=spec.placeholder, id=f"field-{spec.name}")
+
+
+def _version_default(name: str) -> str:
+    """The cuda or torch field's placeholder: the version the estimate uses when it is empty
+    (the local torch build's, else what ``oom.plan`` assumes)."""
+    if name == "cuda":
+        from gpudoc.oom.devices import local_torch_cuda, parse_cuda
+
+        local = local_torch_cuda()
+        major, minor = parse_cuda(local or "12")
+        return f"e.g. 12.4 (default: {major}.{minor}, " + ("the local torch's)" if local else "assumed: CPU torch)")
+    from gpudoc.oom.versions import local_torch_version
+
+    local = local_torch_version()
+    return f"e.g. 2.3 (default: {local or '2.0'}, " + ("the local torch's)" if local else "assumed)")
 
 
 def _catalog() -> list[tuple[str, str]]:

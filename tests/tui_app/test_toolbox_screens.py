@@ -29,6 +29,7 @@ from gpudoc.tui.app import GpudocApp
 from gpudoc.tui import events_screen
 from gpudoc.tui.events_screen import EventsScreen, run_logdir
 from gpudoc.tui.masks_screen import MasksScreen
+from gpudoc.tui.screens import ConfirmScreen
 from gpudoc.tui.tools import ToolScreen
 
 from .test_app import SIZE, make_app
@@ -374,7 +375,7 @@ def test_snapshot_of_the_events_screen(snap_compare: Any, tmp_path: Path, monkey
     async def run(pilot: Any) -> None:
         await pilot.press("e")
         await pilot.pause()
-        await fill(pilot, path="runs", steps="10:50", tags="loss")
+        await fill(pilot, path="runs", steps="10:50", tags="loss", output="cut")
         await press(pilot, "ctrl+t")
 
     assert snap_compare(tool_app(), terminal_size=SIZE, run_before=run)
@@ -391,3 +392,112 @@ def test_snapshot_of_the_masks_screen(snap_compare: Any, tmp_path: Path, monkeyp
         await press(pilot, "enter")
 
     assert snap_compare(tool_app(), terminal_size=SIZE, run_before=run)
+
+
+# ---------------------------------------------------------------- what a new user tried (issue 20)
+
+async def save(pilot: Any, **dests: str) -> ToolScreen:
+    """ctrl+s with the save fields set (``save`` is the JSON's field)."""
+    screen = pilot.app.screen
+    assert isinstance(screen, ToolScreen)
+    for name, dest in dests.items():
+        screen.query_one("#save-path" if name == "save" else f"#field-{name}", Input).value = dest
+    await pilot.press("ctrl+s")
+    await pilot.pause()
+    return screen
+
+
+async def test_a_save_never_goes_over_an_event_file_the_screen_read(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    logdir = write_logdir(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path)  # the logdir given relative, as a user types it
+    before = digest(logdir)
+    event = sorted((logdir / "train").iterdir())[0]
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("e")
+        await pilot.pause()
+        for path in ("runs", str(event.relative_to(tmp_path))):  # a logdir, and one event file
+            await fill(pilot, path=path)
+            screen = await press(pilot, "enter")
+            assert screen.outcome is not None, status(screen)
+            await save(pilot, save=str(event))
+            assert "the same file as the input" in status(screen) and "nothing saved" in status(screen)
+            assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("m")  # metrics-check on the run directory: its event files were read
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ToolScreen)
+        await fill(pilot, logs=str(logdir / "train"))
+        screen = await press(pilot, "enter")
+        assert screen.outcome is not None, status(screen)
+        await save(pilot, save=str(event))
+        assert "the same file as the input" in status(screen)
+    assert digest(logdir) == before
+
+
+async def test_the_audit_json_never_goes_over_the_probabilities_nor_onto_the_sweeps_file(tmp_path: Path) -> None:
+    probs, truth = masks(tmp_path)
+    before = digest(tmp_path)
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("M")
+        await pilot.pause()
+        await fill(pilot, probs=str(probs), truth=str(truth), scale="1")
+        screen = await press(pilot, "enter")
+        assert screen.outcome is not None, status(screen)
+        await save(pilot, save=str(tmp_path / "sweep.json"), audit_path=str(probs))
+        assert "audit JSON to" in status(screen) and "the same file as the input" in status(screen)
+        assert digest(tmp_path) == before  # the sweep's JSON not written either
+        await save(pilot, save=str(tmp_path / "one.json"), audit_path=str(tmp_path / "." / "one.json"))
+        assert "the same file" in status(screen) and "nothing saved" in status(screen)
+        assert digest(tmp_path) == before
+        await save(pilot, audit_path=str(tmp_path / "two.json"))
+        assert json.loads((tmp_path / "one.json").read_text())["best_threshold"] == screen.outcome.json.best_threshold
+        assert json.loads((tmp_path / "two.json").read_text()) == to_jsonable(screen.audit_json)
+
+
+async def test_the_events_screens_errors_name_its_own_fields_not_the_clis_flags(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    logdir = write_logdir(tmp_path, monkeypatch)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    (tmp_path / "adir").mkdir()
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("e")
+        await pilot.pause()
+        await fill(pilot, path=str(logdir))
+        screen = await press(pilot, "ctrl+t")  # no output: refused before the dry run
+        assert screen.outcome is None and "give the output directory" in status(screen)
+        for output, key, said in ((str(full), "ctrl+t", "give a new or empty output directory"),
+                                  (str(tmp_path / "out.txt"), "ctrl+o", "name the output .csv, .jsonl or .parquet"),
+                                  (str(tmp_path / "adir"), "ctrl+o", "adir: a directory (name a file to write)")):
+            await fill(pilot, output=output)
+            screen = await press(pilot, key)
+            line = status(screen)
+            assert screen.outcome is None and said in line, line
+            assert "--" not in line and "stdout" not in line, line
+
+
+async def test_the_masks_screens_errors_name_its_scale_picker(tmp_path: Path) -> None:
+    probs = tmp_path / "probs.npy"
+    np.save(probs, np.linspace(0, 200, 64, dtype=np.float32).reshape(1, 8, 8))
+    np.save(tmp_path / "truth.npy", np.ones((1, 8, 8), np.uint8))
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("M")
+        await pilot.pause()
+        await fill(pilot, probs=str(probs), truth=str(tmp_path / "truth.npy"), scale="1")
+        screen = await press(pilot, "enter")
+        line = status(screen)
+        assert screen.outcome is None and "outside the declared scale" in line and "pick the scale" in line, line
+        assert "--" not in line
+        await fill(pilot, scale="auto")
+        screen = await press(pilot, "enter")
+        assert screen.outcome is not None, status(screen)
+        text = shown(screen)
+        assert "scale not declared" in text and "pick the scale to silence this" in text and "--scale" not in text

@@ -19,6 +19,7 @@ import pytest
 from gpudoc.gpu import ManualClock, SimulatedBackend
 from gpudoc.output import to_jsonable
 from gpudoc.tui.app import GpudocApp
+from gpudoc.tui.screens import ConfirmScreen
 from gpudoc.tui.tools import DoctorScreen, MaxBatchScreen, MetricsScreen, OomScreen, ToolScreen
 from gpudoc.tui.widgets import ProcessTable
 from textual.widgets import Checkbox, Input, Select
@@ -434,3 +435,106 @@ async def test_snapshots_of_the_oom_max_batch_and_metrics_compute_screens(tmp_pa
         assert re.search(r"\n or pred +pred.npy\n", text) and re.search(r"\n range +auto +▼ +ssim preset +wang", text)
         assert "note: --range auto: computing at 1, inferred from the target" in text
         assert "1 checked: 0 error(s), 0 warning(s)" in text
+
+
+# ---------------------------------------------------------------- what a new user tried (issue 20)
+
+async def test_saving_over_an_existing_file_asks_first(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("print('mine')\n")
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("d")
+        await pilot.pause()
+        await fill(app, pilot, skip=SKIP_FRAMEWORKS)
+        screen = await run_tool(app, pilot)
+        assert screen.outcome is not None, status(screen)
+        screen.query_one("#save-path", Input).value = str(script)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and str(script) in str(app.screen.question)
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is screen and "nothing saved" in status(screen)
+        assert script.read_text() == "print('mine')\n"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.screen is screen and "saved" in status(screen)
+        assert json.loads(script.read_text())["exit_code"] == screen.outcome.json["exit_code"]
+
+
+@pytest.mark.parametrize("key", ["d", "m", "o", "b", "e", "M"])
+async def test_q_on_a_tool_screen_closes_it_and_the_app_goes_on(key: str) -> None:
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(key)
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ToolScreen)
+        pickers = screen.query(Select)
+        if pickers:  # on a picker, as the user who tabbed there; else on no field (q in a text field is typed)
+            pickers.first().focus()
+        else:
+            screen.set_focus(None)
+        await pilot.pause()
+        assert screen.active_bindings["q"].binding.action == "close"  # the footer says so
+        assert "q Close" in screen_text(app) or "q  Close" in screen_text(app)
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.is_running and not isinstance(app.screen, ToolScreen)
+        assert app.screen.active_bindings["q"].binding.action == "quit"
+
+
+async def test_the_help_fits_80_columns_every_line_whole() -> None:
+    from textual.content import Content
+
+    from gpudoc.tui.screens import HELP
+
+    app = tool_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        seen = screen_text(app)
+        for _ in range(20):
+            await pilot.press("down")
+            await pilot.pause()
+            seen += "\n" + screen_text(app)
+        box = app.screen.query_one("#help").region
+        assert box.x >= 0 and box.right <= 80 and box.bottom <= 24
+    lines = [line.strip() for line in Content.from_markup(HELP).plain.splitlines() if line.strip()]
+    missing = [line for line in lines if line not in seen]
+    assert not missing, missing
+    assert "q closes" in HELP
+
+
+async def test_pickers_offer_one_default_and_reopened_forms_keep_their_values(tmp_path: Path) -> None:
+    from gpudoc.oom.devices import local_torch_cuda
+
+    app = tool_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("m")
+        await pilot.pause()
+        picker = app.screen.query_one("#field-range", Select)
+        assert not picker._allow_blank and picker.value == "auto"  # no "default" beside "auto"
+        await fill(app, pilot, logs="train.log", range="255", salvage=True)
+        app.screen.query_one("#save-path", Input).value = str(tmp_path / "m.json")
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("e")
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("m")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, MetricsScreen)
+        assert (screen.field("logs"), screen.field("range"), screen.field("salvage")) == ("train.log", "255", "yes")
+        assert screen.query_one("#save-path", Input).value == str(tmp_path / "m.json")
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("o")
+        await pilot.pause()
+        cuda = str(app.screen.query_one("#field-cuda", Input).placeholder)
+    assert ("default: 12.0" if local_torch_cuda() is None else f"default: {local_torch_cuda()}") in cuda
