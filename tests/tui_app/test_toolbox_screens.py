@@ -236,6 +236,9 @@ async def test_an_export_from_the_form_counts_first_then_writes_the_clis_table(t
         screen = await press(pilot, "ctrl+o")
         assert screen.outcome is not None, status(screen)
         assert to_jsonable(screen.outcome.json) == {**expected, "output": str(table)}
+        await save(pilot, save=str(table))  # the JSON onto the table just exported: refused, not asked
+        assert "and output" in status(screen) and "the same file" in status(screen)
+        assert not isinstance(app.screen, ConfirmScreen)
         saved = tmp_path / "export.json"
         screen.query_one("#save-path", Input).value = str(saved)
         await pilot.press("ctrl+s")
