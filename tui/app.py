@@ -109,6 +109,7 @@ class GpudocApp(App[None]):
         self.start_error: InputError | None = None
         self.max_batch: str | None = None  # after an out-of-memory end: max-batch's answer
         self._ended_at: float | None = None  # when this attempt was first seen ended
+        self._stopped_by_user = False  # x (or quitting) stopped the run or what it left: no restart
         self.run_watch = watch
         self._points: list[Point] = []  # what the watch read in one poll (sampler thread only)
         if watch is not None:
@@ -264,17 +265,23 @@ class GpudocApp(App[None]):
             sample = None
             try:
                 sample = self.monitor.sample()
-                self.post_message(Sampled(sample))
+                sampled: Message = Sampled(sample)
             except Exception as exc:  # the monitor must survive anything a sample meets
-                self.post_message(SampleFailed(f"{type(exc).__name__}: {exc}"))
-            finally:
+                sampled = SampleFailed(f"{type(exc).__name__}: {exc}")
+            # With a run, the sample is posted just before the look's message (the first one
+            # at once: the first paint waits for it): the UI handles both before it paints,
+            # one frame a second instead of two.
+            later = self.run_watch is not None and self._first_taken.is_set()
+            if not later:
+                self.post_message(sampled)
                 self._first_taken.set()
             if self.run_watch is not None:
-                self._look(self.run_watch, sample)
+                self._look(self.run_watch, sample, sampled if later else None)
 
-    def _look(self, watch: Watch, sample: MonitorSample | None) -> None:
+    def _look(self, watch: Watch, sample: MonitorSample | None, sampled: Message | None = None) -> None:
         """Poll the watch (sampler thread): the run's processes for its open event files, the
-        stall check and its GPU use (from the monitor's sample, not a second NVML call)."""
+        stall check and its GPU use (from the monitor's sample, not a second NVML call); post
+        ``sampled`` just before what it found."""
         run = self.training_run
         try:
             members = run.members() if run is not None else []
@@ -291,11 +298,14 @@ class GpudocApp(App[None]):
                 where = watch.finder.logdir
                 source = (f"no event file in {where} yet" if where is not None
                           else watch.finder.note or "no event file or value in the output yet")
-            self.post_message(Watched(list(self._points), checks, source, watch.from_output))
+            found: Message = Watched(list(self._points), checks, source, watch.from_output)
         except Exception as exc:  # reading the logs must not take the monitor down
-            self.post_message(WatchFailed(f"reading the run's scalars failed: {type(exc).__name__}: {exc}"))
+            found = WatchFailed(f"reading the run's scalars failed: {type(exc).__name__}: {exc}")
         finally:
             self._points.clear()
+        if sampled is not None:
+            self.post_message(sampled)
+        self.post_message(found)
 
     def on_watched(self, message: Watched) -> None:
         self.query_one(CurvesPanel).take(message.points, message.checks, message.source, not message.from_output)
@@ -381,7 +391,7 @@ class GpudocApp(App[None]):
         attempts = self.attempts
         # As gpudoc run: its workers get LEFTOVER_WAIT seconds to exit with it (those that do
         # not were told above as leftovers) before the next attempt starts.
-        if (attempts is not None and attempts.again(status) and not self._stop_pending
+        if (attempts is not None and attempts.again(status) and not self._stopped_by_user
                 and self._ended_at is not None
                 and (not members or time.monotonic() - self._ended_at >= LEFTOVER_WAIT)):
             self.notify(attempts.restarting(how_it_ended(status)[0]), severity="warning", timeout=10)
@@ -579,7 +589,9 @@ class GpudocApp(App[None]):
 
     def _stop_run(self, quit_after: bool) -> None:
         """Stop the run on a worker thread; until that is done, the panel says it is
-        stopping and x is not offered again."""
+        stopping and x is not offered again. A run stopped (or whose leftovers were) is not
+        started again."""
+        self._stopped_by_user = True
         self._set_stopping(True)
         self._stop_run_worker(quit_after)
 

@@ -125,6 +125,11 @@ class RunPanel(LinePanel):
             setattr(self, name, value)
         self.changed(relayout=True)
 
+    def on_resize(self) -> None:
+        """The header is cut to the width: build the lines again."""
+        if not self.stale:
+            self.changed(relayout=True)
+
     def _memory(self) -> int:
         """The GPU memory of its processes now: their rows' in the table, or the watch's
         reading (the rows lack the session of simulated processes)."""

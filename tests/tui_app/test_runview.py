@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -624,3 +626,40 @@ def test_a_bad_model_spec_is_one_line_even_with_no_gpu_to_estimate_against(
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("gpudoc: error: MODEL 'nosuch_model': not a built-in model")
     assert result.stderr.count("\n") == 1 and not marker.exists()
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_x_on_what_a_failed_attempt_left_ends_the_restarts_too(dev: Path) -> None:  # noqa: F811
+    """A failed attempt whose worker still holds a GPU waits LEFTOVER_WAIT before it is
+    started again; x on that worker is a stop: no next attempt."""
+    from gpudoc.train import LEFTOVER_WAIT, Attempts
+
+    script = trainer_script(dev, exits=True)
+    script = textwrap.dedent(script[: script.rindex("os._exit(0)")] + "os._exit(3)\n")  # the leader fails
+    watch = Watch(LogFinder(None, Path.cwd(), time.time()), Checks())
+    attempts = Attempts([sys.executable, "-c", script], 1, on_line=watch.take_line)
+    run = attempts.start()
+    worker = 0
+    try:
+        app = make_app("workstation", ManualClock(5), glob=str(dev / "nvidia*"), watch=watch, attempts=attempts)
+        async with app.run_test(size=SIZE) as pilot:
+            status = run.wait(20)
+            (worker,) = [int(line.split()[1]) for line in status.lines if line.startswith("pid ")]
+            await until(app, pilot, lambda: any(c.rule == "leftover" for c in app.query_one(CurvesPanel).checks))
+            assert attempts.number == 1 and "attempt 1 of 2" in _run_text(app)
+            await pilot.press("x")
+            assert isinstance(app.screen, ConfirmScreen) and f"{worker} orphan" in app.screen.question
+            await pilot.press("y")
+            await app.workers.wait_for_complete()
+            deadline = time.monotonic() + 15
+            while alive(worker) and time.monotonic() < deadline:
+                await refresh(app, pilot)
+            assert not alive(worker)
+            ended = time.monotonic()
+            while time.monotonic() - ended < LEFTOVER_WAIT + 0.5:
+                await refresh(app, pilot)
+            assert attempts.number == 1 and app.training_run is run
+    finally:
+        run.stop(grace=1)
+        if worker and alive(worker):
+            os.kill(worker, signal.SIGKILL)
