@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -163,3 +164,32 @@ async def test_the_curves_panel_is_built_again_only_when_what_it_shows_changed(m
         await pilot.pause()
         assert len(builds) == before + 1
         assert "step 50" in str(panel.lines[0])
+
+
+def test_once_an_open_event_file_is_found_descriptors_are_read_every_few_seconds_not_every_look(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpudoc import runwatch
+
+    first, second = tmp_path / "events.out.tfevents.1.host", tmp_path / "late" / "events.out.tfevents.2.host"
+    second.parent.mkdir()
+    code = (f"import time, pathlib\nf = open({str(first)!r}, 'ab')\nprint('open', flush=True)\n"
+            f"input()\ng = open({str(second)!r}, 'ab')\nprint('open', flush=True)\ntime.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline() == "open\n"
+        links: list[str] = []
+        read_link = runwatch.read_link
+        monkeypatch.setattr(runwatch, "read_link", lambda path: links.append(path) or read_link(path))
+        finder = LogFinder(None, tmp_path, time.time())
+        assert finder.find([child.pid]) == [(first, ".")] and links
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "open\n"
+        links.clear()
+        assert finder.find([child.pid]) == [] and links == []  # the next look reads no descriptor
+        monkeypatch.setattr(runwatch, "_WALK_EVERY", 0.0)  # a few seconds later
+        assert sorted(finder.find([child.pid])) == [(first, "."), (second, "late")] and links
+    finally:
+        child.kill()
+        child.wait()
