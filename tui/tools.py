@@ -529,6 +529,15 @@ class OomScreen(ToolScreen):
     def on_mount(self) -> None:
         super().on_mount()
         self.run_worker(self._read_gpus, thread=True, group="gpus")
+        self._cuda_placeholder()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "field-torch":
+            self._cuda_placeholder()
+
+    def _cuda_placeholder(self) -> None:
+        """The cuda field names the default for the torch modelled (it follows the torch field)."""
+        self.query_one("#field-cuda", Input).placeholder = _version_default("cuda", self.field("torch"))
 
     def _read_gpus(self) -> None:
         """The worker listing this machine's GPUs for the picker (it touches no widget)."""
@@ -627,19 +636,27 @@ def _widget(spec: Field, kept: str | bool | None) -> Input | Select[str] | Check
     return Input(kept if isinstance(kept, str) else spec.value, placeholder=spec.placeholder, id=f"field-{spec.name}")
 
 
-def _version_default(name: str) -> str:
-    """The cuda or torch field's placeholder: the version the estimate uses when it is empty
-    (the local torch build's, else what ``oom.plan`` assumes)."""
-    if name == "cuda":
-        from gpudoc.oom.devices import local_torch_cuda, parse_cuda
+def _version_default(name: str, torch: str = "") -> str:
+    """The cuda or torch field's placeholder: the version the estimate takes when the field is
+    empty, as ``oom.plan`` picks it (cuda: the local torch build's when the torch modelled is
+    the local one, else the newest official build of that torch, else 12.0)."""
+    from gpudoc.oom.versions import local_torch_version, parse_torch
 
-        local = local_torch_cuda()
-        major, minor = parse_cuda(local or "12")
-        return f"e.g. 12.4 (default: {major}.{minor}, " + ("the local torch's)" if local else "assumed: CPU torch)")
-    from gpudoc.oom.versions import local_torch_version
+    installed = local_torch_version()
+    if name == "torch":
+        return f"e.g. 2.3 (default: {installed or '2.0'}, " + ("the local torch's)" if installed else "assumed)")
+    from gpudoc.oom.devices import local_torch_cuda, parse_cuda
+    from gpudoc.oom.versions import cuda_default
 
-    local = local_torch_version()
-    return f"e.g. 2.3 (default: {local or '2.0'}, " + ("the local torch's)" if local else "assumed)")
+    try:
+        version = "{}.{}".format(*parse_torch(torch)) if torch else installed or "2.0"
+    except GpudocError:
+        version = installed or "2.0"
+    local = local_torch_cuda() if version == installed else None
+    official = None if local else cuda_default(version)
+    major, minor = parse_cuda(local or (official[0] if official else "12"))
+    why = "the local torch's" if local else f"torch {version}'s newest build" if official else "assumed"
+    return f"e.g. 12.4 (default: {major}.{minor}, {why})"
 
 
 def _catalog() -> list[tuple[str, str]]:

@@ -537,4 +537,7 @@ async def test_pickers_offer_one_default_and_reopened_forms_keep_their_values(tm
         await pilot.press("o")
         await pilot.pause()
         cuda = str(app.screen.query_one("#field-cuda", Input).placeholder)
+        await fill(app, pilot, torch="2.3")
+        cuda_for_23 = str(app.screen.query_one("#field-cuda", Input).placeholder)
     assert ("default: 12.0" if local_torch_cuda() is None else f"default: {local_torch_cuda()}") in cuda
+    assert "default: 12.1, torch 2.3's newest build" in cuda_for_23  # as the estimate takes it (--torch 2.3)
