@@ -389,11 +389,12 @@ class GpudocApp(App[None]):
             self._left_told.update(row.pid for row in new)
             self._leftovers_found(new)
         attempts = self.attempts
-        # As gpudoc run: its workers get LEFTOVER_WAIT seconds to exit with it (those that do
-        # not were told above as leftovers) before the next attempt starts.
+        # As gpudoc run: the processes of its session (read now, not the sample's rows, which
+        # lack a worker that holds no GPU yet) get LEFTOVER_WAIT seconds to exit with it —
+        # those that do not were told above as leftovers — before the next attempt starts.
         if (attempts is not None and attempts.again(status) and not self._stopped_by_user
-                and self._ended_at is not None
-                and (not members or time.monotonic() - self._ended_at >= LEFTOVER_WAIT)):
+                and self._ended_at is not None and self.training_run is not None
+                and (time.monotonic() - self._ended_at >= LEFTOVER_WAIT or not self.training_run.members())):
             self.notify(attempts.restarting(how_it_ended(status)[0]), severity="warning", timeout=10)
             self._start_attempt()
 
