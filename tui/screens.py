@@ -89,13 +89,13 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close")]
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="help"):
-            with VerticalScroll(id="help-scroll"):
-                yield Static(HELP, id="help-text")
-            yield Static("[dim]Escape closes · ↑ ↓ scroll[/]")
+        with VerticalScroll(id="help"):  # taller than the terminal: it scrolls
+            yield Static(HELP, id="help-text")
 
     def on_mount(self) -> None:
-        self.query_one("#help-scroll").focus()
+        box = self.query_one("#help")
+        box.border_subtitle = "Escape closes · ↑ ↓ scroll"
+        box.focus()
 
     def action_close(self) -> None:
         self.dismiss(None)

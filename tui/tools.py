@@ -159,7 +159,7 @@ class ToolScreen(Screen[None]):
                 saved = initial.get("save-path")
                 yield Input(saved if isinstance(saved, str) else
                             self.SAVE_NAME or f"gpudoc-{self.TOOL.replace(' ', '-')}.json", id="save-path")
-        yield Static("Enter runs (ctrl+r in a picker) · Escape cancels or closes · q closes · ctrl+s saves the JSON",
+        yield Static("Enter runs (ctrl+r in a picker) · Escape cancels · q closes · ctrl+s saves the JSON",
                      id="tool-status")
         with VerticalScroll(id="tool-result-box"):
             yield Static(id="tool-result")
