@@ -473,6 +473,12 @@ async def test_q_on_a_tool_screen_closes_it_and_the_app_goes_on(key: str) -> Non
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, ToolScreen)
+        first = screen.query(Input).first()
+        first.focus()
+        first.value = ""
+        await pilot.press("q")  # in a text field: typed
+        await pilot.pause()
+        assert app.screen is screen and first.value == "q"
         pickers = screen.query(Select)
         if pickers:  # on a picker, as the user who tabbed there; else on no field (q in a text field is typed)
             pickers.first().focus()
