@@ -436,8 +436,12 @@ class OutputParser:
 # ---------------------------------------------------------------- checks
 
 
+_LEVELS = {"warning": 0, "error": 1}
+
+
 class Checks:
-    """The checks on values as they arrive; each fires once per rule and series."""
+    """The checks on values as they arrive; each fires once per rule and series (again if
+    it becomes an error)."""
 
     def __init__(self, data_range: float | None = None, stall_min: float = 60.0, started: float | None = None) -> None:
         self.data_range = data_range
@@ -447,7 +451,7 @@ class Checks:
         self.raised: list[Check] = []
         self.counts: dict[str, int] = {}
         self.applied: set[str] = set()  # metric-scale rules that had numbers to check
-        self._fired: set[tuple[str, str | None]] = set()
+        self._fired: dict[tuple[str, str | None], int] = {}  # the highest severity fired
         self._pending: dict[tuple[str, str], Record] = {}
         self._touched: set[tuple[str, str]] = set()
         self._canonical: dict[str, tuple[str, str | None]] = {}
@@ -457,11 +461,14 @@ class Checks:
         self._stalled = False
 
     def _fire(self, check: Check, key: str | None = None) -> list[Check]:
+        """``check``, unless its rule already fired for the series at this severity or above:
+        a rule that warned early (a small implied range at step 0) fires again as an error."""
         self.counts[check.rule] = self.counts.get(check.rule, 0) + 1
         once = (check.rule, key if key is not None else check.series)
-        if once in self._fired:
+        level = _LEVELS.get(check.severity, 0)
+        if self._fired.get(once, -1) >= level:
             return []
-        self._fired.add(once)
+        self._fired[once] = level
         self.raised.append(check)
         return [check]
 

@@ -28,7 +28,7 @@ from gpudoc.errors import InputError
 from gpudoc.output import format_duration, strip_terminal_codes
 from gpudoc.reap.classify import HolderReport, Verdict
 from gpudoc.reap.end import Action, end_processes
-from gpudoc.reap.proc import ProcStat, read_stat
+from gpudoc.reap.proc import ProcStat, read_stat, session_members
 
 KEEP_LINES = 200
 LEFTOVER_WAIT = 2.0  # seconds the run's workers get to exit after its leader, before they are leftovers
@@ -235,14 +235,8 @@ class Run:
         if leader is not None and leader.start_ticks != self._leader_ticks:
             self._session_over = True
             return []
-        found = []
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                stat = read_stat(int(name))
-                if (stat is not None and stat.sid == self.pid and stat.state != "Z"
-                        and stat.start_ticks >= self._leader_ticks):
-                    found.append(stat)
-        return found
+        return [stat for stat in session_members(self.pid)
+                if stat.state != "Z" and stat.start_ticks >= self._leader_ticks]
 
     def stop(self, grace: float = 10.0) -> dict[int, Action]:
         """End the whole run: SIGTERM to every process in its session, SIGKILL to those

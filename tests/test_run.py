@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gpudoc.runwatch import Checks, EventTail, OutputParser, Point
+from gpudoc.runwatch import Check, Checks, EventTail, OutputParser, Point
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = str(ROOT / "examples" / "toy_train.py")
@@ -999,3 +1000,24 @@ def test_an_out_of_memory_end_gets_max_batch_in_the_summary_and_json(models: Pat
     assert f"gpudoc:   max batch for the same spec: {best} (as gpudoc oom max-batch" in out.stderr
     plain_run = dgx_run("--json", "p.json", *python("pass"), cwd=tmp_path)
     assert plain_run.returncode == 0 and json.loads((tmp_path / "p.json").read_text())["estimate"] is None
+
+
+def test_a_rule_that_warned_fires_again_when_it_becomes_an_error() -> None:
+    checks = Checks()
+
+    def look(step: int, values: dict[str, float]) -> list[Check]:
+        checks.feed([Point(".", tag, step, v) for tag, v in values.items()])
+        assert checks.settle() == []  # this look brought the step: it may not be complete yet
+        return checks.settle()
+
+    # step 0: a peak of 1.3 on [0,1] data (MSE < MAE) is a warning (per-image PSNR averaging)
+    first = {"val/mse": 0.01, "val/mae": 0.05, "val/psnr": 10 * math.log10(1.3**2 / 0.01)}
+    # step 5: PSNR at peak 255 on the same data: an error of the same rule
+    later = {**first, "val/psnr": 10 * math.log10(255**2 / 0.01)}
+    warned = look(0, first)
+    assert [(c.rule, c.severity) for c in warned] == [("implied-range", "warning")]
+    assert look(3, first) == []  # the same warning again is not news
+    raised = look(5, later)
+    assert [(c.rule, c.severity, c.step) for c in raised] == [("implied-range", "error", 5),
+                                                              ("psnr-implausible", "warning", 5)]
+    assert look(6, later) == [] and checks.counts["implied-range"] == 4  # counted each time
