@@ -260,8 +260,8 @@ class LogFinder:
 
     def find(self, pids: Iterable[int], force: bool = False) -> list[tuple[Path, str]]:
         """``(path, run)`` of event files found now (followed ones included). Directories are
-        walked at most every few seconds unless ``force``; the working directory only until an
-        open event file has been seen; ``logdir`` at every look until it has event files. The
+        walked at most every few seconds unless ``force``; ``logdir`` at every look until it
+        has event files. The
         processes' descriptors are read at every look until an event file is open, then every
         few seconds (a run's workers can hold hundreds)."""
         now = time.monotonic()
@@ -278,9 +278,14 @@ class LogFinder:
         self._last_fds = now
         found = [(path, self._run_name(path)) for path in _open_event_files(pids)]
         self._open_found = self._open_found or bool(found)
-        if not self._open_found and walk and self.note is None:
+        if walk and self.note is None:
+            # Also once an open file was seen: a writer that opens, logs and closes between two
+            # looks (a second run, an evaluation) is found only here, and an unchanged tree
+            # costs one stat per directory.
             self._last_walk = now
-            found = list(self._walk(self.cwd, self.cwd, since=self.started, limit=WALK_LIMIT))
+            known = {path for path, _ in found}
+            found += [hit for hit in self._walk(self.cwd, self.cwd, since=self.started, limit=WALK_LIMIT)
+                      if hit[0] not in known]
         return found
 
     def _run_name(self, path: Path) -> str:

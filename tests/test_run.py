@@ -1021,3 +1021,26 @@ def test_a_rule_that_warned_fires_again_when_it_becomes_an_error() -> None:
     assert [(c.rule, c.severity, c.step) for c in raised] == [("implied-range", "error", 5),
                                                               ("psnr-implausible", "warning", 5)]
     assert look(6, later) == [] and checks.counts["implied-range"] == 4  # counted each time
+
+
+def test_a_file_written_and_closed_between_looks_is_found_after_an_open_one_was(tmp_path: Path) -> None:
+    from gpudoc.runwatch import LogFinder
+
+    held = tmp_path / "logs" / "first" / "events.out.tfevents.1.host"
+    held.parent.mkdir(parents=True)
+    held.write_bytes(b"")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'rb'); "
+                               "print(flush=True); time.sleep(60)", str(held)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None
+        holder.stdout.readline()
+        finder = LogFinder(None, tmp_path, time.time() - 5)
+        assert [path for path, _ in finder.find([holder.pid])] == [held]  # found open (and by the walk)
+        closed = tmp_path / "logs" / "second" / "events.out.tfevents.2.host"
+        closed.parent.mkdir()
+        closed.write_bytes(b"")  # a writer that opened, logged and closed between two looks
+        found = {path: run for path, run in finder.find([holder.pid], force=True)}
+        assert found == {held: "logs/first", closed: "logs/second"}
+    finally:
+        holder.kill()
+        holder.wait()
