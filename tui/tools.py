@@ -638,24 +638,21 @@ def _widget(spec: Field, kept: str | bool | None) -> Input | Select[str] | Check
 
 def _version_default(name: str, torch: str = "") -> str:
     """The cuda or torch field's placeholder: the version the estimate takes when the field is
-    empty, as ``oom.plan`` picks it (cuda: the local torch build's when the torch modelled is
-    the local one, else the newest official build of that torch, else 12.0)."""
-    from gpudoc.oom.versions import local_torch_version, parse_torch
-
-    installed = local_torch_version()
-    if name == "torch":
-        return f"e.g. 2.3 (default: {installed or '2.0'}, " + ("the local torch's)" if installed else "assumed)")
-    from gpudoc.oom.devices import local_torch_cuda, parse_cuda
-    from gpudoc.oom.versions import cuda_default
+    empty (``oom.plan.versions_modelled``; a torch field it cannot read counts as empty)."""
+    from gpudoc.oom.plan import versions_modelled
 
     try:
-        version = "{}.{}".format(*parse_torch(torch)) if torch else installed or "2.0"
+        modelled = versions_modelled(torch or None, None)
     except GpudocError:
-        version = installed or "2.0"
-    local = local_torch_cuda() if version == installed else None
-    official = None if local else cuda_default(version)
-    major, minor = parse_cuda(local or (official[0] if official else "12"))
-    why = "the local torch's" if local else f"torch {version}'s newest build" if official else "assumed"
+        modelled = versions_modelled(None, None)
+    if name == "torch":
+        fallback = versions_modelled(None, None)
+        why = "the local torch's" if fallback.torch_source.startswith("the local") else "assumed"
+        return f"e.g. 2.3 (default: {fallback.torch}, {why})"
+    major, minor = modelled.cuda
+    why = ("the local torch's" if modelled.cuda_source.startswith("the local") else
+           f"torch {modelled.torch}'s newest build" if modelled.cuda_source.startswith(("the newest", "the official"))
+           else "assumed")
     return f"e.g. 12.4 (default: {major}.{minor}, {why})"
 
 

@@ -181,6 +181,39 @@ def local_gpus(backend: GpuBackend | None = None) -> list[GpuDevice]:
         return []
 
 
+@dataclass(frozen=True)
+class Versions:
+    """The PyTorch and CUDA versions an estimate models, and where each came from."""
+
+    torch: str
+    torch_source: str
+    cuda: tuple[int, int]
+    cuda_source: str
+
+
+def versions_modelled(torch: str | None, cuda: str | None) -> Versions:
+    """``--torch``, else the installed torch's version (2.0 without one); ``--cuda``, else the
+    local build's when it is the version modelled, else the newest official build of that
+    torch, else 12. Malformed versions are :class:`InputError`."""
+    from gpudoc.oom.devices import local_torch_cuda, parse_cuda
+    from gpudoc.oom.versions import cuda_default, local_torch_version, parse_torch
+
+    installed = local_torch_version()
+    if torch is not None:
+        major, minor = parse_torch(torch)
+        torch_version, torch_source = f"{major}.{minor}", "--torch"
+    else:
+        torch_version = installed or "2.0"
+        torch_source = "the local torch's" if installed else "assumed; choose with --torch"
+    local = None if cuda or torch_version != installed else local_torch_cuda()
+    official = None if cuda or local else cuda_default(torch_version)
+    version = parse_cuda(cuda or local or (official[0] if official else "12"))
+    source = "--cuda" if cuda else "the local torch build's" if local else official[1] if official else \
+        "assumed; choose with --cuda" if torch is None else \
+        f"assumed: the official builds of torch {torch_version} are not listed here; choose with --cuda"
+    return Versions(torch_version, torch_source, version, source)
+
+
 def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str | None = None,
          precision: str = "fp32", optimizer: str = "adam", freeze: str | None = None, checkpointing: bool = False,
          accumulate: int = 1, inference: bool = False, cuda: str | None = None, zero_grad: str | None = None,
@@ -189,11 +222,10 @@ def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str |
     (bad input: :class:`InputError`) before the device is read or anything is built.
     ``torch``: the PyTorch version modelled (default: the installed one's); ``zero_grad`` and
     ``optimizer_impl`` default to that version's defaults."""
-    from gpudoc.oom.devices import check_precision, cuda_note, for_cuda, local_torch_cuda, parse_cuda
+    from gpudoc.oom.devices import check_precision, cuda_note, for_cuda
     from gpudoc.oom.models import require, resolve
     from gpudoc.oom.trace import compile_freeze, parse_input
-    from gpudoc.oom.versions import (cuda_build_note, cuda_default, local_torch_version, parse_torch, rules_of,
-                                     torch_note)
+    from gpudoc.oom.versions import cuda_build_note, local_torch_version, rules_of, torch_note
 
     if input_spec is not None:
         parse_input(input_spec, batch)
@@ -205,23 +237,12 @@ def plan(model: str, batch: int, device: Callable[[], Device], input_spec: str |
                          f"give a --batch that {accumulate} divides (e.g. {batch - batch % accumulate})")
     compile_freeze(freeze)
     installed = local_torch_version()
-    if torch is not None:
-        major, minor = parse_torch(torch)
-        torch_version, torch_source = f"{major}.{minor}", "--torch"
-    else:
-        torch_version = installed or "2.0"
-        torch_source = "the local torch's" if installed else "assumed; choose with --torch"
+    modelled = versions_modelled(torch, cuda)
+    torch_version, torch_source, version, source = (modelled.torch, modelled.torch_source, modelled.cuda,
+                                                    modelled.cuda_source)
     rules = rules_of(torch_version)
     zero_grad = zero_grad or rules.zero_grad_default
     optimizer_impl = optimizer_impl or rules.optimizer_impl_default
-    # --cuda, else the local build's when it is the version modelled, else the newest official
-    # build of --torch, else 12.
-    local = None if cuda or torch_version != installed else local_torch_cuda()
-    official = None if cuda or local else cuda_default(torch_version)
-    version = parse_cuda(cuda or local or (official[0] if official else "12"))
-    source = "--cuda" if cuda else "the local torch build's" if local else official[1] if official else \
-        "assumed; choose with --cuda" if torch is None else \
-        f"assumed: the official builds of torch {torch_version} are not listed here; choose with --cuda"
     target = for_cuda(device(), version)
     precision_note = check_precision(target, precision)
     notes = [precision_note] if precision_note else []
