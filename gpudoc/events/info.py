@@ -132,6 +132,15 @@ def _file_done(info: RunInfo, path: Path, root: Path, reader: RecordReader) -> N
     info.bytes += size
 
 
+def _decoded(reader: RecordReader, path: Path, offset: int, data: bytes, framed: bytes) -> Any:
+    """The record's Event, or None when it is intact but no Event (counted as damage)."""
+    try:
+        return decode(data, path, offset)
+    except CorruptRecord:
+        reader.state.damage.append(Damage(offset, offset + len(framed), "not a TensorBoard Event; record skipped"))
+        return None
+
+
 def _python_info(info: RunInfo, run: Run, root: Path, values: Counter[str],
                  records: Counter[str]) -> dict[str, TagStats]:
     """The pure-Python loop: every record parsed, every value counted here."""
@@ -144,11 +153,8 @@ def _python_info(info: RunInfo, run: Run, root: Path, values: Counter[str],
         index = -1
         for offset, data, framed in reader:
             index += 1
-            try:
-                event = decode(data, path, offset)
-            except CorruptRecord:
-                skipped = Damage(offset, offset + len(framed), "not a TensorBoard Event; record skipped")
-                reader.state.damage.append(skipped)
+            event = _decoded(reader, path, offset, data, framed)
+            if event is None:
                 continue
             step, wall = event.step, event.wall_time
             if wall:
@@ -217,11 +223,8 @@ def _compiled_info(info: RunInfo, run: Run, root: Path, decoder: Any, values: Co
                 continue
             offset, data, framed = item
             index += 1
-            try:
-                event = decode(data, path, offset)
-            except CorruptRecord:
-                skipped = Damage(offset, offset + len(framed), "not a TensorBoard Event; record skipped")
-                reader.state.damage.append(skipped)
+            event = _decoded(reader, path, offset, data, framed)
+            if event is None:
                 continue
             step = event.step
             decoder.wall(event.wall_time)
