@@ -286,3 +286,9 @@ def print_error(message: str) -> None:
     print(f"gpudoc: error: {message}", file=sys.stderr, flush=True)
 
 
+def write_all(stream: IO[bytes], data: bytes) -> None:
+    """``data`` whole: a buffered writer can return a short count without raising (sys.stdout's,
+    when the pipe's reader goes away mid-write); the next write then raises BrokenPipeError."""
+    view = memoryview(data)
+    while view:
+        view = view[stream.write(view) or 0:]

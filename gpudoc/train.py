@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gpudoc.errors import InputError
-from gpudoc.output import format_duration, strip_terminal_codes
+from gpudoc.output import format_duration, strip_terminal_codes, write_all
 from gpudoc.reap.classify import HolderReport, Verdict
 from gpudoc.reap.end import Action, end_processes
 from gpudoc.reap.proc import ProcStat, read_stat, session_members
@@ -155,7 +155,7 @@ class Run:
         """Pass output through; a closed reader (``| head``) only stops the copying."""
         assert self._echo is not None
         try:
-            self._echo.write(chunk)
+            write_all(self._echo, chunk)
             self._echo.flush()
             self.echo_mid_line = not chunk.endswith(b"\n")
         except (OSError, ValueError):

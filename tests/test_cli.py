@@ -146,6 +146,19 @@ def test_a_reader_that_goes_away_ends_it_quietly_as_sigpipe_would(tmp_path) -> N
     assert pipe.stderr == f"status={int(ExitCode.BROKEN_PIPE)}\n"
 
 
+def test_a_reader_that_goes_away_mid_write_is_a_broken_pipe_not_a_success(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """sys.stdout's writer returned a short count when the reader left during a 200 kB write:
+    export reported every row written and exited 0 with most of them lost."""
+    import subprocess
+    import sys
+
+    logs = _event_log(tmp_path / "logs")  # ~210 kB of CSV: more than a pipe holds
+    pipe = subprocess.run(f'"{sys.executable}" -m gpudoc events export {logs} -o - | '
+                          '(sleep 0.5; head -c 1000 >/dev/null); echo "status=${PIPESTATUS[0]}" >&2', shell=True,
+                          executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert pipe.stderr == f"status={int(ExitCode.BROKEN_PIPE)}\n"
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (["doctor", "--simulate", "dgx"], "--simulate is a global option: gpudoc --simulate dgx doctor"),
     (["reap", "--json", "--simulate=faults", "-y"],

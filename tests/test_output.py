@@ -133,3 +133,26 @@ def test_a_missing_directory_is_not_made(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such directory"), atomic_file(tmp_path / "no" / "x.json", "w"):
         pass
     assert not (tmp_path / "no").exists()
+
+
+def test_write_all_writes_what_a_short_write_left() -> None:
+    import io
+
+    from gpudoc.output import write_all
+
+    class Short(io.RawIOBase):
+        """A writer that takes at most 7 bytes a call (as a pipe's writer can)."""
+
+        def __init__(self) -> None:
+            self.got = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:  # type: ignore[no-untyped-def,override]
+            self.got += bytes(data[:7])
+            return min(7, len(data))
+
+    out = Short()
+    write_all(out, b"0123456789" * 5)
+    assert bytes(out.got) == b"0123456789" * 5

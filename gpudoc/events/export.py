@@ -23,7 +23,7 @@ from gpudoc.errors import EnvironmentMissing, InputError
 from gpudoc.events.discover import Run
 from gpudoc.events.model import Kind, TagPlugins, decode, is_start
 from gpudoc.events.records import Damage, RecordReader, Scalars, check_whole, damage_json, scalar_decoder
-from gpudoc.output import atomic_file, output_target
+from gpudoc.output import atomic_file, output_target, write_all
 
 EXPORTABLE = frozenset({Kind.SCALAR, Kind.HISTOGRAM, Kind.TENSOR, Kind.TEXT, Kind.PR_CURVE})
 FORMATS = ("csv", "jsonl", "parquet")
@@ -267,7 +267,7 @@ def _text(rows: Iterator[tuple[Any, ...]], out: IO[Any], fmt: str, report: Expor
                 text = row.csv()
                 if raw is not None:
                     out.flush()
-                    raw.write(text)
+                    write_all(raw, text)
                 else:
                     out.write(text.decode())
                 report.rows += len(row)
