@@ -629,10 +629,15 @@ def test_a_bad_model_spec_is_one_line_even_with_no_gpu_to_estimate_against(
 
 
 @pytest.mark.usefixtures("subreaper")
-async def test_x_on_what_a_failed_attempt_left_ends_the_restarts_too(dev: Path) -> None:  # noqa: F811
+async def test_x_on_what_a_failed_attempt_left_ends_the_restarts_too(
+        dev: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """A failed attempt whose worker still holds a GPU waits LEFTOVER_WAIT before it is
     started again; x on that worker is a stop: no next attempt."""
     from gpudoc.train import LEFTOVER_WAIT, Attempts
+
+    # The wait is long enough here that the leftover is seen and x pressed within it even
+    # under load (with the real 2 s the next attempt started first once, under the full suite).
+    monkeypatch.setattr("gpudoc.tui.app.LEFTOVER_WAIT", 60.0)
 
     script = trainer_script(dev, exits=True)
     script = textwrap.dedent(script[: script.rindex("os._exit(0)")] + "os._exit(3)\n")  # the leader fails
