@@ -51,7 +51,8 @@ RUN_RULES = {
     "step-repeat": ("warning", "a tag logs each step once"),
     "stall": ("warning", "new steps keep coming while the run's processes live"),
     "damaged-record": ("warning", "event records are intact"),
-    "leftover": ("warning", "no process of the run holds a GPU device after its leader exited"),
+    # An error: a process holding a GPU after its leader exited is what gpudoc exists to catch.
+    "leftover": ("error", "no process of the run holds a GPU device after its leader exited"),
 }
 RULES = {**RUN_RULES, **{rule: info for rule, info in METRIC_RULES.items() if rule != "non-finite"}}
 SPIKE_FACTOR = 10.0
@@ -245,12 +246,17 @@ def _scalars(data: bytes, followed: _Followed) -> list[Point]:
 
 class LogFinder:
     """Where the run's event files are: under ``logdir`` when given; else the event files its
-    processes hold open, else those that appear under its working directory after it started."""
+    processes hold open, else those that appear under its working directory after it started.
+    ``skip_earlier`` (a command is run): event files under ``logdir`` last modified before the
+    start are an earlier run's and are left out (:attr:`earlier` counts them); without it they
+    are followed (``gpudoc tui --logdir DIR`` follows a run started elsewhere)."""
 
-    def __init__(self, logdir: Path | None, cwd: Path, started: float) -> None:
+    def __init__(self, logdir: Path | None, cwd: Path, started: float, skip_earlier: bool = False) -> None:
         self.logdir = logdir
         self.cwd = cwd
         self.started = started
+        self.skip_earlier = skip_earlier
+        self.earlier: set[Path] = set()  # event files under logdir left out as an earlier run's
         self._last_walk = -math.inf
         self._last_fds = -math.inf
         self._open_found = False
@@ -270,7 +276,7 @@ class LogFinder:
             if not walk and self._open_found:
                 return []
             self._last_walk = now
-            found = list(self._walk(self.logdir, self.logdir, since=None))
+            found = list(self._walk(self.logdir, self.logdir, since=self.started if self.skip_earlier else None))
             self._open_found = bool(found)
             return found
         if not force and self._open_found and now - self._last_fds < _WALK_EVERY:
@@ -319,7 +325,10 @@ class LogFinder:
                     except OSError:
                         continue
                     if since is None or info.st_mtime >= since:
+                        self.earlier.discard(path)  # written again since: it is this run's
                         yield path, os.path.relpath(directory, root)
+                    elif top == self.logdir:
+                        self.earlier.add(path)
                 stack += [os.path.join(directory, d) for d in reversed(listing.descend)]
         finally:
             self._listed = listed
@@ -716,6 +725,7 @@ class Watch:
         self._lines: deque[str] = deque()
         self._lock = threading.Lock()
         self.from_output = True  # until an event file is found
+        self._earlier_said = False
 
     def take_line(self, line: str) -> None:
         with self._lock:
@@ -734,6 +744,7 @@ class Watch:
             lines, self._lines = self._lines, deque()
         found: list[Check] = []
         self._follow(self.finder.find(pids))
+        found += self._earlier_note()
         points, damage = self.tail.poll()
         parsed = [p for line in lines for p in self.parser.parse(line)] if self.from_output else []
         if self.on_points is not None and (points or parsed):
@@ -747,10 +758,22 @@ class Watch:
         found += self.checks.tick(alive, members, gpus=self.gpu.beside())
         return found
 
+    def _earlier_note(self) -> list[Check]:
+        """Once: a ``note`` (no check: not counted, not in the report) that event files of an
+        earlier run under the logdir are left out."""
+        count = len(self.finder.earlier)
+        if self._earlier_said or not count:
+            return []
+        self._earlier_said = True
+        return [Check("earlier-runs", "note",
+                      f"{count} event file(s) under {self.finder.logdir} last modified before this run started "
+                      "are an earlier run's: left out of the checks and the summary",
+                      "give each run a --logdir of its own to compare them in TensorBoard")]
+
     def finish(self) -> list[Check]:
         """The last values (from files found now too) and the checks that wait for the end."""
         self._follow(self.finder.find((), force=True))
-        found: list[Check] = []
+        found: list[Check] = self._earlier_note()
         while True:  # every record left, over as many polls as it takes
             read = self.tail.records
             points, damage = self.tail.poll()
@@ -767,9 +790,12 @@ class Watch:
                 leftovers: Iterable[Leftover] = (), duration: float | None = None,
                 killed: bool = False) -> RunSummary:
         """The end summary; ``duration`` covers every attempt (default: the last one's);
-        ``killed``: gpudoc sent the run SIGKILL (a second signal while stopping)."""
+        ``killed``: gpudoc sent the run SIGKILL (a second signal while stopping). Each leftover
+        holding a device is a ``leftover`` check (counted, in the report) if not raised yet."""
         ended, killer = how_it_ended(status, killed)
+        leftovers = list(leftovers)
         checks = self.checks
+        checks.raise_all(leftover_check(left) for left in leftovers if left.devices)
         return RunSummary(
             command=list(status.command), state=status.state.value, ended=ended, returncode=status.returncode,
             exit_code=exit_code, duration_s=round(status.elapsed if duration is None else duration, 3),
@@ -781,8 +807,8 @@ class Watch:
                                           s.best, s.best_step, "max" if s.higher_is_better else "min")
                             for s in checks.series.values()), key=lambda s: s.name),
             checks=list(checks.raised), check_counts=dict(checks.counts), attempts=attempts,
-            leftovers=list(leftovers), peak_gpu_memory=self.gpu.peak, gpus=sorted(self.gpu.gpus),
-            gpu_note=self.gpu.note, logs_note=self.finder.note,
+            leftovers=leftovers, peak_gpu_memory=self.gpu.peak, gpus=sorted(self.gpu.gpus),
+            gpu_note=self.gpu.note, logs_note=self.finder.note, earlier_event_files=len(self.finder.earlier),
         )
 
 
@@ -823,7 +849,7 @@ def find_leftovers(members: Iterable[ProcStat], device_glob: str) -> list[Leftov
 
 
 def leftover_check(leftover: Leftover) -> Check:
-    return Check("leftover", "warning",
+    return Check("leftover", RULES["leftover"][0],
                  f"PID {leftover.pid} ({one_line(leftover.command)}) still holds {', '.join(leftover.devices)} "
                  "after the run's leader exited",
                  "--reap-leftovers ends such processes; 'gpudoc reap' finds them later", str(leftover.pid))
@@ -900,9 +926,16 @@ def with_max_batch(made: Plan, fit: Fit, stage: Stage | None = None) -> Fit:
 
 
 def max_batch_line(fit: Fit) -> str:
-    """``max batch for the same spec: 48 (as gpudoc oom max-batch: leaves 10% of …)``."""
+    """After an out-of-memory end: ``max batch for the same spec: 48 (as gpudoc oom max-batch:
+    leaves 10% of …)``, or, when that answer takes the batch that ran out, that the run
+    contradicted the estimate and a batch smaller by the same ratio."""
     if not fit.max_batch:
         return f"max batch for the same spec: none, not even batch 1 fits GPU {fit.gpu}'s free memory"
+    if fit.max_batch >= fit.batch:
+        smaller = max(1, fit.batch * fit.batch // fit.max_batch)
+        return (f"the estimate put batch {fit.batch} within memory (max batch {fit.max_batch}) and the run ran out: "
+                f"the estimate is optimistic for this run — try at most batch {smaller} "
+                f"({fit.batch}·{fit.batch}/{fit.max_batch})")
     return (f"max batch for the same spec: {fit.max_batch} (as gpudoc oom max-batch: leaves 10% of the "
             f"{format_bytes(fit.free_bytes)} free on GPU {fit.gpu})")
 
@@ -949,6 +982,7 @@ class RunSummary:
     gpus: list[int] = field(default_factory=list)
     gpu_note: str | None = None
     logs_note: str | None = None
+    earlier_event_files: int = 0  # under --logdir, an earlier run's: left out
     estimate: Fit | None = None  # gpudoc run --model: the pre-launch estimate (and max-batch after an OOM)
 
     @property
@@ -1049,10 +1083,9 @@ def run_report(checks: Checks, subject: str, properties: dict[str, str] | None =
 
 
 def plain(check: Check) -> str:
-    """``gpudoc: warning: [rule] message (fix: …)`` for stderr."""
-    level = "error: " if check.severity == "error" else ""
+    """``gpudoc: error: [rule] message (fix: …)`` for stderr (``warning:``, ``note:`` by severity)."""
     fix = f" (fix: {check.fix})" if check.fix else ""
-    return f"gpudoc: warning: [{check.rule}] {level}{check.message}{fix}"
+    return f"gpudoc: {check.severity}: [{check.rule}] {check.message}{fix}"
 
 
 def jsonable_summary(summary: RunSummary) -> dict[str, Any]:

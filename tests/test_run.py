@@ -37,7 +37,9 @@ def python(code: str) -> list[str]:
 
 
 def warnings(stderr: str, rule: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith(f"gpudoc: warning: [{rule}]")]
+    """The lines of ``rule``'s checks, errors (``gpudoc: error: [rule]``) and warnings alike."""
+    return [line for line in stderr.splitlines()
+            if line.startswith((f"gpudoc: warning: [{rule}]", f"gpudoc: error: [{rule}]"))]
 
 
 def alive(pid: int) -> bool:
@@ -181,7 +183,9 @@ def test_buggy_scale_raises_the_metric_scale_rules_and_strict_fails(tmp_path: Pa
     out = gpudoc_run("--logdir", str(tmp_path / "logs"), *toy("--buggy-scale"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     implied = warnings(out.stderr, "implied-range")
-    assert len(implied) == 1 and "PSNR used peak 255 on [0,1] data" in implied[0] and "error:" in implied[0]
+    assert len(implied) == 1 and "PSNR used peak 255 on [0,1] data" in implied[0]
+    assert implied[0].startswith("gpudoc: error: [implied-range] ") and "warning" not in implied[0].split("]")[0]
+    assert all(line.startswith("gpudoc: warning: ") for line in warnings(out.stderr, "psnr-implausible"))
     strict = gpudoc_run("--strict", "--logdir", str(tmp_path / "logs2"), *toy("--buggy-scale"), cwd=tmp_path)
     assert strict.returncode == 1
     assert gpudoc_run("--strict", "--logdir", str(tmp_path / "logs3"), *toy(), cwd=tmp_path).returncode == 0
@@ -205,7 +209,7 @@ def test_github_annotations(tmp_path: Path) -> None:
     out = gpudoc_run("--github", "--logdir", str(tmp_path / "logs"), *toy("--buggy-scale"), cwd=tmp_path)
     assert "::error title=gpudoc implied-range::" in out.stderr
     assert "::warning title=gpudoc psnr-implausible::" in out.stderr
-    assert "gpudoc: warning:" not in out.stderr
+    assert "gpudoc: warning:" not in out.stderr and "gpudoc: error:" not in out.stderr
 
 
 def test_github_junit_json_and_the_exit_code_agree(tmp_path: Path) -> None:
@@ -864,7 +868,7 @@ def test_a_multi_line_command_is_shown_on_one_line(tmp_path: Path, github: bool)
     assert len(said) == 2  # the check as it happens, the summary's leftover line
     assert all("./py -c 'import sys, time\\nf = open(" in line for line in said)
     if github:
-        assert said[0].startswith("::warning")
+        assert said[0].startswith("::error title=gpudoc leftover::")  # a GPU held after the leader exited
     assert "import sys, time\n" not in (tmp_path / "j.xml").read_text()
 
 
@@ -876,7 +880,7 @@ def test_scalars_have_one_name_in_checks_summary_and_json(tmp_path: Path) -> Non
     names = {s["name"] for s in data["scalars"]}
     series = {c["series"] for c in data["checks"] if c["rule"] == "non-finite"}
     assert "runs/nan/train/loss" in names and series <= names
-    assert "gpudoc: warning: [non-finite] error: runs/nan/train/loss is nan at step 5" in out.stderr
+    assert "gpudoc: error: [non-finite] runs/nan/train/loss is nan at step 5" in out.stderr
     assert "gpudoc:   runs/nan/train/loss  last" in out.stderr
     # Given to gpudoc, names are relative to it.
     out = gpudoc_run("--logdir", "runs/b", "--json", "b.json", *toy("--nan-at", "5"), cwd=tmp_path)
@@ -997,7 +1001,10 @@ def test_an_out_of_memory_end_gets_max_batch_in_the_summary_and_json(models: Pat
                           read_visible(SimulatedBackend("dgx"), "7"))
     best, _ = made.max_batch()
     assert best > 8 and estimate["max_batch"] == best and estimate["total_bytes"] == fit.total_bytes
-    assert f"gpudoc:   max batch for the same spec: {best} (as gpudoc oom max-batch" in out.stderr
+    # It ran out at batch 8 although max-batch takes more: the estimate was contradicted, not repeated.
+    assert f"max batch for the same spec: {best}" not in out.stderr
+    assert (f"gpudoc:   the estimate put batch 8 within memory (max batch {best}) and the run ran out: the estimate "
+            f"is optimistic for this run — try at most batch {max(1, 64 // best)} (8·8/{best})") in out.stderr
     plain_run = dgx_run("--json", "p.json", *python("pass"), cwd=tmp_path)
     assert plain_run.returncode == 0 and json.loads((tmp_path / "p.json").read_text())["estimate"] is None
 
@@ -1044,3 +1051,67 @@ def test_a_file_written_and_closed_between_looks_is_found_after_an_open_one_was(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_event_files_of_an_earlier_run_in_the_logdir_are_left_out(tmp_path: Path) -> None:
+    """A --logdir that holds an earlier run's event files: only this run's are judged and
+    summarised (the earlier ones are said once); without a command they are followed."""
+    from gpudoc.runwatch import LogFinder
+
+    logdir = tmp_path / "logs"
+    # In a directory of its own: tensorboardX names a file by the second it opened, and a run
+    # started within the same second would replace it.
+    assert gpudoc_run("--logdir", str(logdir / "before"), *toy("--buggy-scale"), cwd=tmp_path).returncode == 0
+    old = sorted(logdir.rglob("*tfevents*"))
+    assert old
+    out = gpudoc_run("--strict", "--logdir", str(logdir), "--json", str(tmp_path / "s.json"),
+                     "--", sys.executable, TOY, "--epochs", "1", "--steps", "10", "--step-time", "0", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    notes = [line for line in out.stderr.splitlines() if line.startswith("gpudoc: note: [earlier-runs] ")]
+    assert len(notes) == 1 and f"{len(old)} event file(s) under {logdir}" in notes[0], out.stderr
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["checks"] == [] and "checks: none fired" in out.stderr
+    assert (data["first_step"], data["last_step"]) == (1, 10) and data["earlier_event_files"] == len(old)
+    assert not set(data["event_files"]) & {str(p) for p in old}
+    assert {s["name"]: s["count"] for s in data["scalars"]}["train/loss"] == 10
+    # gpudoc tui --logdir DIR without a command follows what is there.
+    follow = LogFinder(logdir, tmp_path, time.time())
+    assert {str(p) for p in old} <= {str(p) for p, _ in follow.find(())} and not follow.earlier
+
+
+def test_a_leftover_holding_a_device_is_an_error_check_in_every_report(tmp_path: Path) -> None:
+    """A worker left holding a GPU is counted: summary, --json, a JUnit failure, --strict exits 1;
+    the JUnit properties carry gpudoc's exit code and the command's own."""
+    from xml.etree import ElementTree
+
+    junit = tmp_path / "x.xml"
+    out, worker = leave_a_worker(tmp_path, 600, "--strict", "--junit", str(junit))
+    try:
+        assert out.returncode == 1, out.stderr
+        left = warnings(out.stderr, "leftover")
+        assert len(left) == 1 and left[0].startswith("gpudoc: error: [leftover] ")
+        assert "checks: 1 error(s), 0 warning(s): leftover" in out.stderr
+        data = json.loads((tmp_path / "s.json").read_text())
+        assert [c["rule"] for c in data["checks"]] == ["leftover"] and data["errors"] == 1 and data["exit_code"] == 1
+        suite = ElementTree.parse(junit).getroot()
+        case = next(c for c in suite.iter("testcase") if c.get("name").startswith("leftover:"))
+        failure = case.find("failure")
+        assert failure is not None and f"PID {worker} (" in failure.get("message")
+        assert "cause:" not in failure.text and "fix: --reap-leftovers" in failure.text
+        props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+        assert props["exit_code"] == "1" and props["returncode"] == "0" and "exit_status" not in props
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
+def test_max_batch_after_an_oom_end_says_when_the_run_contradicted_it() -> None:
+    from gpudoc.oom.plan import Fit
+    from gpudoc.runwatch import max_batch_line
+
+    def fit(batch: int, best: int) -> Fit:
+        return Fit("m", batch, [0], 0, "H100", 80 << 30, 10 << 30, 9 << 30, "fits", 1 << 30, None, best)
+
+    assert max_batch_line(fit(64, 84)) == ("the estimate put batch 64 within memory (max batch 84) and the run ran "
+                                           "out: the estimate is optimistic for this run — try at most batch 48 "
+                                           "(64·64/84)")
+    assert max_batch_line(fit(64, 40)).startswith("max batch for the same spec: 40 (as gpudoc oom max-batch")

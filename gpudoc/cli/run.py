@@ -180,7 +180,7 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
         elif remedy:
             print(f"gpudoc: note: {remedy}", file=sys.stderr, flush=True)
     cwd = Path.cwd()
-    watch = Watch(LogFinder(logdir, cwd, time.time()),
+    watch = Watch(LogFinder(logdir, cwd, time.time(), skip_earlier=True),
                   Checks(None if range_ == "auto" else float(range_), stall_min=stall_min), settings.gpu_backend())
 
     stop = threading.Event()
@@ -265,10 +265,11 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
             fit = with_max_batch(made, fit, stage)
     summary = replace(watch.summary(status, code, attempts.number, leftovers, duration, killed=started in killed),
                       estimate=fit)
-    checked = run_report(watch.checks, one_line(command, None), {"exit_status": str(code)})
+    checked = run_report(watch.checks, one_line(command, None), {"returncode": str(status.returncode)})
     if strict and code == 0 and checked.exit_code:
         code = int(ExitCode.FINDINGS)
         summary = replace(summary, exit_code=code)
+    checked.properties["exit_code"] = str(code)  # gpudoc's, as the JSON's exit_code
     for line in summary.lines():
         say("gpudoc: " + line, started)
     if json_dest is not None:

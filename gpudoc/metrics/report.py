@@ -100,7 +100,8 @@ class Report:
 
 def _finding_text(f: Finding) -> str:
     times = f" ({f.count} steps)" if f.count > 1 else ""
-    return f"{f.where}: {f.severity} [{f.rule}] {f.message}{times}\n    cause: {f.cause}\n    fix: {f.fix}"
+    fields = "".join(f"\n    {name}: {text}" for name, text in (("cause", f.cause), ("fix", f.fix)) if text)
+    return f"{f.where}: {f.severity} [{f.rule}] {f.message}{times}{fields}"
 
 
 def text_lines(report: Report) -> list[str]:
@@ -131,9 +132,10 @@ def _escape(text: str, prop: bool = False) -> str:
 
 
 def github_line(f: Finding, *, at_file: bool = True) -> str:
-    """A GitHub Actions workflow command for one finding: ``::error`` or ``::warning``, at the
-    file (and line) it came from unless ``at_file`` is False (a run, not a file)."""
-    level = "error" if f.severity == "error" else "warning"
+    """A GitHub Actions workflow command for one finding: ``::error``, ``::warning`` (or
+    ``::notice`` for a ``note``), at the file (and line) it came from unless ``at_file`` is
+    False (a run, not a file)."""
+    level = {"error": "error", "note": "notice"}.get(f.severity, "warning")
     props = (f"file={_escape(f.file, True)}" + (f",line={f.line}" if f.line else "") + ",") if at_file else ""
     props += f"title={_escape('gpudoc ' + f.rule, True)}"
     fix = f" — fix: {f.fix}" if f.fix else ""
