@@ -214,9 +214,11 @@ class Plot:
     x1: float
 
 
-def plot(xs: Sequence[float], raw: Sequence[float], smoothed: Sequence[float], width: int, height: int) -> Plot | None:
+def plot(xs: Sequence[float], raw: Sequence[float], smoothed: Sequence[float], width: int, height: int,
+         bounds: tuple[float, float] | None = None) -> Plot | None:
     """Raw values as dots and the smoothed values as a connected line, in ``width`` x ``height``
-    braille cells; None when no value is finite."""
+    braille cells, over the values' range widened to ``bounds`` (the range of every value
+    received, when the points given are a sample); None when no value is finite."""
     x = np.asarray(xs, dtype=np.float64)
     r = np.asarray(raw, dtype=np.float64)
     s = np.asarray(smoothed, dtype=np.float64)
@@ -225,6 +227,8 @@ def plot(xs: Sequence[float], raw: Sequence[float], smoothed: Sequence[float], w
         return None
     x, r, s = x[ok], r[ok], s[ok]
     low, high = float(min(r.min(), s.min())), float(max(r.max(), s.max()))
+    if bounds is not None:
+        low, high = min(low, bounds[0]), max(high, bounds[1])
     x0, x1 = float(x.min()), float(x.max())
     cols, rows = width * 2, height * 4
     span_y = high - low if high > low else 1.0

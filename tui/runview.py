@@ -43,10 +43,26 @@ def compact(app: App[object]) -> bool:
     return app.size.height < COMPACT_BELOW
 
 
-def number(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def number(value: float | None, digits: int = 4) -> str:
+    """``value`` to ``digits`` significant digits with a compact exponent (``1.2e-9``); "-"
+    for no value, "nan" for a NaN."""
+    if value is None:
         return "-"
-    return f"{value:.4g}"
+    text = f"{value:.{digits}g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
+
+
+def fitted(value: float, width: int) -> str:
+    """``value`` in at most ``width`` cells: fewer significant digits until it fits (a
+    number is never cut)."""
+    for digits in (4, 3, 2, 1):
+        text = number(value, digits)
+        if len(text) <= width:
+            return text
+    return text
 
 
 def check_line(check: Check) -> str:
@@ -221,15 +237,16 @@ class RunPanel(LinePanel):
             start = len(first.plain)
             start += len(header.plain[start:]) - len(header.plain[start:].lstrip(" "))
             lines = [first, header.divide([start])[1].truncate(width, ellipsis=True)]
+        estimate = self._estimate_lines(packed)
+        if packed:  # one line each, but the out-of-memory lines wrap: their pointers would be cut
+            estimate = [line.truncate(width) for line in estimate[:1]] + estimate[1:]
         if status.oom is not None:
             lines.append(Content.assemble(
                 ("out of memory: ", "bold $error"), (clean(status.oom), "$error"),
                 ("" if self.estimate is not None else "  (gpudoc oom max-batch finds a batch size that fits)", MUTED),
                 strip_control_codes=False,
             ))
-        lines += self._estimate_lines(packed)
-        if packed:
-            lines = [line.truncate(width) for line in lines]
+        lines += estimate
         total = 3 if packed else self.SHOWN + 1
         room = max(total - len(lines), 0)
         shown = status.lines[-room:] if room else ()
@@ -347,7 +364,7 @@ class CurvesPanel(LinePanel):
         width = max(self.size.width - _EDGES, 40)
         rows = self.chart_rows()
         packed = self.is_mounted and compact(self.app)  # no min/max line: the plot's labels show its range
-        lines = [self._header().truncate(width), self._checks_line().truncate(width)]
+        lines = [self._header(width), self._checks_line().truncate(width)]
         shown = self.shown()
         if not shown:
             waiting = self.error or "no scalars yet"
@@ -369,18 +386,29 @@ class CurvesPanel(LinePanel):
             lines.append(Content.assemble(*parts).truncate(width))
         return lines
 
-    def _header(self) -> Content:
+    def _header(self, width: int) -> Content:
+        """The header in ``width`` cells: the keys' states (smoothing first, then the x axis,
+        what is shown) are kept before the step and the rate, and the source is cut last."""
         curves = self.curves
         rate = curves.steps_per_second()
-        parts: list[str | tuple[str, str]] = [("CURVES ", "bold"), clean(self.source)]
+        # (priority: lower is dropped later, text), in the order shown
+        items: list[tuple[int, str]] = []
         if curves.max_step is not None:
-            parts.append(f" · step {curves.max_step}")
+            items.append((3, f" · step {curves.max_step}"))
         if rate is not None:
-            parts.append(f" · {rate:.3g} steps/s")
+            items.append((4, f" · {rate:.3g} steps/s"))
         if curves.series:
-            parts.append(f" · {self._what()} (v)")
-        parts += [f" · x {self.axis} (a)", f" · smoothing {curves.weight:g} ([ ])"]
-        return Content.assemble(*parts)
+            items.append((2, f" · {self._what()} (v)"))
+        items += [(1, f" · x {self.axis} (a)"), (0, f" · smoothing {curves.weight:g} ([ ])")]
+        source = clean(self.source)
+        room = width - len("CURVES ")
+        while items and len(source) + sum(len(text) for _, text in items) > room and \
+                room - sum(len(text) for _, text in items) < 12:
+            items.remove(max(items))
+        keys = "".join(text for _, text in items)
+        if len(source) + len(keys) > room:
+            source = source[:max(room - len(keys) - 1, 0)] + "…"
+        return Content.assemble(("CURVES ", "bold"), source, keys).truncate(width)
 
     def _checks_line(self) -> Content:
         if not self.checks:
@@ -404,17 +432,20 @@ class CurvesPanel(LinePanel):
             xs: Sequence[float] = [t - start for t in curve.times]
         else:
             xs = curve.steps
-        # The range drawn lies within every value's (smoothing averages them): labels fit.
+        # The axis spans every value received (the min/max line's): the points kept, and the
+        # smoothed line (it averages them), lie within it.
         label = max(len(number(curve.low)), len(number(curve.high)), 5)
-        drawn = plot(xs, curve.values, curve.smoothed, max(1, width - label - 1), rows)
+        bounds = (curve.low, curve.high) if curve.low is not None and curve.high is not None else None
+        drawn = plot(xs, curve.values, curve.smoothed, max(1, width - label - 1), rows, bounds)
         lines = [title.truncate(width, pad=True)] + ([] if packed else [stats.truncate(width, pad=True)])
         if drawn is None:
             blank = Content(" " * width)
             lines.append(Content.styled("no finite value yet".ljust(width), MUTED))
             return lines + [blank] * rows
-        labels = [number(drawn.high), *[""] * (rows - 2), number(drawn.low)] if rows > 1 else [number(drawn.high)]
+        ends = [fitted(drawn.high, label), fitted(drawn.low, label)]
+        labels = [ends[0], *[""] * (rows - 2), ends[1]] if rows > 1 else ends[:1]
         for y in range(rows):
-            parts: list[tuple[str, str] | str] = [(f"{labels[y][:label]:>{label}}┤", MUTED)]
+            parts: list[tuple[str, str] | str] = [(f"{labels[y]:>{label}}┤", MUTED)]
             text, strong = drawn.rows[y], drawn.strong[y]
             start = 0
             for x in range(1, len(text) + 1):

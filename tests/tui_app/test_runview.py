@@ -668,3 +668,78 @@ async def test_x_on_what_a_failed_attempt_left_ends_the_restarts_too(
         run.stop(grace=1)
         if worker and alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+def _rows(app: GpudocApp) -> list[str]:
+    """The screen's rows as plain text (from Textual's SVG screenshot, row by row)."""
+    import html
+    import re
+
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for m in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', app.export_screenshot()):
+        rows.setdefault(float(m[2]), []).append((float(m[1]), html.unescape(m[3]).replace("\xa0", " ")))
+    return ["".join(text for _, text in sorted(row)) for _, row in sorted(rows.items())]
+
+
+async def test_the_checks_list_wraps_within_an_80_column_screen() -> None:
+    long = ("train/loss jumped from 0.4123 to 3.1877 at step 120 (7.7x the median of the last 50 steps), "
+            "after the learning rate warm-up ended")
+    checks = [Check("loss-spike", "warning", long, "lower the learning rate or clip the gradients (max norm 1.0) "
+                    "and check the batch at that step", "train/loss", 120),
+              Check("non-finite", "error", "val/mae is NaN from step 140 on: every value since is NaN or inf, "
+                    "so the metric reads as no data", "check the loss for a division by zero", "val/mae", 140)]
+    app = make_app("workstation", ManualClock(5))
+    async with app.run_test(size=(80, 30)) as pilot:
+        app.push_screen(ChecksScreen(checks))
+        await pilot.pause()
+        box = app.screen.query_one("#checks").region
+        assert box.x >= 0 and box.right <= 80
+        frames = str.maketrans(dict.fromkeys("│█▀▄╭╮╰╯", " "))
+        text = " ".join(" ".join(row.translate(frames).split()) for row in _rows(app))
+        for check in checks:
+            assert check.message in text and check.fix in text
+
+
+def test_curve_axis_labels_are_whole_numbers_that_agree_with_min_and_max() -> None:
+    """Past KEEP points only a sample is kept: the extremes of odd counts are dropped from
+    it, and the axis still spans (and is labelled with) every value's range; a label never
+    loses its exponent; a NaN last value shows as nan."""
+    panel = CurvesPanel()
+    values = [1.123e-5 + 1e-7 * (s % 7) for s in range(2 * KEEP + 2)]
+    values[1], values[3] = 2.49e-10, 7.256  # counts 2 and 4: not in the sample once it is halved
+    panel.curves.add([Point(".", "train/loss", s, v, wall_time=float(s)) for s, v in enumerate(values)])
+    curve = panel.curves.series[(".", "train/loss")]
+    assert 7.256 not in curve.values and 2.49e-10 not in curve.values
+    lines = [line.plain for line in panel._chart(curve, 40, 3, "$accent")]
+    assert lines[1].split() == ["min", "2.49e-10", "max", "7.256"]
+    labels = [line.split("┤")[0].strip() for line in lines[2:5]]
+    assert labels == ["7.256", "", "2.49e-10"]
+    panel.curves.add([Point(".", "train/loss", 2 * KEEP + 2, math.nan, wall_time=0.0)])
+    assert panel._chart(curve, 40, 3, "$accent")[0].plain.split()[:2] == ["train/loss", "nan"]
+
+
+def test_a_label_too_wide_for_its_place_gets_fewer_digits_not_a_cut() -> None:
+    from gpudoc.tui.runview import fitted, number
+
+    assert number(1.1234567e-9) == "1.123e-9" and number(math.nan) == "nan" and number(None) == "-"
+    assert fitted(1.1234567e-9, 6) == "1.1e-9" and fitted(-1.2345e-10, 6) == "-1e-10"
+    assert float(fitted(1.1234567e-9, 6)) == pytest.approx(1.1e-9)
+
+
+async def test_at_80_columns_the_curves_header_keeps_the_smoothing_and_the_oom_pointer_wraps(tmp_path: Path) -> None:
+    from gpudoc.train import RunState, RunStatus
+
+    app = make_app("dgx", ManualClock(30), watch=Watch(LogFinder(tmp_path, tmp_path, 0.0), Checks()))
+    async with app.run_test(size=(80, 30)) as pilot:
+        curves = app.query_one(CurvesPanel)
+        curves.take([Point(".", "train/loss", s, 1.0 / s, wall_time=float(s)) for s in range(1, 50)], [],
+                    f"1 event file in {tmp_path}/runs/resnet50-lr0.1-batch64", False)
+        panel = RunPanel(id="run-test")
+        await app.screen.mount(panel, before=app.query_one(CurvesPanel))
+        oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.65 GiB total)"
+        panel.show(RunStatus(("python", "train.py"), 42, RunState.FAILED, 1, 2.0, ("epoch 1",), oom), ())
+        await pilot.pause()
+        header = curves.lines[0].plain
+        assert "smoothing 0.6 ([ ])" in header and "x step (a)" in header and header.endswith("([ ])")
+        text = " ".join(line.plain for line in panel.lines)
+        assert oom in text and "(gpudoc oom max-batch finds a batch size that fits)" in text
