@@ -73,7 +73,8 @@ def model_run(model: str | None, batch: int | None, input_spec: str | None, prec
 
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--logdir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where the run writes TensorBoard event files (given to it as GPUDOC_LOGDIR). Default: the "
+              help="Where the run writes TensorBoard event files (given to it as GPUDOC_LOGDIR; files there "
+              "last modified before the run started are an earlier run's and left out). Default: the "
               "event files its processes hold open, else those that appear under the working directory.")
 @click.option("--log", type=click.Path(dir_okay=False, path_type=Path),
               help="Append the run's whole output to this file.")
@@ -114,7 +115,7 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     (and to --log), its scalars are read from its event files (or its output lines) and
     checked as they arrive — non-finite values, loss spikes, steps going backwards or repeating,
     stalls and the metric-scale rules of metrics-check — each printed once as
-    'gpudoc: warning: …' on stderr; a scalar is named by its tag under its directory relative
+    'gpudoc: error: …' or 'gpudoc: warning: …' on stderr; a scalar is named by its tag under its directory relative
     to --logdir (else the working directory). SIGINT or SIGTERM to gpudoc stops the whole run. At the
     end one summary on stderr: how it ended, duration, steps, last and best of each scalar,
     the peak GPU memory of its processes (NVML, or --simulate), the checks raised, the leftovers.
