@@ -743,3 +743,33 @@ async def test_at_80_columns_the_curves_header_keeps_the_smoothing_and_the_oom_p
         assert "smoothing 0.6 ([ ])" in header and "x step (a)" in header and header.endswith("([ ])")
         text = " ".join(line.plain for line in panel.lines)
         assert oom in text and "(gpudoc oom max-batch finds a batch size that fits)" in text
+
+
+def test_after_an_out_of_memory_end_at_120x40_the_run_panel_says_failed_and_nothing_overlaps(
+    monkeypatch: pytest.MonkeyPatch, models: Path,
+) -> None:
+    """The toy's own out-of-memory end under --model, as a new user tried it: once max-batch
+    answered, the run panel reads failed, has the height of its lines, and the panels below it
+    moved down (none is drawn over another)."""
+    seen: dict[str, Any] = {}
+
+    async def drive(pilot: Any) -> None:
+        app = pilot.app
+        await _until(pilot, lambda: app.max_batch is not None and "estimating" not in app.max_batch,
+                     "max-batch's answer", timeout=60)
+        await pilot.pause()
+        panel = app.query_one(RunPanel)
+        seen["text"], seen["lines"], seen["answer"] = _run_text(app), len(panel.lines), app.max_batch
+        seen["regions"] = [w.region for w in (panel, app.query_one(CurvesPanel), app.query_one("#processes-title"))]
+        seen["rows"] = _rows(app)
+        await pilot.press("q")
+
+    _headless_at(monkeypatch, drive, (120, 40))
+    result = _tui("--demo", "dgx", "--model", f"{models}:small", "--batch", "8", "--input", "64", "--",
+                  sys.executable, TOY, "--epochs", "5", "--steps", "2", "--step-time", "0", "--oom-at", "2")
+    assert result.exit_code == 1, result.output
+    assert seen["text"].startswith("RUN failed (exit 1)") and "running" not in seen["text"]
+    run, curves, title = seen["regions"]
+    assert run.height == seen["lines"] + 2 and run.bottom <= curves.y and curves.bottom <= title.y
+    assert sum("RUN failed (exit 1)" in row for row in seen["rows"]) == 1
+    assert sum(row.startswith(" Processes") or row.startswith("Processes") for row in seen["rows"]) == 1
