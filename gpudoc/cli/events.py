@@ -260,8 +260,9 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
 @click.option("--kinds", default="scalar", show_default=True,
               help="Comma-separated: scalar, histogram, tensor, text, pr_curve.")
 @click.option("--on-restart", type=click.Choice(["keep", "purge"]), default="keep", show_default=True,
-              help="keep: every value as written; purge: drop values a restarted writer superseded "
-              "(as TensorBoard shows them).")
+              help="keep: every value as written; purge: drop values a restarted writer superseded (what "
+              "TensorBoard drops at a SessionLog.START, and a tag's earlier points when its steps go back "
+              "without one, which TensorBoard shows twice).")
 @_SALVAGE
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @json_option
