@@ -60,6 +60,22 @@ def export_json(output: str, fmt: str, report: ExportReport) -> dict[str, object
             "damage": damage_json(report.damage)}
 
 
+class UndecodableValue(ValueError):
+    """A tensor whose dtype, shape and contents do not make an array (TensorBoard's
+    ``make_ndarray`` refuses it too)."""
+
+
+def tensor_array(tensor: Any) -> np.ndarray:
+    """``make_ndarray`` of a TensorProto, or :class:`UndecodableValue` saying why it is none:
+    an unknown dtype, contents that do not fill the shape, a byte count that is no whole
+    number of elements."""
+    try:
+        return tensor_util.make_ndarray(tensor)
+    except (ValueError, TypeError, KeyError) as e:
+        shape = [d.size for d in tensor.tensor_shape.dim]
+        raise UndecodableValue(f"tensor of dtype {tensor.dtype} and shape {shape} cannot be decoded ({e})") from None
+
+
 def _value(value: event_pb2.Summary.Value, kind: Kind) -> Any:
     if value.WhichOneof("value") == "simple_value":
         return float(value.simple_value)
@@ -67,7 +83,7 @@ def _value(value: event_pb2.Summary.Value, kind: Kind) -> Any:
         h = value.histo
         return {"min": h.min, "max": h.max, "num": h.num, "sum": h.sum, "sum_squares": h.sum_squares,
                 "bucket_limit": list(h.bucket_limit), "bucket": list(h.bucket)}
-    array = tensor_util.make_ndarray(value.tensor)
+    array = tensor_array(value.tensor)
     if array.dtype.kind in "SO":
         decoded = [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in array.ravel().tolist()]
         return decoded[0] if array.size == 1 else decoded
@@ -197,7 +213,16 @@ def rows_of(
             for value, info in zip(event.summary.value, found):
                 if info.kind not in kinds:
                     continue
-                row = (name, info.tag, info.kind.value, event.step, event.wall_time, _value(value, info.kind))
+                try:
+                    decoded = _value(value, info.kind)
+                except UndecodableValue as e:
+                    if not salvage:
+                        raise InputError(f"{path}: offset {offset}: tag {info.tag!r}: {e}",
+                                         "rewrite the value, or pass --salvage to skip it") from None
+                    end = offset + len(data) + 16  # the record as framed: length, its CRC, data, data CRC
+                    reader.state.damage.append(Damage(offset, end, f"tag {info.tag!r}: {e}; value skipped"))
+                    continue
+                row = (name, info.tag, info.kind.value, event.step, event.wall_time, decoded)
                 if purge:
                     purged.add(row)
                 else:

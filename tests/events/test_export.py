@@ -199,3 +199,43 @@ def test_an_output_that_is_one_of_the_inputs_is_refused_even_with_force(tmp_path
                                           "--format", "csv"])
         assert result.exit_code == 2 and f"the same file as the input {source}" in result.stderr
     assert source.read_bytes() == before
+
+
+def _odd_scalars(logdir: Path) -> None:
+    """tensorboardX writing scalars-plugin tensors that TensorBoard's make_ndarray refuses:
+    two floats for shape (), no contents, 2 bytes for a float, uint64, unknown dtypes."""
+    from tensorboardX import SummaryWriter
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    writer = SummaryWriter(str(logdir))
+    writer.add_scalar("good", 1.0, 0)
+    fills = {"two": lambda t: (setattr(t, "dtype", 1), t.float_val.extend([1.0, 2.0])),
+             "empty": lambda t: setattr(t, "dtype", 1),
+             "short": lambda t: (setattr(t, "dtype", 1), setattr(t, "tensor_content", b"\0\0")),
+             "u64": lambda t: (setattr(t, "dtype", 23), t.int64_val.append(5)),
+             "dt0": lambda t: (setattr(t, "dtype", 0), t.float_val.append(1.0)),
+             "dt113": lambda t: (setattr(t, "dtype", 113), t.float_val.append(1.0))}
+    for step, (tag, fill) in enumerate(fills.items(), 1):
+        summary = Summary()
+        value = summary.value.add(tag=tag)
+        value.metadata.plugin_data.plugin_name = "scalars"
+        fill(value.tensor)
+        writer.file_writer.add_summary(summary, step)
+    writer.close()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_scalar_tensor_that_cannot_be_decoded_is_bad_input_or_salvaged(tmp_path: Path, fmt: str) -> None:
+    _odd_scalars(tmp_path / "run")
+    (source,) = (tmp_path / "run").iterdir()
+    out = tmp_path / f"t.{fmt}"
+    code, _, err = gpudoc("export", str(tmp_path / "run"), "-o", str(out))
+    assert code == 2 and not out.exists()
+    (line,) = err.strip().splitlines()
+    assert str(source) in line and "offset " in line and "tag 'two'" in line and "cannot be decoded" in line
+    code, stdout, _ = gpudoc("export", str(tmp_path / "run"), "-o", str(out), "--salvage", "--json")
+    damage = json.loads(stdout)["damage"]
+    assert code == 0 and json.loads(stdout)["rows"] == 1
+    assert [d["reason"].split(":")[0] for d in damage] == ["tag 'two'", "tag 'empty'", "tag 'short'", "tag 'u64'",
+                                                          "tag 'dt0'", "tag 'dt113'"]
+    assert all(d["file"] == str(source) and d["end"] > d["start"] for d in damage)
