@@ -536,7 +536,9 @@ def test_after_an_out_of_memory_end_the_pane_shows_max_batchs_answer(
     made, _ = prelaunch(lambda device: plan(f"{models}:small", 8, device, "64"), read_visible(SimulatedBackend("dgx"),
                                                                                             None))
     best, _ = made.max_batch()
-    line = f"max batch for the same spec: {best} (as gpudoc oom max-batch: leaves 10% of the "
+    # the model is small: max-batch's answer takes the batch that ran out, so the run contradicted it
+    assert best >= 8
+    line = f"the estimate put batch 8 within memory (max batch {best}) and the run ran out"
     assert "out of memory: torch.OutOfMemoryError: CUDA out of memory." in seen["panel"]
     assert ": fits in 9.6 GiB free on GPU 0" in seen["panel"] and line in seen["panel"]
     assert any(n.startswith(line) for n in seen["notes"])
