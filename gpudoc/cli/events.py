@@ -66,7 +66,36 @@ def _progress(label: str, runs: Sequence[Run], *, quiet: bool) -> Iterator[Calla
         yield lambda done: bar.advance(task, done)
 
 
-@click.group()
+class _EventsGroup(click.Group):
+    """Any file error an events command meets on its inputs or outputs (one it did not name
+    itself) is bad input: one line naming the path and why, exit 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            if exc.filename is None or isinstance(exc, BrokenPipeError):
+                raise
+            raise InputError(f"{exc.filename}: {exc.strerror or 'I/O error'}",
+                             "check that it exists and that you may read it (or write into its directory)") from None
+
+
+def _discover(path: str) -> tuple[Path, list[Run]]:
+    """:func:`discover`, warning on stderr of each directory below ``path`` that cannot be listed."""
+    from gpudoc.events import discover
+
+    unreadable: list[str] = []
+    found = discover(path, unreadable)
+    _warn_unreadable(unreadable)
+    return found
+
+
+def _warn_unreadable(unreadable: Sequence[str]) -> None:
+    for entry in unreadable:
+        click.echo(f"gpudoc: warning: {entry}; its event files, if any, are left out", err=True)
+
+
+@click.group(cls=_EventsGroup)
 def events() -> None:
     """Inspect, trim and export TensorBoard event files without losing anything."""
 
@@ -86,7 +115,9 @@ def info(paths: tuple[str, ...], as_json: bool) -> int:
     from gpudoc.events.info import describe, info_json
     from gpudoc.output import emit_json
 
-    infos = describe(paths)
+    unreadable: list[str] = []
+    infos = describe(paths, unreadable=unreadable)
+    _warn_unreadable(unreadable)
     if as_json:
         emit_json(info_json(infos))
     else:
@@ -192,7 +223,7 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
     must be outside SRC. Output is verified before it replaces anything; a damaged or cut-off
     input is an error (exit 2) unless --salvage.
     """
-    from gpudoc.events import TrimSpec, discover, parse_steps, trim
+    from gpudoc.events import TrimSpec, parse_steps, trim
     from gpudoc.events.discover import output_directory
     from gpudoc.events.files import for_runs
     from gpudoc.events.model import Kind
@@ -213,7 +244,7 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
         raise InputError(f"--start {start} is after --end {end}", "give the earlier time as --start")
     spec = TrimSpec(first, last, _patterns(tags, "--tags"), _patterns(exclude_tags, "--exclude-tags"), kind_set,
                     begin, finish, keep_run_level=not drop_run_level)
-    root, runs = discover(src)
+    root, runs = _discover(src)
     if in_place:
         if output is not None:
             raise click.UsageError("--in-place and --output exclude each other")
@@ -276,7 +307,6 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
     A damaged or cut-off input file is an error naming the byte offset (exit 2) unless
     --salvage. When the table goes to stdout, the summary (and --json) goes to stderr.
     """
-    from gpudoc.events import discover
     from gpudoc.events.export import export, export_json, format_for
     from gpudoc.events.model import Kind
     from gpudoc.output import emit_json, is_stdout, output_target, refuse_inputs_as_outputs
@@ -290,7 +320,7 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
     if unknown or not names:
         what = f"unknown kind {unknown[0]!r}" if unknown else f"no kind in {kinds!r}"
         raise InputError(f"--kinds: {what}", "choose from scalar, histogram, tensor, text, pr_curve")
-    runs = _distinct_runs([run for path in paths for run in discover(path)[1]])
+    runs = _distinct_runs([run for path in paths for run in _discover(path)[1]])
     refuse_inputs_as_outputs([("-o", output)], [f for run in runs for f in run.files])
     with _progress("exporting", runs, quiet=as_json) as advance:
         report = export(runs, Path(output), fmt=chosen, kinds=frozenset(Kind(n) for n in names),
@@ -328,9 +358,8 @@ def _distinct_runs(runs: list[Run]) -> list[Run]:
 def _merge_inputs(paths: tuple[str, ...], names: tuple[str, ...]) -> list[Run]:
     """The runs to merge, in order: each PATH must be one run, unless ``--run`` names the runs
     (by their names under the PATHs, as ``events info`` shows them)."""
-    from gpudoc.events import discover
 
-    found = [(path, discover(path)[1]) for path in paths]
+    found = [(path, _discover(path)[1]) for path in paths]
     if names:
         everything = [run for _, runs in found for run in runs]
         chosen = []
@@ -439,7 +468,7 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
 
     A damaged or cut-off input is an error before anything is written (exit 2) unless --salvage.
     """
-    from gpudoc.events import discover, parse_steps
+    from gpudoc.events import parse_steps
     from gpudoc.events.discover import output_directory
     from gpudoc.events.files import copied_json, for_runs
     from gpudoc.events.merge import replay
@@ -449,7 +478,7 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
     if speed is None and rate is None:
         speed = 1.0
     first, last = parse_steps(steps) if steps else (None, None)
-    root, found = discover(src)
+    root, found = _discover(src)
     output_directory(output)
     others = for_runs(root, exclude_files, source_is_file=Path(src).is_file())
     with _progress("replaying", found, quiet=as_json) as advance:

@@ -33,29 +33,52 @@ class Run:
         return resolved.name or str(resolved)
 
 
-def discover(path: str | Path) -> tuple[Path, list[Run]]:
+def _readable(path: Path) -> Path:
+    """``path``, once it opens for reading; else the one-line error naming it."""
+    try:
+        with open(path, "rb"):
+            return path
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or 'I/O error'})",
+                         "make it readable (chmod, or run as its owner), or leave it out") from None
+
+
+def discover(path: str | Path, unreadable: list[str] | None = None) -> tuple[Path, list[Run]]:
     """The root and its runs: a file is a one-file run; a directory contributes every
-    directory below it (itself included) that holds event files."""
+    directory below it (itself included) that holds event files. An event file that cannot
+    be opened is bad input; a directory below the root that cannot be listed is left out and
+    told to ``unreadable`` (``path: why``), and named if no run is found."""
     root = Path(path)
     if not root.exists():
         raise InputError(f"{root}: no such file or directory")
     if root.is_file():
         if not is_event_file(root):
             raise InputError(f"{root}: not an event file (the name has no 'tfevents')")
-        return root.parent, [Run(".", root.parent, (root,))]
+        return root.parent, [Run(".", root.parent, (_readable(root),))]
     if not root.is_dir():
         raise InputError(f"{root}: not an event file or a directory (a device, FIFO or socket)",
                          "give an event file, a run directory or a logdir")
+    skipped: list[str] = []
+
+    def left_out(exc: OSError) -> None:
+        if exc.filename is None or Path(exc.filename) == root:
+            raise InputError(f"{root}: cannot list the directory ({exc.strerror or 'I/O error'})",
+                             "make it readable (chmod, or run as its owner)")
+        skipped.append(f"{exc.filename}: cannot list the directory ({exc.strerror or 'I/O error'})")
+
     runs = []
-    for directory, subdirs, names in os.walk(root):
+    for directory, subdirs, names in os.walk(root, onerror=left_out):
         subdirs.sort()
         files = sorted(Path(directory) / n for n in names if "tfevents" in n)
-        files = [f for f in files if f.is_file()]
+        files = [_readable(f) for f in files if f.is_file()]
         if files:
             rel = os.path.relpath(directory, root)
             runs.append(Run(rel, Path(directory), tuple(files)))
+    if unreadable is not None:
+        unreadable.extend(skipped)
     if not runs:
-        raise InputError(f"{root}: no event files (names containing 'tfevents') under it")
+        also = f" (left out: {'; '.join(skipped)})" if skipped else ""
+        raise InputError(f"{root}: no event files (names containing 'tfevents') under it{also}")
     return root, runs
 
 
@@ -83,5 +106,9 @@ def output_directory(path: Path) -> Path:
             if not candidate.is_dir():
                 where = "" if candidate == path else f" ({candidate} is not a directory)"
                 raise InputError(f"{path}: not a directory{where}", "name a new or empty directory")
+            if not os.access(candidate, os.W_OK | os.X_OK):
+                where = "" if candidate == path else f" in {candidate}"
+                raise InputError(f"{path}: cannot write it (permission denied{where})",
+                                 "choose a place you can write to")
             break
     return path

@@ -58,7 +58,11 @@ def other_files(directory: Path, exclude: tuple[str, ...] = (), *, prune_runs: b
     ``prune_runs``, sub-directories that are runs of their own (they hold event files) are
     left out, with what is below them: merge copies a run's own files only."""
     found = OtherFiles()
-    for current, subdirs, names in os.walk(directory):
+
+    def unlisted(exc: OSError) -> None:
+        found.skipped.append((str(exc.filename), f"a directory that cannot be listed ({exc.strerror or 'I/O error'})"))
+
+    for current, subdirs, names in os.walk(directory, onerror=unlisted):
         here = Path(current)
         subdirs.sort()
         if prune_runs:
@@ -82,8 +86,8 @@ def other_files(directory: Path, exclude: tuple[str, ...] = (), *, prune_runs: b
                 found.skipped.append((str(path), "a broken symbolic link"))
                 continue
             if not stat.S_ISREG(mode):
-                if "tfevents" not in name:
-                    found.skipped.append((str(path), "not a regular file: a FIFO, socket or device"))
+                named = " named like an event file, not read as one" if "tfevents" in name else ""
+                found.skipped.append((str(path), f"not a regular file: a FIFO, socket or device{named}"))
                 continue
             found.files.append(OtherFile(path, relative))
     return found

@@ -261,12 +261,14 @@ def _step_range(info: RunInfo, step: int) -> None:
     info.step_max = step if info.step_max is None else max(info.step_max, step)
 
 
-def describe(paths: Sequence[str], progress: Callable[[str], None] | None = None) -> list[tuple[str, RunInfo]]:
+def describe(paths: Sequence[str], progress: Callable[[str], None] | None = None, *,
+             unreadable: list[str] | None = None) -> list[tuple[str, RunInfo]]:
     """``events info``: ``(path, info)`` of every run of each path, in order, with each run's
-    hparams session metrics named; ``progress`` gets each run's name before it is read."""
+    hparams session metrics named; ``progress`` gets each run's name before it is read;
+    directories that cannot be listed go to ``unreadable`` (:func:`discover`)."""
     infos: list[tuple[str, RunInfo]] = []
     for path in paths:
-        root, runs = discover(path)
+        root, runs = discover(path, unreadable)
         try:
             metrics = session_metric_records(runs)
         except CorruptRecord:  # records that are no Events: reported by run_info below

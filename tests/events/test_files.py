@@ -137,3 +137,14 @@ def test_info_names_the_layout_and_what_tensorboard_shows_per_run(tmp_path: Path
     assert tags[("run", "loss")]["shown"] == "per step"
     assert tags[("run/hp", "hparam/acc")]["shown"] == "per step; last value in the HParams table"
     assert tags[("run/hp", "_hparams_/session_start_info")]["shown"] == "per run"
+
+
+def test_a_fifo_named_like_an_event_file_is_listed_as_not_copied(tbx: Path, tmp_path: Path) -> None:
+    import os
+
+    fifo = tbx / "run1" / "events.out.tfevents.4.fifo"
+    os.mkfifo(fifo)
+    code, out, _ = gpudoc("trim", str(tbx / "run1"), "-o", str(tmp_path / "out"), "--json")
+    (entry,) = [n for n in json.loads(out)["not_copied"] if n["path"] == str(fifo)]
+    assert code == 0 and "FIFO" in entry["reason"] and "named like an event file" in entry["reason"]
+    assert not (tmp_path / "out" / fifo.name).exists()
