@@ -132,6 +132,41 @@ def test_a_log_that_cannot_be_opened_is_bad_input_and_starts_nothing(tmp_path: P
     assert out.returncode == 2 and "a directory" in out.stderr.lower()
 
 
+@pytest.mark.parametrize("link", ["same", "hard", "symbolic"])
+def test_outputs_that_are_one_file_are_refused_before_the_run(tmp_path: Path, link: str) -> None:
+    marker = tmp_path / "ran"
+    first = tmp_path / "out.txt"
+    first.write_text("kept\n")
+    second = tmp_path / "other"
+    if link == "hard":
+        os.link(first, second)
+    elif link == "symbolic":
+        second.symlink_to(first.name)
+    else:
+        second = first
+    run = python(f"open({str(marker)!r}, 'w')")
+    for a, b in (("--log", "--json"), ("--json", "--junit"), ("--log", "--junit")):
+        out = gpudoc_run(a, str(first), b, str(second), *run)
+        assert out.returncode == 2, out.stderr
+        assert f"gpudoc: error: {a} {first} and {b} {second} name the same file" in out.stderr
+        assert not marker.exists() and first.read_text() == "kept\n"
+    new = tmp_path / "new.json"  # a file not made yet, named twice
+    out = gpudoc_run("--json", str(new), "--junit", str(tmp_path / "." / "new.json"), *run)
+    assert out.returncode == 2 and "name the same file" in out.stderr and not new.exists() and not marker.exists()
+
+
+def test_a_logdir_that_is_a_dangling_symlink_is_refused_before_the_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    logdir = tmp_path / "logs"
+    logdir.symlink_to(tmp_path / "gone")
+    out = gpudoc_run("--logdir", str(logdir), *python(f"open({str(marker)!r}, 'w')"))
+    assert out.returncode == 2, out.stderr
+    assert f"gpudoc: error: {logdir}: no such directory (a symbolic link to {tmp_path / 'gone'}" in out.stderr
+    assert not marker.exists()
+    out = gpudoc_run("--logdir", str(tmp_path / "made-by-the-run"), *python("pass"))  # a plain new path is fine
+    assert out.returncode == 0, out.stderr
+
+
 def test_out_of_memory_is_in_the_summary(tmp_path: Path) -> None:
     out = gpudoc_run(*toy("--oom-at", "2"), cwd=tmp_path)
     assert out.returncode == 1
@@ -145,7 +180,7 @@ def test_a_sigkill_gpudoc_did_not_send_points_at_the_oom_killer(tmp_path: Path) 
     assert "likely the kernel's OOM killer" in out.stderr and "dmesg" in out.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_to_gpudoc_ends_the_whole_run(tmp_path: Path, sig: signal.Signals) -> None:
     pids = tmp_path / "pids"
     code = f"""

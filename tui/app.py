@@ -6,6 +6,8 @@ stalls never freeze the screen, and the UI thread does nothing between samples.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shlex
 import signal
 import socket
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from gpudoc.oom.plan import Fit, Plan
 
 _ACTIONS = ("terminate", "kill", "reap", "stop_run")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 _CURVE_ACTIONS = ("cycle_curves", "curve_axis", "smoothing", "checks")
 _OVER_TOOLS = ("quit", "help", "tool")  # the app's actions that a tool screen on top keeps
 _DONE = (Outcome.ENDED, Outcome.GONE)  # the process is gone: the action did its job
@@ -107,6 +110,7 @@ class GpudocApp(App[None]):
         self.estimate = estimate
         self.estimate_note = estimate_note
         self.start_error: InputError | None = None
+        self.signalled: signal.Signals | None = None  # SIGTERM/SIGHUP that ended the app
         self.max_batch: str | None = None  # after an out-of-memory end: max-batch's answer
         self._ended_at: float | None = None  # when this attempt was first seen ended
         self._stopped_by_user = False  # x (or quitting) stopped the run or what it left: no restart
@@ -159,6 +163,20 @@ class GpudocApp(App[None]):
         self.watch(self.query_one("#gpus", VerticalScroll), "scroll_y", self._reveal_panels_soon, init=False)
         if self.query(RunPanel):
             self._mount_run()
+        with contextlib.suppress(ValueError, RuntimeError):  # not on the main thread: no handlers there
+            for sig in _STOP_SIGNALS:
+                asyncio.get_running_loop().add_signal_handler(sig, self._on_stop_signal, sig)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        """SIGTERM or SIGHUP (the terminal closed): stop the run as x does, without asking
+        (what it left on the GPUs too), then quit; a second signal quits at once."""
+        first = self.signalled is None
+        self.signalled = sig
+        run = self.training_run
+        if first and run is not None and (run.running or self._run_left) and not self._stop_pending:
+            self._stop_run(quit_after=True)
+        else:
+            self.exit()
 
     def _mount_run(self) -> None:
         """The run panel's estimate and attempt; a run not started yet is started after
@@ -216,6 +234,9 @@ class GpudocApp(App[None]):
 
     def on_unmount(self) -> None:
         self._stopped.set()
+        with contextlib.suppress(ValueError, RuntimeError):
+            for sig in _STOP_SIGNALS:
+                asyncio.get_running_loop().remove_signal_handler(sig)
 
     def on_resize(self) -> None:
         self._pack()

@@ -71,6 +71,42 @@ def model_run(model: str | None, batch: int | None, input_spec: str | None, prec
     return ModelRun(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate)
 
 
+def checked_logdir(logdir: Path, fix: str, must_exist: bool = False) -> Path:
+    """``--logdir`` made absolute (gpudoc run and gpudoc tui): refused when it is not a
+    directory, a symlink to nothing (the run could not create it there), or missing while
+    ``must_exist`` (nothing would write it)."""
+    logdir = logdir.absolute()
+    if logdir.exists() and not logdir.is_dir():
+        raise InputError(f"{logdir}: not a directory", fix)
+    if not logdir.exists() and (must_exist or logdir.is_symlink()):
+        link = f" (a symbolic link to {os.readlink(logdir)}, which does not exist)" if logdir.is_symlink() else ""
+        raise InputError(f"{logdir}: no such directory{link}", fix)
+    return logdir
+
+
+def refuse_shared_outputs(outputs: list[tuple[str, str | Path]]) -> None:
+    """Stop before the run when two outputs (``(option, destination)``) are one file, after
+    symlinks and hard links: the last written would replace the other."""
+    from gpudoc.output import output_target
+
+    seen: dict[object, str] = {}
+    for option, dest in outputs:
+        target = output_target(dest)
+        if target.stream:  # stdout twice is refused on its own; a device or FIFO takes both
+            continue
+        try:
+            info = target.path.stat()
+            key: object = (info.st_dev, info.st_ino)
+        except FileNotFoundError:
+            key = os.path.realpath(target.path)
+        except OSError:
+            continue  # refused with its own error when written
+        where = f"{option} {dest}"
+        if key in seen:
+            raise InputError(f"{seen[key]} and {where} name the same file", "give each output its own file")
+        seen[key] = where
+
+
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--logdir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the run writes TensorBoard event files (given to it as GPUDOC_LOGDIR; files there "
@@ -116,7 +152,8 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     checked as they arrive — non-finite values, loss spikes, steps going backwards or repeating,
     stalls and the metric-scale rules of metrics-check — each printed once as
     'gpudoc: error: …' or 'gpudoc: warning: …' on stderr; a scalar is named by its tag under its directory relative
-    to --logdir (else the working directory). SIGINT or SIGTERM to gpudoc stops the whole run. At the
+    to --logdir (else the working directory). SIGINT, SIGTERM or SIGHUP (the terminal closed) to
+    gpudoc stops the whole run (exit 130, as for any stop). At the
     end one summary on stderr: how it ended, duration, steps, last and best of each scalar,
     the peak GPU memory of its processes (NVML, or --simulate), the checks raised, the leftovers.
 
@@ -145,14 +182,14 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
         output_target(dest)  # a directory or impossible path fails now, before the run
     if len([d for d in dests if is_stdout(d)]) > 1:
         raise click.UsageError("--json and --junit cannot both write to stdout")
+    refuse_shared_outputs([(name, dest) for name, dest in (("--log", log), ("--json", json_dest),
+                                                         ("--junit", junit_dest)) if dest is not None])
     # The run's output goes where gpudoc's own stdout goes (nowhere when that is closed).
     out_stream = sys.stderr if any(is_stdout(d) for d in dests) else sys.stdout
     echo = out_stream.buffer if out_stream is not None else None
     env = dict(os.environ)
     if logdir is not None:
-        logdir = logdir.absolute()
-        if logdir.exists() and not logdir.is_dir():
-            raise InputError(f"{logdir}: not a directory", "give --logdir the directory the run writes events to")
+        logdir = checked_logdir(logdir, "give --logdir the directory the run writes events to")
         env["GPUDOC_LOGDIR"] = str(logdir)
     fit: Fit | None = None
     made: Plan | None = None
@@ -199,7 +236,7 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
                     os.kill(member.pid, signal.SIGKILL)
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
     def say(line: str, run: Run) -> None:
         """``line`` on stderr, on a line of its own even when the run's output stops inside one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 import click
 
 from gpudoc.cli.common import Settings, pass_settings
-from gpudoc.cli.run import model_options, model_run, restarts_option
+from gpudoc.cli.run import checked_logdir, model_options, model_run, restarts_option
 from gpudoc.errors import EnvironmentMissing, ExitCode, InputError
 from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
 
@@ -67,9 +68,11 @@ def tui(
     its processes use; when it predicts out of memory, you are asked whether to start it at
     all; after an out-of-memory end the panel shows max-batch's answer for the same spec.
 
+    SIGTERM or SIGHUP (the terminal closed) stops the run as x does, without asking, and quits.
+
     Exit status: 0, or with a COMMAND 0 when it succeeded, 1 when it failed or you chose not
-    to start it, 130 when you stopped it; 70 when the monitor itself failed (every process of
-    the run still alive is stopped then).
+    to start it, 130 when you stopped it or on SIGTERM/SIGHUP; 70 when the monitor itself
+    failed (every process of the run still alive is stopped then).
     """
     from gpudoc.monitor import Monitor
     from gpudoc.train import Attempts, RunState, describe
@@ -84,12 +87,8 @@ def tui(
                          else "gpudoc tui --restarts 2 -- python train.py")
     env = dict(os.environ)
     if logdir is not None:
-        logdir = logdir.absolute()
-        if logdir.exists() and not logdir.is_dir():
-            raise InputError(f"{logdir}: not a directory", "give --logdir the directory of the event files")
-        if not command and not logdir.is_dir():
-            raise InputError(f"{logdir}: no such directory", "give --logdir a directory with TensorBoard event "
-                             "files, or a COMMAND after -- that writes them there")
+        logdir = checked_logdir(logdir, "give --logdir a directory with TensorBoard event files, or a COMMAND "
+                                "after -- that writes them there", must_exist=not command)
         env["GPUDOC_LOGDIR"] = str(logdir)
     if demo:
         settings.simulate = demo
@@ -139,13 +138,25 @@ def tui(
         assert estimate is not None
         print(f"gpudoc: the run was not started: {estimate[1].line()}", file=sys.stderr)
         return ExitCode.FINDINGS
+    if app.signalled is not None:
+        stopped = status is not None and status.state is RunState.STOPPED
+        _tell(f"gpudoc: {app.signalled.name} received: {'the run was stopped' if stopped else 'quit'}")
     if status is None or attempts is None:
-        return ExitCode.OK
+        return ExitCode.INTERRUPTED if app.signalled is not None else ExitCode.OK
     oom = f"; out of memory: {status.oom}" if status.oom else ""
     attempt = f" (attempt {attempts.number})" if attempts.number > 1 else ""
-    print(f"gpudoc: the run {describe(status)}{attempt}{oom}", file=sys.stderr)
+    _tell(f"gpudoc: the run {describe(status)}{attempt}{oom}")
     if app.max_batch is not None:
-        print(f"gpudoc: {app.max_batch}", file=sys.stderr)
+        _tell(f"gpudoc: {app.max_batch}")
+    if app.signalled is not None:
+        return ExitCode.INTERRUPTED
     if status.state is RunState.SUCCEEDED:
         return ExitCode.OK
     return ExitCode.INTERRUPTED if status.state is RunState.STOPPED else ExitCode.FINDINGS
+
+
+def _tell(line: str) -> None:
+    """``line`` on stderr, unless the terminal is gone (SIGHUP: the window closed): the exit
+    status still says how the run ended."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr, flush=True)

@@ -100,6 +100,32 @@ def test_the_exit_status_follows_a_run_that_failed_by_itself() -> None:
         assert b"gpudoc: the run failed (exit 4) after" in term.seen
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "closed"])
+def test_sigterm_or_sighup_stops_the_run_restores_the_terminal_and_exits_130(tmp_path: Path, how: str) -> None:
+    pid_file = tmp_path / "pid"
+    run = ["sh", "-c", f"echo $$ > {shlex.quote(str(pid_file))}.tmp && mv {shlex.quote(str(pid_file))}.tmp "
+           f"{shlex.quote(str(pid_file))} && exec sleep 300"]
+    with Terminal("tui", "--demo", "workstation", "--device-glob", "/none/*", "--", *run) as term:
+        term.read_until(b"RUN")
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sleeper = int(pid_file.read_text())
+        assert alive(sleeper)
+        if how == "closed":  # the terminal window went away: its reads and writes now fail
+            os.close(term.main)
+            term.main = os.open(os.devnull, os.O_RDONLY)
+        term.proc.send_signal(signal.SIGHUP if how != "SIGTERM" else signal.SIGTERM)
+        code = term.proc.wait(30) if how == "closed" else term.exit_code()
+        assert code == 130, term.seen[-2000:]
+        assert not alive(sleeper)
+        if how != "closed":
+            tail = term.seen.rsplit(b"\x1b[?1049l", 1)  # the alternate screen was left, then the lines
+            assert len(tail) == 2, term.seen[-2000:]
+            assert f"gpudoc: {how} received: the run was stopped".encode() in tail[1]
+            assert b"gpudoc: the run stopped after" in tail[1]
+
+
 def _headless(monkeypatch: pytest.MonkeyPatch, drive: Callable[[Any], Awaitable[None]]) -> None:
     """`gpudoc tui` runs its real app and monitor, without a terminal, driven by ``drive``."""
     original = GpudocApp.run
@@ -118,6 +144,16 @@ async def _first_sample(pilot: Any) -> MonitorSample:
 
 def _tui(*args: str) -> Result:
     return CliRunner().invoke(cli, ["tui", *args], env={"GPUDOC_SIMULATE": None, "GPUDOC_DEVICE_GLOB": None})
+
+
+def test_a_logdir_that_is_a_dangling_symlink_is_refused_as_gpudoc_run_refuses_it(tmp_path: Path) -> None:
+    logdir = tmp_path / "logs"
+    logdir.symlink_to(tmp_path / "gone")
+    marker = tmp_path / "ran"
+    result = _tui("--demo", "--logdir", str(logdir), "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')")
+    assert result.exit_code == 2, result.output
+    assert f"{logdir}: no such directory (a symbolic link to {tmp_path / 'gone'}" in result.output
+    assert not marker.exists()
 
 
 @pytest.mark.usefixtures("subreaper")
