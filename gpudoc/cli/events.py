@@ -137,8 +137,12 @@ def _print_info(path: str, item: object) -> None:
     assert isinstance(item, RunInfo)
     span = ""
     if item.wall_start is not None and item.wall_end is not None:
-        start = datetime.fromtimestamp(item.wall_start).isoformat(timespec="seconds")
-        span = f", {start} + {item.wall_end - item.wall_start:.0f} s"
+        try:
+            start = datetime.fromtimestamp(item.wall_start).isoformat(timespec="seconds")
+        except (OverflowError, OSError, ValueError):  # no date: beyond the platform's range, or NaN
+            start = f"wall time {item.wall_start!r} s"
+        length = item.wall_end - item.wall_start
+        span = f", {start} + {length:.0f} s" if abs(length) < 1e12 else f", {start} + {length:.6g} s"
     steps = "no steps" if item.step_min is None else f"steps {item.step_min}..{item.step_max}"
     click.echo(f"run {item.run} ({path}): {_count(len(item.files), 'file')}, {_count(item.records, 'record')}, "
                f"{format_bytes(item.bytes)}, {steps}{span}")

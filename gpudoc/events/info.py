@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from gpudoc.events.discover import Run, discover
-from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, decode, event_kinds, is_start
+from gpudoc.events.export import UndecodableValue, tensor_array
+from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, ValueInfo, decode, event_kinds, is_start
 from gpudoc.events.records import CorruptRecord, Damage, RecordReader, Scalars, scalar_decoder
 from gpudoc.events.sessions import session_metric_records
 from gpudoc.output import to_jsonable
@@ -141,6 +142,19 @@ def _decoded(reader: RecordReader, path: Path, offset: int, data: bytes, framed:
         return None
 
 
+def _flag_undecodable(reader: RecordReader, event: Any, found: Sequence[ValueInfo], offset: int,
+                      framed: bytes) -> None:
+    """A scalar held as a tensor that does not decode (export refuses it, TensorBoard's
+    make_ndarray too) is damage: counted, and flagged as export would report it."""
+    for value, found_info in zip(event.summary.value, found):
+        if found_info.kind is Kind.SCALAR and value.WhichOneof("value") != "simple_value":
+            try:
+                tensor_array(value.tensor)
+            except UndecodableValue as exc:
+                reader.state.damage.append(Damage(offset, offset + len(framed),
+                                                  f"tag {value.tag!r}: {exc}; export refuses it"))
+
+
 def _python_info(info: RunInfo, run: Run, root: Path, values: Counter[str],
                  records: Counter[str]) -> dict[str, TagStats]:
     """The pure-Python loop: every record parsed, every value counted here."""
@@ -170,7 +184,9 @@ def _python_info(info: RunInfo, run: Run, root: Path, values: Counter[str],
                     last_step.clear()
                 continue
             _step_range(info, step)
-            for value in plugins.values(event):
+            found = plugins.values(event)
+            _flag_undecodable(reader, event, found, offset, framed)
+            for value in found:
                 values[value.kind.value] += 1
                 tag = stats.setdefault(value.tag, TagStats(value.tag, value.kind.value, value.plugin))
                 if value.kind is not Kind.METADATA:
@@ -237,7 +253,9 @@ def _compiled_info(info: RunInfo, run: Run, root: Path, decoder: Any, values: Co
                                                  _start_resolution(earlier, step)))
                 continue
             decoder.step(step)
-            for value in plugins.values(event):
+            found = plugins.values(event)
+            _flag_undecodable(reader, event, found, offset, framed)
+            for value in found:
                 values[value.kind.value] += 1
                 tag = stats.setdefault(value.tag, TagStats(value.tag, value.kind.value, value.plugin))
                 if value.kind is not Kind.METADATA:

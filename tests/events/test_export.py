@@ -239,3 +239,17 @@ def test_a_scalar_tensor_that_cannot_be_decoded_is_bad_input_or_salvaged(tmp_pat
     assert [d["reason"].split(":")[0] for d in damage] == ["tag 'two'", "tag 'empty'", "tag 'short'", "tag 'u64'",
                                                           "tag 'dt0'", "tag 'dt113'"]
     assert all(d["file"] == str(source) and d["end"] > d["start"] for d in damage)
+    code, out, _ = gpudoc("info", str(tmp_path / "run"), "--json")
+    flagged = [d for f in json.loads(out)[0]["files"] for d in f["damage"]]
+    assert code == 1 and [d["reason"].split(":")[0] for d in flagged] == [d["reason"].split(":")[0] for d in damage]
+    assert [(d["start"], d["end"]) for d in flagged] == [(d["start"], d["end"]) for d in damage]
+
+
+def test_info_of_wall_times_no_date_can_hold(tmp_path: Path) -> None:
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "run")) as writer:
+        writer.add_scalar("far", 1.0, 0, walltime=-1e300)  # before any date: the run's start
+        writer.add_scalar("far", 2.0, 1, walltime=float("nan"))
+    code, out, err = gpudoc("info", str(tmp_path / "run"))
+    assert code == 0 and err == "" and ", wall time -1e+300 s + 1e+300 s" in out.splitlines()[0]
