@@ -308,8 +308,9 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
     CSV adds a value_type column: number, string (the text as is) or json (a list or object
     JSON-encoded, e.g. a histogram or a non-scalar tensor), so a string never passes for a list.
 
-    A damaged or cut-off input file is an error naming the byte offset (exit 2) unless
-    --salvage. When the table goes to stdout, the summary (and --json) goes to stderr.
+    A damaged or cut-off input file, or a scalar tensor that does not decode, is an error
+    naming the byte offset (exit 2) unless --salvage. When the table goes to stdout, the
+    summary (and --json) goes to stderr.
     """
     from gpudoc.events.export import export, export_json, format_for
     from gpudoc.events.model import Kind
