@@ -329,11 +329,13 @@ class GpudocApp(App[None]):
         self.post_message(found)
 
     def on_watched(self, message: Watched) -> None:
-        self.query_one(CurvesPanel).take(message.points, message.checks, message.source, not message.from_output)
+        for note in (c for c in message.checks if c.severity == "note"):  # told, not counted as a check
+            self.notify(check_line(note), title="note", severity="information", timeout=10)
+        checks = [c for c in message.checks if c.severity != "note"]
+        self.query_one(CurvesPanel).take(message.points, checks, message.source, not message.from_output)
         if self.run_watch is not None and self.query(RunPanel):
             gpu = self.run_watch.gpu
             self.query_one(RunPanel).measure(gpu.using, gpu.current, gpu.peak)
-        checks = message.checks
         told = checks if len(checks) <= NOTIFY_AT_ONCE else checks[: NOTIFY_AT_ONCE - 1]
         for check in told:
             self._tell(check)

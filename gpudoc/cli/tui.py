@@ -107,7 +107,8 @@ def tui(
     if command or logdir is not None:
         from gpudoc.runwatch import Checks, LogFinder, Watch
 
-        watch = Watch(LogFinder(logdir, Path.cwd(), time.time()), Checks())
+        # With a command, files under --logdir from before it started are an earlier run's.
+        watch = Watch(LogFinder(logdir, Path.cwd(), time.time(), skip_earlier=bool(command)), Checks())
     attempts = Attempts(command, restarts, env=env, log=log, on_line=watch.take_line if watch else None) \
         if command else None
     if attempts is not None and (estimate is None or estimate[1].verdict != "oom"):

@@ -775,3 +775,31 @@ def test_after_an_out_of_memory_end_at_120x40_the_run_panel_says_failed_and_noth
     assert run.height == seen["lines"] + 2 and run.bottom <= curves.y and curves.bottom <= title.y
     assert sum("RUN failed (exit 1)" in row for row in seen["rows"]) == 1
     assert sum(row.startswith(" Processes") or row.startswith("Processes") for row in seen["rows"]) == 1
+
+
+def test_tui_with_a_command_leaves_an_earlier_runs_files_in_the_logdir_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """As gpudoc run: an earlier buggy run's file under --logdir is no part of this run's curves
+    or checks — a note says it was left out; without a command the TUI follows it."""
+    earlier = tmp_path / "logs" / "before"
+    subprocess.run([sys.executable, TOY, "--epochs", "1", "--steps", "5", "--step-time", "0", "--buggy-scale",
+                    "--logdir", str(earlier)], check=True, capture_output=True, timeout=60)
+    for f in earlier.iterdir():
+        os.utime(f, (time.time() - 3600, time.time() - 3600))
+    seen: dict[str, Any] = {}
+
+    async def drive(pilot: Any) -> None:
+        app = pilot.app
+        await _until(pilot, lambda: app.training_run is not None and app.training_run.status().state.value
+                     != "running" and any("earlier run" in n for n in notes(app)), "the run's end and the note")
+        await pilot.pause(0.3)
+        panel = app.query_one(CurvesPanel)
+        seen["checks"], seen["notes"], seen["tags"] = list(panel.checks), notes(app), set(panel.curves.series)
+        await pilot.press("q")
+
+    _headless_at(monkeypatch, drive, SIZE)
+    result = _tui("--demo", "dgx", "--logdir", str(tmp_path / "logs"), "--", sys.executable, "-c", "print('done')")
+    assert result.exit_code == 0, result.output
+    assert seen["checks"] == [] and seen["tags"] == set()  # the buggy-scale values were the earlier run's
+    assert any("1 event file(s) under" in n and "left out" in n for n in seen["notes"])
