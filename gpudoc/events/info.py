@@ -133,6 +133,14 @@ def _file_done(info: RunInfo, path: Path, root: Path, reader: RecordReader) -> N
     info.bytes += size
 
 
+def _tag_stats(stats: dict[str, TagStats], value: Any) -> TagStats:
+    """The tag's stats, made at its first value; a value that is not metadata names its kind."""
+    tag = stats.setdefault(value.tag, TagStats(value.tag, value.kind.value, value.plugin))
+    if value.kind is not Kind.METADATA:
+        tag.kind, tag.plugin = value.kind.value, value.plugin
+    return tag
+
+
 def _decoded(reader: RecordReader, path: Path, offset: int, data: bytes, framed: bytes) -> Any:
     """The record's Event, or None when it is intact but no Event (counted as damage)."""
     try:
@@ -188,9 +196,7 @@ def _python_info(info: RunInfo, run: Run, root: Path, values: Counter[str],
             _flag_undecodable(reader, event, found, offset, framed)
             for value in found:
                 values[value.kind.value] += 1
-                tag = stats.setdefault(value.tag, TagStats(value.tag, value.kind.value, value.plugin))
-                if value.kind is not Kind.METADATA:
-                    tag.kind, tag.plugin = value.kind.value, value.plugin
+                tag = _tag_stats(stats, value)
                 tag.count += 1
                 tag.step_min = step if tag.step_min is None else min(tag.step_min, step)
                 tag.step_max = step if tag.step_max is None else max(tag.step_max, step)
@@ -257,9 +263,7 @@ def _compiled_info(info: RunInfo, run: Run, root: Path, decoder: Any, values: Co
             _flag_undecodable(reader, event, found, offset, framed)
             for value in found:
                 values[value.kind.value] += 1
-                tag = stats.setdefault(value.tag, TagStats(value.tag, value.kind.value, value.plugin))
-                if value.kind is not Kind.METADATA:
-                    tag.kind, tag.plugin = value.kind.value, value.plugin
+                tag = _tag_stats(stats, value)
                 i = decoder.index(value.tag)
                 if value.has_metadata:
                     decoder.learn(i, plugins.plugins[value.tag])

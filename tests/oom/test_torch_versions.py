@@ -402,8 +402,8 @@ def test_what_the_version_did_not_have_is_refused(softmax_model: str, command: s
     ("--torch", "1.6", "--precision", "amp"), ("--torch", "1.10", "--precision", "bf16"),
 ])
 def test_what_the_version_had_is_accepted(softmax_model: str, args: tuple[str, ...]) -> None:
-    code, out, err = _run("estimate", softmax_model, "--input", "16", "--batch", "2", "--gpu", "A100-80GB",
-                          "--no-remedies", "--json", *args)
+    code, _, err = _run("estimate", softmax_model, "--input", "16", "--batch", "2", "--gpu", "A100-80GB",
+                        "--no-remedies", "--json", *args)
     assert code == 0, err
 
 
