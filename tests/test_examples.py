@@ -122,7 +122,7 @@ def test_denoise_logs_8bit_metrics_and_buggy_scale_fails_strict(tmp_path: Path) 
     assert buggy.returncode == 1, buggy.stderr
     assert bad["state"] == "succeeded" and bad["exit_code"] == 1 and bad["errors"] >= 1
     assert "implied-range" in {c["rule"] for c in bad["checks"] if c["severity"] == "error"}
-    assert "gpudoc: warning: [implied-range] error" in buggy.stderr
+    assert "gpudoc: error: [implied-range] " in buggy.stderr
     wrong = scalars(bad)
     # The same training, only the metrics' scale differs: MSE 255² smaller, PSNR 20·log10(255) dB higher.
     assert wrong["val/mse"]["last"] * 255**2 == pytest.approx(logged["val/mse"]["last"], rel=1e-4)
