@@ -180,6 +180,27 @@ def refuse_inputs_as_outputs(outputs: Iterable[tuple[str, str | Path]], inputs: 
                              "write the output to another file")
 
 
+def refuse_shared_outputs(outputs: list[tuple[str, str | Path]]) -> None:
+    """Stop before any work when two outputs (``(option, destination)``) are one file, after
+    symlinks and hard links: the last written would replace the other."""
+    seen: dict[object, str] = {}
+    for option, dest in outputs:
+        target = output_target(dest)
+        if target.stream:  # stdout twice is refused on its own; a device or FIFO takes both
+            continue
+        try:
+            info = target.path.stat()
+            key: object = (info.st_dev, info.st_ino)
+        except FileNotFoundError:
+            key = os.path.realpath(target.path)
+        except OSError:
+            continue  # refused with its own error when written
+        where = f"{option} {dest}"
+        if key in seen:
+            raise InputError(f"{seen[key]} and {where} name the same file", "give each output its own file")
+        seen[key] = where
+
+
 def place(temp: Path, dest: Path) -> None:
     """Rename the finished ``temp`` onto ``dest`` (a path from ``output_target``) with the
     permissions a plain ``open(dest, "w")`` would have left: the existing file's mode and

@@ -321,7 +321,7 @@ class ToolScreen(Screen[None]):
         """Bad input if a save goes to stdout, is no file to write, is one file with another
         output, or is a file the tool read."""
         from gpudoc.errors import InputError
-        from gpudoc.output import output_target, refuse_inputs_as_outputs
+        from gpudoc.output import output_target, refuse_inputs_as_outputs, refuse_shared_outputs
 
         named = [(label, dest) for label, dest, _ in saves]
         for label, dest in named:
@@ -329,12 +329,7 @@ class ToolScreen(Screen[None]):
                 raise InputError(f"{label} -: stdout, and the screen is on the terminal", "give a file")
             if output_target(dest).stream:
                 raise InputError(f"{label} {dest}: a stream, not a file", "give a file")
-        everything = [*named, *((label, os.path.expanduser(dest)) for label, dest in self.outputs() if dest)]
-        for i, (label, dest) in enumerate(named):
-            for other, there in everything[i + 1:]:
-                if _same_file(dest, there):
-                    raise InputError(f"{label} {dest} and {other} {there}: the same file; one would be lost",
-                                     "give each its own file")
+        refuse_shared_outputs([*named, *((label, os.path.expanduser(dest)) for label, dest in self.outputs() if dest)])
         refuse_inputs_as_outputs(named, self.read_files())
 
     def action_save(self) -> None:
@@ -381,16 +376,6 @@ class ToolScreen(Screen[None]):
         done = f"saved {', '.join(dest for _, dest, _ in saves)}"
         self._status(f"{self.TOOL}: {done}")
         self.notify(done)
-
-
-def _same_file(a: str, b: str) -> bool:
-    """Whether two destinations are one file (after symlinks and hard links)."""
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 _MARKS = {"ok": ("✓", "green"), "info": ("–", "dim"), "warn": ("!", "yellow"),

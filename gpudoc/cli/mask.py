@@ -79,18 +79,6 @@ def _on_stdout(dest: str | None) -> bool:
     return dest == "-" or (path.exists() and not path.is_dir() and is_stdout(dest))
 
 
-def _same_destination(a: str, b: str) -> bool:
-    """Whether two file output arguments write one file (after symlinks; a new file by its path)."""
-    from gpudoc.output import output_target
-
-    first, second = output_target(a), output_target(b)
-    if first.stream or second.stream:
-        return False
-    if first.path.exists() and second.path.exists():
-        return first.path.samefile(second.path)
-    return first.path == second.path
-
-
 def _refuse_terminal(dest: str, what: str) -> None:
     if _on_stdout(dest) and sys.stdout is not None and sys.stdout.isatty():
         raise InputError(f"{dest}: stdout is a terminal, and {what} is binary", "redirect stdout to a file or a pipe")
@@ -275,12 +263,11 @@ def sweep_command(probs_paths: tuple[str, ...], truth_paths: tuple[str, ...], th
     from gpudoc.imagefiles import refuse_inputs_as_outputs
     from gpudoc.masks import sweep
     from gpudoc.masks.io import load_pairs, pair_files
-    from gpudoc.output import emit_json, output_target
+    from gpudoc.output import emit_json, output_target, refuse_shared_outputs
 
     report_out = _stdout_free({f"--plot {plot}": _on_stdout(plot), f"--csv {csv_path}": _on_stdout(csv_path),
                                "--json": as_json})
-    if plot and csv_path and _same_destination(plot, csv_path):
-        raise InputError(f"--plot {plot} and --csv {csv_path} name the same file", "give each its own file")
+    refuse_shared_outputs([(f"--{name}", dest) for name, dest in (("plot", plot), ("csv", csv_path)) if dest])
     pairs, unused = pair_files(list(probs_paths), list(truth_paths))
     _warn(unused)
     refuse_inputs_as_outputs([(f"--{name}", dest) for name, dest in (("plot", plot), ("csv", csv_path)) if dest],

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from gpudoc.runwatch import ModelRun
     from gpudoc.train import Run
 
+# metrics-check's --range choices (gpudoc.metrics.compute.RANGES; importing it here would load
+# numpy at every gpudoc run start)
 _RANGES = ["auto", "1", "2", "255", "65535"]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,29 +84,6 @@ def checked_logdir(logdir: Path, fix: str, must_exist: bool = False) -> Path:
         link = f" (a symbolic link to {os.readlink(logdir)}, which does not exist)" if logdir.is_symlink() else ""
         raise InputError(f"{logdir}: no such directory{link}", fix)
     return logdir
-
-
-def refuse_shared_outputs(outputs: list[tuple[str, str | Path]]) -> None:
-    """Stop before the run when two outputs (``(option, destination)``) are one file, after
-    symlinks and hard links: the last written would replace the other."""
-    from gpudoc.output import output_target
-
-    seen: dict[object, str] = {}
-    for option, dest in outputs:
-        target = output_target(dest)
-        if target.stream:  # stdout twice is refused on its own; a device or FIFO takes both
-            continue
-        try:
-            info = target.path.stat()
-            key: object = (info.st_dev, info.st_ino)
-        except FileNotFoundError:
-            key = os.path.realpath(target.path)
-        except OSError:
-            continue  # refused with its own error when written
-        where = f"{option} {dest}"
-        if key in seen:
-            raise InputError(f"{seen[key]} and {where} name the same file", "give each output its own file")
-        seen[key] = where
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -169,7 +148,7 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     stopped (a second signal SIGKILLs the run at once), 0 when it succeeded — 1 under
     --strict when a check raised an error, or when --require-fit refused to start it.
     """
-    from gpudoc.output import atomic_file, emit_json, is_stdout, output_target
+    from gpudoc.output import atomic_file, emit_json, is_stdout, output_target, refuse_shared_outputs
     from gpudoc.metrics.report import junit_xml
     from gpudoc.cli.oom import _status
     from gpudoc.runwatch import (Check, Checks, Leftover, LogFinder, Watch, annotation, end_leftovers,
