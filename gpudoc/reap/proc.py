@@ -114,9 +114,10 @@ def session_members(sid: int, root: str = "/proc") -> list[ProcStat]:
                 continue
         except (ValueError, IndexError):
             continue
-        stat = read_stat(int(name), root)  # whole, as read_stat parses it (the line above may be cut)
-        if stat is not None and stat.sid == sid:
-            found.append(stat)
+        try:
+            found.append(parse_stat(int(name), data.decode(errors="replace")))  # the line just read, whole
+        except (ValueError, IndexError):
+            continue
     return found
 
 
