@@ -12,8 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
+#include "_crc32c.h"
+
+#ifdef CRC32C_X86
 #define HAVE_SSE42_PATH 1
 #endif
 
@@ -22,27 +23,7 @@
 #define FOOTER 4
 #define MAX_RECORD ((uint64_t)1 << 31)
 
-static uint32_t table[8][256];
-static int hardware;
-
-static void init_table(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
-        table[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++) table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xFF];
-}
-
-static inline uint64_t load64(const unsigned char *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
+static inline uint64_t load64(const unsigned char *p) { return crc32c_load64(p); }
 
 static inline uint32_t load32(const unsigned char *p) {
     uint32_t v;
@@ -51,131 +32,6 @@ static inline uint32_t load32(const unsigned char *p) {
     v = __builtin_bswap32(v);
 #endif
     return v;
-}
-
-/* Slicing-by-8 over the raw (pre/post-inverted) CRC state. */
-static uint32_t crc_table(uint32_t crc, const unsigned char *p, size_t n) {
-    while (n && ((uintptr_t)p & 7)) {
-        crc = (crc >> 8) ^ table[0][(crc ^ *p++) & 0xFF];
-        n--;
-    }
-    while (n >= 8) {
-        uint64_t v = load64(p) ^ crc;
-        crc = table[7][v & 0xFF] ^ table[6][(v >> 8) & 0xFF] ^ table[5][(v >> 16) & 0xFF] ^
-              table[4][(v >> 24) & 0xFF] ^ table[3][(v >> 32) & 0xFF] ^ table[2][(v >> 40) & 0xFF] ^
-              table[1][(v >> 48) & 0xFF] ^ table[0][v >> 56];
-        p += 8;
-        n -= 8;
-    }
-    while (n--) crc = (crc >> 8) ^ table[0][(crc ^ *p++) & 0xFF];
-    return crc;
-}
-
-#ifdef HAVE_SSE42_PATH
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const unsigned char *p, size_t n) {
-    uint64_t c = crc;
-    while (n && ((uintptr_t)p & 7)) {
-        c = _mm_crc32_u8((uint32_t)c, *p++);
-        n--;
-    }
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c = _mm_crc32_u64(c, v);
-        p += 8;
-        n -= 8;
-    }
-    while (n--) c = _mm_crc32_u8((uint32_t)c, *p++);
-    return (uint32_t)c;
-}
-#endif
-
-/* Arithmetic modulo the CRC-32C polynomial, bit-reflected as the CRC register is: appending n
- * zero bytes to a message multiplies its raw register by x^(8n). That lets independent pieces be
- * CRC'd apart and joined (three interleaved lanes below; a record's CRC joined to the CRC of
- * everything before it in trim_pass), at the cost of a few multiplications per join. */
-#define POLY 0x82F63B78u
-static uint32_t x2n[64]; /* x^(2^k) */
-
-static uint32_t multmodp(uint32_t a, uint32_t b) {
-    uint32_t product = 0;
-    for (uint32_t m = 1u << 31; m; m >>= 1) {
-        if (a & m) product ^= b;
-        b = (b & 1) ? (b >> 1) ^ POLY : b >> 1;
-    }
-    return product;
-}
-
-/* x^(8n) modulo the polynomial. */
-static uint32_t x8n(uint64_t n) {
-    uint32_t p = 1u << 31; /* x^0 */
-    for (unsigned k = 3; n && k < 64; k++, n >>= 1)
-        if (n & 1) p = multmodp(x2n[k], p);
-    return p;
-}
-
-/* The CRC-32C of A then B from crc(A), crc(B) and B's length. */
-static uint32_t combine(uint32_t crc_a, uint32_t crc_b, uint64_t length_b) {
-    return multmodp(x8n(length_b), crc_a) ^ crc_b;
-}
-
-#ifdef HAVE_SSE42_PATH
-/* Raw register shifts over one lane of zeros, by table (a byte at a time). */
-#define LONG_LANE 8192
-#define SHORT_LANE 256
-static uint32_t shift_long[4][256], shift_short[4][256];
-
-static void init_shift(uint32_t t[4][256], uint64_t lane) {
-    uint32_t factor = x8n(lane);
-    for (int k = 0; k < 4; k++)
-        for (uint32_t b = 0; b < 256; b++) t[k][b] = multmodp(factor, b << (8 * k));
-}
-
-static inline uint32_t shifted(uint32_t t[4][256], uint32_t c) {
-    return t[0][c & 0xFF] ^ t[1][(c >> 8) & 0xFF] ^ t[2][(c >> 16) & 0xFF] ^ t[3][c >> 24];
-}
-
-/* Three lanes of ``lane`` bytes at once (the crc32 instruction's latency is three times its
- * throughput), joined by shifting: one lane's register over the next lane's length. */
-__attribute__((target("sse4.2"))) static uint32_t crc_lanes(uint32_t crc, const unsigned char **pp, size_t *np,
-                                                           size_t lane, uint32_t t[4][256]) {
-    const unsigned char *p = *pp;
-    size_t n = *np;
-    while (n >= 3 * lane) {
-        uint64_t a = crc, b = 0, c = 0;
-        const unsigned char *q = p + lane, *r = p + 2 * lane;
-        for (size_t i = 0; i < lane; i += 8) {
-            uint64_t u, v, w;
-            memcpy(&u, p + i, 8);
-            memcpy(&v, q + i, 8);
-            memcpy(&w, r + i, 8);
-            a = _mm_crc32_u64(a, u);
-            b = _mm_crc32_u64(b, v);
-            c = _mm_crc32_u64(c, w);
-        }
-        crc = shifted(t, shifted(t, (uint32_t)a) ^ (uint32_t)b) ^ (uint32_t)c;
-        p += 3 * lane;
-        n -= 3 * lane;
-    }
-    *pp = p;
-    *np = n;
-    return crc;
-}
-
-__attribute__((target("sse4.2"))) static uint32_t crc_hw3(uint32_t crc, const unsigned char *p, size_t n) {
-    crc = crc_lanes(crc, &p, &n, LONG_LANE, shift_long);
-    crc = crc_lanes(crc, &p, &n, SHORT_LANE, shift_short);
-    return crc_hw(crc, p, n);
-}
-#endif
-
-/* CRC-32C of n bytes continuing ``crc`` (0 to start), as google_crc32c.extend computes it. */
-static uint32_t crc32c(uint32_t crc, const unsigned char *p, size_t n) {
-    crc = ~crc;
-#ifdef HAVE_SSE42_PATH
-    if (hardware) return ~crc_hw3(crc, p, n);
-#endif
-    return ~crc_table(crc, p, n);
 }
 
 static inline uint32_t mask(uint32_t c) { return ((c >> 15) | (c << 17)) + MASK_DELTA; }
@@ -428,12 +284,23 @@ static PyObject *py_masked_crc(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLong(c);
 }
 
-/* extend_table(crc, buffer): the table CRC whatever the CPU, for the tests to check it. */
-static PyObject *py_extend_table(PyObject *self, PyObject *args) {
+/* extend_with(method, crc, buffer): extend() with one of ``crc_methods`` (the ones this CPU and
+ * OS can run), for the tests to check each. */
+static PyObject *py_extend_with(PyObject *self, PyObject *args) {
+    const char *name;
     unsigned long crc;
     Py_buffer b;
-    if (!PyArg_ParseTuple(args, "ky*", &crc, &b)) return NULL;
-    uint32_t c = ~crc_table(~(uint32_t)crc, b.buf, (size_t)b.len);
+    if (!PyArg_ParseTuple(args, "sky*", &name, &crc, &b)) return NULL;
+    int method = crc32c_lookup(name);
+    if (method < 0) {
+        PyBuffer_Release(&b);
+        PyErr_Format(PyExc_ValueError, "CRC-32C method %s: not one this CPU runs", name);
+        return NULL;
+    }
+    uint32_t c;
+    Py_BEGIN_ALLOW_THREADS
+    c = ~crc_raw(method, ~(uint32_t)crc, b.buf, (size_t)b.len);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&b);
     return PyLong_FromUnsignedLong(c);
 }
@@ -742,7 +609,7 @@ static PyObject *py_peek(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"masked_crc", py_masked_crc, METH_VARARGS, "TFRecord's masked CRC-32C of a buffer."},
     {"extend", py_extend, METH_VARARGS, "extend(crc, buffer): CRC-32C continued over a buffer."},
-    {"extend_table", py_extend_table, METH_VARARGS, "extend() with the table, whatever the CPU."},
+    {"extend_with", py_extend_with, METH_VARARGS, "extend_with(method, crc, buffer): extend() one way (crc_methods)."},
     {"scan", py_scan, METH_VARARGS, "scan(buffer, at, base) -> (records, at): the intact records from at."},
     {"resync", py_resync, METH_VARARGS, "resync(buffer, start) -> offset or -1: the next record start."},
     {"trim_scan", py_trim_scan, METH_VARARGS, "Trim's keep/drop decision over intact records, as spans."},
@@ -756,23 +623,40 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_core", "gpudoc's co
                                     methods};
 
 PyMODINIT_FUNC PyInit__core(void) {
-    init_table();
-    x2n[0] = 1u << 30; /* x^1 */
-    for (int k = 1; k < 64; k++) x2n[k] = multmodp(x2n[k - 1], x2n[k - 1]);
+    crc32c_setup();
 #ifdef HAVE_SSE42_PATH
-    __builtin_cpu_init();
-    hardware = __builtin_cpu_supports("sse4.2");
     has_avx2 = __builtin_cpu_supports("avx2");
     /* GPUDOC_EVENTS_NO_AVX512: the AVX2 search where both exist (the tests run both). */
     const char *no_avx512 = getenv("GPUDOC_EVENTS_NO_AVX512");
     has_avx512 = __builtin_cpu_supports("avx512bw") && !(no_avx512 && *no_avx512);
-    init_shift(shift_long, LONG_LANE);
-    init_shift(shift_short, SHORT_LANE);
 #endif
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     const char *search = has_avx512 ? "AVX-512BW" : has_avx2 ? "AVX2" : "memmem";
-    if (PyModule_AddStringConstant(m, "crc", hardware ? "SSE4.2 crc32 instructions" : "slicing-by-8 table") < 0 ||
+    static const char *const described[CRC32C_METHODS] = {
+        "slicing-by-8 table", "SSE4.2 crc32 instructions", "SSE4.2 crc32 instructions, 3 lanes",
+        "VPCLMULQDQ folding"};
+    PyObject *methods_run = PyTuple_New(crc32c_best + 1);
+    if (!methods_run) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    for (int i = 0; i <= crc32c_best; i++) {
+        PyObject *name = PyUnicode_FromString(crc32c_names[i]);
+        if (!name) {
+            Py_DECREF(methods_run);
+            Py_DECREF(m);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(methods_run, i, name);
+    }
+    if (PyModule_AddObject(m, "crc_methods", methods_run) < 0) {
+        Py_DECREF(methods_run);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddStringConstant(m, "crc", described[crc32c_method]) < 0 ||
+        PyModule_AddStringConstant(m, "crc_method", crc32c_names[crc32c_method]) < 0 ||
         PyModule_AddStringConstant(m, "search", search) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -21,10 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <nmmintrin.h>
-#define SCAN_SSE42 1
-#endif
+#include "_crc32c.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #define SCAN_DECODES 0 /* values are read as little-endian memory: leave them all to Python */
@@ -34,47 +31,10 @@
 
 #define RECORD_MAX ((uint64_t)1 << 31)
 
-/* ---- CRC-32C (Castagnoli), masked as TFRecord stores it ---- */
-
-static uint32_t crc_bytewise[256];
-static int crc_sse42;
-
-static void crc_setup(void) {
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = n;
-        for (int bit = 0; bit < 8; bit++) c = (c & 1u) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        crc_bytewise[n] = c;
-    }
-}
-
-static uint32_t crc_soft(uint32_t c, const uint8_t *p, size_t n) {
-    for (size_t i = 0; i < n; i++) c = crc_bytewise[(c ^ p[i]) & 0xFFu] ^ (c >> 8);
-    return c;
-}
-
-#ifdef SCAN_SSE42
-__attribute__((target("sse4.2"))) static uint32_t crc_hard(uint32_t c, const uint8_t *p, size_t n) {
-    uint64_t wide = c;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t word;
-        memcpy(&word, p + i, 8);
-        wide = _mm_crc32_u64(wide, word);
-    }
-    uint32_t narrow = (uint32_t)wide;
-    for (; i < n; i++) narrow = _mm_crc32_u8(narrow, p[i]);
-    return narrow;
-}
-#endif
+/* ---- CRC-32C (Castagnoli, _crc32c.h), masked as TFRecord stores it ---- */
 
 static uint32_t record_crc(const uint8_t *p, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-#ifdef SCAN_SSE42
-    c = crc_sse42 ? crc_hard(c, p, n) : crc_soft(c, p, n);
-#else
-    c = crc_soft(c, p, n);
-#endif
-    c ^= 0xFFFFFFFFu;
+    uint32_t c = crc32c(0, p, n);
     return ((c >> 15) | (c << 17)) + 0xA282EAD8u;
 }
 
@@ -1044,11 +1004,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan",
                                     methods};
 
 PyMODINIT_FUNC PyInit__scan(void) {
-    crc_setup();
-#ifdef SCAN_SSE42
-    __builtin_cpu_init();
-    crc_sse42 = __builtin_cpu_supports("sse4.2");
-#endif
+    crc32c_setup();
     if (PyType_Ready(&DecoderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;

@@ -7,6 +7,7 @@ checked before it is placed, and hparams sessions found after the first pass."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import random
 import shutil
@@ -46,14 +47,62 @@ def events_core() -> str:
 
 @needs_compiled
 @SETTINGS
-@given(st.integers(0, 80_000), st.integers(0, 2**32 - 1), st.integers(0, 2**16), st.integers(0, 7))
+@given(st.integers(0, 100_000) | st.integers(240, 1100), st.integers(0, 2**32 - 1), st.integers(0, 2**16),
+       st.integers(0, 63))
 def test_crc32c_of_long_buffers_matches_google_crc32c(length: int, start: int, seed: int, skew: int) -> None:
-    """Lengths across the 3 x 8192 and 3 x 256 byte lanes, at any alignment."""
+    """Every way this CPU runs (crc_methods: the table, one and three lanes of crc32 instructions
+    across the 3 x 8192 and 3 x 256 byte lanes, VPCLMULQDQ folding of 256-byte steps, 64- and
+    16-byte pieces and the bytes left) at any alignment, continuing any CRC."""
     assert COMPILED is not None
     data = random.Random(seed).randbytes(length + skew)
     view = memoryview(data)[skew:]
-    assert COMPILED.extend(start, view) == google_crc32c.extend(start, bytes(view))
-    assert COMPILED.extend_table(start, view) == google_crc32c.extend(start, bytes(view))
+    expected = google_crc32c.extend(start, bytes(view))
+    assert COMPILED.extend(start, view) == expected
+    for method in COMPILED.crc_methods:
+        assert COMPILED.extend_with(method, start, view) == expected, method
+
+
+@needs_compiled
+def test_gpudoc_events_crc_forces_a_slower_way_for_both_extensions(tmp_path: Path) -> None:
+    """GPUDOC_EVENTS_CRC=<method> makes both compiled modules use it (a name the CPU cannot run is
+    ignored), and each way gives the same CRCs, trims and info counts as the fastest."""
+    assert COMPILED is not None
+    run = tmp_path / "logs" / "run"
+    run.mkdir(parents=True)
+    payload = random.Random(7).randbytes(300_000)
+    with open(run / "events.out.tfevents.1.host", "wb") as handle:
+        for step in range(6):
+            image = summary_pb2.Summary.Image(height=1, width=1, encoded_image_string=payload[step:])
+            values = [summary_pb2.Summary.Value(tag="img", image=image),
+                      summary_pb2.Summary.Value(tag="loss", simple_value=step / 7)]
+            for value in values:
+                event = event_pb2.Event(wall_time=1.0 + step, step=step, summary=summary_pb2.Summary(value=[value]))
+                handle.write(frame(event.SerializeToString()))
+    code = ("import sys, json, google_crc32c\n"
+            "from pathlib import Path\n"
+            "from gpudoc.events import _core, _scan\n"
+            "from gpudoc.events.discover import discover\n"
+            "from gpudoc.events.info import run_info\n"
+            "from gpudoc.events.trim import TrimSpec, trim\n"
+            "data = Path(sys.argv[1]).read_bytes()\n"
+            "crcs = [_core.extend(7, data[:n]) == google_crc32c.extend(7, data[:n]) for n in (0, 5, 300, 70_000)]\n"
+            "root, runs = discover(sys.argv[2])\n"
+            "trim(root, runs, Path(sys.argv[3]), TrimSpec(first_step=2))\n"
+            "info = run_info(runs[0], root)\n"
+            "print(json.dumps([_core.crc_method, crcs, repr(info)]))\n")
+    results = {}
+    for method in (*COMPILED.crc_methods, "no-such-way"):
+        env = {k: v for k, v in os.environ.items() if k != "GPUDOC_EVENTS_CORE"}
+        env["GPUDOC_EVENTS_CRC"] = method
+        out = tmp_path / method
+        line = subprocess.run([sys.executable, "-c", code, str(run / "events.out.tfevents.1.host"),
+                               str(tmp_path / "logs"), str(out)], capture_output=True, text=True, check=True,
+                              env=env).stdout
+        used, crcs, info = json.loads(line)
+        assert used == (COMPILED.crc_methods[-1] if method == "no-such-way" else method)
+        assert all(crcs), method
+        results[method] = (info, (out / "run" / "events.out.tfevents.1.host").read_bytes())
+    assert len(set(results.values())) == 1
 
 
 def _pass(data: list[bytes], marks: tuple[bytes, ...] = tuple(MARKS)) -> tuple[Any, ...]:
