@@ -307,10 +307,14 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
 
     CSV adds a value_type column: number, string (the text as is) or json (a list or object
     JSON-encoded, e.g. a histogram or a non-scalar tensor), so a string never passes for a list.
+    JSON has no NaN or infinity: a jsonl row writes such a number as null and names it in
+    not_finite ({"value": "nan"}, {"wall_time": "inf"}, {"value.max": "-inf"}); inside CSV's and
+    Parquet's JSON text it is the string "nan", "inf" or "-inf", as CSV writes the number.
 
-    A damaged or cut-off input file, or a scalar tensor that does not decode, is an error
-    naming the byte offset (exit 2) unless --salvage. When the table goes to stdout, the
-    summary (and --json) goes to stderr.
+    A damaged or cut-off input file, a record that is no Event, or a scalar tensor that does
+    not decode is an error naming the byte offset (exit 2) unless --salvage. When the table
+    goes to stdout, the summary (and --json) goes to stderr, and (without --salvage) every
+    file is read and decoded before the first row, so bad input writes no row.
     """
     from gpudoc.events.export import export, export_json, format_for
     from gpudoc.events.model import Kind

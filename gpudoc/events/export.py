@@ -8,6 +8,7 @@ import codecs
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -19,10 +20,10 @@ import numpy as np
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
-from gpudoc.errors import EnvironmentMissing, InputError
+from gpudoc.errors import EnvironmentMissing, GpudocError, InputError
 from gpudoc.events.discover import Run
 from gpudoc.events.model import Kind, TagPlugins, decode, is_start
-from gpudoc.events.records import Damage, RecordReader, Scalars, check_whole, damage_json, scalar_decoder
+from gpudoc.events.records import CorruptRecord, Damage, RecordReader, Scalars, damage_json, scalar_decoder
 from gpudoc.output import atomic_file, output_target, write_all
 
 EXPORTABLE = frozenset({Kind.SCALAR, Kind.HISTOGRAM, Kind.TENSOR, Kind.TEXT, Kind.PR_CURVE})
@@ -198,8 +199,12 @@ def rows_of(
                 for row in chunk.rows():
                     purged.add(row)
                 continue
-            offset, data, _ = item
-            event = decode(data, path, offset)
+            offset, data, framed = item
+            try:
+                event = decode(data, path, offset)
+            except CorruptRecord as error:
+                reader.skip_not_event(offset, len(framed), error)
+                continue
             if is_start(event) and purge:
                 purged.start(event.step)
                 continue
@@ -219,8 +224,8 @@ def rows_of(
                     if not salvage:
                         raise InputError(f"{path}: offset {offset}: tag {info.tag!r}: {e}",
                                          "rewrite the value, or pass --salvage to skip it") from None
-                    end = offset + len(data) + 16  # the record as framed: length, its CRC, data, data CRC
-                    reader.state.damage.append(Damage(offset, end, f"tag {info.tag!r}: {e}; value skipped"))
+                    reader.state.damage.append(Damage(offset, offset + len(framed),
+                                                      f"tag {info.tag!r}: {e}; value skipped"))
                     continue
                 row = (name, info.tag, info.kind.value, event.step, event.wall_time, decoded)
                 if purge:
@@ -245,24 +250,35 @@ def export(
     salvage: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ExportReport:
-    """Write every run's values to ``dest`` (atomically; a stream only once every file has
-    read back intact); a damaged or cut-off file is an error unless ``salvage`` skips the
-    damage. ``progress`` gets each file's size once it is read."""
+    """Write every run's values to ``dest`` (atomically); a damaged or cut-off file, a record
+    that is no Event or a value that does not decode is an error unless ``salvage`` skips it.
+    A stream (stdout, a pipe) cannot be taken back: without ``salvage`` every file is read and
+    every value decoded before the first row is written, so bad input writes none. Should a
+    file still fail when it is read again (a writer appending to it meanwhile), the error says
+    how many rows were written. ``progress`` gets each file's size once it is read."""
     unsupported = kinds - EXPORTABLE
     if unsupported:
         names = ", ".join(sorted(k.value for k in unsupported))
         raise InputError(f"--kinds: {names} cannot be exported as table values (binary or run-level)",
                          "trim keeps them; export takes scalar, histogram, tensor, text, pr_curve")
-    if not salvage and output_target(dest).stream:
-        check_whole(path for run in runs for path in run.files)
+    stream = output_target(dest).stream
+    if stream and not salvage and fmt != "parquet":  # (parquet holds every row before it writes)
+        for run in runs:
+            for _ in rows_of(run, kinds, False, ExportReport(), whole=True, bulk=True):
+                pass
     report = ExportReport()
     rows = (r for run in runs
             for r in rows_of(run, kinds, purge, report, progress, salvage=salvage, whole=True, bulk=fmt == "csv"))
-    with atomic_file(dest, "wb" if fmt == "parquet" else "w") as out:
-        if fmt == "parquet":
-            _parquet(rows, out, report)
-        else:
-            _text(rows, out, fmt, report)
+    try:
+        with atomic_file(dest, "wb" if fmt == "parquet" else "w") as out:
+            if fmt == "parquet":
+                _parquet(rows, out, report)
+            else:
+                _text(rows, out, fmt, report)
+    except GpudocError as error:
+        if stream and report.rows:
+            error.message += f" ({report.rows} rows were written to {dest} before this: the table there is incomplete)"
+        raise
     return report
 
 
@@ -270,14 +286,66 @@ _COLUMNS = ("run", "tag", "kind", "step", "wall_time", "value")
 
 
 def csv_value(value: Any) -> tuple[Any, str]:
-    """A value as CSV holds it, with its ``value_type``: ``number`` (written as a decimal),
-    ``string`` (the text itself) or ``json`` (a list, object or boolean, JSON-encoded), so the
-    string ``[1, 2]`` and the list ``[1, 2]`` are told apart by the type column."""
+    """A value as CSV holds it, with its ``value_type``: ``number`` (written as a decimal;
+    ``nan``, ``inf``, ``-inf`` where not finite), ``string`` (the text itself) or ``json`` (a
+    list, object or boolean, as :func:`json_text`), so the string ``[1, 2]`` and the list
+    ``[1, 2]`` are told apart by the type column."""
     if isinstance(value, float | int) and not isinstance(value, bool):
         return value, "number"
     if isinstance(value, str):
         return value, "string"
-    return json.dumps(value), "json"
+    return json_text(value), "json"
+
+
+def _spelling(number: float) -> str:
+    """A non-finite float as CSV writes it: ``nan``, ``inf`` or ``-inf``."""
+    return repr(float(number))
+
+
+def json_text(value: Any) -> str:
+    """A list or object as strict JSON (which has no NaN or infinity): a number in it that is
+    not finite is written as the string CSV writes for it (``"nan"``, ``"inf"``, ``"-inf"``)."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere in it
+        return json.dumps(_spelled(value), allow_nan=False)
+
+
+def _spelled(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return _spelling(value)
+    if isinstance(value, list):
+        return [_spelled(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _spelled(v) for k, v in value.items()}
+    return value
+
+
+def _nulled(value: Any, where: str, found: dict[str, str]) -> Any:
+    """``value`` with each non-finite float as null, its place (``value``, ``value.3``,
+    ``value.max``) and spelling put in ``found``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        found[where] = _spelling(value)
+        return None
+    if isinstance(value, list):
+        return [_nulled(v, f"{where}.{i}", found) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _nulled(v, f"{where}.{k}", found) for k, v in value.items()}
+    return value
+
+
+def jsonl_line(row: tuple[Any, ...]) -> str:
+    """A row as one line of strict JSON (what jq, JavaScript and pandas read): a number that
+    is not finite is null, and the row's ``not_finite`` names each such place and what was
+    there, e.g. ``"value": null, "not_finite": {"value": "nan"}`` (the key is absent when every
+    number is finite)."""
+    record = dict(zip(_COLUMNS, row))
+    try:
+        return json.dumps(record, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere in the row
+        found: dict[str, str] = {}
+        strict = {name: _nulled(item, name, found) for name, item in record.items()}
+        return json.dumps({**strict, "not_finite": found}, ensure_ascii=False, allow_nan=False)
 
 
 def _text(rows: Iterator[tuple[Any, ...]], out: IO[Any], fmt: str, report: ExportReport) -> None:
@@ -301,7 +369,7 @@ def _text(rows: Iterator[tuple[Any, ...]], out: IO[Any], fmt: str, report: Expor
             report.rows += 1
     else:
         for row in rows:
-            out.write(json.dumps(dict(zip(_COLUMNS, row)), ensure_ascii=False) + "\n")
+            out.write(jsonl_line(row) + "\n")
             report.rows += 1
 
 
@@ -321,5 +389,5 @@ def _parquet(rows: Iterator[tuple[Any, ...]], out: IO[Any], report: ExportReport
     # One type per column: numbers as float64 when every value is one, else each value as JSON.
     values = columns["value"]
     numeric = all(isinstance(v, float | int) and not isinstance(v, bool) for v in values)
-    columns["value"] = pa.array(values, pa.float64()) if numeric else pa.array([json.dumps(v) for v in values])
+    columns["value"] = pa.array(values, pa.float64()) if numeric else pa.array([json_text(v) for v in values])
     pq.write_table(pa.table(columns), out)

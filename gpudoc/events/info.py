@@ -145,8 +145,8 @@ def _decoded(reader: RecordReader, path: Path, offset: int, data: bytes, framed:
     """The record's Event, or None when it is intact but no Event (counted as damage)."""
     try:
         return decode(data, path, offset)
-    except CorruptRecord:
-        reader.state.damage.append(Damage(offset, offset + len(framed), "not a TensorBoard Event; record skipped"))
+    except CorruptRecord as error:
+        reader.skip_not_event(offset, len(framed), error)  # (info reads in salvage mode: never raises)
         return None
 
 

@@ -17,7 +17,7 @@ from gpudoc.errors import InputError
 from gpudoc.events.discover import Run, staging_beside
 from gpudoc.events.files import OtherFiles, check_free, copy_all
 from gpudoc.events.model import RUN_LEVEL, SUMMARY_FIELD, decode, event_kinds, peek
-from gpudoc.events.records import Damage, RecordReader, RecordWriter, check_whole, file_crc, frame
+from gpudoc.events.records import CorruptRecord, Damage, RecordReader, RecordWriter, file_crc, frame
 from gpudoc.events.sessions import session_metric_records
 from gpudoc.events.trim import TrimReport, TrimSpec, _Trimmer
 from gpudoc.output import output_target, place
@@ -46,18 +46,29 @@ class MergeReport:
     damage: list[tuple[str, Damage]] = field(default_factory=list)
 
 
+def _event(reader: RecordReader, offset: int, data: bytes, framed: bytes) -> event_pb2.Event | None:
+    """The record's Event; one that is no Event is an error, or with salvage damage (None)."""
+    try:
+        return decode(data, reader.path, offset)
+    except CorruptRecord as error:
+        reader.skip_not_event(offset, len(framed), error)
+        return None
+
+
 def _summary_keys(runs: list[Run], salvage: bool) -> list[set[tuple[str, int]]]:
     """For each run, the (tag, step) pairs of its summary values."""
     keys = []
     for run in runs:
         found: set[tuple[str, int]] = set()
         for path in run.files:
-            for offset, data, _ in RecordReader(path, salvage=salvage, whole=True):
+            reader = RecordReader(path, salvage=salvage, whole=True)
+            for offset, data, framed in reader:
                 peeked = peek(data)
                 if peeked is not None and peeked[2] != SUMMARY_FIELD:
                     continue
-                event = decode(data, path, offset)
-                found.update((v.tag, event.step) for v in event.summary.value)
+                event = _event(reader, offset, data, framed)
+                if event is not None:
+                    found.update((v.tag, event.step) for v in event.summary.value)
         keys.append(found)
     return keys
 
@@ -96,8 +107,10 @@ def merge(runs: list[Run], dest: Path, *, overlap: str, salvage: bool = False,
                 for path in run.files:
                     reader = RecordReader(path, salvage=salvage, whole=True)
                     for offset, data, framed in reader:
+                        event = _event(reader, offset, data, framed)
+                        if event is None:
+                            continue
                         report.records_in += 1
-                        event = decode(data, path, offset)
                         out, removed = _merge_record(event, framed, dropped, seen_run_level, report)
                         count += removed
                         if out is not None:
@@ -159,10 +172,14 @@ def _stream(
         held = metrics.get(path, {})
         for offset, data, framed in reader:
             peeked = peek(data)
-            own = peeked[1] if peeked is not None else decode(data, path, offset).wall_time
+            try:
+                own = peeked[1] if peeked is not None else decode(data, path, offset).wall_time
+                out = framed if trimmer is None else trimmer.record(data, framed, (path, offset),
+                                                                    held.get(offset, frozenset()))
+            except CorruptRecord as error:  # no Event (what trim parses, it parses with decode)
+                reader.skip_not_event(offset, len(framed), error)
+                continue
             wall = own or wall
-            out = framed if trimmer is None else trimmer.record(data, framed, (path, offset),
-                                                                held.get(offset, frozenset()))
             yield wall, path, out, len(framed)
         damage.extend((str(path), d) for d in reader.state.damage)
 
@@ -213,13 +230,15 @@ def replay(
             raise InputError(f"{target}: exists", "replay into an empty directory")
     others = others or OtherFiles()
     check_free(others, dest)
-    if not salvage:
-        check_whole(targets.keys())
-    report = ReplayReport(skipped=list(others.skipped))
-    report.copied = copy_all(others, dest)
     ranged = first_step is not None or last_step is not None
     spec = TrimSpec(first_step, last_step) if ranged else None
     metrics = session_metric_records(runs) if ranged else {}
+    if not salvage:  # every record read as it will be replayed, so that bad input writes nothing
+        for run in runs:
+            for _ in _stream(run, False, [], spec, metrics):
+                pass
+    report = ReplayReport(skipped=list(others.skipped))
+    report.copied = copy_all(others, dest)
     streams = [_stream(run, salvage, report.damage, spec, metrics) for run in runs]
     heap: list[tuple[float, int, tuple[float, Path, bytes | None, int]]] = []
     for order, stream in enumerate(streams):

@@ -246,6 +246,15 @@ class RecordReader:
             state.damage.append(Damage(state.offset, state.offset + state.partial,
                                        "cut off: an incomplete last record"))
 
+    def skip_not_event(self, offset: int, size: int, error: CorruptRecord) -> None:
+        """The record just read, at ``offset`` (``size`` bytes as framed), checks its CRCs but
+        its bytes are no Event: ``error`` is raised, or with ``salvage`` the record is skipped
+        as damage, named by its index like a record that fails its CRC."""
+        if not self.salvage:
+            raise error
+        self.state.damage.append(Damage(offset, offset + size, f"record {self.state.records}: not a TensorBoard "
+                                        "Event (its CRCs check, its bytes do not parse); record skipped"))
+
     def _error(self, offset: int, message: str) -> CorruptRecord:
         return CorruptRecord(
             f"{self.path}: record {self.state.records} at byte {offset}: {message}",
@@ -372,15 +381,6 @@ class RecordReader:
             if masked_crc(buffer[candidate + _HEADER.size : end - 4]) == crc:
                 return candidate
         return None
-
-
-def check_whole(paths: Iterable[Path]) -> None:
-    """Read every record of ``paths`` (CRCs only, nothing decoded) and raise the first damage or
-    cut-off end, so that a command that streams its output can fail before writing any of it."""
-    for path in paths:
-        # (the compiled decoder walks runs of scalar records without making objects of them)
-        for _ in RecordReader(path, whole=True).scalars(scalar_decoder()):
-            pass
 
 
 def read_records(path: str | Path, *, salvage: bool = False) -> tuple[list[bytes], ReadState]:

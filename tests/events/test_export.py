@@ -253,3 +253,99 @@ def test_info_of_wall_times_no_date_can_hold(tmp_path: Path) -> None:
         writer.add_scalar("far", 2.0, 1, walltime=float("nan"))
     code, out, err = gpudoc("info", str(tmp_path / "run"))
     assert code == 0 and err == "" and ", wall time -1e+300 s + 1e+300 s" in out.splitlines()[0]
+
+
+def strict_json(text: str) -> object:
+    """``json.loads`` as jq, JavaScript and Go parse: NaN, Infinity and -Infinity are no JSON."""
+    def refuse(token: str) -> object:
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_numbers_are_strict_json_in_every_format(tmp_path: Path) -> None:
+    """A NaN loss (and an infinite wall time, a histogram of an inf) made jsonl lines, CSV's
+    JSON cells and Parquet's JSON text that strict parsers refuse; now each says which."""
+    import numpy as np
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "run")) as writer:
+        writer.add_scalar("loss", float("nan"), 0)
+        writer.add_scalar("loss", float("inf"), 1, walltime=float("inf"))
+        writer.add_scalar("loss", float("-inf"), 2)
+        writer.add_scalar("loss", 1.5, 3)
+        writer.add_histogram("h", np.array([1.0, 2.0, np.inf]), 4)
+    source = ["export", str(tmp_path / "run"), "--kinds", "scalar,histogram"]
+    code, out, err = gpudoc(*source, "-o", str(tmp_path / "t.jsonl"), "--json")
+    assert code == 0, err
+    assert strict_json(out)["rows"] == 5  # type: ignore[index]
+    rows = [strict_json(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [(r["value"], r.get("not_finite")) for r in rows[:4]] == [  # type: ignore[index, union-attr]
+        (None, {"value": "nan"}), (None, {"wall_time": "inf", "value": "inf"}), (None, {"value": "-inf"}), (1.5, None)]
+    assert rows[1]["wall_time"] is None and rows[4]["value"]["max"] is None  # type: ignore[index]
+    assert rows[4]["not_finite"] == {"value.max": "inf", "value.sum": "inf", "value.sum_squares": "inf"}  # type: ignore[index]
+
+    assert gpudoc(*source, "-o", str(tmp_path / "t.csv"))[0] == 0
+    table = list(csv.DictReader((tmp_path / "t.csv").open(newline="")))
+    assert [(r["value"], r["value_type"]) for r in table[:4]] == [
+        ("nan", "number"), ("inf", "number"), ("-inf", "number"), ("1.5", "number")]
+    histogram = strict_json(table[4]["value"])
+    assert table[4]["value_type"] == "json" and histogram["max"] == "inf" and histogram["min"] == 1.0  # type: ignore[index]
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    assert gpudoc(*source, "-o", str(tmp_path / "t.parquet"))[0] == 0
+    values = pq.read_table(tmp_path / "t.parquet").column("value").to_pylist()
+    assert [strict_json(v) for v in values[:4]] == ["nan", "inf", "-inf", 1.5]
+    assert strict_json(values[4])["sum"] == "inf"  # type: ignore[index]
+
+    code, out, _ = gpudoc("info", str(tmp_path / "run"), "--json")
+    assert code == 0 and strict_json(out)[0]["wall_end"] is None  # type: ignore[index]
+
+
+def test_to_stdout_bad_input_writes_no_row_and_to_a_file_leaves_none(tmp_path: Path) -> None:
+    """The table streamed the rows before an undecodable scalar tensor, then failed; every file
+    is now read and decoded before the first row is written (a file is never half-written)."""
+    _odd_scalars(tmp_path / "run")
+    for fmt in ("csv", "jsonl"):
+        result = run_gpudoc("export", str(tmp_path / "run"), "-o", "-", "--format", fmt)
+        assert result.returncode == 2 and result.stdout == "", result.stdout
+        (line,) = result.stderr.splitlines()
+        assert "offset " in line and "tag 'two'" in line and "--salvage" in line and "rows were written" not in line
+        out = tmp_path / "out" / f"t.{fmt}"
+        out.parent.mkdir(exist_ok=True)
+        code, _, _ = gpudoc("export", str(tmp_path / "run"), "-o", str(out))
+        assert code == 2 and list(out.parent.iterdir()) == []
+    result = run_gpudoc("export", str(tmp_path / "run"), "-o", "-", "--salvage")
+    assert result.returncode == 0 and result.stdout.splitlines()[1:] == [
+        line for line in result.stdout.splitlines()[1:] if ",good," in line] and ",good," in result.stdout
+
+
+def test_a_stream_that_fails_after_its_check_says_how_many_rows_it_wrote(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A writer appending to the run while it is exported to stdout: the second file, checked
+    whole, is cut off when it is read again. The rows already written cannot be taken back, so
+    the error says how many there are."""
+    from tensorboardX import SummaryWriter
+
+    from gpudoc.events import CorruptRecord, discover
+    from gpudoc.events.export import export
+    from gpudoc.events.model import Kind
+
+    for suffix, steps in ((".a", range(3)), (".b", range(3, 5))):
+        with SummaryWriter(str(tmp_path / "run"), filename_suffix=suffix) as writer:
+            for step in steps:
+                writer.add_scalar("loss", float(step), step)
+    _, (run,) = discover(str(tmp_path / "run"))
+    later = run.files[1]
+
+    def append_half_a_record(_: int) -> None:
+        with open(later, "ab") as handle:
+            handle.write(b"\x10\0\0\0")
+
+    with pytest.raises(CorruptRecord) as caught:
+        export([run], Path("-"), fmt="jsonl", kinds=frozenset({Kind.SCALAR}), purge=False,
+               progress=append_half_a_record)
+    written = capsys.readouterr().out.splitlines()
+    assert len(written) == 5  # (the cut-off tail comes after the second file's rows)
+    assert f"({len(written)} rows were written to - before this: the table there is incomplete)" in str(caught.value)
+    assert f"{later}: ends in an incomplete record" in str(caught.value)

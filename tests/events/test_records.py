@@ -190,7 +190,8 @@ def test_records_that_are_not_events_are_a_clear_error(tmp_path: Path) -> None:
         writer = RecordWriter(handle)
         writer.write(b"\xff\xff\xff not a protobuf")
     code, out, _ = gpudoc("info", str(tmp_path / "logs"))
-    assert code == 1 and "not a TensorBoard Event; record skipped" in out and "records: damaged 1" in out
+    assert code == 1 and "not a TensorBoard Event (its CRCs check, its bytes do not parse); record skipped" in out
+    assert "records: damaged 1" in out
     for command in (["export", "-o", str(tmp_path / "t.csv")], ["trim", "-o", str(tmp_path / "t"), "--steps", "1:"],
                     ["merge", "-o", str(tmp_path / "m")]):
         code, _, err = gpudoc(command[0], str(run), *command[1:])
@@ -219,3 +220,49 @@ def test_fuzz_commands_on_framed_garbage_never_fail_internally(tmp_path: Path, p
         args.append("--salvage")
     code, _, err = gpudoc(*args)
     assert code in (0, 1, 2), err
+
+
+def test_a_record_that_is_no_event_is_skipped_as_damage_by_salvage(tmp_path: Path) -> None:
+    """A framed record whose CRCs check but whose bytes are no Event, between real ones: it
+    failed export, merge and replay even with --salvage. Salvage now skips it as damage
+    (file, bytes, record index); without --salvage it is one line naming the file and byte,
+    and nothing is written."""
+    import subprocess
+    import sys
+
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "run")) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+        writer.add_scalar("loss", 2.0, 1)
+    (source,) = (tmp_path / "run").iterdir()
+    records, _ = read_records(source)
+    start = sum(len(frame(r)) for r in records[:2])
+    garbage = frame(b"\xff\xff\xff not a protobuf")
+    source.write_bytes(b"".join(frame(r) for r in records[:2]) + garbage + frame(records[2]))
+    where = {"file": str(source), "start": start, "end": start + len(garbage),
+             "reason": "record 2: not a TensorBoard Event (its CRCs check, its bytes do not parse); record skipped"}
+    commands = {"export": ["-o", str(tmp_path / "t.jsonl")], "merge": ["-o", str(tmp_path / "m")],
+                "replay": ["-o", str(tmp_path / "r"), "--rate", "1000"]}
+    for command, args in commands.items():
+        code, out, err = gpudoc(command, str(tmp_path / "run"), *args, "--salvage", "--json")
+        assert code == 0, (command, err)
+        assert json.loads(out)["damage"] == [where], command
+    assert [json.loads(line)["value"] for line in (tmp_path / "t.jsonl").read_text().splitlines()] == [1.0, 2.0]
+    for run in (tmp_path / "m", tmp_path / "r"):
+        (copy,) = run.rglob("*tfevents*")
+        assert read_records(copy)[0] == records, run
+    code, out, _ = gpudoc("info", str(tmp_path / "run"), "--json")
+    (file,) = json.loads(out)[0]["files"]
+    assert code == 1 and [dict(d, file=str(source)) for d in file["damage"]] == [where]
+
+    for command, args in commands.items():
+        dest = Path(args[1]).with_name(f"strict-{command}")
+        result = subprocess.run([sys.executable, "-m", "gpudoc", "events", command, str(tmp_path / "run"),
+                                 "-o", str(dest), *args[2:]], capture_output=True, text=True, timeout=120)
+        (line,) = result.stderr.splitlines()
+        assert result.returncode == 2 and f"{source}: the record at byte {start} is not a TensorBoard Event" in line
+        assert not dest.exists() or not any(dest.rglob("*tfevents*")), command
+    result = subprocess.run([sys.executable, "-m", "gpudoc", "events", "export", str(tmp_path / "run"), "-o", "-"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == "" and f"at byte {start} is not" in result.stderr
