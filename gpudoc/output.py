@@ -3,20 +3,17 @@ and the cleaning of what other programs wrote to a terminal."""
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import errno
-import json
 import math
 import os
 import re
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePath
-from typing import IO, Any, TextIO
+from typing import IO, Any, NamedTuple, TextIO
 
 from gpudoc.errors import InputError
 from gpudoc.na import NotAvailable
@@ -25,13 +22,14 @@ from gpudoc.na import NotAvailable
 _PLAIN = frozenset({str, int, bool})
 
 # CSI (colours, cursor moves), OSC (titles, hyperlinks), two-character escapes, backspaces.
-_TERMINAL_CODES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])|\x08")
+# The patterns here are compiled on first use (re caches them), not at every start.
+_TERMINAL_CODES = r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])|\x08"
 
 
 def strip_terminal_codes(text: str) -> str:
     """``text`` as a log reader wants it: without terminal control sequences and backspaces
     (carriage returns are left to the caller)."""
-    return _TERMINAL_CODES.sub("", text)
+    return re.sub(_TERMINAL_CODES, "", text)
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
@@ -53,7 +51,9 @@ def to_jsonable(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if hasattr(kind, "__dataclass_fields__"):  # a dataclass instance (dataclasses.is_dataclass)
+        import dataclasses
+
         _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
         return to_jsonable(value)
     if isinstance(value, dict):
@@ -78,6 +78,8 @@ def format_bytes(n: float) -> str:
 def emit_json(value: Any, stream: TextIO | None = None) -> None:
     """Write ``value`` as JSON and a newline to stdout (or ``stream``): indented for a
     person at a terminal, one compact line for a program (several times faster to encode)."""
+    import json
+
     out = stream or sys.stdout
     if out is None:
         raise InputError("stdout is closed: nowhere to print the report", "run with stdout open")
@@ -86,12 +88,11 @@ def emit_json(value: Any, stream: TextIO | None = None) -> None:
     out.flush()
 
 
-_FD_LINK = re.compile(r"^/(?:proc/(self|\d+)/fd|dev/fd)/(\d+)$")
+_FD_LINK = r"^/(?:proc/(self|\d+)/fd|dev/fd)/(\d+)$"
 _MAX_LINKS = 40
 
 
-@dataclasses.dataclass(frozen=True)
-class OutputTarget:
+class OutputTarget(NamedTuple):
     """Where an output goes: ``stream`` (stdout, a device, a FIFO, an inherited descriptor) is
     written as it comes; otherwise ``path`` is the regular file (or new path) that a temporary
     file beside it replaces by rename — a symlink's final target, so the link survives."""
@@ -108,7 +109,7 @@ def output_target(dest: Path | str) -> OutputTarget:
         return OutputTarget(Path("-"), stream=True, fd=1)
     path = Path(os.path.abspath(dest))
     for _ in range(_MAX_LINKS):
-        own = _FD_LINK.match(str(path))
+        own = re.match(_FD_LINK, str(path))
         if own and own.group(1) in (None, "self", str(os.getpid())):
             return OutputTarget(path, stream=True, fd=int(own.group(2)))
         if own:
@@ -219,6 +220,8 @@ def place(temp: Path, dest: Path) -> None:
 def staging_file(dest: Path) -> Path:
     """A new hidden, empty file beside ``dest`` (a path from ``output_target``) to write into
     and then ``place``."""
+    import tempfile  # imported here: with shutil and random it costs ~3 ms at start-up
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(handle)

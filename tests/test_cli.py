@@ -174,3 +174,66 @@ def test_a_global_option_after_the_subcommand_says_where_it_goes(args: list[str]
     assert out.returncode == ExitCode.USAGE and out.stdout == ""
     assert out.stderr.startswith("gpudoc: error: ") and out.stderr.count("\n") == 1
     assert out.stderr.rstrip().endswith(f"({says})")
+
+
+@pytest.mark.parametrize("width", [30, 60, 80, 100, 200])
+def test_the_command_listing_is_the_one_click_makes_from_the_commands(width: int) -> None:
+    """`gpudoc --help` lists the commands from COMMANDS' summaries, without importing them
+    (doctor's and metrics-check's modules bring NVML, YAML and numpy: 150 ms): the listing
+    must stay what click makes from each command's own help, at every terminal width."""
+    import click
+
+    with click.Context(cli, info_name="gpudoc", terminal_width=width, max_content_width=100) as ctx:
+        ours, clicks = ctx.make_formatter(), ctx.make_formatter()
+        cli.format_commands(ctx, ours)
+        click.Group.format_commands(cli, ctx, clicks)  # imports every command module
+    assert ours.getvalue() == clicks.getvalue()
+    assert ours.getvalue().count("\n") >= 10  # a title and each command
+
+
+# What `gpudoc --help` and a trim must not import: the other commands, and what only other
+# paths need (the pure-Python core's CRC, JSON, temporary files, tracebacks).
+_LAZY = ("gpudoc.cli.doctor", "gpudoc.cli.mask", "gpudoc.cli.metrics", "gpudoc.cli.oom", "gpudoc.cli.reap",
+         "gpudoc.cli.run", "gpudoc.cli.serve", "gpudoc.cli.tui", "gpudoc.events.info", "gpudoc.events.export",
+         "gpudoc.events.merge", "json", "tempfile", "traceback", "shlex")
+
+
+def _loaded_by(args: list[str], env: dict[str, str] | None = None) -> set[str]:
+    """The modules of ``_LAZY`` (and google_crc32c) that ``gpudoc ARGS`` imported, in a fresh
+    interpreter; it must succeed."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom gpudoc.cli import cli\n"
+            f"code = cli.main({args!r}, standalone_mode=False)\n"
+            f"print(code, sorted(m for m in {(*_LAZY, 'google_crc32c')!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **(env or {})})
+    code, loaded = out.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert code == "0", out.stderr
+    return set(json.loads(loaded.replace("'", '"')))
+
+
+def test_help_and_a_trim_import_only_what_they_use(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+
+    from gpudoc.events import RecordWriter, records
+
+    run = tmp_path / "logs" / "run"
+    run.mkdir(parents=True)
+    with open(run / "events.out.tfevents.1.host", "wb") as handle:
+        writer = RecordWriter(handle)
+        writer.write(event_pb2.Event(wall_time=1.0, file_version="brain.Event:2").SerializeToString())
+        for step in range(100):
+            value = summary_pb2.Summary.Value(tag="loss", simple_value=1.0 / (step + 1))
+            writer.write(event_pb2.Event(wall_time=2.0 + step, step=step,
+                                         summary=summary_pb2.Summary(value=[value])).SerializeToString())
+    assert _loaded_by(["--help"]) == set()
+    assert _loaded_by(["events", "--help"]) == set()
+    trim = ["events", "trim", str(tmp_path / "logs"), "--steps", "10:", "-o"]
+    python = _loaded_by([*trim, str(tmp_path / "python")], {"GPUDOC_EVENTS_CORE": "python"})
+    assert python == {"google_crc32c"}
+    assert (tmp_path / "python" / "run" / "events.out.tfevents.1.host").exists()
+    if records.core_active():  # where it is built, the compiled core computes every CRC
+        assert _loaded_by([*trim, str(tmp_path / "compiled")]) == set()

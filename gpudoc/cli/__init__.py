@@ -2,32 +2,43 @@
 
 from __future__ import annotations
 
-import importlib
 import os
-import shlex
 import sys
-import traceback
 from typing import NoReturn
 
 import click
 
 from gpudoc import __version__
-from gpudoc.cli.common import Settings
+from gpudoc.cli.common import LazyGroup, Settings
 from gpudoc.errors import ExitCode, GpudocError
 from gpudoc.output import print_error
 
-# Subcommand name -> "module:attribute". Command modules keep heavy imports (torch,
-# tensorflow, textual) inside their functions, so listing commands stays fast.
+# Subcommand name -> ("module:attribute", the first sentence of its help). Only the command
+# that runs is imported (`gpudoc --help` imports none), and command modules keep heavy imports
+# (torch, tensorflow, textual) inside their functions.
 COMMANDS = {
-    "doctor": "gpudoc.cli.doctor:doctor",
-    "events": "gpudoc.cli.events:events",
-    "mask": "gpudoc.cli.mask:mask",
-    "metrics-check": "gpudoc.cli.metrics:metrics_check",
-    "oom": "gpudoc.cli.oom:oom",
-    "reap": "gpudoc.cli.reap:reap",
-    "run": "gpudoc.cli.run:run",
-    "serve": "gpudoc.cli.serve:serve",
-    "tui": "gpudoc.cli.tui:tui",
+    "doctor": ("gpudoc.cli.doctor:doctor",
+               "Check Python, the NVIDIA driver and GPUs, device files, torch, TensorFlow and numba."),
+    "events": ("gpudoc.cli.events:events",
+               "Inspect, trim and export TensorBoard event files without losing anything."),
+    "mask": ("gpudoc.cli.mask:mask",
+             "Threshold masks with an explicit rule, audit a threshold, sweep for the best one."),
+    "metrics-check": ("gpudoc.cli.metrics:metrics_check", "Check that image/regression metrics use the right scale."),
+    "oom": ("gpudoc.cli.oom:oom",
+            "Predict peak GPU memory of training and the largest batch that fits, without a GPU."),
+    "reap": ("gpudoc.cli.reap:reap", "Find processes holding /dev/nvidia* and end the orphaned ones."),
+    "run": ("gpudoc.cli.run:run",
+            "Run COMMAND (after --) in a session of its own and watch it: its output passes through (and to "
+            "--log), its scalars are read from its event files (or its output lines) and checked as they arrive "
+            "— non-finite values, loss spikes, steps going backwards or repeating, stalls and the metric-scale "
+            "rules of metrics-check — each printed once as 'gpudoc: error: …' or 'gpudoc: warning: …' on "
+            "stderr; a scalar is named by its tag under its directory relative to --logdir (else the working "
+            "directory)."),
+    "serve": ("gpudoc.cli.serve:serve",
+              "Expose GPU, host and orphaned-holder figures for Prometheus to scrape on /metrics."),
+    "tui": ("gpudoc.cli.tui:tui",
+            "Watch the GPUs, their processes (orphaned device holders included) and the host; with a COMMAND "
+            "(after --), run it and watch it too."),
 }
 
 # Module-level so the error path can honour --debug after the command has failed.
@@ -38,20 +49,11 @@ class _ReaderGone(Exception):
     """The reader of stdout closed it (``gpudoc … | head``)."""
 
 
-class GpudocGroup(click.Group):
-    """The root group: imports a subcommand only when it is listed or run, and turns every
-    failure into one ``gpudoc: error: …`` line and an exit code."""
+class GpudocGroup(LazyGroup):
+    """The root group: imports a subcommand only when it is run, and turns every failure into
+    one ``gpudoc: error: …`` line and an exit code."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
-            return None
-        module, attr = target.split(":")
-        command: click.Command = getattr(importlib.import_module(module), attr)
-        return command
+    lazy = COMMANDS
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -87,6 +89,8 @@ class GpudocGroup(click.Group):
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
             if isinstance(exc, click.NoSuchOption) and exc.option_name in _GLOBAL_OPTIONS:
+                import shlex
+
                 moved = _global_first(sys.argv[1:] if args is None else list(args), exc.option_name)
                 hint = f" ({exc.option_name} is a global option: {shlex.join([prog_name, *moved])})"
             print_error(f"{exc.format_message()}{hint}")
@@ -101,19 +105,25 @@ class GpudocGroup(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return ExitCode.BROKEN_PIPE
         except GpudocError as exc:
-            if _settings.debug:
-                traceback.print_exc()
+            _traceback_if_debug()
             print_error(str(exc))
             return exc.exit_code
         except Exception as exc:  # the one place that turns bugs into one line
-            if _settings.debug:
-                traceback.print_exc()
+            _traceback_if_debug()
             print_error(
                 f"internal error: {type(exc).__name__}: {exc} "
                 "(rerun with --debug for the traceback, and please report it)"
             )
             return ExitCode.INTERNAL
         return int(result) if isinstance(result, int) else ExitCode.OK
+
+
+def _traceback_if_debug() -> None:
+    """The traceback of the exception being handled, on stderr, with --debug."""
+    if _settings.debug:
+        import traceback  # only here: it costs every start ~1 ms
+
+        traceback.print_exc()
 
 
 # The group's options (with whether each takes a value): given after a subcommand, they are

@@ -349,8 +349,6 @@ def _distinct_runs(runs: list[Run]) -> list[Run]:
     """Each run once (PATHs may overlap: a run whose files were all met already is left out),
     and named apart: when runs under different PATHs share a name, each is named by its
     directory instead."""
-    import dataclasses
-
     seen: set[Path] = set()
     distinct = []
     for run in runs:
@@ -360,7 +358,7 @@ def _distinct_runs(runs: list[Run]) -> list[Run]:
             distinct.append(run)
     labels = [run.label for run in distinct]
     if len(set(labels)) < len(labels):
-        return [dataclasses.replace(run, name=str(run.directory)) for run in distinct]
+        return [run._replace(name=str(run.directory)) for run in distinct]
     return distinct
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from gpudoc.errors import InputError
 
@@ -15,8 +14,7 @@ def is_event_file(path: Path) -> bool:
     return "tfevents" in path.name and path.is_file()
 
 
-@dataclass(frozen=True)
-class Run:
+class Run(NamedTuple):
     """A directory's event files in TensorBoard's (lexicographic) order. ``name`` is the
     directory relative to the root that was given (``.`` for the root itself)."""
 
@@ -86,6 +84,8 @@ def discover(path: str | Path, unreadable: list[str] | None = None) -> tuple[Pat
 def staging_beside(dest: Path) -> Path:
     """A new empty hidden file beside ``dest`` to write an event file into and then rename
     onto it; its name has no 'tfevents', so a TensorBoard watching the directory ignores it."""
+    import tempfile  # only here: a trim that stages into its own directory never needs it
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=".gpudoc-", suffix=".tmp", dir=dest.parent)
     os.close(handle)

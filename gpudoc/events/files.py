@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from gpudoc.errors import InputError
 from gpudoc.events.discover import Run, is_event_file
@@ -22,8 +23,7 @@ from gpudoc.output import output_target, place, staging_file
 _OURS = ".gpudoc-"
 
 
-@dataclass(frozen=True)
-class OtherFile:
+class OtherFile(NamedTuple):
     """A non-event file: where it is, and its path below the directory being mirrored."""
 
     source: Path

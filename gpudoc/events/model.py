@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gpudoc.events.records import CorruptRecord
 
@@ -146,8 +145,7 @@ def decode(data: bytes, path: Path, offset: int) -> event_pb2.Event:
         ) from None
 
 
-@dataclass(frozen=True)
-class ValueInfo:
+class ValueInfo(NamedTuple):
     """One summary value: its tag, kind, plugin, and whether it carries the tag's metadata."""
 
     tag: str
