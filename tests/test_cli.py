@@ -237,3 +237,17 @@ def test_help_and_a_trim_import_only_what_they_use(tmp_path) -> None:  # type: i
     assert (tmp_path / "python" / "run" / "events.out.tfevents.1.host").exists()
     if records.core_active():  # where it is built, the compiled core computes every CRC
         assert _loaded_by([*trim, str(tmp_path / "compiled")]) == set()
+
+
+def test_the_console_entry_point_leaves_start_up_objects_out_of_garbage_collection() -> None:
+    """`gpudoc` (main()) freezes what is imported before the command runs (gc.freeze): the
+    collector's passes, the one at exit included, no longer walk click and the group."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, gc, sys\n"
+            "atexit.register(lambda: print('frozen', gc.get_freeze_count(), file=sys.stderr))\n"
+            "from gpudoc.cli import main\nsys.argv = ['gpudoc', '--version']\nmain()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == f"gpudoc {__version__}\n"
+    assert int(out.stderr.split("frozen ")[1]) > 1000  # click's and gpudoc.cli's objects

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import NoReturn
@@ -187,4 +188,8 @@ def cli(ctx: click.Context, debug: bool, simulate: str | None) -> None:
 
 def main() -> NoReturn:
     """Console-script entry point."""
+    # What is loaded by now (click, the group) lives as long as the process: the cyclic garbage
+    # collector leaves it out of every pass from here on, the one at exit included (~6 ms of a
+    # short command's 50).
+    gc.freeze()
     sys.exit(cli.main(prog_name="gpudoc", standalone_mode=False))
