@@ -246,12 +246,17 @@ __attribute__((target("avx512bw"))) static int any_needle_avx512(const unsigned 
             last[j] = _mm512_set1_epi8((char)nd[j].s[nd[j].m - 1]);
         }
         for (; i + longest + 63 <= n; i += 64) {
+            /* A byte of (block ^ first) | (end ^ last) is 0 where that needle's first and last
+             * bytes both match; the least over the needles is 0 at every candidate. (Vector
+             * logic runs on two ports; byte compares into masks on one.) */
             __m512i block = _mm512_loadu_si512((const void *)(hay + i));
-            __mmask64 hit = 0;
+            __m512i least = _mm512_set1_epi8(-1);
             for (int j = 0; j < k; j++) {
                 __m512i end = _mm512_loadu_si512((const void *)(hay + i + nd[j].m - 1));
-                hit |= _mm512_cmpeq_epi8_mask(block, first[j]) & _mm512_cmpeq_epi8_mask(end, last[j]);
+                least = _mm512_min_epu8(least, _mm512_ternarylogic_epi64(block, first[j],
+                                                                         _mm512_xor_si512(end, last[j]), 0xBE));
             }
+            __mmask64 hit = _mm512_testn_epi8_mask(least, least);
             while (hit) {
                 size_t at = i + (size_t)__builtin_ctzll(hit);
                 hit &= hit - 1;
@@ -315,6 +320,17 @@ static PyObject *py_extend(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&b);
     return PyLong_FromUnsignedLong(c);
+}
+
+/* combine(crc_a, crc_b, length_b): the CRC-32C of A then B from extend(0, A), extend(0, B) and
+ * B's length (pieces of one buffer CRC'd apart, e.g. on two threads). */
+static PyObject *py_combine(PyObject *self, PyObject *args) {
+    unsigned long crc_a, crc_b;
+    unsigned long long length_b;
+    if (!PyArg_ParseTuple(args, "kkK", &crc_a, &crc_b, &length_b)) return NULL;
+    /* extend(a, B) = ~raw(~a, B) and raw(c, B) = raw(0, B) ^ c·x^(8n): the start register's
+     * share, moved over B, is added to B's CRC from 0. */
+    return PyLong_FromUnsignedLong(multmodp(x8n(length_b), (uint32_t)crc_a) ^ (uint32_t)crc_b);
 }
 
 /* Check that 0 <= at <= len. */
@@ -609,6 +625,7 @@ static PyObject *py_peek(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"masked_crc", py_masked_crc, METH_VARARGS, "TFRecord's masked CRC-32C of a buffer."},
     {"extend", py_extend, METH_VARARGS, "extend(crc, buffer): CRC-32C continued over a buffer."},
+    {"combine", py_combine, METH_VARARGS, "combine(crc_a, crc_b, length_b): the CRC-32C of A then B."},
     {"extend_with", py_extend_with, METH_VARARGS, "extend_with(method, crc, buffer): extend() one way (crc_methods)."},
     {"scan", py_scan, METH_VARARGS, "scan(buffer, at, base) -> (records, at): the intact records from at."},
     {"resync", py_resync, METH_VARARGS, "resync(buffer, start) -> offset or -1: the next record start."},

@@ -412,16 +412,52 @@ def _trim_run(
     return part, written
 
 
+# A staged file at least this large is read back by two threads, each CRC-ing half of it.
+_SPLIT_VERIFY = 1 << 23
+
+
 def _staged_crc(path: Path) -> tuple[int, int]:
-    """CRC-32C and size of a staged file, read back (mapped, at memory speed, with the compiled core)."""
+    """CRC-32C and size of a staged file, read back (mapped, at memory speed, with the compiled
+    core; a large one on two cores: the time is mostly the kernel mapping its pages, which two
+    threads do at once, since the core's CRC releases the GIL)."""
     core = records._core
     if core is not None:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size:
-                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                    return int(core.extend(0, mapped)), size
+                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as view:
+                    if size < _SPLIT_VERIFY or _cpus() < 2:
+                        return int(core.extend(0, view)), size
+                    return _split_crc(core.extend, core.combine, view), size
     return file_crc(path)
+
+
+def _split_crc(extend: Callable[[int, memoryview], int], combine: Callable[[int, int, int], int],
+               view: memoryview) -> int:
+    """CRC-32C of ``view``: its second half on another thread, the two joined."""
+    import threading
+
+    half = len(view) // 2
+    second: list[int] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with view[half:] as tail:
+                second.append(extend(0, tail))
+        except BaseException as error:  # handed to the caller's thread
+            failed.append(error)
+
+    thread = threading.Thread(target=run, name="gpudoc-verify", daemon=True)
+    thread.start()
+    try:
+        with view[:half] as head:
+            first = extend(0, head)
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
+    return int(combine(first, second[0], len(view) - half))
 
 
 def _trim_file(
@@ -447,9 +483,13 @@ def _trim_file(
     try:
         if fast is not None and fast.usable():
             with open(temp, "wb", buffering=0) as handle:
-                out = _Output(handle.fileno())
-                records_in, mentions, damage = _trim_compiled(path, out, trimmer, fast, metrics, salvage)
-                out.flush()
+                out = _Output(handle.fileno(), temp,
+                              threaded=path.stat().st_size >= _THREADED_WRITES and _cpus() > 1)
+                try:
+                    records_in, mentions, damage = _trim_compiled(path, out, trimmer, fast, metrics, salvage)
+                    out.flush()
+                finally:
+                    out.close()
             report.damage.extend((str(path), d) for d in damage)
             return (records_in, out.count, out.crc, out.size), mentions
         with open(temp, "wb") as handle:
@@ -467,42 +507,126 @@ def _trim_file(
     return (records_in, writer.count, writer.crc, writer.size), mentions
 
 
-class _Output:
-    """A staged file being written by the compiled path, straight from the buffer its bytes
-    were checked in (small writes gathered): the CRC-32C, size and record count of it all."""
+# A file at least this large is trimmed with its staged copy written by a second thread
+# (the kernel's copy into the page cache overlaps the next block's read and check).
+_THREADED_WRITES = 1 << 23
 
-    def __init__(self, fd: int) -> None:
+
+def _cpus() -> int:
+    """The CPUs this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+# What the writing thread is given: data to write, a fence to set, or (None, None): stop.
+_Item = tuple[bytes | bytearray | memoryview | None, Callable[[], None] | None]
+
+
+class _Output:
+    """A staged file (``fd``, at ``path``) being written by the compiled path, straight from the
+    buffer its bytes were checked in (small writes gathered): the CRC-32C, size and record count.
+    ``threaded``: the writes are made by a second thread, in order; a buffer given to
+    :meth:`put` must then stay unchanged until the :meth:`fence` taken after it returns."""
+
+    def __init__(self, fd: int, path: Path, threaded: bool = False) -> None:
         self.fd = fd
+        self.path = path
         self.crc = 0
         self.size = 0
         self.count = 0
         self._pending = bytearray()
+        self._failed: list[BaseException] = []
+        self._put: Callable[[_Item], None] | None = None
+        self._join: Callable[[], None] | None = None
+        self.threaded = threaded
+        if threaded:
+            import queue
+            import threading
+
+            items: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+            self._put = items.put
+            thread = threading.Thread(target=self._writer, args=(items.get,), name="gpudoc-trim-writer", daemon=True)
+            thread.start()
+            self._join = thread.join
 
     def write(self, framed: bytes | memoryview, records: int) -> None:
-        """Framed records."""
+        """Framed records (copied if they are a view: its buffer may change once this returns)."""
         self.crc = crc32c_extend(self.crc, framed)
-        self.put(framed, records)
+        self.put(framed if self._put is None or isinstance(framed, bytes) else bytes(framed), records)
 
     def put(self, framed: bytes | memoryview, records: int) -> None:
         """Framed records whose CRC the caller adds to :attr:`crc` (the core computes it as it checks them)."""
         self.size += len(framed)
         self.count += records
         if len(framed) >= 1 << 16:
-            self.flush()
-            self._write_all(memoryview(framed))
+            self._send_pending()
+            self._send(framed)
             return
         self._pending += framed
         if len(self._pending) >= 1 << 20:
-            self.flush()
+            self._send_pending()
+
+    def fence(self) -> Callable[[], object]:
+        """A wait that returns once everything given so far is written."""
+        import threading
+
+        done = threading.Event()
+        if self._put is None:
+            done.set()
+        else:
+            self._send_pending()
+            self._put((None, done.set))
+        return done.wait
 
     def flush(self) -> None:
+        """Write everything given so far (and raise what a write raised)."""
+        self._send_pending()
+        self.fence()()
+        if self._failed:
+            raise self._failed[0]
+
+    def close(self) -> None:
+        """Stop the writing thread, after what it was given (the file may be closed after this)."""
+        if self._put is not None and self._join is not None:
+            self._put((None, None))
+            self._join()
+            self._put = self._join = None
+
+    def _send_pending(self) -> None:
         if self._pending:
-            self._write_all(memoryview(self._pending))
+            self._send(self._pending)
             self._pending = bytearray()
 
+    def _send(self, data: bytes | bytearray | memoryview) -> None:
+        if self._put is None:
+            self._write_all(memoryview(data))
+            return
+        if self._failed:
+            raise self._failed[0]
+        self._put((data, None))
+
+    def _writer(self, get: Callable[[], _Item]) -> None:
+        """The writing thread: each item in order (after a failure, only the fences)."""
+        while True:
+            data, signal = get()
+            if data is None and signal is None:
+                return
+            if signal is not None:
+                signal()
+            elif data is not None and not self._failed:
+                try:
+                    self._write_all(memoryview(data))
+                except BaseException as error:  # raised in the trimming thread
+                    self._failed.append(error)
+
     def _write_all(self, data: memoryview) -> None:
-        while data:
-            data = data[os.write(self.fd, data) :]
+        try:
+            while data:
+                data = data[os.write(self.fd, data) :]
+        except OSError as error:  # e.g. a full disk: named, so the CLI says which file (exit 2)
+            if error.filename is None:
+                error.filename = str(self.path)
+            raise
 
 
 def _trim_compiled(
@@ -521,7 +645,12 @@ def _trim_compiled(
     mentions = False
     with open(path, "rb", buffering=0) as handle:
         fd = handle.fileno()
+        # Threaded writes: two buffers in turn, one read and checked while the kept runs of the
+        # other are written; ``written[i]`` waits until buffer i's runs are.
         buffer = bytearray(_BLOCK)
+        buffers: list[bytearray | None] = [buffer, None]
+        written: list[Callable[[], object] | None] = [None, None]
+        current = 0
         view = memoryview(buffer)
         base = filled = at = 0  # buffer[0] is the file's byte ``base``; buffer[:filled] is read
         eof = False
@@ -551,15 +680,24 @@ def _trim_compiled(
             need = 16 + length if length >= 0 else 12
             if eof or (length < 0 and filled - at >= 12) or filled - at >= need:
                 break  # damaged, or cut off: RecordReader says which
-            # The record runs past what is read: move its start to the front and read on.
-            if need > len(buffer):
-                if base + at + need > os.fstat(fd).st_size:
-                    break  # it cannot be complete
-                buffer = bytearray(need)
-                buffer[: filled - at] = view[at:filled]
-                view = memoryview(buffer)
-            else:
+            # The record runs past what is read: move its start to the front (of the other
+            # buffer, when this one's runs may still be being written) and read on.
+            if need > len(buffer) and base + at + need > os.fstat(fd).st_size:
+                break  # it cannot be complete
+            other = 1 - current if out.threaded else current
+            wait = written[other]
+            if wait is not None:
+                wait()
+            written[current] = out.fence() if out.threaded else None
+            spare = buffers[other]
+            if other == current and need <= len(buffer):
                 buffer[: filled - at] = buffer[at:filled]
+            else:
+                if spare is None or len(spare) < max(need, len(buffer)):
+                    spare = buffers[other] = bytearray(max(need, len(buffer)))
+                spare[: filled - at] = view[at:filled]
+                current, buffer = other, spare
+                view = memoryview(buffer)
             base, filled, at = base + at, filled - at, 0
             while filled < len(buffer):
                 got = handle.readinto(view[filled:])

@@ -210,13 +210,15 @@ def _trim(source: Path, out: Path, spec: TrimSpec, salvage: bool) -> tuple[Any, 
 @SETTINGS
 @given(st.lists(large_event(), max_size=10), st.none() | st.integers(0, 8), st.none() | st.sampled_from([0.5, 6.0]),
        st.booleans(), st.none() | st.integers(0, 9), st.sampled_from(["flip", "cut", "lie"]),
-       st.sampled_from([64, 4096, 60_000, 1 << 21]))
+       st.sampled_from([64, 4096, 60_000, 1 << 21]), st.booleans())
 def test_large_records_trim_to_the_bytes_python_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, events: list[bytes], first: int | None, end: float | None,
-    salvage: bool, damage_at: int | None, damage: str, block: int,
+    salvage: bool, damage_at: int | None, damage: str, block: int, threaded: bool,
 ) -> None:
-    """Read blocks from 64 bytes (every record outgrows its block) to the default."""
+    """Read blocks from 64 bytes (every record outgrows its block) to the default, the kept
+    runs written by the trimming thread or by a second one (two read buffers in turn)."""
     monkeypatch.setattr(trim_module, "_BLOCK", block)
+    monkeypatch.setattr(trim_module, "_THREADED_WRITES", 0 if threaded else 1 << 62)
     source = tmp_path / "logs"
     (source / "run").mkdir(parents=True, exist_ok=True)
     framed = [frame(e) for e in events]
@@ -244,10 +246,14 @@ def test_large_records_trim_to_the_bytes_python_writes(
 
 
 @needs_compiled
-def test_a_staged_copy_that_does_not_read_back_is_never_placed(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("flip", [10, -5])
+def test_a_staged_copy_that_does_not_read_back_is_never_placed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              split: bool, flip: int) -> None:
     """The compiled path writes from its checked buffer; the staged file is still CRC-checked
-    before the rename: a write that went wrong leaves nothing at the destination."""
+    before the rename (by one thread, or a large one by two, each reading back half): a write
+    that went wrong, in either half, leaves nothing at the destination."""
+    monkeypatch.setattr(trim_module, "_SPLIT_VERIFY", 1 if split else 1 << 62)
     source = tmp_path / "logs"
     (source / "run").mkdir(parents=True)
     image = event_pb2.Event(step=1, wall_time=1.0, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(
@@ -257,7 +263,7 @@ def test_a_staged_copy_that_does_not_read_back_is_never_placed(tmp_path: Path,
 
     def flipped(self: Any, data: memoryview) -> None:
         changed = bytearray(data)
-        changed[-5] ^= 1
+        changed[flip] ^= 1
         written(self, memoryview(changed))
 
     monkeypatch.setattr(trim_module._Output, "_write_all", flipped)
@@ -265,6 +271,54 @@ def test_a_staged_copy_that_does_not_read_back_is_never_placed(tmp_path: Path,
     with pytest.raises(GpudocError, match="does not read back intact; nothing was replaced"):
         trim(root, runs, tmp_path / "out", TrimSpec())
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+@needs_compiled
+@pytest.mark.parametrize("threaded", [False, True])
+def test_a_write_that_fails_names_the_staged_file_and_places_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    threaded: bool) -> None:
+    """A full disk mid-trim (a write by either thread) is an OSError naming the staged file
+    (the CLI's one line, exit 2), nothing is placed, and no writing thread is left running."""
+    import errno
+    import threading
+
+    monkeypatch.setattr(trim_module, "_THREADED_WRITES", 0 if threaded else 1 << 62)
+    monkeypatch.setattr(trim_module, "_BLOCK", 4096)
+    source = tmp_path / "logs"
+    (source / "run").mkdir(parents=True)
+    image = event_pb2.Event(step=1, wall_time=1.0, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag="img", image=summary_pb2.Summary.Image(encoded_image_string=os.urandom(70_000)))]))
+    (source / "run" / "events.out.tfevents.1.x").write_bytes(frame(image.SerializeToString()) * 5)
+    real = os.write
+    calls: list[int] = []
+
+    def full(fd: int, data: Any) -> int:
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    root, runs = discover(source)
+    with pytest.raises(OSError) as raised:
+        trim(root, runs, tmp_path / "out", TrimSpec())
+    assert raised.value.errno == errno.ENOSPC and ".gpudoc-trim-" in str(raised.value.filename)
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert not [t for t in threading.enumerate() if t.name == "gpudoc-trim-writer"]
+
+
+@needs_compiled
+@SETTINGS
+@given(st.integers(1, 300_000), st.integers(0, 2**16))
+def test_a_staged_copy_read_back_in_two_halves_has_the_files_crc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 size: int, seed: int) -> None:
+    """The two halves' CRCs, read on two threads, join into the whole file's (odd sizes too)."""
+    monkeypatch.setattr(trim_module, "_SPLIT_VERIFY", 1)
+    data = random.Random(seed).randbytes(size)
+    staged = tmp_path / f"{size}-{seed}.tmp"
+    staged.write_bytes(data)
+    assert trim_module._staged_crc(staged) == (google_crc32c.extend(0, data), size)
+    staged.unlink()
 
 
 @pytest.mark.parametrize("logdir", ["keras", "tbx"])
