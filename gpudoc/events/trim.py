@@ -544,9 +544,17 @@ class _Output:
             import threading
 
             items: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+            # The thread writes through a descriptor of its own, which it closes: one it is
+            # still finishing with (an interrupt) never becomes some other file's.
+            self.fd = os.dup(fd)
+            try:
+                thread = threading.Thread(target=self._writer, args=(items.get,), name="gpudoc-trim-writer",
+                                          daemon=True)
+                thread.start()
+            except BaseException:
+                os.close(self.fd)
+                raise
             self._put = items.put
-            thread = threading.Thread(target=self._writer, args=(items.get,), name="gpudoc-trim-writer", daemon=True)
-            thread.start()
             self._join = thread.join
 
     def write(self, framed: bytes | memoryview, records: int) -> None:
@@ -607,17 +615,20 @@ class _Output:
 
     def _writer(self, get: Callable[[], _Item]) -> None:
         """The writing thread: each item in order (after a failure, only the fences)."""
-        while True:
-            data, signal = get()
-            if data is None and signal is None:
-                return
-            if signal is not None:
-                signal()
-            elif data is not None and not self._failed:
-                try:
-                    self._write_all(memoryview(data))
-                except BaseException as error:  # raised in the trimming thread
-                    self._failed.append(error)
+        try:
+            while True:
+                data, signal = get()
+                if data is None and signal is None:
+                    return
+                if signal is not None:
+                    signal()
+                elif data is not None and not self._failed:
+                    try:
+                        self._write_all(memoryview(data))
+                    except BaseException as error:  # raised in the trimming thread
+                        self._failed.append(error)
+        finally:
+            os.close(self.fd)
 
     def _write_all(self, data: memoryview) -> None:
         try:

@@ -300,11 +300,14 @@ def test_a_write_that_fails_names_the_staged_file_and_places_nothing(tmp_path: P
 
     monkeypatch.setattr(os, "write", full)
     root, runs = discover(source)
+    descriptors = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
     with pytest.raises(OSError) as raised:
         trim(root, runs, tmp_path / "out", TrimSpec())
     assert raised.value.errno == errno.ENOSPC and ".gpudoc-trim-" in str(raised.value.filename)
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert not [t for t in threading.enumerate() if t.name == "gpudoc-trim-writer"]
+    if descriptors:  # the writing thread's own descriptor is closed too
+        assert set(os.listdir("/proc/self/fd")) <= descriptors
 
 
 @needs_compiled
