@@ -239,7 +239,7 @@ __attribute__((target("avx512bw"))) static int any_needle_avx512(const unsigned 
         if (nd[j].m > longest) longest = nd[j].m;
     }
     size_t i = 0;
-    if (k <= MAX_NEEDLES && n >= longest + 64) {
+    if (k >= 1 && k <= MAX_NEEDLES && n >= longest + 64) {
         __m512i first[MAX_NEEDLES], last[MAX_NEEDLES];
         for (int j = 0; j < k; j++) {
             first[j] = _mm512_set1_epi8((char)nd[j].s[0]);
@@ -250,8 +250,10 @@ __attribute__((target("avx512bw"))) static int any_needle_avx512(const unsigned 
              * bytes both match; the least over the needles is 0 at every candidate. (Vector
              * logic runs on two ports; byte compares into masks on one.) */
             __m512i block = _mm512_loadu_si512((const void *)(hay + i));
-            __m512i least = _mm512_set1_epi8(-1);
-            for (int j = 0; j < k; j++) {
+            __m512i least = _mm512_ternarylogic_epi64(
+                block, first[0], _mm512_xor_si512(_mm512_loadu_si512((const void *)(hay + i + nd[0].m - 1)), last[0]),
+                0xBE);
+            for (int j = 1; j < k; j++) {
                 __m512i end = _mm512_loadu_si512((const void *)(hay + i + nd[j].m - 1));
                 least = _mm512_min_epu8(least, _mm512_ternarylogic_epi64(block, first[j],
                                                                          _mm512_xor_si512(end, last[j]), 0xBE));

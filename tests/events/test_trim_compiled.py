@@ -139,6 +139,7 @@ def test_a_mark_anywhere_in_a_summary_stops_the_core(size: int) -> None:
             assert _pass([data])[1] == 0, (mark, at)
             assert _pass([data], (b"x", mark, b"y"))[1] == 0, (mark, at)
             assert _pass([data], (*(m for m in MARKS if m != mark), b"zz"))[1] == 1, (mark, at)
+            assert _pass([data], ())[1] == 1, (mark, at)  # no marks to search: kept
 
 
 @needs_compiled
