@@ -538,24 +538,34 @@ class _Output:
         self._failed: list[BaseException] = []
         self._put: Callable[[_Item], None] | None = None
         self._join: Callable[[], None] | None = None
-        self.threaded = threaded
-        if threaded:
-            import queue
-            import threading
+        self.threaded = threaded and self._start_writer()
 
-            items: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-            # The thread writes through a descriptor of its own, which it closes: one it is
-            # still finishing with (an interrupt) never becomes some other file's.
-            self.fd = os.dup(fd)
-            try:
-                thread = threading.Thread(target=self._writer, args=(items.get,), name="gpudoc-trim-writer",
-                                          daemon=True)
-                thread.start()
-            except BaseException:
-                os.close(self.fd)
-                raise
-            self._put = items.put
-            self._join = thread.join
+    def _start_writer(self) -> bool:
+        """Start the writing thread; False (the writes stay in this thread) where it cannot be."""
+        import queue
+        import threading
+
+        items: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        # The thread writes through a descriptor of its own, which it closes: one it is still
+        # finishing with (an interrupt) never becomes some other file's.
+        try:
+            own = os.dup(self.fd)
+        except OSError:  # out of descriptors
+            return False
+        shared, self.fd = self.fd, own
+        try:
+            thread = threading.Thread(target=self._writer, args=(items.get, own), name="gpudoc-trim-writer",
+                                      daemon=True)
+            thread.start()
+        except BaseException as error:
+            self.fd = shared
+            os.close(own)
+            if isinstance(error, RuntimeError):  # no thread can be started
+                return False
+            raise
+        self._put = items.put
+        self._join = thread.join
+        return True
 
     def write(self, framed: bytes | memoryview, records: int) -> None:
         """Framed records (copied if they are a view: its buffer may change once this returns)."""
@@ -613,8 +623,9 @@ class _Output:
             raise self._failed[0]
         self._put((data, None))
 
-    def _writer(self, get: Callable[[], _Item]) -> None:
-        """The writing thread: each item in order (after a failure, only the fences)."""
+    def _writer(self, get: Callable[[], _Item], own: int) -> None:
+        """The writing thread: each item in order (after a failure, only the fences), through
+        its descriptor ``own``, closed at the end."""
         try:
             while True:
                 data, signal = get()
@@ -628,7 +639,7 @@ class _Output:
                     except BaseException as error:  # raised in the trimming thread
                         self._failed.append(error)
         finally:
-            os.close(self.fd)
+            os.close(own)
 
     def _write_all(self, data: memoryview) -> None:
         try:

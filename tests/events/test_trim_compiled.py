@@ -312,6 +312,29 @@ def test_a_write_that_fails_names_the_staged_file_and_places_nothing(tmp_path: P
 
 
 @needs_compiled
+def test_a_trim_where_no_thread_can_start_writes_from_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads exhausted (RuntimeError at start): the writes stay in the trimming thread, same bytes."""
+    import threading
+
+    source = tmp_path / "logs"
+    (source / "run").mkdir(parents=True)
+    image = event_pb2.Event(step=1, wall_time=1.0, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag="img", image=summary_pb2.Summary.Image(encoded_image_string=os.urandom(90_000)))]))
+    (source / "run" / "events.out.tfevents.1.x").write_bytes(frame(image.SerializeToString()) * 4)
+    monkeypatch.setattr(trim_module, "_THREADED_WRITES", 0)
+    monkeypatch.setattr(trim_module, "_SPLIT_VERIFY", 1 << 62)
+
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    root, runs = discover(source)
+    trim(root, runs, tmp_path / "out", TrimSpec())
+    assert (tmp_path / "out" / "run" / "events.out.tfevents.1.x").read_bytes() == (
+        source / "run" / "events.out.tfevents.1.x").read_bytes()
+
+
+@needs_compiled
 @SETTINGS
 @given(st.integers(1, 300_000), st.integers(0, 2**16))
 def test_a_staged_copy_read_back_in_two_halves_has_the_files_crc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
