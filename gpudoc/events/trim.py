@@ -449,7 +449,10 @@ def _split_crc(extend: Callable[[int, memoryview], int], combine: Callable[[int,
             failed.append(error)
 
     thread = threading.Thread(target=run, name="gpudoc-verify", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # no thread can be started: all of it here
+        return extend(0, view)
     try:
         with view[:half] as head:
             first = extend(0, head)
