@@ -653,7 +653,7 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (!m) return NULL;
     const char *search = has_avx512 ? "AVX-512BW" : has_avx2 ? "AVX2" : "memmem";
     static const char *const described[CRC32C_METHODS] = {
-        "slicing-by-8 table", "SSE4.2 crc32 instructions", "SSE4.2 crc32 instructions, 3 lanes",
+        "slicing-by-8 table", "SSE4.2 crc32 instructions, one lane", "SSE4.2 crc32 instructions",
         "VPCLMULQDQ folding"};
     PyObject *methods_run = PyTuple_New(crc32c_best + 1);
     if (!methods_run) {
