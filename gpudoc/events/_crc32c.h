@@ -25,6 +25,11 @@
 #include <cpuid.h>
 #include <immintrin.h>
 #define CRC32C_X86 1
+/* The folding way needs a compiler that knows VPCLMULQDQ (GCC 8+, clang 6+); older ones build
+ * the others. */
+#if defined(bit_VPCLMULQDQ) && (defined(__clang__) ? __clang_major__ >= 6 : __GNUC__ >= 8)
+#define CRC32C_FOLDING 1
+#endif
 #endif
 
 #define CRC32C_POLY 0x82F63B78u
@@ -162,6 +167,7 @@ __attribute__((target("sse4.2"))) static inline uint32_t crc_hw3(uint32_t crc, c
     return crc_hw(crc, p, n);
 }
 
+#ifdef CRC32C_FOLDING
 /* Folding. A 128-bit piece A of the message, loaded little-endian, holds in its low 64 bits h
  * (bit j: x^(63-j)) and in its high 64 bits l, so A = h·x^64 + l. Moving it n bits on is
  * A·x^n = h·x^(64+n) + l·x^n, and mod P each term is a 64-bit times a 32-bit polynomial: a
@@ -253,11 +259,14 @@ static int fold_supported(void) {
     return (b & bit_AVX512F) && (b & bit_AVX512VL) && (c & bit_VPCLMULQDQ);
 }
 #endif
+#endif
 
 /* The raw register continued over n bytes with a given way (one the CPU can run). */
 static inline uint32_t crc_raw(int method, uint32_t crc, const unsigned char *p, size_t n) {
-#ifdef CRC32C_X86
+#ifdef CRC32C_FOLDING
     if (method == CRC32C_FOLD && n >= FOLD_MIN) return crc_fold(crc, p, n);
+#endif
+#ifdef CRC32C_X86
     if (method >= CRC32C_LANES) return crc_hw3(crc, p, n);
     if (method == CRC32C_ONE_LANE) return crc_hw(crc, p, n);
 #endif
@@ -294,6 +303,7 @@ static void crc32c_setup(void) {
         crc32c_best = CRC32C_LANES;
         init_shift(shift_long, LONG_LANE);
         init_shift(shift_short, SHORT_LANE);
+#ifdef CRC32C_FOLDING
         if (fold_supported()) {
             crc32c_best = CRC32C_FOLD;
             init_fold(fold_128, 128);
@@ -302,6 +312,7 @@ static void crc32c_setup(void) {
             init_fold(fold_512, 512);
             init_fold(fold_2048, 2048);
         }
+#endif
     }
 #endif
     crc32c_method = crc32c_best;
