@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from gpudoc.events.discover import Run, discover
-from gpudoc.events.export import UndecodableValue, tensor_array
 from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, ValueInfo, decode, event_kinds, is_start
 from gpudoc.events.records import CorruptRecord, Damage, RecordReader, Scalars, scalar_decoder
 from gpudoc.events.sessions import session_metric_records
@@ -153,9 +152,12 @@ def _decoded(reader: RecordReader, path: Path, offset: int, data: bytes, framed:
 def _flag_undecodable(reader: RecordReader, event: Any, found: Sequence[ValueInfo], offset: int,
                       framed: bytes) -> None:
     """A scalar held as a tensor that does not decode (export refuses it, TensorBoard's
-    make_ndarray too) is damage: counted, and flagged as export would report it."""
+    make_ndarray too) is damage: counted, and flagged as export would report it. (Only such
+    a tensor brings in export's decoder, with numpy and TensorBoard's tensor_util.)"""
     for value, found_info in zip(event.summary.value, found):
         if found_info.kind is Kind.SCALAR and value.WhichOneof("value") != "simple_value":
+            from gpudoc.events.export import UndecodableValue, tensor_array
+
             try:
                 tensor_array(value.tensor)
             except UndecodableValue as exc:
@@ -291,10 +293,7 @@ def describe(paths: Sequence[str], progress: Callable[[str], None] | None = None
     infos: list[tuple[str, RunInfo]] = []
     for path in paths:
         root, runs = discover(path, unreadable)
-        try:
-            metrics = session_metric_records(runs)
-        except CorruptRecord:  # records that are no Events: reported by run_info below
-            metrics = {}
+        metrics = session_metric_records(runs)  # (records that are no Events: run_info reports them)
         for run in runs:
             if progress is not None:
                 progress(run.label)

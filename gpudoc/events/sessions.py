@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Container
+from collections.abc import Callable, Container, Iterator
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpudoc.events.discover import Run
 from gpudoc.events.model import SUMMARY_FIELD, Kind, TagPlugins, decode, peek
-from gpudoc.events.records import RecordReader
+from gpudoc.events.records import CorruptRecord, RecordReader
+
+if TYPE_CHECKING:
+    from tensorboard.compat.proto import event_pb2
 
 # Every record that names an hparams session or experiment holds this (trim finds it in the
 # records it reads, and asks for the sessions only when one does).
@@ -42,30 +47,59 @@ def _mentions(path: Path, needle: bytes) -> bool:
     return False
 
 
+def _events(path: Path, wanted: Callable[[bytes], bool]) -> Iterator[tuple[int, event_pb2.Event]]:
+    """``(offset, Event)`` of the file's intact records whose bytes ``wanted`` accepts. Damage
+    is passed over: a record that fails its CRCs, and one whose CRCs check but whose bytes are
+    no Event (the commands' own reading of the file reports both, as an error or, with
+    ``--salvage``, as damage skipped)."""
+    reader = RecordReader(path, salvage=True)
+    for offset, data, framed in reader:
+        if not wanted(data):
+            continue
+        try:
+            event = decode(data, path, offset)
+        except CorruptRecord as error:
+            reader.skip_not_event(offset, len(framed), error)  # (a salvage reader: never raises)
+            continue
+        yield offset, event
+
+
+def _may_hold(tags: list[bytes] | None, data: bytes) -> bool:
+    """Whether a record may hold a value of one of ``tags`` (any scalar's, None): a summary
+    (or a record not in canonical field order) that mentions one."""
+    peeked = peek(data)
+    if peeked is not None and peeked[2] != SUMMARY_FIELD:
+        return False
+    return tags is None or any(tag in data for tag in tags)
+
+
 def _hparams_values(run: Run, mentioned: Container[Path] | None) -> tuple[bool, set[tuple[str, str]]]:
     """Whether ``run`` holds a session, and the (group, tag) metrics its experiments name
     (``mentioned``: the files known to hold the prefix, if known)."""
-    from google.protobuf.message import DecodeError
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
     session = False
     metrics: set[tuple[str, str]] = set()
     for path in run.files:
         if not (_mentions(path, PREFIX) if mentioned is None else path in mentioned):
             continue
-        for offset, data, _ in RecordReader(path, salvage=True):
-            if PREFIX not in data:
-                continue
-            for value in decode(data, path, offset).summary.value:
+        for _, event in _events(path, lambda data: PREFIX in data):
+            for value in event.summary.value:
                 if value.tag == _SESSION:
                     session = True
                 elif value.tag == _EXPERIMENT and value.HasField("metadata"):
-                    try:
-                        content = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-                    except DecodeError:
-                        continue
-                    metrics.update((m.name.group.strip("/"), m.name.tag) for m in content.experiment.metric_infos)
+                    metrics.update(_experiment_metrics(value.metadata.plugin_data.content))
     return session, metrics
+
+
+def _experiment_metrics(content: bytes) -> set[tuple[str, str]]:
+    """The (group, tag) metrics an experiment's plugin data names (none if it does not parse)."""
+    from google.protobuf.message import DecodeError
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    try:
+        parsed = plugin_data_pb2.HParamsPluginData.FromString(content)
+    except DecodeError:
+        return set()
+    return {(m.name.group.strip("/"), m.name.tag) for m in parsed.experiment.metric_infos}
 
 
 def session_metric_records(
@@ -96,14 +130,10 @@ def session_metric_records(
             continue
         last: dict[str, tuple[Path, int]] = {}
         plugins = TagPlugins()
+        holds = partial(_may_hold, None if wanted is None else [tag.encode() for tag in wanted])
         for path in run.files:
-            for offset, data, _ in RecordReader(path, salvage=True):
-                peeked = peek(data)
-                if peeked is not None and peeked[2] != SUMMARY_FIELD:
-                    continue
-                if wanted is not None and not any(tag.encode() in data for tag in wanted):
-                    continue
-                for info in plugins.values(decode(data, path, offset)):
+            for offset, event in _events(path, holds):
+                for info in plugins.values(event):
                     if info.kind is Kind.SCALAR and (wanted is None or info.tag in wanted):
                         last[info.tag] = (path, offset)
         for tag, (path, offset) in last.items():

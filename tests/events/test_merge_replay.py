@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
@@ -213,3 +214,53 @@ def test_impossible_windows_and_runs_given_twice_are_usage_errors(tmp_path: Path
         code, _, err = gpudoc(*args)
         assert code == 2 and err.startswith("gpudoc: error: ") and err.count("\n") == 1, (args, err)
     assert not any(tmp_path.glob("[trm]"))
+
+
+def _session_with_a_record_that_is_no_event(root: Path) -> tuple[Path, Path, int, int, list[Any]]:
+    """A tensorboardX hparams session (metric hparam/acc at step 0) whose file holds, after
+    its first record, a framed record whose CRCs check but whose bytes are no Event, naming
+    ``_hparams_/`` and the metric's tag: the logdir, that file, the record's start and end,
+    and TensorBoard's HParams table of the logdir before that record was added."""
+    from tensorboardX import SummaryWriter
+
+    from gpudoc.events import frame
+    from gpudoc.events.records import read_records
+
+    from .test_trim import hparams_table
+
+    with SummaryWriter(str(root / "logs" / "run")) as writer:
+        for step in range(5):
+            writer.add_scalar("loss", 1.0 / (step + 1), step)
+        writer.add_hparams({"lr": 0.1}, {"hparam/acc": 0.9}, name="session")
+    table = hparams_table(root / "logs")
+    (source,) = (root / "logs" / "run" / "session").glob("*tfevents*")
+    records, _ = read_records(source)
+    garbage = frame(b"\xff\xff _hparams_/session_start_info hparam/acc")
+    start = len(frame(records[0]))
+    source.write_bytes(frame(records[0]) + garbage + b"".join(frame(r) for r in records[1:]))
+    return root / "logs", source, start, start + len(garbage), table
+
+
+def test_a_record_that_is_no_event_naming_an_hparams_session_is_damage_to_replay_and_info(tmp_path: Path) -> None:
+    """Finding an hparams session's metrics parsed the records naming ``_hparams_/`` or a
+    metric's tag unguarded: a CRC-valid record that is no Event failed ``replay --steps``
+    even with --salvage, and made ``info`` forget every session metric of the logdir. Now
+    salvage skips it as damage and the session's metric value is replayed with it; without
+    --salvage it is one line, exit 2, nothing written."""
+    from .test_trim import hparams_table
+
+    logs, source, start, end, table = _session_with_a_record_that_is_no_event(tmp_path)
+    assert [(name, [tag for _, tag, _ in values]) for name, values in table] == [("run/session", ["hparam/acc"])]
+    reason = "record 1: not a TensorBoard Event (its CRCs check, its bytes do not parse); record skipped"
+    code, out, err = gpudoc("replay", str(logs), "-o", str(tmp_path / "r"), "--rate", "1e6", "--steps", "1:",
+                            "--salvage", "--json")
+    assert code == 0, err
+    assert json.loads(out)["damage"] == [{"file": str(source), "start": start, "end": end, "reason": reason}]
+    assert hparams_table(tmp_path / "r") == table
+    code, _, err = gpudoc("replay", str(logs), "-o", str(tmp_path / "strict"), "--rate", "1e6", "--steps", "1:")
+    (line,) = err.splitlines()
+    assert code == 2 and f"{source}: the record at byte {start} is not a TensorBoard Event" in line
+    assert not (tmp_path / "strict").exists() or not any((tmp_path / "strict").rglob("*tfevents*"))
+    code, out, _ = gpudoc("info", str(logs), "--json")
+    shown = {(run["run"], t["tag"]): t["shown"] for run in json.loads(out) for t in run["tags"]}
+    assert code == 1 and shown[("run/session", "hparam/acc")] == "per step; last value in the HParams table"
