@@ -9,22 +9,21 @@ import csv
 import io
 import json
 import math
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
-from typing import IO, Any, NamedTuple
-
-import numpy as np
-
-from tensorboard.compat.proto import event_pb2
-from tensorboard.util import tensor_util
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from gpudoc.errors import EnvironmentMissing, GpudocError, InputError
 from gpudoc.events.discover import Run
 from gpudoc.events.model import Kind, TagPlugins, decode, is_start
 from gpudoc.events.records import CorruptRecord, Damage, RecordReader, Scalars, damage_json, scalar_decoder
 from gpudoc.output import atomic_file, output_target, write_all
+
+if TYPE_CHECKING:
+    import numpy as np
+    from tensorboard.compat.proto import event_pb2
 
 EXPORTABLE = frozenset({Kind.SCALAR, Kind.HISTOGRAM, Kind.TENSOR, Kind.TEXT, Kind.PR_CURVE})
 FORMATS = ("csv", "jsonl", "parquet")
@@ -69,7 +68,10 @@ class UndecodableValue(ValueError):
 def tensor_array(tensor: Any) -> np.ndarray:
     """``make_ndarray`` of a TensorProto, or :class:`UndecodableValue` saying why it is none:
     an unknown dtype, contents that do not fill the shape, a byte count that is no whole
-    number of elements."""
+    number of elements. (numpy and TensorBoard's tensor_util, ~100 ms of imports, are loaded
+    here, at the first tensor: plain scalars never need them.)"""
+    from tensorboard.util import tensor_util
+
     try:
         return tensor_util.make_ndarray(tensor)
     except (ValueError, TypeError, KeyError) as e:
@@ -91,8 +93,9 @@ def _value(value: event_pb2.Summary.Value, kind: Kind) -> Any:
     return array.item() if array.size == 1 else array.tolist()
 
 
-# A value as the compiled decoder packs it (gpudoc/events/_scan.c's Row).
-_PACKED = np.dtype([("step", "<i8"), ("wall", "<f8"), ("value", "<f8"), ("tag", "<i4"), ("record", "<i4")])
+# A value as the compiled decoder packs it (gpudoc/events/_scan.c's Row): step, wall time,
+# value, tag index, record.
+_PACKED = struct.Struct("<qddii")
 
 
 @dataclass
@@ -121,13 +124,12 @@ class ScalarRows(NamedTuple):
     tags: _Tags
 
     def __len__(self) -> int:
-        return len(self.columns) // _PACKED.itemsize
+        return len(self.columns) // _PACKED.size
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
-        packed = np.frombuffer(self.columns, _PACKED)
-        names = self.tags.names
-        return zip(repeat(self.tags.run), [names[i] for i in packed["tag"].tolist()], repeat(Kind.SCALAR.value),
-                   packed["step"].tolist(), packed["wall"].tolist(), packed["value"].tolist())
+        run, names, kind = self.tags.run, self.tags.names, Kind.SCALAR.value
+        return ((run, names[tag], kind, step, wall, value)
+                for step, wall, value, tag, _ in _PACKED.iter_unpack(self.columns))
 
     def csv(self) -> bytes:
         """The rows as :func:`_text` writes them with csv.writer (floats as their repr), UTF-8."""
