@@ -38,9 +38,9 @@ from gpudoc.events.model import (
 )
 from gpudoc.events import records
 from gpudoc.events.records import (
+    CorruptRecord,
     Damage,
     FastTrim,
-    ReadState,
     RecordReader,
     RecordWriter,
     Span,
@@ -470,15 +470,21 @@ def _trim_file(
     """Records in, records out, and the CRC-32C and size of the bytes written, and whether a
     record read holds :data:`PREFIX` (may hold, where the file's damage was skipped by the
     compiled core); ``metrics``: the offsets of records holding hparams session metrics' last
-    values, and those tags."""
+    values, and those tags. A record whose CRCs check but whose bytes are no Event is an
+    error, or with ``salvage`` skipped as damage (not counted in)."""
     reader = RecordReader(path, salvage=salvage, whole=True)
     records_in = records_out = crc = size = 0
     mentions = False
     if dry_run:
         for offset, data, framed in reader:
+            try:
+                kept = trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
+            except CorruptRecord as error:
+                reader.skip_not_event(offset, len(framed), error)
+                continue
             records_in += 1
             mentions = mentions or PREFIX in data
-            records_out += trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset())) is not None
+            records_out += kept is not None
         report.damage.extend((str(path), d) for d in reader.state.damage)
         return (records_in, records_out, crc, size), mentions
     temp.parent.mkdir(parents=True, exist_ok=True)
@@ -498,9 +504,13 @@ def _trim_file(
         with open(temp, "wb") as handle:
             writer = RecordWriter(handle)
             for offset, data, framed in reader:
+                try:
+                    kept = trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
+                except CorruptRecord as error:
+                    reader.skip_not_event(offset, len(framed), error)
+                    continue
                 records_in += 1
                 mentions = mentions or PREFIX in data
-                kept = trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
                 if kept is not None:
                     writer.write_framed(kept)
     except BaseException:
@@ -663,11 +673,13 @@ def _trim_compiled(
     keeps are written from the buffer they were checked in, and the records it leaves are
     decided by Python. At the
     first damaged or cut-off record, the rest of the file goes through :class:`RecordReader`
-    (its errors, salvage and damage list). Records in, whether one holds the prefix, damage."""
+    (its errors, salvage and damage list; a record Python decides that is no Event is its
+    error or damage too). Records in, whether one holds the prefix, damage."""
     core = records._core
     assert core is not None
-    records_in = 0
+    records_in = skipped = 0  # skipped: records no Event, salvaged (their indexes count them)
     mentions = False
+    reader = RecordReader(path, salvage=salvage, whole=True)
     with open(path, "rb", buffering=0) as handle:
         fd = handle.fileno()
         # Threaded writes: two buffers in turn, one read and checked while the kept runs of the
@@ -694,12 +706,18 @@ def _trim_compiled(
             length, size = core.record_at(view[:filled], at)
             if size:  # intact: a record Python decides
                 data, framed = bytes(view[at + 12 : at + size - 4]), bytes(view[at : at + size])
-                records_in += 1
-                mentions = mentions or PREFIX in data
-                kept_bytes = trimmer.record(data, framed, (path, base + at), metrics.get(base + at, frozenset()))
-                if kept_bytes is not None:
-                    out.write(kept_bytes, 1)
-                trimmer.update(fast)
+                try:
+                    kept_bytes = trimmer.record(data, framed, (path, base + at), metrics.get(base + at, frozenset()))
+                except CorruptRecord as error:
+                    reader.state.records = records_in + skipped
+                    reader.skip_not_event(base + at, size, error)
+                    skipped += 1
+                else:
+                    records_in += 1
+                    mentions = mentions or PREFIX in data
+                    if kept_bytes is not None:
+                        out.write(kept_bytes, 1)
+                    trimmer.update(fast)
                 at += size
                 continue
             need = 16 + length if length >= 0 else 12
@@ -730,21 +748,24 @@ def _trim_compiled(
                     eof = True
                     break
                 filled += got
-    state = ReadState(offset=base + at, records=records_in)
     if at == filled and eof:
-        return records_in, mentions, []
+        return records_in, mentions, reader.state.damage
     # Damage or a cut-off end: the rest as the reader reads it, records it keeps unseen here
     # counting as possibly holding the prefix.
-    reader = RecordReader(path, salvage=salvage, state=state, whole=True)
+    reader.state.offset, reader.state.records = base + at, records_in + skipped
     before = fast.records
     for item in reader.spans(fast):
         if type(item) is Span:
             out.write(item.data, item.records)
             continue
         offset, data, framed = item
+        try:
+            kept_bytes = trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
+        except CorruptRecord as error:
+            reader.skip_not_event(offset, len(framed), error)
+            continue
         records_in += 1
         mentions = mentions or PREFIX in data
-        kept_bytes = trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
         if kept_bytes is not None:
             out.write(kept_bytes, 1)
         trimmer.update(fast)

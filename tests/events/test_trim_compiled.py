@@ -403,3 +403,83 @@ def test_dropped_images_are_not_parsed(tmp_path: Path, monkeypatch: pytest.Monke
     finally:
         records._core = saved
     assert expected[1] == [(10, 5)]
+
+
+@pytest.mark.parametrize("args", [[], ["--steps", "2:"], ["--tags", "loss"]], ids=["all", "steps", "tags"])
+@pytest.mark.parametrize("damaged", [False, True], ids=["intact", "after-damage"])
+def test_a_record_that_is_no_event_is_skipped_as_damage_by_a_salvaging_trim(tmp_path: Path, args: list[str],
+                                                                            damaged: bool) -> None:
+    """Framed records whose CRCs check but whose bytes are no Event (the second one after a
+    record failing its CRC, when ``damaged``: the compiled path has then handed the file to the
+    reader): trim --salvage failed on them (exit 2). On both cores it now skips them as damage
+    (file, bytes, record index), writing every other record it keeps, byte for byte the trim of
+    the file without them, and a dry run reports the same; without --salvage it is one line
+    naming the file and byte (exit 2), and nothing is left at the destination."""
+    from click.testing import CliRunner
+    from tensorboardX import SummaryWriter
+
+    from gpudoc.cli import cli
+
+    with SummaryWriter(str(tmp_path / "clean" / "run")) as writer:
+        for step in range(6):
+            writer.add_scalar("loss", 1.0 / (step + 1), step)
+            writer.add_scalar("acc", step / 6, step)
+    (clean,) = (tmp_path / "clean" / "run").iterdir()
+    framed = [frame(r) for r in records.read_records(clean)[0]]
+    if damaged:
+        broken = bytearray(framed[4])
+        broken[-6] ^= 0x20  # its data CRC fails
+        framed[4] = bytes(broken)
+    clean.write_bytes(b"".join(framed))
+    garbage = [frame(b"\xff\xff\xff not a protobuf"), frame(b"\xff\xff\xff neither _hparams_/ this")]
+    layout = [*framed[:2], garbage[0], *framed[2:5], garbage[1], *framed[5:]]
+    source = tmp_path / "logs" / "run" / clean.name
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"".join(layout))
+    starts = [sum(map(len, layout[:index])) for index in (2, 6)]
+    reason = "record {}: not a TensorBoard Event (its CRCs check, its bytes do not parse); record skipped"
+    expected = [{"file": str(source), "start": start, "end": start + len(g), "reason": reason.format(index)}
+                for start, g, index in zip(starts, garbage, (2, 6))]
+    if damaged:
+        start = sum(map(len, layout[:5]))
+        expected.insert(1, {"file": str(source), "start": start, "end": start + len(framed[4]),
+                            "reason": "data CRC mismatch; record skipped"})
+
+    def gpudoc(*words: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli, ["events", "trim", *words, *args])
+        return result.exit_code, result.stdout, result.stderr
+
+    outputs = []
+    saved = records._core
+    try:
+        for core in ([COMPILED] if COMPILED is not None else []) + [None]:
+            records._core = core
+            out = tmp_path / f"out-{core is None}"
+            code, text, err = gpudoc(str(tmp_path / "clean"), "-o", str(tmp_path / "reference"), "--salvage",
+                                     "--json")
+            assert code == 0, err
+            (reference,) = json.loads(text)["files"]
+            code, text, err = gpudoc(str(tmp_path / "logs"), "-o", str(out), "--salvage", "--json")
+            assert code == 0, err
+            report = json.loads(text)
+            assert report["damage"] == expected
+            (file,) = report["files"]
+            assert (file["records_in"], file["records_out"]) == (reference["records_in"], reference["records_out"])
+            outputs.append((out / "run" / source.name).read_bytes())
+            assert outputs[-1] == (tmp_path / "reference" / "run" / clean.name).read_bytes()
+            if not args and not damaged:
+                assert outputs[-1] == b"".join(framed)
+            shutil.rmtree(tmp_path / "reference")
+            code, text, err = gpudoc(str(tmp_path / "logs"), "-o", str(tmp_path / "dry"), "--salvage", "--dry-run",
+                                     "--json")
+            assert code == 0, err
+            dry = json.loads(text)
+            assert dry["damage"] == expected and [(f["records_in"], f["records_out"]) for f in dry["files"]] == [
+                (file["records_in"], file["records_out"])]
+            code, text, err = gpudoc(str(tmp_path / "logs"), "-o", str(tmp_path / "strict"))
+            (line,) = err.splitlines()
+            assert code == 2 and f"{source}: the record at byte {starts[0]} is not a TensorBoard Event" in line
+            assert not (tmp_path / "strict").exists()
+    finally:
+        records._core = saved
+    assert len(set(outputs)) == 1
