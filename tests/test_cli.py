@@ -192,11 +192,12 @@ def test_the_command_listing_is_the_one_click_makes_from_the_commands(width: int
 
 
 # What `gpudoc --help` and a trim must not import: the other commands, and what only other
-# paths need (the pure-Python core's CRC, JSON, temporary files, tracebacks, and the tensor
-# decoding of numpy and TensorBoard's tensor_util, ~100 ms, that no plain scalar needs).
+# paths need (the pure-Python core's CRC, JSON, temporary files, tracebacks, protobuf, and the
+# tensor decoding of numpy and TensorBoard's tensor_util, ~100 ms, that no plain scalar needs).
 _LAZY = ("gpudoc.cli.doctor", "gpudoc.cli.mask", "gpudoc.cli.metrics", "gpudoc.cli.oom", "gpudoc.cli.reap",
          "gpudoc.cli.run", "gpudoc.cli.serve", "gpudoc.cli.tui", "gpudoc.events.info", "gpudoc.events.export",
-         "gpudoc.events.merge", "json", "tempfile", "traceback", "shlex", "numpy", "tensorboard.util.tensor_util")
+         "gpudoc.events.merge", "json", "tempfile", "traceback", "shlex", "numpy", "tensorboard.util.tensor_util",
+         "google.protobuf")
 
 
 def _loaded_by(args: list[str], env: dict[str, str] | None = None) -> set[str]:
@@ -238,14 +239,15 @@ def test_help_and_a_trim_import_only_what_they_use(tmp_path) -> None:  # type: i
     assert (tmp_path / "python" / "run" / "events.out.tfevents.1.host").exists()
     if records.core_active():  # where it is built, the compiled core computes every CRC
         assert _loaded_by([*trim, str(tmp_path / "compiled")]) == set()
-    # info and a CSV export of plain scalars: no numpy, no tensor_util (info not even export).
+    # info and a CSV export of plain scalars: no numpy, no tensor_util (info not even export);
+    # with the compiled core, not even protobuf (the pure-Python one parses every record).
     cores = [{"GPUDOC_EVENTS_CORE": "python"}, *([{}] if records.core_active() else [])]
     for number, env in enumerate(cores):
-        crc = set() if env == {} else {"google_crc32c"}
-        assert _loaded_by(["events", "info", str(tmp_path / "logs")], env) == {"gpudoc.events.info", *crc}
+        parsing = set() if env == {} else {"google_crc32c", "google.protobuf"}
+        assert _loaded_by(["events", "info", str(tmp_path / "logs")], env) == {"gpudoc.events.info", *parsing}
         table = tmp_path / f"table{number}.csv"
         export = _loaded_by(["events", "export", str(tmp_path / "logs"), "-o", str(table)], env)
-        assert export == {"gpudoc.events.export", "json", "tempfile", *crc}  # (tempfile: the staged output)
+        assert export == {"gpudoc.events.export", "json", "tempfile", *parsing}  # (tempfile: the staged output)
         assert table.read_text().count("\n") == 101
 
 

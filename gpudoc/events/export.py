@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from gpudoc.errors import EnvironmentMissing, GpudocError, InputError
 from gpudoc.events.discover import Run
-from gpudoc.events.model import Kind, TagPlugins, decode, is_start
+from gpudoc.events.model import Kind, TagPlugins, decode, file_version_wall, is_start
 from gpudoc.events.records import CorruptRecord, Damage, RecordReader, Scalars, damage_json, scalar_decoder
 from gpudoc.output import atomic_file, output_target, write_all
 
@@ -202,6 +202,8 @@ def rows_of(
                     purged.add(row)
                 continue
             offset, data, framed = item
+            if file_version_wall(data) is not None:  # the file's version: no value (read without protobuf)
+                continue
             try:
                 event = decode(data, path, offset)
             except CorruptRecord as error:

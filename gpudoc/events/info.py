@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gpudoc.events.discover import Run, discover
-from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, ValueInfo, decode, event_kinds, is_start
+from gpudoc.events.model import RUN_LEVEL, Kind, TagPlugins, ValueInfo, decode, event_kinds, file_version_wall, is_start
 from gpudoc.events.records import CorruptRecord, Damage, RecordReader, Scalars, scalar_decoder
 from gpudoc.events.sessions import session_metric_records
 from gpudoc.output import to_jsonable
@@ -247,6 +247,11 @@ def _compiled_info(info: RunInfo, run: Run, root: Path, decoder: Any, values: Co
                 continue
             offset, data, framed = item
             index += 1
+            wall = file_version_wall(data)
+            if wall is not None:  # the file's version: counted as parsed, without protobuf
+                decoder.wall(wall)
+                records[Kind.FILE_VERSION.value] += 1
+                continue
             event = _decoded(reader, path, offset, data, framed)
             if event is None:
                 continue

@@ -123,6 +123,33 @@ def peek(data: bytes) -> tuple[int, float, int] | None:
     return step, wall, key >> 3
 
 
+def file_version_wall(data: bytes) -> float | None:
+    """The wall time of a record that is exactly an Event of a wall time, a step and an ASCII
+    ``file_version`` (every writer's first record), read without protobuf (~12 ms of imports
+    a file of plain scalars needs for nothing else); None for any other record: parse it."""
+    size = len(data)
+    wall, pos = (_DOUBLE.unpack_from(data, 1)[0], 9) if size >= 9 and data[0] == 0x09 else (0.0, 0)
+    if pos < size and data[pos] == 0x10:  # the step: a varint, of at most 9 bytes here
+        last = pos + 1
+        while last < size and data[last] & 0x80 and last - pos < 9:
+            last += 1
+        if last >= size or data[last] & 0x80:
+            return None
+        pos = last + 1
+    if pos >= size or data[pos] != 0x1A:
+        return None
+    length, shift, pos = 0, 0, pos + 1
+    while pos < size and shift < 28:  # the string's length: a varint of at most 4 bytes here
+        byte = data[pos]
+        length |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            break
+    else:
+        return None
+    return wall if pos + length == size and data[pos:].isascii() else None
+
+
 def _event_type() -> Any:
     global _EVENT, _DECODE_ERROR
     from google.protobuf.message import DecodeError
