@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 from click.testing import CliRunner
@@ -249,6 +250,28 @@ def test_help_and_a_trim_import_only_what_they_use(tmp_path) -> None:  # type: i
         export = _loaded_by(["events", "export", str(tmp_path / "logs"), "-o", str(table)], env)
         assert export == {"gpudoc.events.export", "json", "tempfile", *parsing}  # (tempfile: the staged output)
         assert table.read_text().count("\n") == 101
+    # Scalars as tf.summary and Keras write them (float tensors of shape [], the first with the
+    # plugin's metadata) need no numpy or tensor_util either.
+    from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    tf = tmp_path / "tf" / "run"
+    tf.mkdir(parents=True)
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    with open(tf / "events.out.tfevents.1.host.v2", "wb") as handle:
+        writer = RecordWriter(handle)
+        writer.write(event_pb2.Event(wall_time=1.0, file_version="brain.Event:2").SerializeToString())
+        for step in range(10):
+            tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+                                            tensor_content=struct.pack("<f", 1.0 / (step + 1)))
+            value = summary_pb2.Summary.Value(tag="loss", tensor=tensor, metadata=metadata if step == 0 else None)
+            writer.write(event_pb2.Event(wall_time=2.0 + step, step=step,
+                                         summary=summary_pb2.Summary(value=[value])).SerializeToString())
+    for number, env in enumerate(cores):
+        table = tmp_path / f"tf{number}.csv"
+        for args in (["info", str(tf)], ["export", str(tf), "-o", str(table)]):
+            assert not {"numpy", "tensorboard.util.tensor_util"} & _loaded_by(["events", *args], env), (args, env)
+        assert table.read_text().splitlines()[1:3] == ["run,loss,scalar,0,2.0,1.0,number",
+                                                       "run,loss,scalar,1,3.0,0.5,number"]
 
 
 def test_the_console_entry_point_leaves_start_up_objects_out_of_garbage_collection() -> None:

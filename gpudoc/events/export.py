@@ -79,6 +79,25 @@ def tensor_array(tensor: Any) -> np.ndarray:
         raise UndecodableValue(f"tensor of dtype {tensor.dtype} and shape {shape} cannot be decoded ({e})") from None
 
 
+# DT_FLOAT and DT_DOUBLE: the field of their values, and their bytes in tensor_content.
+_FLOAT_TENSORS = {1: ("float_val", struct.Struct("=f")), 2: ("double_val", struct.Struct("=d"))}
+
+
+def scalar_tensor_value(tensor: Any) -> float | None:
+    """The value of a float or double tensor of shape [] (how tf.summary and Keras write a
+    scalar), as ``tensor_array(tensor).item()`` gives it, read without numpy; None for any
+    other tensor, and for one that does not decode (:func:`tensor_array` says why)."""
+    layout = _FLOAT_TENSORS.get(tensor.dtype)
+    if layout is None or tensor.tensor_shape.dim:
+        return None
+    field, packed = layout
+    content = tensor.tensor_content
+    if content:  # (make_ndarray reads the bytes first, whatever the value fields hold)
+        return packed.unpack(content)[0] if len(content) == packed.size else None
+    values = getattr(tensor, field)
+    return values[0] if len(values) == 1 else None
+
+
 def _value(value: event_pb2.Summary.Value, kind: Kind) -> Any:
     if value.WhichOneof("value") == "simple_value":
         return float(value.simple_value)
@@ -86,6 +105,9 @@ def _value(value: event_pb2.Summary.Value, kind: Kind) -> Any:
         h = value.histo
         return {"min": h.min, "max": h.max, "num": h.num, "sum": h.sum, "sum_squares": h.sum_squares,
                 "bucket_limit": list(h.bucket_limit), "bucket": list(h.bucket)}
+    number = scalar_tensor_value(value.tensor)
+    if number is not None:
+        return number
     array = tensor_array(value.tensor)
     if array.dtype.kind in "SO":
         decoded = [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in array.ravel().tolist()]

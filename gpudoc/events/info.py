@@ -152,12 +152,14 @@ def _decoded(reader: RecordReader, path: Path, offset: int, data: bytes, framed:
 def _flag_undecodable(reader: RecordReader, event: Any, found: Sequence[ValueInfo], offset: int,
                       framed: bytes) -> None:
     """A scalar held as a tensor that does not decode (export refuses it, TensorBoard's
-    make_ndarray too) is damage: counted, and flagged as export would report it. (Only such
-    a tensor brings in export's decoder, with numpy and TensorBoard's tensor_util.)"""
+    make_ndarray too) is damage: counted, and flagged as export would report it. (Only a
+    tensor other than a float scalar brings in numpy and TensorBoard's tensor_util.)"""
     for value, found_info in zip(event.summary.value, found):
         if found_info.kind is Kind.SCALAR and value.WhichOneof("value") != "simple_value":
-            from gpudoc.events.export import UndecodableValue, tensor_array
+            from gpudoc.events.export import UndecodableValue, scalar_tensor_value, tensor_array
 
+            if scalar_tensor_value(value.tensor) is not None:
+                continue
             try:
                 tensor_array(value.tensor)
             except UndecodableValue as exc:
