@@ -264,3 +264,24 @@ def test_a_record_that_is_no_event_naming_an_hparams_session_is_damage_to_replay
     code, out, _ = gpudoc("info", str(logs), "--json")
     shown = {(run["run"], t["tag"]): t["shown"] for run in json.loads(out) for t in run["tags"]}
     assert code == 1 and shown[("run/session", "hparam/acc")] == "per step; last value in the HParams table"
+
+
+def test_trim_salvage_skips_a_record_that_is_no_event_naming_an_hparams_session(tmp_path: Path) -> None:
+    """The same record fails ``trim --steps --salvage``: skipped as damage, the session's
+    metric value kept with it (TensorBoard's HParams table unchanged); without --salvage one
+    line, exit 2, nothing written. Dry run alike."""
+    from .test_trim import hparams_table
+
+    logs, source, start, end, table = _session_with_a_record_that_is_no_event(tmp_path)
+    reason = "record 1: not a TensorBoard Event (its CRCs check, its bytes do not parse); record skipped"
+    for dry in ([], ["--dry-run"]):
+        out_dir = tmp_path / f"out{len(dry)}"
+        code, out, err = gpudoc("trim", str(logs), "-o", str(out_dir), "--steps", "1:", "--salvage", "--json", *dry)
+        assert code == 0, err
+        assert json.loads(out)["damage"] == [{"file": str(source), "start": start, "end": end, "reason": reason}]
+        if not dry:
+            assert hparams_table(out_dir) == table
+        code, _, err = gpudoc("trim", str(logs), "-o", str(tmp_path / "strict"), "--steps", "1:", *dry)
+        (line,) = err.splitlines()
+        assert code == 2 and f"{source}: the record at byte {start} is not a TensorBoard Event" in line
+        assert not (tmp_path / "strict").exists() or not any((tmp_path / "strict").rglob("*tfevents*"))
