@@ -16,10 +16,10 @@ from tensorboard.compat.proto import event_pb2
 from gpudoc.errors import InputError
 from gpudoc.events.discover import Run, staging_beside
 from gpudoc.events.files import OtherFiles, check_free, copy_all
-from gpudoc.events.model import RUN_LEVEL, SUMMARY_FIELD, decode, event_kinds, peek
+from gpudoc.events.model import RUN_LEVEL, SUMMARY_FIELD, TagPlugins, decode, event_kinds, peek
 from gpudoc.events.records import CorruptRecord, Damage, RecordReader, RecordWriter, file_crc, frame
 from gpudoc.events.sessions import session_metric_records
-from gpudoc.events.trim import TrimReport, TrimSpec, _Trimmer
+from gpudoc.events.trim import TrimReport, TrimSpec, _Trimmer, reattach
 from gpudoc.output import output_target, place
 
 OVERLAP_POLICIES = ("keep-last", "keep-first", "error")
@@ -44,6 +44,7 @@ class MergeReport:
     overlaps: dict[str, int] = field(default_factory=dict)
     repeated_run_level: int = 0
     damage: list[tuple[str, Damage]] = field(default_factory=list)
+    reattached: int = 0
 
 
 def _event(reader: RecordReader, offset: int, data: bytes, framed: bytes) -> event_pb2.Event | None:
@@ -102,6 +103,7 @@ def merge(runs: list[Run], dest: Path, *, overlap: str, salvage: bool = False,
         with open(temp, "wb") as handle:
             writer = RecordWriter(handle)
             seen_run_level: set[bytes] = set()
+            tags = _Tags(TagPlugins(), set())
             for run, dropped in zip(runs, drop):
                 count = 0
                 for path in run.files:
@@ -111,7 +113,7 @@ def merge(runs: list[Run], dest: Path, *, overlap: str, salvage: bool = False,
                         if event is None:
                             continue
                         report.records_in += 1
-                        out, removed = _merge_record(event, framed, dropped, seen_run_level, report)
+                        out, removed = _merge_record(event, framed, dropped, seen_run_level, tags, report)
                         count += removed
                         if out is not None:
                             writer.write_framed(out)
@@ -128,9 +130,21 @@ def merge(runs: list[Run], dest: Path, *, overlap: str, salvage: bool = False,
     return report
 
 
+@dataclass
+class _Tags:
+    """Each tag's metadata as read (dropped values too), and the tags whose metadata is out."""
+
+    plugins: TagPlugins
+    emitted: set[str]
+
+
 def _merge_record(
-    event: event_pb2.Event, framed: bytes, dropped: set[tuple[str, int]], seen: set[bytes], report: MergeReport
+    event: event_pb2.Event, framed: bytes, dropped: set[tuple[str, int]], seen: set[bytes], tags: _Tags,
+    report: MergeReport,
 ) -> tuple[bytes | None, int]:
+    """The framed bytes to write for one record (None: nothing) and how many of its values
+    are dropped as overlaps; a tag whose metadata went with a dropped value gets it on its
+    first kept one, as trim does."""
     kind = event_kinds(event)
     if kind is not None:
         if kind in RUN_LEVEL:
@@ -145,9 +159,12 @@ def _merge_record(
                 return None, 0
             seen.add(signature)
         return framed, 0
+    tags.plugins.values(event)
     kept = [v for v in event.summary.value if (v.tag, event.step) not in dropped]
     removed = len(event.summary.value) - len(kept)
-    if not removed:
+    attached = reattach(kept, tags.plugins, tags.emitted)
+    report.reattached += attached
+    if not removed and not attached:
         return framed, 0
     if not kept:
         return None, removed

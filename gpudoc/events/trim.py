@@ -54,7 +54,7 @@ from gpudoc.events.sessions import PREFIX, session_metric_records
 from gpudoc.output import output_target, place
 
 if TYPE_CHECKING:
-    from tensorboard.compat.proto import event_pb2
+    from tensorboard.compat.proto import event_pb2, summary_pb2
 
 _METADATA_KEY = b"\x4a"
 # The compiled path reads a file in blocks of this size (a record longer than that gets a
@@ -223,16 +223,9 @@ class _Trimmer:
                 kept.append(value)
         if not kept:
             return None
-        changed = len(kept) != len(event.summary.value)
-        for value in kept:
-            if value.HasField("metadata"):
-                self.emitted.add(value.tag)
-            elif value.tag in self.plugins.metadata and value.tag not in self.emitted:
-                value.metadata.ParseFromString(self.plugins.metadata[value.tag])
-                self.emitted.add(value.tag)
-                self.report.reattached += 1
-                changed = True
-        if not changed:
+        attached = reattach(kept, self.plugins, self.emitted)
+        self.report.reattached += attached
+        if not attached and len(kept) == len(event.summary.value):
             return framed
         self.report.reencoded += 1
         from tensorboard.compat.proto import event_pb2
@@ -242,6 +235,22 @@ class _Trimmer:
         del out.summary.value[:]
         out.summary.value.extend(kept)
         return frame(out.SerializeToString())
+
+
+def reattach(kept: list[summary_pb2.Summary.Value], plugins: TagPlugins, emitted: set[str]) -> int:
+    """Give each tag's first kept value (of ``kept``, in output order) the tag's
+    SummaryMetadata (``plugins``: seen on any value read so far, kept or dropped) where it
+    lacks it, since TensorBoard takes a tag's plugin from the first value carrying it;
+    ``emitted``: the tags whose metadata is out. The number of values given it."""
+    attached = 0
+    for value in kept:
+        if value.HasField("metadata"):
+            emitted.add(value.tag)
+        elif value.tag in plugins.metadata and value.tag not in emitted:
+            value.metadata.ParseFromString(plugins.metadata[value.tag])
+            emitted.add(value.tag)
+            attached += 1
+    return attached
 
 
 def check_destination(src_root: Path, runs: list[Run], dst: Path, *, force: bool) -> None:

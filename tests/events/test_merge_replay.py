@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from click.testing import CliRunner
 from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
 from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -285,3 +287,43 @@ def test_trim_salvage_skips_a_record_that_is_no_event_naming_an_hparams_session(
         (line,) = err.splitlines()
         assert code == 2 and f"{source}: the record at byte {start} is not a TensorBoard Event" in line
         assert not (tmp_path / "strict").exists() or not any((tmp_path / "strict").rglob("*tfevents*"))
+
+
+def _text_run(directory: Path, steps: list[int], metadata: bool) -> None:
+    """Text summaries written by TF's v1 FileWriter, which gives a tag's metadata to its
+    first value only (``metadata`` False: to none, as a writer that already wrote it)."""
+    import tensorflow as tf
+    from tensorboard.plugins.text.summary_v2 import text_pb
+
+    with tf.Graph().as_default():
+        writer = tf.compat.v1.summary.FileWriter(str(directory))
+        for step in steps:
+            summary = text_pb("mytext", f"{directory.name} {step}")
+            if not metadata:
+                summary.value[0].ClearField("metadata")
+            writer.add_summary(summary.SerializeToString(), step)
+        writer.close()
+
+
+def _texts(run: Path) -> tuple[set[str], dict[int, bytes]]:
+    accumulator = plugin_event_accumulator.EventAccumulator(str(run))
+    accumulator.Reload()
+    shown = set(accumulator.PluginTagToContent("text"))
+    values = {t.step: t.tensor_proto.string_val[0] for t in accumulator.Tensors("mytext")}
+    return shown, values
+
+
+@pytest.mark.parametrize("overlap", ["keep-last", "keep-first", "error"])
+def test_merge_keeps_a_tag_on_its_dashboard_when_its_metadata_value_is_dropped(tmp_path: Path, overlap: str) -> None:
+    _text_run(tmp_path / "a", list(range(6)), metadata=True)
+    _text_run(tmp_path / "b", [6, 7] if overlap == "error" else [0, 6], metadata=False)
+    assert _texts(tmp_path / "a")[0] == {"mytext"}
+    code, _, err = gpudoc("merge", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "m"),
+                            "--overlap", overlap)
+    assert code == 0, err
+    shown, values = _texts(tmp_path / "m")
+    assert shown == {"mytext"}
+    winner = {"keep-last": "b", "keep-first": "a", "error": "a"}[overlap]
+    steps = [0, 1, 2, 3, 4, 5, 6, 7] if overlap == "error" else [0, 1, 2, 3, 4, 5, 6]
+    assert sorted(values) == steps
+    assert values[0] == f"{winner} 0".encode() and values[6] == b"b 6"
