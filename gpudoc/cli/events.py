@@ -61,7 +61,10 @@ def _progress(label: str, runs: Sequence[Run], *, quiet: bool) -> Iterator[Calla
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    # rich would otherwise route sys.stdout (the table of ``export -o -``) and sys.stderr
+    # into its console, i.e. onto the terminal, between redraws of the bar.
+    with Progress(*columns, console=Console(stderr=True), transient=True, redirect_stdout=False,
+                  redirect_stderr=False) as bar:
         task = bar.add_task(label, total=total)
         yield lambda done: bar.advance(task, done)
 
@@ -191,6 +194,12 @@ def _copied_lines(copied: Sequence[tuple[str, str]], skipped: Sequence[tuple[str
         click.echo(f"not copied: {path} ({why})", err=err)
 
 
+def _removed_lines(removed: Sequence[str], *, dry_run: bool = False) -> None:
+    verb = "would remove" if dry_run else "removed"
+    for path in removed:
+        click.echo(f"{verb} {path} (an earlier event file in a run directory written; --force)")
+
+
 @events.command("trim")
 @click.argument("src")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
@@ -208,9 +217,12 @@ def _copied_lines(copied: Sequence[tuple[str, str]], skipped: Sequence[tuple[str
               help="Print what would be kept, per kind and tag; write nothing (what the trim refuses is refused).")
 @_EXCLUDE_FILES
 @_SALVAGE
-@click.option("--force", is_flag=True, help="Write into a destination that is not empty.")
+@click.option("--force", is_flag=True,
+              help="Write into a DST that is not empty: the event files already in the run directories written "
+              "are removed once the new ones are in place (other files and runs are kept). Never replaces a --backup.")
 @click.option("--in-place", is_flag=True, help="Rewrite SRC's files (needs --backup).")
-@click.option("--backup", type=click.Path(path_type=Path), help="With --in-place: copy the originals here first.")
+@click.option("--backup", type=click.Path(path_type=Path),
+              help="With --in-place: copy the originals here first (refused if a copy would replace a file).")
 @json_option
 def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[str, ...], exclude_tags: tuple[str, ...],
                  kinds: str | None, start: str | None, end: str | None, drop_run_level: bool, dry_run: bool,
@@ -280,6 +292,7 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
         where = f"in place (the original kept in {backup})" if in_place else f"to {dest}"
         click.echo(f"{source}: {records_in} records → {verb} {records_out} {where}")
     _copied_lines(report.copied, report.skipped, dry_run=dry_run)
+    _removed_lines(report.removed, dry_run=dry_run)
     click.echo(f"{report.reencoded} event(s) re-encoded, {report.reattached} tag metadata re-attached")
     _damage_lines(report.damage)
     return 0
@@ -399,7 +412,9 @@ def _merge_inputs(paths: tuple[str, ...], names: tuple[str, ...]) -> list[Run]:
               show_default=True, help="Which run's value wins where runs share a (tag, step).")
 @_EXCLUDE_FILES
 @_SALVAGE
-@click.option("--force", is_flag=True, help="Write into a destination that is not empty.")
+@click.option("--force", is_flag=True,
+              help="Write into a DST that is not empty: its event files are removed once the merged one is in "
+              "place (other files are kept).")
 @json_option
 def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...], overlap: str,
                   exclude_files: tuple[str, ...], salvage: bool, force: bool, as_json: bool) -> int:
@@ -415,6 +430,7 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
     from gpudoc.events.files import copied_json, copy_all, for_merge
     from gpudoc.events.merge import merge
     from gpudoc.events.records import damage_json
+    from gpudoc.events.trim import check_outside, remove_stale, stale_event_files
     from gpudoc.output import emit_json
 
     found = _merge_inputs(runs, run_names)
@@ -424,9 +440,7 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
         raise InputError(f"{twice[0]}: given twice (the same run or file named more than once)",
                          "name each run once")
     output_directory(output)
-    for run in found:
-        if output.resolve() == run.directory.resolve() or run.directory.resolve() in output.resolve().parents:
-            raise InputError(f"{output}: inside the source run {run.directory.resolve()}", "write to a new directory")
+    check_outside(found, output, what="merged run")
     if output.exists() and any(output.iterdir()) and not force:
         raise InputError(f"{output}: exists and is not empty", "pass --force to write into it")
     name = f"events.out.tfevents.{int(min(f.stat().st_mtime for r in found for f in r.files))}.gpudoc-merge"
@@ -438,6 +452,8 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
         with _progress("merging", found, quiet=as_json) as advance:
             report = merge(found, output / name, overlap=overlap, salvage=salvage, progress=advance)
         copied = copy_all(others, output)
+        stale = stale_event_files([output / name], found)
+        remove_stale(stale)
     except BaseException:
         if created and output.is_dir() and not any(output.iterdir()):
             output.rmdir()
@@ -445,10 +461,12 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
     if as_json:
         emit_json({"output": str(output / name), "records_in": report.records_in, "records_out": report.records_out,
                    "overlaps_dropped": report.overlaps, "repeated_run_level_dropped": report.repeated_run_level,
-                   **copied_json(copied, others.skipped), "damage": damage_json(report.damage)})
+                   **copied_json(copied, others.skipped), "damage": damage_json(report.damage),
+                   "removed": [str(path) for path in stale]})
         return 0
     click.echo(f"{report.records_in} records from {len(found)} run(s) → {report.records_out} in {output / name}")
     _copied_lines(copied, others.skipped)
+    _removed_lines([str(path) for path in stale])
     for directory, count in report.overlaps.items():
         if count:
             click.echo(f"run {directory}: {count} overlapping value(s) dropped ({overlap})")
@@ -480,13 +498,14 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
     from gpudoc.events.files import copied_json, for_runs
     from gpudoc.events.merge import replay
     from gpudoc.events.records import damage_json
+    from gpudoc.events.trim import check_outside
     from gpudoc.output import emit_json
 
     if speed is None and rate is None:
         speed = 1.0
     first, last = parse_steps(steps) if steps else (None, None)
     root, found = _discover(src)
-    output_directory(output)
+    check_outside(found, output_directory(output), root, what="replay")
     others = for_runs(root, exclude_files, source_is_file=Path(src).is_file())
     with _progress("replaying", found, quiet=as_json) as advance:
         report = replay(found, output, speed=speed, rate=rate, first_step=first, last_step=last,

@@ -128,6 +128,44 @@ def test_export_streams_to_stdout_with_the_summary_on_stderr(tbx: Path, tmp_path
     assert result.returncode == 0 and len(rows) == json.loads(result.stderr)["rows"] > 300
 
 
+@pytest.mark.parametrize(("dest", "fmt"), [("-", "jsonl"), ("-", "csv"), ("/dev/stdout", "jsonl")])
+def test_a_table_on_stdout_is_not_drawn_into_the_bar_on_a_terminal_stderr(tbx: Path, tmp_path: Path, dest: str,
+                                                                        fmt: str) -> None:
+    """stderr a terminal (the bar shows), stdout a pipe (``| wc -l``): rich's Progress moved
+    sys.stdout into its console, so the rows went to the terminal among the redraws and the
+    pipe got nothing."""
+    import threading
+
+    assert gpudoc("export", str(tbx), "-o", str(tmp_path / f"file.{fmt}"))[0] == 0
+    main, child = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "gpudoc", "events", "export", str(tbx), "-o", dest, "--format", fmt],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=child,
+                            env={**os.environ, "TERM": "xterm-256color"})
+    os.close(child)
+    terminal: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            terminal.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    out, _ = proc.communicate(timeout=120)
+    reader.join(60)
+    os.close(main)
+    seen = b"".join(terminal)
+    assert proc.returncode == 0 and out == (tmp_path / f"file.{fmt}").read_bytes()
+    assert b"exporting" in seen and b"rows \xe2\x86\x92" in seen  # the bar and the summary: on the terminal
+    assert b'"tag"' not in seen and b",loss," not in seen  # and no row
+    assert b"exporting" not in out and b"\x1b" not in out
+
+
 def test_a_symlinked_output_keeps_its_link(tbx: Path, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "table.csv").symlink_to("data/real.csv")
