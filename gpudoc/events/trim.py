@@ -9,6 +9,7 @@ are renamed into place, so an interrupted or failed trim leaves nothing behind.
 
 from __future__ import annotations
 
+import copy
 import mmap
 import os
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpudoc.errors import InputError
-from gpudoc.events.discover import Run, staging_beside
+from gpudoc.events.discover import Run, is_event_file, staging_beside
 from gpudoc.events.files import OtherFiles, copied_json, stage
 from gpudoc.events.model import (
     RUN_LEVEL,
@@ -114,7 +115,8 @@ def parse_steps(text: str) -> tuple[int | None, int | None]:
 class TrimReport:
     """Records in and out per file, values re-encoded, metadata re-attached, (on a dry run or
     when values are filtered) per (run, kind, tag) counts before and after, and the other
-    files copied (``(source, copy)``) or left out (``(path, why)``)."""
+    files copied (``(source, copy)``) or left out (``(path, why)``), and the event files of an
+    earlier output removed (or, on a dry run, to be removed) from the run directories written."""
 
     files: list[tuple[str, str, int, int]] = field(default_factory=list)
     copied: list[tuple[str, str]] = field(default_factory=list)
@@ -124,6 +126,7 @@ class TrimReport:
     before: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     after: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     damage: list[tuple[str, Damage]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
 
 def trim_json(report: TrimReport, dry_run: bool) -> dict[str, object]:
@@ -135,6 +138,7 @@ def trim_json(report: TrimReport, dry_run: bool) -> dict[str, object]:
                    for (r, k, t), n in sorted(report.before.items())],
         **copied_json(report.copied, report.skipped),
         "damage": damage_json(report.damage),
+        "removed": report.removed,
         "dry_run": dry_run,
     }
 
@@ -253,26 +257,72 @@ def reattach(kept: list[summary_pb2.Summary.Value], plugins: TagPlugins, emitted
     return attached
 
 
-def check_destination(src_root: Path, runs: list[Run], dst: Path, *, force: bool) -> None:
-    """Refuse a destination TensorBoard would merge with the source, or one in use."""
+def check_outside(runs: list[Run], dst: Path, root: Path | None = None, *, what: str = "copy",
+                  same: str = "write to another directory") -> None:
+    """Refuse a destination inside (or equal to) a source run, or, given the source's
+    ``root``, inside that logdir: TensorBoard would mix ``what`` is written with the source.
+    Symlinks are followed, so a link into the source is refused too."""
     target = dst.resolve()
     for run in runs:
         directory = run.directory.resolve()
         if target == directory or directory in target.parents:
             raise InputError(
-                f"{dst}: inside the source run {directory}; TensorBoard would merge the trimmed copy with it",
+                f"{dst}: inside the source run {directory}; TensorBoard would merge the {what} with it",
                 "write to a directory outside the source runs",
             )
-    root = src_root.resolve()
-    if target == root:
-        raise InputError(f"{dst}: the source itself", "write to another directory, or use --in-place with --backup")
-    if root in target.parents:
+    if root is None:
+        return
+    resolved = root.resolve()
+    if target == resolved:
+        raise InputError(f"{dst}: the source itself", same)
+    if resolved in target.parents:
         raise InputError(
-            f"{dst}: inside the source logdir {root}; TensorBoard would show the trimmed copy as more runs",
+            f"{dst}: inside the source logdir {resolved}; TensorBoard would show the {what} as more runs",
             "write to a directory outside the source",
         )
+
+
+def check_destination(src_root: Path, runs: list[Run], dst: Path, *, force: bool) -> None:
+    """Refuse a destination TensorBoard would merge with the source, or one in use."""
+    check_outside(runs, dst, src_root, what="trimmed copy",
+                  same="write to another directory, or use --in-place with --backup")
     if dst.exists() and any(dst.iterdir()) and not force:
         raise InputError(f"{dst}: exists and is not empty", "pass --force to write into it")
+
+
+def check_backup(src_root: Path, runs: list[Run], backup: Path) -> None:
+    """Refuse a ``--backup`` where a copy of an original would replace anything: a backup
+    is the only copy of what an in-place trim rewrites, so nothing (not --force) replaces it."""
+    for run in runs:
+        for path in run.files:
+            relative = path.relative_to(src_root)
+            for part in (relative, *relative.parents[:-1]):
+                there = backup / part
+                if os.path.lexists(there) and (part == relative or not there.is_dir()):
+                    what = "a backup is already there" if part == relative else "not a directory"
+                    raise InputError(
+                        f"{there}: {what}; trim never replaces a backup (not with --force either)",
+                        "choose another --backup, or move that file away first",
+                    )
+
+
+def stale_event_files(written: list[Path], sources: list[Run]) -> list[Path]:
+    """The event files (what TensorBoard and :func:`discover` read) already in the run
+    directories that ``written`` goes into, other than ``written`` itself: left there they
+    would show as part of the new run. A source file (through a symlink) is never one."""
+    keep = {path.resolve() for path in written} | {f.resolve() for run in sources for f in run.files}
+    stale: set[Path] = set()
+    for directory in {path.parent for path in written}:
+        if directory.is_dir():
+            stale.update(p for p in directory.iterdir() if is_event_file(p) and p.resolve() not in keep)
+    return sorted(stale)
+
+
+def remove_stale(stale: list[Path]) -> None:
+    """Remove ``stale`` event files (a symlink itself, never what it points to); call only
+    once the new output is in place."""
+    for path in stale:
+        path.unlink(missing_ok=True)
 
 
 def trim(
@@ -290,7 +340,11 @@ def trim(
     """Trim ``runs`` into ``dst`` (mirroring paths below ``src_root``), or in place
     (``dst`` None) after copying each original to ``backup``; ``others`` (non-event files
     below ``src_root``) are copied into ``dst`` as they are. A dry run writes nothing.
-    ``progress`` is called with each file's size once that file is done."""
+    ``progress`` is called with each file's size once that file is done. The event files
+    already in the run directories written to (see :func:`stale_event_files`) are removed once
+    the new ones are in place; a backup is never replaced (:func:`check_backup`)."""
+    if backup is not None and dst is None:
+        check_backup(src_root, runs, backup)
     report = TrimReport()
     others = others if others is not None and dst is not None else OtherFiles()
     report.skipped = list(others.skipped)
@@ -332,6 +386,8 @@ def trim(
             report.after.update(part.after)
             report.damage += part.damage
             temps += [(temp, dest, w) for (temp, dest), w in zip(run_places, written)]
+        stale = [] if dst is None else stale_event_files([dest for _, dest, _ in temps], runs)
+        report.removed = [str(path) for path in stale]
         copies = []
         for number, item in enumerate(others.files):
             assert dst is not None
@@ -361,8 +417,9 @@ def trim(
             if backup is not None and dest is not None:
                 copy = backup / dest.relative_to(src_root)
                 copy.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(dest, copy)
+                _copy_new(dest, copy)
             place(temp, path)
+        remove_stale(stale)
         done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -375,6 +432,25 @@ def trim(
 
 _EVENT_FILES_ONLY = "trim replaces event files only"
 _NEW_DIRECTORY = "write to a new directory"
+
+
+def _copy_new(source: Path, copy: Path) -> None:
+    """Copy ``source`` (contents, flushed to disk, and times) to ``copy``, which must not
+    exist yet; a copy that fails part way is removed."""
+    try:
+        writing = open(copy, "xb")  # noqa: SIM115 - closed below
+    except FileExistsError:
+        raise InputError(f"{copy}: a backup is already there; trim never replaces a backup",
+                         "choose another --backup, or move that file away first") from None
+    try:
+        with open(source, "rb") as reading, writing:
+            shutil.copyfileobj(reading, writing)
+            writing.flush()
+            os.fsync(writing.fileno())
+        shutil.copystat(source, copy)
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        raise
 
 
 def _regular_target(dest: Path, fix: str) -> Path:
@@ -489,8 +565,15 @@ def _trim_file(
             try:
                 kept = trimmer.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
             except CorruptRecord as error:
-                reader.skip_not_event(offset, len(framed), error)
-                continue
+                # Decided as the real trim decides it: one that is copied or dropped whole by
+                # its leading fields (a step or time trim) is never parsed there either.
+                unparsed = copy.copy(trimmer)
+                unparsed.fast, unparsed.count = not trimmer.spec.filters_values, False
+                try:
+                    kept = unparsed.record(data, framed, (path, offset), metrics.get(offset, frozenset()))
+                except CorruptRecord:
+                    reader.skip_not_event(offset, len(framed), error)
+                    continue
             records_in += 1
             mentions = mentions or PREFIX in data
             records_out += kept is not None

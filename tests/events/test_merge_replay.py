@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,46 @@ def test_destinations_that_are_not_directories_are_usage_errors(tmp_path: Path) 
     (tmp_path / "dir-link").symlink_to("linked")
     code, _, err = gpudoc("merge", str(tmp_path / "src"), "-o", str(tmp_path / "dir-link"))
     assert code == 0 and (tmp_path / "dir-link").is_symlink() and len(list((tmp_path / "linked").iterdir())) == 1
+
+
+def test_replay_refuses_a_destination_inside_the_source_as_trim_and_merge_do(tmp_path: Path) -> None:
+    """Inside a source run or logdir (also through a symlink), TensorBoard would mix the
+    replay with the source: exit 2 before anything is written, as trim and merge refuse."""
+    write_run(tmp_path / "logdir" / "a", range(0, 3), 1.0, 1000.0)
+    write_run(tmp_path / "src2", range(0, 3), 1.0, 1000.0)
+    (tmp_path / "sneaky2").symlink_to("src2")
+    before = sorted(tmp_path.rglob("*"))
+    for source, dest, why in ((tmp_path / "logdir", tmp_path / "logdir" / "r2", "inside the source logdir"),
+                              (tmp_path / "logdir", tmp_path / "logdir", "the source itself"),
+                              (tmp_path / "logdir", tmp_path / "logdir" / "a" / "r", "inside the source run"),
+                              (tmp_path / "src2", tmp_path / "src2" / "r", "inside the source run"),
+                              (tmp_path / "src2", tmp_path / "sneaky2" / "r", "inside the source run")):
+        for command in (["replay", str(source), "--rate", "1000"], ["trim", str(source)]):
+            code, _, err = gpudoc(*command, "-o", str(dest))
+            assert code == 2 and f"gpudoc: error: {dest}: {why}" in err and len(err.splitlines()) == 1, (command, err)
+    code, _, err = gpudoc("merge", str(tmp_path / "src2"), "-o", str(tmp_path / "sneaky2" / "m"))
+    assert code == 2 and "inside the source run" in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_merge_force_replaces_the_event_file_of_an_earlier_merge(tmp_path: Path) -> None:
+    """merge A -o DST, then merge B -o DST --force: TensorBoard reads every event file of
+    DST, so the earlier merged file goes (once the new one is in place); other files stay."""
+    write_run(tmp_path / "a", range(0, 5), 1.0, 1000.0)
+    write_run(tmp_path / "b", range(0, 8), 2.0, 5000.0)
+    for run, mtime in (("a", 1000), ("b", 5000)):
+        for path in (tmp_path / run).iterdir():
+            os.utime(path, (mtime, mtime))
+    out = tmp_path / "mn"
+    assert gpudoc("merge", str(tmp_path / "a"), "-o", str(out))[0] == 0
+    (earlier,) = out.iterdir()
+    (out / "notes.txt").write_text("mine")
+    code, text, err = gpudoc("merge", str(tmp_path / "b"), "-o", str(out), "--force", "--json")
+    assert code == 0 and json.loads(text)["removed"] == [str(earlier)], err
+    assert sorted(p.name for p in out.iterdir()) == ["events.out.tfevents.5000.gpudoc-merge", "notes.txt"]
+    assert scalars(out) == [(step, 2.0) for step in range(0, 8)]
+    code, text, _ = gpudoc("info", str(out))
+    assert code == 0 and "1 file," in text
 
 
 def test_replay_with_a_step_range_keeps_run_level_summaries(written: dict[str, Path], tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,57 @@ def test_in_place_needs_a_backup_outside_and_keeps_the_originals(tbx: Path, tmp_
     assert code == 0 and f"in place (the original kept in {tmp_path / 'bak'})" in out
     assert {p.relative_to(tmp_path / "bak"): p.read_bytes() for p in files(tmp_path / "bak")} == original
     assert max(e.step for e in events_of(next(iter(files(tbx))))) <= 10
+
+
+@pytest.mark.parametrize("single_file", [False, True], ids=["directory", "file"])
+def test_a_second_in_place_trim_never_replaces_the_backup(tbx: Path, tmp_path: Path, single_file: bool) -> None:
+    """The backup is the only copy of the original: a second in-place trim into the same
+    --backup is refused (exit 2, one line naming the backup file), as a dry run and with
+    --force too, leaving the backup and SRC as they were; another --backup works."""
+    src = next(iter(files(tbx / "run2"))) if single_file else tbx
+    root, backup = (src.parent if single_file else tbx), tmp_path / "bk"
+    def contents(directory: Path, base: Path) -> dict[Path, bytes]:
+        return {p.relative_to(base): p.read_bytes() for p in files(directory)}
+
+    original = contents(src.parent if single_file else tbx, root)
+    code, _, err = gpudoc("trim", str(src), "--in-place", "--backup", str(backup), "--steps", "2:")
+    assert code == 0, err
+    assert contents(backup, backup) == original
+    trimmed = contents(tbx, tbx)
+    for extra in ([], ["--dry-run"], ["--force"], ["--dry-run", "--json"]):
+        code, out, err = gpudoc("trim", str(src), "--in-place", "--backup", str(backup), "--steps", "3:", *extra)
+        assert code == 2 and out == "" and len(err.splitlines()) == 1, (extra, err)
+        assert any(err.startswith(f"gpudoc: error: {backup / name}: a backup is already there") for name in original)
+        assert "choose another --backup" in err, err
+        assert contents(backup, backup) == original and contents(tbx, tbx) == trimmed
+    code, _, err = gpudoc("trim", str(src), "--in-place", "--backup", str(tmp_path / "bk2"), "--steps", "3:")
+    assert code == 0, err
+    assert contents(tmp_path / "bk2", tmp_path / "bk2") == {name: trimmed[(root / name).relative_to(tbx)]
+                                                            for name in original}
+    assert contents(backup, backup) == original
+
+
+def test_force_replaces_the_event_files_of_an_earlier_output(tbx: Path, tfdir: Path, tmp_path: Path) -> None:
+    """trim A -o DST, then trim B -o DST --force: TensorBoard reads every event file of a run
+    directory, so B's replace A's there (once B's are in place; a dry run lists them and
+    removes nothing), while other files and other runs' directories are kept."""
+    out = tmp_path / "tr1"
+    assert gpudoc("trim", str(tbx / "run2"), "-o", str(out))[0] == 0
+    (earlier,) = files(out)
+    (out / "notes.txt").write_text("mine")
+    other = Path(shutil.copytree(tbx / "run1", out / "other"))
+    kept = files(other)
+    code, out_text, err = gpudoc("trim", str(tfdir / "run"), "-o", str(out), "--force", "--steps", "10:", "--dry-run")
+    assert code == 0 and f"would remove {earlier} " in out_text and earlier.exists(), err
+    code, out_text, err = gpudoc("trim", str(tfdir / "run"), "-o", str(out), "--force", "--steps", "10:", "--json")
+    assert code == 0 and json.loads(out_text)["removed"] == [str(earlier)], err
+    (written,) = (p for p in files(out) if p.parent == out)
+    assert written.name == next(iter(files(tfdir / "run"))).name and not earlier.exists()
+    assert files(other) == kept and (out / "notes.txt").read_text() == "mine"
+    accumulator = plugin_event_accumulator.EventAccumulator(str(out), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    assert "sound" not in accumulator.Tags()["tensors"]  # torch's audio, in run2's file only
+    assert [t.step for t in accumulator.Tensors("loss")] == list(range(10, 60))
 
 
 def test_bad_step_range_is_a_usage_error(tbx: Path, tmp_path: Path) -> None:
