@@ -75,16 +75,35 @@ def format_bytes(n: float) -> str:
     return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
+def printable(text: str) -> str:
+    """``text`` as UTF-8 can hold it: each byte of a name that is not UTF-8 (which Python reads
+    as a lone surrogate, e.g. ``os.listdir``'s ``'r\\udcff'``) written ``\\xff``, as
+    ``os.fsencode`` shows that byte; any other lone surrogate as ``\\uNNNN``; the rest as is."""
+    if text.isascii():
+        return text
+    return re.sub("[\ud800-\udfff]", _escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
 def emit_json(value: Any, stream: TextIO | None = None) -> None:
     """Write ``value`` as JSON and a newline to stdout (or ``stream``): indented for a
-    person at a terminal, one compact line for a program (several times faster to encode)."""
+    person at a terminal, one compact line for a program (several times faster to encode).
+    Always UTF-8: a string with lone surrogates (a file name that is not UTF-8) is written as
+    :func:`printable` writes it."""
     import json
 
     out = stream or sys.stdout
     if out is None:
         raise InputError("stdout is closed: nowhere to print the report", "run with stdout open")
     indent = 2 if out.isatty() else None
-    out.write(json.dumps(to_jsonable(value), indent=indent, allow_nan=False, ensure_ascii=False) + "\n")
+    text = json.dumps(to_jsonable(value), indent=indent, allow_nan=False, ensure_ascii=False)
+    if not text.isascii():  # (a surrogate can only be inside a string: its escape's backslash is escaped)
+        text = re.sub("[\ud800-\udfff]", lambda m: _escaped(m).replace("\\", "\\\\"), text)
+    out.write(text + "\n")
     out.flush()
 
 
@@ -307,7 +326,7 @@ def format_duration(seconds: float) -> str:
 
 def print_error(message: str) -> None:
     """``gpudoc: error: message`` on stderr."""
-    print(f"gpudoc: error: {message}", file=sys.stderr, flush=True)
+    print(f"gpudoc: error: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def write_all(stream: IO[bytes], data: bytes) -> None:

@@ -286,3 +286,25 @@ def test_the_console_entry_point_leaves_start_up_objects_out_of_garbage_collecti
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout == f"gpudoc {__version__}\n"
     assert int(out.stderr.split("frozen ")[1]) > 1000  # click's and gpudoc.cli's objects
+
+
+def test_a_name_that_is_not_utf8_is_shown_with_its_bytes_escaped_in_errors_and_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A path of bytes that are no UTF-8 (Python holds them as lone surrogates): the error line
+    showed ``\\udcff`` (stderr's backslashreplace), unlike the ``\\xff`` of every other output;
+    and emit_json wrote the raw bytes (invalid UTF-8 JSON) or, on a strict stream, failed."""
+    import io
+    import os
+    import subprocess
+    import sys
+
+    from gpudoc.output import emit_json
+
+    missing = str(tmp_path / os.fsdecode(b"gone\xff"))
+    done = subprocess.run([sys.executable, "-m", "gpudoc", "events", "info", missing], capture_output=True,
+                          timeout=60)
+    assert done.returncode == 2 and done.stderr.decode() == (
+        f"gpudoc: error: {tmp_path}{os.sep}gone\\xff: no such file or directory\n")
+    strict = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    emit_json({os.fsdecode(b"k\xfe"): [os.fsdecode(b"r\xff"), "\ud800", "ü \\x41"]}, strict)
+    strict.seek(0)
+    assert json.loads(strict.buffer.read().decode()) == {"k\\xfe": ["r\\xff", "\\ud800", "ü \\x41"]}

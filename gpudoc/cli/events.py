@@ -69,6 +69,14 @@ def _progress(label: str, runs: Sequence[Run], *, quiet: bool) -> Iterator[Calla
         yield lambda done: bar.advance(task, done)
 
 
+def _echo(message: str, *, err: bool = False) -> None:
+    """A line of text output: a name that is not UTF-8 with its bytes as ``\\xff`` (as JSON and
+    the exported tables write it; raw, it would fail a strict UTF-8 stdout)."""
+    from gpudoc.output import printable
+
+    click.echo(printable(message), err=err)
+
+
 class _EventsGroup(click.Group):
     """Any file error an events command meets on its inputs or outputs (one it did not name
     itself) is bad input: one line naming the path and why, exit 2."""
@@ -95,7 +103,7 @@ def _discover(path: str) -> tuple[Path, list[Run]]:
 
 def _warn_unreadable(unreadable: Sequence[str]) -> None:
     for entry in unreadable:
-        click.echo(f"gpudoc: warning: {entry}; its event files, if any, are left out", err=True)
+        _echo(f"gpudoc: warning: {entry}; its event files, if any, are left out", err=True)
 
 
 @click.group(cls=_EventsGroup)
@@ -147,33 +155,33 @@ def _print_info(path: str, item: object) -> None:
         length = item.wall_end - item.wall_start
         span = f", {start} + {length:.0f} s" if abs(length) < 1e12 else f", {start} + {length:.6g} s"
     steps = "no steps" if item.step_min is None else f"steps {item.step_min}..{item.step_max}"
-    click.echo(f"run {item.run} ({path}): {_count(len(item.files), 'file')}, {_count(item.records, 'record')}, "
-               f"{format_bytes(item.bytes)}, {steps}{span}")
+    _echo(f"run {item.run} ({path}): {_count(len(item.files), 'file')}, {_count(item.records, 'record')}, "
+          f"{format_bytes(item.bytes)}, {steps}{span}")
     if item.records_by_kind:
-        click.echo("  records: " + ", ".join(f"{k} {n}" for k, n in item.records_by_kind.items()))
+        _echo("  records: " + ", ".join(f"{k} {n}" for k, n in item.records_by_kind.items()))
     if item.values_by_kind:
-        click.echo("  values: " + ", ".join(f"{k} {n}" for k, n in item.values_by_kind.items()))
+        _echo("  values: " + ", ".join(f"{k} {n}" for k, n in item.values_by_kind.items()))
     for tag in item.tags:
         duplicates = f", {tag.duplicate_steps} duplicated step(s)" if tag.duplicate_steps else ""
         shown = "" if tag.shown == "per step" else f" ({tag.shown})"
-        click.echo(f"  {tag.kind:<14} {tag.tag:<40} {_count(tag.count, 'value'):>14}, "
-                   f"steps {tag.step_min}..{tag.step_max}{duplicates}{shown}")
+        _echo(f"  {tag.kind:<14} {tag.tag:<40} {_count(tag.count, 'value'):>14}, "
+              f"steps {tag.step_min}..{tag.step_max}{duplicates}{shown}")
     for restart in item.restarts:
         where = f" ({restart.tag})" if restart.tag else ""
-        click.echo(f"  restart at step {restart.step}{where}, {restart.file} record {restart.record}: "
-                   f"{restart.resolution}")
+        _echo(f"  restart at step {restart.step}{where}, {restart.file} record {restart.record}: "
+              f"{restart.resolution}")
     for file in item.files:
         for damage in file.damage:
-            click.echo(f"  DAMAGED {file.path} bytes {damage.start}..{damage.end}: {damage.reason}")
+            _echo(f"  DAMAGED {file.path} bytes {damage.start}..{damage.end}: {damage.reason}")
         if file.partial_bytes:
-            click.echo(f"  INCOMPLETE {file.path}: the last {file.partial_bytes} bytes (from byte "
-                       f"{file.bytes - file.partial_bytes}) are a partial record (cut off, or still being written)")
+            _echo(f"  INCOMPLETE {file.path}: the last {file.partial_bytes} bytes (from byte "
+                  f"{file.bytes - file.partial_bytes}) are a partial record (cut off, or still being written)")
 
 
 def _damage_lines(damage: Sequence[tuple[str, Damage]]) -> None:
     """What ``--salvage`` skipped, on stderr."""
     for file, item in damage:
-        click.echo(f"skipped damaged bytes {item.start}..{item.end} of {file}: {item.reason}", err=True)
+        _echo(f"skipped damaged bytes {item.start}..{item.end} of {file}: {item.reason}", err=True)
 
 
 _SALVAGE = click.option("--salvage", is_flag=True,
@@ -189,15 +197,15 @@ def _copied_lines(copied: Sequence[tuple[str, str]], skipped: Sequence[tuple[str
     """The non-event files copied (or that a dry run would copy) and those left out."""
     verb = "would copy" if dry_run else "copied"
     for source, dest in copied:
-        click.echo(f"{verb} {source} → {dest}", err=err)
+        _echo(f"{verb} {source} → {dest}", err=err)
     for path, why in skipped:
-        click.echo(f"not copied: {path} ({why})", err=err)
+        _echo(f"not copied: {path} ({why})", err=err)
 
 
 def _removed_lines(removed: Sequence[str], *, dry_run: bool = False) -> None:
     verb = "would remove" if dry_run else "removed"
     for path in removed:
-        click.echo(f"{verb} {path} (an earlier event file in a run directory written; --force)")
+        _echo(f"{verb} {path} (an earlier event file in a run directory written; --force)")
 
 
 @events.command("trim")
@@ -286,14 +294,14 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
             for (run, kind, tag), n in sorted(report.before.items())]
     widths = [max((len(row[i]) for row in rows), default=0) for i in range(4)]
     for run, kind, tag, before, after in rows:
-        click.echo(f"{run:<{widths[0]}}  {kind:<{widths[1]}}  {tag:<{widths[2]}}  {before:>{widths[3]}} → {after}")
+        _echo(f"{run:<{widths[0]}}  {kind:<{widths[1]}}  {tag:<{widths[2]}}  {before:>{widths[3]}} → {after}")
     for source, dest, records_in, records_out in report.files:
         verb = "would write" if dry_run else "wrote"
         where = f"in place (the original kept in {backup})" if in_place else f"to {dest}"
-        click.echo(f"{source}: {records_in} records → {verb} {records_out} {where}")
+        _echo(f"{source}: {records_in} records → {verb} {records_out} {where}")
     _copied_lines(report.copied, report.skipped, dry_run=dry_run)
     _removed_lines(report.removed, dry_run=dry_run)
-    click.echo(f"{report.reencoded} event(s) re-encoded, {report.reattached} tag metadata re-attached")
+    _echo(f"{report.reencoded} event(s) re-encoded, {report.reattached} tag metadata re-attached")
     _damage_lines(report.damage)
     return 0
 
@@ -351,9 +359,9 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
     if as_json:
         emit_json(export_json(output, chosen, report), sys.stderr if to_stderr else None)
         return 0
-    click.echo(f"{report.rows} rows → {output} ({chosen})", err=to_stderr)
+    _echo(f"{report.rows} rows → {output} ({chosen})", err=to_stderr)
     for run, count in report.purged.items():
-        click.echo(f"run {run}: {count} value(s) superseded by a restart left out (--on-restart purge)", err=to_stderr)
+        _echo(f"run {run}: {count} value(s) superseded by a restart left out (--on-restart purge)", err=to_stderr)
     _damage_lines(report.damage)
     return 0
 
@@ -464,12 +472,12 @@ def merge_command(runs: tuple[str, ...], output: Path, run_names: tuple[str, ...
                    **copied_json(copied, others.skipped), "damage": damage_json(report.damage),
                    "removed": [str(path) for path in stale]})
         return 0
-    click.echo(f"{report.records_in} records from {len(found)} run(s) → {report.records_out} in {output / name}")
+    _echo(f"{report.records_in} records from {len(found)} run(s) → {report.records_out} in {output / name}")
     _copied_lines(copied, others.skipped)
     _removed_lines([str(path) for path in stale])
     for directory, count in report.overlaps.items():
         if count:
-            click.echo(f"run {directory}: {count} overlapping value(s) dropped ({overlap})")
+            _echo(f"run {directory}: {count} overlapping value(s) dropped ({overlap})")
     _damage_lines(report.damage)
     return 0
 
@@ -515,6 +523,6 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
                    **copied_json(report.copied, report.skipped), "damage": damage_json(report.damage)})
     else:
         _copied_lines(report.copied, report.skipped, err=True)
-        click.echo(f"replayed {report.records} records from {len(found)} run(s) into {output}", err=True)
+        _echo(f"replayed {report.records} records from {len(found)} run(s) into {output}", err=True)
     _damage_lines(report.damage)
     return 0

@@ -19,7 +19,7 @@ from gpudoc.errors import EnvironmentMissing, GpudocError, InputError
 from gpudoc.events.discover import Run
 from gpudoc.events.model import Kind, TagPlugins, decode, file_version_wall, is_start
 from gpudoc.events.records import CorruptRecord, Damage, RecordReader, Scalars, damage_json, scalar_decoder
-from gpudoc.output import atomic_file, output_target, write_all
+from gpudoc.output import atomic_file, output_target, printable, write_all
 
 if TYPE_CHECKING:
     import numpy as np
@@ -203,9 +203,9 @@ def rows_of(
     ``purge``) their rows come as :class:`ScalarRows`, in order among the other rows."""
     plugins = TagPlugins()
     decoder = scalar_decoder()
-    tags = _Tags(run.label, decoder)
+    name = printable(run.label)  # (a directory name that is not UTF-8: its bytes as \xff)
+    tags = _Tags(name, decoder)
     purged = _Purge()
-    name = run.label
     for path in run.files:
         reader = RecordReader(path, salvage=salvage, whole=whole)
         for item in reader.scalars(decoder):

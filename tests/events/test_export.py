@@ -422,3 +422,45 @@ def test_float_scalar_tensors_read_without_numpy_are_what_make_ndarray_reads(
         assert array.shape == () and struct.pack("=d", array.item()) == struct.pack("=d", value)
     else:
         assert array.shape != () or dtype not in (1, 2)
+
+
+def test_a_run_directory_whose_name_is_not_utf8_is_named_with_its_bytes_escaped(tbx: Path, tmp_path: Path) -> None:
+    """A run directory named by the bytes ``r\\xff\\xfe`` (TensorBoard cannot read it at all):
+    export failed with exit 70 (UnicodeEncodeError) in every format, and info --json and trim
+    --json wrote the raw bytes (no valid UTF-8 JSON). Now every output names the run
+    ``r\\xff\\xfe``, with a strict UTF-8 stdout too; the directory trim writes has the bytes."""
+    import shutil
+
+    name = os.fsdecode(b"r\xff\xfe")
+    (tmp_path / "logs" / name).mkdir(parents=True)
+    shutil.copy(sorted((tbx / "run2").glob("*tfevents*"))[0], tmp_path / "logs" / name)
+    shown = "r\\xff\\xfe"
+
+    def run(*args: str) -> tuple[int, str, str]:
+        done = subprocess.run([sys.executable, "-m", "gpudoc", "events", *args], capture_output=True, timeout=120,
+                              env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+        return done.returncode, done.stdout.decode(), done.stderr.decode()  # (strict UTF-8)
+
+    logs = str(tmp_path / "logs")
+    for fmt in ("csv", "jsonl"):
+        code, _, err = run("export", logs, "-o", str(tmp_path / f"t.{fmt}"))
+        assert code == 0, err
+    with open(tmp_path / "t.csv", newline="", encoding="utf-8") as handle:
+        table = list(csv.DictReader(handle))
+    lines = (tmp_path / "t.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(table) == len(lines) == 100 and {r["run"] for r in table} == {json.loads(r)["run"] for r in lines} == {
+        shown}
+    code, out, _ = run("export", logs, "-o", "-", "--format", "jsonl")
+    assert code == 0 and out.splitlines() == lines
+    pq = pytest.importorskip("pyarrow.parquet")
+    code, _, err = run("export", logs, "-o", str(tmp_path / "t.parquet"))
+    assert code == 0 and set(pq.read_table(tmp_path / "t.parquet").column("run").to_pylist()) == {shown}, err
+
+    code, out, _ = run("info", logs, "--json")
+    (item,) = json.loads(out)
+    assert code == 0 and item["run"] == shown and shown in item["files"][0]["path"]
+    code, out, _ = run("info", logs)
+    assert code == 0 and out.startswith(f"run {shown} ({logs}): 1 file")
+    code, out, _ = run("trim", logs, "-o", str(tmp_path / "out"), "--steps", "0:9", "--json")
+    assert code == 0 and f"{os.sep}{shown}{os.sep}" in json.loads(out)["files"][0]["output"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [name]
