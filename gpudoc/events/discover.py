@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,11 +42,35 @@ def _readable(path: Path) -> Path:
                          "make it readable (chmod, or run as its owner), or leave it out") from None
 
 
+def walk(root: Path, onerror: Callable[[OSError], None], cycles: list[tuple[str, str]]) -> Iterator[
+        tuple[str, list[str], list[str]]]:
+    """:func:`os.walk` below ``root`` (sub-directories sorted; the caller may prune them),
+    following symbolic links to directories as TensorBoard does, except one to a directory
+    the walk is already in (itself or one above it, which TensorBoard follows until the
+    path is too long): that cycle is told to ``cycles`` as ``(link, why)`` and not entered."""
+    for current, subdirs, names in os.walk(root, onerror=onerror, followlinks=True):
+        subdirs.sort()
+        links = [d for d in subdirs if os.path.islink(os.path.join(current, d))]
+        if links:
+            here = Path(current)
+            within = {root.resolve(), *((root / p).resolve() for p in here.relative_to(root).parents),
+                      here.resolve()}
+            for name in links:
+                target = (here / name).resolve()
+                if target in within:
+                    cycles.append((str(here / name), f"a symbolic link to {target}, a directory it is in, "
+                                                     "not followed (a cycle)"))
+                    subdirs.remove(name)
+        yield current, subdirs, names
+
+
 def discover(path: str | Path, unreadable: list[str] | None = None) -> tuple[Path, list[Run]]:
     """The root and its runs: a file is a one-file run; a directory contributes every
-    directory below it (itself included) that holds event files. An event file that cannot
-    be opened is bad input; a directory below the root that cannot be listed is left out and
-    told to ``unreadable`` (``path: why``), and named if no run is found."""
+    directory below it (itself included) that holds event files, through symbolic links to
+    directories as TensorBoard does (:func:`walk`). An event file that cannot be opened is
+    bad input; a directory below the root that cannot be listed, or a link that would make
+    a cycle, is left out and told to ``unreadable`` (``path: why``), and named if no run is
+    found."""
     root = Path(path)
     if not root.exists():
         raise InputError(f"{root}: no such file or directory")
@@ -65,13 +90,14 @@ def discover(path: str | Path, unreadable: list[str] | None = None) -> tuple[Pat
         skipped.append(f"{exc.filename}: cannot list the directory ({exc.strerror or 'I/O error'})")
 
     runs = []
-    for directory, subdirs, names in os.walk(root, onerror=left_out):
-        subdirs.sort()
+    cycles: list[tuple[str, str]] = []
+    for directory, _, names in walk(root, left_out, cycles):
         files = sorted(Path(directory) / n for n in names if "tfevents" in n)
         files = [_readable(f) for f in files if f.is_file()]
         if files:
             rel = os.path.relpath(directory, root)
             runs.append(Run(rel, Path(directory), tuple(files)))
+    skipped += [f"{link}: {why}" for link, why in cycles]
     if unreadable is not None:
         unreadable.extend(skipped)
     if not runs:

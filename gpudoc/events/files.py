@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from gpudoc.errors import InputError
-from gpudoc.events.discover import Run, is_event_file
+from gpudoc.events.discover import Run, is_event_file, walk
 from gpudoc.output import output_target, place, staging_file
 
 # Our own staging names (trim's hidden directory, merge's and replay's temporary files).
@@ -54,23 +54,20 @@ def _excluded(relative: Path, patterns: tuple[str, ...]) -> str | None:
 
 
 def other_files(directory: Path, exclude: tuple[str, ...] = (), *, prune_runs: bool = False) -> OtherFiles:
-    """Every file below ``directory`` that is no event file, in a stable order. With
-    ``prune_runs``, sub-directories that are runs of their own (they hold event files) are
-    left out, with what is below them: merge copies a run's own files only."""
+    """Every file below ``directory`` that is no event file, in a stable order, through
+    symbolic links to directories as run discovery follows them (a link making a cycle is
+    left out). With ``prune_runs``, sub-directories that are runs of their own (they hold
+    event files) are left out, with what is below them: merge copies a run's own files only."""
     found = OtherFiles()
 
     def unlisted(exc: OSError) -> None:
         found.skipped.append((str(exc.filename), f"a directory that cannot be listed ({exc.strerror or 'I/O error'})"))
 
-    for current, subdirs, names in os.walk(directory, onerror=unlisted):
+    for current, subdirs, names in walk(directory, unlisted, found.skipped):
         here = Path(current)
-        subdirs.sort()
         if prune_runs:
             subdirs[:] = [d for d in subdirs if not any("tfevents" in n for n in _names(here / d))]
         subdirs[:] = [d for d in subdirs if not d.startswith(_OURS)]
-        for name in subdirs:
-            if (here / name).is_symlink():  # os.walk does not follow it, nor does run discovery
-                found.skipped.append((str(here / name), "a symbolic link to a directory, not followed"))
         for name in sorted(names):
             path = here / name
             if name.startswith(_OURS) or is_event_file(path) or ("tfevents" in name and path.is_dir()):

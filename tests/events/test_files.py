@@ -148,3 +148,46 @@ def test_a_fifo_named_like_an_event_file_is_listed_as_not_copied(tbx: Path, tmp_
     (entry,) = [n for n in json.loads(out)["not_copied"] if n["path"] == str(fifo)]
     assert code == 0 and "FIFO" in entry["reason"] and "named like an event file" in entry["reason"]
     assert not (tmp_path / "out" / fifo.name).exists()
+
+
+def _tb_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """What TensorBoard's multiplexer shows of a logdir: each run's loss scalars."""
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    return {run: [(t.step, float(t.tensor_proto.float_val[0])) for t in multiplexer.Tensors(run, "loss")]
+            for run in multiplexer.Runs()}
+
+
+def test_a_symlinked_run_directory_is_read_as_tensorboard_reads_it(tmp_path: Path) -> None:
+    from tensorboardX import SummaryWriter
+
+    for directory, scale in ((tmp_path / "lk" / "run1", 1.0), (tmp_path / "elsewhere" / "run2", 2.0)):
+        writer = SummaryWriter(str(directory))
+        for step in range(10):
+            writer.add_scalar("loss", scale * step, step)
+        writer.close()
+    (tmp_path / "elsewhere" / "run2" / "notes.txt").write_text("linked notes")
+    logdir = tmp_path / "lk"
+    (logdir / "linkeddir").symlink_to(tmp_path / "elsewhere" / "run2")
+    shown = _tb_scalars(logdir)
+    assert set(shown) == {"run1", "linkeddir"}
+    # A link back up (a cycle, which TensorBoard follows until the path is too long) is left out, with a word.
+    (logdir / "run1" / "up").symlink_to(logdir)
+    code, out, err = gpudoc("info", str(logdir), "--json")
+    assert code == 0 and {r["run"] for r in json.loads(out)} == set(shown)
+    assert "run1/up: a symbolic link to" in err and "(a cycle)" in err
+    code, _, _ = gpudoc("export", str(logdir), "-o", str(tmp_path / "all.csv"))
+    with open(tmp_path / "all.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["tag"] == "loss"]
+    assert code == 0 and {r["run"] for r in rows} == set(shown)
+    # trim makes the linked run a real directory of the copy: TensorBoard shows what it showed of the source.
+    code, out, err = gpudoc("trim", str(logdir), "-o", str(tmp_path / "out"), "--steps", "2:7", "--json")
+    assert code == 0, err
+    copy = tmp_path / "out"
+    assert (copy / "linkeddir").is_dir() and not (copy / "linkeddir").is_symlink()
+    assert (copy / "linkeddir" / "notes.txt").read_text() == "linked notes"
+    assert _tb_scalars(copy) == {run: [s for s in values if 2 <= s[0] <= 7] for run, values in shown.items()}
+    assert any(r["path"].endswith("up") and "(a cycle)" in r["reason"] for r in json.loads(out)["not_copied"])
