@@ -347,3 +347,37 @@ def test_a_step_trim_never_brings_back_what_a_restart_superseded(tmp_path: Path,
     code, _, err = gpudoc("trim", str(run), "-o", str(tmp_path / "out"), *args)
     assert code == 0, err
     assert _accumulated(tmp_path / "out") == wanted
+
+
+@pytest.mark.parametrize("steps", ["0:10", "0:5"])
+def test_a_step_trims_dry_run_decides_a_record_that_is_no_event_as_the_trim_does(tmp_path: Path, steps: str) -> None:
+    """A step or time trim copies (or drops) a CRC-checked record whole by its step and wall
+    time, never parsing it; its dry run must say the same (it used to parse it: an error)."""
+    from tensorboard.compat.proto import event_pb2
+    from tensorboardX import SummaryWriter
+
+    from gpudoc.events import RecordWriter
+
+    writer = SummaryWriter(str(tmp_path / "src"))
+    for step in range(10):
+        writer.add_scalar("loss", step, step)
+    writer.close()
+    (source,) = files(tmp_path / "src")
+    value = summary_pb2.Summary.Value(tag="AxxA", simple_value=1.0)
+    data = event_pb2.Event(wall_time=2e9, step=10, summary=summary_pb2.Summary(value=[value])).SerializeToString()
+    with open(source, "ab") as handle:  # a tag of invalid UTF-8: protobuf refuses to parse it
+        RecordWriter(handle).write(data.replace(b"AxxA", b"A\xff\xfeA"))
+    counts = []
+    for dry in (["--dry-run"], []):
+        code, out, err = gpudoc("trim", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--steps", steps,
+                                "--json", *dry)
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["damage"] == []
+        counts.append([(f["records_in"], f["records_out"]) for f in report["files"]])
+    assert counts[0] == counts[1] == [(12, 12 if steps == "0:10" else 7)]
+    (copy,) = files(tmp_path / "out")
+    if steps == "0:10":  # the copy is the input, byte for byte: TensorBoard reads both alike
+        assert copy.read_bytes() == source.read_bytes()
+    else:  # the record dropped whole: TensorBoard reads the copy's scalars
+        assert [e.step for e in events_of(copy) if e.summary.value] == list(range(6))
