@@ -497,7 +497,7 @@ def replay_command(src: str, output: Path, speed: float | None, rate: float | No
     """Re-emit a recorded run (or every run of a logdir, mirrored, interleaved by wall time)
     into a new directory in real time, byte for byte, so a dashboard (or gpudoc's own tailing
     reader) watches it as if it were live. Non-event files (the projector's config and assets,
-    …) are copied first, unless --exclude-files.
+    …) are copied first, unless --exclude-files. DST must be outside SRC (its runs and logdir).
 
     A damaged or cut-off input is an error before anything is written (exit 2) unless --salvage.
     """

@@ -301,7 +301,7 @@ def check_backup(src_root: Path, runs: list[Run], backup: Path) -> None:
                 if os.path.lexists(there) and (part == relative or not there.is_dir()):
                     what = "a backup is already there" if part == relative else "not a directory"
                     raise InputError(
-                        f"{there}: {what}; trim never replaces a backup (not with --force either)",
+                        f"{there}: {what}; trim never replaces a file in a --backup (not with --force either)",
                         "choose another --backup, or move that file away first",
                     )
 
