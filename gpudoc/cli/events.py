@@ -245,7 +245,10 @@ def trim_command(src: str, output: Path | None, steps: str | None, tags: tuple[s
     custom-scalars layout) is kept, and the non-event files below SRC (the projector's config,
     .tsv files and sprite, anything else) are copied as they are unless --exclude-files. DST
     must be outside SRC. Output is verified before it replaces anything; a damaged or cut-off
-    input is an error (exit 2) unless --salvage.
+    input is an error (exit 2) unless --salvage. A step or time trim (no --tags, --exclude-tags
+    or --kinds) checks both CRCs of each record and decides it by its step, wall time and kind:
+    one kept whole is copied unparsed, so TensorBoard reads the copy exactly as the input
+    (--dry-run decides alike). Linked run directories are followed, as TensorBoard does.
     """
     from gpudoc.events import TrimSpec, parse_steps, trim
     from gpudoc.events.discover import output_directory
