@@ -262,8 +262,12 @@ class RecordReader:
     def skip_not_event(self, offset: int, size: int, error: CorruptRecord) -> None:
         """The record just read, at ``offset`` (``size`` bytes as framed), checks its CRCs but
         its bytes are no Event: ``error`` is raised, or with ``salvage`` the record is skipped
-        as damage, named by its index like a record that fails its CRC."""
+        as damage, named by its index like a record that fails its CRC. After intact Events the
+        file is an event file, so the error's fix then points to ``--salvage`` instead."""
         if not self.salvage:
+            if self.state.records:
+                raise CorruptRecord(error.message, f"the {self.state.records} record(s) before it were read as "
+                                    "Events: it is damaged, or was written by something else; '--salvage' skips it")
             raise error
         self.state.damage.append(Damage(offset, offset + size, f"record {self.state.records}: not a TensorBoard "
                                         "Event (its CRCs check, its bytes do not parse); record skipped"))
@@ -273,6 +277,14 @@ class RecordReader:
             f"{self.path}: record {self.state.records} at byte {offset}: {message}",
             "the file is damaged; '--salvage' reads the records that are intact",
         )
+
+    @staticmethod
+    def _too_long(handle: BinaryIO, offset: int, length: int) -> str:
+        """Why a header whose length CRC checks is not read: its length is beyond a record's limit."""
+        size = os.fstat(handle.fileno()).st_size
+        beyond = f" and beyond the file's end ({size} bytes)" if offset + _HEADER.size + length + 4 > size else ""
+        return (f"the length field says {length} bytes (its CRC checks), beyond the {MAX_RECORD}-byte limit of a "
+                f"record{beyond}: not a record TensorBoard's writers make")
 
     def _records(self, handle: BinaryIO, fast: FastTrim | None,
                  decoder: Any = None) -> Iterator[tuple[int, bytes, bytes] | Span | Scalars]:
@@ -335,17 +347,20 @@ class RecordReader:
                     continue
             length, length_crc = header(buffer, at)
             c = crc32c(buffer[at : at + 8])
-            if ((((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF) != length_crc or length > MAX_RECORD:
+            crc_ok = ((((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF) == length_crc
+            if not crc_ok or length > MAX_RECORD:
                 if not self.salvage:
-                    raise self._error(base + at, "length CRC mismatch (the length field is damaged)")
+                    raise self._error(base + at, self._too_long(handle, base + at, length) if crc_ok
+                                      else "length CRC mismatch (the length field is damaged)")
+                what = f"length {length} beyond a record's limit" if crc_ok else "damaged length"
                 skip = self._resync(buffer, at + 1)
                 if skip is None and eof:
-                    state.damage.append(Damage(base + at, base + len(buffer), "damaged length; no record after it"))
+                    state.damage.append(Damage(base + at, base + len(buffer), f"{what}; no record after it"))
                     state.offset = base + len(buffer)
                     return
                 if skip is None:
                     skip = len(buffer) - _HEADER.size + 1
-                state.damage.append(Damage(base + at, base + skip, "damaged length; skipped to the next record"))
+                state.damage.append(Damage(base + at, base + skip, f"{what}; skipped to the next record"))
                 at = skip
                 state.offset = base + at
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,28 @@ def test_a_damaged_length_resynchronises(tmp_path: Path) -> None:
     salvaged, state = read_records(path, salvage=True)
     assert salvaged == payloads[:7] + payloads[8:]
     assert state.damage[0].start == start and "damaged length" in state.damage[0].reason
+
+
+def test_a_length_beyond_a_records_limit_with_a_valid_crc_says_so(tbx: Path, tmp_path: Path) -> None:
+    """A header of length 2**40 whose length CRC checks was reported as a "length CRC
+    mismatch (the length field is damaged)"; it now says what it is, where, on both cores."""
+    import struct
+
+    path = main_file(tbx)
+    records, _ = read_records(path)
+    start = path.stat().st_size
+    length = struct.pack("<Q", 1 << 40)
+    path.write_bytes(path.read_bytes() + length + struct.pack("<I", masked_crc(length)) + b"\0" * 64)
+    said = (f"record {len(records)} at byte {start}: the length field says {1 << 40} bytes (its CRC checks), beyond "
+            f"the {1 << 31}-byte limit of a record and beyond the file's end ({start + 76} bytes)")
+    with pytest.raises(CorruptRecord, match=re.escape(said)):
+        read_records(path)
+    salvaged, state = read_records(path, salvage=True)
+    assert salvaged == records and [(d.start, d.reason) for d in state.damage] == [
+        (start, f"length {1 << 40} beyond a record's limit; no record after it")]
+    for command in (["export", "-o", str(tmp_path / "t.csv")], ["trim", "-o", str(tmp_path / "t"), "--steps", "1:"]):
+        code, _, err = gpudoc(command[0], str(tbx), *command[1:])
+        assert code == 2 and f"{path}: {said}" in err and "CRC mismatch" not in err, (command, err)
 
 
 def test_truncation_is_an_incomplete_record_not_an_error_when_reading(tbx: Path, tmp_path: Path) -> None:
@@ -328,3 +351,35 @@ def test_every_writers_file_version_record_is_read_without_protobuf(wall: float,
     assert struct.pack("<d", file_version_wall(data)) == struct.pack("<d", wall)
     assert file_version_wall(event_pb2.Event(wall_time=wall, step=-1, file_version=version).SerializeToString()) is None
     assert file_version_wall(data + b"\x10\x01") is None  # a field after it: parsed
+
+
+def test_a_record_that_is_no_event_after_events_points_to_salvage(tmp_path: Path) -> None:
+    """A CRC-valid record that is no Event, after real Events: the error said "this is not an
+    event file (a TFRecord file of something else?)" and not that --salvage skips it. A file
+    whose first record is no Event (a TFRecord file of something else) keeps that fix."""
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "run")) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+        writer.add_scalar("loss", 2.0, 1)
+    (source,) = (tmp_path / "run").iterdir()
+    records, _ = read_records(source)
+    start = sum(len(frame(r)) for r in records[:2])
+    source.write_bytes(b"".join(frame(r) for r in records[:2]) + frame(b"\xff\xff\xff not a protobuf") +
+                       frame(records[2]))
+    foreign = tmp_path / "foreign" / "events.out.tfevents.other"
+    foreign.parent.mkdir()
+    (tmp_path / "out").mkdir()
+    foreign.write_bytes(frame(b"\xff\xff\xff not a protobuf") + frame(records[1]))
+    for command in (["export", "-o", "t.csv"], ["trim", "-o", "t", "--steps", "1:"], ["merge", "-o", "m"],
+                    ["replay", "-o", "r", "--rate", "1e6"]):
+        out = ["-o", str(tmp_path / "out" / command[2]), *command[3:]]
+        code, _, err = gpudoc(command[0], str(tmp_path / "run"), *out)
+        assert code == 2 and err == (
+            f"gpudoc: error: {source}: the record at byte {start} is not a TensorBoard Event (its CRCs check, its "
+            "bytes do not parse): the 2 record(s) before it were read as Events: it is damaged, or was written by "
+            "something else; '--salvage' skips it\n"), (command, err)
+        code, _, err = gpudoc(command[0], str(foreign.parent), *out)
+        assert code == 2 and err.endswith(
+            "is not a TensorBoard Event (its CRCs check, its bytes do not parse): this is not an event file (a "
+            "TFRecord file of something else?)\n") and "--salvage" not in err, (command, err)
