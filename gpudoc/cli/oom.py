@@ -31,7 +31,8 @@ def _status(quiet: bool) -> Iterator[Callable[[str], Progress]]:
     from rich.spinner import Spinner
 
     spinner = Spinner("dots", "estimating")
-    with Live(spinner, console=Console(stderr=True), transient=True, refresh_per_second=12.5) as live:
+    with Live(spinner, console=Console(stderr=True), transient=True, refresh_per_second=12.5,
+              redirect_stdout=False) as live:  # (what the model prints to stdout stays there)
 
         def show(what: str, step: str) -> None:
             spinner.update(text=f"{what}: {step}")

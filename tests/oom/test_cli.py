@@ -389,3 +389,14 @@ def test_optimizer_implementation_and_zero_grad_options(two_layers: str) -> None
     assert code == 0 and "fused optimizer, zero_grad to zeros" in out
     code, _, err = run(*base, "--optimizer", "LBFGS", "--optimizer-impl", "fused")
     assert code == 2 and "LBFGS has no fused implementation" in err
+
+
+def test_what_the_model_prints_to_stdout_stays_on_stdout_under_the_status(tmp_path: Path) -> None:
+    """stderr a terminal (the status shows), stdout a pipe: rich's Live moved sys.stdout into
+    its console, so what the model's code printed went to the terminal instead."""
+    path = tmp_path / "chatty.py"
+    path.write_text(TWO_LAYERS.replace("def build():\n", "def build():\n    print('chatty model built')\n"))
+    code, out, screen = _on_a_terminal("oom", "estimate", f"{path}:build", "--input", "100", "--batch", "4",
+                                       "--gpu", "T4", "--no-remedies")
+    assert code == 0 and "chatty model built" in out and "verdict" in out
+    assert b"building the model" in screen and b"model built" not in screen
