@@ -355,7 +355,7 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
         raise InputError(f"--kinds: {what}", "choose from scalar, histogram, tensor, text, pr_curve")
     runs = _distinct_runs([run for path in paths for run in _discover(path)[1]])
     refuse_inputs_as_outputs([("-o", output)], [f for run in runs for f in run.files])
-    with _progress("exporting", runs, quiet=as_json) as advance:
+    with _progress("exporting", runs, quiet=as_json or _on_stderrs_terminal(output)) as advance:
         report = export(runs, Path(output), fmt=chosen, kinds=frozenset(Kind(n) for n in names),
                         purge=on_restart == "purge", salvage=salvage, progress=advance)
     to_stderr = is_stdout(output)
@@ -367,6 +367,26 @@ def export_command(paths: tuple[str, ...], output: str, fmt: str | None, kinds: 
         _echo(f"run {run}: {count} value(s) superseded by a restart left out (--on-restart purge)", err=to_stderr)
     _damage_lines(report.damage)
     return 0
+
+
+def _on_stderrs_terminal(output: str) -> bool:
+    """Whether the table is streamed to the terminal the progress bar would be drawn on (the
+    rows then show the progress; a bar drawn among them would be left on the screen)."""
+    import os
+    import stat
+
+    from gpudoc.output import output_target
+
+    target = output_target(output)
+    if not target.stream:
+        return False
+    try:
+        shown = os.fstat(target.fd) if target.fd is not None else os.stat(target.path)
+        bar = os.fstat(2)
+    except OSError:
+        return False
+    # (/dev/tty, device 5:0, is the controlling terminal: stderr's, when that is a terminal)
+    return stat.S_ISCHR(shown.st_mode) and shown.st_rdev in (bar.st_rdev, os.makedev(5, 0))
 
 
 def _distinct_runs(runs: list[Run]) -> list[Run]:

@@ -166,6 +166,33 @@ def test_a_table_on_stdout_is_not_drawn_into_the_bar_on_a_terminal_stderr(tbx: P
     assert b"exporting" not in out and b"\x1b" not in out
 
 
+@pytest.mark.parametrize("dest", ["-", "{tty}"])
+def test_a_table_streamed_to_stderrs_terminal_gets_no_bar_among_its_rows(tbx: Path, tmp_path: Path,
+                                                                         dest: str) -> None:
+    """stdout (or -o the terminal's device) and stderr one terminal: the bar's first draw was
+    left on the first row's line, among the rows. The rows are the progress there: no bar."""
+    assert gpudoc("export", str(tbx), "-o", str(tmp_path / "file.jsonl"))[0] == 0
+    main, child = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "gpudoc", "events", "export", str(tbx), "-o",
+                             dest.format(tty=os.ttyname(child)), "--format", "jsonl"],
+                            stdin=subprocess.DEVNULL, stdout=child, stderr=child,
+                            env={**os.environ, "TERM": "xterm-256color"})
+    os.close(child)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    proc.wait(60)
+    rows = (tmp_path / "file.jsonl").read_bytes().replace(b"\n", b"\r\n")
+    assert proc.returncode == 0 and seen.startswith(rows) and b"exporting" not in seen, seen[:300]
+
+
 def test_a_symlinked_output_keeps_its_link(tbx: Path, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "table.csv").symlink_to("data/real.csv")
