@@ -27,6 +27,7 @@ parts (inclusive thread CPU time of each, per second of the run).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -147,6 +148,27 @@ def profiled_monitor(out: str, argv: list[str]) -> None:
     sys.exit(cli.main(argv, prog_name="gpudoc", standalone_mode=False))
 
 
+def stop(monitor: Drained) -> None:
+    """End the monitor as a user would (SIGTERM: the TUI stops its run first, then exits),
+    and the run's session if it is still there (a SIGKILLed monitor would leave the writer
+    running and loading the machine)."""
+    import psutil
+
+    try:
+        runs = [(child.pid, child.create_time()) for child in psutil.Process(monitor.proc.pid).children()]
+    except psutil.Error:
+        runs = []
+    monitor.proc.terminate()
+    deadline = time.monotonic() + 15
+    while monitor.proc.poll() is None and time.monotonic() < deadline:
+        monitor.pump(0.2)
+    monitor.stop()
+    for pid, created in runs:
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            if psutil.Process(pid).create_time() == created:  # still that process, not a reused PID
+                os.killpg(pid, signal.SIGKILL)  # the run is its own session and process group
+
+
 class FileWatch:
     """Tails the run's event file every 5 ms; the time each new million of steps is readable."""
 
@@ -222,7 +244,7 @@ def run_case(argv: list[str], seconds: float, logdir: Path | None, env: dict[str
             result["missed"] = sum(1 for m in files.seen if m and m not in shown and files.seen[m] < time.time() - 3)
         return result
     finally:
-        monitor.stop()
+        stop(monitor)
         if files is not None:
             files.stop()
 
@@ -314,7 +336,7 @@ def profile(case: str, seconds: float, cprofile: bool = True) -> bool | None:
             end = json.loads(Path(out).read_text())
             monitor.pump(1)
         finally:
-            monitor.stop()
+            stop(monitor)
     print(f"\nprofile, monitor {case}, over {seconds:.0f} s: process "
           f"{100 * (end['process'] - start['process']) / seconds:.2f} % of one core (timers"
           f"{' and cProfile' if cprofile else ''} included)")

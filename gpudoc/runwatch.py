@@ -11,12 +11,14 @@ the run's own checks: non-finite values, loss spikes, steps that go backwards or
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
 import re
 import shlex
 import signal
+import struct
 import threading
 import time
 from collections import deque
@@ -114,9 +116,13 @@ class Series:
     def name(self) -> str:
         return self.tag if self.run in (".", "output") else f"{self.run}/{self.tag}"
 
-    @property
+    @functools.cached_property
     def higher_is_better(self) -> bool:
         return bool(_HIGHER_IS_BETTER.search(self.tag)) and not is_loss(self.tag)
+
+    @functools.cached_property
+    def loss(self) -> bool:
+        return is_loss(self.tag)
 
 
 def is_loss(tag: str) -> bool:
@@ -127,19 +133,53 @@ def is_loss(tag: str) -> bool:
 
 
 class _Followed:
-    """One event file being tailed: its reader (whose state says where reading stopped) and
-    the plugin of each tag (only a tag's first value names it)."""
+    """One event file being tailed: its reader (whose state says where reading stopped), the
+    plugin of each tag (only a tag's first value names it) and the compiled scalar decoder
+    of ``gpudoc.events`` (None without it) with the tag names it has met."""
 
     def __init__(self, path: Path, run: str) -> None:
-        from gpudoc.events.model import TagPlugins
         from gpudoc.events.records import RecordReader
 
         self.path = path
         self.run = run
         self.reader: RecordReader = RecordReader(path, salvage=True)
-        self.plugins: TagPlugins = TagPlugins()
         self.damage_seen = 0
         self.undecodable = 0
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget what the file's earlier records taught (it is read again from its start)."""
+        from gpudoc.events.model import TagPlugins
+        from gpudoc.events.records import scalar_decoder
+
+        self.plugins: TagPlugins = TagPlugins()
+        self.decoder: Any = scalar_decoder()
+        self.names: list[str] = []  # the decoder's tag names by index
+
+    def learn(self, infos: Iterable[Any]) -> None:
+        """Tell the decoder the plugin of each tag whose first metadata a parsed record held
+        (it decodes a tag's values with metadata only once the plugin is known)."""
+        if self.decoder is None:
+            return
+        for info in infos:
+            if info.has_metadata:
+                try:
+                    self.decoder.learn(self.decoder.index(info.tag), self.plugins.plugins[info.tag])
+                except ValueError:  # a tag the decoder cannot hold: its records stay with Python
+                    continue
+
+    def points(self, columns: bytes) -> list[Point]:
+        """The values the decoder packed (step, wall time, value, tag, record per value), as
+        :func:`_scalars` makes them of the same records."""
+        names, decoder, run = self.names, self.decoder, self.run
+        while len(names) < len(decoder):
+            names.append(decoder.name(len(names)))
+        # TensorBoard stores float32: one part in 2^24.
+        return [Point(run, names[tag], step, value, abs(value) * 2.0**-24, wall)
+                for step, wall, value, tag, _ in _ROW.iter_unpack(columns)]
+
+
+_ROW = struct.Struct("<qddii")  # a value as gpudoc/events/_scan.c packs it (its Row)
 
 
 class EventTail:
@@ -162,9 +202,9 @@ class EventTail:
     def poll(self) -> tuple[list[Point], list[Check]]:
         """New scalar values of the followed files, and damage found in them: at most
         ``budget`` records in one poll (a large existing file is read over several, so a stop
-        is not held up); the rest waits for the next."""
-        from google.protobuf.message import DecodeError
-
+        is not held up); the rest waits for the next. Runs of scalar records are decoded by
+        the compiled decoder of ``gpudoc.events`` when it is built (the same values as the
+        Python parser gives); any other record, and all of them without it, is parsed."""
         points: list[Point] = []
         checks: list[Check] = []
         budget = self.budget
@@ -183,24 +223,11 @@ class EventTail:
                 state.offset, state.records, state.partial = 0, 0, 0
                 state.damage.clear()
                 followed.damage_seen = 0
-                followed.plugins = type(followed.plugins)()
+                followed.restart()
             elif size == state.offset + state.partial:
                 continue  # nothing new: no open, no read
             try:
-                for _, data, _ in followed.reader:
-                    if budget <= 0:
-                        break  # before using it: this record was not counted as read, the next poll reads it
-                    budget -= 1
-                    self.records += 1
-                    try:
-                        points.extend(_scalars(data, followed))
-                    except DecodeError:
-                        if not followed.undecodable:
-                            checks.append(Check(
-                                "damaged-record", "warning",
-                                f"{followed.path}: record {state.records} is intact but not a TensorBoard event "
-                                "(such records are skipped)", "is this an event file? its name contains 'tfevents'"))
-                        followed.undecodable += 1
+                budget = self._read(followed, budget, points, checks)
             except OSError as exc:
                 checks.append(Check("damaged-record", "warning", f"{followed.path}: cannot read: {exc.strerror}"))
             for damage in state.damage[followed.damage_seen:]:
@@ -210,6 +237,57 @@ class EventTail:
                     "the values in those bytes are lost; 'gpudoc events info' lists every damaged stretch"))
             followed.damage_seen = len(state.damage)
         return points, checks
+
+    def _read(self, followed: _Followed, budget: int, points: list[Point], checks: list[Check]) -> int:
+        """Read ``followed``'s new records into ``points`` (damage into ``checks``), at most
+        ``budget`` of them; the budget left."""
+        from gpudoc.events.records import Scalars
+
+        reader = followed.reader
+        items = reader.scalars(followed.decoder) if followed.decoder is not None else iter(reader)
+        over = False
+        try:
+            for item in items:
+                if isinstance(item, Scalars):
+                    if item.records > budget:
+                        over = True  # left unread (the reader's state is before them): parsed below
+                        break
+                    budget -= item.records
+                    self.records += item.records
+                    points += followed.points(item.columns or b"")
+                    continue
+                if budget <= 0:
+                    break  # before using it: this record was not counted as read, the next poll reads it
+                budget -= 1
+                self._parse(item[1], followed, points, checks)
+        finally:
+            items.close()  # type: ignore[attr-defined]
+        if over:  # a run of scalar records longer than the budget: as many as it allows, one by one
+            records = iter(reader)
+            try:
+                for _, data, _ in records:
+                    if budget <= 0:
+                        break
+                    budget -= 1
+                    self._parse(data, followed, points, checks)
+            finally:
+                records.close()  # type: ignore[attr-defined]
+        return budget
+
+    def _parse(self, data: bytes, followed: _Followed, points: list[Point], checks: list[Check]) -> None:
+        """One record parsed in Python (:func:`_scalars`); one that is no event is reported once."""
+        from google.protobuf.message import DecodeError
+
+        self.records += 1
+        try:
+            points.extend(_scalars(data, followed))
+        except DecodeError:
+            if not followed.undecodable:
+                checks.append(Check(
+                    "damaged-record", "warning",
+                    f"{followed.path}: record {followed.reader.state.records} is intact but not a TensorBoard event "
+                    "(such records are skipped)", "is this an event file? its name contains 'tfevents'"))
+            followed.undecodable += 1
 
 
 def _scalars(data: bytes, followed: _Followed) -> list[Point]:
@@ -224,7 +302,9 @@ def _scalars(data: bytes, followed: _Followed) -> list[Point]:
     if not event.HasField("summary"):
         return []
     found = []
-    for value, info in zip(event.summary.value, followed.plugins.values(event)):
+    infos = followed.plugins.values(event)
+    followed.learn(infos)
+    for value, info in zip(event.summary.value, infos):
         which = value.WhichOneof("value")
         if which == "simple_value":
             number = float(value.simple_value)
@@ -468,7 +548,7 @@ class Checks:
         self._fired: dict[tuple[str, str | None], int] = {}  # the highest severity fired
         self._pending: dict[tuple[str, str], Record] = {}
         self._touched: set[tuple[str, str]] = set()
-        self._canonical: dict[str, tuple[str, str | None]] = {}
+        self._canonical: dict[tuple[str, str], tuple[str, str | None]] = {}
         self.max_step: int | None = None
         self.min_step: int | None = None
         self._step_times: deque[float] = deque(maxlen=21)
@@ -536,7 +616,7 @@ class Checks:
         series.count += 1
         series.last = point.value
         if not math.isfinite(point.value):
-            what = "the loss" if is_loss(point.tag) else series.name
+            what = "the loss" if series.loss else series.name
             return self._fire(Check(
                 "non-finite", "error", f"{series.name} is {point.value} at step {point.step}"
                 + (" — the training diverged" if what == "the loss" else ""),
@@ -546,7 +626,7 @@ class Checks:
                                          else point.value < series.best)
         if better:
             series.best, series.best_step = point.value, point.step
-        if not is_loss(point.tag):
+        if not series.loss:
             return []
         finite = series.count  # debiased EMA over finite values, as TensorBoard smooths
         series.smoothed = SPIKE_SMOOTHING * series.smoothed + (1 - SPIKE_SMOOTHING) * point.value
@@ -565,10 +645,10 @@ class Checks:
     def _metric_record(self, point: Point) -> list[Check]:
         """Values of one run, split and step form a record for the metric-scale rules; it is
         checked when a later step of that split arrives (or at the end)."""
-        name = point.tag if point.run in (".", "output") else f"{point.run}/{point.tag}"
-        known = self._canonical.get(name)
-        if known is None:
-            known = self._canonical[name] = canonical(name)  # a regex pass per value otherwise
+        known = self._canonical.get((point.run, point.tag))
+        if known is None:  # a regex pass per value otherwise
+            name = point.tag if point.run in (".", "output") else f"{point.run}/{point.tag}"
+            known = self._canonical[(point.run, point.tag)] = canonical(name)
         split, metric = known
         if metric is None:
             return []
@@ -587,10 +667,14 @@ class Checks:
 
     def _check_record(self, record: Record) -> list[Check]:
         found: list[Check] = []
+        key = f"{record.source}:{record.split}"
         for finding in check_record(record, self.data_range, self.applied):
             if finding.rule == "non-finite":
                 continue  # every scalar is checked for that already
-            found += self._fire(_from_finding(finding), f"{record.source}:{record.split}")
+            if self._fired.get((finding.rule, key), -1) >= _LEVELS.get(finding.severity, 0):
+                self.counts[finding.rule] = self.counts.get(finding.rule, 0) + 1  # counted, told once
+                continue
+            found += self._fire(_from_finding(finding), key)
         return found
 
     def forget_output(self) -> None:

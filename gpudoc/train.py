@@ -31,6 +31,10 @@ from gpudoc.reap.end import Action, end_processes
 from gpudoc.reap.proc import ProcStat, read_stat, session_members
 
 KEEP_LINES = 200
+# Run.members reads every /proc entry this often (PIDs reused meanwhile are then seen again),
+# and at its first call after the leader exited; in between only the members known so far
+# and the PIDs that appeared since.
+FULL_SCAN_EVERY = 5.0
 LEFTOVER_WAIT = 2.0  # seconds the run's workers get to exit after its leader, before they are leftovers
 _OOM = re.compile(
     r"out of memory|OutOfMemoryError|RESOURCE_EXHAUSTED|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation",
@@ -125,6 +129,10 @@ class Run:
         self._leader_ticks = leader.start_ticks if leader is not None else 0
         self._session_over = False
         self._started = time.monotonic()
+        self._outside: set[str] = set()  # /proc entries known to be outside the session
+        self._scan_lock = threading.Lock()
+        self._full_scan_at = -FULL_SCAN_EVERY
+        self._exit_scanned = False
         threading.Thread(target=self._read, args=(log_file,), name="gpudoc-run-output", daemon=True).start()
         threading.Thread(target=self._wait_exit, name="gpudoc-run-exit", daemon=True).start()
 
@@ -228,15 +236,25 @@ class Run:
         not start a session of their own).
 
         Linux keeps a PID from reuse while any process is in the session it names, so a
-        process with the leader's PID that is not ours means the run's session is over."""
+        process with the leader's PID that is not ours means the run's session is over.
+        Processes found outside the session are not read again (none can join it) until the
+        next full scan: every ``FULL_SCAN_EVERY`` seconds and at the first call after the
+        leader exited (so what it left behind is exact then)."""
         if self._session_over:
             return []
-        leader = read_stat(self.pid)
-        if leader is not None and leader.start_ticks != self._leader_ticks:
+        with self._scan_lock:
+            now = time.monotonic()
+            exited = not self.running and not self._exit_scanned
+            if exited or now - self._full_scan_at >= FULL_SCAN_EVERY:
+                self._outside.clear()
+                self._full_scan_at = now
+                self._exit_scanned = self._exit_scanned or exited
+            found = session_members(self.pid, others=self._outside)
+        # (a process with the leader's PID is in the session it names: it is read here)
+        if any(stat.pid == self.pid and stat.start_ticks != self._leader_ticks for stat in found):
             self._session_over = True
             return []
-        return [stat for stat in session_members(self.pid)
-                if stat.state != "Z" and stat.start_ticks >= self._leader_ticks]
+        return [stat for stat in found if stat.state != "Z" and stat.start_ticks >= self._leader_ticks]
 
     def stop(self, grace: float = 10.0) -> dict[int, Action]:
         """End the whole run: SIGTERM to every process in its session, SIGKILL to those

@@ -1150,3 +1150,132 @@ def test_max_batch_after_an_oom_end_says_when_the_run_contradicted_it() -> None:
                                            "out: the estimate is optimistic for this run — try at most batch 48 "
                                            "(64·64/84)")
     assert max_batch_line(fit(64, 40)).startswith("max batch for the same spec: 40 (as gpudoc oom max-batch")
+
+
+# ---- the tail's two paths: the compiled scalar decoder and the Python parser
+
+def _value(tag: str, how: str, number: float, metadata: str | None):  # type: ignore[no-untyped-def]
+    import struct
+
+    from tensorboard.compat.proto import summary_pb2
+
+    value = summary_pb2.Summary.Value(tag=tag)
+    tensor = value.tensor
+    if how == "simple":
+        value.simple_value = number
+    elif how == "float":
+        tensor.dtype, tensor.float_val[:] = 1, [number]
+    elif how == "float_content":
+        tensor.dtype, tensor.tensor_content = 1, struct.pack("<f", number)
+    elif how == "double":
+        tensor.dtype, tensor.double_val[:] = 2, [number]
+    elif how == "int":
+        tensor.dtype, tensor.int_val[:] = 3, [int(number) % 1000 if math.isfinite(number) else 7]
+    elif how == "vector":
+        tensor.dtype, tensor.float_val[:] = 1, [number, number]
+        tensor.tensor_shape.dim.add(size=2)
+    elif how == "histo":
+        value.histo.min, value.histo.num = number, 1.0
+    if how in ("float", "float_content", "double", "int"):
+        tensor.tensor_shape.SetInParent()
+    if metadata is not None:
+        value.metadata.plugin_data.plugin_name = metadata
+    return value
+
+
+def _event_file(draw, events: int) -> bytes:  # type: ignore[no-untyped-def]
+    from hypothesis import strategies as st
+    from tensorboard.compat.proto import event_pb2
+
+    from gpudoc.events.records import frame
+
+    numbers = st.floats(width=32) | st.sampled_from([0.0, 1.5, -2.25, 1e-30, 3e38])
+    out = [frame(event_pb2.Event(wall_time=1.7e9, file_version="brain.Event:2").SerializeToString())]
+    for _ in range(events):
+        what = draw(st.sampled_from(["scalar"] * 10 + ["garbage", "damaged", "log"]))
+        if what == "garbage":  # intact, but no event
+            out.append(frame(b"\xff\xff\xff\xff"))
+            continue
+        event = event_pb2.Event(wall_time=draw(st.sampled_from([1.7e9 + 0.5, 0.0, float("nan")])),
+                                step=draw(st.sampled_from([0, 1, 2, 2, 5, -3, 2**62])))
+        if what == "log":
+            event.log_message.message = "hi"
+        else:
+            for _ in range(draw(st.integers(1, 3))):
+                event.summary.value.append(_value(
+                    draw(st.sampled_from(["loss", "val/mse", "acc", "né"])),
+                    draw(st.sampled_from(["simple"] * 4 + ["float", "float_content", "double", "int", "vector",
+                                                           "histo"])),
+                    draw(numbers), draw(st.sampled_from([None, None, "scalars", "histograms", ""]))))
+        framed = frame(event.SerializeToString())
+        if what == "damaged":
+            framed = framed[:-1] + bytes([framed[-1] ^ 1])
+        out.append(framed)
+    return b"".join(out)
+
+
+def _tail_all(path: Path, data: bytes, cuts: list[int], budget: int, compiled: bool) -> list[object]:
+    """Every poll's points (as text: NaN compares), checks and record count, the file growing
+    to each cut, then to its end, polled until nothing is left."""
+    from gpudoc.events import records
+
+    with pytest.MonkeyPatch.context() as patch:
+        if not compiled:
+            patch.setattr(records, "scalar_decoder", lambda **_: None)
+        path.write_bytes(b"")
+        tail = EventTail(budget=budget)
+        tail.follow(path, "run")
+        seen: list[object] = []
+        for cut in [*sorted(cuts), len(data), len(data)]:
+            with path.open("r+b") as f:
+                f.seek(0, 2)
+                f.write(data[f.tell():cut] if cut > f.tell() else b"")
+            for _ in range(len(data) // max(budget, 1) + 3):
+                points, checks = tail.poll()
+                seen.append((repr(points), [c.message for c in checks], tail.records))
+        return seen
+
+
+def test_the_tail_gives_the_same_points_and_checks_with_the_compiled_decoder_as_without(tmp_path: Path) -> None:
+    """Tensor and simple scalars, metadata first or later, values that are no scalars, intact
+    records that are no event, damage, a file that grows mid-record, a budget that stops
+    inside a run of scalar records: the compiled decoder and the Python parser agree."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from gpudoc.events.records import scalar_decoder
+
+    assert scalar_decoder() is not None, "the compiled decoder is built here (setup.py)"
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.data(), st.integers(0, 30), st.sampled_from([1, 2, 3, 7, 1000]))
+    def same(data, events: int, budget: int) -> None:  # type: ignore[no-untyped-def]
+        content = _event_file(data.draw, events)
+        cuts = data.draw(st.lists(st.integers(0, len(content)), max_size=3))
+        path = tmp_path / "events.out.tfevents.1.x"
+        assert _tail_all(path, content, cuts, budget, True) == _tail_all(path, content, cuts, budget, False)
+
+    same()
+
+
+def test_a_real_writers_scalars_are_decoded_by_the_compiled_decoder(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """tensorboardX's records: only the file's first record and each tag's first value (its
+    metadata names the plugin) are parsed in Python; the values are those of the parser."""
+    import tensorboardX
+
+    from gpudoc import runwatch
+
+    with tensorboardX.SummaryWriter(str(tmp_path)) as w:
+        for step in range(50):
+            for tag in ("train/loss", "val/mse"):
+                w.add_scalar(tag, 1 / (1 + step), step)
+    path = next(tmp_path.glob("*tfevents*"))
+    parsed = []
+    real = runwatch._scalars
+    monkeypatch.setattr(runwatch, "_scalars", lambda data, followed: parsed.append(1) or real(data, followed))
+    tail = EventTail()
+    tail.follow(path, ".")
+    points, _ = tail.poll()
+    assert len(points) == 100 and tail.records == 101 and len(parsed) <= 3
+    assert [(p.tag, p.step, p.value) for p in points[:2]] == [("train/loss", 0, 1.0), ("val/mse", 0, 1.0)]
+    assert points[-1].value == pytest.approx(1 / 50, rel=1e-6) and points[-1].rounding == abs(points[-1].value) * 2**-24

@@ -135,3 +135,71 @@ def test_a_session_whose_leader_pid_now_names_another_process_has_no_members() -
         os.kill(run.pid, 9)
         run.wait(10)
 
+
+
+def _stat_line(pid: int, sid: int, state: str = "S") -> str:
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+    # cutime cstime priority nice threads itrealvalue starttime ...
+    return f"{pid} (py (x)) {state} 1 {sid} {sid} 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 {1000 + pid} 0 0\n"
+
+
+def test_session_members_reads_an_entry_outside_the_session_once_until_it_is_listed_again(tmp_path: Path) -> None:
+    from gpudoc.reap.proc import session_members
+
+    def put(pid: int, sid: int) -> None:
+        (tmp_path / str(pid)).mkdir(exist_ok=True)
+        (tmp_path / str(pid) / "stat").write_text(_stat_line(pid, sid))
+
+    put(100, 100)
+    put(200, 1)
+    (tmp_path / "self").mkdir()
+    assert [m.pid for m in session_members(100, str(tmp_path))] == [100]
+    others: set[str] = set()
+    found = session_members(100, str(tmp_path), others)
+    assert [(m.pid, m.comm, m.sid, m.cpu_ticks, m.start_ticks) for m in found] == [(100, "py (x)", 100, 7, 1100)]
+    assert others == {"200"}
+    put(200, 100)  # (a process cannot join a session: shows that 200 is not read again)
+    assert [m.pid for m in session_members(100, str(tmp_path), others)] == [100]
+    assert sorted(m.pid for m in session_members(100, str(tmp_path))) == [100, 200]  # without others: all read
+    (tmp_path / "200" / "stat").unlink()
+    (tmp_path / "200").rmdir()
+    assert [m.pid for m in session_members(100, str(tmp_path), others)] == [100] and others == set()
+    put(200, 100)  # the PID is listed again (reused): read again
+    assert sorted(m.pid for m in session_members(100, str(tmp_path), others)) == [100, 200]
+
+
+def test_members_between_full_scans_find_a_new_worker_and_what_the_leader_leaves(tmp_path: Path,
+                                                                                  monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Between full scans only known members and new PIDs are read: a worker started after
+    the first look is a member at the next, one that left the session is not, and once the
+    leader exits the worker it left is still found."""
+    from gpudoc import train
+
+    monkeypatch.setattr(train, "FULL_SCAN_EVERY", 1e9)
+    go, pids = tmp_path / "go", tmp_path / "pids"
+    run = Run(python(f"""
+        import os, subprocess, sys, time
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.02)
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        apart = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+        open({str(pids)!r}, "w").write(f"{{worker.pid}} {{apart.pid}}")
+        time.sleep(0.5)
+    """))
+    worker = apart = None
+    try:
+        assert [m.pid for m in run.members()] == [run.pid]
+        scanned = run._full_scan_at
+        go.touch()
+        assert wait_for(lambda: pids.exists() and pids.read_text().count(" ") == 1)
+        worker, apart = map(int, pids.read_text().split())
+        assert {m.pid for m in run.members()} == {run.pid, worker}
+        assert run._full_scan_at == scanned  # found without reading every /proc entry again
+        run.wait(20)
+        assert [m.pid for m in run.members()] == [worker]
+        assert run._full_scan_at != scanned  # the first look after the leader exited reads them all
+    finally:
+        for pid in (worker, apart):
+            if pid is not None:
+                os.kill(pid, 9)
+        run.stop(grace=0.5)

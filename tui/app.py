@@ -51,6 +51,16 @@ NOTIFY_AT_ONCE = 3  # checks that fire in one look: each notified up to this man
 STOP_GRACE = 10.0
 
 
+class Looked(Message):
+    """A sample (``Sampled`` or ``SampleFailed``) and what the look at the run after it found
+    (``Watched`` or ``WatchFailed``), posted together by the sampler thread."""
+
+    def __init__(self, sampled: Message, found: Message) -> None:
+        super().__init__()
+        self.sampled = sampled
+        self.found = found
+
+
 class GpudocApp(App[None]):
     """``monitor`` is sampled every ``interval`` seconds; ``readonly`` removes every action
     that signals a process; ``host_name`` titles the screen (this machine's by default).
@@ -284,14 +294,17 @@ class GpudocApp(App[None]):
         look at the run's scalars."""
         with self._sampling:
             sample = None
+            run = self.training_run
+            status = run.status() if run is not None else None  # before the sample: see Sampled
             try:
                 sample = self.monitor.sample()
-                sampled: Message = Sampled(sample)
+                sampled: Message = Sampled(sample, status)
             except Exception as exc:  # the monitor must survive anything a sample meets
                 sampled = SampleFailed(f"{type(exc).__name__}: {exc}")
-            # With a run, the sample is posted just before the look's message (the first one
-            # at once: the first paint waits for it): the UI handles both before it paints,
-            # one frame a second instead of two.
+            # With a run, the sample and the look's findings go in one message (the first
+            # sample at once: the first paint waits for it): the UI handles both in one go,
+            # so they are painted in one frame a second (two messages were painted apart
+            # whenever the screen's refresh timer fired between them).
             later = self.run_watch is not None and self._first_taken.is_set()
             if not later:
                 self.post_message(sampled)
@@ -302,7 +315,7 @@ class GpudocApp(App[None]):
     def _look(self, watch: Watch, sample: MonitorSample | None, sampled: Message | None = None) -> None:
         """Poll the watch (sampler thread): the run's processes for its open event files, the
         stall check and its GPU use (from the monitor's sample, not a second NVML call); post
-        ``sampled`` just before what it found."""
+        what it found, with ``sampled`` in the same message."""
         run = self.training_run
         try:
             members = run.members() if run is not None else []
@@ -324,16 +337,27 @@ class GpudocApp(App[None]):
             found = WatchFailed(f"reading the run's scalars failed: {type(exc).__name__}: {exc}")
         finally:
             self._points.clear()
-        if sampled is not None:
-            self.post_message(sampled)
-        self.post_message(found)
+        self.post_message(found if sampled is None else Looked(sampled, found))
+
+    def on_looked(self, message: Looked) -> None:
+        """A sample and the look at the run after it, handled in one go (one frame)."""
+        for part in (message.sampled, message.found):
+            if isinstance(part, Sampled):
+                self.on_sampled(part)
+            elif isinstance(part, SampleFailed):
+                self.on_sample_failed(part)
+            elif isinstance(part, Watched):
+                self.on_watched(part)
+            elif isinstance(part, WatchFailed):
+                self.on_watch_failed(part)
 
     def on_watched(self, message: Watched) -> None:
         for note in (c for c in message.checks if c.severity == "note"):  # told, not counted as a check
             self.notify(check_line(note), title="note", severity="information", timeout=10)
         checks = [c for c in message.checks if c.severity != "note"]
         self.query_one(CurvesPanel).take(message.points, checks, message.source, not message.from_output)
-        if self.run_watch is not None and self.query(RunPanel):
+        # (the run's panel is there as compose made it: a query would walk the screen each look)
+        if self.run_watch is not None and (self.training_run is not None or self.attempts is not None):
             gpu = self.run_watch.gpu
             self.query_one(RunPanel).measure(gpu.using, gpu.current, gpu.peak)
         told = checks if len(checks) <= NOTIFY_AT_ONCE else checks[: NOTIFY_AT_ONCE - 1]
@@ -361,7 +385,10 @@ class GpudocApp(App[None]):
         self.query_one(ProcessTable).show(sample.processes, run.pid if run else None, unlisted)
         if run is not None:
             members = tuple(row for row in sample.processes if row.sid == run.pid)
-            self._show_run(run.status(), members)
+            status = message.run_status
+            # The status as the sample saw it: a leader that exited after the sample was
+            # taken is not a leftover of itself (nor a worker that exited with it).
+            self._show_run(status if status is not None and status.pid == run.pid else run.status(), members)
 
     def _show_status(self, sample: MonitorSample) -> str:
         """The status line (with the host's summary while its panel is hidden, packed); what

@@ -6,14 +6,18 @@ from textual.message import Message
 
 from gpudoc.monitor import MonitorSample
 from gpudoc.runwatch import Check, Point
+from gpudoc.train import RunStatus
 
 
 class Sampled(Message):
-    """A fresh sample of GPUs, host and processes."""
+    """A fresh sample of GPUs, host and processes; ``run_status``: the run's, read just before
+    the sample (its rows are then of the run as that status says: a row of a run that
+    ended after the sample is not one of its leftovers)."""
 
-    def __init__(self, sample: MonitorSample) -> None:
+    def __init__(self, sample: MonitorSample, run_status: RunStatus | None = None) -> None:
         super().__init__()
         self.sample = sample
+        self.run_status = run_status
 
 
 class SampleFailed(Message):

@@ -229,7 +229,7 @@ class RunPanel(LinePanel):
         )
         # One line packed (two while processes it left hold a GPU), else two at most: a long
         # command would push the table off the screen.
-        first = header.wrap(width)[0]
+        first = header.wrap(width)[0] if header.cell_length > width else header  # (wrapping costs)
         left = bool(self.members) and status.state is not RunState.RUNNING
         if (packed and not left) or first.cell_length == header.cell_length:
             lines = [header.truncate(width, ellipsis=True)]

@@ -90,13 +90,20 @@ def read_stat(pid: int, root: str = "/proc") -> ProcStat | None:
         return None
 
 
-def session_members(sid: int, root: str = "/proc") -> list[ProcStat]:
+def session_members(sid: int, root: str = "/proc", others: set[str] | None = None) -> list[ProcStat]:
     """Every process whose session is ``sid``, zombies included. Called each second by the
-    run view: each ``stat`` is read with one ``os.read`` and only a member's is parsed whole."""
+    run view: each ``stat`` is read with one ``os.read`` and only a member's is parsed whole.
+
+    ``others`` (kept by the caller between calls) holds the ``/proc`` entries already read and
+    found outside the session: they are not read again (a process never joins a session it
+    was not born in), those read now that are outside it are added, and those no longer
+    listed are dropped (a PID that is listed again is read again)."""
     found = []
-    for name in os.listdir(root):
-        if not name.isdigit():
-            continue
+    listed = [name for name in os.listdir(root) if name.isdigit()]
+    if others is not None:
+        others.intersection_update(listed)
+        listed = [name for name in listed if name not in others]
+    for name in listed:
         try:
             fd = os.open(f"{root}/{name}/stat", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -111,6 +118,8 @@ def session_members(sid: int, root: str = "/proc") -> list[ProcStat]:
         fields = data[close + 2 :].split(b" ", 5)
         try:
             if close < 0 or int(fields[3]) != sid:
+                if others is not None and close >= 0:
+                    others.add(name)
                 continue
         except (ValueError, IndexError):
             continue
