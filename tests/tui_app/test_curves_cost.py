@@ -50,15 +50,21 @@ def bytes_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return total
 
 
+@pytest.fixture(autouse=True)
+def _no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tensorboardX without torch (it imports faster), undone after each test: setting it for
+    the whole session made the later OOM tests find no torch."""
+    if "torch" not in sys.modules:
+        monkeypatch.setitem(sys.modules, "torch", None)
+
+
 def writer(logdir: Path) -> Any:
-    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     from tensorboardX import SummaryWriter
 
     return SummaryWriter(str(logdir), flush_secs=3600)
 
 
 def test_the_tail_reads_only_the_bytes_appended_since_the_last_poll(tmp_path: Path, bytes_read: list[int]) -> None:
-    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     from tensorboardX.event_file_writer import EventsWriter
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.summary import scalar
