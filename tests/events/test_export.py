@@ -26,6 +26,21 @@ def gpudoc(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def _drain(main: int) -> bytes:
+    """Everything a pty's other side wrote, until it closes (the pty's main end is closed)."""
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    return seen
+
+
 def test_purge_matches_tensorboards_view_and_keep_keeps_everything(tbx: Path, tmp_path: Path) -> None:
     code, out, _ = gpudoc("export", str(tbx / "run1"), "-o", str(tmp_path / "purged.jsonl"), "--on-restart", "purge",
                           "--json")
@@ -74,16 +89,7 @@ def test_progress_bar_on_a_terminal_only(tbx: Path, tmp_path: Path, command: lis
     proc = subprocess.Popen(args("out"), stdin=child, stdout=subprocess.DEVNULL, stderr=child,
                             env={**os.environ, "TERM": "xterm-256color"})
     os.close(child)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(main)
+    seen = _drain(main)
     proc.wait(60)
     assert proc.returncode == 0 and label in seen
     quiet = subprocess.run(args("out2"), capture_output=True, timeout=60)
@@ -178,16 +184,7 @@ def test_a_table_streamed_to_stderrs_terminal_gets_no_bar_among_its_rows(tbx: Pa
                             stdin=subprocess.DEVNULL, stdout=child, stderr=child,
                             env={**os.environ, "TERM": "xterm-256color"})
     os.close(child)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(main)
+    seen = _drain(main)
     proc.wait(60)
     rows = (tmp_path / "file.jsonl").read_bytes().replace(b"\n", b"\r\n")
     assert proc.returncode == 0 and seen.startswith(rows) and b"exporting" not in seen, seen[:300]

@@ -245,14 +245,9 @@ def test_fuzz_commands_on_framed_garbage_never_fail_internally(tmp_path: Path, p
     assert code in (0, 1, 2), err
 
 
-def test_a_record_that_is_no_event_is_skipped_as_damage_by_salvage(tmp_path: Path) -> None:
-    """A framed record whose CRCs check but whose bytes are no Event, between real ones: it
-    failed export, merge and replay even with --salvage. Salvage now skips it as damage
-    (file, bytes, record index); without --salvage it is one line naming the file and byte,
-    and nothing is written."""
-    import subprocess
-    import sys
-
+def _no_event_after_two(tmp_path: Path) -> tuple[Path, list[bytes], int, bytes]:
+    """A tensorboardX file (tmp_path/run) with a CRC-valid record that is no Event after its
+    first two records: the file, its records as written, the garbage's offset and framing."""
     from tensorboardX import SummaryWriter
 
     with SummaryWriter(str(tmp_path / "run")) as writer:
@@ -263,6 +258,18 @@ def test_a_record_that_is_no_event_is_skipped_as_damage_by_salvage(tmp_path: Pat
     start = sum(len(frame(r)) for r in records[:2])
     garbage = frame(b"\xff\xff\xff not a protobuf")
     source.write_bytes(b"".join(frame(r) for r in records[:2]) + garbage + frame(records[2]))
+    return source, records, start, garbage
+
+
+def test_a_record_that_is_no_event_is_skipped_as_damage_by_salvage(tmp_path: Path) -> None:
+    """A framed record whose CRCs check but whose bytes are no Event, between real ones: it
+    failed export, merge and replay even with --salvage. Salvage now skips it as damage
+    (file, bytes, record index); without --salvage it is one line naming the file and byte,
+    and nothing is written."""
+    import subprocess
+    import sys
+
+    source, records, start, garbage = _no_event_after_two(tmp_path)
     where = {"file": str(source), "start": start, "end": start + len(garbage),
              "reason": "record 2: not a TensorBoard Event (its CRCs check, its bytes do not parse); record skipped"}
     commands = {"export": ["-o", str(tmp_path / "t.jsonl")], "merge": ["-o", str(tmp_path / "m")],
@@ -357,16 +364,7 @@ def test_a_record_that_is_no_event_after_events_points_to_salvage(tmp_path: Path
     """A CRC-valid record that is no Event, after real Events: the error said "this is not an
     event file (a TFRecord file of something else?)" and not that --salvage skips it. A file
     whose first record is no Event (a TFRecord file of something else) keeps that fix."""
-    from tensorboardX import SummaryWriter
-
-    with SummaryWriter(str(tmp_path / "run")) as writer:
-        writer.add_scalar("loss", 1.0, 0)
-        writer.add_scalar("loss", 2.0, 1)
-    (source,) = (tmp_path / "run").iterdir()
-    records, _ = read_records(source)
-    start = sum(len(frame(r)) for r in records[:2])
-    source.write_bytes(b"".join(frame(r) for r in records[:2]) + frame(b"\xff\xff\xff not a protobuf") +
-                       frame(records[2]))
+    source, records, start, _ = _no_event_after_two(tmp_path)
     foreign = tmp_path / "foreign" / "events.out.tfevents.other"
     foreign.parent.mkdir()
     (tmp_path / "out").mkdir()
