@@ -131,6 +131,7 @@ class GpudocApp(App[None]):
         self._left_told: set[int] = set()  # leftovers already notified
         self._run_state = RunState.RUNNING
         self._run_left: tuple[ProcessRow, ...] = ()  # processes of an ended run still on a GPU
+        self._end_scanned: Run | None = None  # the run whose end the holder scan has followed
         self._stoppable = self.training_run is not None
         self._stop_pending = False
         self.host_name = host_name or socket.gethostname()
@@ -296,6 +297,14 @@ class GpudocApp(App[None]):
             sample = None
             run = self.training_run
             status = run.status() if run is not None else None  # before the sample: see Sampled
+            if run is not None and status is not None and status.state is not RunState.RUNNING \
+                    and (self._end_scanned is not run or self._run_left):
+                # The holder scan runs every few seconds: the last one may predate what the
+                # leader forked or opened just before it exited. Scanned again at the first
+                # sample after its end (exact then: the status above says it ended) and while
+                # it left processes on a GPU (so the panel drops them as they exit).
+                self.monitor.rescan_holders()
+                self._end_scanned = run
             try:
                 sample = self.monitor.sample()
                 sampled: Message = Sampled(sample, status)
@@ -606,6 +615,21 @@ class GpudocApp(App[None]):
             f"  {r.pid} {verdict_name(r)} {r.command[:60]}" for r in left[:10]
         )
 
+    def _left_now(self, run: Run) -> str | None:
+        """What an ended run's session holds now (read at once, not the last sample's rows,
+        which may predate the leader's exit), for a question; None when nothing. Without a
+        device glob to check, any process still in the session counts."""
+        from gpudoc.runwatch import find_leftovers, one_line
+
+        members = run.members()
+        glob = self.monitor.device_glob
+        left = [(m.pid, one_line(m.comm), ()) for m in members] if glob is None else [
+            (x.pid, one_line(x.command), x.devices) for x in find_leftovers(members, glob) if x.devices]
+        if not left:
+            return None
+        return f"The run ended, but {len(left)} of its processes still hold GPU devices:\n" + "\n".join(
+            f"  {pid} {command} {', '.join(devices)}".rstrip() for pid, command, devices in left[:10])
+
     def action_stop_run(self) -> None:
         run = self.training_run
         if run is None or not (run.running or self._run_left):
@@ -627,7 +651,10 @@ class GpudocApp(App[None]):
         """Quit; a run still going, or the processes an ended run left on the GPUs, are
         stopped first (after asking), not left behind."""
         run = self.training_run
-        if run is None or not (run.running or self._run_left):
+        left_now = None
+        if run is not None and not run.running and not self._run_left and not self._stop_pending:
+            left_now = self._left_now(run)  # the last sample may predate the leader's exit
+        if run is None or not (run.running or self._run_left or left_now):
             self.exit()
             return
 
@@ -635,7 +662,7 @@ class GpudocApp(App[None]):
             if yes:
                 self._stop_run(quit_after=True)
 
-        what = "The run is still going." if run.running else self._left_behind()
+        what = "The run is still going." if run.running else left_now or self._left_behind()
         self.push_screen(ConfirmScreen(f"{what}\nStop {'it' if run.running else 'them'} and quit?"), answered)
 
     def _stop_run(self, quit_after: bool) -> None:

@@ -19,7 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from gpudoc.cli import cli
-from gpudoc.gpu import ManualClock
+from gpudoc.gpu import ManualClock, SimulatedBackend
+from gpudoc.monitor import Monitor
 from gpudoc.output import format_bytes
 from gpudoc.runwatch import Check, Checks, LogFinder, Point, Watch
 from gpudoc.train import Run
@@ -29,7 +30,7 @@ from gpudoc.tui.runview import ChecksScreen, CurvesPanel, RunPanel
 from gpudoc.tui.screens import ConfirmScreen
 
 from reap.conftest import alive, dev, subreaper, trainer_script  # noqa: F401
-from tui_app.test_app import SIZE, make_app, refresh, screen_text, start_run
+from tui_app.test_app import SIZE, FixedHost, make_app, refresh, screen_text, start_run
 
 TOY = str(Path(__file__).parents[2] / "examples" / "toy_train.py")
 
@@ -803,3 +804,78 @@ def test_tui_with_a_command_leaves_an_earlier_runs_files_in_the_logdir_out(
     assert result.exit_code == 0, result.output
     assert seen["checks"] == [] and seen["tags"] == set()  # the buggy-scale values were the earlier run's
     assert any("1 event file(s) under" in n and "left out" in n for n in seen["notes"])
+
+
+FORK_AND_EXIT = """
+import os, sys, time
+while not os.path.exists(sys.argv[2]):  # the app's first sample (and holder scan) comes first
+    time.sleep(0.02)
+device = open(sys.argv[1], "rb")
+child = os.fork()
+if child == 0:
+    time.sleep(40)
+    os._exit(0)
+print("child", child, flush=True)
+os._exit(5)
+"""
+
+
+def _fork_and_exit(dev: Path, tmp_path: Path) -> tuple[Run, Path]:  # noqa: F811 (the fixture's folder)
+    go = tmp_path / "go"
+    return Run([sys.executable, "-c", FORK_AND_EXIT, str(dev / "nvidia0"), str(go)]), go
+
+
+def _slow_scans_app(dev: Path, run: Run) -> GpudocApp:  # noqa: F811
+    """The monitor as gpudoc tui makes it (the holder scan at most every few seconds: here
+    never again on its own), so only the run's end can make it scan."""
+    monitor = Monitor(SimulatedBackend("dgx", clock=ManualClock(5)), device_glob=str(dev / "nvidia*"),
+                      host=FixedHost(), holder_interval=3600.0, window=0.05)
+    watch = Watch(LogFinder(None, Path.cwd(), time.time()), Checks())
+    return GpudocApp(monitor, interval=3600, host_name="testhost", run=run, watch=watch)
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_a_child_forked_just_before_the_leader_exits_is_a_leftover_at_the_first_sample_after(
+    dev: Path, tmp_path: Path,  # noqa: F811
+) -> None:
+    run, go = _fork_and_exit(dev, tmp_path)
+    child = None
+    try:
+        app = _slow_scans_app(dev, run)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await refresh(app, pilot)  # the holder scan: nothing holds the device yet
+            go.touch()
+            status = run.wait(20)
+            assert status.returncode == 5
+            (child,) = [int(line.split()[1]) for line in status.lines if line.startswith("child ")]
+            await refresh(app, pilot)  # the first sample after the leader's exit
+            text = str(app.query_one("#run").render())
+            assert f"still holds GPU 0: {child} orphan (x stops it)" in text, text
+            assert any(c.rule == "leftover" for c in app.query_one(CurvesPanel).checks)
+    finally:
+        run.stop(grace=1)
+        if child is not None:
+            assert not alive(child)
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_quitting_asks_about_a_leftover_no_sample_has_shown_yet_and_ends_it(
+    dev: Path, tmp_path: Path,  # noqa: F811
+) -> None:
+    run, go = _fork_and_exit(dev, tmp_path)
+    child = None
+    try:
+        app = _slow_scans_app(dev, run)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await refresh(app, pilot)
+            go.touch()
+            status = run.wait(20)
+            (child,) = [int(line.split()[1]) for line in status.lines if line.startswith("child ")]
+            await pilot.press("q")  # before any sample saw the run end
+            assert isinstance(app.screen, ConfirmScreen), "q quit without asking"
+            assert f"{child} " in app.screen.question and "nvidia0" in app.screen.question
+            await pilot.press("y")
+            await app.workers.wait_for_complete()
+        assert not alive(child)
+    finally:
+        run.stop(grace=1)
