@@ -308,3 +308,13 @@ def test_a_name_that_is_not_utf8_is_shown_with_its_bytes_escaped_in_errors_and_j
     emit_json({os.fsdecode(b"k\xfe"): [os.fsdecode(b"r\xff"), "\ud800", "ü \\x41"]}, strict)
     strict.seek(0)
     assert json.loads(strict.buffer.read().decode()) == {"k\\xfe": ["r\\xff", "\\ud800", "ü \\x41"]}
+
+
+@pytest.mark.parametrize("where", ["missing", "proc"])
+def test_tui_refuses_a_log_it_could_not_write_before_the_run(where: str, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Checked before the start: with a predicted OOM the run starts later, inside the app."""
+    monkeypatch.chdir(tmp_path)
+    log = str(tmp_path / "no" / "run.log") if where == "missing" else "/proc/gpudoc-run.log"
+    result = invoke("tui", "--log", log, "--", "touch", "ran")
+    assert result.exit_code == ExitCode.USAGE and result.stderr.startswith(f"gpudoc: error: --log {log}: ")
+    assert result.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -12,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 import click
 
@@ -71,6 +72,31 @@ def model_run(model: str | None, batch: int | None, input_spec: str | None, prec
     if model is None or batch is None:
         raise click.UsageError("--model and --batch go together (the estimate needs both)")
     return ModelRun(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate)
+
+
+def check_output(option: str, dest: str | Path, append: bool = False) -> None:
+    """Refuse now, before the run starts, an output (``option``'s ``dest``) that could not be
+    written when the run ends: a directory or socket, a missing parent directory, a place
+    without write permission, a closed stdout. Nothing is created: the file is still written
+    whole at the end (``append``: opened in place, so an existing file must be writable)."""
+    from gpudoc.output import output_target, staging_file
+
+    target = output_target(dest)  # a directory, socket or bad path: one line
+    if target.fd == 1 and (sys.stdout is None or sys.stdout.closed):
+        raise InputError(f"{option} {dest}: stdout is closed", f"give {option} a file, or run with stdout open")
+    if target.stream:  # a device or FIFO is opened when written (a FIFO's open would wait for its reader)
+        return
+    parent = target.path.parent
+    if not parent.is_dir():
+        raise InputError(f"{option} {dest}: no such directory {parent}", "create it first, or write elsewhere")
+    try:
+        if append and target.path.exists():  # opened for appending, changing nothing
+            os.close(os.open(target.path, os.O_WRONLY | os.O_APPEND))
+        else:  # a new file, or the temporary file that replaces it, is made in the directory
+            staging_file(target.path).unlink()
+    except OSError as exc:
+        raise InputError(f"{option} {dest}: cannot write it ({exc.strerror or exc})",
+                         "choose a place you can write to") from None
 
 
 def checked_logdir(logdir: Path, fix: str, must_exist: bool = False) -> Path:
@@ -132,7 +158,9 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     stalls and the metric-scale rules of metrics-check — each printed once as
     'gpudoc: error: …' or 'gpudoc: warning: …' on stderr; a scalar is named by its tag under its directory relative
     to --logdir (else the working directory). SIGINT, SIGTERM or SIGHUP (the terminal closed) to
-    gpudoc stops the whole run (exit 130, as for any stop). At the
+    gpudoc stops the whole run (exit 130, as for any stop; under nohup SIGHUP stays ignored).
+    When stdout's reader goes away (| head) the run goes on without passing its output through
+    (said once on stderr; --log keeps it), and the exit status is still the run's. At the
     end one summary on stderr: how it ended, duration, steps, last and best of each scalar,
     the peak GPU memory of its processes (NVML, or --simulate), the checks raised, the leftovers.
 
@@ -148,7 +176,7 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     stopped (a second signal SIGKILLs the run at once), 0 when it succeeded — 1 under
     --strict when a check raised an error, or when --require-fit refused to start it.
     """
-    from gpudoc.output import atomic_file, emit_json, is_stdout, output_target, refuse_shared_outputs
+    from gpudoc.output import atomic_file, emit_json, is_stdout, refuse_shared_outputs
     from gpudoc.metrics.report import junit_xml
     from gpudoc.cli.oom import _status
     from gpudoc.runwatch import (Check, Checks, Leftover, LogFinder, Watch, annotation, end_leftovers,
@@ -157,15 +185,18 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     from gpudoc.train import Attempts, RunState
 
     dests = [d for d in (json_dest, junit_dest) if d is not None]
-    for dest in dests:
-        output_target(dest)  # a directory or impossible path fails now, before the run
+    for option, dest in (("--log", log), ("--json", json_dest), ("--junit", junit_dest)):
+        if dest is not None:  # what cannot be written at the end fails now, before the run
+            check_output(option, dest, append=option == "--log")
     if len([d for d in dests if is_stdout(d)]) > 1:
         raise click.UsageError("--json and --junit cannot both write to stdout")
     refuse_shared_outputs([(name, dest) for name, dest in (("--log", log), ("--json", json_dest),
                                                          ("--junit", junit_dest)) if dest is not None])
     # The run's output goes where gpudoc's own stdout goes (nowhere when that is closed).
     out_stream = sys.stderr if any(is_stdout(d) for d in dests) else sys.stdout
-    echo = out_stream.buffer if out_stream is not None else None
+    passthrough = Passthrough(out_stream.buffer, "stderr" if out_stream is sys.stderr else "stdout", log) \
+        if out_stream is not None else None
+    echo = cast("BinaryIO", passthrough)
     env = dict(os.environ)
     if logdir is not None:
         logdir = checked_logdir(logdir, "give --logdir the directory the run writes events to")
@@ -205,23 +236,50 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
     current: list[Run] = []  # the attempt running now
     killed: list[Run] = []  # attempts gpudoc sent SIGKILL (no OOM killer to blame)
 
+    told: list[int] = []  # the first signal's notice was printed
+    # The run's output and stderr may end up on one line (a terminal, a pipe a CI runner merges),
+    # unless the output goes to a file of its own or to /dev/null.
+    shared = _may_share_a_line(out_stream, sys.stderr)
+
+    def mid_line(run: Run) -> bool:
+        """Whether stderr's next line must start with a newline (and that it no longer must)."""
+        inside = run.echo_mid_line and shared and passthrough is not None and not passthrough.gone
+        run.echo_mid_line = False
+        return inside
+
+    def notice(signum: int) -> str:
+        return (f"gpudoc: {signal.Signals(signum).name} received: stopping the run (SIGTERM to its session, "
+                f"SIGKILL after {grace:g}s)")
+
+    def tell(line: str, run: Run) -> None:
+        """``line`` on stderr from a signal handler: written straight to the descriptor (print
+        could be inside another print of the main thread), on a line of its own."""
+        start = "\n" if mid_line(run) else ""
+        with contextlib.suppress(OSError):
+            os.write(2, (start + line + "\n").encode())
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
-        if stop.is_set() and current:  # a second signal while stopping: no more grace
-            print(f"gpudoc: {signal.Signals(signum).name} again: SIGKILL to the run", file=sys.stderr, flush=True)
-            killed.append(current[0])
-            for member in current[0].members():
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(member.pid, signal.SIGKILL)
+        run = current[0] if current else None
+        if stop.is_set() and run is not None:  # a second signal while stopping: no more grace
+            tell(f"gpudoc: {signal.Signals(signum).name} again: SIGKILL to the run", run)
+            killed.append(run)
+            # From a thread: the main thread may hold the run's scan lock that members() takes.
+            threading.Thread(target=_kill_all, args=(run,), name="gpudoc-sigkill", daemon=True).start()
+        elif not stop.is_set() and run is not None and run.running:
+            tell(notice(signum), run)  # now, before anything a second signal prints
+            told.append(signum)
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    # A hangup that was ignored when gpudoc started (nohup) stays ignored.
+    heard = [sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+             if sig is not signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, on_signal) for sig in heard}
 
     def say(line: str, run: Run) -> None:
         """``line`` on stderr, on a line of its own even when the run's output stops inside one
         (a progress bar): GitHub reads annotations only at the start of a line."""
-        start = "\n" if run.echo_mid_line else ""
-        run.echo_mid_line = False
+        start = "\n" if mid_line(run) else ""
         print(start + line, file=sys.stderr, flush=True)
 
     def report(checks: list[Check], run: Run) -> None:
@@ -240,7 +298,10 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
                 members = started.members()
                 report(watch.poll([m.pid for m in members], started.running, len(members)), started)
                 stop.wait(interval)
-            status = started.wait(1.0)
+            if stop.is_set() and started.members():
+                if not told:  # the signal came after the leader exited, while its processes lived
+                    say(notice(received[0]), started)
+                started.stop(grace)
             remaining = [] if stop.is_set() else _remaining(started, stop)
             if remaining:
                 found = find_leftovers(remaining, device_glob)
@@ -251,11 +312,6 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
                     for left in holding:
                         say(f"gpudoc: leftover PID {left.pid}: {left.action}", started)
                 leftovers += holding + [left for left in found if not left.devices]
-            if stop.is_set() and started.members():
-                name = signal.Signals(received[0]).name if received else "a signal"
-                say(f"gpudoc: {name} received: stopping the run (SIGTERM to its session, SIGKILL after "
-                    f"{grace:g}s)", started)
-                started.stop(grace)
             status = started.wait(grace + 1)
             if not attempts.again(status) or stop.is_set():
                 break
@@ -276,7 +332,7 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
         code = status.returncode if status.returncode > 0 else 128 - status.returncode
     else:
         code = int(ExitCode.OK)
-    duration = time.monotonic() - began
+    duration = (started.ended_at or time.monotonic()) - began  # to the leader's exit, not the leftovers' wait
     if fit is not None and made is not None and status.oom:
         with _status(False) as stage:
             fit = with_max_batch(made, fit, stage)
@@ -303,8 +359,61 @@ def _remaining(run: Run, stop: threading.Event) -> list[ProcStat]:
     with their leader are given ``LEFTOVER_WAIT`` seconds to go)."""
     from gpudoc.train import LEFTOVER_WAIT
 
-    deadline = time.monotonic() + LEFTOVER_WAIT
+    deadline = (run.ended_at or time.monotonic()) + LEFTOVER_WAIT  # from the leader's exit
     members = run.members()
-    while members and time.monotonic() < deadline and not stop.wait(0.1):
+    while members and time.monotonic() < deadline and not stop.wait(0.05):
         members = run.members()
     return members
+
+
+class Passthrough:
+    """The run's output copied to gpudoc's stdout (``name``; stderr under ``--json -``). When
+    that cannot take more — its reader went away (``| head``), a full disk — the run goes on:
+    that is said once on stderr and every later write fails, so the run (and a restarted one)
+    stops copying; ``--log`` still gets all of it."""
+
+    def __init__(self, stream: BinaryIO, name: str, log: Path | None) -> None:
+        self._stream, self._name, self._log = stream, name, log
+        self.gone = False
+
+    def write(self, data: bytes | memoryview) -> int:
+        return self._do(lambda: self._stream.write(data) or 0)
+
+    def flush(self) -> None:
+        self._do(lambda: self._stream.flush() or 0)
+
+    def _do(self, act: Callable[[], int]) -> int:
+        if self.gone:
+            raise ValueError(f"{self._name} is gone")
+        try:
+            return act()
+        except (OSError, ValueError) as exc:
+            self.gone = True
+            why = "its reader went away" if isinstance(exc, BrokenPipeError) else \
+                (getattr(exc, "strerror", None) or str(exc))
+            kept = f"{self._log} gets all of it" if self._log is not None else "--log FILE would keep it"
+            with contextlib.suppress(OSError, ValueError):
+                print(f"gpudoc: warning: the run's output no longer goes to {self._name} ({why}); the run goes "
+                      f"on, supervised as before ({kept})", file=sys.stderr, flush=True)
+            raise
+
+
+def _kill_all(run: Run) -> None:
+    """SIGKILL to every process of ``run`` (a second signal: no more grace)."""
+    for member in run.members():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(member.pid, signal.SIGKILL)
+
+
+def _may_share_a_line(out: IO[str] | None, err: IO[str]) -> bool:
+    """Whether text written to ``out`` may end up on the same line as ``err``'s: unless ``out``
+    is a regular file or /dev/null that ``err`` is not."""
+    if out is None:
+        return False
+    try:
+        info, other = os.fstat(out.fileno()), os.fstat(err.fileno())
+    except (OSError, ValueError, AttributeError):
+        return True
+    if (info.st_dev, info.st_ino) == (other.st_dev, other.st_ino):
+        return True
+    return not (stat.S_ISREG(info.st_mode) or (stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(1, 3)))

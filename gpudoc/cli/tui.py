@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from gpudoc.cli.common import Settings, pass_settings
-from gpudoc.cli.run import checked_logdir, model_options, model_run, restarts_option
+from gpudoc.cli.run import check_output, checked_logdir, model_options, model_run, restarts_option
 from gpudoc.errors import EnvironmentMissing, ExitCode, InputError
 from gpudoc.reap.scan import DEFAULT_DEVICE_GLOB
 
@@ -80,6 +80,8 @@ def tui(
 
     if log is not None and not command:
         raise InputError("--log needs a command to run", "gpudoc tui --log run.log -- python train.py")
+    if log is not None:  # (the run may start later, in the app, after the estimate's question)
+        check_output("--log", log, append=True)
     spec = model_run(model, batch, input_spec, precision, optimizer, freeze, checkpointing, accumulate)
     if (spec is not None or restarts) and not command:
         raise InputError(f"{'--model' if spec is not None else '--restarts'} needs a command to run",
