@@ -35,7 +35,10 @@ KEEP_LINES = 200
 # and at its first call after the leader exited; in between only the members known so far
 # and the PIDs that appeared since.
 FULL_SCAN_EVERY = 5.0
-LEFTOVER_WAIT = 2.0  # seconds the run's workers get to exit after its leader, before they are leftovers
+# Seconds from the leader's exit that the processes of its session get to exit with it
+# (workers told to end as it ends), before those still there are reported as leftovers: long
+# enough for them, short enough that the report comes at once.
+LEFTOVER_WAIT = 1.0
 _OOM = re.compile(
     r"out of memory|OutOfMemoryError|RESOURCE_EXHAUSTED|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation",
     re.IGNORECASE,
@@ -223,6 +226,23 @@ class Run:
     @property
     def running(self) -> bool:
         return not self._exited.is_set()
+
+    @property
+    def ended_at(self) -> float | None:
+        """When the leader exited (``time.monotonic()``), None while it runs."""
+        with self._lock:
+            return self._ended
+
+    def wait_exit(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the leader to exit (True once it has), returning
+        early when ``stop`` is set (checked every 0.1 s: a signal handler sets it)."""
+        deadline = time.monotonic() + timeout
+        while not self._exited.is_set() and not (stop is not None and stop.is_set()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._exited.wait(min(left, 0.1) if stop is not None else left)
+        return self._exited.is_set()
 
     def wait(self, timeout: float | None = None) -> RunStatus:
         """The status once the command has exited (or at ``timeout``), with the output its

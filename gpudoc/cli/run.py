@@ -297,7 +297,7 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
             while started.running and not stop.is_set():
                 members = started.members()
                 report(watch.poll([m.pid for m in members], started.running, len(members)), started)
-                stop.wait(interval)
+                started.wait_exit(interval, stop)  # the leader's exit is acted on at once
             if stop.is_set() and started.members():
                 if not told:  # the signal came after the leader exited, while its processes lived
                     say(notice(received[0]), started)
