@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ from gpudoc.metrics.logs import Record, Value, canonical, parse_number
 from gpudoc.metrics.report import Report, Subject, github_line
 from gpudoc.output import format_bytes, format_duration
 from gpudoc.reap.classify import HolderReport, Verdict
-from gpudoc.reap.end import end_processes
+from gpudoc.reap.end import Outcome, end_processes
 from gpudoc.reap.proc import ProcStat, read_cmdline, read_link
 from gpudoc.reap.scan import scan
 
@@ -907,13 +907,14 @@ def _finite(value: float) -> float | None:
 class Leftover:
     """A process of the run's session alive after the leader exited, the GPU device files it
     holds (none: it is only reported); ``action`` says what ``--reap-leftovers`` did to it
-    (None: left running)."""
+    (None: left running), ``ended``: whether it is gone by gpudoc's hand."""
 
     pid: int
     command: str
     devices: tuple[str, ...]
     start_ticks: int
     action: str | None = None
+    ended: bool = False
 
 
 def find_leftovers(members: Iterable[ProcStat], device_glob: str) -> list[Leftover]:
@@ -933,9 +934,16 @@ def find_leftovers(members: Iterable[ProcStat], device_glob: str) -> list[Leftov
 
 
 def leftover_check(leftover: Leftover) -> Check:
+    """The ``leftover`` check: an error while the process still runs, a warning once gpudoc
+    ended it (nothing is left behind: the run's own outcome stands, even under --strict)."""
+    shown = f"PID {leftover.pid} ({one_line(leftover.command)})"
+    if leftover.ended:
+        return Check("leftover", "warning",
+                     f"{shown} held {', '.join(leftover.devices)} after the run's leader exited: {leftover.action}",
+                     "join the run's workers before its leader exits",
+                     str(leftover.pid))
     return Check("leftover", RULES["leftover"][0],
-                 f"PID {leftover.pid} ({one_line(leftover.command)}) still holds {', '.join(leftover.devices)} "
-                 "after the run's leader exited",
+                 f"{shown} still holds {', '.join(leftover.devices)} after the run's leader exited",
                  "--reap-leftovers ends such processes; 'gpudoc reap' finds them later", str(leftover.pid))
 
 
@@ -944,7 +952,7 @@ def end_leftovers(leftovers: list[Leftover], grace: float) -> list[Leftover]:
     targets = [HolderReport(pid=left.pid, verdict=Verdict.ORPHAN, reason="outlived the run's leader",
                             start_ticks=left.start_ticks) for left in leftovers]
     actions = end_processes(targets, timeout=grace)
-    return [Leftover(left.pid, left.command, left.devices, left.start_ticks, actions[left.pid].action)
+    return [replace(left, action=actions[left.pid].action, ended=actions[left.pid].outcome is Outcome.ENDED)
             for left in leftovers]
 
 
@@ -1003,8 +1011,6 @@ class ModelRun:
 
 def with_max_batch(made: Plan, fit: Fit, stage: Stage | None = None) -> Fit:
     """``fit`` with max-batch's answer for the same spec on the same GPU (after an out-of-memory end)."""
-    from dataclasses import replace
-
     best, _ = made.max_batch((lambda size: stage(f"max batch: batch {size}")) if stage else None)
     return replace(fit, max_batch=best)
 
@@ -1107,7 +1113,8 @@ class RunSummary:
                 out.append("  " + max_batch_line(est))
         for left in self.leftovers:
             if left.devices:
-                out.append(f"  leftover PID {left.pid} ({one_line(left.command)}) holding {', '.join(left.devices)}: "
+                out.append(f"  leftover PID {left.pid} ({one_line(left.command)}) "
+                           + ("held" if left.ended else "holding") + f" {', '.join(left.devices)}: "
                            + (left.action or "left running (--reap-leftovers ends it)"))
             else:
                 out.append(f"  PID {left.pid} ({one_line(left.command)}) still runs after its leader exited "

@@ -306,11 +306,11 @@ def run(settings: Settings, logdir: Path | None, log: Path | None, json_dest: st
             if remaining:
                 found = find_leftovers(remaining, device_glob)
                 holding = [left for left in found if left.devices]
-                report([leftover_check(left) for left in holding], started)
-                if reap_leftovers and holding:
+                if reap_leftovers and holding:  # ended first: one gpudoc ended is a warning, not an error
                     holding = end_leftovers(holding, grace)
-                    for left in holding:
-                        say(f"gpudoc: leftover PID {left.pid}: {left.action}", started)
+                report([leftover_check(left) for left in holding], started)
+                for left in holding if reap_leftovers else []:
+                    say(f"gpudoc: leftover PID {left.pid}: {left.action}", started)
                 leftovers += holding + [left for left in found if not left.devices]
             status = started.wait(grace + 1)
             if not attempts.again(status) or stop.is_set():
