@@ -176,6 +176,8 @@ class GpudocApp(App[None]):
             self._mount_run()
         with contextlib.suppress(ValueError, RuntimeError):  # not on the main thread: no handlers there
             for sig in _STOP_SIGNALS:
+                if sig is signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
+                    continue  # under nohup SIGHUP stays ignored, as in gpudoc run
                 asyncio.get_running_loop().add_signal_handler(sig, self._on_stop_signal, sig)
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:

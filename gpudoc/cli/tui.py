@@ -68,7 +68,8 @@ def tui(
     its processes use; when it predicts out of memory, you are asked whether to start it at
     all; after an out-of-memory end the panel shows max-batch's answer for the same spec.
 
-    SIGTERM or SIGHUP (the terminal closed) stops the run as x does, without asking, and quits.
+    SIGTERM or SIGHUP (the terminal closed) stops the run as x does, without asking, and quits
+    (under nohup SIGHUP stays ignored).
 
     Exit status: 0, or with a COMMAND 0 when it succeeded, 1 when it failed or you chose not
     to start it, 130 when you stopped it or on SIGTERM/SIGHUP; 70 when the monitor itself

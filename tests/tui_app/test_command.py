@@ -32,11 +32,14 @@ from gpudoc.tui.app import GpudocApp
 class Terminal:
     """``gpudoc ARGS`` on a pseudo-terminal whose output is read as a terminal would."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, hup_ignored: bool = False) -> None:
+        """``hup_ignored``: started with SIGHUP ignored, as ``nohup`` starts it."""
         self.main, child = os.openpty()
         env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", "GPUDOC_SIMULATE": ""}
         self.proc = subprocess.Popen([sys.executable, "-m", "gpudoc", *args],
-                                     stdin=child, stdout=child, stderr=child, env=env)
+                                     stdin=child, stdout=child, stderr=child, env=env,
+                                     preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+                                     if hup_ignored else None)
         os.close(child)
         self.seen = b""
 
@@ -124,6 +127,21 @@ def test_sigterm_or_sighup_stops_the_run_restores_the_terminal_and_exits_130(tmp
             assert len(tail) == 2, term.seen[-2000:]
             assert f"gpudoc: {how} received: the run was stopped".encode() in tail[1]
             assert b"gpudoc: the run stopped after" in tail[1]
+
+
+def test_a_hangup_ignored_as_nohup_does_leaves_the_run_going() -> None:
+    """Under nohup SIGHUP stays ignored, as in gpudoc run: the run and the monitor go on."""
+    code = "import time; print('hello from the run', flush=True); time.sleep(60)"
+    with Terminal("tui", "--demo", "workstation", "--device-glob", "/none/*", "--", sys.executable, "-c", code,
+                  hup_ignored=True) as term:
+        term.read_until(b"hello from the run")
+        term.proc.send_signal(signal.SIGHUP)
+        term.type(b"q")  # the monitor still answers, and the run still goes: quitting asks first
+        term.read_until(b"Stop it and quit?")
+        assert b"SIGHUP received" not in term.seen
+        term.type(b"y")
+        assert term.exit_code() == 130
+        assert b"gpudoc: the run stopped after" in term.seen and b"SIGHUP" not in term.seen
 
 
 def _headless(monkeypatch: pytest.MonkeyPatch, drive: Callable[[Any], Awaitable[None]]) -> None:
