@@ -71,8 +71,9 @@ def tui(
     SIGTERM or SIGHUP (the terminal closed) stops the run as x does, without asking, and quits
     (under nohup SIGHUP stays ignored).
 
-    Exit status: 0, or with a COMMAND 0 when it succeeded, 1 when it failed or you chose not
-    to start it, 130 when you stopped it or on SIGTERM/SIGHUP; 70 when the monitor itself
+    Exit status: 0, or with a COMMAND 0 when it succeeded, 1 when it failed (also when x then
+    stopped what it left; its own status is in the line on exit) or you chose not to start it,
+    130 when you stopped it or on SIGTERM/SIGHUP; 70 when the monitor itself
     failed (every process of the run still alive is stopped then).
     """
     from gpudoc.monitor import Monitor

@@ -345,3 +345,48 @@ def test_the_readmes_first_command_shows_the_run_its_curves_and_a_check_firing(t
         term.read_until(b"Stop it and quit?")
         term.type(b"y")
         assert term.exit_code() == 130
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_a_failed_run_whose_leftovers_x_stopped_still_exits_1_as_a_failed_run(
+    monkeypatch: pytest.MonkeyPatch, dev: Path,  # noqa: F811
+) -> None:
+    """x on what a failed run left does not make it a stopped run: exit 1, not 130, and
+    the line on exit says how the command itself ended."""
+    leader = textwrap.dedent(f"""
+        import os, time
+        held = open({str(dev / "nvidia0")!r}, "rb")
+        worker = os.fork()
+        if worker == 0:
+            time.sleep(120)  # a dataloader worker that outlives its launcher, holding the GPU
+            os._exit(0)
+        print(f"worker {{worker}}", flush=True)
+        os._exit(5)
+    """)
+    workers: list[int] = []
+
+    async def drive(pilot: Any) -> None:
+        app = pilot.app
+        run = app.training_run
+        while run.running or "x stops it" not in str(app.query_one("#run").render()):
+            await pilot.pause(0.05)
+        workers.extend(int(line.split()[1]) for line in run.status().lines if line.startswith("worker "))
+        await pilot.press("x")
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+        deadline = time.monotonic() + 15
+        while workers and alive(workers[0]) and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        await pilot.press("q")
+
+    _headless(monkeypatch, drive)
+    try:
+        result = _tui("--demo", "workstation", "--device-glob", str(dev / "nvidia*"), "--",
+                      sys.executable, "-c", leader)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert workers and not alive(workers[0])
+    assert "gpudoc: the run failed (exit 5) after" in result.stderr, result.stderr
+    assert result.exit_code == 1, result.stderr
