@@ -139,7 +139,8 @@ def checked_logdir(logdir: Path, fix: str, must_exist: bool = False) -> Path:
 @click.option("--device-glob", default=DEFAULT_DEVICE_GLOB, show_default=True, envvar="GPUDOC_DEVICE_GLOB",
               help="Device files that a process of the run may not hold once its leader has exited.")
 @click.option("--reap-leftovers", is_flag=True, help="End the run's processes that still hold a device file after "
-              "its leader exited (SIGTERM, SIGKILL after --grace, gpudoc reap's identity checks).")
+              "its leader exited (SIGTERM, SIGKILL after --grace, gpudoc reap's identity checks); one ended is a "
+              "warning, not a --strict failure.")
 @restarts_option
 @model_options
 @click.option("--require-fit", is_flag=True, help="With --model: do not start the run when the estimate "
