@@ -825,6 +825,15 @@ def _fork_and_exit(dev: Path, tmp_path: Path) -> tuple[Run, Path]:  # noqa: F811
     return Run([sys.executable, "-c", FORK_AND_EXIT, str(dev / "nvidia0"), str(go)]), go
 
 
+def _leader_forks_and_exits(run: Run, go: Path) -> int:
+    """Let the leader fork its device-holding child and exit (status 5): the child's PID."""
+    go.touch()
+    status = run.wait(20)
+    assert status.returncode == 5
+    (child,) = [int(line.split()[1]) for line in status.lines if line.startswith("child ")]
+    return child
+
+
 def _slow_scans_app(dev: Path, run: Run) -> GpudocApp:  # noqa: F811
     """The monitor as gpudoc tui makes it (the holder scan at most every few seconds: here
     never again on its own), so only the run's end can make it scan."""
@@ -844,10 +853,7 @@ async def test_a_child_forked_just_before_the_leader_exits_is_a_leftover_at_the_
         app = _slow_scans_app(dev, run)
         async with app.run_test(size=(120, 40)) as pilot:
             await refresh(app, pilot)  # the holder scan: nothing holds the device yet
-            go.touch()
-            status = run.wait(20)
-            assert status.returncode == 5
-            (child,) = [int(line.split()[1]) for line in status.lines if line.startswith("child ")]
+            child = _leader_forks_and_exits(run, go)
             await refresh(app, pilot)  # the first sample after the leader's exit
             text = str(app.query_one("#run").render())
             assert f"still holds GPU 0: {child} orphan (x stops it)" in text, text
@@ -868,9 +874,7 @@ async def test_quitting_asks_about_a_leftover_no_sample_has_shown_yet_and_ends_i
         app = _slow_scans_app(dev, run)
         async with app.run_test(size=(120, 40)) as pilot:
             await refresh(app, pilot)
-            go.touch()
-            status = run.wait(20)
-            (child,) = [int(line.split()[1]) for line in status.lines if line.startswith("child ")]
+            child = _leader_forks_and_exits(run, go)
             await pilot.press("q")  # before any sample saw the run end
             assert isinstance(app.screen, ConfirmScreen), "q quit without asking"
             assert f"{child} " in app.screen.question and "nvidia0" in app.screen.question
