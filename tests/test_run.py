@@ -50,6 +50,13 @@ def alive(pid: int) -> bool:
         return False
 
 
+def wait_for_file(path: Path, seconds: float) -> None:
+    """Wait (polling) until ``path`` exists or ``seconds`` pass; the caller's next step shows which."""
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 class Reader:
     """Collects a process's stderr lines as they come."""
 
@@ -195,9 +202,7 @@ def test_a_signal_to_gpudoc_ends_the_whole_run(tmp_path: Path, sig: signal.Signa
                              *python(code)],
                             cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not pids.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_file(pids, 30)
         leader, child = map(int, pids.read_text().split())
         assert alive(leader) and alive(child)
         proc.send_signal(sig)
@@ -702,9 +707,7 @@ def test_a_second_signal_while_stopping_kills_at_once(tmp_path: Path) -> None:
         """)], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         reader = Reader(proc.stderr)
-        deadline = time.monotonic() + 30
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_file(ready, 30)
         proc.send_signal(signal.SIGTERM)
         assert reader.wait_for("stopping the run"), reader.lines
         proc.send_signal(signal.SIGINT)  # without it gpudoc waits the whole --grace 600
@@ -868,9 +871,7 @@ def test_a_sigkill_gpudoc_sent_on_a_quick_second_signal_is_no_oom_kill(tmp_path:
         """)], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         reader = Reader(proc.stderr)
-        deadline = time.monotonic() + 30
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_file(ready, 30)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)  # the second one comes before gpudoc has begun its SIGTERM to the session
         proc.send_signal(signal.SIGTERM)
@@ -1342,9 +1343,7 @@ def test_the_first_signals_notice_comes_at_once_before_a_second_signals(tmp_path
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         reader = Reader(proc.stderr)
-        deadline = time.monotonic() + 60
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_file(ready, 60)
         proc.send_signal(signal.SIGTERM)
         assert reader.wait_for("SIGTERM received: stopping the run"), reader.text()
         proc.send_signal(signal.SIGTERM)
@@ -1403,9 +1402,7 @@ def test_a_hangup_ignored_as_nohup_does_leaves_the_run_going(tmp_path: Path) -> 
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     try:
-        deadline = time.monotonic() + 60
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_file(ready, 60)
         proc.send_signal(signal.SIGHUP)
         time.sleep(1)  # (10 looks: a hangup heard would have stopped the run by now)
         go.touch()

@@ -149,22 +149,10 @@ def test_a_table_on_stdout_is_not_drawn_into_the_bar_on_a_terminal_stderr(tbx: P
                             env={**os.environ, "TERM": "xterm-256color"})
     os.close(child)
     terminal: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            terminal.append(chunk)
-
-    reader = threading.Thread(target=drain)
+    reader = threading.Thread(target=lambda: terminal.append(_drain(main)))
     reader.start()
     out, _ = proc.communicate(timeout=120)
     reader.join(60)
-    os.close(main)
     seen = b"".join(terminal)
     assert proc.returncode == 0 and out == (tmp_path / f"file.{fmt}").read_bytes()
     assert b"exporting" in seen and b"rows \xe2\x86\x92" in seen  # the bar and the summary: on the terminal
